@@ -1,0 +1,211 @@
+// The shared-memory Store: named tables in POSIX shared memory, written by one
+// process (the `writer`) and read lock-free, without copies, by any process
+// (`reader`).
+//
+// Caveats
+// - A `reader` is bound to the process that attached it; after fork() the
+//   child must attach again (its registry slot would carry the parent's pid).
+// - A reader that is killed while reading is detected by the writer (pid and
+//   start time) and its slot, epoch and holds are cleared.
+// - All writes go through the one `writer`; two writers of the same store
+//   name refuse each other (`errc::already_exists`).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "slither/core/error.hpp"
+#include "slither/core/value.hpp"
+
+namespace slither::shm {
+
+/// How a table maps keys to values.
+enum class table_kind : std::uint8_t {
+  set = 1,  ///< one value per key
+  bag = 2,  ///< several values per key, in insertion order
+};
+
+/// Declares one table of a store.
+struct table_spec {
+  std::string name;
+  table_kind kind = table_kind::set;
+  /// Slots to reserve up front; the index grows past this as needed.
+  std::uint64_t initial_capacity = 1024;
+};
+
+/// Where a store lives and how large things may be.
+struct store_options {
+  /// Namespace: keeps two brokers (or two test runs) apart. [A-Za-z0-9_-]+.
+  std::string ns = "default";
+  /// Store name. [A-Za-z0-9_-]+.
+  std::string name;
+  /// Size of the first data segment; later segments double.
+  std::uint64_t initial_segment_bytes = std::uint64_t{4} << 20;
+  std::uint64_t max_key_bytes = 4096;
+  std::uint64_t max_value_bytes = std::uint64_t{1} << 32;
+  /// Reader registry capacity (processes attached at once).
+  std::uint32_t max_readers = 256;
+};
+
+/// Figures a writer reports about its store.
+struct store_stats {
+  std::uint64_t entries = 0;         ///< live entries over all tables
+  std::uint64_t bytes_used = 0;      ///< bytes in live entry blocks and indexes
+  std::uint64_t bytes_retired = 0;   ///< replaced/deleted bytes not yet freed
+  std::uint64_t segments = 0;        ///< data segments
+  std::uint64_t segment_bytes = 0;   ///< total size of the data segments
+  std::uint64_t readers = 0;         ///< live reader slots
+};
+
+/// Shared-memory object name of segment `n` of a store: "/slither.<ns>.<store>.<n>".
+std::string segment_name(std::string_view ns, std::string_view store, std::uint32_t n);
+/// Name of a store's reader-registry segment: "/slither.<ns>.<store>.readers".
+std::string registry_name(std::string_view ns, std::string_view store);
+
+class reader;
+
+/// A value seen in place in shared memory. While a `view` (or any copy of it,
+/// or any ndarray obtained from it) lives, its block is held and never freed
+/// or reused by the writer; holding it does not stall reclamation of anything else.
+class view {
+ public:
+  /// The stored encoding (`slither::encode` form) for non-array values;
+  /// for ndarrays, the raw element bytes.
+  std::span<const std::byte> bytes() const noexcept;
+  /// True if the value is an ndarray stored raw.
+  bool is_ndarray() const noexcept;
+  /// The value as an ndarray pointing into shared memory (read-only,
+  /// 64-byte aligned); throws `slither::error(invalid_argument)` if not an ndarray.
+  ndarray array() const;
+  /// Decodes a copy of the value.
+  Value value() const;
+  /// The entry's version (incremented on every write of its key).
+  std::uint64_t version() const noexcept;
+
+  struct state;  ///< implementation detail
+  explicit view(std::shared_ptr<const state> s) noexcept : s_(std::move(s)) {}
+
+ private:
+  std::shared_ptr<const state> s_;
+};
+
+/// Read access to a store from any process: attach by name, map read-only.
+/// Reads are lock-free and never wait for the writer. A reader may be used
+/// by several threads of its process at once.
+class reader {
+ public:
+  /// Attaches to the store `<ns>.<name>`. Errors: `not_found` (no such store),
+  /// `layout_mismatch` (another build's layout), `writer_gone` (its writer died),
+  /// `limit_exceeded` (the reader registry is full).
+  static result<reader> attach(std::string_view ns, std::string_view name);
+
+  reader(reader&&) noexcept;
+  reader& operator=(reader&&) noexcept;
+  ~reader();
+
+  /// Names of the store's tables.
+  std::vector<std::string> tables() const;
+  /// A decoded copy of the value under `key` (for a bag, the first value);
+  /// nullopt if absent. Errors: `not_found` for an unknown table.
+  result<std::optional<Value>> get(std::string_view table, std::string_view key) const;
+  /// All values under `key` in a bag (one or none for a set).
+  result<std::vector<Value>> get_all(std::string_view table, std::string_view key) const;
+  /// A zero-copy view of the value under `key`; nullopt if absent.
+  result<std::optional<view>> get_view(std::string_view table, std::string_view key) const;
+  result<bool> contains(std::string_view table, std::string_view key) const;
+  /// Number of entries (for a bag, of values).
+  result<std::size_t> size(std::string_view table) const;
+  /// Calls `fn(key, view)` for every entry; every entry present for the whole
+  /// iteration is seen exactly once. Return false from `fn` to stop early.
+  result<void> for_each(std::string_view table,
+                        const std::function<bool(std::string_view, const view&)>& fn) const;
+  /// Keys that start with `prefix` (all keys for an empty prefix).
+  result<std::vector<std::string>> keys(std::string_view table, std::string_view prefix = {}) const;
+
+  struct impl;  ///< implementation detail
+
+ private:
+  explicit reader(std::unique_ptr<impl> p) noexcept;
+  std::unique_ptr<impl> p_;
+  friend class writer;
+};
+
+/// Fills a table during `writer::reload`; the new contents become visible at once.
+class loader {
+ public:
+  virtual ~loader() = default;
+  virtual result<void> put(std::string_view key, const Value& value) = 0;
+};
+
+/// The one process that owns a store: creates its segments, applies writes,
+/// reclaims memory, and unlinks everything on `close`. Every write returns
+/// only after it is visible to readers. A failed write changes nothing.
+/// Not thread-safe: call it from one thread (the broker's write loop).
+class writer {
+ public:
+  /// Creates the store's segments (owner-only, 0600), removing those left by a
+  /// dead writer of the same name. Errors: `already_exists` if a live writer
+  /// owns the name, `no_space`, `invalid_argument` for bad names or specs.
+  static result<writer> create(const store_options& options, std::span<const table_spec> tables);
+
+  writer(writer&&) noexcept;
+  writer& operator=(writer&&) noexcept;
+  /// Calls `close()`.
+  ~writer();
+
+  /// Stores `value` under `key` (for a bag, appends it). Returns the entry's new version.
+  result<std::uint64_t> put(std::string_view table, std::string_view key, const Value& value);
+  /// Stores many entries; all or nothing.
+  result<void> put_many(std::string_view table,
+                        std::span<const std::pair<std::string, Value>> entries);
+  /// Removes `key` (all its values in a bag). Returns whether it was present.
+  result<bool> erase(std::string_view table, std::string_view key);
+  /// Read-modify-write: `fn` gets the current value (nullopt if absent) and returns the new one.
+  result<std::uint64_t> update(std::string_view table, std::string_view key,
+                               const std::function<Value(const std::optional<Value>&)>& fn);
+  /// Writes `value` only if the entry's version is `expected_version` (0 = absent).
+  /// Errors: `conflict` naming the version found.
+  result<std::uint64_t> compare_and_set(std::string_view table, std::string_view key,
+                                        std::uint64_t expected_version, const Value& value);
+  /// Removes every entry of `table`.
+  result<void> clear(std::string_view table);
+  /// Builds new contents with `fill`, then switches to them atomically:
+  /// readers see the old or the new table, never a mix. If `fill` fails, the
+  /// old contents stay.
+  result<void> reload(std::string_view table, const std::function<result<void>(loader&)>& fill);
+  /// Frees retired blocks no reader can still see; called by every write too.
+  /// Returns the bytes freed. Also clears the slots of dead readers.
+  std::uint64_t reclaim();
+  store_stats stats() const;
+  /// A reader over this writer's own store.
+  const reader& read() const;
+  /// Unlinks the segments; readers already attached keep their mappings. Safe twice.
+  void close() noexcept;
+
+  struct impl;  ///< implementation detail
+
+ private:
+  explicit writer(std::unique_ptr<impl> p) noexcept;
+  std::unique_ptr<impl> p_;
+};
+
+/// A store as a C++ user declares it: its tables and an optional `load`
+/// function that fills it when its writer starts.
+struct store_definition {
+  store_options options;
+  std::vector<table_spec> tables;
+  std::function<result<void>(writer&)> load;
+};
+
+/// Creates the store and runs its `load` function.
+result<writer> open_store(const store_definition& def);
+
+}  // namespace slither::shm
