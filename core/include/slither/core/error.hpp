@@ -66,13 +66,16 @@ class error : public std::runtime_error {
 };
 
 /// Builds an `error_info`; `fail(errc::not_found, "no table 'x'")`.
-inline error_info fail(errc code, std::string message) { return {code, std::move(message)}; }
+inline error_info fail(errc code, std::string message) {
+  return {code, std::move(message)};
+}
 
 /// A value of type `T` or an `error_info`. `result<void>` holds no value.
 template <class T>
 class [[nodiscard]] result {
  public:
-  result(T value) : state_(std::in_place_index<0>, std::move(value)) {}  // NOLINT: implicit by design
+  result(T value)
+      : state_(std::in_place_index<0>, std::move(value)) {}  // NOLINT: implicit by design
   result(error_info err) : state_(std::in_place_index<1>, std::move(err)) {}  // NOLINT
 
   bool has_value() const noexcept { return state_.index() == 0; }

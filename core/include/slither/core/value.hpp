@@ -10,6 +10,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <variant>
 #include <vector>
 
@@ -132,20 +133,20 @@ class Value {
   };
 
   Value() noexcept = default;
-  Value(std::nullptr_t) noexcept {}                  // NOLINT: implicit by design
-  Value(bool b) noexcept : v_(b) {}                  // NOLINT
-  Value(int i) noexcept : v_(std::int64_t{i}) {}     // NOLINT
-  Value(long i) noexcept : v_(std::int64_t{i}) {}    // NOLINT
+  Value(std::nullptr_t) noexcept {}                     // NOLINT: implicit by design
+  Value(bool b) noexcept : v_(b) {}                     // NOLINT
+  Value(int i) noexcept : v_(std::int64_t{i}) {}        // NOLINT
+  Value(long i) noexcept : v_(std::int64_t{i}) {}       // NOLINT
   Value(long long i) noexcept : v_(std::int64_t{i}) {}  // NOLINT
   Value(unsigned i) noexcept : v_(std::int64_t{i}) {}   // NOLINT
-  Value(double d) noexcept : v_(d) {}                // NOLINT
-  Value(const char* s) : v_(std::string(s)) {}       // NOLINT
-  Value(std::string s) noexcept : v_(std::move(s)) {}  // NOLINT
-  Value(std::string_view s) : v_(std::string(s)) {}  // NOLINT
-  Value(Bytes b) noexcept : v_(std::move(b)) {}      // NOLINT
-  Value(List l) noexcept : v_(std::move(l)) {}       // NOLINT
-  Value(Map m) noexcept : v_(std::move(m)) {}        // NOLINT
-  Value(ndarray a) noexcept : v_(std::move(a)) {}    // NOLINT
+  Value(double d) noexcept : v_(d) {}                   // NOLINT
+  Value(const char* s) : v_(std::string(s)) {}          // NOLINT
+  Value(std::string s) noexcept : v_(std::move(s)) {}   // NOLINT
+  Value(std::string_view s) : v_(std::string(s)) {}     // NOLINT
+  Value(Bytes b) noexcept : v_(std::move(b)) {}         // NOLINT
+  Value(List l) noexcept : v_(std::move(l)) {}          // NOLINT
+  Value(Map m) noexcept : v_(std::move(m)) {}           // NOLINT
+  Value(ndarray a) noexcept : v_(std::move(a)) {}       // NOLINT
 
   /// A map from `{key, value}` pairs: `Value::map({{"score", 0.5}})`.
   static Value map(std::initializer_list<std::pair<const std::string, Value>> entries);
@@ -167,7 +168,7 @@ class Value {
   /// Bytes, List, Map, ndarray. `as<double>()` also accepts an int64.
   /// Throws `slither::error(invalid_argument)` naming both kinds on mismatch.
   template <class T>
-  decltype(auto) as() const;
+  std::conditional_t<std::is_arithmetic_v<T>, T, const T&> as() const;
   template <class T>
   T& as_mut();
 
@@ -224,20 +225,29 @@ void ndarray::check_element() const {
 namespace detail {
 template <class T>
 constexpr Value::kind kind_of() {
-  if constexpr (std::is_same_v<T, bool>) return Value::kind::boolean;
-  else if constexpr (std::is_same_v<T, std::int64_t>) return Value::kind::int64;
-  else if constexpr (std::is_same_v<T, double>) return Value::kind::float64;
-  else if constexpr (std::is_same_v<T, std::string>) return Value::kind::string;
-  else if constexpr (std::is_same_v<T, Bytes>) return Value::kind::bytes;
-  else if constexpr (std::is_same_v<T, List>) return Value::kind::list;
-  else if constexpr (std::is_same_v<T, Map>) return Value::kind::map;
-  else if constexpr (std::is_same_v<T, ndarray>) return Value::kind::ndarray;
-  else static_assert(sizeof(T) == 0, "Value::as<T>: T is not a Value alternative");
+  if constexpr (std::is_same_v<T, bool>)
+    return Value::kind::boolean;
+  else if constexpr (std::is_same_v<T, std::int64_t>)
+    return Value::kind::int64;
+  else if constexpr (std::is_same_v<T, double>)
+    return Value::kind::float64;
+  else if constexpr (std::is_same_v<T, std::string>)
+    return Value::kind::string;
+  else if constexpr (std::is_same_v<T, Bytes>)
+    return Value::kind::bytes;
+  else if constexpr (std::is_same_v<T, List>)
+    return Value::kind::list;
+  else if constexpr (std::is_same_v<T, Map>)
+    return Value::kind::map;
+  else if constexpr (std::is_same_v<T, ndarray>)
+    return Value::kind::ndarray;
+  else
+    static_assert(sizeof(T) == 0, "Value::as<T>: T is not a Value alternative");
 }
 }  // namespace detail
 
 template <class T>
-decltype(auto) Value::as() const {
+std::conditional_t<std::is_arithmetic_v<T>, T, const T&> Value::as() const {
   constexpr kind wanted = detail::kind_of<T>();
   if constexpr (wanted == kind::float64) {
     if (const auto* i = std::get_if<std::int64_t>(&v_)) return static_cast<double>(*i);
@@ -247,7 +257,7 @@ decltype(auto) Value::as() const {
     if (const auto* p = std::get_if<T>(&v_)) return *p;
     throw_kind_mismatch(wanted);
   } else {
-    if (const auto* p = std::get_if<T>(&v_)) return static_cast<const T&>(*p);
+    if (const auto* p = std::get_if<T>(&v_)) return *p;
     throw_kind_mismatch(wanted);
   }
 }

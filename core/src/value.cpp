@@ -1,0 +1,368 @@
+#include "slither/core/value.hpp"
+
+#include <cstring>
+#include <limits>
+#include <new>
+#include <nlohmann/json.hpp>
+
+namespace slither {
+
+std::size_t dtype_size(dtype t) noexcept {
+  switch (t) {
+    case dtype::u8:
+      return 1;
+    case dtype::i32:
+      return 4;
+    case dtype::f32:
+      return 4;
+    case dtype::i64:
+      return 8;
+    case dtype::f64:
+      return 8;
+  }
+  return 1;
+}
+
+std::string_view to_string(dtype t) noexcept {
+  switch (t) {
+    case dtype::u8:
+      return "uint8";
+    case dtype::i32:
+      return "int32";
+    case dtype::i64:
+      return "int64";
+    case dtype::f32:
+      return "float32";
+    case dtype::f64:
+      return "float64";
+  }
+  return "unknown";
+}
+
+std::optional<dtype> parse_dtype(std::string_view name) noexcept {
+  if (!name.empty() && (name.front() == '<' || name.front() == '=' || name.front() == '|')) {
+    name.remove_prefix(1);
+  }
+  if (name == "uint8" || name == "u1" || name == "u8" || name == "B") return dtype::u8;
+  if (name == "int32" || name == "i4" || name == "i32") return dtype::i32;
+  if (name == "int64" || name == "i8" || name == "i64") return dtype::i64;
+  if (name == "float32" || name == "f4" || name == "f32") return dtype::f32;
+  if (name == "float64" || name == "f8" || name == "f64") return dtype::f64;
+  return std::nullopt;
+}
+
+bool is_valid_dtype(std::uint8_t raw) noexcept {
+  return raw >= static_cast<std::uint8_t>(dtype::u8) &&
+         raw <= static_cast<std::uint8_t>(dtype::f64);
+}
+
+// ---- ndarray ---------------------------------------------------------------
+
+namespace {
+
+std::shared_ptr<std::byte> allocate_aligned(std::size_t nbytes) {
+  const std::size_t n = nbytes == 0 ? ndarray::alignment : nbytes;
+  auto* p = static_cast<std::byte*>(::operator new (n, std::align_val_t{ndarray::alignment}));
+  return {p, [](std::byte* q) { ::operator delete (q, std::align_val_t{ndarray::alignment}); }};
+}
+
+std::size_t checked_nbytes(dtype type, std::span<const std::uint64_t> shape) {
+  if (shape.size() > ndarray::max_ndim) {
+    throw error(errc::invalid_argument, "ndarray has " + std::to_string(shape.size()) +
+                                            " dimensions; at most " +
+                                            std::to_string(ndarray::max_ndim) + " are allowed");
+  }
+  auto n = ndarray::nbytes_for(type, shape);
+  if (!n) throw error(errc::invalid_argument, "ndarray shape overflows the address space");
+  return *n;
+}
+
+}  // namespace
+
+ndarray::ndarray() : shape_{0} {}
+
+std::optional<std::size_t> ndarray::nbytes_for(dtype type,
+                                               std::span<const std::uint64_t> shape) noexcept {
+  std::uint64_t n = dtype_size(type);
+  for (auto d : shape) {
+    if (d != 0 && n > std::numeric_limits<std::uint64_t>::max() / d) return std::nullopt;
+    n *= d;
+  }
+  if (n > static_cast<std::uint64_t>(std::numeric_limits<std::ptrdiff_t>::max())) {
+    return std::nullopt;
+  }
+  return static_cast<std::size_t>(n);
+}
+
+ndarray ndarray::zeros(dtype type, std::vector<std::uint64_t> shape) {
+  ndarray a;
+  a.nbytes_ = checked_nbytes(type, shape);
+  auto buf = allocate_aligned(a.nbytes_);
+  std::memset(buf.get(), 0, a.nbytes_);
+  a.type_ = type;
+  a.shape_ = std::move(shape);
+  a.data_ = buf.get();
+  a.owner_ = std::move(buf);
+  a.writable_ = true;
+  return a;
+}
+
+ndarray ndarray::from_bytes(dtype type, std::vector<std::uint64_t> shape,
+                            std::span<const std::byte> bytes) {
+  ndarray a;
+  a.nbytes_ = checked_nbytes(type, shape);
+  if (bytes.size() != a.nbytes_) {
+    throw error(errc::invalid_argument, "ndarray of " + std::to_string(a.nbytes_) +
+                                            " bytes given " + std::to_string(bytes.size()) +
+                                            " bytes of data");
+  }
+  auto buf = allocate_aligned(a.nbytes_);
+  if (a.nbytes_ != 0) std::memcpy(buf.get(), bytes.data(), a.nbytes_);
+  a.type_ = type;
+  a.shape_ = std::move(shape);
+  a.data_ = buf.get();
+  a.owner_ = std::move(buf);
+  a.writable_ = true;
+  return a;
+}
+
+ndarray ndarray::view(dtype type, std::vector<std::uint64_t> shape, const std::byte* data,
+                      std::shared_ptr<const void> owner) {
+  ndarray a;
+  a.nbytes_ = checked_nbytes(type, shape);
+  a.type_ = type;
+  a.shape_ = std::move(shape);
+  a.data_ = data;
+  a.owner_ = std::move(owner);
+  a.writable_ = false;
+  return a;
+}
+
+std::byte* ndarray::mutable_data() {
+  if (!writable_) throw error(errc::invalid_argument, "ndarray is a read-only view");
+  return const_cast<std::byte*>(data_);
+}
+
+void ndarray::check_element_size(std::size_t size, std::string_view name) const {
+  const bool ok = (name == "u8" && type_ == dtype::u8) || (name == "i32" && type_ == dtype::i32) ||
+                  (name == "i64" && type_ == dtype::i64) ||
+                  (name == "f32" && type_ == dtype::f32) || (name == "f64" && type_ == dtype::f64);
+  if (!ok || size != dtype_size(type_)) {
+    throw error(errc::invalid_argument,
+                "ndarray holds " + std::string(to_string(type_)) + ", not " + std::string(name));
+  }
+}
+
+bool operator==(const ndarray& a, const ndarray& b) noexcept {
+  return a.type_ == b.type_ && a.shape_ == b.shape_ && a.nbytes_ == b.nbytes_ &&
+         (a.nbytes_ == 0 || std::memcmp(a.data_, b.data_, a.nbytes_) == 0);
+}
+
+// ---- Value -----------------------------------------------------------------
+
+std::string_view to_string(Value::kind k) noexcept {
+  switch (k) {
+    case Value::kind::null:
+      return "null";
+    case Value::kind::boolean:
+      return "bool";
+    case Value::kind::int64:
+      return "int64";
+    case Value::kind::float64:
+      return "float64";
+    case Value::kind::string:
+      return "string";
+    case Value::kind::bytes:
+      return "bytes";
+    case Value::kind::list:
+      return "list";
+    case Value::kind::map:
+      return "map";
+    case Value::kind::ndarray:
+      return "ndarray";
+  }
+  return "unknown";
+}
+
+Value Value::map(std::initializer_list<std::pair<const std::string, Value>> entries) {
+  return Value(Map(entries));
+}
+
+Value Value::list(std::initializer_list<Value> entries) {
+  return Value(List(entries));
+}
+
+void Value::throw_kind_mismatch(kind wanted) const {
+  throw error(errc::invalid_argument, "expected a " + std::string(slither::to_string(wanted)) +
+                                          " value, found " +
+                                          std::string(slither::to_string(type())));
+}
+
+const Value* Value::find(std::string_view key) const noexcept {
+  const auto* m = std::get_if<Map>(&v_);
+  if (!m) return nullptr;
+  auto it = m->find(key);
+  return it == m->end() ? nullptr : &it->second;
+}
+
+const Value& Value::operator[](std::string_view key) const {
+  const auto& m = as<Map>();
+  auto it = m.find(key);
+  if (it == m.end()) throw error(errc::not_found, "no key '" + std::string(key) + "' in map");
+  return it->second;
+}
+
+Value& Value::operator[](std::string_view key) {
+  if (is_null()) v_ = Map{};
+  auto& m = as_mut<Map>();
+  auto it = m.find(key);
+  if (it == m.end()) it = m.emplace(std::string(key), Value{}).first;
+  return it->second;
+}
+
+const Value& Value::operator[](std::size_t index) const {
+  const auto& l = as<List>();
+  if (index >= l.size()) {
+    throw error(errc::not_found, "index " + std::to_string(index) + " out of range for a list of " +
+                                     std::to_string(l.size()));
+  }
+  return l[index];
+}
+
+Value& Value::operator[](std::size_t index) {
+  auto& l = as_mut<List>();
+  if (index >= l.size()) {
+    throw error(errc::not_found, "index " + std::to_string(index) + " out of range for a list of " +
+                                     std::to_string(l.size()));
+  }
+  return l[index];
+}
+
+std::size_t Value::size() const noexcept {
+  switch (type()) {
+    case kind::string:
+      return std::get<std::string>(v_).size();
+    case kind::bytes:
+      return std::get<Bytes>(v_).data.size();
+    case kind::list:
+      return std::get<List>(v_).size();
+    case kind::map:
+      return std::get<Map>(v_).size();
+    default:
+      return 0;
+  }
+}
+
+bool operator==(const Value& a, const Value& b) noexcept {
+  return a.v_ == b.v_;
+}
+
+namespace {
+
+constexpr std::uint32_t max_json_depth = 128;
+
+nlohmann::json to_json(const Value& v) {
+  using json = nlohmann::json;
+  switch (v.type()) {
+    case Value::kind::null:
+      return nullptr;
+    case Value::kind::boolean:
+      return v.as<bool>();
+    case Value::kind::int64:
+      return v.as<std::int64_t>();
+    case Value::kind::float64:
+      return v.as<double>();
+    case Value::kind::string:
+      return v.as<std::string>();
+    case Value::kind::bytes: {
+      static constexpr char hex[] = "0123456789abcdef";
+      std::string out;
+      for (char c : v.as<Bytes>().data) {
+        auto u = static_cast<unsigned char>(c);
+        out += hex[u >> 4];
+        out += hex[u & 15];
+      }
+      return json{{"$bytes", out}};
+    }
+    case Value::kind::list: {
+      json arr = json::array();
+      for (const auto& e : v.as<List>()) arr.push_back(to_json(e));
+      return arr;
+    }
+    case Value::kind::map: {
+      json obj = json::object();
+      for (const auto& [k, e] : v.as<Map>()) obj[k] = to_json(e);
+      return obj;
+    }
+    case Value::kind::ndarray: {
+      const auto& a = v.as<ndarray>();
+      return json{{"$ndarray", {{"dtype", to_string(a.type())}, {"shape", a.shape()}}}};
+    }
+  }
+  return nullptr;
+}
+
+result<Value> from_json(const nlohmann::json& j, std::uint32_t depth) {
+  using json = nlohmann::json;
+  if (depth > max_json_depth) {
+    return fail(errc::limit_exceeded,
+                "JSON nests deeper than " + std::to_string(max_json_depth) + " levels");
+  }
+  switch (j.type()) {
+    case json::value_t::null:
+      return Value{};
+    case json::value_t::boolean:
+      return Value(j.get<bool>());
+    case json::value_t::number_integer:
+      return Value(j.get<std::int64_t>());
+    case json::value_t::number_unsigned: {
+      auto u = j.get<std::uint64_t>();
+      if (u <= static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())) {
+        return Value(static_cast<std::int64_t>(u));
+      }
+      return Value(static_cast<double>(u));
+    }
+    case json::value_t::number_float:
+      return Value(j.get<double>());
+    case json::value_t::string:
+      return Value(j.get<std::string>());
+    case json::value_t::array: {
+      List l;
+      l.reserve(j.size());
+      for (const auto& e : j) {
+        auto r = from_json(e, depth + 1);
+        if (!r) return std::move(r).error();
+        l.push_back(std::move(*r));
+      }
+      return Value(std::move(l));
+    }
+    case json::value_t::object: {
+      Map m;
+      for (const auto& [k, e] : j.items()) {
+        auto r = from_json(e, depth + 1);
+        if (!r) return std::move(r).error();
+        m.emplace(k, std::move(*r));
+      }
+      return Value(std::move(m));
+    }
+    default:
+      return fail(errc::invalid_argument, "JSON value of unsupported type");
+  }
+}
+
+}  // namespace
+
+std::string Value::to_string() const {
+  return to_json(*this).dump();
+}
+
+result<Value> Value::from_json(std::string_view text) {
+  auto j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) {
+    std::string head(text.substr(0, 60));
+    return fail(errc::invalid_argument, "not valid JSON: '" + head + "'");
+  }
+  return slither::from_json(j, 0);
+}
+
+}  // namespace slither

@@ -1,0 +1,119 @@
+#include "slither/core/value.hpp"
+
+#include <gtest/gtest.h>
+
+#include <cstdint>
+
+namespace slither {
+namespace {
+
+TEST(Value, AccessByKindAndKey) {
+  Value v = Value::map({{"score", 0.5}, {"name", "ada"}, {"tags", Value::list({1, 2})}});
+  EXPECT_TRUE(v.is_map());
+  EXPECT_DOUBLE_EQ(v["score"].as<double>(), 0.5);
+  EXPECT_EQ(v["name"].as<std::string>(), "ada");
+  EXPECT_EQ(v["tags"][1].as<std::int64_t>(), 2);
+  EXPECT_EQ(v.size(), 3u);
+  EXPECT_EQ(v.find("missing"), nullptr);
+}
+
+TEST(Value, IntegerReadsAsDouble) {
+  EXPECT_DOUBLE_EQ(Value(3).as<double>(), 3.0);
+}
+
+TEST(Value, KindMismatchNamesBothKinds) {
+  Value v("text");
+  try {
+    (void)v.as<std::int64_t>();
+    FAIL() << "expected an error";
+  } catch (const error& e) {
+    EXPECT_EQ(e.code(), errc::invalid_argument);
+    EXPECT_NE(std::string(e.what()).find("int64"), std::string::npos);
+    EXPECT_NE(std::string(e.what()).find("string"), std::string::npos);
+  }
+}
+
+TEST(Value, MissingKeyNamesTheKey) {
+  const Value v = Value::map({{"a", 1}});
+  try {
+    (void)v["b"];
+    FAIL() << "expected an error";
+  } catch (const error& e) {
+    EXPECT_EQ(e.code(), errc::not_found);
+    EXPECT_NE(std::string(e.what()).find("'b'"), std::string::npos);
+  }
+}
+
+TEST(Value, MutableIndexBuildsMaps) {
+  Value v;
+  v["a"]["b"] = 7;
+  EXPECT_EQ(v["a"]["b"].as<std::int64_t>(), 7);
+}
+
+TEST(Value, EqualityDistinguishesStringFromBytes) {
+  EXPECT_NE(Value("ab"), Value(Bytes{"ab"}));
+  EXPECT_EQ(Value(Bytes{"ab"}), Value(Bytes{"ab"}));
+  EXPECT_NE(Value(1), Value(1.0));
+}
+
+TEST(Value, JsonRendering) {
+  Value v = Value::map({{"b", Bytes{"\x01\xff"}}, {"n", nullptr}, {"x", Value::list({true, 2})}});
+  EXPECT_EQ(v.to_string(), R"({"b":{"$bytes":"01ff"},"n":null,"x":[true,2]})");
+  auto a = ndarray::zeros(dtype::f32, {2, 3});
+  EXPECT_EQ(Value(a).to_string(), R"({"$ndarray":{"dtype":"float32","shape":[2,3]}})");
+}
+
+TEST(Value, FromJson) {
+  auto v = Value::from_json(R"({"id": 3, "w": [0.5, 1], "big": 18446744073709551615})");
+  ASSERT_TRUE(v) << v.error().message;
+  EXPECT_EQ((*v)["id"].as<std::int64_t>(), 3);
+  EXPECT_TRUE((*v)["w"][0].is_float());
+  EXPECT_TRUE((*v)["big"].is_float());
+  auto bad = Value::from_json("{nope");
+  ASSERT_FALSE(bad);
+  EXPECT_EQ(bad.error().code, errc::invalid_argument);
+  EXPECT_NE(bad.error().message.find("{nope"), std::string::npos);
+}
+
+TEST(Ndarray, ZerosAreAlignedAndWritable) {
+  auto a = ndarray::zeros(dtype::f64, {4, 5});
+  EXPECT_EQ(reinterpret_cast<std::uintptr_t>(a.data()) % ndarray::alignment, 0u);
+  EXPECT_EQ(a.nbytes(), 160u);
+  EXPECT_EQ(a.size(), 20u);
+  a.mutable_values<double>()[3] = 2.5;
+  EXPECT_DOUBLE_EQ(a.values<double>()[3], 2.5);
+  EXPECT_THROW((void)a.values<float>(), error);
+}
+
+TEST(Ndarray, ZeroDimensionalHoldsOneElement) {
+  auto a = ndarray::zeros(dtype::i64, {});
+  EXPECT_EQ(a.size(), 1u);
+  EXPECT_EQ(a.nbytes(), 8u);
+}
+
+TEST(Ndarray, ViewsAreReadOnlyAndKeepOwnerAlive) {
+  auto owner = std::make_shared<std::vector<std::byte>>(16, std::byte{1});
+  auto v = ndarray::view(dtype::u8, {16}, owner->data(), owner);
+  std::weak_ptr<std::vector<std::byte>> weak = owner;
+  owner.reset();
+  EXPECT_FALSE(weak.expired());
+  EXPECT_FALSE(v.writable());
+  EXPECT_THROW((void)v.mutable_data(), error);
+  EXPECT_EQ(v.values<std::uint8_t>()[15], 1);
+}
+
+TEST(Ndarray, RejectsOverflowingShapesAndTooManyDims) {
+  EXPECT_THROW((void)ndarray::zeros(dtype::f64, {1ull << 62, 8}), error);
+  EXPECT_THROW((void)ndarray::zeros(dtype::u8, std::vector<std::uint64_t>(33, 1)), error);
+  EXPECT_THROW((void)ndarray::from_bytes(dtype::u8, {4}, {}), error);
+}
+
+TEST(Dtype, ParsesNumpyNames) {
+  EXPECT_EQ(parse_dtype("<f4"), dtype::f32);
+  EXPECT_EQ(parse_dtype("float64"), dtype::f64);
+  EXPECT_EQ(parse_dtype("|u1"), dtype::u8);
+  EXPECT_EQ(parse_dtype("complex64"), std::nullopt);
+}
+
+}  // namespace
+}  // namespace slither
