@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Runs the benchmarks of one area (codec, store, python) or of all of them,
+# and prints a markdown table of medians plus BENCH/RATIO lines.
+#   scripts/bench.sh [area] [--repetitions N]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+
+areas=()
+reps=${SLITHER_BENCH_REPETITIONS:-7}
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --repetitions) reps=$2; shift 2 ;;
+    -h|--help) sed -n '2,4p' "$0"; exit 0 ;;
+    *) areas+=("$1"); shift ;;
+  esac
+done
+[ ${#areas[@]} -gt 0 ] || areas=(codec store python)
+
+scripts/setup.sh >/dev/null
+
+run_cxx() {
+  local area=$1 target=bench_$1
+  cmake --build build --target "$target" >/dev/null
+  local out; out=$(mktemp)
+  "build/tests/bench/$area/$target" --benchmark_repetitions="$reps" \
+    --benchmark_report_aggregates_only=true --benchmark_format=json >"$out"
+  echo "## bench: $area (medians of $reps repetitions)"
+  python3 scripts/bench_report.py "tests/bench/$area/report.json" "$out"
+  rm -f "$out"
+}
+
+run_python() {
+  local reqs=tests/bench/python/requirements.txt
+  if ! command -v redis-server >/dev/null; then
+    apt-get install -y --no-install-recommends redis-server >/dev/null
+  fi
+  .venv/bin/pip install --quiet -r "$reqs"
+  echo "## bench: python"
+  SLITHER_BROKER_BIN="$root/build/broker/slither-broker" .venv/bin/python tests/bench/python/bench_python.py
+}
+
+for area in "${areas[@]}"; do
+  case "$area" in
+    codec|store) run_cxx "$area" ;;
+    python) run_python ;;
+    *) echo "bench.sh: unknown area '$area' (codec, store, python)" >&2; exit 2 ;;
+  esac
+done

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Installs everything the build, tests and examples need, then builds Release
+# into build/. Safe to run twice; fast when nothing changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+
+debian_packages=(
+  build-essential cmake ninja-build pkg-config git python3 python3-venv
+  libboost-dev libzmq3-dev cppzmq-dev libcereal-dev libgtest-dev libgmock-dev libbenchmark-dev
+  libtomlplusplus-dev libcli11-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libxxhash-dev
+  liblmdb-dev clang libclang-rt-14-dev clang-format
+)
+
+missing=()
+for p in "${debian_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  sudo_cmd=()
+  [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+  "${sudo_cmd[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends \
+    "${missing[@]}" >/dev/null
+fi
+
+# The project's Python environment, with pinned dependencies.
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+reqs=py_client/requirements-dev.txt
+stamp=.venv/.requirements.sha1
+if [ -f "$reqs" ] && ! sha1sum --status -c "$stamp" 2>/dev/null; then
+  .venv/bin/pip install --quiet -r "$reqs"
+  sha1sum "$reqs" >"$stamp"
+fi
+
+# The C++ tree, Release, with tests.
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DSLITHER_WERROR=ON >/dev/null
+cmake --build build -j"$(nproc)"
+
+# The Python package, rebuilt only when its sources (or the C++ it wraps) changed.
+if [ -f py_client/pyproject.toml ]; then
+  src_hash=$(git ls-files -co --exclude-standard core shm broker py_client CMakeLists.txt cmake |
+    sort | xargs sha1sum | sha1sum | cut -d' ' -f1)
+  if [ "$(cat .venv/.slither-src.sha1 2>/dev/null)" != "$src_hash" ]; then
+    CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) .venv/bin/pip install --quiet --no-build-isolation \
+      --config-settings=build-dir="$root/build/py" ./py_client
+    echo "$src_hash" >.venv/.slither-src.sha1
+  fi
+fi
+echo "setup: ok"

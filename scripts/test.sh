@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Runs every test: setup, build, ctest (unit + integration), pytest, a short
+# fuzz smoke, and the sanitizer builds of the core and shm tests.
+# Exits non-zero on any failure.
+#   SLITHER_FUZZ_SECONDS   seconds per fuzz target (default 20)
+#   SLITHER_SKIP_SANITIZERS=1 skips the sanitizer builds (local iteration only)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+jobs=$(nproc)
+failed=()
+
+step() { echo; echo "==== $*"; }
+
+step "setup and build"
+scripts/setup.sh
+
+step "ctest (unit, integration, consumer)"
+ctest --test-dir build --output-on-failure -j"$jobs" --timeout 600 || failed+=(ctest)
+
+if [ -f py_client/pyproject.toml ]; then
+  step "pytest"
+  set +e
+  SLITHER_BROKER_BIN="$root/build/broker/slither-broker" \
+    SLITHER_HAMMER_SECONDS="${SLITHER_HAMMER_SECONDS:-30}" \
+    .venv/bin/python -m pytest tests/python -q
+  rc=$?
+  set -e
+  # Exit code 5 means no tests were collected: that is a failure too.
+  [ $rc -eq 0 ] || failed+=("pytest(rc=$rc)")
+fi
+
+if command -v clang++ >/dev/null; then
+  step "fuzz smoke (libFuzzer)"
+  cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
+    -DSLITHER_BUILD_FUZZ=ON -DSLITHER_BUILD_TESTS=OFF -DSLITHER_BUILD_EXAMPLES=OFF >/dev/null
+  mapfile -t fuzzers < <(ninja -C build-fuzz -t targets all | grep -o '^fuzz_[a-z_]*' | sort -u)
+  cmake --build build-fuzz -j"$jobs" --target "${fuzzers[@]}" >/dev/null
+  for name in "${fuzzers[@]}"; do
+    bin=build-fuzz/tests/fuzz/$name
+    corpus=tests/fuzz/corpus/${name#fuzz_}
+    work=$(mktemp -d)
+    [ -d "$corpus" ] && cp -r "$corpus"/. "$work"/
+    if "$bin" -max_total_time="${SLITHER_FUZZ_SECONDS:-20}" -rss_limit_mb=2048 -print_final_stats=1 \
+      "$work" >"$work.log" 2>&1; then
+      echo "$name: $(grep -E 'stat::number_of_executed_units' "$work.log" | awk '{print $2}') runs, no crash"
+    else
+      tail -40 "$work.log"
+      failed+=("$name")
+    fi
+    rm -rf "$work" "$work.log"
+  done
+else
+  echo "fuzz smoke skipped: clang++ not found"
+fi
+
+if [ "${SLITHER_SKIP_SANITIZERS:-0}" != 1 ]; then
+  for san in address,undefined thread; do
+    dir=build-${san//,/-}
+    step "sanitizer build ($san): core and shm tests"
+    cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSLITHER_SANITIZE="$san" \
+      -DSLITHER_BUILD_EXAMPLES=OFF >/dev/null
+    targets=(core_unit_tests)
+    for t in shm_unit_tests shm_integration_tests; do
+      ninja -C "$dir" -t targets all 2>/dev/null | grep -q "^$t:" && targets+=("$t")
+    done
+    cmake --build "$dir" -j"$jobs" --target "${targets[@]}" >/dev/null
+    labels='core|shm'
+    [ "$san" = thread ] && labels='shm'
+    SLITHER_SANITIZER_BUILD=1 TSAN_OPTIONS="halt_on_error=1" \
+      ASAN_OPTIONS="detect_leaks=1" UBSAN_OPTIONS="print_stacktrace=1" \
+      ctest --test-dir "$dir" -L "$labels" --output-on-failure -j"$jobs" --timeout 900 ||
+      failed+=("sanitize-$san")
+  done
+fi
+
+echo
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "test.sh: FAILED: ${failed[*]}"
+  exit 1
+fi
+echo "test.sh: all test steps passed"
