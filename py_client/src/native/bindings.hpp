@@ -1,0 +1,10 @@
+// One init function per binding area, called by the module definition.
+#pragma once
+
+#include <nanobind/nanobind.h>
+
+namespace slither::py {
+
+void init_codec(nanobind::module_& m);
+
+}  // namespace slither::py

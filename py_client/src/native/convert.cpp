@@ -1,0 +1,316 @@
+#include "convert.hpp"
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include <nanobind/ndarray.h>
+
+#include "errors.hpp"
+#include "slither/core/codec.hpp"
+
+namespace nb = nanobind;
+
+namespace slither::py {
+namespace {
+
+// Where an element sits inside the converted object; rendered only for errors,
+// so converting large containers builds no strings.
+struct path_node {
+  const path_node* parent = nullptr;
+  std::string_view root;     // set on the root only
+  std::string_view map_key;  // set for a map element
+  Py_ssize_t index = -1;     // set for a list element
+};
+
+std::string render(const path_node& node) {
+  if (!node.parent) return std::string(node.root);
+  std::string out = render(*node.parent);
+  if (node.index >= 0) return out + "[" + std::to_string(node.index) + "]";
+  out += "['";
+  out += node.map_key;
+  return out + "']";
+}
+
+[[noreturn]] void raise_at(PyObject* type, const path_node& at, const std::string& what) {
+  PyErr_SetString(type, (render(at) + ": " + what).c_str());
+  throw nb::python_error();
+}
+
+std::string py_type_name(nb::handle obj) { return nb::type_name(obj.type()).c_str(); }
+
+// numpy.generic, once numpy has been imported by someone; numpy scalars are
+// only possible after that, so we never import numpy just to check.
+PyObject* numpy_generic() {
+  static PyObject* generic = nullptr;
+  if (!generic) {
+    PyObject* modules = PySys_GetObject("modules");  // borrowed
+    PyObject* np = modules ? PyDict_GetItemString(modules, "numpy") : nullptr;
+    if (!np) return nullptr;
+    generic = PyObject_GetAttrString(np, "generic");  // kept for the process lifetime
+    if (!generic) PyErr_Clear();
+  }
+  return generic;
+}
+
+struct buffer_release {
+  void operator()(Py_buffer* b) const noexcept {
+    // The Value may be dropped in code that released the GIL.
+    const PyGILState_STATE state = PyGILState_Ensure();
+    PyBuffer_Release(b);
+    PyGILState_Release(state);
+    delete b;
+  }
+};
+
+std::optional<dtype> dtype_of_format(const char* format, Py_ssize_t itemsize) {
+  std::string_view f = format ? format : "B";
+  if (!f.empty() && (f[0] == '@' || f[0] == '=' || f[0] == '<')) f.remove_prefix(1);
+  if (f.size() != 1) return std::nullopt;
+  switch (f[0]) {
+    case 'B':
+      return dtype::u8;
+    case 'i':
+    case 'l':
+    case 'q':
+      if (itemsize == 4) return dtype::i32;
+      if (itemsize == 8) return dtype::i64;
+      return std::nullopt;
+    case 'f':
+      return dtype::f32;
+    case 'd':
+      return dtype::f64;
+    default:
+      return std::nullopt;
+  }
+}
+
+Value buffer_to_value(nb::handle obj, const path_node& at) {
+  auto buf = std::make_unique<Py_buffer>();
+  constexpr int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT;
+  if (PyObject_GetBuffer(obj.ptr(), buf.get(), flags) != 0) {
+    PyErr_Clear();
+    // A strided numpy view (a slice, a transpose) is stored as a contiguous copy.
+    const bool copied =
+        numpy_available() &&
+        PyObject_GetBuffer(
+            nb::module_::import_("numpy").attr("ascontiguousarray")(obj).ptr(), buf.get(),
+            flags) == 0;
+    if (!copied) {
+      PyErr_Clear();
+      raise_at(PyExc_TypeError, at,
+               "buffer of type '" + py_type_name(obj) + "' is not C-contiguous and has no Value form");
+    }
+  }
+  // From here on the buffer is held: it is released (with the GIL) with the Value.
+  std::shared_ptr<Py_buffer> held(buf.release(), buffer_release{});
+  const auto type = dtype_of_format(held->format, held->itemsize);
+  if (!type || dtype_size(*type) != static_cast<std::size_t>(held->itemsize)) {
+    raise_at(PyExc_TypeError, at,
+             "array of element format '" + std::string(held->format ? held->format : "B") +
+                 "' has no Value form (supported: uint8, int32, int64, float32, float64)");
+  }
+  if (static_cast<std::size_t>(held->ndim) > ndarray::max_ndim)
+    raise_at(PyExc_ValueError, at,
+             "array has " + std::to_string(held->ndim) + " dimensions, more than " +
+                 std::to_string(ndarray::max_ndim));
+  std::vector<std::uint64_t> shape(static_cast<std::size_t>(held->ndim));
+  for (int i = 0; i < held->ndim; ++i) shape[i] = static_cast<std::uint64_t>(held->shape[i]);
+  const auto* data = static_cast<const std::byte*>(held->buf);
+  return ndarray::view(*type, std::move(shape), data, std::move(held));
+}
+
+Value convert(nb::handle obj, const path_node& at, std::uint32_t depth) {
+  PyObject* o = obj.ptr();
+  if (o == Py_None) return nullptr;
+  if (PyBool_Check(o)) return o == Py_True;
+  if (PyLong_Check(o)) {
+    int overflow = 0;
+    const long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
+    if (overflow != 0) {
+      raise_at(PyExc_OverflowError, at,
+               "int " + std::string(nb::str(obj).c_str()) + " is out of the int64 range");
+    }
+    if (v == -1 && PyErr_Occurred()) throw nb::python_error();
+    return static_cast<std::int64_t>(v);
+  }
+  if (PyFloat_Check(o)) return PyFloat_AS_DOUBLE(o);
+  if (PyUnicode_Check(o)) {
+    Py_ssize_t size = 0;
+    const char* s = PyUnicode_AsUTF8AndSize(o, &size);
+    if (!s) {
+      PyErr_Clear();
+      raise_at(PyExc_ValueError, at, "str is not encodable as UTF-8");
+    }
+    return std::string(s, static_cast<std::size_t>(size));
+  }
+  if (PyBytes_Check(o))
+    return Bytes{std::string(PyBytes_AS_STRING(o), static_cast<std::size_t>(PyBytes_GET_SIZE(o)))};
+  if (PyByteArray_Check(o))
+    return Bytes{std::string(PyByteArray_AS_STRING(o),
+                             static_cast<std::size_t>(PyByteArray_GET_SIZE(o)))};
+
+  const bool is_list = PyList_Check(o), is_tuple = PyTuple_Check(o), is_dict = PyDict_Check(o);
+  if ((is_list || is_tuple || is_dict) && depth >= decode_limits{}.max_depth) {
+    raise_at(exception_for(errc::limit_exceeded), at,
+             "nested deeper than " + std::to_string(decode_limits{}.max_depth) + " levels");
+  }
+  if (is_list || is_tuple) {
+    nb::object seq = nb::borrow(obj);  // keeps a list alive while elements are converted
+    List out;
+    const Py_ssize_t n = is_list ? PyList_GET_SIZE(o) : PyTuple_GET_SIZE(o);
+    out.reserve(static_cast<std::size_t>(n));
+    for (Py_ssize_t i = 0; i < (is_list ? PyList_GET_SIZE(o) : n); ++i) {
+      nb::object item = nb::borrow(is_list ? PyList_GET_ITEM(o, i) : PyTuple_GET_ITEM(o, i));
+      path_node child{&at, {}, {}, i};
+      out.push_back(convert(item, child, depth + 1));
+    }
+    return out;
+  }
+  if (is_dict) {
+    Map out;
+    PyObject *key, *val;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(o, &pos, &key, &val)) {
+      nb::object k = nb::borrow(key), v = nb::borrow(val);
+      if (!PyUnicode_Check(key)) {
+        raise_at(PyExc_TypeError, at,
+                 "map key " + std::string(nb::repr(k).c_str()) + " of type '" + py_type_name(k) +
+                     "' is not a str (Value maps have str keys)");
+      }
+      Py_ssize_t size = 0;
+      const char* s = PyUnicode_AsUTF8AndSize(key, &size);
+      if (!s) {
+        PyErr_Clear();
+        raise_at(PyExc_ValueError, at, "map key is not encodable as UTF-8");
+      }
+      std::string_view name(s, static_cast<std::size_t>(size));
+      path_node child{&at, {}, name, -1};
+      out.insert_or_assign(std::string(name), convert(v, child, depth + 1));
+    }
+    return out;
+  }
+  if (PyObject* generic = numpy_generic(); generic && PyObject_IsInstance(o, generic) == 1) {
+    // A numpy scalar (np.float32(1.5), np.int64(3)): store the Python scalar it stands for.
+    return convert(obj.attr("item")(), at, depth);
+  }
+  if (PyObject_CheckBuffer(o)) return buffer_to_value(obj, at);
+  raise_at(PyExc_TypeError, at, "object of type '" + py_type_name(obj) + "' has no Value form");
+}
+
+nb::dlpack::dtype dlpack_dtype(dtype t) {
+  switch (t) {
+    case dtype::u8:
+      return nb::dtype<std::uint8_t>();
+    case dtype::i32:
+      return nb::dtype<std::int32_t>();
+    case dtype::i64:
+      return nb::dtype<std::int64_t>();
+    case dtype::f32:
+      return nb::dtype<float>();
+    case dtype::f64:
+      return nb::dtype<double>();
+  }
+  return nb::dtype<std::uint8_t>();
+}
+
+template <class Framework>
+nb::object make_array(const ndarray& array, nb::handle owner) {
+  const std::vector<std::uint64_t>& dims = array.shape();
+  std::vector<std::size_t> shape(dims.begin(), dims.end());
+  void* data = const_cast<std::byte*>(array.data());
+  if (array.writable()) {
+    nb::ndarray<Framework> out(data, shape.size(), shape.data(), owner, nullptr,
+                               dlpack_dtype(array.type()));
+    return nb::cast(out, nb::rv_policy::reference);
+  }
+  nb::ndarray<Framework, nb::ro> out(data, shape.size(), shape.data(), owner, nullptr,
+                                     dlpack_dtype(array.type()));
+  return nb::cast(out, nb::rv_policy::reference);
+}
+
+}  // namespace
+
+bool numpy_available() {
+  static const bool available = [] {
+    try {
+      nb::module_::import_("numpy");
+      return true;
+    } catch (const nb::python_error&) {
+      return false;
+    }
+  }();
+  return available;
+}
+
+Value to_value(nb::handle obj, std::string_view root) {
+  path_node at{nullptr, root, {}, -1};
+  return convert(obj, at, 0);
+}
+
+nb::object array_to_python(const ndarray& array) {
+  nb::capsule owner(new ndarray(array),
+                    [](void* p) noexcept { delete static_cast<ndarray*>(p); });
+  return numpy_available() ? make_array<nb::numpy>(array, owner)
+                           : make_array<nb::memview>(array, owner);
+}
+
+nb::object to_python(const Value& value) {
+  switch (value.type()) {
+    case Value::kind::null:
+      return nb::none();
+    case Value::kind::boolean:
+      return nb::bool_(value.as<bool>());
+    case Value::kind::int64:
+      return nb::int_(value.as<std::int64_t>());
+    case Value::kind::float64:
+      return nb::float_(value.as<double>());
+    case Value::kind::string: {
+      const std::string& s = value.as<std::string>();
+      // surrogateescape: text written by a C++ producer that is not UTF-8 still arrives.
+      PyObject* str = PyUnicode_DecodeUTF8(s.data(), static_cast<Py_ssize_t>(s.size()),
+                                           "surrogateescape");
+      if (!str) throw nb::python_error();
+      return nb::steal(str);
+    }
+    case Value::kind::bytes: {
+      const std::string& b = value.as<Bytes>().data;
+      return nb::steal(PyBytes_FromStringAndSize(b.data(), static_cast<Py_ssize_t>(b.size())));
+    }
+    case Value::kind::list: {
+      const List& items = value.as<List>();
+      nb::list out;
+      for (const Value& item : items) out.append(to_python(item));
+      return std::move(out);
+    }
+    case Value::kind::map: {
+      nb::dict out;
+      for (const auto& [k, v] : value.as<Map>()) out[nb::str(k.data(), k.size())] = to_python(v);
+      return std::move(out);
+    }
+    case Value::kind::ndarray:
+      return array_to_python(value.as<ndarray>());
+  }
+  throw slither::error(errc::internal, "value of unknown kind");
+}
+
+std::string_view key_view(nb::handle obj, const char* what) {
+  PyObject* o = obj.ptr();
+  if (PyUnicode_Check(o)) {
+    Py_ssize_t size = 0;
+    const char* s = PyUnicode_AsUTF8AndSize(o, &size);
+    if (!s) throw nb::python_error();
+    return {s, static_cast<std::size_t>(size)};
+  }
+  if (PyBytes_Check(o)) return {PyBytes_AS_STRING(o), static_cast<std::size_t>(PyBytes_GET_SIZE(o))};
+  throw nb::type_error((std::string(what) + " must be str or bytes, not '" + py_type_name(obj) + "'").c_str());
+}
+
+nb::object key_to_python(std::string_view key) {
+  PyObject* s = PyUnicode_DecodeUTF8(key.data(), static_cast<Py_ssize_t>(key.size()), nullptr);
+  if (s) return nb::steal(s);
+  PyErr_Clear();
+  return nb::steal(PyBytes_FromStringAndSize(key.data(), static_cast<Py_ssize_t>(key.size())));
+}
+
+}  // namespace slither::py
