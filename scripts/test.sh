@@ -15,6 +15,14 @@ step() { echo; echo "==== $*"; }
 step "setup and build"
 scripts/setup.sh
 
+step "format check (.clang-format)"
+if git ls-files '*.cpp' '*.hpp' | xargs clang-format --dry-run --Werror 2>/tmp/slither-format.log; then
+  echo "formatting: clean"
+else
+  head -20 /tmp/slither-format.log
+  failed+=(clang-format)
+fi
+
 step "ctest (unit, integration, consumer)"
 ctest --test-dir build --output-on-failure -j"$jobs" --timeout 600 || failed+=(ctest)
 
