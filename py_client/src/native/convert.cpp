@@ -37,7 +37,9 @@ std::string render(const path_node& node) {
   throw nb::python_error();
 }
 
-std::string py_type_name(nb::handle obj) { return nb::type_name(obj.type()).c_str(); }
+std::string py_type_name(nb::handle obj) {
+  return nb::type_name(obj.type()).c_str();
+}
 
 // numpy.generic, once numpy has been imported by someone; numpy scalars are
 // only possible after that, so we never import numpy just to check.
@@ -93,13 +95,13 @@ Value buffer_to_value(nb::handle obj, const path_node& at) {
     // A strided numpy view (a slice, a transpose) is stored as a contiguous copy.
     const bool copied =
         numpy_available() &&
-        PyObject_GetBuffer(
-            nb::module_::import_("numpy").attr("ascontiguousarray")(obj).ptr(), buf.get(),
-            flags) == 0;
+        PyObject_GetBuffer(nb::module_::import_("numpy").attr("ascontiguousarray")(obj).ptr(),
+                           buf.get(), flags) == 0;
     if (!copied) {
       PyErr_Clear();
-      raise_at(PyExc_TypeError, at,
-               "buffer of type '" + py_type_name(obj) + "' is not C-contiguous and has no Value form");
+      raise_at(
+          PyExc_TypeError, at,
+          "buffer of type '" + py_type_name(obj) + "' is not C-contiguous and has no Value form");
     }
   }
   // From here on the buffer is held: it is released (with the GIL) with the Value.
@@ -147,8 +149,8 @@ Value convert(nb::handle obj, const path_node& at, std::uint32_t depth) {
   if (PyBytes_Check(o))
     return Bytes{std::string(PyBytes_AS_STRING(o), static_cast<std::size_t>(PyBytes_GET_SIZE(o)))};
   if (PyByteArray_Check(o))
-    return Bytes{std::string(PyByteArray_AS_STRING(o),
-                             static_cast<std::size_t>(PyByteArray_GET_SIZE(o)))};
+    return Bytes{
+        std::string(PyByteArray_AS_STRING(o), static_cast<std::size_t>(PyByteArray_GET_SIZE(o)))};
 
   const bool is_list = PyList_Check(o), is_tuple = PyTuple_Check(o), is_dict = PyDict_Check(o);
   if ((is_list || is_tuple || is_dict) && depth >= decode_limits{}.max_depth) {
@@ -249,8 +251,7 @@ Value to_value(nb::handle obj, std::string_view root) {
 }
 
 nb::object array_to_python(const ndarray& array) {
-  nb::capsule owner(new ndarray(array),
-                    [](void* p) noexcept { delete static_cast<ndarray*>(p); });
+  nb::capsule owner(new ndarray(array), [](void* p) noexcept { delete static_cast<ndarray*>(p); });
   return numpy_available() ? make_array<nb::numpy>(array, owner)
                            : make_array<nb::memview>(array, owner);
 }
@@ -268,8 +269,8 @@ nb::object to_python(const Value& value) {
     case Value::kind::string: {
       const std::string& s = value.as<std::string>();
       // surrogateescape: text written by a C++ producer that is not UTF-8 still arrives.
-      PyObject* str = PyUnicode_DecodeUTF8(s.data(), static_cast<Py_ssize_t>(s.size()),
-                                           "surrogateescape");
+      PyObject* str =
+          PyUnicode_DecodeUTF8(s.data(), static_cast<Py_ssize_t>(s.size()), "surrogateescape");
       if (!str) throw nb::python_error();
       return nb::steal(str);
     }
@@ -302,8 +303,10 @@ std::string_view key_view(nb::handle obj, const char* what) {
     if (!s) throw nb::python_error();
     return {s, static_cast<std::size_t>(size)};
   }
-  if (PyBytes_Check(o)) return {PyBytes_AS_STRING(o), static_cast<std::size_t>(PyBytes_GET_SIZE(o))};
-  throw nb::type_error((std::string(what) + " must be str or bytes, not '" + py_type_name(obj) + "'").c_str());
+  if (PyBytes_Check(o))
+    return {PyBytes_AS_STRING(o), static_cast<std::size_t>(PyBytes_GET_SIZE(o))};
+  throw nb::type_error(
+      (std::string(what) + " must be str or bytes, not '" + py_type_name(obj) + "'").c_str());
 }
 
 nb::object key_to_python(std::string_view key) {

@@ -8,4 +8,6 @@ NB_MODULE(_native, m) {
   m.doc() = "Compiled core of slither: Value conversion, store readers and the broker client.";
   slither::py::init_errors(m);
   slither::py::init_codec(m);
+  slither::py::init_reader(m);
+  slither::py::init_client(m);
 }

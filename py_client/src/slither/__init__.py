@@ -1,5 +1,17 @@
-"""Slither's Python client."""
+"""Slither's Python client: read shared-memory stores in place, write through the broker.
 
+>>> import slither
+>>> client = slither.connect(namespace="demo")
+>>> features = client.store("features")
+>>> features.get("emb", "user:1")          # decoded copy, no broker round trip
+>>> features.view("emb", "matrix")         # zero-copy, read-only numpy array
+>>> features.put("emb", "user:2", {"score": 0.5})   # through the broker
+
+Every error is a :class:`SlitherError`; each error code has its own subclass
+(:class:`NotFound`, :class:`BrokerUnavailable`, :class:`Conflict`, ...).
+"""
+
+from slither._api import Client, Key, Store, Table, Value, connect
 from slither._native import (
     AlreadyExists,
     BrokerUnavailable,
@@ -14,9 +26,42 @@ from slither._native import (
     NoSpace,
     NotFound,
     ProtocolError,
+    Reader,
     SlitherError,
     Timeout,
     WriterGone,
     decode,
+    default_runtime_dir,
     encode,
 )
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AlreadyExists",
+    "BrokerUnavailable",
+    "Busy",
+    "Client",
+    "Conflict",
+    "DecodeError",
+    "InternalError",
+    "InvalidArgument",
+    "IoError",
+    "Key",
+    "LayoutMismatch",
+    "LimitExceeded",
+    "NoSpace",
+    "NotFound",
+    "ProtocolError",
+    "Reader",
+    "SlitherError",
+    "Store",
+    "Table",
+    "Timeout",
+    "Value",
+    "WriterGone",
+    "connect",
+    "decode",
+    "default_runtime_dir",
+    "encode",
+]

@@ -1,0 +1,243 @@
+"""The Pythonic layer over ``slither._native``: Client, Store, Table, connect."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, TypeAlias
+
+from slither import _native
+
+#: A key: text (stored as UTF-8) or raw bytes.
+Key: TypeAlias = str | bytes
+#: What a store holds: None, bool, int (int64), float, str, bytes, list, dict with
+#: str keys, or an array (numpy, or any C-contiguous buffer of uint8, int32, int64,
+#: float32 or float64).
+Value: TypeAlias = Any
+
+__all__ = ["Client", "Key", "Store", "Table", "Value", "connect"]
+
+
+def connect(
+    runtime_dir: str | os.PathLike[str] | None = None,
+    endpoint: str | None = None,
+    namespace: str = "default",
+    timeout: float = 5.0,
+) -> Client:
+    """Connects to a broker.
+
+    Give the broker's ``runtime_dir`` (its control socket is ``<runtime_dir>/control``)
+    or a ZeroMQ ``endpoint``; with neither, the default runtime directory of
+    ``namespace`` is used. ``timeout`` (seconds) bounds every round trip.
+
+    Raises :class:`BrokerUnavailable` if no broker answers within ``timeout``, and
+    :class:`ProtocolError` if it speaks another protocol version.
+    """
+    native = _native.Client(
+        endpoint=endpoint or "",
+        runtime_dir=os.fspath(runtime_dir) if runtime_dir is not None else "",
+        namespace=namespace,
+        timeout=timeout,
+    )
+    return Client(native)
+
+
+class Client:
+    """A connection to a broker; opens stores and reports broker figures.
+
+    Calls are serialized and made without the GIL, so a Client may be shared by
+    threads. After ``fork()``, connect again in the child. Use it as a context
+    manager, or call :meth:`close`, to drop the connection.
+    """
+
+    __slots__ = ("_native",)
+
+    def __init__(self, native: _native.Client) -> None:
+        self._native = native
+
+    @property
+    def namespace(self) -> str:
+        """The namespace the broker serves."""
+        return self._native.namespace
+
+    def store(self, name: str) -> Store:
+        """Attaches to the store ``name`` read-only (asks the broker where it lives).
+
+        Raises :class:`NotFound` for an unknown store and :class:`LayoutMismatch` if
+        the broker was built with another shared-memory layout.
+        """
+        return Store(self, name)
+
+    def stats(self) -> dict[str, Any]:
+        """Broker and store figures (queue depth, entries, bytes...)."""
+        return self._native.stats()
+
+    def ping(self) -> None:
+        """One round trip; raises :class:`BrokerUnavailable` if the broker does not answer."""
+        self._native.ping()
+
+    def close(self) -> None:
+        """Closes the connection; stores already attached stay readable. Safe twice."""
+        self._native.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<slither.Client namespace={self.namespace!r}>"
+
+
+class Store(_native.Reader):
+    """A store: reads straight from shared memory, writes through the broker.
+
+    Reads (inherited from :class:`slither.Reader`: ``get``, ``get_all``, ``view``,
+    ``version``, ``contains``, ``size``, ``keys``, ``items``, ``tables``) never
+    leave this process. Writes return once every reader sees them.
+    """
+
+    def __init__(self, client: Client, name: str) -> None:
+        info = client._native.attach_info(name)
+        super().__init__(info["namespace"], info["name"])
+        self._client = client
+
+    @property
+    def client(self) -> Client:
+        """The client whose broker writes this store."""
+        return self._client
+
+    def table(self, name: str) -> Table:
+        """The table ``name`` as a mapping-like object. Raises :class:`NotFound` if unknown."""
+        if name not in self.tables:
+            raise _native.NotFound(f"no table '{name}' in store '{self.name}'")
+        return Table(self, name)
+
+    def put(self, table: str, key: Key, value: Value) -> int:
+        """Stores ``value`` under ``key``; returns the entry's new version."""
+        return self._client._native.put(self.name, table, key, value)
+
+    def put_many(
+        self, table: str, entries: Mapping[Key, Value] | Iterable[tuple[Key, Value]]
+    ) -> None:
+        """Stores many entries (a mapping or ``(key, value)`` pairs), all or nothing."""
+        self._client._native.put_many(self.name, table, entries)
+
+    def delete(self, table: str, key: Key) -> bool:
+        """Removes ``key``; returns whether it was present."""
+        return self._client._native.erase(self.name, table, key)
+
+    def compare_and_set(self, table: str, key: Key, expected_version: int, value: Value) -> int:
+        """Writes ``value`` only if the entry's version is ``expected_version``.
+
+        ``0`` means "absent". Returns the new version; raises :class:`Conflict`
+        naming the version found otherwise. ``version(table, key)`` reads the
+        current one.
+        """
+        return self._client._native.compare_and_set(self.name, table, key, expected_version, value)
+
+    def clear(self, table: str) -> None:
+        """Removes every entry of ``table``."""
+        self._client._native.clear(self.name, table)
+
+    def call_view(self, name: str, arg: Value = None, session_id: str | None = None) -> Value:
+        """Calls the broker view ``name`` of this store with ``arg`` and returns its result.
+
+        Session-scoped views need a ``session_id``.
+        """
+        return self._client._native.call_view(self.name, name, arg, session_id or "")
+
+    def __repr__(self) -> str:
+        return f"<slither.Store {self.namespace}.{self.name} tables={self.tables!r}>"
+
+
+class Table:
+    """One table of a store, with mapping-style reads and write shortcuts.
+
+    ``key in table``, ``len(table)``, ``iter(table)`` (keys), ``table[key]``
+    (raises :class:`NotFound`), plus ``get``, ``view``, ``keys``, ``items`` and
+    the store's writes bound to this table.
+    """
+
+    __slots__ = ("_store", "_name")
+
+    def __init__(self, store: Store, name: str) -> None:
+        self._store = store
+        self._name = name
+
+    @property
+    def name(self) -> str:
+        """The table's name."""
+        return self._name
+
+    @property
+    def store(self) -> Store:
+        """The store this table belongs to."""
+        return self._store
+
+    def __contains__(self, key: Key) -> bool:
+        return self._store.contains(self._name, key)
+
+    def __len__(self) -> int:
+        return self._store.size(self._name)
+
+    def __iter__(self) -> Iterator[Key]:
+        return iter(self._store.keys(self._name))
+
+    def __getitem__(self, key: Key) -> Value:
+        missing = _MISSING
+        value = self._store.get(self._name, key, missing)
+        if value is missing:
+            raise _native.NotFound(f"no key {key!r} in table '{self._name}'")
+        return value
+
+    def get(self, key: Key, default: Value = None) -> Value:
+        """A decoded copy of the value under ``key``, or ``default``."""
+        return self._store.get(self._name, key, default)
+
+    def get_all(self, key: Key) -> list[Value]:
+        """Every value under ``key`` (a bag's values, in insertion order)."""
+        return self._store.get_all(self._name, key)
+
+    def view(self, key: Key) -> Any:
+        """A zero-copy, read-only view of the value under ``key`` (see :meth:`Reader.view`)."""
+        return self._store.view(self._name, key)
+
+    def version(self, key: Key) -> int:
+        """The entry's version, or 0 if absent."""
+        return self._store.version(self._name, key)
+
+    def keys(self, prefix: Key = "") -> list[Key]:
+        """Keys starting with ``prefix``."""
+        return self._store.keys(self._name, prefix)
+
+    def items(self) -> list[tuple[Key, Value]]:
+        """Every ``(key, value)`` pair, values decoded."""
+        return self._store.items(self._name)
+
+    def put(self, key: Key, value: Value) -> int:
+        """Stores ``value`` under ``key`` through the broker; returns the new version."""
+        return self._store.put(self._name, key, value)
+
+    def put_many(self, entries: Mapping[Key, Value] | Iterable[tuple[Key, Value]]) -> None:
+        """Stores many entries, all or nothing."""
+        self._store.put_many(self._name, entries)
+
+    def delete(self, key: Key) -> bool:
+        """Removes ``key``; returns whether it was present."""
+        return self._store.delete(self._name, key)
+
+    def compare_and_set(self, key: Key, expected_version: int, value: Value) -> int:
+        """Writes ``value`` only if the entry's version is ``expected_version`` (0 = absent)."""
+        return self._store.compare_and_set(self._name, key, expected_version, value)
+
+    def clear(self) -> None:
+        """Removes every entry."""
+        self._store.clear(self._name)
+
+    def __repr__(self) -> str:
+        return f"<slither.Table {self._store.name}.{self._name}>"
+
+
+_MISSING: Any = object()
