@@ -1,0 +1,160 @@
+// The shared-memory layout of a store: a contract between separately compiled
+// processes (the writer, C++ readers, the Python extension). Every struct here
+// is plain, fixed-size and standard-layout; every shared atomic is a lock-free
+// 64-bit word. Any change to a size, an offset or a meaning bumps
+// `layout_version`, which readers check on attach.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+namespace slither::shm::detail {
+
+using shared_u64 = std::atomic<std::uint64_t>;
+static_assert(shared_u64::is_always_lock_free, "shared atomics must be lock-free across processes");
+static_assert(sizeof(shared_u64) == 8 && alignof(shared_u64) == 8);
+
+inline constexpr std::uint64_t store_magic = 0x31524f54534c5353;     // "SSLSTOR1"
+inline constexpr std::uint64_t registry_magic = 0x3147455253534c53;  // "SLSSREG1"
+inline constexpr std::uint64_t layout_version = 1;
+
+inline constexpr std::uint32_t max_segments = 64;
+inline constexpr std::uint32_t max_tables = 64;
+inline constexpr std::size_t max_table_name = 47;  // plus a NUL in 48 bytes
+inline constexpr std::uint32_t lanes_per_reader = 8;
+inline constexpr std::uint32_t holds_per_reader = 120;
+inline constexpr std::uint64_t block_alignment = 64;
+
+// A reference: segment number in the top 16 bits, byte offset in the low 48.
+// 0 is "none" (offset 0 of segment 0 is the segment header, never a block);
+// `tombstone` marks a deleted index slot.
+inline constexpr std::uint64_t null_ref = 0;
+inline constexpr std::uint64_t tombstone = 1;
+inline constexpr unsigned ref_offset_bits = 48;
+inline constexpr std::uint64_t ref_offset_mask = (std::uint64_t{1} << ref_offset_bits) - 1;
+constexpr std::uint64_t make_ref(std::uint32_t segment, std::uint64_t offset) noexcept {
+  return (std::uint64_t{segment} << ref_offset_bits) | offset;
+}
+constexpr std::uint32_t ref_segment(std::uint64_t ref) noexcept {
+  return static_cast<std::uint32_t>(ref >> ref_offset_bits);
+}
+constexpr std::uint64_t ref_offset(std::uint64_t ref) noexcept {
+  return ref & ref_offset_mask;
+}
+
+/// Offset 0 of every data segment. `incarnation` is a random number chosen by
+/// the writer, so a reader never mistakes a later writer's segment for its own.
+struct segment_header {
+  std::uint64_t magic;
+  std::uint64_t layout_version;
+  std::uint64_t incarnation;
+  std::uint64_t index;
+  std::uint64_t bytes;
+  std::uint64_t reserved[3];
+};
+static_assert(std::is_standard_layout_v<segment_header> && sizeof(segment_header) == 64);
+
+enum class store_state : std::uint64_t { creating = 0, ready = 1, closed = 2 };
+
+/// One table of the directory. `root` references the table's current index block.
+struct table_entry {
+  char name[max_table_name + 1];
+  std::uint64_t kind;
+  shared_u64 root;
+};
+static_assert(std::is_standard_layout_v<table_entry> && sizeof(table_entry) == 64);
+
+/// At offset 64 of segment 0. `writer_pid` and `writer_start_time` stay the
+/// first two words in every layout version, so a writer can tell whether a
+/// store of another version is stale.
+struct store_header {
+  std::uint64_t writer_pid;
+  std::uint64_t writer_start_time;
+  shared_u64 state;  ///< store_state
+  shared_u64 global_epoch;
+  shared_u64 segment_count;
+  std::uint64_t table_count;
+  std::uint64_t max_readers;
+  std::uint64_t reserved;
+  shared_u64 segment_bytes[max_segments];
+  table_entry tables[max_tables];
+};
+static_assert(std::is_standard_layout_v<store_header>);
+static_assert(offsetof(store_header, writer_pid) == 0 &&
+              offsetof(store_header, writer_start_time) == 8);
+static_assert(offsetof(store_header, global_epoch) == 24);
+static_assert(offsetof(store_header, segment_bytes) == 64);
+static_assert(offsetof(store_header, tables) == 64 + 8 * max_segments);
+static_assert(sizeof(store_header) == 64 + 8 * max_segments + 64 * max_tables);
+
+inline constexpr std::uint64_t store_header_offset = sizeof(segment_header);
+inline constexpr std::uint64_t segment0_data_start =
+    (store_header_offset + sizeof(store_header) + block_alignment - 1) / block_alignment *
+    block_alignment;
+inline constexpr std::uint64_t segment_data_start = sizeof(segment_header);
+
+/// An index block: an open-addressing (linear probing) array of `capacity`
+/// slots, each null, `tombstone` or a reference to an entry block, follows
+/// this header. Only the writer mutates it; it never moves an entry within
+/// one array, so a reader scanning it sees every entry present throughout.
+struct index_header {
+  std::uint64_t capacity;  ///< a power of two
+  shared_u64 keys;         ///< live keys
+  shared_u64 values;       ///< live values (== keys in a set)
+  std::uint64_t reserved[5];
+};
+static_assert(std::is_standard_layout_v<index_header> && sizeof(index_header) == 64);
+
+enum class value_format : std::uint8_t { encoded = 1, ndarray = 2 };
+
+/// An immutable entry block: this header, the key, the ndarray shape (ndim
+/// 64-bit words, 8-aligned) and the value at `value_offset` (64-aligned for
+/// ndarrays). In a bag, each value has its own block and `next` links to the
+/// previously appended one, so the slot references the newest value.
+struct entry_header {
+  std::uint64_t hash;
+  std::uint64_t version;
+  std::uint64_t next;   ///< bag: the block of the previous value; else null
+  std::uint64_t count;  ///< values in the chain from here (1 in a set)
+  std::uint64_t value_bytes;
+  std::uint32_t key_bytes;
+  std::uint32_t value_offset;
+  std::uint8_t format;  ///< value_format
+  std::uint8_t dtype;
+  std::uint8_t ndim;
+  std::uint8_t reserved[5];
+  std::uint64_t block_bytes;  ///< allocation size of the block
+};
+static_assert(std::is_standard_layout_v<entry_header> && sizeof(entry_header) == 64);
+static_assert(offsetof(entry_header, key_bytes) == 40 && offsetof(entry_header, block_bytes) == 56);
+
+/// Start of the reader registry segment.
+struct registry_header {
+  std::uint64_t magic;
+  std::uint64_t layout_version;
+  std::uint64_t incarnation;
+  std::uint64_t max_readers;
+  std::uint64_t slot_bytes;
+  std::uint64_t reserved[3];
+};
+static_assert(std::is_standard_layout_v<registry_header> && sizeof(registry_header) == 64);
+
+/// One attached reader process. `lanes` hold the epochs announced by its
+/// threads while they read (0 = idle); `holds` the block references kept by
+/// its live views; `overflow_epoch` the oldest epoch pinned by views that did
+/// not fit in `holds`. `pid` 0 marks a free slot.
+struct alignas(64) reader_slot {
+  shared_u64 pid;
+  shared_u64 start_time;
+  shared_u64 overflow_epoch;
+  std::uint64_t reserved[5];
+  shared_u64 lanes[lanes_per_reader];
+  shared_u64 holds[holds_per_reader];
+};
+static_assert(std::is_standard_layout_v<reader_slot>);
+static_assert(sizeof(reader_slot) == 64 + 8 * lanes_per_reader + 8 * holds_per_reader);
+static_assert(sizeof(reader_slot) % 64 == 0 && offsetof(reader_slot, lanes) == 64);
+
+}  // namespace slither::shm::detail
