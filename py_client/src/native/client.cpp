@@ -131,7 +131,7 @@ void init_client(nb::module_& m) {
             const Value v = to_value(value);
             return c.call([&](client& cl) { return cl.put(store, table, k, v); });
           },
-          nb::arg("store"), nb::arg("table"), nb::arg("key"), nb::arg("value"),
+          nb::arg("store"), nb::arg("table"), nb::arg("key"), nb::arg("value").none(),
           "Stores `value` under `key`; returns the entry's new version once readers see it.")
       .def(
           "put_many",
@@ -161,7 +161,7 @@ void init_client(nb::module_& m) {
             });
           },
           nb::arg("store"), nb::arg("table"), nb::arg("key"), nb::arg("expected_version"),
-          nb::arg("value"),
+          nb::arg("value").none(),
           "Writes `value` only if the entry's version is `expected_version` (0 = absent);\n"
           "returns the new version. Raises Conflict naming the version found.")
       .def(
@@ -179,7 +179,7 @@ void init_client(nb::module_& m) {
                 c.call([&](client& cl) { return cl.call_view(store, view, a, session_id); });
             return to_python(out);
           },
-          nb::arg("store"), nb::arg("view"), nb::arg("arg") = nb::none(),
+          nb::arg("store"), nb::arg("view"), nb::arg("arg").none() = nb::none(),
           nb::arg("session_id") = "",
           "Calls the view `view` registered on `store` with `arg` and returns its result.")
       .def(

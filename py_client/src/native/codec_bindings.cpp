@@ -18,7 +18,7 @@ void init_codec(nb::module_& m) {
         const buffer out = encode(to_value(obj));
         return nb::bytes(out.data(), out.size());
       },
-      nb::arg("value"),
+      nb::arg("value").none(),
       "Encodes a Python object in slither's binary Value form.\n\n"
       "Raises TypeError (naming the type and path) for an object with no Value form,\n"
       "OverflowError for an int outside int64, LimitExceeded for nesting deeper than 128.");

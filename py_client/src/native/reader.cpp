@@ -70,7 +70,7 @@ void init_reader(nb::module_& m) {
             std::optional<Value> v = take(r.reader.get(table, key_view(key)));
             return v ? to_python(*v) : nb::borrow(default_);
           },
-          nb::arg("table"), nb::arg("key"), nb::arg("default") = nb::none(),
+          nb::arg("table"), nb::arg("key"), nb::arg("default").none() = nb::none(),
           "A decoded copy of the value under `key` (the first one in a bag), or `default`.\n"
           "Raises NotFound for an unknown table.")
       .def(

@@ -1,0 +1,175 @@
+"""Store reads (what the C++ broker loaded), writes through the broker, the Table API."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+import slither
+from conftest import LOADED_ROWS
+
+
+def test_python_reads_what_the_cpp_broker_loaded(features):
+    table = features.table("emb")
+    assert len(table) == len(LOADED_ROWS)
+    for row in LOADED_ROWS:
+        got = features.get("emb", row["id"])
+        assert isinstance(got, dict)
+        for name, value in row.items():
+            if name != "id":
+                assert got[name] == value, (row["id"], name)
+                assert type(got[name]) is type(value)
+
+
+def test_store_describes_itself(client, features):
+    assert features.name == "features"
+    assert features.namespace == client.namespace
+    assert set(features.tables) == {"emb", "docs", "bag"}
+    assert "features" in repr(features)
+
+
+def test_missing_key_gives_default(features):
+    assert features.get("emb", "nobody") is None
+    sentinel = object()
+    assert features.get("emb", "nobody", sentinel) is sentinel
+    with pytest.raises(slither.NotFound):
+        features.table("emb")["nobody"]
+    with pytest.raises(KeyError):  # NotFound is a KeyError too
+        features.table("emb")["nobody"]
+
+
+VALUES = {
+    "null": None,
+    "true": True,
+    "int": -(2**62),
+    "float": 3.25,
+    "str": "héllo",
+    "bytes": b"\x00\x01\xfe",
+    "list": [1, [2, [3, None]], "x"],
+    "map": {"nested": {"deep": [1.5, b"b"]}, "empty": {}},
+}
+
+
+@pytest.mark.parametrize("name", sorted(VALUES))
+def test_every_value_kind_round_trips_through_the_broker(scratch, name):
+    version = scratch.put("t", name, VALUES[name])
+    assert version >= 1
+    # read-your-writes: visible as soon as put returns
+    assert scratch.get("t", name) == VALUES[name]
+    assert scratch.version("t", name) == version
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int32", "int64", "float32", "float64"])
+def test_arrays_round_trip_through_the_broker(scratch, dtype):
+    a = np.arange(60).astype(dtype).reshape(3, 4, 5)
+    scratch.put("t", "arr", a)
+    b = scratch.get("t", "arr")
+    assert b.dtype == a.dtype and b.shape == a.shape
+    np.testing.assert_array_equal(a, b)
+
+
+def test_arrays_nested_in_maps(scratch):
+    scratch.put("t", "doc", {"emb": np.ones(8, dtype=np.float32), "id": 7})
+    got = scratch.get("t", "doc")
+    assert got["id"] == 7
+    np.testing.assert_array_equal(got["emb"], np.ones(8, dtype=np.float32))
+
+
+def test_bytes_and_str_keys(scratch):
+    scratch.put("t", b"\xffraw", 1)
+    scratch.put("t", "text", 2)
+    assert scratch.get("t", b"\xffraw") == 1
+    assert scratch.get("t", b"text") == 2  # a str key is its UTF-8 bytes
+    assert set(scratch.table("t")) == {b"\xffraw", "text"}
+    with pytest.raises(TypeError, match="key must be str or bytes, not 'int'"):
+        scratch.get("t", 5)
+
+
+def test_versions_grow_and_delete(scratch):
+    v1 = scratch.put("t", "k", 1)
+    v2 = scratch.put("t", "k", 2)
+    assert v2 > v1
+    assert scratch.delete("t", "k") is True
+    assert scratch.delete("t", "k") is False
+    assert "k" not in scratch.table("t")
+    assert scratch.version("t", "k") == 0
+
+
+def test_put_many_mapping_and_pairs(scratch):
+    scratch.put_many("t", {f"m{i}": i for i in range(100)})
+    scratch.put_many("t", [(f"p{i}", {"i": i}) for i in range(50)])
+    t = scratch.table("t")
+    assert len(t) == 150
+    assert t["m42"] == 42 and t["p7"] == {"i": 7}
+    assert sorted(t.keys(prefix="p")) == sorted(f"p{i}" for i in range(50))
+    assert dict(t.items())["m99"] == 99
+
+
+def test_put_many_is_all_or_nothing_on_bad_value(scratch):
+    with pytest.raises(TypeError, match=r"entries\['bad'\]\['x'\]: object of type 'set'"):
+        scratch.put_many("t", {"good": 1, "bad": {"x": {1}}})
+    assert len(scratch.table("t")) == 0
+
+
+def test_compare_and_set(scratch):
+    v1 = scratch.compare_and_set("t", "c", 0, "first")  # 0 = must be absent
+    v2 = scratch.compare_and_set("t", "c", v1, "second")
+    assert scratch.get("t", "c") == "second"
+    with pytest.raises(slither.Conflict):
+        scratch.compare_and_set("t", "c", v1, "stale")
+    with pytest.raises(slither.Conflict):
+        scratch.compare_and_set("t", "c", 0, "not absent")
+    assert scratch.get("t", "c") == "second" and scratch.version("t", "c") == v2
+
+
+def test_clear(scratch):
+    scratch.put_many("t", {"a": 1, "b": 2})
+    scratch.clear("t")
+    assert len(scratch.table("t")) == 0
+
+
+def test_bag_table_keeps_every_value(client):
+    store = client.store("features")
+    store.clear("bag")
+    for i in range(3):
+        store.put("bag", "k", i)
+    assert store.get_all("bag", "k") == [0, 1, 2]
+    assert store.get("bag", "k") == 0
+    store.clear("bag")
+
+
+def test_table_api(scratch):
+    t = scratch.table("t")
+    assert t.name == "t" and t.store is scratch
+    t.put("x", {"v": 1})
+    assert "x" in t and t.get("x") == {"v": 1} and t.version("x") >= 1
+    assert list(t) == ["x"]
+    assert t.delete("x")
+    assert len(t) == 0
+
+
+def test_client_is_usable_from_threads(scratch):
+    errors: list[BaseException] = []
+
+    def work(n: int) -> None:
+        try:
+            for i in range(50):
+                scratch.put("t", f"th{n}-{i}", i)
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors
+    assert len(scratch.table("t")) == 200
+
+
+def test_stats_and_ping(client):
+    client.ping()
+    stats = client.stats()
+    assert isinstance(stats, dict) and stats
