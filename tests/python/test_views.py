@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gc
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -108,3 +110,20 @@ def test_large_view_is_zero_copy(scratch):
     v = scratch.view("t", "big")
     inside_mapping(v, scratch.namespace, scratch.name)
     assert float(v[4095, 1023]) == float(big[4095, 1023])
+
+
+def test_without_numpy_arrays_are_memoryviews(broker, scratch):
+    scratch.put("t", "vec", np.arange(6, dtype=np.int32).reshape(2, 3))
+    code = f"""
+import sys
+sys.modules["numpy"] = None  # numpy is not importable in this process
+import slither
+r = slither.Reader({broker.namespace!r}, "scratch")
+v = r.view("t", "vec")
+g = r.get("t", "vec")
+assert isinstance(v, memoryview) and v.readonly and v.format == "i" and v.shape == (2, 3), v
+assert isinstance(g, memoryview) and g.tolist() == [[0, 1, 2], [3, 4, 5]]
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "ok", done.stderr
