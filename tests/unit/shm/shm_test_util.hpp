@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <cstring>
 #include <string>
 
 #include "slither/shm/store.hpp"
@@ -35,16 +36,48 @@ inline std::string unique_ns(const std::string& what) {
   return ns;
 }
 
+/// `prefix` followed by `n` ("k17"); built piecewise, see `unique_ns`.
+inline std::string numbered(const std::string& prefix, std::uint64_t n) {
+  std::string key = prefix;
+  key += std::to_string(n);
+  return key;
+}
+
 /// Options for a test store with small limits.
 inline store_options test_options(const std::string& what) {
   store_options o;
   o.ns = unique_ns(what);
-  o.name = "s";
+  o.name = what;
   o.initial_segment_bytes = std::uint64_t{1} << 20;
   o.max_key_bytes = 256;
   o.max_value_bytes = std::uint64_t{1} << 30;
   o.max_readers = 16;
   return o;
+}
+
+/// A 64-byte value whose last 8 bytes are a checksum of the rest, so a torn
+/// or reused block shows up in `verify`.
+inline Value checked_value(std::uint64_t key, std::uint64_t round) {
+  std::string s(56, '\0');
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    s[i] = static_cast<char>((key * 31 + round * 7 + i) & 0xff);
+  }
+  std::uint64_t sum = key;
+  for (char c : s) sum = sum * 131 + static_cast<unsigned char>(c);
+  s.append(reinterpret_cast<const char*>(&sum), sizeof(sum));
+  return Value(Bytes{std::move(s)});
+}
+
+/// True if `v` is a `checked_value` of `key`.
+inline bool verify(std::uint64_t key, const Value& v) {
+  if (!v.is_bytes()) return false;
+  const std::string& s = v.as<Bytes>().data;
+  if (s.size() != 64) return false;
+  std::uint64_t sum = key;
+  for (std::size_t i = 0; i < 56; ++i) sum = sum * 131 + static_cast<unsigned char>(s[i]);
+  std::uint64_t stored;
+  std::memcpy(&stored, s.data() + 56, sizeof(stored));
+  return sum == stored;
 }
 
 }  // namespace slither::shm::testing

@@ -71,9 +71,9 @@ TEST(Store, ManyKeysGrowTheIndexAndSegments) {
   o.initial_segment_bytes = 64 << 10;
   auto w = make_writer(o);
   const int n = 20000;
-  for (int i = 0; i < n; ++i) ASSERT_TRUE(w.put("kv", "key" + std::to_string(i), i));
+  for (int i = 0; i < n; ++i) ASSERT_TRUE(w.put("kv", testing::numbered("key", i), i));
   for (int i = 0; i < n; ++i) {
-    ASSERT_EQ(w.read().get("kv", "key" + std::to_string(i)).value(), std::optional<Value>(i));
+    ASSERT_EQ(w.read().get("kv", testing::numbered("key", i)).value(), std::optional<Value>(i));
   }
   EXPECT_EQ(w.read().size("kv").value(), static_cast<std::size_t>(n));
   EXPECT_GT(w.stats().segments, 1u);
@@ -220,7 +220,7 @@ TEST(Store, ErrorsNameTheBadInputAndChangeNothing) {
 TEST(Store, PutManyStoresAll) {
   auto w = make_writer(test_options("many"));
   std::vector<std::pair<std::string, Value>> batch;
-  for (int i = 0; i < 1000; ++i) batch.emplace_back("k" + std::to_string(i), i);
+  for (int i = 0; i < 1000; ++i) batch.emplace_back(testing::numbered("k", i), i);
   batch.emplace_back("k5", 55);  // a later duplicate wins
   ASSERT_TRUE(w.put_many("kv", batch));
   EXPECT_EQ(w.read().size("kv").value(), 1000u);
@@ -361,7 +361,7 @@ TEST(Store, ClearAndReloadSwitchWholeTablesAndHeldViewsKeepTheirBytes) {
   auto v = *w.read().get_view("kv", "7").value();
   ASSERT_TRUE(w.reload("kv", [](loader& l) -> result<void> {
     for (int i = 0; i < 50; ++i) {
-      if (auto r = l.put("n" + std::to_string(i), "new"); !r) return r;
+      if (auto r = l.put(testing::numbered("n", i), "new"); !r) return r;
     }
     return {};
   }));

@@ -3,7 +3,6 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
-#include <cstring>
 #include <thread>
 #include <vector>
 
@@ -12,28 +11,6 @@
 
 namespace slither::shm {
 namespace {
-
-// A value whose last 8 bytes are a checksum of the rest, so torn reads show.
-Value checked_value(std::uint64_t key, std::uint64_t round) {
-  std::string s(56, '\0');
-  for (std::size_t i = 0; i < s.size(); ++i)
-    s[i] = static_cast<char>((key * 31 + round + i) & 0xff);
-  std::uint64_t sum = 0;
-  for (char c : s) sum = sum * 131 + static_cast<unsigned char>(c);
-  s.append(reinterpret_cast<const char*>(&sum), sizeof(sum));
-  return Value(Bytes{std::move(s)});
-}
-
-bool verify(const Value& v) {
-  if (!v.is_bytes()) return false;
-  const std::string& s = v.as<Bytes>().data;
-  if (s.size() != 64) return false;
-  std::uint64_t sum = 0;
-  for (std::size_t i = 0; i < 56; ++i) sum = sum * 131 + static_cast<unsigned char>(s[i]);
-  std::uint64_t stored;
-  std::memcpy(&stored, s.data() + 56, sizeof(stored));
-  return sum == stored;
-}
 
 TEST(StoreThreads, ReaderThreadsShareOneReaderWhileTheWriterWrites) {
   auto o = testing::test_options("threads");
@@ -44,7 +21,7 @@ TEST(StoreThreads, ReaderThreadsShareOneReaderWhileTheWriterWrites) {
   const std::uint64_t keys = 2000;
   const std::uint64_t writes = testing::scaled(200000, 20000);
   for (std::uint64_t k = 0; k < keys; ++k)
-    ASSERT_TRUE(w.put("kv", std::to_string(k), checked_value(k, 0)));
+    ASSERT_TRUE(w.put("kv", std::to_string(k), testing::checked_value(k, 0)));
 
   std::atomic<bool> stop{false};
   std::atomic<std::uint64_t> bad{0}, reads{0};
@@ -52,31 +29,32 @@ TEST(StoreThreads, ReaderThreadsShareOneReaderWhileTheWriterWrites) {
   for (int t = 0; t < 4; ++t) {
     threads.emplace_back([&, t] {
       std::uint64_t k = static_cast<std::uint64_t>(t) * 7919;
-      std::vector<view> kept;
+      std::vector<std::pair<std::uint64_t, view>> kept;
       while (!stop.load(std::memory_order_relaxed)) {
         k = (k * 6364136223846793005ULL + 1442695040888963407ULL);
-        const std::string key = std::to_string(k % keys);
+        const std::uint64_t key_no = k % keys;
+        const std::string key = std::to_string(key_no);
         if (t % 2 == 0) {
           auto v = r.get("kv", key);
-          if (!v || !*v || !verify(**v)) bad.fetch_add(1);
+          if (!v || !*v || !testing::verify(key_no, **v)) bad.fetch_add(1);
         } else {
           auto v = r.get_view("kv", key);
-          if (!v || !*v || !verify((*v)->value())) bad.fetch_add(1);
+          if (!v || !*v || !testing::verify(key_no, (*v)->value())) bad.fetch_add(1);
           if (v && *v) {
-            kept.push_back(**v);
+            kept.emplace_back(key_no, **v);
             if (kept.size() > 200) kept.erase(kept.begin(), kept.begin() + 100);
           }
         }
         reads.fetch_add(1, std::memory_order_relaxed);
       }
-      for (const view& v : kept) {
-        if (!verify(v.value())) bad.fetch_add(1);
+      for (const auto& [key_no, v] : kept) {
+        if (!testing::verify(key_no, v.value())) bad.fetch_add(1);
       }
     });
   }
   for (std::uint64_t i = 0; i < writes; ++i) {
     const std::uint64_t k = (i * 7) % keys;
-    ASSERT_TRUE(w.put("kv", std::to_string(k), checked_value(k, i)));
+    ASSERT_TRUE(w.put("kv", std::to_string(k), testing::checked_value(k, i)));
   }
   stop = true;
   for (auto& th : threads) th.join();
