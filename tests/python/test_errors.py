@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import threading
 import time
 
 import numpy as np
@@ -59,3 +61,41 @@ def test_closed_client(broker):
 def test_reader_of_unknown_store(broker):
     with pytest.raises(slither.NotFound):
         slither.Reader(broker.namespace, "nosuchstore")
+
+
+@pytest.fixture
+def silent_broker(tmp_path):
+    """A runtime dir whose control socket accepts connections but never answers."""
+    run = tmp_path / "silent"
+    run.mkdir(mode=0o700)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(str(run / "control"))
+    sock.listen(16)
+    yield run
+    sock.close()
+
+
+def test_silent_broker_is_unavailable_within_timeout(silent_broker):
+    start = time.monotonic()
+    with pytest.raises(slither.BrokerUnavailable):
+        slither.connect(runtime_dir=silent_broker, namespace="silent", timeout=0.5)
+    assert 0.4 < time.monotonic() - start < 3.0
+
+
+def test_waiting_for_a_broker_releases_the_gil(silent_broker):
+    # While one thread waits out a connect timeout, Python code in another keeps running.
+    result: list[BaseException] = []
+
+    def wait() -> None:
+        try:
+            slither.connect(runtime_dir=silent_broker, namespace="silent", timeout=1.0)
+        except slither.BrokerUnavailable as e:
+            result.append(e)
+
+    th = threading.Thread(target=wait)
+    th.start()
+    spins = 0
+    while th.is_alive():
+        spins += 1
+    th.join()
+    assert result and spins > 100_000
