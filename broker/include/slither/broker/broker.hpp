@@ -1,0 +1,128 @@
+// The broker: owns a namespace's stores as their only writer and serves the
+// control socket (ZeroMQ ROUTER) on its own threads. Embed it in a C++
+// program, or run it as the `slither-broker` executable.
+//
+// Threads: one serving thread runs a Boost.Asio io_context that owns the
+// ROUTER socket, signals and timers; one writer thread applies every store
+// write in order, from a bounded queue; a small pool runs views.
+//
+// Caveats
+// - One broker per namespace per machine: a lock file in the runtime
+//   directory makes a second one refuse (`errc::already_exists`) while the
+//   first lives. A broker that was killed leaves its socket file and shared
+//   memory segments behind; the next broker of that namespace removes them.
+// - Readers that attached to a store keep their mappings after the broker
+//   stops (segments are unlinked, not unmapped), but see no further writes.
+// - `stop()` waits for views that are still running; a view that never
+//   returns blocks it. Views must return (their callers got `errc::timeout`).
+// - Do not fork() a process with a running broker and use it in the child.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "slither/core/codec.hpp"
+#include "slither/core/error.hpp"
+#include "slither/core/value.hpp"
+#include "slither/shm/store.hpp"
+
+namespace slither {
+
+/// Whether a view serves everybody or is called on behalf of a session.
+enum class view_scope : std::uint8_t {
+  global,   ///< called with an empty session id
+  session,  ///< needs a non-empty session id from the caller
+};
+
+/// A C++ function Python can call by name. `session_id` is empty for global views.
+using view_fn = std::function<result<Value>(const Value& arg, const shm::reader& store,
+                                            std::string_view session_id)>;
+
+/// Receives telemetry events ("slither.store.write.start", ...) with their measurements.
+using event_handler = std::function<void(std::string_view event, const Value& measurements)>;
+
+/// How a broker is set up.
+struct broker_options {
+  /// Namespace of the broker's stores and default runtime directory. [A-Za-z0-9_-]+.
+  std::string ns = "default";
+  /// Owner-only directory for the control socket and the lock file; empty: default_runtime_dir(ns).
+  std::filesystem::path runtime_dir;
+  /// Empty: ipc://<runtime_dir>/control; tcp:// only if set here.
+  std::string control_endpoint;
+  /// The stores to create (their `options.ns` is set to `ns`).
+  std::vector<shm::store_definition> stores;
+  /// Pending writes; past it requests get errc::busy.
+  std::size_t write_queue_limit = 4096;
+  /// Longest a view may run before its caller gets errc::timeout.
+  std::chrono::milliseconds view_timeout{5000};
+  /// Bounds on incoming messages (max message size etc.).
+  decode_limits limits;
+};
+
+/// A broker embedded in this process. Construct, `register_view` as needed,
+/// `start()`, then `wait()` or `stop()`.
+class Broker {
+ public:
+  /// Keeps the options; nothing is created until `start()`.
+  explicit Broker(broker_options options);
+  Broker(const Broker&) = delete;
+  Broker& operator=(const Broker&) = delete;
+  /// Calls `stop()`.
+  ~Broker();
+
+  /// Creates the runtime directory (0700), takes the namespace lock, creates
+  /// the stores (running their `load`), binds the control socket and starts
+  /// serving. Errors: `already_exists` (a live broker holds the namespace),
+  /// `invalid_argument` (bad names, an unsafe runtime directory), `io_error`,
+  /// or a store's own error.
+  result<void> start();
+  /// Graceful stop: stops reading requests, finishes queued writes and
+  /// answers them, unlinks the segments and removes the runtime directory.
+  /// Safe twice, and before `start()`.
+  void stop() noexcept;
+  /// Blocks until the broker is stopped: by `stop()` from another thread, or
+  /// by SIGINT/SIGTERM when `handle_signals(true)`; then finishes the stop.
+  void wait();
+  /// SIGINT/SIGTERM → graceful stop (for the executable). May be called before or after `start()`.
+  void handle_signals(bool on);
+  /// Sets the telemetry handler. Call before `start()`; it runs on the broker's threads.
+  void on_event(event_handler handler);
+
+  /// Registers `fn` as view `name` of `store`. Errors: `not_found` (no such
+  /// store), `already_exists` (the name is taken), `invalid_argument` (empty name).
+  result<void> register_view(std::string store, std::string name, view_scope scope, view_fn fn);
+  /// Runs `fn` on the broker's writer thread against the store's writer and
+  /// waits for it (C++ embedding writes). Blocks while the write queue is
+  /// full. Must not be called from inside a write. Errors: `not_found`,
+  /// `unavailable` (not running), or `fn`'s error.
+  result<void> write(std::string_view store, const std::function<result<void>(shm::writer&)>& fn);
+  /// A reader over a running store; throws slither::error(not_found).
+  const shm::reader& reader(std::string_view store) const;
+  /// The endpoint clients connect to (set by `start()`).
+  const std::string& control_endpoint() const noexcept;
+  /// The runtime directory in use (set by `start()`).
+  const std::filesystem::path& runtime_dir() const noexcept;
+
+  struct impl;  ///< implementation detail
+
+ private:
+  std::unique_ptr<impl> p_;
+};
+
+/// Parses a slither.toml: [broker] namespace/runtime_dir/control_endpoint/
+/// write_queue_limit/view_timeout_ms/max_message_bytes; [[stores]] name,
+/// [[stores.tables]] name/kind/initial_capacity, and an optional
+/// load = { file = "x.jsonl" | "x.csv", table = "...", key = "<field>" } (or
+/// a list of them) whose rows become entries when the store starts. Relative
+/// file paths are relative to the config file. [[pools]] is accepted and
+/// ignored (Dispatch comes later). Errors name the file, line and field.
+result<broker_options> load_config(const std::filesystem::path& path);
+
+}  // namespace slither

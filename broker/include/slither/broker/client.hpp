@@ -1,0 +1,108 @@
+// A client of a broker's control socket: store writes, view calls, attach
+// info, stats. Reads do not go through here: attach a `shm::reader` with the
+// names `attach_info` returns and read shared memory directly.
+//
+// Caveats
+// - A `client` owns a ZeroMQ context and socket and is not thread-safe: use
+//   one per thread. After fork() the child must connect its own client.
+// - A request that gets no answer within `client_options::timeout` fails with
+//   `errc::unavailable`; the client then reopens its socket so a late answer
+//   is never taken for the answer to a later request. Whether the broker
+//   applied a write that timed out is unknown (it may have).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "slither/core/error.hpp"
+#include "slither/core/value.hpp"
+
+namespace slither {
+
+/// Where to find a broker. Give either `endpoint` or `runtime_dir` (control socket at
+/// ipc://<runtime_dir>/control); if both are empty, default_runtime_dir(ns) is used.
+struct client_options {
+  /// A ZeroMQ endpoint ("ipc:///run/user/1000/slither/default/control", "tcp://host:port").
+  std::string endpoint;
+  /// The broker's runtime directory; used when `endpoint` is empty.
+  std::filesystem::path runtime_dir;
+  /// The broker's namespace; names the default runtime directory.
+  std::string ns = "default";
+  /// Longest wait for one reply; past it a request fails with `errc::unavailable`.
+  std::chrono::milliseconds timeout{5000};
+};
+
+/// What a reader needs to attach to a store's shared memory.
+struct store_info {
+  /// Namespace of the store's segments.
+  std::string ns;
+  /// Store name.
+  std::string name;
+  /// The store's tables.
+  std::vector<std::string> tables;
+  /// Shared-memory layout version of the broker's build; a reader of another
+  /// version cannot attach.
+  std::uint32_t layout_version = 0;
+};
+
+/// A connection to a broker's control socket (ZeroMQ DEALER). Not thread-safe: one per thread.
+/// Every call returns the broker's error unchanged (code and message), or
+/// `errc::unavailable` when the broker does not answer in time.
+class client {
+ public:
+  /// Connects and sends `hello`; fails with `unavailable` if no broker answers
+  /// within the timeout, `protocol_error` if it speaks another protocol version.
+  static result<client> connect(const client_options& options);
+
+  client(client&&) noexcept;
+  client& operator=(client&&) noexcept;
+  /// Closes the socket; pending requests are abandoned.
+  ~client();
+
+  /// Namespace, tables and layout version of `store`. Errors: `not_found`.
+  result<store_info> attach_info(std::string_view store);
+  /// Stores `value` under `key`; returns the entry's new version once readers see it.
+  result<std::uint64_t> put(std::string_view store, std::string_view table, std::string_view key,
+                            const Value& value);
+  /// Stores many entries, all or nothing, in one round trip.
+  result<void> put_many(std::string_view store, std::string_view table,
+                        std::span<const std::pair<std::string, Value>> entries);
+  /// Removes `key`; returns whether it was present.
+  result<bool> erase(std::string_view store, std::string_view table, std::string_view key);
+  /// Writes `value` only if the entry's version is `expected_version` (0 = absent);
+  /// returns the new version. Errors: `conflict` naming the version found.
+  result<std::uint64_t> compare_and_set(std::string_view store, std::string_view table,
+                                        std::string_view key, std::uint64_t expected_version,
+                                        const Value& value);
+  /// Removes every entry of `table`.
+  result<void> clear(std::string_view store, std::string_view table);
+  /// Calls the view `view` registered on `store` with `arg`. Session-scoped
+  /// views need a non-empty `session_id`. Errors: `not_found`, `timeout`, or
+  /// whatever the view returned.
+  result<Value> call_view(std::string_view store, std::string_view view, const Value& arg,
+                          std::string_view session_id = {});
+  /// Broker and store figures (queue depth, entries, bytes...) as a map.
+  result<Value> stats();
+  /// A round trip that touches nothing.
+  result<void> ping();
+  /// The namespace the broker serves (from its `hello` reply).
+  const std::string& ns() const noexcept;
+
+  struct impl;  ///< implementation detail
+
+ private:
+  explicit client(std::unique_ptr<impl> p) noexcept;
+  std::unique_ptr<impl> p_;
+};
+
+/// $XDG_RUNTIME_DIR/slither/<ns> if XDG_RUNTIME_DIR is set, else /tmp/slither-<uid>/<ns>.
+std::filesystem::path default_runtime_dir(std::string_view ns);
+
+}  // namespace slither

@@ -1,0 +1,101 @@
+// The control protocol between clients (ZeroMQ DEALER) and the broker (ROUTER).
+//
+// Every message is two frames: a fixed-size header frame, then one payload
+// frame holding a `slither::encode`d Value. Requests carry a map of named
+// arguments; an ok reply carries the result Value; an error reply carries
+// `{"code": <errc as int>, "message": <text>}`. A reply repeats the request id
+// of its request, so a client can tell a late reply from the one it awaits.
+//
+// Header frame, `header_size` bytes, little-endian:
+//
+//   offset 0   u8[2]  magic "SL"
+//   offset 2   u16    protocol version (`protocol_version`)
+//   offset 4   u8     message type (`message_type`)
+//   offset 5   u8[3]  reserved, zero
+//   offset 8   u64    request id
+//
+// Decoding is bounded like the codec's: the header must be exactly
+// `header_size` bytes, the payload at most `decode_limits::max_message_bytes`,
+// and anything else is an error naming what is wrong, never a crash.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string_view>
+#include <vector>
+
+#include "slither/core/codec.hpp"
+#include "slither/core/error.hpp"
+#include "slither/core/value.hpp"
+
+namespace slither::protocol {
+
+/// Version spoken by this build; a peer with another version gets `errc::protocol_error`.
+inline constexpr std::uint16_t protocol_version = 1;
+
+/// Size of the header frame.
+inline constexpr std::size_t header_size = 16;
+
+/// Every message type of the control protocol: requests, then the two replies.
+enum class message_type : std::uint8_t {
+  hello = 1,            ///< {protocol} → {protocol, ns, pid, max_message_bytes, stores}
+  attach_info = 2,      ///< {store} → {ns, name, tables, layout_version}
+  put = 3,              ///< {store, table, key, value} → new version (int)
+  put_many = 4,         ///< {store, table, entries: [[key, value], ...]} → null
+  erase = 5,            ///< {store, table, key} → bool (was present)
+  compare_and_set = 6,  ///< {store, table, key, expected_version, value} → new version
+  clear = 7,            ///< {store, table} → null
+  call_view = 8,        ///< {store, view, arg, session_id} → the view's result
+  stats = 9,            ///< {} → map of broker and store figures
+  ping = 10,            ///< {} → null
+  reply_ok = 100,       ///< the result Value
+  reply_error = 101,    ///< {code, message}
+};
+
+/// Stable lower-case name of a message type ("put"), or "unknown".
+std::string_view to_string(message_type type) noexcept;
+/// True for the request types (hello .. ping).
+bool is_request(message_type type) noexcept;
+
+/// The decoded header frame.
+struct header {
+  std::uint16_t version = protocol_version;
+  message_type type = message_type::ping;
+  std::uint64_t request_id = 0;
+};
+
+/// A whole message: its header and its payload Value.
+struct message {
+  header head;
+  Value body;
+};
+
+/// One frame as bytes.
+using frame = std::span<const std::byte>;
+
+/// Encodes a header frame.
+std::array<std::byte, header_size> encode_header(const header& head) noexcept;
+/// Decodes a header frame: exact size, magic and zero reserved bytes. Version
+/// and type are returned as sent (`decode_request` checks them), so that a
+/// peer with another version or an unknown type can still be answered.
+result<header> decode_header(frame bytes);
+
+/// The frames of a message: header, then payload.
+std::vector<buffer> encode_message(const message& msg);
+
+/// Decodes a request: a valid header of this protocol version with a known
+/// request type, then exactly one payload frame of at most `limits.max_message_bytes`
+/// that decodes to a map. Errors: `protocol_error` (bad framing, version or
+/// type), `limit_exceeded` (payload too large), `decode_error` (bad payload).
+result<message> decode_request(std::span<const frame> frames, const decode_limits& limits = {});
+/// Decodes a reply (`reply_ok` or `reply_error`) like `decode_request`.
+result<message> decode_reply(std::span<const frame> frames, const decode_limits& limits = {});
+
+/// The payload of an error reply.
+Value error_body(const error_info& err);
+/// Reads an error reply's payload back; a malformed one becomes `protocol_error`.
+error_info read_error_body(const Value& body);
+
+}  // namespace slither::protocol

@@ -1,0 +1,170 @@
+#include "slither/broker/protocol.hpp"
+
+#include <string>
+
+namespace slither::protocol {
+namespace {
+
+constexpr std::byte magic0{'S'};
+constexpr std::byte magic1{'L'};
+
+std::uint64_t read_le(frame bytes, std::size_t offset, std::size_t width) noexcept {
+  std::uint64_t v = 0;
+  for (std::size_t i = 0; i < width; ++i) {
+    v |= std::uint64_t{std::to_integer<std::uint8_t>(bytes[offset + i])} << (8 * i);
+  }
+  return v;
+}
+
+void write_le(std::byte* out, std::uint64_t v, std::size_t width) noexcept {
+  for (std::size_t i = 0; i < width; ++i)
+    out[i] = std::byte(static_cast<std::uint8_t>(v >> (8 * i)));
+}
+
+bool is_known(std::uint8_t raw) noexcept {
+  return (raw >= static_cast<std::uint8_t>(message_type::hello) &&
+          raw <= static_cast<std::uint8_t>(message_type::ping)) ||
+         raw == static_cast<std::uint8_t>(message_type::reply_ok) ||
+         raw == static_cast<std::uint8_t>(message_type::reply_error);
+}
+
+// Shared by requests and replies; `want_request` selects which types are accepted.
+result<message> decode_message(std::span<const frame> frames, const decode_limits& limits,
+                               bool want_request) {
+  if (frames.size() != 2) {
+    return fail(errc::protocol_error,
+                "a message has 2 frames (header, payload), got " + std::to_string(frames.size()));
+  }
+  auto head = decode_header(frames[0]);
+  if (!head) return std::move(head).error();
+  if (head->version != protocol_version) {
+    return fail(errc::protocol_error, "peer speaks protocol version " +
+                                          std::to_string(head->version) + ", this build speaks " +
+                                          std::to_string(protocol_version));
+  }
+  const auto raw_type = static_cast<std::uint8_t>(head->type);
+  if (!is_known(raw_type)) {
+    return fail(errc::protocol_error, "unknown message type " + std::to_string(raw_type));
+  }
+  if (is_request(head->type) != want_request) {
+    return fail(errc::protocol_error, std::string("message type '") +
+                                          std::string(to_string(head->type)) + "' is not a " +
+                                          (want_request ? "request" : "reply"));
+  }
+  if (frames[1].size() > limits.max_message_bytes) {
+    return fail(errc::limit_exceeded, "payload of " + std::to_string(frames[1].size()) +
+                                          " bytes is over the limit of " +
+                                          std::to_string(limits.max_message_bytes));
+  }
+  auto body = decode(frames[1], limits);
+  if (!body) {
+    auto err = std::move(body).error();
+    err.message = "payload of '" + std::string(to_string(head->type)) + "': " + err.message;
+    return err;
+  }
+  if (want_request && !body->is_map()) {
+    return fail(errc::protocol_error, "arguments of '" + std::string(to_string(head->type)) +
+                                          "' must be a map, got " +
+                                          std::string(to_string(body->type())));
+  }
+  return message{*head, std::move(*body)};
+}
+
+}  // namespace
+
+std::string_view to_string(message_type type) noexcept {
+  switch (type) {
+    case message_type::hello:
+      return "hello";
+    case message_type::attach_info:
+      return "attach_info";
+    case message_type::put:
+      return "put";
+    case message_type::put_many:
+      return "put_many";
+    case message_type::erase:
+      return "erase";
+    case message_type::compare_and_set:
+      return "compare_and_set";
+    case message_type::clear:
+      return "clear";
+    case message_type::call_view:
+      return "call_view";
+    case message_type::stats:
+      return "stats";
+    case message_type::ping:
+      return "ping";
+    case message_type::reply_ok:
+      return "reply_ok";
+    case message_type::reply_error:
+      return "reply_error";
+  }
+  return "unknown";
+}
+
+bool is_request(message_type type) noexcept {
+  return type >= message_type::hello && type <= message_type::ping;
+}
+
+std::array<std::byte, header_size> encode_header(const header& head) noexcept {
+  std::array<std::byte, header_size> out{};
+  out[0] = magic0;
+  out[1] = magic1;
+  write_le(&out[2], head.version, 2);
+  out[4] = std::byte(static_cast<std::uint8_t>(head.type));
+  write_le(&out[8], head.request_id, 8);
+  return out;
+}
+
+result<header> decode_header(frame bytes) {
+  if (bytes.size() != header_size) {
+    return fail(errc::protocol_error, "header frame has " + std::to_string(bytes.size()) +
+                                          " bytes, expected " + std::to_string(header_size));
+  }
+  if (bytes[0] != magic0 || bytes[1] != magic1) {
+    return fail(errc::protocol_error, "header frame does not start with the magic \"SL\"");
+  }
+  if (read_le(bytes, 5, 3) != 0) {
+    return fail(errc::protocol_error, "header frame has non-zero reserved bytes");
+  }
+  return header{static_cast<std::uint16_t>(read_le(bytes, 2, 2)),
+                static_cast<message_type>(std::to_integer<std::uint8_t>(bytes[4])),
+                read_le(bytes, 8, 8)};
+}
+
+std::vector<buffer> encode_message(const message& msg) {
+  const auto head = encode_header(msg.head);
+  std::vector<buffer> frames;
+  frames.emplace_back(head.begin(), head.end());
+  frames.push_back(encode(msg.body));
+  return frames;
+}
+
+result<message> decode_request(std::span<const frame> frames, const decode_limits& limits) {
+  return decode_message(frames, limits, true);
+}
+
+result<message> decode_reply(std::span<const frame> frames, const decode_limits& limits) {
+  return decode_message(frames, limits, false);
+}
+
+Value error_body(const error_info& err) {
+  return Value::map({{"code", static_cast<std::int64_t>(err.code)}, {"message", err.message}});
+}
+
+error_info read_error_body(const Value& body) {
+  const Value* code = body.find("code");
+  const Value* text = body.find("message");
+  if (code == nullptr || !code->is_int() || text == nullptr || !text->is_string()) {
+    return fail(errc::protocol_error, "error reply without an int 'code' and a string 'message'");
+  }
+  const auto raw = code->as<std::int64_t>();
+  if (raw <= static_cast<std::int64_t>(errc::ok) ||
+      raw > static_cast<std::int64_t>(errc::internal)) {
+    return fail(errc::protocol_error, "error reply with unknown code " + std::to_string(raw) +
+                                          ": " + text->as<std::string>());
+  }
+  return fail(static_cast<errc>(raw), text->as<std::string>());
+}
+
+}  // namespace slither::protocol

@@ -1,0 +1,472 @@
+// A client talking to a broker embedded in the test process.
+#include "slither/broker/broker.hpp"
+
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <future>
+#include <mutex>
+#include <thread>
+#include <zmq.hpp>
+#include <zmq_addon.hpp>
+
+#include "slither/broker/client.hpp"
+#include "slither/broker/protocol.hpp"
+
+namespace slither {
+namespace {
+
+using namespace std::chrono_literals;
+namespace fs = std::filesystem;
+
+// A namespace and runtime directory no other test or run shares.
+std::string unique_ns() {
+  static std::atomic<int> n{0};
+  return "ut" + std::to_string(::getpid()) + "-" + std::to_string(n++);
+}
+
+shm::store_definition store_def(const std::string& name) {
+  shm::store_definition def;
+  def.options.name = name;
+  def.options.initial_segment_bytes = 1 << 20;
+  def.tables = {{"kv", shm::table_kind::set, 64}, {"events", shm::table_kind::bag, 64}};
+  return def;
+}
+
+class BrokerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ns_ = unique_ns();
+    dir_ = fs::temp_directory_path() / ("slither-" + ns_);
+  }
+  void TearDown() override {
+    broker_.reset();
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+  }
+
+  broker_options options() {
+    broker_options o;
+    o.ns = ns_;
+    o.runtime_dir = dir_;
+    o.stores.push_back(store_def("main"));
+    o.view_timeout = 300ms;
+    return o;
+  }
+
+  Broker& start(broker_options o) {
+    broker_ = std::make_unique<Broker>(std::move(o));
+    return *broker_;
+  }
+  Broker& start() {
+    start(options());
+    auto r = broker_->start();
+    EXPECT_TRUE(r) << r.error().message;
+    return *broker_;
+  }
+
+  client connect(std::chrono::milliseconds timeout = 2000ms) {
+    client_options o;
+    o.runtime_dir = dir_;
+    o.ns = ns_;
+    o.timeout = timeout;
+    return client::connect(o).value();
+  }
+
+  std::string ns_;
+  fs::path dir_;
+  std::unique_ptr<Broker> broker_;
+};
+
+TEST_F(BrokerTest, HelloAttachInfoAndPing) {
+  start();
+  auto c = connect();
+  EXPECT_EQ(c.ns(), ns_);
+  ASSERT_TRUE(c.ping());
+  auto info = c.attach_info("main");
+  ASSERT_TRUE(info) << info.error().message;
+  EXPECT_EQ(info->ns, ns_);
+  EXPECT_EQ(info->name, "main");
+  EXPECT_EQ(info->tables, (std::vector<std::string>{"kv", "events"}));
+  EXPECT_GT(info->layout_version, 0u);
+  auto missing = c.attach_info("nope");
+  ASSERT_FALSE(missing);
+  EXPECT_EQ(missing.error().code, errc::not_found);
+  EXPECT_NE(missing.error().message.find("'nope'"), std::string::npos);
+}
+
+TEST_F(BrokerTest, EveryWriteRoundTripsAndIsVisibleToReaders) {
+  auto& b = start();
+  auto c = connect();
+  const auto& r = b.reader("main");
+
+  auto v1 = c.put("main", "kv", "a", Value::map({{"x", 1}}));
+  ASSERT_TRUE(v1) << v1.error().message;
+  EXPECT_EQ(r.get("kv", "a").value(), std::optional(Value::map({{"x", 1}})));
+  auto v2 = c.put("main", "kv", "a", Value("two"));
+  ASSERT_TRUE(v2);
+  EXPECT_GT(*v2, *v1);
+
+  const std::vector<std::pair<std::string, Value>> many{{"b", Value(2)}, {"c", Value(3.5)}};
+  ASSERT_TRUE(c.put_many("main", "kv", many));
+  EXPECT_EQ(r.get("kv", "c").value(), std::optional(Value(3.5)));
+
+  auto erased = c.erase("main", "kv", "b");
+  ASSERT_TRUE(erased);
+  EXPECT_TRUE(*erased);
+  EXPECT_FALSE(*c.erase("main", "kv", "b"));
+  EXPECT_FALSE(r.contains("kv", "b").value());
+
+  auto cas = c.compare_and_set("main", "kv", "a", *v2, Value("three"));
+  ASSERT_TRUE(cas) << cas.error().message;
+  auto stale = c.compare_and_set("main", "kv", "a", *v2, Value("four"));
+  ASSERT_FALSE(stale);
+  EXPECT_EQ(stale.error().code, errc::conflict);
+  EXPECT_EQ(r.get("kv", "a").value(), std::optional(Value("three")));
+  auto fresh = c.compare_and_set("main", "kv", "new", 0, Value(1));
+  ASSERT_TRUE(fresh) << fresh.error().message;
+
+  ASSERT_TRUE(c.clear("main", "kv"));
+  EXPECT_EQ(r.size("kv").value(), 0u);
+
+  ASSERT_TRUE(c.put("main", "events", "k", Value(1)));
+  ASSERT_TRUE(c.put("main", "events", "k", Value(2)));
+  EXPECT_EQ(r.get_all("events", "k").value().size(), 2u);
+
+  auto stats = c.stats();
+  ASSERT_TRUE(stats) << stats.error().message;
+  EXPECT_EQ((*stats)["ns"], Value(ns_));
+  EXPECT_EQ((*stats)["stores"]["main"]["entries"], Value(2));
+}
+
+TEST_F(BrokerTest, ReadYourWritesFromAnAttachedReader) {
+  start();
+  auto c = connect();
+  auto info = c.attach_info("main").value();
+  auto reader = shm::reader::attach(info.ns, info.name).value();
+  for (int i = 0; i < 300; ++i) {
+    std::string key = "k";
+    key += std::to_string(i % 17);
+    ASSERT_TRUE(c.put("main", "kv", key, Value(i)));
+    ASSERT_EQ(reader.get("kv", key).value(), std::optional(Value(i))) << "after put " << i;
+  }
+}
+
+TEST_F(BrokerTest, ErrorRepliesCarryCodeAndMessage) {
+  start();
+  auto c = connect();
+  auto no_store = c.put("nope", "kv", "k", Value(1));
+  ASSERT_FALSE(no_store);
+  EXPECT_EQ(no_store.error().code, errc::not_found);
+  EXPECT_NE(no_store.error().message.find("stores: main"), std::string::npos);
+  auto no_table = c.put("main", "nope", "k", Value(1));
+  ASSERT_FALSE(no_table);
+  EXPECT_EQ(no_table.error().code, errc::not_found);
+  auto no_view = c.call_view("main", "nope", Value{});
+  ASSERT_FALSE(no_view);
+  EXPECT_EQ(no_view.error().code, errc::not_found);
+  EXPECT_TRUE(c.ping());  // still serving
+}
+
+TEST_F(BrokerTest, FullWriteQueueAnswersBusy) {
+  auto o = options();
+  o.write_queue_limit = 1;
+  auto& b = start(std::move(o));
+  ASSERT_TRUE(b.start());
+  auto c = connect();
+
+  // One write holds the writer thread, a second fills the queue's one place.
+  std::promise<void> release;
+  auto gate = release.get_future().share();
+  std::promise<void> holding;
+  auto first = std::async(std::launch::async, [&] {
+    return b.write("main", [&](shm::writer&) -> result<void> {
+      holding.set_value();
+      gate.wait();
+      return {};
+    });
+  });
+  holding.get_future().wait();
+  auto second = std::async(std::launch::async, [&] {
+    return b.write("main", [](shm::writer& w) -> result<void> {
+      auto v = w.put("kv", "queued", Value(1));
+      if (!v) return std::move(v).error();
+      return {};
+    });
+  });
+  // Give the second write time to take the queue's place (it queues at once:
+  // the first one was already taken off the queue).
+  std::this_thread::sleep_for(100ms);
+  auto busy = c.put("main", "kv", "k", Value(1));
+  ASSERT_FALSE(busy);
+  EXPECT_EQ(busy.error().code, errc::busy);
+  EXPECT_NE(busy.error().message.find("full"), std::string::npos);
+
+  release.set_value();
+  EXPECT_TRUE(first.get());
+  EXPECT_TRUE(second.get());
+  EXPECT_TRUE(c.put("main", "kv", "k", Value(1)));
+  EXPECT_TRUE(b.reader("main").contains("kv", "queued").value());
+}
+
+TEST_F(BrokerTest, GlobalAndSessionViews) {
+  auto& b = start(options());
+  ASSERT_TRUE(b.register_view("main", "double", view_scope::global,
+                              [](const Value& arg, const shm::reader&, std::string_view session) {
+                                EXPECT_TRUE(session.empty());
+                                return result<Value>(Value(arg.as<std::int64_t>() * 2));
+                              }));
+  ASSERT_TRUE(b.register_view(
+      "main", "lookup", view_scope::session,
+      [](const Value& arg, const shm::reader& store, std::string_view session) -> result<Value> {
+        auto v = store.get("kv", arg.as<std::string>());
+        if (!v) return std::move(v).error();
+        return Value::map({{"session", session}, {"value", v->value_or(Value{})}});
+      }));
+  ASSERT_TRUE(b.register_view("main", "fails", view_scope::global,
+                              [](const Value&, const shm::reader&, std::string_view) {
+                                return result<Value>(fail(errc::conflict, "view says no"));
+                              }));
+  ASSERT_TRUE(
+      b.register_view("main", "throws", view_scope::global,
+                      [](const Value&, const shm::reader&, std::string_view) -> result<Value> {
+                        throw std::runtime_error("boom");
+                      }));
+  auto dup = b.register_view(
+      "main", "double", view_scope::global,
+      [](const Value&, const shm::reader&, std::string_view) { return result<Value>(Value{}); });
+  ASSERT_FALSE(dup);
+  EXPECT_EQ(dup.error().code, errc::already_exists);
+  EXPECT_EQ(b.register_view("nope", "v", view_scope::global,
+                            [](const Value&, const shm::reader&, std::string_view) {
+                              return result<Value>(Value{});
+                            })
+                .error()
+                .code,
+            errc::not_found);
+
+  std::mutex m;
+  std::vector<std::string> events;
+  b.on_event([&](std::string_view event, const Value&) {
+    std::lock_guard lock(m);
+    events.emplace_back(event);
+  });
+  ASSERT_TRUE(b.start());
+  auto c = connect();
+  ASSERT_TRUE(c.put("main", "kv", "user", Value("ada")));
+
+  EXPECT_EQ(c.call_view("main", "double", Value(21)).value(), Value(42));
+  auto looked = c.call_view("main", "lookup", Value("user"), "s-1");
+  ASSERT_TRUE(looked) << looked.error().message;
+  EXPECT_EQ(*looked, Value::map({{"session", "s-1"}, {"value", "ada"}}));
+  auto no_session = c.call_view("main", "lookup", Value("user"));
+  ASSERT_FALSE(no_session);
+  EXPECT_EQ(no_session.error().code, errc::invalid_argument);
+  auto failed = c.call_view("main", "fails", Value{});
+  ASSERT_FALSE(failed);
+  EXPECT_EQ(failed.error().code, errc::conflict);
+  EXPECT_EQ(failed.error().message, "view says no");
+  auto thrown = c.call_view("main", "throws", Value{});
+  ASSERT_FALSE(thrown);
+  EXPECT_EQ(thrown.error().code, errc::internal);
+  EXPECT_NE(thrown.error().message.find("boom"), std::string::npos);
+
+  std::lock_guard lock(m);
+  EXPECT_NE(std::find(events.begin(), events.end(), "slither.bridge.view.start"), events.end());
+  EXPECT_NE(std::find(events.begin(), events.end(), "slither.bridge.view.stop"), events.end());
+  EXPECT_NE(std::find(events.begin(), events.end(), "slither.store.write.start"), events.end());
+  EXPECT_NE(std::find(events.begin(), events.end(), "slither.store.write.stop"), events.end());
+}
+
+TEST_F(BrokerTest, SlowViewTimesOutAndItsLateResultIsDropped) {
+  auto& b = start(options());
+  std::promise<void> finish;
+  auto gate = finish.get_future().share();
+  ASSERT_TRUE(b.register_view("main", "slow", view_scope::global,
+                              [gate](const Value&, const shm::reader&, std::string_view) {
+                                gate.wait_for(2s);
+                                return result<Value>(Value("late"));
+                              }));
+  ASSERT_TRUE(b.start());
+  auto c = connect();
+  const auto t0 = std::chrono::steady_clock::now();
+  auto r = c.call_view("main", "slow", Value{});
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, errc::timeout);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 1500ms);
+  finish.set_value();
+  // The late result must not be taken for the reply to the next request.
+  EXPECT_TRUE(c.ping());
+  EXPECT_EQ(c.call_view("main", "slow", Value{}).value(), Value("late"));
+}
+
+TEST_F(BrokerTest, UnreachableBrokerIsUnavailableWithinTheTimeout) {
+  client_options o;
+  o.runtime_dir = dir_;
+  auto none = client::connect(o);
+  ASSERT_FALSE(none);
+  EXPECT_EQ(none.error().code, errc::unavailable);
+
+  start();
+  auto c = connect(300ms);
+  ASSERT_TRUE(c.ping());
+  broker_->stop();
+  const auto t0 = std::chrono::steady_clock::now();
+  auto r = c.ping();
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, errc::unavailable);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 1s);
+}
+
+TEST_F(BrokerTest, SecondBrokerOnTheNamespaceRefusesAndStopCleansUp) {
+  auto& first = start();
+  Broker second(options());
+  auto r = second.start();
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, errc::already_exists);
+  EXPECT_NE(r.error().message.find(std::to_string(::getpid())), std::string::npos)
+      << r.error().message;
+  EXPECT_TRUE(connect().ping());  // the first is untouched
+
+  struct stat st {};
+  ASSERT_EQ(::stat(dir_.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0700u);
+  first.stop();
+  first.stop();  // safe twice
+  EXPECT_FALSE(fs::exists(dir_));
+  EXPECT_FALSE(fs::exists("/dev/shm" + shm::segment_name(ns_, "main", 0)));
+  auto gone = shm::reader::attach(ns_, "main");
+  EXPECT_FALSE(gone);
+  // And the namespace can be served again.
+  Broker again(options());
+  ASSERT_TRUE(again.start());
+}
+
+TEST_F(BrokerTest, UnsafeRuntimeDirectoryIsRefused) {
+  fs::create_directories(dir_);
+  fs::permissions(dir_, fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec);
+  Broker b(options());
+  auto r = b.start();
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, errc::invalid_argument);
+  EXPECT_NE(r.error().message.find("0750"), std::string::npos) << r.error().message;
+}
+
+TEST_F(BrokerTest, EmbeddedWritesRunOnTheWriterThread) {
+  auto& b = start();
+  ASSERT_TRUE(b.write("main", [](shm::writer& w) -> result<void> {
+    auto v = w.put("kv", "cpp", Value(7));
+    if (!v) return std::move(v).error();
+    return {};
+  }));
+  EXPECT_EQ(b.reader("main").get("kv", "cpp").value(), std::optional(Value(7)));
+  auto failed = b.write(
+      "main", [](shm::writer&) -> result<void> { return fail(errc::invalid_argument, "nope"); });
+  ASSERT_FALSE(failed);
+  EXPECT_EQ(failed.error().message, "nope");
+  EXPECT_EQ(b.write("other", [](shm::writer&) -> result<void> { return {}; }).error().code,
+            errc::not_found);
+  EXPECT_THROW((void)b.reader("other"), slither::error);
+}
+
+// Raw frames from a DEALER, as a buggy or hostile peer would send them.
+class RawPeer {
+ public:
+  explicit RawPeer(const std::string& endpoint) : socket_(context_, zmq::socket_type::dealer) {
+    socket_.set(zmq::sockopt::linger, 0);
+    socket_.set(zmq::sockopt::rcvtimeo, 500);
+    socket_.connect(endpoint);
+  }
+  void send(const std::vector<buffer>& frames) {
+    for (std::size_t i = 0; i < frames.size(); ++i) {
+      (void)socket_.send(zmq::buffer(frames[i].data(), frames[i].size()),
+                         i + 1 < frames.size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
+    }
+  }
+  std::optional<protocol::message> receive() {
+    std::vector<zmq::message_t> parts;
+    if (!zmq::recv_multipart(socket_, std::back_inserter(parts))) return std::nullopt;
+    std::vector<protocol::frame> frames;
+    for (auto& p : parts) frames.emplace_back(p.data<std::byte>(), p.size());
+    auto m = protocol::decode_reply(frames);
+    if (!m) return std::nullopt;
+    return std::move(*m);
+  }
+
+ private:
+  zmq::context_t context_{1};
+  zmq::socket_t socket_;
+};
+
+buffer header_frame(protocol::message_type type, std::uint64_t id,
+                    std::uint16_t version = protocol::protocol_version) {
+  const auto h = protocol::encode_header({version, type, id});
+  return {h.begin(), h.end()};
+}
+
+errc error_code_of(const protocol::message& m) {
+  EXPECT_EQ(m.head.type, protocol::message_type::reply_error);
+  return protocol::read_error_body(m.body).code;
+}
+
+TEST_F(BrokerTest, MalformedMessagesAreAnsweredOrDroppedAndServingGoesOn) {
+  auto o = options();
+  o.limits.max_message_bytes = 4096;
+  auto& b = start(std::move(o));
+  ASSERT_TRUE(b.start());
+  RawPeer peer(b.control_endpoint());
+  using protocol::message_type;
+
+  // No valid header: nothing to answer.
+  peer.send({buffer(3, std::byte{1})});
+  peer.send({buffer(16, std::byte{0}), buffer(4, std::byte{0})});
+  // A header, but garbage, an unknown type, another version, or too much.
+  peer.send({header_frame(message_type::put, 11), buffer(9, std::byte{0xee})});
+  auto m = peer.receive();
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->head.request_id, 11u);
+  EXPECT_EQ(error_code_of(*m), errc::decode_error);
+
+  auto unknown = header_frame(message_type::ping, 12);
+  unknown[4] = std::byte{77};
+  peer.send({unknown, encode(Value(Map{}))});
+  m = peer.receive();
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->head.request_id, 12u);
+  EXPECT_EQ(error_code_of(*m), errc::protocol_error);
+
+  peer.send({header_frame(message_type::ping, 13, 9), encode(Value(Map{}))});
+  m = peer.receive();
+  ASSERT_TRUE(m);
+  EXPECT_EQ(error_code_of(*m), errc::protocol_error);
+
+  peer.send({header_frame(message_type::put, 14),
+             encode(Value::map({{"value", std::string(4200, 'x')}}))});
+  m = peer.receive();
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->head.request_id, 14u);
+  EXPECT_EQ(error_code_of(*m), errc::limit_exceeded);
+
+  peer.send({header_frame(message_type::put, 15), encode(Value::map({{"store", "main"}}))});
+  m = peer.receive();
+  ASSERT_TRUE(m);
+  EXPECT_EQ(error_code_of(*m), errc::invalid_argument);
+  EXPECT_NE(protocol::read_error_body(m->body).message.find("'table'"), std::string::npos);
+
+  peer.send({header_frame(message_type::reply_ok, 16), encode(Value{})});
+  m = peer.receive();
+  ASSERT_TRUE(m);
+  EXPECT_EQ(error_code_of(*m), errc::protocol_error);
+
+  peer.send({header_frame(message_type::ping, 17), encode(Value(Map{}))});
+  m = peer.receive();
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->head.request_id, 17u);
+  EXPECT_EQ(m->head.type, message_type::reply_ok);
+  EXPECT_TRUE(connect().ping());
+}
+
+}  // namespace
+}  // namespace slither

@@ -1,0 +1,197 @@
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <fstream>
+
+#include "slither/broker/broker.hpp"
+
+namespace slither {
+namespace {
+
+namespace fs = std::filesystem;
+
+class ConfigTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    static std::atomic<int> n{0};
+    ns_ = "cfg" + std::to_string(::getpid()) + "-" + std::to_string(n++);
+    dir_ = fs::temp_directory_path() / ("slither-" + ns_);
+    fs::create_directories(dir_);
+  }
+  void TearDown() override {
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+  }
+
+  fs::path write(const std::string& name, const std::string& text) {
+    const auto p = dir_ / name;
+    std::ofstream(p) << text;
+    return p;
+  }
+
+  // A config with one store "s" (tables t: set, b: bag) and `extra` appended to the store.
+  fs::path config(const std::string& extra) {
+    return write("slither.toml", "[broker]\nnamespace = \"" + ns_ +
+                                     "\"\nruntime_dir = \"run\"\n\n"
+                                     "[[stores]]\nname = \"s\"\n" +
+                                     extra +
+                                     "\n[[stores.tables]]\nname = \"t\"\n"
+                                     "[[stores.tables]]\nname = \"b\"\nkind = \"bag\"\n"
+                                     "initial_capacity = 16\n");
+  }
+
+  // Starts a broker from `cfg` and returns its start result.
+  result<void> start(const fs::path& cfg) {
+    auto options = load_config(cfg).value();
+    broker_ = std::make_unique<Broker>(std::move(options));
+    return broker_->start();
+  }
+
+  std::string ns_;
+  fs::path dir_;
+  std::unique_ptr<Broker> broker_;
+};
+
+TEST_F(ConfigTest, ReadsBrokerSettingsAndStores) {
+  const auto cfg = write("a.toml", R"(
+[broker]
+namespace = "demo"
+runtime_dir = "/tmp/x"
+control_endpoint = "tcp://127.0.0.1:5999"
+write_queue_limit = 10
+view_timeout_ms = 250
+max_message_bytes = 65536
+
+[[stores]]
+name = "features"
+initial_segment_bytes = 2097152
+  [[stores.tables]]
+  name = "users"
+  [[stores.tables]]
+  name = "tags"
+  kind = "bag"
+  initial_capacity = 8
+
+[[pools]]
+name = "ignored for now"
+)");
+  auto o = load_config(cfg);
+  ASSERT_TRUE(o) << o.error().message;
+  EXPECT_EQ(o->ns, "demo");
+  EXPECT_EQ(o->runtime_dir, fs::path("/tmp/x"));
+  EXPECT_EQ(o->control_endpoint, "tcp://127.0.0.1:5999");
+  EXPECT_EQ(o->write_queue_limit, 10u);
+  EXPECT_EQ(o->view_timeout, std::chrono::milliseconds(250));
+  EXPECT_EQ(o->limits.max_message_bytes, 65536u);
+  ASSERT_EQ(o->stores.size(), 1u);
+  const auto& s = o->stores[0];
+  EXPECT_EQ(s.options.name, "features");
+  EXPECT_EQ(s.options.ns, "demo");
+  EXPECT_EQ(s.options.initial_segment_bytes, 2097152u);
+  ASSERT_EQ(s.tables.size(), 2u);
+  EXPECT_EQ(s.tables[1].name, "tags");
+  EXPECT_EQ(s.tables[1].kind, shm::table_kind::bag);
+  EXPECT_EQ(s.tables[1].initial_capacity, 8u);
+  EXPECT_FALSE(s.load);
+}
+
+struct bad_case {
+  const char* toml;
+  const char* expect;  // a piece of the error message
+};
+
+TEST_F(ConfigTest, BadConfigsNameFileLineAndField) {
+  const bad_case cases[] = {
+      {"[broker]\nnamespace = 3\n", "a.toml:2: field 'broker.namespace': must be a string"},
+      {"[broker]\nwrite_queue_limit = -1\n", "field 'broker.write_queue_limit'"},
+      {"[broker]\nnamspace = \"x\"\n", "field 'broker.namspace': unknown key"},
+      {"[[stores]]\nname = \"s\"\n", "field 'stores[0].tables'"},
+      {"[[stores]]\nname = \"s\"\n[[stores.tables]]\nname = \"t\"\nkind = \"tree\"\n",
+       "a.toml:5: field 'stores[0].tables[0].kind': 'tree' is not a table kind"},
+      {"[[stores]]\nname = \"s\"\n[[stores.tables]]\nkind = \"set\"\n",
+       "field 'stores[0].tables[0].name': is missing"},
+      {"[[stores]]\nname = \"s\"\nload = { file = \"rows.txt\", table = \"t\", key = \"id\" }\n"
+       "[[stores.tables]]\nname = \"t\"\n",
+       "field 'stores[0].load.file': 'rows.txt' is neither"},
+      {"[[stores]]\nname = \"s\"\nload = { file = \"missing.csv\", table = \"t\", key = \"id\" }\n"
+       "[[stores.tables]]\nname = \"t\"\n",
+       "is not a readable file"},
+      {"[broker\n", "a.toml:1:"},
+      {"bogus = 1\n", "field 'bogus': unknown key"},
+  };
+  for (const auto& c : cases) {
+    const auto p = write("a.toml", c.toml);
+    auto r = load_config(p);
+    ASSERT_FALSE(r) << c.toml;
+    EXPECT_EQ(r.error().code, errc::invalid_argument);
+    EXPECT_NE(r.error().message.find(c.expect), std::string::npos)
+        << "config:\n"
+        << c.toml << "\nerror: " << r.error().message;
+  }
+}
+
+TEST_F(ConfigTest, LoadsJsonLinesRowsAsEntries) {
+  write("users.jsonl",
+        "{\"id\": \"ada\", \"age\": 36}\n\n{\"id\": 7, \"age\": 41, \"tags\": [\"x\"]}\n");
+  const auto cfg = config("load = { file = \"users.jsonl\", table = \"t\", key = \"id\" }");
+  ASSERT_TRUE(start(cfg));
+  const auto& r = broker_->reader("s");
+  EXPECT_EQ(r.size("t").value(), 2u);
+  EXPECT_EQ(r.get("t", "ada").value(), std::optional(Value::map({{"id", "ada"}, {"age", 36}})));
+  EXPECT_EQ((*r.get("t", "7").value())["tags"], Value::list({"x"}));
+}
+
+TEST_F(ConfigTest, LoadsCsvRowsWithNumbersAndQuotedText) {
+  write("items.csv",
+        "sku,price,qty,note\n"
+        "a1,2.5,3,plain\n"
+        "b2,10,-4,\"has, comma and \"\"quotes\"\"\nand a newline\"\n"
+        "c3,x1,07,\"42\"\n");
+  const auto cfg = config(
+      "load = [{ file = \"items.csv\", table = \"t\", key = \"sku\" },"
+      " { file = \"items.csv\", table = \"b\", key = \"qty\" }]");
+  ASSERT_TRUE(start(cfg));
+  const auto& r = broker_->reader("s");
+  EXPECT_EQ(
+      r.get("t", "a1").value(),
+      std::optional(Value::map({{"sku", "a1"}, {"price", 2.5}, {"qty", 3}, {"note", "plain"}})));
+  const auto b2 = r.get("t", "b2").value().value();
+  EXPECT_EQ(b2["price"], Value(10));
+  EXPECT_EQ(b2["note"], Value("has, comma and \"quotes\"\nand a newline"));
+  const auto c3 = r.get("t", "c3").value().value();
+  EXPECT_EQ(c3["price"], Value("x1"));
+  EXPECT_EQ(c3["qty"], Value(7));
+  EXPECT_EQ(c3["note"], Value("42"));  // quoted: stays text
+  EXPECT_TRUE(r.contains("b", "-4").value());
+}
+
+TEST_F(ConfigTest, BadRowsFailTheStartNamingFileAndLine) {
+  const std::pair<std::string, std::string> cases[] = {
+      {"{\"id\": \"a\"}\n{\"id\": \"b\"\n", "rows.jsonl:2:"},
+      {"{\"id\": \"a\"}\n[1, 2]\n", "rows.jsonl:2: row is a JSON list"},
+      {"{\"id\": \"a\"}\n\n{\"name\": \"b\"}\n", "rows.jsonl:3: row has no key field 'id'"},
+      {"{\"id\": [1]}\n", "rows.jsonl:1: key field 'id' is a list"},
+  };
+  for (const auto& [rows, expect] : cases) {
+    write("rows.jsonl", rows);
+    auto r = start(config("load = { file = \"rows.jsonl\", table = \"t\", key = \"id\" }"));
+    ASSERT_FALSE(r) << rows;
+    EXPECT_NE(r.error().message.find(expect), std::string::npos) << r.error().message;
+    EXPECT_NE(r.error().message.find("store 's'"), std::string::npos) << r.error().message;
+  }
+  const std::pair<std::string, std::string> csv_cases[] = {
+      {"id,v\na,1\nb,2,3\n", "rows.csv:3: row has 3 fields, the header has 2"},
+      {"id,v\na,\"open\n", "rows.csv:2: quoted field is never closed"},
+      {"", "rows.csv:1: empty file"},
+  };
+  for (const auto& [rows, expect] : csv_cases) {
+    write("rows.csv", rows);
+    auto r = start(config("load = { file = \"rows.csv\", table = \"t\", key = \"id\" }"));
+    ASSERT_FALSE(r) << rows;
+    EXPECT_NE(r.error().message.find(expect), std::string::npos) << r.error().message;
+  }
+}
+
+}  // namespace
+}  // namespace slither
