@@ -44,6 +44,24 @@ constexpr std::uint64_t ref_offset(std::uint64_t ref) noexcept {
   return ref & ref_offset_mask;
 }
 
+// An index slot holds an entry block's reference with the top 6 bits of the
+// key's hash in its low 6 bits (blocks are 64-byte aligned, so those bits of
+// a reference are 0): a probe skips most other keys without touching their
+// blocks. A slot whose reference part is 0 is null (value 0) or a tombstone.
+inline constexpr std::uint64_t slot_tag_mask = block_alignment - 1;
+constexpr std::uint64_t slot_value(std::uint64_t ref, std::uint64_t hash) noexcept {
+  return ref | (hash >> 58);
+}
+constexpr std::uint64_t slot_ref(std::uint64_t slot) noexcept {
+  return slot & ~slot_tag_mask;
+}
+constexpr bool slot_tag_matches(std::uint64_t slot, std::uint64_t hash) noexcept {
+  return (slot & slot_tag_mask) == (hash >> 58);
+}
+constexpr bool slot_has_entry(std::uint64_t slot) noexcept {
+  return slot_ref(slot) != null_ref;
+}
+
 /// Offset 0 of every data segment. `incarnation` is a random number chosen by
 /// the writer, so a reader never mistakes a later writer's segment for its own.
 struct segment_header {
@@ -96,7 +114,7 @@ inline constexpr std::uint64_t segment0_data_start =
 inline constexpr std::uint64_t segment_data_start = sizeof(segment_header);
 
 /// An index block: an open-addressing (linear probing) array of `capacity`
-/// slots, each null, `tombstone` or a reference to an entry block, follows
+/// slots, each null, `tombstone` or a tagged entry reference (`slot_value`), follows
 /// this header. Only the writer mutates it; it never moves an entry within
 /// one array, so a reader scanning it sees every entry present throughout.
 struct index_header {

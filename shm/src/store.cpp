@@ -9,7 +9,8 @@
 //   twice as large as segment n; readers map a segment when they first meet a
 //   reference into it. References are (segment << 48 | offset), never pointers.
 // - An index block is an open-addressing, linear-probing array of slots
-//   (null, tombstone or a reference to an entry block), kept at most half full.
+//   (null, tombstone or a reference to an entry block tagged with 6 bits of the
+//   key hash, so probes rarely touch other keys' blocks), kept at most half full.
 //   Entry blocks are immutable once published: {hash, version, key, value}.
 //   A put writes a new block and release-stores its reference into the slot;
 //   growth builds a new array over the same blocks and publishes it in the
@@ -349,8 +350,8 @@ struct reader_core {
   const index_header* index(std::uint32_t table) noexcept {
     const std::uint64_t root = header->tables[table].root.load(std::memory_order_seq_cst);
     const auto* ix = reinterpret_cast<const index_header*>(resolve(root, sizeof(index_header)));
-    if (ix == nullptr || !std::has_single_bit(ix->capacity) || ix->capacity > max_index_capacity ||
-        resolve(root, index_bytes(ix->capacity)) == nullptr) {
+    if (ix == nullptr || ix->capacity == 0 || (ix->capacity & (ix->capacity - 1)) != 0 ||
+        ix->capacity > max_index_capacity || resolve(root, index_bytes(ix->capacity)) == nullptr) {
       return nullptr;
     }
     return ix;
@@ -361,9 +362,10 @@ struct reader_core {
     const auto* slots = reinterpret_cast<const shared_u64*>(ix + 1);
     const std::uint64_t mask = ix->capacity - 1;
     for (std::uint64_t i = hash & mask, n = 0; n <= mask; i = (i + 1) & mask, ++n) {
-      const std::uint64_t r = slots[i].load(std::memory_order_seq_cst);
-      if (r == detail::null_ref) break;
-      if (r == detail::tombstone) continue;
+      const std::uint64_t s = slots[i].load(std::memory_order_seq_cst);
+      if (s == detail::null_ref) break;
+      if (!detail::slot_has_entry(s) || !detail::slot_tag_matches(s, hash)) continue;
+      const std::uint64_t r = detail::slot_ref(s);
       const entry_header* e = entry(r);
       if (e == nullptr) return unreadable(r);
       if (e->hash == hash && key_of(e) == key) return located{r, e};
@@ -722,8 +724,9 @@ result<void> reader::for_each(std::string_view table,
   if (ix == nullptr) return c.unreadable(c.header->tables[*t].root.load());
   const auto* slots = reinterpret_cast<const shared_u64*>(ix + 1);
   for (std::uint64_t i = 0; i < ix->capacity; ++i) {
-    const std::uint64_t r = slots[i].load(std::memory_order_seq_cst);
-    if (r == detail::null_ref || r == detail::tombstone) continue;
+    const std::uint64_t s = slots[i].load(std::memory_order_seq_cst);
+    if (!detail::slot_has_entry(s)) continue;
+    const std::uint64_t r = detail::slot_ref(s);
     const entry_header* head = c.entry(r);
     if (head == nullptr) return c.unreadable(r);
     auto blocks = c.chain(located{r, head});
@@ -746,8 +749,9 @@ result<std::vector<std::string>> reader::keys(std::string_view table,
   const auto* slots = reinterpret_cast<const shared_u64*>(ix + 1);
   std::vector<std::string> out;
   for (std::uint64_t i = 0; i < ix->capacity; ++i) {
-    const std::uint64_t r = slots[i].load(std::memory_order_seq_cst);
-    if (r == detail::null_ref || r == detail::tombstone) continue;
+    const std::uint64_t s = slots[i].load(std::memory_order_seq_cst);
+    if (!detail::slot_has_entry(s)) continue;
+    const std::uint64_t r = detail::slot_ref(s);
     const entry_header* e = c.entry(r);
     if (e == nullptr) return c.unreadable(r);
     if (key_of(e).starts_with(prefix)) out.emplace_back(key_of(e));
@@ -939,8 +943,8 @@ struct writer::impl {
   void dispose_table(const table_state& t, std::uint64_t root, std::uint64_t capacity) {
     shared_u64* s = slots(root);
     for (std::uint64_t i = 0; i < capacity; ++i) {
-      const std::uint64_t r = s[i].load(std::memory_order_relaxed);
-      if (r != detail::null_ref && r != detail::tombstone) dispose_chain(t, r);
+      const std::uint64_t v = s[i].load(std::memory_order_relaxed);
+      if (detail::slot_has_entry(v)) dispose_chain(t, detail::slot_ref(v));
     }
     dispose(t, root, size_class(index_bytes(capacity)));
   }
@@ -981,11 +985,11 @@ struct writer::impl {
     shared_u64* to = slots(*root);
     const std::uint64_t mask = capacity - 1;
     for (std::uint64_t i = 0; i < t.capacity; ++i) {
-      const std::uint64_t r = from[i].load(std::memory_order_relaxed);
-      if (r == detail::null_ref || r == detail::tombstone) continue;
-      std::uint64_t j = entry(r)->hash & mask;
+      const std::uint64_t v = from[i].load(std::memory_order_relaxed);
+      if (!detail::slot_has_entry(v)) continue;
+      std::uint64_t j = entry(detail::slot_ref(v))->hash & mask;
       while (to[j].load(std::memory_order_relaxed) != detail::null_ref) j = (j + 1) & mask;
-      to[j].store(r, std::memory_order_relaxed);
+      to[j].store(v, std::memory_order_relaxed);
     }
     const std::uint64_t old_root = t.root;
     const std::uint64_t old_capacity = t.capacity;
@@ -1003,14 +1007,15 @@ struct writer::impl {
     const std::uint64_t mask = t.capacity - 1;
     std::uint64_t insert_at = UINT64_MAX;
     for (std::uint64_t i = hash & mask;; i = (i + 1) & mask) {
-      const std::uint64_t r = s[i].load(std::memory_order_relaxed);
-      if (r == detail::null_ref) return {insert_at != UINT64_MAX ? insert_at : i, r};
-      if (r == detail::tombstone) {
+      const std::uint64_t v = s[i].load(std::memory_order_relaxed);
+      if (v == detail::null_ref) return {insert_at != UINT64_MAX ? insert_at : i, v};
+      if (v == detail::tombstone) {
         if (insert_at == UINT64_MAX) insert_at = i;
         continue;
       }
-      const entry_header* e = entry(r);
-      if (e->hash == hash && key_of(e) == key) return {i, r};
+      if (!detail::slot_tag_matches(v, hash)) continue;
+      const entry_header* e = entry(detail::slot_ref(v));
+      if (e->hash == hash && key_of(e) == key) return {i, detail::slot_ref(v)};
     }
   }
 
@@ -1080,10 +1085,10 @@ struct writer::impl {
         e->next = pos.ref;
         e->count = old->count + 1;
         ++t.values;
-        slot.store(b.ref, std::memory_order_release);
+        slot.store(detail::slot_value(b.ref, hash), std::memory_order_release);
       } else {
         const std::uint64_t old_bytes = old->block_bytes;
-        slot.store(b.ref, std::memory_order_release);
+        slot.store(detail::slot_value(b.ref, hash), std::memory_order_release);
         dispose(t, pos.ref, old_bytes);
       }
     } else {
@@ -1091,7 +1096,7 @@ struct writer::impl {
       if (slot.load(std::memory_order_relaxed) == detail::null_ref) ++t.used;
       ++t.keys;
       ++t.values;
-      slot.store(b.ref, std::memory_order_release);
+      slot.store(detail::slot_value(b.ref, hash), std::memory_order_release);
     }
     publish_counts(t);
     return e->version;

@@ -1,0 +1,232 @@
+// Store benchmarks, side by side with LMDB and an in-process unordered_map.
+//
+// get: 64-byte values under 100k keys, looked up in a fixed random order by a
+// reader attached on its own (read-only mappings, its own registry slot).
+// LMDB gets the same keys and values, read with mdb_get inside one read
+// transaction; its environment lives in /dev/shm with MDB_NOSYNC, so neither
+// side touches a disk. Our get returns a decoded copy (a slither::Value); the
+// unordered_map get copies the std::string value; mdb_get returns a pointer.
+#include <benchmark/benchmark.h>
+#include <lmdb.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <numeric>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "slither/shm/store.hpp"
+
+namespace {
+
+using namespace slither;
+using namespace slither::shm;
+
+constexpr std::size_t kKeys = 100000;
+constexpr std::size_t kValueBytes = 64;
+constexpr std::size_t kBatch = 1000;
+
+void check_mdb(int rc, const char* what) {
+  if (rc != MDB_SUCCESS) throw std::runtime_error(std::string(what) + ": " + mdb_strerror(rc));
+}
+
+std::string value_bytes(std::size_t i) {
+  std::string v(kValueBytes, '\0');
+  for (std::size_t j = 0; j < v.size(); ++j) v[j] = static_cast<char>((i * 131 + j) & 0xff);
+  return v;
+}
+
+/// Everything the benchmarks share, built once.
+struct bench_env {
+  std::vector<std::string> keys;
+  std::vector<std::size_t> order;  // random permutation of key indices
+  std::vector<std::string> values;
+  std::optional<writer> w;
+  std::optional<reader> r;
+  std::unordered_map<std::string, std::string> umap;
+  std::filesystem::path lmdb_dir;
+  MDB_env* env = nullptr;
+  MDB_dbi dbi = 0;
+
+  bench_env() {
+    keys.reserve(kKeys);
+    for (std::size_t i = 0; i < kKeys; ++i) {
+      char buf[32];
+      std::snprintf(buf, sizeof(buf), "key:%08zu", i);
+      keys.emplace_back(buf);
+      values.push_back(value_bytes(i));
+    }
+    order.resize(kKeys);
+    std::iota(order.begin(), order.end(), 0);
+    std::shuffle(order.begin(), order.end(), std::mt19937_64(7));
+
+    store_options o;
+    o.ns = "bench" + std::to_string(::getpid());
+    o.name = "store";
+    o.initial_segment_bytes = std::uint64_t{256} << 20;
+    std::vector<table_spec> tables = {{"kv", table_kind::set, kKeys * 2}};
+    w.emplace(writer::create(o, tables).value());
+    for (std::size_t i = 0; i < kKeys; ++i) w->put("kv", keys[i], Value(Bytes{values[i]})).value();
+    w->put("kv", "nd1k", ndarray::zeros(dtype::u8, {1024})).value();
+    w->put("kv", "nd64m", ndarray::zeros(dtype::u8, {std::uint64_t{64} << 20})).value();
+    r.emplace(reader::attach(o.ns, o.name).value());
+
+    for (std::size_t i = 0; i < kKeys; ++i) umap.emplace(keys[i], values[i]);
+
+    char dir[] = "/dev/shm/slither-bench-lmdb-XXXXXX";
+    if (::mkdtemp(dir) == nullptr) throw std::runtime_error("mkdtemp failed");
+    lmdb_dir = dir;
+    check_mdb(mdb_env_create(&env), "mdb_env_create");
+    check_mdb(mdb_env_set_mapsize(env, std::size_t{2} << 30), "mdb_env_set_mapsize");
+    check_mdb(mdb_env_open(env, dir, MDB_NOSYNC | MDB_NOMETASYNC, 0600), "mdb_env_open");
+    MDB_txn* txn = nullptr;
+    check_mdb(mdb_txn_begin(env, nullptr, 0, &txn), "mdb_txn_begin");
+    check_mdb(mdb_dbi_open(txn, nullptr, 0, &dbi), "mdb_dbi_open");
+    for (std::size_t i = 0; i < kKeys; ++i) {
+      MDB_val k{keys[i].size(), keys[i].data()};
+      MDB_val v{values[i].size(), values[i].data()};
+      check_mdb(mdb_put(txn, dbi, &k, &v, 0), "mdb_put");
+    }
+    check_mdb(mdb_txn_commit(txn), "mdb_txn_commit");
+  }
+
+  ~bench_env() {
+    r.reset();
+    w.reset();  // closes the store: unlinks its segments
+    if (env != nullptr) mdb_env_close(env);
+    std::error_code ec;
+    std::filesystem::remove_all(lmdb_dir, ec);
+  }
+};
+
+bench_env& env() {
+  static bench_env e;
+  return e;
+}
+
+void store_get(benchmark::State& state) {
+  auto& e = env();
+  std::size_t i = 0;
+  for (auto _ : state) {
+    auto v = e.r->get("kv", e.keys[e.order[i]]);
+    benchmark::DoNotOptimize(v);
+    if (++i == kKeys) i = 0;
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+
+void lmdb_get(benchmark::State& state) {
+  auto& e = env();
+  MDB_txn* txn = nullptr;
+  check_mdb(mdb_txn_begin(e.env, nullptr, MDB_RDONLY, &txn), "mdb_txn_begin");
+  std::size_t i = 0;
+  for (auto _ : state) {
+    const std::string& key = e.keys[e.order[i]];
+    MDB_val k{key.size(), const_cast<char*>(key.data())};
+    MDB_val v;
+    if (mdb_get(txn, e.dbi, &k, &v) != MDB_SUCCESS) state.SkipWithError("mdb_get missed a key");
+    benchmark::DoNotOptimize(v.mv_data);
+    if (++i == kKeys) i = 0;
+  }
+  mdb_txn_abort(txn);
+  state.SetItemsProcessed(state.iterations());
+}
+
+void umap_get(benchmark::State& state) {
+  auto& e = env();
+  std::size_t i = 0;
+  for (auto _ : state) {
+    auto it = e.umap.find(e.keys[e.order[i]]);
+    std::string copy = it->second;
+    benchmark::DoNotOptimize(copy);
+    if (++i == kKeys) i = 0;
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+
+void store_view(benchmark::State& state, const char* key) {
+  auto& e = env();
+  for (auto _ : state) {
+    auto v = e.r->get_view("kv", key);
+    ndarray a = (*v)->array();
+    benchmark::DoNotOptimize(a.data());
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+void store_view_1k(benchmark::State& state) {
+  store_view(state, "nd1k");
+}
+void store_view_64m(benchmark::State& state) {
+  store_view(state, "nd64m");
+}
+
+void store_put(benchmark::State& state) {
+  auto& e = env();
+  std::vector<Value> vals;
+  for (std::size_t j = 0; j < 16; ++j) vals.emplace_back(Bytes{value_bytes(j + 1)});
+  std::size_t i = 0;
+  for (auto _ : state) {
+    auto v = e.w->put("kv", e.keys[e.order[i]], vals[i & 15]);
+    benchmark::DoNotOptimize(v);
+    if (++i == kKeys) i = 0;
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+
+std::vector<std::vector<std::pair<std::string, Value>>> make_batches() {
+  auto& e = env();
+  std::vector<std::vector<std::pair<std::string, Value>>> batches(kKeys / kBatch);
+  for (std::size_t i = 0; i < kKeys; ++i) {
+    batches[i / kBatch].emplace_back(e.keys[e.order[i]], Value(Bytes{value_bytes(i + 3)}));
+  }
+  return batches;
+}
+
+void store_put_many(benchmark::State& state) {
+  auto& e = env();
+  const auto batches = make_batches();
+  std::size_t b = 0;
+  for (auto _ : state) {
+    e.w->put_many("kv", batches[b]).value();
+    if (++b == batches.size()) b = 0;
+  }
+  state.SetItemsProcessed(state.iterations() * kBatch);
+}
+
+void lmdb_put_batched(benchmark::State& state) {
+  auto& e = env();
+  std::size_t i = 0;
+  for (auto _ : state) {
+    MDB_txn* txn = nullptr;
+    check_mdb(mdb_txn_begin(e.env, nullptr, 0, &txn), "mdb_txn_begin");
+    for (std::size_t n = 0; n < kBatch; ++n) {
+      const std::string& key = e.keys[e.order[i]];
+      const std::string& value = e.values[(i + 3) % kKeys];
+      MDB_val k{key.size(), const_cast<char*>(key.data())};
+      MDB_val v{value.size(), const_cast<char*>(value.data())};
+      check_mdb(mdb_put(txn, e.dbi, &k, &v, 0), "mdb_put");
+      if (++i == kKeys) i = 0;
+    }
+    check_mdb(mdb_txn_commit(txn), "mdb_txn_commit");
+  }
+  state.SetItemsProcessed(state.iterations() * kBatch);
+}
+
+}  // namespace
+
+BENCHMARK(store_get);
+BENCHMARK(lmdb_get);
+BENCHMARK(umap_get);
+BENCHMARK(store_view_1k);
+BENCHMARK(store_view_64m);
+BENCHMARK(store_put);
+BENCHMARK(store_put_many);
+BENCHMARK(lmdb_put_batched);
+
+BENCHMARK_MAIN();
