@@ -1,0 +1,288 @@
+// The slither-broker executable as a child process: crashes, restarts, a
+// second broker, graceful stop, permissions and hostile traffic.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <thread>
+#include <zmq.hpp>
+
+#include "slither/broker/client.hpp"
+#include "slither/broker/protocol.hpp"
+#include "slither/shm/store.hpp"
+
+extern char** environ;
+
+namespace slither {
+namespace {
+
+using namespace std::chrono_literals;
+namespace fs = std::filesystem;
+using clock = std::chrono::steady_clock;
+
+// One slither-broker child; killed (SIGKILL) if the test did not stop it.
+class broker_process {
+ public:
+  broker_process(const fs::path& config, const fs::path& runtime_dir, const std::string& ns,
+                 const fs::path& log) {
+    const std::string exe = SLITHER_BROKER_EXE;
+    std::vector<std::string> args{
+        exe,           "--config", config.string(), "--runtime-dir", runtime_dir.string(),
+        "--namespace", ns,         "--log-level",   "info"};
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, 2, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
+    const int rc = posix_spawn(&pid_, exe.c_str(), &actions, nullptr, argv.data(), environ);
+    posix_spawn_file_actions_destroy(&actions);
+    if (rc != 0) throw std::runtime_error("cannot spawn " + exe);
+  }
+  broker_process(const broker_process&) = delete;
+  broker_process& operator=(const broker_process&) = delete;
+  ~broker_process() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      (void)wait_exit(5s);
+    }
+  }
+
+  pid_t pid() const noexcept { return pid_; }
+  void signal(int sig) const { ::kill(pid_, sig); }
+
+  // The exit status (as from waitpid), or nullopt if it still runs after `limit`.
+  std::optional<int> wait_exit(std::chrono::milliseconds limit) {
+    const auto deadline = clock::now() + limit;
+    while (clock::now() < deadline) {
+      int status = 0;
+      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        return status;
+      }
+      std::this_thread::sleep_for(10ms);
+    }
+    return std::nullopt;
+  }
+
+ private:
+  pid_t pid_ = -1;
+};
+
+class BrokerProcessTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    static std::atomic<int> n{0};
+    ns_ = "it" + std::to_string(::getpid()) + "-" + std::to_string(n++);
+    work_ = fs::temp_directory_path() / ("slither-" + ns_ + "-work");
+    run_ = fs::temp_directory_path() / ("slither-" + ns_);
+    fs::create_directories(work_);
+    std::ofstream(work_ / "items.jsonl")
+        << "{\"id\": \"a\", \"n\": 1}\n{\"id\": \"b\", \"n\": 2}\n";
+    std::ofstream(work_ / "slither.toml")
+        << "[[stores]]\nname = \"main\"\ninitial_segment_bytes = 1048576\n"
+           "load = { file = \"items.jsonl\", table = \"items\", key = \"id\" }\n"
+           "[[stores.tables]]\nname = \"items\"\n";
+  }
+  void TearDown() override {
+    std::error_code ec;
+    fs::remove_all(work_, ec);
+    fs::remove_all(run_, ec);
+    for (const auto& name : {shm::segment_name(ns_, "main", 0), shm::registry_name(ns_, "main")}) {
+      fs::remove("/dev/shm" + name, ec);
+    }
+  }
+
+  std::unique_ptr<broker_process> spawn() {
+    return std::make_unique<broker_process>(work_ / "slither.toml", run_, ns_,
+                                            work_ / "broker.log");
+  }
+
+  result<client> connect(std::chrono::milliseconds timeout = 1000ms) {
+    client_options o;
+    o.runtime_dir = run_;
+    o.ns = ns_;
+    o.timeout = timeout;
+    return client::connect(o);
+  }
+
+  // Retries until the broker answers (it needs a moment to come up).
+  client connect_when_up() {
+    const auto deadline = clock::now() + 10s;
+    for (;;) {
+      auto c = connect();
+      if (c) return std::move(*c);
+      if (clock::now() > deadline) throw slither::error(c.error());
+      std::this_thread::sleep_for(20ms);
+    }
+  }
+
+  std::string log() const {
+    std::ifstream in(work_ / "broker.log");
+    std::stringstream s;
+    s << in.rdbuf();
+    return s.str();
+  }
+
+  static unsigned mode_of(const fs::path& p) {
+    struct stat st {};
+    if (::stat(p.c_str(), &st) != 0) return 0xffff;
+    return st.st_mode & 07777;
+  }
+
+  std::string ns_;
+  fs::path work_;
+  fs::path run_;
+};
+
+TEST_F(BrokerProcessTest, ServesLoadedStoreWithOwnerOnlyPermissions) {
+  auto broker = spawn();
+  auto c = connect_when_up();
+  auto info = c.attach_info("main").value();
+  auto reader = shm::reader::attach(info.ns, info.name).value();
+  EXPECT_EQ((*reader.get("items", "b").value())["n"], Value(2));
+  ASSERT_TRUE(c.put("main", "items", "c", Value(3)));
+  EXPECT_EQ(reader.get("items", "c").value(), std::optional(Value(3)));
+
+  EXPECT_EQ(mode_of(run_), 0700u);
+  EXPECT_EQ(mode_of("/dev/shm" + shm::segment_name(ns_, "main", 0)), 0600u);
+  EXPECT_EQ(mode_of("/dev/shm" + shm::registry_name(ns_, "main")), 0600u);
+}
+
+TEST_F(BrokerProcessTest, SigtermStopsGracefullyAndRemovesEverything) {
+  auto broker = spawn();
+  auto c = connect_when_up();
+  ASSERT_TRUE(c.put("main", "items", "z", Value(26)));
+  broker->signal(SIGTERM);
+  const auto status = broker->wait_exit(10s);
+  ASSERT_TRUE(status) << "broker did not exit on SIGTERM";
+  ASSERT_TRUE(WIFEXITED(*status));
+  EXPECT_EQ(WEXITSTATUS(*status), 0) << log();
+  EXPECT_FALSE(fs::exists(run_));
+  EXPECT_FALSE(fs::exists("/dev/shm" + shm::segment_name(ns_, "main", 0)));
+  EXPECT_FALSE(fs::exists("/dev/shm" + shm::registry_name(ns_, "main")));
+}
+
+TEST_F(BrokerProcessTest, SecondBrokerOnTheNamespaceRefuses) {
+  auto first = spawn();
+  auto c = connect_when_up();
+  auto second = spawn();
+  const auto status = second->wait_exit(10s);
+  ASSERT_TRUE(status) << "second broker kept running";
+  ASSERT_TRUE(WIFEXITED(*status));
+  EXPECT_EQ(WEXITSTATUS(*status), 1);
+  EXPECT_NE(log().find("another broker (pid " + std::to_string(first->pid()) + ")"),
+            std::string::npos)
+      << log();
+  EXPECT_TRUE(c.ping());
+}
+
+TEST_F(BrokerProcessTest, KilledBrokerIsUnavailableThenARestartCleansUpAndServes) {
+  auto broker = spawn();
+  auto c = connect(500ms);
+  for (int i = 0; !c && i < 500; ++i) {
+    std::this_thread::sleep_for(20ms);
+    c = connect(500ms);
+  }
+  ASSERT_TRUE(c) << c.error().message;
+  ASSERT_TRUE(c->put("main", "items", "before", Value(1)));
+
+  broker->signal(SIGKILL);
+  ASSERT_TRUE(broker->wait_exit(5s));
+  const auto t0 = clock::now();
+  auto r = c->put("main", "items", "after", Value(2));
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, errc::unavailable);
+  EXPECT_LT(clock::now() - t0, 2s);
+  // The dead broker left its segments and socket file behind.
+  EXPECT_TRUE(fs::exists("/dev/shm" + shm::segment_name(ns_, "main", 0)));
+
+  auto restarted = spawn();
+  auto c2 = connect_when_up();
+  auto reader = shm::reader::attach(ns_, "main").value();
+  EXPECT_FALSE(reader.contains("items", "before").value());  // a fresh store, loaded again
+  EXPECT_TRUE(reader.contains("items", "a").value());
+  ASSERT_TRUE(c2.put("main", "items", "after", Value(2)));
+  // The old client recovers too: its socket reconnects to the new broker.
+  EXPECT_TRUE(c->ping());
+}
+
+TEST_F(BrokerProcessTest, SurvivesRandomAndTruncatedFrames) {
+  auto broker = spawn();
+  auto c = connect_when_up();
+  zmq::context_t context{1};
+  zmq::socket_t raw(context, zmq::socket_type::dealer);
+  raw.set(zmq::sockopt::linger, 0);
+  raw.set(zmq::sockopt::sndtimeo, 1000);
+  raw.connect("ipc://" + (run_ / "control").string());
+
+  std::mt19937_64 rng(0x5eed);
+  auto pick = [&](std::size_t n) { return static_cast<std::size_t>(rng() % n); };
+  auto random_bytes = [&](std::size_t n) {
+    buffer b(n);
+    for (auto& x : b) x = std::byte(static_cast<std::uint8_t>(rng()));
+    return b;
+  };
+  const auto valid = protocol::encode_message(
+      {{protocol::protocol_version, protocol::message_type::put, 1},
+       Value::map({{"store", "main"}, {"table", "items"}, {"key", "k"}, {"value", Value(1)}})});
+  const auto deadline = clock::now() + 20s;
+  int sent = 0;
+  for (; sent < 2000 && clock::now() < deadline; ++sent) {
+    std::vector<buffer> frames;
+    switch (pick(5)) {
+      case 0:  // random frames
+        for (std::size_t i = 0, n = 1 + pick(4); i < n; ++i)
+          frames.push_back(random_bytes(pick(64)));
+        break;
+      case 1: {  // a valid header with a random payload
+        frames.push_back(valid[0]);
+        frames.back()[4] = std::byte(static_cast<std::uint8_t>(1 + pick(12)));
+        frames.push_back(random_bytes(pick(256)));
+        break;
+      }
+      case 2: {  // a truncated header
+        frames.push_back(valid[0]);
+        frames.back().resize(pick(protocol::header_size));
+        frames.push_back(valid[1]);
+        break;
+      }
+      case 3: {  // a truncated or bit-flipped payload
+        frames = valid;
+        if (pick(2) == 0) {
+          frames[1].resize(pick(frames[1].size()));
+        } else {
+          frames[1][pick(frames[1].size())] ^= std::byte(static_cast<std::uint8_t>(1 + pick(255)));
+        }
+        break;
+      }
+      default:  // extra frames
+        frames = valid;
+        for (std::size_t i = 0, n = 1 + pick(3); i < n; ++i)
+          frames.push_back(random_bytes(pick(32)));
+        break;
+    }
+    for (std::size_t i = 0; i < frames.size(); ++i) {
+      (void)raw.send(zmq::buffer(frames[i].data(), frames[i].size()),
+                     i + 1 < frames.size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
+    }
+    // Replies to the raw socket are never read: the broker must not care.
+  }
+  EXPECT_GE(sent, 500);
+  auto ping = c.ping();
+  EXPECT_TRUE(ping) << ping.error().message;
+  auto fresh = connect_when_up();
+  EXPECT_TRUE(fresh.ping());
+  EXPECT_FALSE(broker->wait_exit(50ms)) << "broker died: " << log();
+}
+
+}  // namespace
+}  // namespace slither
