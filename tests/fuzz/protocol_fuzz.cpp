@@ -1,0 +1,44 @@
+// libFuzzer target: the broker's request decoder must return a message or an
+// error for any frames, and what it accepts must survive a re-encode.
+//
+// Input layout: byte 0 picks the frame count (1..4); the first frame takes up
+// to `header_size` bytes, so that valid headers are common, and the rest is
+// cut evenly into the remaining frames.
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "slither/broker/protocol.hpp"
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  using namespace slither::protocol;
+  if (size == 0) return 0;
+  const std::size_t count = 1 + data[0] % 4;
+  const std::span<const std::byte> rest{reinterpret_cast<const std::byte*>(data + 1), size - 1};
+  std::vector<frame> frames;
+  const std::size_t head = std::min(header_size, rest.size());
+  frames.push_back(rest.first(head));
+  std::size_t offset = head;
+  for (std::size_t i = 1; i < count; ++i) {
+    const std::size_t len = i + 1 == count ? rest.size() - offset : (rest.size() - offset) / 2;
+    frames.push_back(rest.subspan(offset, len));
+    offset += len;
+  }
+
+  slither::decode_limits limits;
+  limits.max_message_bytes = 1 << 20;
+  (void)decode_header(frames[0]);
+  if (auto msg = decode_request(frames, limits)) {
+    const auto again = encode_message(*msg);
+    const std::vector<frame> again_frames(again.begin(), again.end());
+    auto back = decode_request(again_frames, limits);
+    if (!back || back->head.type != msg->head.type ||
+        back->head.request_id != msg->head.request_id || !(back->body == msg->body)) {
+      __builtin_trap();
+    }
+  }
+  if (auto reply = decode_reply(frames, limits)) {
+    if (reply->head.type == message_type::reply_error) (void)read_error_body(reply->body);
+  }
+  return 0;
+}
