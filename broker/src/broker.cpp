@@ -287,7 +287,17 @@ struct Broker::impl {
 
   void send(const std::string& identity, message_type type, std::uint64_t id, const Value& body) {
     if (!s->router) return;
-    const auto frames = protocol::encode_message({{protocol::protocol_version, type, id}, body});
+    std::vector<buffer> frames;
+    try {
+      frames = protocol::encode_message({{protocol::protocol_version, type, id}, body});
+    } catch (const slither::error& e) {
+      // A result nested too deeply to encode: the caller still gets an answer.
+      ++errors;
+      frames = protocol::encode_message(
+          {{protocol::protocol_version, message_type::reply_error, id},
+           protocol::error_body(
+               fail(e.code(), std::string("reply cannot be encoded: ") + e.what()))});
+    }
     // ROUTER never blocks on send: a peer that is gone, or whose queue is at
     // its high-water mark, has the reply dropped (ZMQ_ROUTER_MANDATORY is
     // off), so a slow client cannot stall the others.
@@ -693,7 +703,16 @@ struct Broker::impl {
     asio::post(s->io, [this] { drain(); });
     s->serving_thread = std::thread([this] {
       auto guard = asio::make_work_guard(s->io);
-      s->io.run();
+      // A handler that throws is a bug, but it must not take the broker down:
+      // log it and keep serving (io_context::run may be called again).
+      for (;;) {
+        try {
+          s->io.run();
+          return;
+        } catch (const std::exception& e) {
+          spdlog::error("broker event loop: unexpected exception: {}", e.what());
+        }
+      }
     });
     spdlog::info("broker for namespace '{}' serving {} store(s) at {}", options.ns,
                  s->stores.size(), endpoint);

@@ -280,6 +280,23 @@ TEST_F(BrokerTest, GlobalAndSessionViews) {
   EXPECT_NE(std::find(events.begin(), events.end(), "slither.store.write.stop"), events.end());
 }
 
+TEST_F(BrokerTest, ViewResultThatCannotBeEncodedBecomesAnErrorReply) {
+  auto& b = start(options());
+  ASSERT_TRUE(b.register_view("main", "deep", view_scope::global,
+                              [](const Value&, const shm::reader&, std::string_view) {
+                                Value v = Value::list({});
+                                for (int i = 0; i < 300; ++i) v = Value::list({std::move(v)});
+                                return result<Value>(std::move(v));
+                              }));
+  ASSERT_TRUE(b.start());
+  auto c = connect();
+  auto r = c.call_view("main", "deep", Value{});
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, errc::limit_exceeded);
+  EXPECT_NE(r.error().message.find("reply cannot be encoded"), std::string::npos);
+  EXPECT_TRUE(c.ping());
+}
+
 TEST_F(BrokerTest, SlowViewTimesOutAndItsLateResultIsDropped) {
   auto& b = start(options());
   std::promise<void> finish;
