@@ -1,9 +1,11 @@
 #include "process.hpp"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <charconv>
 #include <string>
@@ -64,6 +66,17 @@ bool process_alive(std::uint64_t pid, std::uint64_t start_time) noexcept {
   const auto actual = process_start_time(pid);
   if (!actual) return false;
   return start_time == 0 || *actual == start_time;
+}
+
+namespace {
+std::atomic<std::uint64_t> generation{0};
+}  // namespace
+
+std::uint64_t fork_generation() noexcept {
+  static const int registered = ::pthread_atfork(
+      nullptr, nullptr, [] { generation.fetch_add(1, std::memory_order_relaxed); });
+  (void)registered;
+  return generation.load(std::memory_order_relaxed);
 }
 
 std::uint64_t self_start_time() noexcept {

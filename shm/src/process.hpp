@@ -15,6 +15,10 @@ std::optional<std::uint64_t> process_start_time(std::uint64_t pid) noexcept;
 /// then only the pid is checked).
 bool process_alive(std::uint64_t pid, std::uint64_t start_time) noexcept;
 
+/// A number that changes in a child process after every fork(), so objects
+/// bound to the process that created them can tell they were inherited.
+std::uint64_t fork_generation() noexcept;
+
 /// Start time of the calling process.
 std::uint64_t self_start_time() noexcept;
 

@@ -264,6 +264,7 @@ struct reader_core {
 
   bip::mapped_region registry;
   detail::reader_slot* slot = nullptr;
+  std::uint64_t generation = 0;  // detail::fork_generation() of the attaching process
 
   std::mutex overflow_mutex;
   std::multiset<std::uint64_t> overflow_epochs;
@@ -272,8 +273,12 @@ struct reader_core {
   reader_core(const reader_core&) = delete;
   reader_core& operator=(const reader_core&) = delete;
 
+  /// False in a child process that inherited this reader through fork(): the
+  /// slot belongs to the parent, which must keep its epochs and holds.
+  bool owned() const noexcept { return generation == detail::fork_generation(); }
+
   ~reader_core() {
-    if (slot == nullptr) return;
+    if (slot == nullptr || !owned()) return;
     for (auto& h : slot->holds) h.store(0, std::memory_order_relaxed);
     for (auto& l : slot->lanes) l.store(0, std::memory_order_relaxed);
     slot->overflow_epoch.store(0, std::memory_order_relaxed);
@@ -291,6 +296,12 @@ struct reader_core {
   error_info unknown_table(std::string_view table) const {
     return fail(errc::not_found,
                 "unknown table '" + std::string(table) + "' in store '" + label + "'");
+  }
+
+  error_info inherited() const {
+    return fail(errc::invalid_argument, "this reader of store '" + label +
+                                            "' was attached by the parent process; attach "
+                                            "again after fork()");
   }
 
   error_info unreadable(std::uint64_t ref) const {
@@ -426,8 +437,8 @@ class epoch_guard {
         auto& lane = core.slot->lanes[(hint + i) % detail::lanes_per_reader];
         std::uint64_t idle = 0;
         const std::uint64_t e = core.header->global_epoch.load(std::memory_order_seq_cst);
-        // A seq_cst RMW: the writer's fence-then-scan sees this lane, or our
-        // later index loads see every unlink that preceded its scan.
+        // A seq_cst RMW: the writer's seq_cst scan sees this lane, or our
+        // later seq_cst index loads see every unlink that preceded its scan.
         if (lane.compare_exchange_strong(idle, e, std::memory_order_seq_cst)) {
           lane_ = &lane;
           epoch_ = e;
@@ -474,6 +485,7 @@ struct view::state {
     core->pin_overflow(epoch);
   }
   ~state() {
+    if (!core->owned()) return;  // an inherited copy: the parent still holds the block
     if (hold != nullptr) {
       hold->store(0, std::memory_order_release);
     } else {
@@ -586,6 +598,7 @@ result<reader> reader::attach(std::string_view ns, std::string_view name) {
   }
   core->incarnation = sh->incarnation;
   core->header = hdr;
+  core->generation = detail::fork_generation();
   core->sizes[0].store(mapped, std::memory_order_relaxed);
   core->bases[0].store(base, std::memory_order_release);
   for (std::uint64_t i = 0; i < hdr->table_count; ++i) {
@@ -635,6 +648,7 @@ std::vector<std::string> reader::tables() const {
 
 result<std::optional<Value>> reader::get(std::string_view table, std::string_view key) const {
   reader_core& c = *p_->core;
+  if (!c.owned()) return c.inherited();
   const auto t = c.table_index(table);
   if (!t) return c.unknown_table(table);
   const std::uint64_t hash = hash_key(key);
@@ -653,6 +667,7 @@ result<std::optional<Value>> reader::get(std::string_view table, std::string_vie
 
 result<std::vector<Value>> reader::get_all(std::string_view table, std::string_view key) const {
   reader_core& c = *p_->core;
+  if (!c.owned()) return c.inherited();
   const auto t = c.table_index(table);
   if (!t) return c.unknown_table(table);
   const std::uint64_t hash = hash_key(key);
@@ -676,6 +691,7 @@ result<std::vector<Value>> reader::get_all(std::string_view table, std::string_v
 
 result<std::optional<view>> reader::get_view(std::string_view table, std::string_view key) const {
   reader_core& c = *p_->core;
+  if (!c.owned()) return c.inherited();
   const auto t = c.table_index(table);
   if (!t) return c.unknown_table(table);
   const std::uint64_t hash = hash_key(key);
@@ -692,6 +708,7 @@ result<std::optional<view>> reader::get_view(std::string_view table, std::string
 
 result<bool> reader::contains(std::string_view table, std::string_view key) const {
   reader_core& c = *p_->core;
+  if (!c.owned()) return c.inherited();
   const auto t = c.table_index(table);
   if (!t) return c.unknown_table(table);
   const std::uint64_t hash = hash_key(key);
@@ -705,6 +722,7 @@ result<bool> reader::contains(std::string_view table, std::string_view key) cons
 
 result<std::size_t> reader::size(std::string_view table) const {
   reader_core& c = *p_->core;
+  if (!c.owned()) return c.inherited();
   const auto t = c.table_index(table);
   if (!t) return c.unknown_table(table);
   epoch_guard guard(c);
@@ -717,6 +735,7 @@ result<std::size_t> reader::size(std::string_view table) const {
 result<void> reader::for_each(std::string_view table,
                               const std::function<bool(std::string_view, const view&)>& fn) const {
   reader_core& c = *p_->core;
+  if (!c.owned()) return c.inherited();
   const auto t = c.table_index(table);
   if (!t) return c.unknown_table(table);
   epoch_guard guard(c);
@@ -741,6 +760,7 @@ result<void> reader::for_each(std::string_view table,
 result<std::vector<std::string>> reader::keys(std::string_view table,
                                               std::string_view prefix) const {
   reader_core& c = *p_->core;
+  if (!c.owned()) return c.inherited();
   const auto t = c.table_index(table);
   if (!t) return c.unknown_table(table);
   epoch_guard guard(c);
@@ -1085,10 +1105,10 @@ struct writer::impl {
         e->next = pos.ref;
         e->count = old->count + 1;
         ++t.values;
-        slot.store(detail::slot_value(b.ref, hash), std::memory_order_release);
+        slot.store(detail::slot_value(b.ref, hash), std::memory_order_seq_cst);
       } else {
         const std::uint64_t old_bytes = old->block_bytes;
-        slot.store(detail::slot_value(b.ref, hash), std::memory_order_release);
+        slot.store(detail::slot_value(b.ref, hash), std::memory_order_seq_cst);
         dispose(t, pos.ref, old_bytes);
       }
     } else {
@@ -1096,7 +1116,7 @@ struct writer::impl {
       if (slot.load(std::memory_order_relaxed) == detail::null_ref) ++t.used;
       ++t.keys;
       ++t.values;
-      slot.store(detail::slot_value(b.ref, hash), std::memory_order_release);
+      slot.store(detail::slot_value(b.ref, hash), std::memory_order_seq_cst);
     }
     publish_counts(t);
     return e->version;
@@ -1120,9 +1140,10 @@ struct writer::impl {
   }
 
   std::uint64_t reclaim(bool check_liveness) {
-    // Every retired block was unlinked before this fence; a reader whose lane
-    // store is not seen below will not find any of them.
-    std::atomic_thread_fence(std::memory_order_seq_cst);
+    // Every retired block was unlinked by a seq_cst store (a slot or a table
+    // root) before the seq_cst lane loads below, and readers claim a lane with
+    // a seq_cst RMW before their seq_cst index loads: either we see a reader's
+    // lane, or that reader cannot reach any block retired so far.
     ++epoch;
     header->global_epoch.store(epoch, std::memory_order_seq_cst);
     const auto now = std::chrono::steady_clock::now();
@@ -1390,7 +1411,19 @@ result<void> writer::put_many(std::string_view table,
     }
     built.push_back(*b);
   }
+  // Random keys miss the cache twice (index slot, then the key's block):
+  // prefetch slots 16 entries ahead and, once a slot is in, its block 8 ahead.
+  constexpr std::size_t slot_ahead = 16, block_ahead = 8;
+  shared_u64* slots = p_->slots(t.root);
+  const std::uint64_t mask = t.capacity - 1;
   for (std::size_t i = 0; i < entries.size(); ++i) {
+    if (i + slot_ahead < entries.size()) {
+      __builtin_prefetch(&slots[hashes[i + slot_ahead] & mask]);
+    }
+    if (i + block_ahead < entries.size()) {
+      const std::uint64_t v = slots[hashes[i + block_ahead] & mask].load(std::memory_order_relaxed);
+      if (detail::slot_has_entry(v)) __builtin_prefetch(p_->ptr(detail::slot_ref(v)));
+    }
     p_->link(t, built[i], hashes[i], entries[i].first);
   }
   p_->maybe_reclaim();
@@ -1404,7 +1437,7 @@ result<bool> writer::erase(std::string_view table, std::string_view key) {
   if (auto r = p_->check_key(t, key); !r) return std::move(r).error();
   const slot_position pos = p_->find_slot(t, hash_key(key), key);
   if (pos.ref == detail::null_ref) return false;
-  p_->slots(t.root)[pos.slot].store(detail::tombstone, std::memory_order_release);
+  p_->slots(t.root)[pos.slot].store(detail::tombstone, std::memory_order_seq_cst);
   --t.keys;
   t.values -= p_->entry(pos.ref)->count;
   p_->publish_counts(t);

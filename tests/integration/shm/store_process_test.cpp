@@ -416,5 +416,30 @@ TEST(StoreProcesses, KilledWriterIsDetectedAndItsSegmentsReplaced) {
   EXPECT_EQ(after->get("kv", "new").value(), std::optional<Value>(1));
 }
 
+TEST(StoreProcesses, ForkedChildMustAttachAgainAndLeavesTheParentsHoldsAlone) {
+  auto o = test_options("fork");
+  std::vector<table_spec> tables = {{"kv", table_kind::set, 16}};
+  auto w = writer::create(o, tables).value();
+  ASSERT_TRUE(w.put("kv", "k", Value(Bytes{std::string(1000, 'a')})));
+  auto r = reader::attach(o.ns, o.name).value();
+  std::optional<view> v = *r.get_view("kv", "k").value();
+  const pid_t child = spawn([&] {
+    auto inherited = r.get("kv", "k");
+    if (inherited || inherited.error().code != errc::invalid_argument) return 2;
+    v.reset();  // drops the child's copy; the parent's hold must stay
+    auto own = reader::attach(o.ns, o.name);
+    if (!own || !own->contains("kv", "k").value()) return 3;
+    return 0;
+  });
+  EXPECT_EQ(wait_for(child), 0);
+  ASSERT_TRUE(w.put("kv", "k", Value(Bytes{std::string(1000, 'b')})));
+  w.reclaim();
+  EXPECT_GE(w.stats().bytes_retired, 1000u);  // still held by the parent's view
+  EXPECT_EQ(v->value(), Value(Bytes{std::string(1000, 'a')}));
+  v.reset();
+  w.reclaim();
+  EXPECT_EQ(w.stats().bytes_retired, 0u);
+}
+
 }  // namespace
 }  // namespace slither::shm

@@ -4,7 +4,14 @@
 //
 // Caveats
 // - A `reader` is bound to the process that attached it; after fork() the
-//   child must attach again (its registry slot would carry the parent's pid).
+//   child must attach again: reads through an inherited reader fail with
+//   `invalid_argument`, and destroying inherited readers or views in the child
+//   leaves the parent's registry slot and holds alone.
+// - A process may read with up to 8 threads at once per reader; more threads
+//   wait (spinning, then yielding) for a free epoch lane.
+// - A view held for long holds only its block; but a reader process holding
+//   more than 120 views at once pins, for the extra ones, the epoch they were
+//   taken in, which delays freeing of blocks retired after that until they go.
 // - A reader that is killed while reading is detected by the writer (pid and
 //   start time) and its slot, epoch and holds are cleared.
 // - All writes go through the one `writer`; two writers of the same store
@@ -57,12 +64,12 @@ struct store_options {
 
 /// Figures a writer reports about its store.
 struct store_stats {
-  std::uint64_t entries = 0;         ///< live entries over all tables
-  std::uint64_t bytes_used = 0;      ///< bytes in live entry blocks and indexes
-  std::uint64_t bytes_retired = 0;   ///< replaced/deleted bytes not yet freed
-  std::uint64_t segments = 0;        ///< data segments
-  std::uint64_t segment_bytes = 0;   ///< total size of the data segments
-  std::uint64_t readers = 0;         ///< live reader slots
+  std::uint64_t entries = 0;        ///< live entries over all tables
+  std::uint64_t bytes_used = 0;     ///< bytes in live entry blocks and indexes
+  std::uint64_t bytes_retired = 0;  ///< replaced/deleted bytes not yet freed
+  std::uint64_t segments = 0;       ///< data segments
+  std::uint64_t segment_bytes = 0;  ///< total size of the data segments
+  std::uint64_t readers = 0;        ///< live reader slots
 };
 
 /// Shared-memory object name of segment `n` of a store: "/slither.<ns>.<store>.<n>".
@@ -169,10 +176,11 @@ class writer {
   /// Removes `key` (all its values in a bag). Returns whether it was present.
   result<bool> erase(std::string_view table, std::string_view key);
   /// Read-modify-write: `fn` gets the current value (nullopt if absent) and returns the new one.
+  /// Set tables only; an exception from `fn` becomes an error and changes nothing.
   result<std::uint64_t> update(std::string_view table, std::string_view key,
                                const std::function<Value(const std::optional<Value>&)>& fn);
   /// Writes `value` only if the entry's version is `expected_version` (0 = absent).
-  /// Errors: `conflict` naming the version found.
+  /// Set tables only. Errors: `conflict` naming the version found.
   result<std::uint64_t> compare_and_set(std::string_view table, std::string_view key,
                                         std::uint64_t expected_version, const Value& value);
   /// Removes every entry of `table`.
