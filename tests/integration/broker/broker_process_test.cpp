@@ -157,18 +157,20 @@ TEST_F(BrokerProcessTest, ServesLoadedStoreWithOwnerOnlyPermissions) {
   EXPECT_EQ(mode_of("/dev/shm" + shm::registry_name(ns_, "main")), 0600u);
 }
 
-TEST_F(BrokerProcessTest, SigtermStopsGracefullyAndRemovesEverything) {
-  auto broker = spawn();
-  auto c = connect_when_up();
-  ASSERT_TRUE(c.put("main", "items", "z", Value(26)));
-  broker->signal(SIGTERM);
-  const auto status = broker->wait_exit(10s);
-  ASSERT_TRUE(status) << "broker did not exit on SIGTERM";
-  ASSERT_TRUE(WIFEXITED(*status));
-  EXPECT_EQ(WEXITSTATUS(*status), 0) << log();
-  EXPECT_FALSE(fs::exists(run_));
-  EXPECT_FALSE(fs::exists("/dev/shm" + shm::segment_name(ns_, "main", 0)));
-  EXPECT_FALSE(fs::exists("/dev/shm" + shm::registry_name(ns_, "main")));
+TEST_F(BrokerProcessTest, SigtermAndSigintStopGracefullyAndRemoveEverything) {
+  for (const int sig : {SIGTERM, SIGINT}) {
+    auto broker = spawn();
+    auto c = connect_when_up();
+    ASSERT_TRUE(c.put("main", "items", "z", Value(26)));
+    broker->signal(sig);
+    const auto status = broker->wait_exit(10s);
+    ASSERT_TRUE(status) << "broker did not exit on signal " << sig;
+    ASSERT_TRUE(WIFEXITED(*status));
+    EXPECT_EQ(WEXITSTATUS(*status), 0) << log();
+    EXPECT_FALSE(fs::exists(run_));
+    EXPECT_FALSE(fs::exists("/dev/shm" + shm::segment_name(ns_, "main", 0)));
+    EXPECT_FALSE(fs::exists("/dev/shm" + shm::registry_name(ns_, "main")));
+  }
 }
 
 TEST_F(BrokerProcessTest, SecondBrokerOnTheNamespaceRefuses) {

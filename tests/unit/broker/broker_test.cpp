@@ -485,5 +485,22 @@ TEST_F(BrokerTest, MalformedMessagesAreAnsweredOrDroppedAndServingGoesOn) {
   EXPECT_TRUE(connect().ping());
 }
 
+TEST_F(BrokerTest, ClientThatNeverReadsRepliesDoesNotStallOthers) {
+  auto& b = start();
+  zmq::context_t context{1};
+  zmq::socket_t slow(context, zmq::socket_type::dealer);
+  slow.set(zmq::sockopt::linger, 0);
+  slow.set(zmq::sockopt::rcvhwm, 1);
+  slow.connect(b.control_endpoint());
+  const auto ping = protocol::encode_message(
+      {{protocol::protocol_version, protocol::message_type::ping, 1}, Value(Map{})});
+  for (int i = 0; i < 5000; ++i) {
+    (void)slow.send(zmq::buffer(ping[0].data(), ping[0].size()), zmq::send_flags::sndmore);
+    (void)slow.send(zmq::buffer(ping[1].data(), ping[1].size()), zmq::send_flags::none);
+  }
+  auto c = connect(1000ms);
+  for (int i = 0; i < 20; ++i) ASSERT_TRUE(c.ping()) << "ping " << i;
+}
+
 }  // namespace
 }  // namespace slither

@@ -61,8 +61,10 @@ class client {
   /// within the timeout, `protocol_error` if it speaks another protocol version.
   static result<client> connect(const client_options& options);
 
-  client(client&&) noexcept;
-  client& operator=(client&&) noexcept;
+  /// Takes over the connection; `other` is left without one.
+  client(client&& other) noexcept;
+  /// Closes this connection and takes over `other`'s.
+  client& operator=(client&& other) noexcept;
   /// Closes the socket; pending requests are abandoned.
   ~client();
 

@@ -61,14 +61,19 @@ bool is_request(message_type type) noexcept;
 
 /// The decoded header frame.
 struct header {
+  /// Protocol version of the sender.
   std::uint16_t version = protocol_version;
+  /// What the message is; a reply has `reply_ok` or `reply_error`.
   message_type type = message_type::ping;
+  /// Chosen by the client, echoed by the reply.
   std::uint64_t request_id = 0;
 };
 
 /// A whole message: its header and its payload Value.
 struct message {
+  /// The header frame.
   header head;
+  /// The payload: a request's argument map, or a reply's result or error.
   Value body;
 };
 
