@@ -379,6 +379,10 @@ struct reader_core {
       const std::uint64_t r = detail::slot_ref(s);
       const entry_header* e = entry(r);
       if (e == nullptr) return unreadable(r);
+      // The key and a small value sit in the block's next two cache lines:
+      // fetch them together rather than one miss after another.
+      __builtin_prefetch(reinterpret_cast<const char*>(e) + 64);
+      __builtin_prefetch(reinterpret_cast<const char*>(e) + 128);
       if (e->hash == hash && key_of(e) == key) return located{r, e};
     }
     return located{};
