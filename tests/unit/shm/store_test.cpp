@@ -392,6 +392,36 @@ TEST(Store, ClearAndReloadSwitchWholeTablesAndHeldViewsKeepTheirBytes) {
   EXPECT_EQ(w.read().get("kv", "after").value(), std::optional<Value>(1));
 }
 
+TEST(Store, FullRegistryIsAnErrorAndDetachedSlotsAreReused) {
+  auto o = test_options("registry");
+  o.max_readers = 2;  // the writer's own reader takes one
+  auto w = make_writer(o);
+  {
+    auto r = reader::attach(o.ns, o.name);
+    ASSERT_TRUE(r);
+    auto full = reader::attach(o.ns, o.name);
+    ASSERT_FALSE(full);
+    EXPECT_EQ(full.error().code, errc::limit_exceeded);
+    EXPECT_NE(full.error().message.find("2 readers"), std::string::npos);
+  }
+  EXPECT_EQ(w.stats().readers, 1u);
+  EXPECT_TRUE(reader::attach(o.ns, o.name));
+}
+
+TEST(Store, ReloadOfABagAppendsPerKey) {
+  auto w = make_writer(test_options("bagreload"));
+  ASSERT_TRUE(w.put("log", "old", 0));
+  ASSERT_TRUE(w.reload("log", [](loader& l) -> result<void> {
+    for (int i = 0; i < 3; ++i) {
+      if (auto r = l.put("k", i); !r) return r;
+    }
+    return l.put("j", "x");
+  }));
+  EXPECT_EQ(w.read().get_all("log", "k").value(), (std::vector<Value>{0, 1, 2}));
+  EXPECT_FALSE(w.read().contains("log", "old").value());
+  EXPECT_EQ(w.read().size("log").value(), 4u);
+}
+
 TEST(Store, OpenStoreRunsLoad) {
   store_definition def;
   def.options = test_options("def");
