@@ -847,7 +847,11 @@ struct writer::impl {
   std::chrono::steady_clock::time_point last_liveness_check{};
   buffer scratch;
   std::optional<reader> self;
+  std::uint64_t generation = 0;  // detail::fork_generation() of the creating process
   bool closed = false;
+
+  /// False in a child process that inherited this writer through fork().
+  bool owned() const noexcept { return generation == detail::fork_generation(); }
 
   std::byte* ptr(std::uint64_t ref) noexcept {
     return segments[detail::ref_segment(ref)].base + detail::ref_offset(ref);
@@ -868,6 +872,10 @@ struct writer::impl {
 
   result<table_state*> table(std::string_view name) {
     if (closed) return closed_error();
+    if (!owned()) {
+      return fail(errc::invalid_argument,
+                  "the writer of store '" + label + "' belongs to the parent process (fork)");
+    }
     for (auto& t : tables) {
       if (t.name == name) return &t;
     }
@@ -1199,6 +1207,14 @@ struct writer::impl {
   }
 
   void unlink_all() noexcept {
+    if (!owned()) {
+      // An inherited copy: the store still belongs to the parent. Drop our
+      // mappings and the inherited reader without touching shared state.
+      self.reset();
+      segments.clear();
+      registry = bip::mapped_region();
+      return;
+    }
     if (header != nullptr) {
       header->state.store(static_cast<std::uint64_t>(detail::store_state::closed),
                           std::memory_order_release);
@@ -1330,6 +1346,7 @@ result<writer> writer::create(const store_options& options, std::span<const tabl
   p->options = options;
   p->label = options.ns + "." + options.name;
   p->incarnation = random_incarnation();
+  p->generation = detail::fork_generation();
   auto abandon = [&p](error_info e) {
     p->unlink_all();
     return e;
@@ -1559,7 +1576,7 @@ result<void> writer::reload(std::string_view table,
 }
 
 std::uint64_t writer::reclaim() {
-  if (!p_ || p_->closed) return 0;
+  if (!p_ || p_->closed || !p_->owned()) return 0;
   return p_->reclaim(true);
 }
 

@@ -416,7 +416,7 @@ TEST(StoreProcesses, KilledWriterIsDetectedAndItsSegmentsReplaced) {
   EXPECT_EQ(after->get("kv", "new").value(), std::optional<Value>(1));
 }
 
-TEST(StoreProcesses, ForkedChildMustAttachAgainAndLeavesTheParentsHoldsAlone) {
+TEST(StoreProcesses, ForkedChildMustAttachAgainAndLeavesTheParentsStoreAlone) {
   auto o = test_options("fork");
   std::vector<table_spec> tables = {{"kv", table_kind::set, 16}};
   auto w = writer::create(o, tables).value();
@@ -424,6 +424,8 @@ TEST(StoreProcesses, ForkedChildMustAttachAgainAndLeavesTheParentsHoldsAlone) {
   auto r = reader::attach(o.ns, o.name).value();
   std::optional<view> v = *r.get_view("kv", "k").value();
   const pid_t child = spawn([&] {
+    if (w.put("kv", "k", 1).error().code != errc::invalid_argument) return 4;
+    w.close();  // an inherited writer must not unlink the parent's store
     auto inherited = r.get("kv", "k");
     if (inherited || inherited.error().code != errc::invalid_argument) return 2;
     v.reset();  // drops the child's copy; the parent's hold must stay
@@ -432,6 +434,7 @@ TEST(StoreProcesses, ForkedChildMustAttachAgainAndLeavesTheParentsHoldsAlone) {
     return 0;
   });
   EXPECT_EQ(wait_for(child), 0);
+  EXPECT_TRUE(reader::attach(o.ns, o.name));
   ASSERT_TRUE(w.put("kv", "k", Value(Bytes{std::string(1000, 'b')})));
   w.reclaim();
   EXPECT_GE(w.stats().bytes_retired, 1000u);  // still held by the parent's view

@@ -15,7 +15,9 @@
 // - A reader that is killed while reading is detected by the writer (pid and
 //   start time) and its slot, epoch and holds are cleared.
 // - All writes go through the one `writer`; two writers of the same store
-//   name refuse each other (`errc::already_exists`).
+//   name refuse each other (`errc::already_exists`). A writer inherited by a
+//   fork() child refuses writes there, and closing or destroying it in the
+//   child leaves the parent's store in place.
 #pragma once
 
 #include <cstddef>
