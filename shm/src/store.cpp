@@ -1138,6 +1138,7 @@ struct writer::impl {
     if (auto r = check_key(t, key); !r) return std::move(r).error();
     const std::uint64_t hash = hash_key(key);
     if (auto r = ensure_capacity(t, 1); !r) return std::move(r).error();
+    __builtin_prefetch(&slots(t.root)[hash & (t.capacity - 1)]);  // overlaps the encoding
     auto b = build_entry(t, key, hash, value);
     if (!b) return std::move(b).error();
     return link(t, *b, hash, key);
