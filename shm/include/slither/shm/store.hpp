@@ -134,6 +134,8 @@ class reader {
   result<std::size_t> size(std::string_view table) const;
   /// Calls `fn(key, view)` for every entry; every entry present for the whole
   /// iteration is seen exactly once. Return false from `fn` to stop early.
+  /// The iteration holds this reader's epoch throughout: a slow `fn` delays
+  /// the freeing of blocks the writer retires meanwhile.
   result<void> for_each(std::string_view table,
                         const std::function<bool(std::string_view, const view&)>& fn) const;
   /// Keys that start with `prefix` (all keys for an empty prefix).
