@@ -1,6 +1,7 @@
 // slither-example: runs the demos on an embedded broker.
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
 #include <iostream>
 
 #include "registry.hpp"
@@ -21,19 +22,19 @@ int main(int argc, char** argv) {
     for (const auto& e : all_examples()) std::cout << e.name << "  " << e.summary << "\n";
     return 0;
   }
-  int failures = 0;
-  for (const auto& e : all_examples()) {
-    if (!all && std::find(names.begin(), names.end(), e.name) == names.end()) continue;
-    std::cout << "== " << e.name << ": " << e.summary << "\n";
-    if (e.run() != 0) ++failures;
-  }
   for (const auto& n : names) {
-    bool known = false;
-    for (const auto& e : all_examples()) known = known || e.name == n;
+    const bool known = std::any_of(all_examples().begin(), all_examples().end(),
+                                   [&](const auto& e) { return e.name == n; });
     if (!known) {
       std::cerr << "slither-example: no example named '" << n << "' (see --list)\n";
       return 2;
     }
+  }
+  int failures = 0;
+  for (const auto& e : all_examples()) {
+    if (!all && std::find(names.begin(), names.end(), e.name) == names.end()) continue;
+    std::cout << "== " << e.name << ": " << e.summary << "\n" << std::flush;
+    if (e.run() != 0) ++failures;
   }
   return failures == 0 ? 0 : 1;
 }
