@@ -377,12 +377,14 @@ struct reader_core {
       if (s == detail::null_ref) break;
       if (!detail::slot_has_entry(s) || !detail::slot_tag_matches(s, hash)) continue;
       const std::uint64_t r = detail::slot_ref(s);
+      // Header, key and a small value fill the block's first three cache
+      // lines: fetch them together rather than one miss after another.
+      if (const std::byte* p = resolve(r, sizeof(entry_header))) {
+        __builtin_prefetch(p + 64);
+        __builtin_prefetch(p + 128);
+      }
       const entry_header* e = entry(r);
       if (e == nullptr) return unreadable(r);
-      // The key and a small value sit in the block's next two cache lines:
-      // fetch them together rather than one miss after another.
-      __builtin_prefetch(reinterpret_cast<const char*>(e) + 64);
-      __builtin_prefetch(reinterpret_cast<const char*>(e) + 128);
       if (e->hash == hash && key_of(e) == key) return located{r, e};
     }
     return located{};
