@@ -1048,6 +1048,7 @@ struct writer::impl {
         continue;
       }
       if (!detail::slot_tag_matches(v, hash)) continue;
+      __builtin_prefetch(ptr(detail::slot_ref(v)) + 64);  // the key, with the header
       const entry_header* e = entry(detail::slot_ref(v));
       if (e->hash == hash && key_of(e) == key) return {i, detail::slot_ref(v)};
     }
