@@ -90,7 +90,9 @@ class Broker {
   /// Blocks until the broker is stopped: by `stop()` from another thread, or
   /// by SIGINT/SIGTERM when `handle_signals(true)`; then finishes the stop.
   void wait();
-  /// SIGINT/SIGTERM → graceful stop (for the executable). May be called before or after `start()`.
+  /// SIGINT/SIGTERM → graceful stop (for the executable): the signal wakes
+  /// `wait()`, which then stops the broker, so call `wait()` when this is on.
+  /// May be called before or after `start()`.
   void handle_signals(bool on);
   /// Sets the telemetry handler. Call before `start()`; it runs on the broker's threads.
   void on_event(event_handler handler);
