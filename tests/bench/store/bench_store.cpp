@@ -74,7 +74,7 @@ struct bench_env {
     o.ns = "bench" + std::to_string(::getpid());
     o.name = "store";
     o.initial_segment_bytes = std::uint64_t{256} << 20;
-    std::vector<table_spec> tables = {{"kv", table_kind::set, kKeys * 2}};
+    std::vector<table_spec> tables = {{"kv", table_kind::set, kKeys}};
     w.emplace(writer::create(o, tables).value());
     for (std::size_t i = 0; i < kKeys; ++i) w->put("kv", keys[i], Value(Bytes{values[i]})).value();
     w->put("kv", "nd1k", ndarray::zeros(dtype::u8, {1024})).value();
