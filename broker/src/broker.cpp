@@ -1,7 +1,5 @@
 #include "slither/broker/broker.hpp"
 
-#include <fcntl.h>
-#include <sys/mman.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -28,6 +26,7 @@
 #include "runtime_dir.hpp"
 #include "slither/broker/client.hpp"
 #include "slither/broker/protocol.hpp"
+#include "slither/core/telemetry.hpp"
 #include "write_queue.hpp"
 
 namespace slither {
@@ -60,24 +59,23 @@ bool valid_name(std::string_view s) noexcept {
   return true;
 }
 
-// The layout version of a live store, read from the format word of its first
-// segment (u64 magic at offset 0, u64 layout version at offset 8: the prefix
-// every layout version keeps, so that readers can refuse other versions).
-result<std::uint64_t> store_layout_version(std::string_view ns, std::string_view store) {
-  const auto name = shm::segment_name(ns, store, 0);
-  const int fd = ::shm_open(name.c_str(), O_RDONLY | O_CLOEXEC, 0);
-  if (fd < 0) return fail(errc::not_found, "cannot open segment '" + name + "'");
-  std::uint64_t words[2] = {};
-  const auto n = ::pread(fd, words, sizeof words, 0);
-  ::close(fd);
-  if (n != static_cast<ssize_t>(sizeof words)) {
-    return fail(errc::io_error, "cannot read the header of segment '" + name + "'");
-  }
-  return words[1];
-}
-
 std::int64_t micros_since(clock::time_point t0) {
   return std::chrono::duration_cast<std::chrono::microseconds>(clock::now() - t0).count();
+}
+
+// Runs `body`, emitting "<event>.start" and "<event>.stop" (with duration_us
+// and ok) around it when a telemetry handler is attached; `meta` builds the
+// events' metadata only then, so an unobserved write pays one atomic load.
+template <class Meta, class Body>
+auto with_telemetry(std::string_view event, Meta&& meta, Body&& body) {
+  if (!telemetry::enabled()) return body();
+  const Map tags = meta();
+  const std::string name(event);
+  telemetry::emit(name + ".start", {}, tags);
+  const auto t0 = clock::now();
+  auto r = body();
+  telemetry::emit(name + ".stop", {{"duration_us", micros_since(t0)}, {"ok", r.has_value()}}, tags);
+  return r;
 }
 
 // Runs user or store code so that an exception becomes an error reply, not a dead thread.
@@ -245,7 +243,6 @@ struct Broker::impl {
   broker_options options;
   std::string endpoint;
   std::filesystem::path dir;
-  event_handler events;
 
   std::mutex views_mutex;
   std::map<std::string, view_entry, std::less<>> views;  // key: "<store>/<view>"
@@ -264,15 +261,6 @@ struct Broker::impl {
 
   static std::string view_key(std::string_view store, std::string_view name) {
     return std::string(store) + "/" + std::string(name);
-  }
-
-  void emit(std::string_view event, const Value& measurements) {
-    if (!events) return;
-    try {
-      events(event, measurements);
-    } catch (const std::exception& e) {
-      spdlog::warn("telemetry handler threw on {}: {}", event, e.what());
-    }
   }
 
   void request_stop() {
@@ -454,14 +442,12 @@ struct Broker::impl {
     if (!name) return std::move(name).error();
     auto* w = find_store(*name);
     if (w == nullptr) return no_store(*name);
-    auto layout = store_layout_version(options.ns, *name);
-    if (!layout) return std::move(layout).error();
     List tables;
     for (auto& t : w->read().tables()) tables.emplace_back(std::move(t));
     return Value(Map{{"ns", options.ns},
                      {"name", *name},
                      {"tables", std::move(tables)},
-                     {"layout_version", static_cast<std::int64_t>(*layout)}});
+                     {"layout_version", static_cast<std::int64_t>(shm::layout_version)}});
   }
 
   // Queues `job` for the writer thread; its result is the reply.
@@ -490,15 +476,12 @@ struct Broker::impl {
     enqueue_job(std::move(identity), id, std::string(name),
                 [this, w, name, store = std::move(*store), table = std::move(table),
                  op = std::move(*op)]() -> result<Value> {
-                  const Value tags = Value::map({{"store", store}, {"table", table}, {"op", name}});
-                  emit("slither.store.write.start", tags);
-                  const auto t0 = clock::now();
-                  auto r = op(*w);
-                  Value m = tags;
-                  m["duration_us"] = micros_since(t0);
-                  m["ok"] = r.has_value();
-                  emit("slither.store.write.stop", m);
-                  return r;
+                  return with_telemetry(
+                      "slither.store.write",
+                      [&] {
+                        return Map{{"store", store}, {"table", table}, {"op", name}};
+                      },
+                      [&] { return op(*w); });
                 });
   }
 
@@ -584,25 +567,23 @@ struct Broker::impl {
         });
     s->pending_views.emplace(call, std::move(timer));
 
-    asio::post(s->view_pool, [this, call, identity = std::move(identity), id, w,
-                              store = std::move(*store), view = std::move(*name),
-                              arg = std::move(arg), session = std::move(session),
-                              fn = std::move(entry.fn)]() mutable {
-      const Value tags = Value::map({{"store", store}, {"view", view}, {"session_id", session}});
-      emit("slither.bridge.view.start", tags);
-      const auto t0 = clock::now();
-      auto r = guarded([&] { return fn(arg, w->read(), session); });
-      Value m = tags;
-      m["duration_us"] = micros_since(t0);
-      m["ok"] = r.has_value();
-      emit("slither.bridge.view.stop", m);
-      --views_in_flight;
-      asio::post(s->io, [this, call, identity = std::move(identity), id, r = std::move(r)] {
-        // Absent: the timeout already answered.
-        if (s->pending_views.erase(call) == 0) return;
-        reply(identity, id, r);
-      });
-    });
+    asio::post(
+        s->view_pool, [this, call, identity = std::move(identity), id, w, store = std::move(*store),
+                       view = std::move(*name), arg = std::move(arg), session = std::move(session),
+                       fn = std::move(entry.fn)]() mutable {
+          auto r = with_telemetry(
+              "slither.bridge.view",
+              [&] {
+                return Map{{"store", store}, {"view", view}, {"session_id", session}};
+              },
+              [&] { return guarded([&] { return fn(arg, w->read(), session); }); });
+          --views_in_flight;
+          asio::post(s->io, [this, call, identity = std::move(identity), id, r = std::move(r)] {
+            // Absent: the timeout already answered.
+            if (s->pending_views.erase(call) == 0) return;
+            reply(identity, id, r);
+          });
+        });
   }
 
   void install_signals() {
@@ -812,10 +793,6 @@ void Broker::handle_signals(bool on) {
   });
 }
 
-void Broker::on_event(event_handler handler) {
-  p_->events = std::move(handler);
-}
-
 result<void> Broker::register_view(std::string store, std::string name, view_scope scope,
                                    view_fn fn) {
   if (name.empty()) return fail(errc::invalid_argument, "a view needs a name");
@@ -849,18 +826,18 @@ result<void> Broker::write(std::string_view store,
   std::promise<result<void>> done;
   auto answer = done.get_future();
   const bool queued = p_->s->queue.push_wait([&] {
-    const Value tags = Value::map({{"store", store}, {"op", "write"}});
-    p_->emit("slither.store.write.start", tags);
-    const auto t0 = clock::now();
-    auto r = guarded([&]() -> result<Value> {
-      auto v = fn(*w);
-      if (!v) return std::move(v).error();
-      return Value{};
-    });
-    Value m = tags;
-    m["duration_us"] = micros_since(t0);
-    m["ok"] = r.has_value();
-    p_->emit("slither.store.write.stop", m);
+    auto r = with_telemetry(
+        "slither.store.write",
+        [&] {
+          return Map{{"store", std::string(store)}, {"op", "write"}};
+        },
+        [&] {
+          return guarded([&]() -> result<Value> {
+            auto v = fn(*w);
+            if (!v) return std::move(v).error();
+            return Value{};
+          });
+        });
     done.set_value(r ? result<void>{} : result<void>(std::move(r).error()));
   });
   if (!queued)

@@ -2,13 +2,15 @@
 // processes (the writer, C++ readers, the Python extension). Every struct here
 // is plain, fixed-size and standard-layout; every shared atomic is a lock-free
 // 64-bit word. Any change to a size, an offset or a meaning bumps
-// `layout_version`, which readers check on attach.
+// `shm::layout_version` (store.hpp), which readers check on attach.
 #pragma once
 
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <type_traits>
+
+#include "slither/shm/store.hpp"
 
 namespace slither::shm::detail {
 
@@ -18,7 +20,7 @@ static_assert(sizeof(shared_u64) == 8 && alignof(shared_u64) == 8);
 
 inline constexpr std::uint64_t store_magic = 0x31524f54534c5353;     // "SSLSTOR1"
 inline constexpr std::uint64_t registry_magic = 0x3147455253534c53;  // "SLSSREG1"
-inline constexpr std::uint64_t layout_version = 1;
+using shm::layout_version;  // public in store.hpp: the broker reports it to clients
 
 inline constexpr std::uint32_t max_segments = 64;
 inline constexpr std::uint32_t max_tables = 64;

@@ -1,5 +1,6 @@
 // A client talking to a broker embedded in the test process.
 #include "slither/broker/broker.hpp"
+#include "slither/core/telemetry.hpp"
 
 #include <gtest/gtest.h>
 #include <sys/stat.h>
@@ -249,10 +250,11 @@ TEST_F(BrokerTest, GlobalAndSessionViews) {
 
   std::mutex m;
   std::vector<std::string> events;
-  b.on_event([&](std::string_view event, const Value&) {
-    std::lock_guard lock(m);
-    events.emplace_back(event);
-  });
+  auto listening =
+      telemetry::attach("slither.", [&](std::string_view event, const Map&, const Map&) {
+        std::lock_guard lock(m);
+        events.emplace_back(event);
+      });
   ASSERT_TRUE(b.start());
   auto c = connect();
   ASSERT_TRUE(c.put("main", "kv", "user", Value("ada")));

@@ -6,6 +6,11 @@
 // ROUTER socket, signals and timers; one writer thread applies every store
 // write in order, from a bounded queue; a small pool runs views.
 //
+// Telemetry (slither::telemetry, attach by prefix): "slither.store.write.start"
+// / ".stop" around every store write, "slither.bridge.view.start" / ".stop"
+// around every view call; stop events carry duration_us and ok, both carry the
+// store, table or view, and session_id as metadata.
+//
 // Caveats
 // - One broker per namespace per machine: a lock file in the runtime
 //   directory makes a second one refuse (`errc::already_exists`) while the
@@ -44,9 +49,6 @@ enum class view_scope : std::uint8_t {
 /// A C++ function Python can call by name. `session_id` is empty for global views.
 using view_fn = std::function<result<Value>(const Value& arg, const shm::reader& store,
                                             std::string_view session_id)>;
-
-/// Receives telemetry events ("slither.store.write.start", ...) with their measurements.
-using event_handler = std::function<void(std::string_view event, const Value& measurements)>;
 
 /// How a broker is set up.
 struct broker_options {
@@ -94,8 +96,6 @@ class Broker {
   /// `wait()`, which then stops the broker, so call `wait()` when this is on.
   /// May be called before or after `start()`.
   void handle_signals(bool on);
-  /// Sets the telemetry handler. Call before `start()`; it runs on the broker's threads.
-  void on_event(event_handler handler);
 
   /// Registers `fn` as view `name` of `store`. Errors: `not_found` (no such
   /// store), `already_exists` (the name is taken), `invalid_argument` (empty name).

@@ -74,6 +74,10 @@ struct store_stats {
   std::uint64_t readers = 0;        ///< live reader slots
 };
 
+/// Version of the shared-memory layout this build writes and reads. A reader
+/// refuses (`errc::layout_mismatch`) a store written with another version.
+inline constexpr std::uint64_t layout_version = 1;
+
 /// Shared-memory object name of segment `n` of a store: "/slither.<ns>.<store>.<n>".
 std::string segment_name(std::string_view ns, std::string_view store, std::uint32_t n);
 /// Name of a store's reader-registry segment: "/slither.<ns>.<store>.readers".
