@@ -115,7 +115,8 @@ result<std::string> take_text(Map& args, message_type type, std::string_view nam
   return std::move(v->as_mut<std::string>());
 }
 
-// A store write, prepared on the serving thread and applied on the writer thread.
+// A store write, prepared on the serving thread and applied through the write
+// queue (on the writer thread, or inline when the writer is idle).
 using write_op = std::function<result<Value>(shm::writer&)>;
 
 result<write_op> prepare_write(message_type type, Map& args, std::string& table) {
@@ -425,7 +426,8 @@ struct Broker::impl {
         enqueue_write(std::move(identity), id, type, args);
         return;
       case message_type::stats:
-        enqueue_job(std::move(identity), id, "stats", [this] { return stats(); });
+        enqueue_job(
+            std::move(identity), id, "stats", [this] { return stats(); }, true);
         return;
       case message_type::call_view:
         start_view(std::move(identity), id, args);
@@ -450,9 +452,12 @@ struct Broker::impl {
                      {"layout_version", static_cast<std::int64_t>(shm::layout_version)}});
   }
 
-  // Queues `job` for the writer thread; its result is the reply.
+  // Queues `job` for the writer thread; its result is the reply. A `short_job`
+  // (one key) runs right here when the writer is idle: the hand-off to the
+  // writer thread and back cost more than the write itself.
   void enqueue_job(std::string identity, std::uint64_t id, std::string what,
-                   std::function<result<Value>()> job) {
+                   std::function<result<Value>()> job, bool short_job) {
+    if (short_job && s->queue.try_run_inline([&] { reply(identity, id, guarded(job)); })) return;
     const bool queued = s->queue.try_push([this, identity, id, job = std::move(job)]() mutable {
       post_reply(identity, id, guarded(job));
     });
@@ -473,19 +478,23 @@ struct Broker::impl {
     auto op = prepare_write(type, args, table);
     if (!op) return reply(identity, id, std::move(op).error());
     const std::string_view name = protocol::to_string(type);
-    enqueue_job(std::move(identity), id, std::string(name),
-                [this, w, name, store = std::move(*store), table = std::move(table),
-                 op = std::move(*op)]() -> result<Value> {
-                  return with_telemetry(
-                      "slither.store.write",
-                      [&] {
-                        return Map{{"store", store}, {"table", table}, {"op", name}};
-                      },
-                      [&] { return op(*w); });
-                });
+    const bool one_key = type == message_type::put || type == message_type::erase ||
+                         type == message_type::compare_and_set;
+    enqueue_job(
+        std::move(identity), id, std::string(name),
+        [this, w, name, store = std::move(*store), table = std::move(table),
+         op = std::move(*op)]() -> result<Value> {
+          return with_telemetry(
+              "slither.store.write",
+              [&] {
+                return Map{{"store", store}, {"table", table}, {"op", name}};
+              },
+              [&] { return op(*w); });
+        },
+        one_key);
   }
 
-  // Runs on the writer thread, the only one allowed to touch the writers.
+  // Runs as a write-queue job: only one of those touches the writers at a time.
   result<Value> stats() {
     Map stores;
     for (const auto& [name, w] : s->stores) {
@@ -677,7 +686,10 @@ struct Broker::impl {
       if (signals_wanted) install_signals();
     }
     s->writer_thread = std::thread([this] {
-      while (auto job = s->queue.pop()) (*job)();
+      while (auto job = s->queue.pop()) {
+        (*job)();
+        s->queue.finish();
+      }
     });
     arm();
     // A request that arrived before `arm` left no edge on ZMQ_FD.
