@@ -652,8 +652,14 @@ std::vector<std::string> reader::tables() const {
   return p_->core->table_names;
 }
 
-result<std::optional<Value>> reader::get(std::string_view table, std::string_view key) const {
-  reader_core& c = *p_->core;
+namespace {
+
+// The lookup every keyed read starts with: under an epoch guard, find `key` in
+// `table` and hand what was found (`e == nullptr` if absent) to `use`, whose
+// result is returned. Lookup failures (a reader inherited through fork, an
+// unknown table, an unreadable index) come back as errors.
+template <class T, class F>
+result<T> with_entry(reader_core& c, std::string_view table, std::string_view key, F&& use) {
   if (!c.owned()) return c.inherited();
   const auto t = c.table_index(table);
   if (!t) return c.unknown_table(table);
@@ -663,67 +669,57 @@ result<std::optional<Value>> reader::get(std::string_view table, std::string_vie
   if (ix == nullptr) return c.unreadable(c.header->tables[*t].root.load());
   auto found = c.find(ix, hash, key);
   if (!found) return std::move(found).error();
-  if (found->e == nullptr) return std::optional<Value>{};
-  auto first = c.first(*found);  // in a bag, the oldest value
-  if (!first) return std::move(first).error();
-  auto v = decode_entry(first->e);
-  if (!v) return std::move(v).error();
-  return std::optional<Value>(std::move(*v));
+  return use(*found, guard);
+}
+
+}  // namespace
+
+result<std::optional<Value>> reader::get(std::string_view table, std::string_view key) const {
+  reader_core& c = *p_->core;
+  return with_entry<std::optional<Value>>(
+      c, table, key, [&](const located& found, epoch_guard&) -> result<std::optional<Value>> {
+        if (found.e == nullptr) return std::optional<Value>{};
+        auto first = c.first(found);  // in a bag, the oldest value
+        if (!first) return std::move(first).error();
+        auto v = decode_entry(first->e);
+        if (!v) return std::move(v).error();
+        return std::optional<Value>(std::move(*v));
+      });
 }
 
 result<std::vector<Value>> reader::get_all(std::string_view table, std::string_view key) const {
   reader_core& c = *p_->core;
-  if (!c.owned()) return c.inherited();
-  const auto t = c.table_index(table);
-  if (!t) return c.unknown_table(table);
-  const std::uint64_t hash = hash_key(key);
-  epoch_guard guard(c);
-  const index_header* ix = c.index(*t);
-  if (ix == nullptr) return c.unreadable(c.header->tables[*t].root.load());
-  auto found = c.find(ix, hash, key);
-  if (!found) return std::move(found).error();
-  std::vector<Value> out;
-  if (found->e == nullptr) return out;
-  auto blocks = c.chain(*found);
-  if (!blocks) return std::move(blocks).error();
-  out.reserve(blocks->size());
-  for (const located& at : *blocks) {
-    auto v = decode_entry(at.e);
-    if (!v) return std::move(v).error();
-    out.push_back(std::move(*v));
-  }
-  return out;
+  return with_entry<std::vector<Value>>(
+      c, table, key, [&](const located& found, epoch_guard&) -> result<std::vector<Value>> {
+        std::vector<Value> out;
+        if (found.e == nullptr) return out;
+        auto blocks = c.chain(found);
+        if (!blocks) return std::move(blocks).error();
+        out.reserve(blocks->size());
+        for (const located& at : *blocks) {
+          auto v = decode_entry(at.e);
+          if (!v) return std::move(v).error();
+          out.push_back(std::move(*v));
+        }
+        return out;
+      });
 }
 
 result<std::optional<view>> reader::get_view(std::string_view table, std::string_view key) const {
   reader_core& c = *p_->core;
-  if (!c.owned()) return c.inherited();
-  const auto t = c.table_index(table);
-  if (!t) return c.unknown_table(table);
-  const std::uint64_t hash = hash_key(key);
-  epoch_guard guard(c);
-  const index_header* ix = c.index(*t);
-  if (ix == nullptr) return c.unreadable(c.header->tables[*t].root.load());
-  auto found = c.find(ix, hash, key);
-  if (!found) return std::move(found).error();
-  if (found->e == nullptr) return std::optional<view>{};
-  auto first = c.first(*found);
-  if (!first) return std::move(first).error();
-  return std::optional<view>(make_view(p_->core, *first, guard));
+  return with_entry<std::optional<view>>(
+      c, table, key, [&](const located& found, epoch_guard& guard) -> result<std::optional<view>> {
+        if (found.e == nullptr) return std::optional<view>{};
+        auto first = c.first(found);
+        if (!first) return std::move(first).error();
+        return std::optional<view>(make_view(p_->core, *first, guard));
+      });
 }
 
 result<bool> reader::contains(std::string_view table, std::string_view key) const {
-  reader_core& c = *p_->core;
-  if (!c.owned()) return c.inherited();
-  const auto t = c.table_index(table);
-  if (!t) return c.unknown_table(table);
-  const std::uint64_t hash = hash_key(key);
-  epoch_guard guard(c);
-  const index_header* ix = c.index(*t);
-  if (ix == nullptr) return c.unreadable(c.header->tables[*t].root.load());
-  auto found = c.find(ix, hash, key);
-  if (!found) return std::move(found).error();
-  return found->e != nullptr;
+  return with_entry<bool>(
+      *p_->core, table, key,
+      [](const located& found, epoch_guard&) -> result<bool> { return found.e != nullptr; });
 }
 
 result<std::size_t> reader::size(std::string_view table) const {
