@@ -3,23 +3,18 @@
 Takes a read-only numpy view of the embeddings matrix that lives in shared
 memory (no copy, no broker round trip), checks it is read-only, and uses it.
 """
-import argparse
 import statistics
 import time
 
 import numpy as np
 
-import slither
+import demo_args
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--runtime-dir", required=True)
-    ap.add_argument("--namespace", required=True)
+    ap = demo_args.parser(__doc__)
     args = ap.parse_args()
-
-    client = slither.connect(runtime_dir=args.runtime_dir, namespace=args.namespace)
-    store = client.store("features")
+    store = demo_args.open_store(args)
     matrix = store.view("embeddings", "matrix")
     assert isinstance(matrix, np.ndarray)
     assert not matrix.flags.writeable, "views of shared memory must be read-only"

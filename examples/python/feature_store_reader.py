@@ -4,21 +4,16 @@ Run by `slither-example feature_store`; attaches to the broker named on the
 command line, reads every user row without a broker round trip, and reports
 the per-get latency it saw.
 """
-import argparse
 import statistics
 import time
 
-import slither
+import demo_args
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--runtime-dir", required=True)
-    ap.add_argument("--namespace", required=True)
+    ap = demo_args.parser(__doc__)
     args = ap.parse_args()
-
-    client = slither.connect(runtime_dir=args.runtime_dir, namespace=args.namespace)
-    store = client.store("features")
+    store = demo_args.open_store(args)
     users = store.table("users")
     keys = list(users)
 

@@ -3,21 +3,16 @@
 Adds new users with put_many, updates one with compare_and_set, and calls the
 broker's C++ view `top_users`. Every write is visible to readers when it returns.
 """
-import argparse
 import time
 
-import slither
+import demo_args
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--runtime-dir", required=True)
-    ap.add_argument("--namespace", required=True)
+    ap = demo_args.parser(__doc__)
     ap.add_argument("--count", type=int, default=100)
     args = ap.parse_args()
-
-    client = slither.connect(runtime_dir=args.runtime_dir, namespace=args.namespace)
-    store = client.store("features")
+    store = demo_args.open_store(args)
 
     new_users = {
         f"user-new-{i:03d}": {"id": f"user-new-{i:03d}", "age": 20 + i % 50, "country": "NZ",
