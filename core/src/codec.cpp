@@ -470,6 +470,19 @@ result<Value> decode(std::span<const std::byte> bytes, const decode_limits& limi
                      [](in_archive& ar, decode_ctx& ctx) { return read_value(ar, ctx, 0); });
 }
 
+std::optional<std::pair<Value::kind, std::string_view>> peek_text(
+    std::span<const std::byte> bytes) noexcept {
+  constexpr std::size_t header = 1 + 1 + 8;  // version, tag, length
+  if (bytes.size() < header || bytes[0] != std::byte{codec_version}) return std::nullopt;
+  const auto kind = static_cast<Value::kind>(bytes[1]);
+  if (kind != Value::kind::string && kind != Value::kind::bytes) return std::nullopt;
+  std::uint64_t n = 0;
+  std::memcpy(&n, bytes.data() + 2, 8);
+  if (n != bytes.size() - header) return std::nullopt;
+  return std::pair{kind, std::string_view(reinterpret_cast<const char*>(bytes.data()) + header,
+                                          static_cast<std::size_t>(n))};
+}
+
 buffer encode(const Item& item) {
   return encode_new(1 + item_body_size(item), [&](out_archive& ar) { write_item_body(ar, item); });
 }

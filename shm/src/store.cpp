@@ -716,6 +716,23 @@ result<std::optional<view>> reader::get_view(std::string_view table, std::string
       });
 }
 
+result<reader::peeked> reader::peek(
+    std::string_view table, std::string_view key,
+    const std::function<void(std::span<const std::byte>)>& fn) const {
+  reader_core& c = *p_->core;
+  return with_entry<peeked>(
+      c, table, key, [&](const located& found, epoch_guard&) -> result<peeked> {
+        if (found.e == nullptr) return peeked::absent;
+        auto first = c.first(found);
+        if (!first) return std::move(first).error();
+        if (first->e->format == static_cast<std::uint8_t>(detail::value_format::ndarray)) {
+          return peeked::is_ndarray;
+        }
+        fn(value_of(first->e));
+        return peeked::visited;
+      });
+}
+
 result<bool> reader::contains(std::string_view table, std::string_view key) const {
   return with_entry<bool>(
       *p_->core, table, key,

@@ -256,6 +256,17 @@ nb::object array_to_python(const ndarray& array) {
                            : make_array<nb::memview>(array, owner);
 }
 
+nb::object text_to_python(Value::kind kind, std::string_view text) {
+  PyObject* out =
+      kind == Value::kind::bytes
+          ? PyBytes_FromStringAndSize(text.data(), static_cast<Py_ssize_t>(text.size()))
+          // surrogateescape: text written by a C++ producer that is not UTF-8 still arrives.
+          : PyUnicode_DecodeUTF8(text.data(), static_cast<Py_ssize_t>(text.size()),
+                                 "surrogateescape");
+  if (!out) throw nb::python_error();
+  return nb::steal(out);
+}
+
 nb::object to_python(const Value& value) {
   switch (value.type()) {
     case Value::kind::null:
@@ -266,18 +277,10 @@ nb::object to_python(const Value& value) {
       return nb::int_(value.as<std::int64_t>());
     case Value::kind::float64:
       return nb::float_(value.as<double>());
-    case Value::kind::string: {
-      const std::string& s = value.as<std::string>();
-      // surrogateescape: text written by a C++ producer that is not UTF-8 still arrives.
-      PyObject* str =
-          PyUnicode_DecodeUTF8(s.data(), static_cast<Py_ssize_t>(s.size()), "surrogateescape");
-      if (!str) throw nb::python_error();
-      return nb::steal(str);
-    }
-    case Value::kind::bytes: {
-      const std::string& b = value.as<Bytes>().data;
-      return nb::steal(PyBytes_FromStringAndSize(b.data(), static_cast<Py_ssize_t>(b.size())));
-    }
+    case Value::kind::string:
+      return text_to_python(Value::kind::string, value.as<std::string>());
+    case Value::kind::bytes:
+      return text_to_python(Value::kind::bytes, value.as<Bytes>().data);
     case Value::kind::list: {
       const List& items = value.as<List>();
       nb::list out;

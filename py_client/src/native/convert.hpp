@@ -27,6 +27,8 @@ Value to_value(nanobind::handle obj, std::string_view root = "value");
 
 /// Converts a value to a new Python object. Needs the GIL.
 nanobind::object to_python(const Value& value);
+/// A Python `bytes` (kind bytes) or `str` (kind string, UTF-8 with surrogateescape).
+nanobind::object text_to_python(Value::kind kind, std::string_view text);
 
 /// A numpy array (or memoryview without numpy) over `array`'s memory; the
 /// returned object holds a copy of `array`, and so its owner, until it is freed.

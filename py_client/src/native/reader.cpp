@@ -1,5 +1,6 @@
 // Reader: read-only access to a store's shared memory, in this process, with
 // no broker round trip. Reads are lock-free and short, so they keep the GIL.
+#include <algorithm>
 #include <exception>
 #include <optional>
 #include <string>
@@ -13,6 +14,7 @@
 #include "bindings.hpp"
 #include "convert.hpp"
 #include "errors.hpp"
+#include "slither/core/codec.hpp"
 #include "slither/shm/store.hpp"
 
 namespace nb = nanobind;
@@ -67,8 +69,31 @@ void init_reader(nb::module_& m) {
       .def(
           "get",
           [](const py_reader& r, std::string_view table, nb::handle key, nb::handle default_) {
-            std::optional<Value> v = take(r.reader.get(table, key_view(key)));
-            return v ? to_python(*v) : nb::borrow(default_);
+            // Strings and bytes become Python objects straight from the stored
+            // encoding, inside the read (the bytes are only valid there); other
+            // values are decoded there and converted after it.
+            const std::string_view k = key_view(key);
+            std::optional<std::pair<Value::kind, std::string_view>> text;
+            std::optional<result<Value>> decoded;
+            nb::object out;
+            const auto found = take(r.reader.peek(table, k, [&](std::span<const std::byte> enc) {
+              if ((text = peek_text(enc))) {
+                out = text_to_python(text->first, text->second);
+              } else {
+                decode_limits limits;  // a stored value may be larger than a message
+                limits.max_message_bytes = std::max(limits.max_message_bytes, enc.size());
+                decoded.emplace(decode(enc, limits));
+              }
+            }));
+            switch (found) {
+              case shm::reader::peeked::absent:
+                return nb::borrow(default_);
+              case shm::reader::peeked::is_ndarray:
+                return to_python(*take(r.reader.get(table, k)));
+              case shm::reader::peeked::visited:
+                break;
+            }
+            return text ? out : to_python(take(std::move(*decoded)));
           },
           nb::arg("table"), nb::arg("key"), nb::arg("default").none() = nb::none(),
           "A decoded copy of the value under `key` (the first one in a bag), or `default`.\n"

@@ -204,6 +204,27 @@ TEST(Codec, TrailingBytesAndUnorderedKeysAreErrors) {
   EXPECT_NE(r.error().message.find("order"), std::string::npos);
 }
 
+TEST(Codec, PeekTextSeesStringsAndBytesInPlace) {
+  const auto s = encode(Value("héllo"));
+  auto t = peek_text(span_of(s));
+  ASSERT_TRUE(t);
+  EXPECT_EQ(t->first, Value::kind::string);
+  EXPECT_EQ(t->second, "héllo");
+  EXPECT_EQ(static_cast<const void*>(t->second.data()), static_cast<const void*>(s.data() + 10));
+
+  const auto b = encode(Value(Bytes{std::string("\0\1", 2)}));
+  auto tb = peek_text(span_of(b));
+  ASSERT_TRUE(tb);
+  EXPECT_EQ(tb->first, Value::kind::bytes);
+  EXPECT_EQ(tb->second, std::string_view("\0\1", 2));
+
+  EXPECT_FALSE(peek_text(span_of(encode(Value(7)))));
+  auto truncated = s;
+  truncated.pop_back();
+  EXPECT_FALSE(peek_text(span_of(truncated))) << "a length that disagrees is not text";
+  EXPECT_FALSE(peek_text({s.data(), 5}));
+}
+
 TEST(Codec, MessageSizeLimit) {
   auto b = encode(Value(std::string(1000, 'x')));
   decode_limits limits;

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "shm_test_util.hpp"
+#include "slither/core/codec.hpp"
 #include "slither/shm/detail/sys.hpp"
 
 namespace slither::shm {
@@ -54,6 +55,31 @@ TEST(Store, PutGetContainsSizeErase) {
   EXPECT_EQ(r.size("kv").value(), 1u);
   EXPECT_EQ(w.put("kv", "a", 3).value(), 1u);  // a new entry starts over
   EXPECT_EQ(w.stats().entries, 2u);
+}
+
+TEST(Store, PeekPassesTheStoredEncodingInPlace) {
+  auto w = make_writer(test_options("peek"));
+  const reader& r = w.read();
+  ASSERT_TRUE(w.put("kv", "s", "text").has_value());
+  ASSERT_TRUE(w.put("kv", "nd", ndarray::zeros(dtype::f32, {4})).has_value());
+  ASSERT_TRUE(w.put("log", "k", 1).has_value());
+  ASSERT_TRUE(w.put("log", "k", 2).has_value());
+
+  Value seen;
+  auto decode_into = [&](std::span<const std::byte> enc) { seen = decode(enc).value(); };
+  EXPECT_EQ(r.peek("kv", "s", decode_into).value(), reader::peeked::visited);
+  EXPECT_EQ(seen, Value("text"));
+  EXPECT_EQ(r.peek("log", "k", decode_into).value(), reader::peeked::visited);
+  EXPECT_EQ(seen, Value(1)) << "a bag passes its first value";
+
+  int calls = 0;
+  auto count = [&](std::span<const std::byte>) { ++calls; };
+  EXPECT_EQ(r.peek("kv", "missing", count).value(), reader::peeked::absent);
+  EXPECT_EQ(r.peek("kv", "nd", count).value(), reader::peeked::is_ndarray);
+  EXPECT_EQ(calls, 0);
+  auto unknown = r.peek("nope", "s", count);
+  ASSERT_FALSE(unknown);
+  EXPECT_EQ(unknown.error().code, errc::not_found);
 }
 
 TEST(Store, AttachFromAnotherReader) {

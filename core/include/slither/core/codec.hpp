@@ -8,7 +8,10 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 #include "slither/core/error.hpp"
@@ -42,6 +45,13 @@ void encode_to(const Value& value, buffer& out);
 std::size_t encoded_size(const Value& value);
 /// Decodes a value produced by `encode`.
 result<Value> decode(std::span<const std::byte> bytes, const decode_limits& limits = {});
+
+/// If `bytes` is the encoding of a string or bytes value, its kind and its
+/// characters (pointing into `bytes`, no copy); nullopt for anything else,
+/// including malformed input. Lets a reader build its own string object
+/// straight from stored bytes.
+std::optional<std::pair<Value::kind, std::string_view>> peek_text(
+    std::span<const std::byte> bytes) noexcept;
 
 /// Encodes an item (id, payload, meta, route).
 buffer encode(const Item& item);

@@ -133,6 +133,20 @@ class reader {
   result<std::vector<Value>> get_all(std::string_view table, std::string_view key) const;
   /// A zero-copy view of the value under `key`; nullopt if absent.
   result<std::optional<view>> get_view(std::string_view table, std::string_view key) const;
+  /// What `peek` found under a key.
+  enum class peeked : std::uint8_t {
+    absent,      ///< no such key
+    visited,     ///< `fn` was called with the value's encoding
+    is_ndarray,  ///< an ndarray (stored raw, not encoded): use `get` or `get_view`
+  };
+  /// Calls `fn(encoding)` with the stored `slither::encode` bytes of the value
+  /// under `key` (the first in a bag), in place and without taking a hold: the
+  /// span is valid only during the call, and `fn` should be short and must not
+  /// throw. The fastest read for callers that convert the encoding themselves
+  /// (the Python binding builds `bytes`/`str` straight from it).
+  result<peeked> peek(std::string_view table, std::string_view key,
+                      const std::function<void(std::span<const std::byte>)>& fn) const;
+  /// Whether `key` is present.
   result<bool> contains(std::string_view table, std::string_view key) const;
   /// Number of entries (for a bag, of values).
   result<std::size_t> size(std::string_view table) const;
