@@ -654,22 +654,33 @@ std::vector<std::string> reader::tables() const {
 
 namespace {
 
-// The lookup every keyed read starts with: under an epoch guard, find `key` in
-// `table` and hand what was found (`e == nullptr` if absent) to `use`, whose
-// result is returned. Lookup failures (a reader inherited through fork, an
-// unknown table, an unreadable index) come back as errors.
+// What every read of a table starts with: check the reader may read here,
+// find the table, announce the epoch and load its current index, then hand
+// (table number, index, guard) to `use`, whose result is returned. Failures
+// (a reader inherited through fork, an unknown table, an unreadable index)
+// come back as errors.
 template <class T, class F>
-result<T> with_entry(reader_core& c, std::string_view table, std::string_view key, F&& use) {
+result<T> with_index(reader_core& c, std::string_view table, F&& use) {
   if (!c.owned()) return c.inherited();
   const auto t = c.table_index(table);
   if (!t) return c.unknown_table(table);
-  const std::uint64_t hash = hash_key(key);
   epoch_guard guard(c);
   const index_header* ix = c.index(*t);
   if (ix == nullptr) return c.unreadable(c.header->tables[*t].root.load());
-  auto found = c.find(ix, hash, key);
-  if (!found) return std::move(found).error();
-  return use(*found, guard);
+  return use(*t, ix, guard);
+}
+
+// The lookup every keyed read starts with: find `key` in `table` and hand what
+// was found (`e == nullptr` if absent) to `use`, whose result is returned.
+template <class T, class F>
+result<T> with_entry(reader_core& c, std::string_view table, std::string_view key, F&& use) {
+  const std::uint64_t hash = hash_key(key);
+  return with_index<T>(c, table,
+                       [&](std::uint32_t, const index_header* ix, epoch_guard& guard) -> result<T> {
+                         auto found = c.find(ix, hash, key);
+                         if (!found) return std::move(found).error();
+                         return use(*found, guard);
+                       });
 }
 
 }  // namespace
@@ -741,61 +752,53 @@ result<bool> reader::contains(std::string_view table, std::string_view key) cons
 
 result<std::size_t> reader::size(std::string_view table) const {
   reader_core& c = *p_->core;
-  if (!c.owned()) return c.inherited();
-  const auto t = c.table_index(table);
-  if (!t) return c.unknown_table(table);
-  epoch_guard guard(c);
-  const index_header* ix = c.index(*t);
-  if (ix == nullptr) return c.unreadable(c.header->tables[*t].root.load());
-  const auto& counter = c.table_kinds[*t] == table_kind::bag ? ix->values : ix->keys;
-  return static_cast<std::size_t>(counter.load(std::memory_order_relaxed));
+  return with_index<std::size_t>(
+      c, table, [&](std::uint32_t t, const index_header* ix, epoch_guard&) -> result<std::size_t> {
+        const auto& counter = c.table_kinds[t] == table_kind::bag ? ix->values : ix->keys;
+        return static_cast<std::size_t>(counter.load(std::memory_order_relaxed));
+      });
 }
 
 result<void> reader::for_each(std::string_view table,
                               const std::function<bool(std::string_view, const view&)>& fn) const {
   reader_core& c = *p_->core;
-  if (!c.owned()) return c.inherited();
-  const auto t = c.table_index(table);
-  if (!t) return c.unknown_table(table);
-  epoch_guard guard(c);
-  const index_header* ix = c.index(*t);
-  if (ix == nullptr) return c.unreadable(c.header->tables[*t].root.load());
-  const auto* slots = reinterpret_cast<const shared_u64*>(ix + 1);
-  for (std::uint64_t i = 0; i < ix->capacity; ++i) {
-    const std::uint64_t s = slots[i].load(std::memory_order_seq_cst);
-    if (!detail::slot_has_entry(s)) continue;
-    const std::uint64_t r = detail::slot_ref(s);
-    const entry_header* head = c.entry(r);
-    if (head == nullptr) return c.unreadable(r);
-    auto blocks = c.chain(located{r, head});
-    if (!blocks) return std::move(blocks).error();
-    for (const located& at : *blocks) {
-      if (!fn(key_of(at.e), make_view(p_->core, at, guard))) return {};
-    }
-  }
-  return {};
+  return with_index<void>(
+      c, table, [&](std::uint32_t, const index_header* ix, epoch_guard& guard) -> result<void> {
+        const auto* slots = reinterpret_cast<const shared_u64*>(ix + 1);
+        for (std::uint64_t i = 0; i < ix->capacity; ++i) {
+          const std::uint64_t s = slots[i].load(std::memory_order_seq_cst);
+          if (!detail::slot_has_entry(s)) continue;
+          const std::uint64_t r = detail::slot_ref(s);
+          const entry_header* head = c.entry(r);
+          if (head == nullptr) return c.unreadable(r);
+          auto blocks = c.chain(located{r, head});
+          if (!blocks) return std::move(blocks).error();
+          for (const located& at : *blocks) {
+            if (!fn(key_of(at.e), make_view(p_->core, at, guard))) return {};
+          }
+        }
+        return {};
+      });
 }
 
 result<std::vector<std::string>> reader::keys(std::string_view table,
                                               std::string_view prefix) const {
   reader_core& c = *p_->core;
-  if (!c.owned()) return c.inherited();
-  const auto t = c.table_index(table);
-  if (!t) return c.unknown_table(table);
-  epoch_guard guard(c);
-  const index_header* ix = c.index(*t);
-  if (ix == nullptr) return c.unreadable(c.header->tables[*t].root.load());
-  const auto* slots = reinterpret_cast<const shared_u64*>(ix + 1);
-  std::vector<std::string> out;
-  for (std::uint64_t i = 0; i < ix->capacity; ++i) {
-    const std::uint64_t s = slots[i].load(std::memory_order_seq_cst);
-    if (!detail::slot_has_entry(s)) continue;
-    const std::uint64_t r = detail::slot_ref(s);
-    const entry_header* e = c.entry(r);
-    if (e == nullptr) return c.unreadable(r);
-    if (key_of(e).starts_with(prefix)) out.emplace_back(key_of(e));
-  }
-  return out;
+  return with_index<std::vector<std::string>>(
+      c, table,
+      [&](std::uint32_t, const index_header* ix, epoch_guard&) -> result<std::vector<std::string>> {
+        const auto* slots = reinterpret_cast<const shared_u64*>(ix + 1);
+        std::vector<std::string> out;
+        for (std::uint64_t i = 0; i < ix->capacity; ++i) {
+          const std::uint64_t s = slots[i].load(std::memory_order_seq_cst);
+          if (!detail::slot_has_entry(s)) continue;
+          const std::uint64_t r = detail::slot_ref(s);
+          const entry_header* e = c.entry(r);
+          if (e == nullptr) return c.unreadable(r);
+          if (key_of(e).starts_with(prefix)) out.emplace_back(key_of(e));
+        }
+        return out;
+      });
 }
 
 // ---------------------------------------------------------------------------
