@@ -12,16 +12,29 @@ failed=()
 
 step() { echo; echo "==== $*"; }
 
+# Runs a command with its output kept in a log, shown (the tail) only on failure.
+quietly() {
+  local log rc=0
+  log=$(mktemp)
+  "$@" >"$log" 2>&1 || rc=$?
+  [ $rc -eq 0 ] || tail -60 "$log"
+  rm -f "$log"
+  return $rc
+}
+
 step "setup and build"
 scripts/setup.sh
 
 step "format check (.clang-format)"
-if git ls-files '*.cpp' '*.hpp' | xargs clang-format --dry-run --Werror 2>/tmp/slither-format.log; then
+format_log=$(mktemp)
+mapfile -t sources < <(git ls-files '*.cpp' '*.hpp')
+if clang-format --dry-run --Werror "${sources[@]}" 2>"$format_log"; then
   echo "formatting: clean"
 else
-  head -20 /tmp/slither-format.log
+  head -20 "$format_log"
   failed+=(clang-format)
 fi
+rm -f "$format_log"
 
 step "ctest (unit, integration, consumer)"
 ctest --test-dir build --output-on-failure -j"$jobs" --timeout 600 || failed+=(ctest)
@@ -40,10 +53,18 @@ fi
 
 if command -v clang++ >/dev/null; then
   step "fuzz smoke (libFuzzer)"
-  cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
-    -DSLITHER_BUILD_FUZZ=ON -DSLITHER_BUILD_TESTS=OFF -DSLITHER_BUILD_EXAMPLES=OFF >/dev/null
-  mapfile -t fuzzers < <(ninja -C build-fuzz -t targets all | grep -o '^fuzz_[a-z_]*' | sort -u)
-  cmake --build build-fuzz -j"$jobs" --target "${fuzzers[@]}" >/dev/null
+  quietly cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DCMAKE_CXX_COMPILER=clang++ -DSLITHER_BUILD_FUZZ=ON -DSLITHER_BUILD_TESTS=OFF \
+    -DSLITHER_BUILD_EXAMPLES=OFF
+  # One target per tests/fuzz/<name>_fuzz.cpp, named fuzz_<name>. The list comes
+  # from the tree, not from a pipeline over ninja's output, which a reader that
+  # stops early (grep -q) can break under pipefail.
+  fuzzers=()
+  for src in tests/fuzz/*_fuzz.cpp; do
+    base=${src##*/}
+    fuzzers+=("fuzz_${base%_fuzz.cpp}")
+  done
+  quietly cmake --build build-fuzz -j"$jobs" --target "${fuzzers[@]}"
   for name in "${fuzzers[@]}"; do
     bin=build-fuzz/tests/fuzz/$name
     corpus=tests/fuzz/corpus/${name#fuzz_}
@@ -66,19 +87,21 @@ if [ "${SLITHER_SKIP_SANITIZERS:-0}" != 1 ]; then
   for san in address,undefined thread; do
     dir=build-${san//,/-}
     step "sanitizer build ($san): core and shm tests"
-    cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSLITHER_SANITIZE="$san" \
-      -DSLITHER_BUILD_EXAMPLES=OFF >/dev/null
-    targets=(core_unit_tests)
-    for t in shm_unit_tests shm_integration_tests; do
-      ninja -C "$dir" -t targets all 2>/dev/null | grep -q "^$t:" && targets+=("$t")
-    done
-    cmake --build "$dir" -j"$jobs" --target "${targets[@]}" >/dev/null
     labels='core|shm'
     [ "$san" = thread ] && labels='shm'
-    SLITHER_SANITIZER_BUILD=1 TSAN_OPTIONS="halt_on_error=1" \
-      ASAN_OPTIONS="detect_leaks=1" UBSAN_OPTIONS="print_stacktrace=1" \
-      ctest --test-dir "$dir" -L "$labels" --output-on-failure -j"$jobs" --timeout 900 ||
-      failed+=("sanitize-$san")
+    # The targets are built unconditionally: a missing one is a build error
+    # here, never a test that silently goes unbuilt.
+    if quietly cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+      -DSLITHER_SANITIZE="$san" -DSLITHER_BUILD_EXAMPLES=OFF &&
+      quietly cmake --build "$dir" -j"$jobs" --target core_unit_tests shm_unit_tests \
+        shm_integration_tests; then
+      SLITHER_SANITIZER_BUILD=1 TSAN_OPTIONS="halt_on_error=1" \
+        ASAN_OPTIONS="detect_leaks=1" UBSAN_OPTIONS="print_stacktrace=1" \
+        ctest --test-dir "$dir" -L "$labels" --output-on-failure -j"$jobs" --timeout 900 ||
+        failed+=("sanitize-$san")
+    else
+      failed+=("sanitize-$san(build)")
+    fi
   done
 fi
 
