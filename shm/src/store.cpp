@@ -652,6 +652,10 @@ std::vector<std::string> reader::tables() const {
   return p_->core->table_names;
 }
 
+std::uint64_t reader::incarnation() const noexcept {
+  return p_->core->incarnation;
+}
+
 namespace {
 
 // What every read of a table starts with: check the reader may read here,
@@ -1612,6 +1616,10 @@ store_stats writer::stats() const {
     if (p_->reader_slots[i].pid.load(std::memory_order_acquire) != 0) ++s.readers;
   }
   return s;
+}
+
+std::uint64_t writer::incarnation() const noexcept {
+  return p_->incarnation;
 }
 
 const reader& writer::read() const {

@@ -37,6 +37,22 @@ TEST(StoreNames, SegmentAndRegistryNames) {
   EXPECT_EQ(registry_name("ns", "st"), "/slither.ns.st.readers");
 }
 
+TEST(Store, IncarnationTellsARecreatedStoreApart) {
+  const auto o = test_options("incarnation");
+  std::uint64_t first = 0;
+  {
+    writer w = make_writer(o);
+    auto r = reader::attach(o.ns, o.name);
+    ASSERT_TRUE(r) << r.error().message;
+    first = w.incarnation();
+    EXPECT_NE(first, 0u);
+    EXPECT_EQ(r->incarnation(), first);
+  }
+  writer again = make_writer(o);
+  EXPECT_NE(again.incarnation(), first);
+  EXPECT_EQ(again.read().incarnation(), again.incarnation());
+}
+
 TEST(Store, PutGetContainsSizeErase) {
   auto w = make_writer(test_options("basic"));
   const reader& r = w.read();

@@ -126,6 +126,9 @@ class reader {
 
   /// Names of the store's tables.
   std::vector<std::string> tables() const;
+  /// The random number its writer chose when it created the store: a store
+  /// re-created under the same name (a restarted broker) has another one.
+  std::uint64_t incarnation() const noexcept;
   /// A decoded copy of the value under `key` (for a bag, the first value);
   /// nullopt if absent. Errors: `not_found` for an unknown table.
   result<std::optional<Value>> get(std::string_view table, std::string_view key) const;
@@ -215,6 +218,8 @@ class writer {
   /// Returns the bytes freed. Also clears the slots of dead readers.
   std::uint64_t reclaim();
   store_stats stats() const;
+  /// The random number chosen when this store was created (see `reader::incarnation`).
+  std::uint64_t incarnation() const noexcept;
   /// A reader over this writer's own store.
   const reader& read() const;
   /// Unlinks the segments; readers already attached keep their mappings. Safe twice.
