@@ -15,7 +15,9 @@ def main() -> None:
     args = ap.parse_args()
     store = demo_args.open_store(args)
     users = store.table("users")
-    keys = list(users)
+    # The rows loaded from features.jsonl (user-0000 ...); the writer process,
+    # running meanwhile, adds user-new-* rows that this count must not race with.
+    keys = users.keys(prefix="user-0")
 
     by_country: dict[str, list[float]] = {}
     for key in keys:
