@@ -656,6 +656,11 @@ std::uint64_t reader::incarnation() const noexcept {
   return p_->core->incarnation;
 }
 
+bool reader::store_closed() const noexcept {
+  return p_->core->header->state.load(std::memory_order_acquire) !=
+         static_cast<std::uint64_t>(detail::store_state::ready);
+}
+
 namespace {
 
 // What every read of a table starts with: check the reader may read here,

@@ -47,6 +47,9 @@ TEST(Store, IncarnationTellsARecreatedStoreApart) {
     first = w.incarnation();
     EXPECT_NE(first, 0u);
     EXPECT_EQ(r->incarnation(), first);
+    EXPECT_FALSE(r->store_closed());
+    w.close();
+    EXPECT_TRUE(r->store_closed());
   }
   writer again = make_writer(o);
   EXPECT_NE(again.incarnation(), first);

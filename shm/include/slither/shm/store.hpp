@@ -129,6 +129,10 @@ class reader {
   /// The random number its writer chose when it created the store: a store
   /// re-created under the same name (a restarted broker) has another one.
   std::uint64_t incarnation() const noexcept;
+  /// True once the store's writer has closed it (a broker that stopped, or one
+  /// that replaced a dead one's store of this name). Reads still work, over
+  /// the old mapping, but see no further writes: attach again. One atomic load.
+  bool store_closed() const noexcept;
   /// A decoded copy of the value under `key` (for a bag, the first value);
   /// nullopt if absent. Errors: `not_found` for an unknown table.
   result<std::optional<Value>> get(std::string_view table, std::string_view key) const;
