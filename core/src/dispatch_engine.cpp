@@ -1,0 +1,463 @@
+// The dispatch engine's jobs: input, batches' ends, error policies, ordering,
+// accounting. Workers, sending and time are in dispatch_pool.cpp.
+#include <algorithm>
+#include <string>
+#include <utility>
+
+#include "dispatch_state.hpp"
+
+namespace slither {
+namespace {
+
+using state = detail::dispatch_state;
+
+error_info no_job(job_id id) {
+  return fail(errc::not_found, "no dispatch job " + std::to_string(id));
+}
+
+// What a failure becomes under a job's policy (a retry's, once spent).
+item_status fallback_status(const error_policy& policy) {
+  const auto of = [](const fallback_policy& f) {
+    if (std::holds_alternative<skip_policy>(f)) return item_status::skipped;
+    if (std::holds_alternative<route_policy>(f)) return item_status::routed;
+    return item_status::failed;
+  };
+  if (const auto* r = std::get_if<retry_policy>(&policy)) return of(r->then);
+  if (std::holds_alternative<skip_policy>(policy)) return of(skip_policy{});
+  if (const auto* r = std::get_if<route_policy>(&policy)) return of(*r);
+  return item_status::failed;
+}
+
+const std::string& route_output(const error_policy& policy) {
+  static const std::string none;
+  if (const auto* r = std::get_if<route_policy>(&policy)) return r->output;
+  if (const auto* r = std::get_if<retry_policy>(&policy)) {
+    if (const auto* t = std::get_if<route_policy>(&r->then)) return t->output;
+  }
+  return none;
+}
+
+dispatch_result failed_item(const Item& input, item_status status,
+                            const std::shared_ptr<const dispatch_error>& err,
+                            const std::string& route) {
+  dispatch_result r{input, status, err};
+  if (status == item_status::routed) r.item.route = route;
+  return r;
+}
+
+}  // namespace
+
+std::string_view to_string(item_status status) noexcept {
+  switch (status) {
+    case item_status::ok:
+      return "ok";
+    case item_status::skipped:
+      return "skipped";
+    case item_status::routed:
+      return "routed";
+    case item_status::failed:
+      return "failed";
+    case item_status::cancelled:
+      return "cancelled";
+  }
+  return "unknown";
+}
+
+state::job_rec::job_rec(job_id id_, dispatch_options opts_, batcher input_)
+    : id(id_),
+      opts(std::move(opts_)),
+      target(std::make_shared<const job_target>(job_target{opts.function, opts.context})),
+      input(std::move(input_)),
+      window(job_window(opts)) {}
+
+state::job_rec* state::find_job(job_id id) noexcept {
+  const auto it = jobs.find(id);
+  return it == jobs.end() ? nullptr : &it->second;
+}
+
+const state::job_rec* state::find_job(job_id id) const noexcept {
+  const auto it = jobs.find(id);
+  return it == jobs.end() ? nullptr : &it->second;
+}
+
+std::size_t state::capacity(const job_rec& job) const noexcept {
+  if (job.stopped || job.input_closed) return 0;
+  const std::uint64_t outstanding = job.ingested - job.taken;
+  return outstanding >= job.window ? 0 : job.window - static_cast<std::size_t>(outstanding);
+}
+
+bool state::all_ended(const job_rec& job) const noexcept {
+  return job.stopped || (job.input_closed && job.input.open_items() == 0 &&
+                         job.input.ready_items() == 0 && job.live.empty());
+}
+
+result<void> state::check_input(const job_rec& job, std::size_t n) const {
+  const std::string name = "dispatch job " + std::to_string(job.id);
+  if (job.stopped) {
+    return fail(errc::invalid_argument,
+                name + " has stopped (" + job.error->describe() + "); it takes no more input");
+  }
+  if (job.input_closed) return fail(errc::invalid_argument, name + ": its input is closed");
+  const std::size_t cap = capacity(job);
+  if (n > cap) {
+    return fail(errc::busy, name + " can take " + std::to_string(cap) + " more items now, not " +
+                                std::to_string(n) + " (its window holds " +
+                                std::to_string(job.window) + "); take results first");
+  }
+  return {};
+}
+
+void state::ingested(job_rec& job, std::size_t n) {
+  job.ingested += n;
+  if (opts.verify_accounting) job.ended_bits.insert(job.ended_bits.end(), n, false);
+}
+
+void state::make_batch(job_rec& job, formed_batch&& formed) {
+  const std::uint64_t id = next_batch++;
+  batch_rec& b = batches[id];
+  b.id = id;
+  b.job = &job;
+  b.seq = job.next_seq++;
+  b.items = std::make_shared<const std::vector<Item>>(std::move(formed.items));
+  if (opts.verify_accounting) b.positions = std::move(formed.positions);
+  job.live.emplace(b.seq, &b);
+  job.queued.push_back(&b);
+}
+
+// Ends a batch's items: counts them, checks each ends once, and passes the
+// results on in the job's order. The caller then erases or orphans `b`.
+void state::deliver(job_rec& job, const batch_rec& b, std::vector<dispatch_result>&& results) {
+  for (const auto& r : results) ++job.by_status[static_cast<std::size_t>(r.status)];
+  if (opts.verify_accounting) {
+    for (const std::uint64_t pos : b.positions) {
+      if (pos < job.ended_base || pos - job.ended_base >= job.ended_bits.size() ||
+          job.ended_bits[pos - job.ended_base]) {
+        throw error(errc::internal, "dispatch accounting: item at input position " +
+                                        std::to_string(pos) + " of job " + std::to_string(job.id) +
+                                        " ended twice or was never offered");
+      }
+      job.ended_bits[pos - job.ended_base] = true;
+    }
+    while (!job.ended_bits.empty() && job.ended_bits.front()) {
+      job.ended_bits.pop_front();
+      ++job.ended_base;
+    }
+  }
+  job.live.erase(b.seq);
+  job.notify = true;
+  if (job.opts.ordering == order_mode::as_completed) {
+    for (auto& r : results) job.output.push_back(std::move(r));
+    return;
+  }
+  job.held_items += results.size();
+  job.held.emplace(b.seq, std::move(results));
+  while (!job.held.empty() && job.held.begin()->first == job.next_release) {
+    auto& ready = job.held.begin()->second;
+    job.held_items -= ready.size();
+    for (auto& r : ready) job.output.push_back(std::move(r));
+    job.held.erase(job.held.begin());
+    ++job.next_release;
+  }
+}
+
+void state::on_completed(batch_completed&& ev, time_point now) {
+  batch_rec* b = answering(ev.worker, ev.batch, ev.attempt);
+  if (b == nullptr) return;
+  stop_running(*b);
+  worker_rec& w = workers.at(ev.worker);
+  if (ev.results.size() != b->items->size()) {
+    ++w.batches_failed;
+    ++counters.batches_failed;
+    if (b->job == nullptr) return erase_batch(*b);
+    return fail_attempt(
+        *b,
+        detail::make_failure(failure_kind::bad_result,
+                             "the handler returned " + std::to_string(ev.results.size()) +
+                                 " results for a batch of " + std::to_string(b->items->size()) +
+                                 " items"),
+        false, now);
+  }
+  ++w.batches_ok;
+  ++counters.batches_ok;
+  if (b->job == nullptr) return erase_batch(*b);
+  job_rec& job = *b->job;
+  const item_status on_failure = fallback_status(job.opts.on_error);
+  const std::string& route = route_output(job.opts.on_error);
+  std::vector<dispatch_result> results;
+  results.reserve(ev.results.size());
+  std::optional<dispatch_error> halt;
+  std::size_t item_errors = 0;
+  for (std::size_t i = 0; i < ev.results.size(); ++i) {
+    const Item& in = (*b->items)[i];
+    if (auto* v = std::get_if<Value>(&ev.results[i])) {
+      Item out;
+      out.id = in.id;
+      out.payload = std::move(*v);
+      out.meta = in.meta;
+      results.push_back({std::move(out), item_status::ok, nullptr});
+      continue;
+    }
+    auto e = std::get<dispatch_error>(std::move(ev.results[i]));
+    e.kind = failure_kind::item_error;
+    e.batch = b->id;
+    e.attempt = b->attempt;
+    e.worker = b->worker;
+    ++item_errors;
+    if (on_failure == item_status::failed && !halt) halt = e;
+    results.push_back(
+        failed_item(in, on_failure, std::make_shared<const dispatch_error>(std::move(e)), route));
+  }
+  emit_end(*b, now, nullptr, item_errors);
+  deliver(job, *b, std::move(results));
+  erase_batch(*b);
+  if (halt) stop_job(job, *halt);
+}
+
+void state::on_failed(batch_failed&& ev, time_point now) {
+  batch_rec* b = answering(ev.worker, ev.batch, ev.attempt);
+  if (b == nullptr) return;
+  stop_running(*b);
+  ++workers.at(ev.worker).batches_failed;
+  ++counters.batches_failed;
+  if (b->job == nullptr) return erase_batch(*b);
+  if (ev.error.kind != failure_kind::bad_result) ev.error.kind = failure_kind::exception;
+  fail_attempt(*b, std::move(ev.error), false, now);
+}
+
+// A run of `b` failed as a whole: retry it, quarantine it, or end its items
+// under the job's policy. `killed`: the run ended with its worker dead.
+void state::fail_attempt(batch_rec& b, dispatch_error err, bool killed, time_point now) {
+  job_rec& job = *b.job;
+  err.batch = b.id;
+  err.attempt = b.attempt;
+  err.worker = b.worker;
+  emit_end(b, now, &err, 0);
+  if (killed) ++b.kills;
+  if (const auto* r = std::get_if<retry_policy>(&job.opts.on_error)) {
+    if (b.attempt < r->max_attempts) {
+      ++job.retries;
+      ++counters.retries;
+      b.retry_at = now + r->delay.delay(b.attempt);
+      if (b.retry_at <= now) {
+        b.at = batch_rec::phase::retry_ready;
+        job.retry_ready.emplace(b.seq, &b);
+      } else {
+        b.at = batch_rec::phase::backoff;
+        backoffs.emplace(b.retry_at, b.id);
+      }
+      return;
+    }
+    if (b.kills >= r->max_attempts) {
+      ++counters.quarantined;
+      err.kind = failure_kind::quarantined;
+      err.message = "poison batch quarantined: it killed its worker on each of its " +
+                    std::to_string(b.attempt) + " attempts (last: " + err.describe() + ")";
+      err.type = "quarantined";
+      err.traceback.clear();
+    }
+  }
+  const item_status status = fallback_status(job.opts.on_error);
+  const std::string& route = route_output(job.opts.on_error);
+  const auto shared = std::make_shared<const dispatch_error>(err);
+  std::vector<dispatch_result> results;
+  results.reserve(b.items->size());
+  for (const Item& in : *b.items) results.push_back(failed_item(in, status, shared, route));
+  deliver(job, b, std::move(results));
+  erase_batch(b);
+  if (status == item_status::failed) stop_job(job, err);
+}
+
+// Ends every item of `job` not yet ended as `cancelled`, in batch order, and
+// takes no more input. Running batches are orphaned: their workers' answers
+// will be ignored.
+void state::stop_job(job_rec& job, const dispatch_error& cause) {
+  if (all_ended(job)) return;
+  job.stopped = true;
+  job.error = cause;
+  const auto cancelled = std::make_shared<const dispatch_error>(detail::make_failure(
+      failure_kind::cancelled,
+      "dispatch job " + std::to_string(job.id) + " stopped: " + cause.describe()));
+  job.input.flush();
+  while (auto formed = job.input.pop()) make_batch(job, std::move(*formed));
+  job.queued.clear();
+  job.retry_ready.clear();
+  std::vector<batch_rec*> pending;
+  pending.reserve(job.live.size());
+  for (const auto& [seq, b] : job.live) pending.push_back(b);
+  for (batch_rec* b : pending) {
+    std::vector<dispatch_result> results;
+    results.reserve(b->items->size());
+    for (const Item& in : *b->items) results.push_back({in, item_status::cancelled, cancelled});
+    deliver(job, *b, std::move(results));
+    if (b->at == batch_rec::phase::running) {
+      --job.running;
+      b->job = nullptr;
+    } else {
+      erase_batch(*b);
+    }
+  }
+}
+
+// Queues output_ready for jobs with news and input_wanted for jobs with more room.
+void state::announce() {
+  for (auto& [id, job] : jobs) {
+    const bool finished_now = !job.finish_announced && all_ended(job);
+    if (finished_now) job.finish_announced = true;
+    if (job.notify || finished_now) {
+      actions.emplace_back(output_ready{id});
+      job.notify = false;
+    }
+    const std::size_t cap = capacity(job);
+    if (cap > job.announced) actions.emplace_back(input_wanted{id, cap});
+    job.announced = cap;
+  }
+}
+
+void state::after_call(time_point now) {
+  pump(now);
+  announce();
+  verify();
+}
+
+void state::verify() const {
+  if (!opts.verify_accounting) return;
+  // The books of the whole engine, on every call: for tests and debug builds.
+  if (auto r = books(); !r) throw error(r.error());
+}
+
+// --- public API ---
+
+dispatch_engine::dispatch_engine(engine_options options)
+    : s_(std::make_unique<detail::dispatch_state>(options)) {}
+dispatch_engine::~dispatch_engine() = default;
+dispatch_engine::dispatch_engine(dispatch_engine&&) noexcept = default;
+dispatch_engine& dispatch_engine::operator=(dispatch_engine&&) noexcept = default;
+
+result<job_id> dispatch_engine::open_job(dispatch_options options, time_point now) {
+  if (s_->circuit_until && now >= *s_->circuit_until) s_->circuit_until.reset();
+  if (s_->circuit_until) {
+    return fail(errc::unavailable, "dispatch is paused: " + s_->circuit_error.describe());
+  }
+  if (auto v = validate(options); !v) return std::move(v).error();
+  auto input = batcher::create(options.batching);
+  if (!input) return std::move(input).error();
+  const job_id id = s_->next_job++;
+  s_->jobs.emplace(std::piecewise_construct, std::forward_as_tuple(id),
+                   std::forward_as_tuple(id, std::move(options), std::move(*input)));
+  s_->after_call(now);
+  return id;
+}
+
+result<void> dispatch_engine::offer(job_id job, Item&& item, time_point now) {
+  auto* j = s_->find_job(job);
+  if (j == nullptr) return no_job(job);
+  if (auto ok = s_->check_input(*j, 1); !ok) return ok;
+  if (auto pushed = j->input.push(std::move(item)); !pushed) return pushed;
+  s_->ingested(*j, 1);
+  s_->after_call(now);
+  return {};
+}
+
+result<void> dispatch_engine::offer(job_id job, std::vector<Item>& items, time_point now) {
+  auto* j = s_->find_job(job);
+  if (j == nullptr) return no_job(job);
+  if (auto ok = s_->check_input(*j, items.size()); !ok) return ok;
+  std::size_t taken = 0;
+  result<void> outcome;
+  for (; taken < items.size(); ++taken) {
+    if (auto pushed = j->input.push(std::move(items[taken])); !pushed) {
+      outcome = std::move(pushed).error();
+      break;
+    }
+  }
+  items.erase(items.begin(), items.begin() + static_cast<std::ptrdiff_t>(taken));
+  s_->ingested(*j, taken);
+  s_->after_call(now);
+  return outcome;
+}
+
+result<void> dispatch_engine::offer_batch(job_id job, std::vector<Item>&& items, time_point now) {
+  auto* j = s_->find_job(job);
+  if (j == nullptr) return no_job(job);
+  if (auto ok = s_->check_input(*j, items.size()); !ok) return ok;
+  const std::size_t n = items.size();
+  if (auto pushed = j->input.push_batch(std::move(items)); !pushed) return pushed;
+  s_->ingested(*j, n);
+  s_->after_call(now);
+  return {};
+}
+
+result<void> dispatch_engine::close_input(job_id job, time_point now) {
+  auto* j = s_->find_job(job);
+  if (j == nullptr) return no_job(job);
+  j->input_closed = true;
+  s_->after_call(now);
+  return {};
+}
+
+result<void> dispatch_engine::cancel(job_id job, time_point now) {
+  auto* j = s_->find_job(job);
+  if (j == nullptr) return no_job(job);
+  s_->stop_job(*j,
+               detail::make_failure(failure_kind::cancelled, "dispatch job " + std::to_string(job) +
+                                                                 " was cancelled by its caller"));
+  s_->after_call(now);
+  return {};
+}
+
+void dispatch_engine::close_job(job_id job, time_point now) {
+  auto* j = s_->find_job(job);
+  if (j == nullptr) return;
+  s_->stop_job(*j,
+               detail::make_failure(failure_kind::cancelled, "dispatch job " + std::to_string(job) +
+                                                                 " was closed by its caller"));
+  s_->jobs.erase(job);
+  s_->after_call(now);
+}
+
+std::size_t dispatch_engine::input_capacity(job_id job) const noexcept {
+  const auto* j = s_->find_job(job);
+  return j == nullptr ? 0 : s_->capacity(*j);
+}
+
+std::vector<dispatch_result> dispatch_engine::take_results(job_id job, std::size_t max) {
+  std::vector<dispatch_result> out;
+  auto* j = s_->find_job(job);
+  if (j == nullptr) return out;
+  const std::size_t n = std::min(max, j->output.size());
+  out.reserve(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    out.push_back(std::move(j->output.front()));
+    j->output.pop_front();
+  }
+  j->taken += n;
+  s_->announce();
+  s_->verify();
+  return out;
+}
+
+result<job_status> dispatch_engine::status(job_id job) const {
+  const auto* j = s_->find_job(job);
+  if (j == nullptr) return no_job(job);
+  job_status st;
+  st.state = s_->all_ended(*j) && j->held.empty() && j->output.empty() ? job_state::finished
+                                                                       : job_state::running;
+  st.input_closed = j->input_closed;
+  st.error = j->error;
+  st.capacity = s_->capacity(*j);
+  st.ready = j->output.size();
+  return st;
+}
+
+std::optional<dispatch_action> dispatch_engine::next_action() {
+  if (s_->actions.empty()) return std::nullopt;
+  dispatch_action a = std::move(s_->actions.front());
+  s_->actions.pop_front();
+  return a;
+}
+
+bool dispatch_engine::has_actions() const noexcept {
+  return !s_->actions.empty();
+}
+
+}  // namespace slither
