@@ -61,9 +61,10 @@ void state::form(job_rec& job) {
   if (job.input.open_items() == 0) return;
   if (job.input_closed) {
     job.input.flush();
-  } else if (capacity(job) == 0 && job.queued.empty()) {
-    // The window is full of items waiting in open batches (key partition,
-    // weighted): no more input can come to fill them, so one goes out.
+  } else if (capacity(job) == 0 && job.live.empty() && job.held.empty() && job.output.empty()) {
+    // The whole window waits in open batches (key partition): nothing else
+    // will free room for the input that would fill them, so one goes out.
+    // Anything less would cut batches short while the consumer is merely slow.
     job.input.flush_largest();
   }
   drain();

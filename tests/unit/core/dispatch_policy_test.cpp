@@ -175,6 +175,28 @@ TEST(DispatchPolicy, RetryGivesUpToItsFallbackWithTheLastError) {
   EXPECT_EQ(rs[0].error->attempt, 2u);
 }
 
+TEST(DispatchPolicy, AnAnswerForAnEarlierAttemptIsIgnored) {
+  sim s;
+  const worker_id w = s.add_worker(1);
+  auto o = job_options(2);
+  o.on_error = retrying(3, {0ms, 1.0, 0ms});
+  const job_id job = s.open(o);
+  s.offer(job, numbered_items(2));
+  const batch_task first = s.fail(w);
+  ASSERT_EQ(s.tasks[w].size(), 1u);
+  EXPECT_EQ(s.tasks[w][0].attempt, 2u);
+  // A duplicate answer for attempt 1 arrives while attempt 2 runs on the same worker.
+  sim::expect_ok(s.engine.handle(
+      batch_completed{w, first.batch, first.attempt, {Value(-1), Value(-1)}}, s.now));
+  s.drain();
+  EXPECT_TRUE(s.take(job).empty());
+  EXPECT_EQ(s.engine.stats().stale_events, 1u);
+  s.complete(w);
+  auto rs = s.take(job);
+  ASSERT_EQ(rs.size(), 2u);
+  EXPECT_EQ(rs[1].item.payload.as<std::int64_t>(), 2);
+}
+
 TEST(DispatchPolicy, ItemErrorsAreNotRetried) {
   sim s;
   const worker_id w = s.add_worker(1);
