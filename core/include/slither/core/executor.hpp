@@ -154,9 +154,10 @@ using executor_event = std::variant<worker_joined, credit_granted, batch_complet
 /// The engine's driver calls these for the engine's `batch_task`,
 /// `kill_worker` and `retire_worker` actions, and feeds what follows back to
 /// the engine as `executor_event`s: a result or failure per task, credit
-/// grants, `worker_left` for a worker that dies. None of these may block or
-/// report an event synchronously (the driver is inside the engine's turn);
-/// events come later, from the executor's own threads or loop.
+/// grants, `worker_joined` for a replacement, `worker_left` for a worker that
+/// dies. None of these may block. The driver calls them between engine calls,
+/// so an event known at once (a replacement started) may be fed to the engine
+/// right away; the driver then carries out the actions that follow too.
 ///
 /// Caveats: a task for a worker the executor already lost is dropped
 /// silently; the engine learns of the loss from `worker_left` and fails the
