@@ -267,11 +267,11 @@ void state::fail_attempt(batch_rec& b, dispatch_error err, bool killed, time_poi
   if (status == item_status::failed) stop_job(job, err);
 }
 
-// Ends every item of `job` not yet ended as `cancelled`, in batch order, and
-// takes no more input. Running batches are orphaned: their workers' answers
+// Records why `job` stopped, ends every item not yet ended as `cancelled`, in
+// batch order, and takes no more input. Running batches are orphaned: their workers' answers
 // will be ignored.
 void state::stop_job(job_rec& job, const dispatch_error& cause) {
-  if (all_ended(job)) return;
+  if (job.stopped) return;
   job.stopped = true;
   job.error = cause;
   const auto cancelled = std::make_shared<const dispatch_error>(detail::make_failure(
@@ -398,9 +398,11 @@ result<void> dispatch_engine::close_input(job_id job, time_point now) {
 result<void> dispatch_engine::cancel(job_id job, time_point now) {
   auto* j = s_->find_job(job);
   if (j == nullptr) return no_job(job);
-  s_->stop_job(*j,
-               detail::make_failure(failure_kind::cancelled, "dispatch job " + std::to_string(job) +
-                                                                 " was cancelled by its caller"));
+  if (!s_->all_ended(*j)) {
+    s_->stop_job(
+        *j, detail::make_failure(failure_kind::cancelled, "dispatch job " + std::to_string(job) +
+                                                              " was cancelled by its caller"));
+  }
   s_->after_call(now);
   return {};
 }
@@ -408,9 +410,11 @@ result<void> dispatch_engine::cancel(job_id job, time_point now) {
 void dispatch_engine::close_job(job_id job, time_point now) {
   auto* j = s_->find_job(job);
   if (j == nullptr) return;
-  s_->stop_job(*j,
-               detail::make_failure(failure_kind::cancelled, "dispatch job " + std::to_string(job) +
-                                                                 " was closed by its caller"));
+  if (!s_->all_ended(*j)) {
+    s_->stop_job(
+        *j, detail::make_failure(failure_kind::cancelled, "dispatch job " + std::to_string(job) +
+                                                              " was closed by its caller"));
+  }
   s_->jobs.erase(job);
   s_->after_call(now);
 }

@@ -246,7 +246,10 @@ void state::remove_worker(worker_rec& w, const dispatch_error& why, bool death, 
   std::erase_if(sessions, [&](const auto& s) {
     if (s.second != id) return false;
     for (auto& [jid, job] : jobs) {
-      if (!job.stopped && job.opts.context.session_id == s.first) job.session_lost = id;
+      if (!job.stopped && job.opts.affinity != affinity_mode::none &&
+          job.opts.context.session_id == s.first) {
+        job.session_lost = id;
+      }
     }
     return true;
   });
@@ -283,7 +286,9 @@ void state::open_circuit(dispatch_error why, time_point now) {
   circuit_until = now + opts.breaker.cooldown;
   circuit_error = why;
   deaths.clear();
-  for (auto& [id, job] : jobs) stop_job(job, why);
+  for (auto& [id, job] : jobs) {
+    if (!all_ended(job)) stop_job(job, why);
+  }
   actions.emplace_back(circuit_opened{std::move(why)});
 }
 

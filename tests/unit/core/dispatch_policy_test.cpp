@@ -112,6 +112,38 @@ TEST(DispatchPolicy, HaltStopsReturnsPartialResultsAndCancelsTheRest) {
   EXPECT_EQ(s.engine.stats().workers[0].in_flight, 0u);
 }
 
+TEST(DispatchPolicy, HaltOnTheLastBatchStillReportsTheError) {
+  sim s;
+  const worker_id w = s.add_worker(1);
+  const job_id job = s.open(job_options(4));
+  s.offer(job, numbered_items(4));
+  s.close(job);
+  s.complete(w, 0, three_fails);
+  auto rs = s.take(job);
+  ASSERT_EQ(rs.size(), 4u);
+  EXPECT_EQ(rs[3].status, item_status::failed);
+  auto st = s.engine.status(job).value();
+  EXPECT_EQ(st.state, job_state::finished);
+  ASSERT_TRUE(st.error) << "nothing was left to cancel, but the job still failed";
+  EXPECT_EQ(st.error->message, "bad three");
+  sim::expect_ok(s.engine.cancel(job, s.now));
+  EXPECT_EQ(s.engine.status(job).value().error->message, "bad three");
+}
+
+TEST(DispatchPolicy, CancellingAFinishedJobChangesNothing) {
+  sim s;
+  const worker_id w = s.add_worker(1);
+  const job_id job = s.open(job_options(2));
+  s.offer(job, numbered_items(2));
+  s.close(job);
+  s.complete(w);
+  sim::expect_ok(s.engine.cancel(job, s.now));
+  auto rs = s.take(job);
+  ASSERT_EQ(rs.size(), 2u);
+  EXPECT_TRUE(rs[0].ok());
+  EXPECT_FALSE(s.engine.status(job).value().error);
+}
+
 TEST(DispatchPolicy, WrongResultCountIsABadResult) {
   sim s;
   const worker_id w = s.add_worker(1);
