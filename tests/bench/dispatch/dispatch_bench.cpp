@@ -85,10 +85,18 @@ void harness_round_trip(benchmark::State& state, std::size_t batch) {
   state.SetItemsProcessed(state.iterations() * static_cast<std::int64_t>(batch));
 }
 
-void dispatch_engine_batch1(benchmark::State& state) { engine_round_trip(state, 1); }
-void dispatch_engine_batch64(benchmark::State& state) { engine_round_trip(state, 64); }
-void dispatch_harness_batch1(benchmark::State& state) { harness_round_trip(state, 1); }
-void dispatch_harness_batch64(benchmark::State& state) { harness_round_trip(state, 64); }
+void dispatch_engine_batch1(benchmark::State& state) {
+  engine_round_trip(state, 1);
+}
+void dispatch_engine_batch64(benchmark::State& state) {
+  engine_round_trip(state, 64);
+}
+void dispatch_harness_batch1(benchmark::State& state) {
+  harness_round_trip(state, 1);
+}
+void dispatch_harness_batch64(benchmark::State& state) {
+  harness_round_trip(state, 64);
+}
 
 // 64k items through 2 worker threads running a trivial handler.
 void dispatch_local_pool_batch64(benchmark::State& state) {

@@ -30,7 +30,9 @@ bool bad_item(std::uint64_t id) {
 
 constexpr std::size_t batch_size = 64;
 
-constexpr std::uint64_t chaos_items() { return 100'000; }
+constexpr std::uint64_t chaos_items() {
+  return 100'000;
+}
 
 struct chaos_report {
   std::vector<int> seen;            // by id: times it came out

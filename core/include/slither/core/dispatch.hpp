@@ -44,6 +44,26 @@
 // A job's life: `open_job` → (`offer`... `take_results`...)* → `close_input`
 // → `take_results` until `status().state == finished` → `close_job`.
 //
+// A broker driving a pool of worker processes, in outline:
+//
+//   on a worker's hello:      engine.handle(worker_joined{w, window}, now)
+//   on a client's dispatch:   job = engine.open_job(opts, now)        // or the error
+//   on input_wanted{job, n}:  ask the client for n - (items already asked for)
+//   on items from the client: engine.offer(job, items, now)           // close_input at its end
+//   on batch_task t:          send t.items to t.worker's socket (executor::run)
+//   on a worker's reply:      engine.handle(batch_completed{...} or batch_failed{...}, now),
+//                             engine.handle(credit_granted{w, 1}, now)
+//   on a missed heartbeat:    engine.handle(worker_left{w, "no heartbeat"}, now)
+//   on output_ready{job}:     send engine.take_results(job, what the client can take)
+//   on session_moved:         tell the job's client
+//   on kill_worker{w}:        SIGKILL it; the supervisor's replacement joins as a new worker
+//   timer at next_deadline(): engine.tick(now)
+//
+// A Python client whose batching needs Python callables (`key_fn`,
+// `weight_fn`) batches on its side and uses `preformed_batch` with
+// `offer_batch`. The engine holds `Item`s; an ndarray payload can be a view
+// over the received message (`ndarray::view`), so large arrays are not copied.
+//
 // Backpressure is exact: a job holds at most `job_window(options)` items
 // between `offer` and `take_results`, counting the batcher, batches queued
 // or at workers, the reorder buffer and results not yet taken. A consumer
