@@ -3,7 +3,9 @@
 // with backpressure, ordering and error policies in process, and for tests
 // of everything the engine promises, with real threads.
 //
-//   auto pool = slither::local_pool::create({.workers = 4}).value();
+//   slither::local_pool_options po;
+//   po.workers = 4;
+//   auto pool = slither::local_pool::create(po).value();
 //   pool.add_function("double", [](std::span<const slither::Item> items,
 //                                  const slither::batch_context&) {
 //     std::vector<slither::result<slither::Value>> out;
