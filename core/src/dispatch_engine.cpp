@@ -47,6 +47,14 @@ dispatch_result failed_item(const Item& input, item_status status,
 
 }  // namespace
 
+bool debug_accounting_default() noexcept {
+#ifdef NDEBUG
+  return false;
+#else
+  return true;
+#endif
+}
+
 std::string_view to_string(item_status status) noexcept {
   switch (status) {
     case item_status::ok:

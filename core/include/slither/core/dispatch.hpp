@@ -185,16 +185,15 @@ struct circuit_breaker {
   std::chrono::milliseconds cooldown{5'000};
 };
 
+/// True if the library was built without NDEBUG: accounting checks are then on by default.
+bool debug_accounting_default() noexcept;
+
 /// Options of the engine (of the pool), as opposed to a job's.
 struct engine_options {
   circuit_breaker breaker;
   /// Track every item and check the books on every call (costs memory and
-  /// time; on in debug builds).
-#ifdef NDEBUG
-  bool verify_accounting = false;
-#else
-  bool verify_accounting = true;
-#endif
+  /// time; on by default in debug builds of the library, and in its tests).
+  bool verify_accounting = debug_accounting_default();
   /// Credits one worker may hold; grants beyond are ignored.
   std::uint32_t max_credits = 1024;
 };
