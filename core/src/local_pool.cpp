@@ -301,12 +301,14 @@ local_job::~local_job() {
 }
 
 void local_job::release() noexcept {
-  if (!s_) return;
-  std::lock_guard lock(s_->mu);
-  s_->engine.close_job(id_, detail::local_pool_state::now());
-  s_->jobs.erase(id_);
-  s_->apply();
-  s_.reset();
+  // The job may hold the last reference to a closed pool's state: let it go
+  // only after the state's mutex is unlocked.
+  const auto s = std::move(s_);
+  if (!s) return;
+  std::lock_guard lock(s->mu);
+  s->engine.close_job(id_, detail::local_pool_state::now());
+  s->jobs.erase(id_);
+  s->apply();
 }
 
 // Reads as much input as the job has room for, outside the lock, and offers it.
