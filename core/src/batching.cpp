@@ -1,5 +1,6 @@
 #include "slither/core/batching.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <exception>
 #include <string_view>
@@ -81,6 +82,11 @@ result<batcher> batcher::create(batch_strategy strategy) {
 }
 
 void batcher::add(group& g, Item&& item, double weight) {
+  // A fixed batch's size is known: grow its vectors once, not seven times.
+  if (g.batch.items.empty() && std::holds_alternative<fixed_batch>(strategy_)) {
+    g.batch.items.reserve(std::min<std::size_t>(max_items_, 4096));
+    g.batch.positions.reserve(std::min<std::size_t>(max_items_, 4096));
+  }
   g.batch.items.push_back(std::move(item));
   g.batch.positions.push_back(pushed_++);
   g.weight += weight;

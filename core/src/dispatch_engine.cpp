@@ -153,16 +153,21 @@ void state::deliver(job_rec& job, const batch_rec& b, std::vector<dispatch_resul
   }
   job.live.erase(b.seq);
   job.notify = true;
-  if (job.opts.ordering == order_mode::as_completed) {
-    for (auto& r : results) job.output.push_back(std::move(r));
-    return;
+  const auto release = [&job](std::vector<dispatch_result>&& ready) {
+    job.output_items += ready.size();
+    if (!ready.empty()) job.output.push_back(std::move(ready));
+  };
+  if (job.opts.ordering == order_mode::as_completed) return release(std::move(results));
+  if (b.seq == job.next_release) {
+    release(std::move(results));
+    ++job.next_release;
+  } else {
+    job.held_items += results.size();
+    job.held.emplace(b.seq, std::move(results));
   }
-  job.held_items += results.size();
-  job.held.emplace(b.seq, std::move(results));
   while (!job.held.empty() && job.held.begin()->first == job.next_release) {
-    auto& ready = job.held.begin()->second;
-    job.held_items -= ready.size();
-    for (auto& r : ready) job.output.push_back(std::move(r));
+    job.held_items -= job.held.begin()->second.size();
+    release(std::move(job.held.begin()->second));
     job.held.erase(job.held.begin());
     ++job.next_release;
   }
@@ -198,11 +203,10 @@ void state::on_completed(batch_completed&& ev, time_point now) {
   for (std::size_t i = 0; i < ev.results.size(); ++i) {
     const Item& in = (*b->items)[i];
     if (auto* v = std::get_if<Value>(&ev.results[i])) {
-      Item out;
+      Item& out = results.emplace_back().item;
       out.id = in.id;
       out.payload = std::move(*v);
-      out.meta = in.meta;
-      results.push_back({std::move(out), item_status::ok, nullptr});
+      if (!in.meta.empty()) out.meta = in.meta;
       continue;
     }
     auto e = std::get<dispatch_error>(std::move(ev.results[i]));
@@ -240,6 +244,7 @@ void state::fail_attempt(batch_rec& b, dispatch_error err, bool killed, time_poi
   err.attempt = b.attempt;
   err.worker = b.worker;
   emit_end(b, now, &err, 0);
+  b.tried.push_back(b.worker);
   if (killed) ++b.kills;
   if (const auto* r = std::get_if<retry_policy>(&job.opts.on_error)) {
     if (b.attempt < r->max_attempts) {
@@ -436,12 +441,26 @@ std::vector<dispatch_result> dispatch_engine::take_results(job_id job, std::size
   std::vector<dispatch_result> out;
   auto* j = s_->find_job(job);
   if (j == nullptr) return out;
-  const std::size_t n = std::min(max, j->output.size());
-  out.reserve(n);
-  for (std::size_t i = 0; i < n; ++i) {
-    out.push_back(std::move(j->output.front()));
+  const std::size_t n = std::min(max, j->output_items);
+  if (n > 0 && j->output_front == 0 && j->output.front().size() == n) {
+    out = std::move(j->output.front());  // the common case: one whole batch
     j->output.pop_front();
+  } else {
+    out.reserve(n);
   }
+  while (out.size() < n) {
+    auto& front = j->output.front();
+    const std::size_t k = std::min(front.size() - j->output_front, n - out.size());
+    const auto first = front.begin() + static_cast<std::ptrdiff_t>(j->output_front);
+    out.insert(out.end(), std::make_move_iterator(first),
+               std::make_move_iterator(first + static_cast<std::ptrdiff_t>(k)));
+    j->output_front += k;
+    if (j->output_front == front.size()) {
+      j->output.pop_front();
+      j->output_front = 0;
+    }
+  }
+  j->output_items -= n;
   j->taken += n;
   s_->announce();
   s_->verify();
@@ -452,12 +471,12 @@ result<job_status> dispatch_engine::status(job_id job) const {
   const auto* j = s_->find_job(job);
   if (j == nullptr) return no_job(job);
   job_status st;
-  st.state = s_->all_ended(*j) && j->held.empty() && j->output.empty() ? job_state::finished
-                                                                       : job_state::running;
+  st.state = s_->all_ended(*j) && j->held.empty() && j->output_items == 0 ? job_state::finished
+                                                                          : job_state::running;
   st.input_closed = j->input_closed;
   st.error = j->error;
   st.capacity = s_->capacity(*j);
-  st.ready = j->output.size();
+  st.ready = j->output_items;
   return st;
 }
 

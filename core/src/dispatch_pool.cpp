@@ -61,7 +61,7 @@ void state::form(job_rec& job) {
   if (job.input.open_items() == 0) return;
   if (job.input_closed) {
     job.input.flush();
-  } else if (capacity(job) == 0 && job.live.empty() && job.held.empty() && job.output.empty()) {
+  } else if (capacity(job) == 0 && job.live.empty() && job.held.empty() && job.output_items == 0) {
     // The whole window waits in open batches (key partition): nothing else
     // will free room for the input that would fill them, so one goes out.
     // Anything less would cut batches short while the consumer is merely slow.
@@ -105,7 +105,7 @@ state::worker_rec* state::place(job_rec& job, batch_rec& b) {
 }
 
 // Least loaded worker with credit, not held for a suspect; for a retry, one
-// that has not failed this batch yet when there is one.
+// that has not failed this batch when there is one.
 state::worker_rec* state::least_loaded(const batch_rec& b) {
   worker_rec* best = nullptr;
   bool best_tried = true;
@@ -158,7 +158,6 @@ void state::send(job_rec& job, batch_rec& b, worker_rec& w, time_point now) {
   ++b.attempt;
   b.worker = w.id;
   b.started = now;
-  b.tried.push_back(w.id);
   if (job.opts.timeout) {
     b.deadline = now + *job.opts.timeout;
     deadlines.emplace(*b.deadline, b.id);
@@ -452,9 +451,9 @@ result<void> state::books() const {
       return wrong(name + " took " + std::to_string(job.ingested) + " items; " +
                    std::to_string(inside) + " are inside and " + std::to_string(ended) + " ended");
     }
-    if (ended != job.held_items + job.output.size() + job.taken) {
+    if (ended != job.held_items + job.output_items + job.taken) {
       return wrong(name + ": " + std::to_string(ended) + " items ended, but " +
-                   std::to_string(job.held_items + job.output.size() + job.taken) +
+                   std::to_string(job.held_items + job.output_items + job.taken) +
                    " are held, ready or taken");
     }
     if (job_running != job.running) {
@@ -534,7 +533,7 @@ pool_stats dispatch_engine::stats() const {
     }
     js.buffered_items = job.input.open_items() + job.input.ready_items();
     js.reorder_items = job.held_items;
-    js.ready_items = job.output.size();
+    js.ready_items = job.output_items;
     js.items_in = job.ingested;
     js.items_taken = job.taken;
     js.ok = job.by_status[static_cast<std::size_t>(item_status::ok)];

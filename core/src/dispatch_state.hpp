@@ -48,9 +48,9 @@ struct dispatch_state {
     time_point started{};
     std::optional<time_point> deadline;
     time_point retry_at{};
-    std::uint32_t kills = 0;  // runs that ended with the worker dead
-    std::vector<worker_id> tried;
-    worker_id reserved = 0;  // a suspect (kills > 0) waits for this worker to empty
+    std::uint32_t kills = 0;       // runs that ended with the worker dead
+    std::vector<worker_id> tried;  // workers a run failed on
+    worker_id reserved = 0;        // a suspect (kills > 0) waits for this worker to empty
   };
 
   struct worker_rec {
@@ -81,7 +81,12 @@ struct dispatch_state {
     std::uint64_t next_release = 0;                              // preserve
     std::map<std::uint64_t, std::vector<dispatch_result>> held;  // preserve
     std::size_t held_items = 0;
-    std::deque<dispatch_result> output;
+    // Results ready to take, kept as the batches they came in (taking a whole
+    // batch moves one vector, not each result); `output_front` of the first
+    // are already taken.
+    std::deque<std::vector<dispatch_result>> output;
+    std::size_t output_front = 0;
+    std::size_t output_items = 0;
     std::uint64_t ingested = 0;
     std::uint64_t taken = 0;
     std::array<std::uint64_t, 5> by_status{};  // indexed by item_status
