@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test: setup, build, ctest (unit + integration), pytest, a short
-# fuzz smoke, and the sanitizer builds of the core and shm tests.
+# fuzz smoke, and the sanitizer builds (address+undefined, thread) of the core and shm tests.
 # Exits non-zero on any failure.
 #   SLITHER_FUZZ_SECONDS   seconds per fuzz target (default 20)
 #   SLITHER_SKIP_SANITIZERS=1 skips the sanitizer builds (local iteration only)
@@ -88,7 +88,6 @@ if [ "${SLITHER_SKIP_SANITIZERS:-0}" != 1 ]; then
     dir=build-${san//,/-}
     step "sanitizer build ($san): core and shm tests"
     labels='core|shm'
-    [ "$san" = thread ] && labels='shm'
     # The targets are built unconditionally: a missing one is a build error
     # here, never a test that silently goes unbuilt.
     if quietly cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
