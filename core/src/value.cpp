@@ -184,7 +184,7 @@ std::string_view to_string(Value::kind k) noexcept {
   return "unknown";
 }
 
-Value Value::map(std::initializer_list<std::pair<const std::string, Value>> entries) {
+Value Value::map(std::initializer_list<Map::value_type> entries) {
   return Value(Map(entries));
 }
 
@@ -198,8 +198,86 @@ void Value::throw_kind_mismatch(kind wanted) const {
                                           std::string(slither::to_string(type())));
 }
 
+void Value::destroy() noexcept {
+  switch (k_) {
+    case kind::string:
+      s_.~basic_string();
+      break;
+    case kind::bytes:
+      y_.~Bytes();
+      break;
+    case kind::list:
+      l_.~List();
+      break;
+    case kind::map:
+      m_.~Map();
+      break;
+    case kind::ndarray:
+      delete a_;
+      break;
+    default:
+      break;
+  }
+}
+
+void Value::steal(Value& other) noexcept {
+  switch (k_) {
+    case kind::string:
+      ::new (static_cast<void*>(&s_)) std::string(std::move(other.s_));
+      break;
+    case kind::bytes:
+      ::new (static_cast<void*>(&y_)) Bytes(std::move(other.y_));
+      break;
+    case kind::list:
+      ::new (static_cast<void*>(&l_)) List(std::move(other.l_));
+      break;
+    case kind::map:
+      ::new (static_cast<void*>(&m_)) Map(std::move(other.m_));
+      break;
+    case kind::ndarray:
+      a_ = other.a_;
+      other.k_ = kind::null;  // the pointer now belongs to this value
+      return;
+    default:
+      return;
+  }
+  other.reset();
+}
+
+void Value::copy_from(const Value& other) {
+  switch (other.k_) {
+    case kind::null:
+      break;
+    case kind::boolean:
+      b_ = other.b_;
+      break;
+    case kind::int64:
+      i_ = other.i_;
+      break;
+    case kind::float64:
+      d_ = other.d_;
+      break;
+    case kind::string:
+      ::new (static_cast<void*>(&s_)) std::string(other.s_);
+      break;
+    case kind::bytes:
+      ::new (static_cast<void*>(&y_)) Bytes(other.y_);
+      break;
+    case kind::list:
+      ::new (static_cast<void*>(&l_)) List(other.l_);
+      break;
+    case kind::map:
+      ::new (static_cast<void*>(&m_)) Map(other.m_);
+      break;
+    case kind::ndarray:
+      a_ = new ndarray(*other.a_);
+      break;
+  }
+  k_ = other.k_;
+}
+
 const Value* Value::find(std::string_view key) const noexcept {
-  const auto* m = std::get_if<Map>(&v_);
+  const Map* m = get_if<Map>();
   if (!m) return nullptr;
   auto it = m->find(key);
   return it == m->end() ? nullptr : &it->second;
@@ -213,11 +291,8 @@ const Value& Value::operator[](std::string_view key) const {
 }
 
 Value& Value::operator[](std::string_view key) {
-  if (is_null()) v_ = Map{};
-  auto& m = as_mut<Map>();
-  auto it = m.find(key);
-  if (it == m.end()) it = m.emplace(std::string(key), Value{}).first;
-  return it->second;
+  if (is_null()) emplace<Map>();
+  return as_mut<Map>()[key];
 }
 
 const Value& Value::operator[](std::size_t index) const {
@@ -239,30 +314,53 @@ Value& Value::operator[](std::size_t index) {
 }
 
 std::size_t Value::size() const noexcept {
-  switch (type()) {
+  switch (k_) {
     case kind::string:
-      return std::get<std::string>(v_).size();
+      return s_.size();
     case kind::bytes:
-      return std::get<Bytes>(v_).data.size();
+      return y_.data.size();
     case kind::list:
-      return std::get<List>(v_).size();
+      return l_.size();
     case kind::map:
-      return std::get<Map>(v_).size();
+      return m_.size();
     default:
       return 0;
   }
 }
 
 bool operator==(const Value& a, const Value& b) noexcept {
-  return a.v_ == b.v_;
+  if (a.k_ != b.k_) return false;
+  switch (a.k_) {
+    case Value::kind::null:
+      return true;
+    case Value::kind::boolean:
+      return a.b_ == b.b_;
+    case Value::kind::int64:
+      return a.i_ == b.i_;
+    case Value::kind::float64:
+      return a.d_ == b.d_;
+    case Value::kind::string:
+      return a.s_ == b.s_;
+    case Value::kind::bytes:
+      return a.y_ == b.y_;
+    case Value::kind::list:
+      return a.l_ == b.l_;
+    case Value::kind::map:
+      return a.m_ == b.m_;
+    case Value::kind::ndarray:
+      return *a.a_ == *b.a_;
+  }
+  return false;
 }
 
 namespace {
 
 constexpr std::uint32_t max_json_depth = 128;
 
-nlohmann::json to_json(const Value& v) {
-  using json = nlohmann::json;
+// ordered_json keeps object keys in insertion order, as Map does.
+using json = nlohmann::ordered_json;
+
+json to_json(const Value& v) {
   switch (v.type()) {
     case Value::kind::null:
       return nullptr;
@@ -302,8 +400,7 @@ nlohmann::json to_json(const Value& v) {
   return nullptr;
 }
 
-result<Value> from_json(const nlohmann::json& j, std::uint32_t depth) {
-  using json = nlohmann::json;
+result<Value> from_json(const json& j, std::uint32_t depth) {
   if (depth > max_json_depth) {
     return fail(errc::limit_exceeded,
                 "JSON nests deeper than " + std::to_string(max_json_depth) + " levels");
@@ -338,6 +435,7 @@ result<Value> from_json(const nlohmann::json& j, std::uint32_t depth) {
     }
     case json::value_t::object: {
       Map m;
+      m.reserve(j.size());
       for (const auto& [k, e] : j.items()) {
         auto r = from_json(e, depth + 1);
         if (!r) return std::move(r).error();
@@ -357,7 +455,7 @@ std::string Value::to_string() const {
 }
 
 result<Value> Value::from_json(std::string_view text) {
-  auto j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  auto j = json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) {
     std::string head(text.substr(0, 60));
     return fail(errc::invalid_argument, "not valid JSON: '" + head + "'");

@@ -57,7 +57,7 @@ result<Value> top_users(const Value& arg, const shm::reader& store, std::string_
   const auto* n_arg = arg.find("n");
   const std::int64_t n = n_arg && n_arg->is_int() ? n_arg->as<std::int64_t>() : 5;
   if (n < 0 || n > 1000) return fail(errc::invalid_argument, "top_users: n must be in 0..1000");
-  std::vector<Value> rows;
+  List rows;
   auto walk = store.for_each("users", [&](std::string_view, const shm::view& v) {
     rows.push_back(v.value());
     return true;
@@ -69,7 +69,7 @@ result<Value> top_users(const Value& arg, const shm::reader& store, std::string_
                       return a["score"].as<double>() > b["score"].as<double>();
                     });
   rows.resize(k);
-  return Value(List(std::move(rows)));
+  return Value(std::move(rows));
 }
 
 int run_feature_store() {

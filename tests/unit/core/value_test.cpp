@@ -75,6 +75,55 @@ TEST(Value, FromJson) {
   EXPECT_NE(bad.error().message.find("{nope"), std::string::npos);
 }
 
+TEST(Value, IsFortyBytes) {
+  EXPECT_LE(sizeof(Value), 40u) << "a Value is a 32-byte union and a tag";
+}
+
+TEST(Value, CopiesAreDeepMovesLeaveNull) {
+  Value a = Value::map({{"s", std::string(100, 'x')}, {"l", Value::list({1, 2})}});
+  Value b = a;
+  b["s"] = "changed";
+  EXPECT_EQ(a["s"].as<std::string>(), std::string(100, 'x'));
+  Value c = std::move(a);
+  EXPECT_TRUE(a.is_null());  // NOLINT(bugprone-use-after-move): documented state
+  EXPECT_EQ(c["l"][1], Value(2));
+  Value d;
+  d = std::move(c);
+  EXPECT_TRUE(c.is_null());  // NOLINT(bugprone-use-after-move)
+  EXPECT_EQ(d.size(), 2u);
+  Value s = 5;
+  s = std::move(s);  // self-move keeps the value
+  EXPECT_EQ(s, Value(5));
+}
+
+TEST(Value, AssigningAnElementToItsContainerIsSafe) {
+  Value v = Value::list({Value::list({std::string(64, 'a')}), 2});
+  v = std::move(v[0]);
+  EXPECT_EQ(v, Value::list({std::string(64, 'a')}));
+  Value m = Value::map({{"inner", Value::map({{"k", "v"}})}});
+  m = m["inner"];  // a copy of its own element
+  EXPECT_EQ(m, Value::map({{"k", "v"}}));
+}
+
+TEST(Value, EmplaceReplacesInPlace) {
+  Value v = "text";
+  auto& l = v.emplace<List>();
+  l.push_back(1);
+  EXPECT_EQ(v, Value::list({1}));
+  v.emplace<std::int64_t>(7);
+  EXPECT_EQ(v, Value(7));
+  v.emplace<ndarray>(ndarray::zeros(dtype::u8, {3}));
+  EXPECT_TRUE(v.is_ndarray());
+  EXPECT_EQ(v.as<ndarray>().nbytes(), 3u);
+}
+
+TEST(Value, CopiedArraysShareTheirBuffer) {
+  Value a(ndarray::zeros(dtype::f32, {4}));
+  Value b = a;
+  EXPECT_EQ(a.as<ndarray>().data(), b.as<ndarray>().data());
+  EXPECT_EQ(a, b);
+}
+
 TEST(Ndarray, ZerosAreAlignedAndWritable) {
   auto a = ndarray::zeros(dtype::f64, {4, 5});
   EXPECT_EQ(reinterpret_cast<std::uintptr_t>(a.data()) % ndarray::alignment, 0u);

@@ -3,17 +3,20 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <initializer_list>
-#include <map>
 #include <memory>
+#include <new>
 #include <optional>
 #include <span>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <type_traits>
-#include <variant>
+#include <utility>
 #include <vector>
 
+#include "slither/core/detail/pool.hpp"
 #include "slither/core/error.hpp"
 
 namespace slither {
@@ -112,12 +115,127 @@ struct Bytes {
 };
 
 class Value;
-/// A list of values.
-using List = std::vector<Value>;
-/// A map with string keys, ordered by key so encodings are deterministic.
-using Map = std::map<std::string, Value, std::less<>>;
+/// A list of values. Its storage comes from a per-thread cache of small blocks
+/// (`detail::pool_allocator`): decoding makes and frees many small lists at once.
+using List = std::vector<Value, detail::pool_allocator<Value>>;
+
+/// A map with string keys that keeps its entries in insertion order, as a
+/// Python dict does: iteration, `to_string` and the encoding follow the order
+/// in which keys were first inserted, and a decoded map has the order it was
+/// encoded with. Replacing a key's value keeps its place; `erase` keeps the
+/// order of the others.
+///
+/// Entries are stored contiguously (one allocation); lookups scan them while
+/// the map is small and use a hash index once it has more than
+/// `linear_limit` entries. The interface follows `std::map` where it can:
+/// `find`, `contains`, `count`, `at`, `operator[]`, `emplace`, `try_emplace`,
+/// `insert_or_assign`, `erase`, iteration over `std::pair<std::string, Value>`.
+/// Two maps are equal when they hold the same keys with equal values, in any
+/// order (as Python dicts compare).
+///
+/// Caveats: do not modify a key through an iterator (the index would no longer
+/// find it); inserting may move entries, invalidating iterators and references,
+/// as `std::vector` does.
+class Map {
+ public:
+  using key_type = std::string;
+  using mapped_type = Value;
+  using value_type = std::pair<std::string, Value>;
+  using size_type = std::size_t;
+  using iterator = std::vector<value_type, detail::pool_allocator<value_type>>::iterator;
+  using const_iterator =
+      std::vector<value_type, detail::pool_allocator<value_type>>::const_iterator;
+
+  /// Maps up to this many entries have no index: a scan is faster.
+  static constexpr size_type linear_limit = 8;
+
+  Map() noexcept = default;
+  Map(const Map& other);
+  Map(Map&&) noexcept = default;
+  Map& operator=(const Map& other);
+  Map& operator=(Map&&) noexcept = default;
+  ~Map() = default;
+  /// Entries in the order given; of repeated keys the first wins (as `std::map`).
+  Map(std::initializer_list<value_type> entries);
+  /// Entries of `[first, last)` in order; of repeated keys the first wins.
+  template <class It>
+  Map(It first, It last);
+
+  iterator begin() noexcept { return entries_.begin(); }
+  iterator end() noexcept { return entries_.end(); }
+  const_iterator begin() const noexcept { return entries_.begin(); }
+  const_iterator end() const noexcept { return entries_.end(); }
+  const_iterator cbegin() const noexcept { return entries_.cbegin(); }
+  const_iterator cend() const noexcept { return entries_.cend(); }
+
+  size_type size() const noexcept { return entries_.size(); }
+  bool empty() const noexcept { return entries_.empty(); }
+  /// Room for `n` entries without reallocating.
+  void reserve(size_type n);
+  /// Removes every entry.
+  void clear() noexcept;
+
+  /// The entry of `key`, or `end()`.
+  iterator find(std::string_view key) noexcept;
+  const_iterator find(std::string_view key) const noexcept;
+  bool contains(std::string_view key) const noexcept { return position(key) != npos; }
+  size_type count(std::string_view key) const noexcept { return contains(key) ? 1 : 0; }
+  /// The value of `key`; throws `slither::error(not_found)` naming the key if absent.
+  Value& at(std::string_view key);
+  const Value& at(std::string_view key) const;
+  /// The value of `key`, appended as null if absent.
+  Value& operator[](std::string_view key);
+
+  /// Appends `key` with a value built from `args` unless `key` is present;
+  /// returns the key's entry and whether it was inserted.
+  template <class... Args>
+  std::pair<iterator, bool> try_emplace(std::string key, Args&&... args);
+  /// Appends `key` with a null value unless `key` is present; returns the
+  /// key's entry and whether it was added. The key is copied straight into
+  /// its entry: what a decoder uses, reading keys in place.
+  std::pair<iterator, bool> try_append(std::string_view key);
+  /// Same as `try_emplace(key, value)`.
+  template <class V>
+  std::pair<iterator, bool> emplace(std::string key, V&& value) {
+    return try_emplace(std::move(key), std::forward<V>(value));
+  }
+  /// Inserts `entry` unless its key is present.
+  std::pair<iterator, bool> insert(value_type entry);
+  /// Sets `key` to `value`: replaced in place if present, appended otherwise.
+  template <class V>
+  std::pair<iterator, bool> insert_or_assign(std::string key, V&& value);
+  /// Removes `key`; returns how many entries were removed (0 or 1).
+  size_type erase(std::string_view key);
+  /// Removes the entry at `pos`; returns the iterator to the entry after it.
+  iterator erase(const_iterator pos);
+
+  /// Same keys with equal values, whatever their order.
+  friend bool operator==(const Map& a, const Map& b) noexcept;
+
+ private:
+  // Position of `key` in entries_, or npos. Small maps are scanned inline:
+  // most keys differ in length or first byte, tested before memcmp.
+  size_type position(std::string_view key) const noexcept;
+  size_type indexed_position(std::string_view key) const noexcept;
+  // Indexes the entry just appended (its key known to be absent).
+  void appended();
+  void index_appended();
+  void rebuild_index();
+  static constexpr size_type npos = static_cast<size_type>(-1);
+
+  // Pooled: decoding a batch makes and later frees many small maps at once.
+  std::vector<value_type, detail::pool_allocator<value_type>> entries_;
+  // Open addressing over entries_, null while size() <= linear_limit:
+  // index_[0] is the number of slots (a power of two, at least 2 * size()),
+  // index_[1 + i] is slot i (an entry's position + 1, or 0 when empty).
+  std::unique_ptr<std::uint32_t[]> index_;
+};
 
 /// A dynamic value: null, bool, int64, float64, string, bytes, list, map or ndarray.
+///
+/// A tagged union of 40 bytes: scalars are stored inline and copied, moved and
+/// destroyed without a call; an ndarray is held through a pointer (it is the
+/// largest alternative and the rarest). A moved-from `Value` is null.
 class Value {
  public:
   enum class kind : std::uint8_t {
@@ -132,28 +250,63 @@ class Value {
     ndarray = 8,
   };
 
-  Value() noexcept = default;
-  Value(std::nullptr_t) noexcept {}                     // NOLINT: implicit by design
-  Value(bool b) noexcept : v_(b) {}                     // NOLINT
-  Value(int i) noexcept : v_(std::int64_t{i}) {}        // NOLINT
-  Value(long i) noexcept : v_(std::int64_t{i}) {}       // NOLINT
-  Value(long long i) noexcept : v_(std::int64_t{i}) {}  // NOLINT
-  Value(unsigned i) noexcept : v_(std::int64_t{i}) {}   // NOLINT
-  Value(double d) noexcept : v_(d) {}                   // NOLINT
-  Value(const char* s) : v_(std::string(s)) {}          // NOLINT
-  Value(std::string s) noexcept : v_(std::move(s)) {}   // NOLINT
-  Value(std::string_view s) : v_(std::string(s)) {}     // NOLINT
-  Value(Bytes b) noexcept : v_(std::move(b)) {}         // NOLINT
-  Value(List l) noexcept : v_(std::move(l)) {}          // NOLINT
-  Value(Map m) noexcept : v_(std::move(m)) {}           // NOLINT
-  Value(ndarray a) noexcept : v_(std::move(a)) {}       // NOLINT
+  Value() noexcept : i_(0) {}
+  Value(std::nullptr_t) noexcept : i_(0) {}                // NOLINT: implicit by design
+  Value(bool b) noexcept : b_(b), k_(kind::boolean) {}     // NOLINT
+  Value(int i) noexcept : i_(i), k_(kind::int64) {}        // NOLINT
+  Value(long i) noexcept : i_(i), k_(kind::int64) {}       // NOLINT
+  Value(long long i) noexcept : i_(i), k_(kind::int64) {}  // NOLINT
+  Value(unsigned i) noexcept : i_(i), k_(kind::int64) {}   // NOLINT
+  Value(double d) noexcept : d_(d), k_(kind::float64) {}   // NOLINT
+  Value(const char* s) : s_(s), k_(kind::string) {}        // NOLINT
+  Value(std::string s) noexcept : s_(std::move(s)), k_(kind::string) {}   // NOLINT
+  Value(std::string_view s) : s_(s), k_(kind::string) {}                  // NOLINT
+  Value(Bytes b) noexcept : y_(std::move(b)), k_(kind::bytes) {}          // NOLINT
+  Value(List l) noexcept : l_(std::move(l)), k_(kind::list) {}            // NOLINT
+  Value(Map m) noexcept : m_(std::move(m)), k_(kind::map) {}              // NOLINT
+  Value(ndarray a) : a_(new ndarray(std::move(a))), k_(kind::ndarray) {}  // NOLINT
 
-  /// A map from `{key, value}` pairs: `Value::map({{"score", 0.5}})`.
-  static Value map(std::initializer_list<std::pair<const std::string, Value>> entries);
+  Value(const Value& other) : i_(0) { copy_from(other); }
+  Value(Value&& other) noexcept : k_(other.k_) {
+    if (k_ <= kind::float64) {
+      std::memcpy(&i_, &other.i_, sizeof i_);  // whichever scalar it holds
+    } else {
+      steal(other);
+    }
+  }
+  Value& operator=(const Value& other) {
+    if (this != &other) *this = Value(other);
+    return *this;
+  }
+  Value& operator=(Value&& other) noexcept {
+    if (this != &other) {
+      // `other` may live inside this value: take it before releasing ours.
+      Value taken(std::move(other));
+      reset();
+      k_ = taken.k_;
+      if (k_ <= kind::float64) {
+        std::memcpy(&i_, &taken.i_, sizeof i_);
+      } else {
+        steal(taken);
+      }
+    }
+    return *this;
+  }
+  ~Value() {
+    // Strings are the common owning kind: their (usually no-op) destructor inline.
+    if (k_ == kind::string) {
+      s_.~basic_string();
+    } else if (k_ > kind::float64) {
+      destroy();
+    }
+  }
+
+  /// A map from `{key, value}` pairs, in that order: `Value::map({{"score", 0.5}})`.
+  static Value map(std::initializer_list<Map::value_type> entries);
   /// A list: `Value::list({1, "two", 3.0})`.
   static Value list(std::initializer_list<Value> entries);
 
-  kind type() const noexcept { return static_cast<kind>(v_.index()); }
+  kind type() const noexcept { return k_; }
   bool is_null() const noexcept { return type() == kind::null; }
   bool is_bool() const noexcept { return type() == kind::boolean; }
   bool is_int() const noexcept { return type() == kind::int64; }
@@ -171,6 +324,10 @@ class Value {
   std::conditional_t<std::is_arithmetic_v<T>, T, const T&> as() const;
   template <class T>
   T& as_mut();
+  /// Replaces this value with a `T` built from `args` and returns it; `T` is
+  /// one of the types `as<T>()` accepts. Lets a decoder build values in place.
+  template <class T, class... Args>
+  T& emplace(Args&&... args);
 
   /// Map lookup; nullptr if this is not a map or the key is absent.
   const Value* find(std::string_view key) const noexcept;
@@ -194,12 +351,39 @@ class Value {
   /// int64 stay integers; other numbers become float64.
   static result<Value> from_json(std::string_view text);
 
+  /// Same kind and equal contents (maps in any order; an int never equals a float).
   friend bool operator==(const Value& a, const Value& b) noexcept;
 
  private:
-  std::variant<std::monostate, bool, std::int64_t, double, std::string, Bytes, List, Map, ndarray>
-      v_;
+  template <class T>
+  const T* get_if() const noexcept;
+  template <class T>
+  T* get_if() noexcept {
+    return const_cast<T*>(static_cast<const Value*>(this)->get_if<T>());
+  }
+  // Releases what this value owns and makes it null.
+  void reset() noexcept {
+    if (k_ > kind::float64) destroy();
+    k_ = kind::null;
+  }
+  void destroy() noexcept;
+  // Move-constructs from `other` (of a non-scalar kind, already in k_), which becomes null.
+  void steal(Value& other) noexcept;
+  // Copy-constructs from `other` into this null value.
+  void copy_from(const Value& other);
   [[noreturn]] void throw_kind_mismatch(kind wanted) const;
+
+  union {
+    bool b_;
+    std::int64_t i_;
+    double d_;
+    std::string s_;
+    Bytes y_;
+    List l_;
+    Map m_;
+    ndarray* a_;
+  };
+  kind k_ = kind::null;
 };
 
 /// Stable lower-case name of a kind ("float64").
@@ -247,25 +431,123 @@ constexpr Value::kind kind_of() {
 }  // namespace detail
 
 template <class T>
+const T* Value::get_if() const noexcept {
+  if (k_ != detail::kind_of<T>()) return nullptr;
+  if constexpr (std::is_same_v<T, bool>) {
+    return &b_;
+  } else if constexpr (std::is_same_v<T, std::int64_t>) {
+    return &i_;
+  } else if constexpr (std::is_same_v<T, double>) {
+    return &d_;
+  } else if constexpr (std::is_same_v<T, std::string>) {
+    return &s_;
+  } else if constexpr (std::is_same_v<T, Bytes>) {
+    return &y_;
+  } else if constexpr (std::is_same_v<T, List>) {
+    return &l_;
+  } else if constexpr (std::is_same_v<T, Map>) {
+    return &m_;
+  } else {
+    return a_;
+  }
+}
+
+template <class T>
 std::conditional_t<std::is_arithmetic_v<T>, T, const T&> Value::as() const {
   constexpr kind wanted = detail::kind_of<T>();
   if constexpr (wanted == kind::float64) {
-    if (const auto* i = std::get_if<std::int64_t>(&v_)) return static_cast<double>(*i);
-    if (const auto* d = std::get_if<double>(&v_)) return *d;
-    throw_kind_mismatch(wanted);
-  } else if constexpr (wanted == kind::boolean || wanted == kind::int64) {
-    if (const auto* p = std::get_if<T>(&v_)) return *p;
+    if (k_ == kind::float64) return d_;
+    if (k_ == kind::int64) return static_cast<double>(i_);
     throw_kind_mismatch(wanted);
   } else {
-    if (const auto* p = std::get_if<T>(&v_)) return *p;
+    if (const T* p = get_if<T>()) return *p;
     throw_kind_mismatch(wanted);
   }
 }
 
 template <class T>
 T& Value::as_mut() {
-  if (auto* p = std::get_if<T>(&v_)) return *p;
+  if (T* p = get_if<T>()) return *p;
   throw_kind_mismatch(detail::kind_of<T>());
+}
+
+template <class T, class... Args>
+T& Value::emplace(Args&&... args) {
+  constexpr kind k = detail::kind_of<T>();
+  reset();
+  if constexpr (k == kind::ndarray) {
+    a_ = new ndarray(std::forward<Args>(args)...);
+    k_ = k;
+    return *a_;
+  } else {
+    T* p;
+    if constexpr (k == kind::boolean) {
+      p = ::new (static_cast<void*>(&b_)) T(std::forward<Args>(args)...);
+    } else if constexpr (k == kind::int64) {
+      p = ::new (static_cast<void*>(&i_)) T(std::forward<Args>(args)...);
+    } else if constexpr (k == kind::float64) {
+      p = ::new (static_cast<void*>(&d_)) T(std::forward<Args>(args)...);
+    } else if constexpr (k == kind::string) {
+      p = ::new (static_cast<void*>(&s_)) T(std::forward<Args>(args)...);
+    } else if constexpr (k == kind::bytes) {
+      p = ::new (static_cast<void*>(&y_)) T(std::forward<Args>(args)...);
+    } else if constexpr (k == kind::list) {
+      p = ::new (static_cast<void*>(&l_)) T(std::forward<Args>(args)...);
+    } else {
+      p = ::new (static_cast<void*>(&m_)) T(std::forward<Args>(args)...);
+    }
+    k_ = k;
+    return *p;
+  }
+}
+
+inline Map::size_type Map::position(std::string_view key) const noexcept {
+  if (index_) return indexed_position(key);
+  for (size_type i = 0; i < entries_.size(); ++i) {
+    const std::string& k = entries_[i].first;
+    if (k.size() == key.size() &&
+        (key.empty() || (k[0] == key[0] && std::memcmp(k.data(), key.data(), key.size()) == 0))) {
+      return i;
+    }
+  }
+  return npos;
+}
+
+inline void Map::appended() {
+  if (entries_.size() > linear_limit) index_appended();
+}
+
+template <class It>
+Map::Map(It first, It last) {
+  for (; first != last; ++first) try_emplace(first->first, first->second);
+}
+
+template <class... Args>
+std::pair<Map::iterator, bool> Map::try_emplace(std::string key, Args&&... args) {
+  if (const size_type at = position(key); at != npos) return {entries_.begin() + at, false};
+  entries_.emplace_back(std::piecewise_construct, std::forward_as_tuple(std::move(key)),
+                        std::forward_as_tuple(std::forward<Args>(args)...));
+  appended();
+  return {entries_.end() - 1, true};
+}
+
+inline std::pair<Map::iterator, bool> Map::try_append(std::string_view key) {
+  if (const size_type at = position(key); at != npos) return {entries_.begin() + at, false};
+  entries_.emplace_back(std::piecewise_construct, std::forward_as_tuple(key.data(), key.size()),
+                        std::forward_as_tuple());
+  appended();
+  return {entries_.end() - 1, true};
+}
+
+template <class V>
+std::pair<Map::iterator, bool> Map::insert_or_assign(std::string key, V&& value) {
+  if (const size_type at = position(key); at != npos) {
+    entries_[at].second = std::forward<V>(value);
+    return {entries_.begin() + at, false};
+  }
+  entries_.emplace_back(std::move(key), std::forward<V>(value));
+  appended();
+  return {entries_.end() - 1, true};
 }
 
 }  // namespace slither
