@@ -1,104 +1,18 @@
-// Wire format (all integers little-endian, as cereal's binary archive writes
-// them on the machines we support):
-//
-//   encoding := version:u8 value          (codec_version)
-//   value    := tag:u8 body               (tag = Value::kind)
-//   null     := -
-//   bool     := u8 (0 or 1)
-//   int64    := i64          float64 := f64
-//   string   := len:u64 bytes[len]        bytes := len:u64 bytes[len]
-//   list     := count:u64 value[count]
-//   map      := count:u64 (keylen:u64 key value)[count], keys strictly ascending
-//   ndarray  := dtype:u8 ndim:u8 dim:u64[ndim] data[product(dim) * dtype_size]
-//   item     := version:u8 id:u64 value(payload) map-body(meta) string-body(route)
-//   batch    := version:u8 count:u64 (id value map-body string-body)[count]
-//
-// Decoding checks every length against the bytes that remain before it
-// allocates, so a hostile length can never cause a large allocation.
+// Value, item and batch encoding and decoding over the wire format
+// (`slither/core/wire.hpp`). Values are written straight into the output
+// buffer and decoded in place into their containers: no streams, no archives,
+// no per-call set-up.
 #include "slither/core/codec.hpp"
 
-#include <cereal/archives/binary.hpp>
-#include <cstring>
-#include <istream>
-#include <ostream>
-#include <streambuf>
+#include <bit>
+#include <new>
+
+#include "slither/core/wire.hpp"
 
 namespace slither {
 namespace {
 
-static_assert(sizeof(double) == 8 && sizeof(std::uint64_t) == 8);
-
-// ---- streams over our buffers -----------------------------------------------
-
-class append_buf final : public std::streambuf {
- public:
-  void reset(buffer* out) noexcept { out_ = out; }
-
- protected:
-  std::streamsize xsputn(const char* s, std::streamsize n) override {
-    const auto* b = reinterpret_cast<const std::byte*>(s);
-    out_->insert(out_->end(), b, b + n);
-    return n;
-  }
-  int_type overflow(int_type c) override {
-    if (!traits_type::eq_int_type(c, traits_type::eof())) {
-      out_->push_back(static_cast<std::byte>(c));
-    }
-    return traits_type::not_eof(c);
-  }
-
- private:
-  buffer* out_ = nullptr;
-};
-
-class span_buf final : public std::streambuf {
- public:
-  void reset(std::span<const std::byte> in) noexcept {
-    auto* b = const_cast<char*>(reinterpret_cast<const char*>(in.data()));
-    setg(b, b, b + in.size());
-  }
-  std::size_t remaining() const noexcept { return static_cast<std::size_t>(egptr() - gptr()); }
-  std::size_t consumed() const noexcept { return static_cast<std::size_t>(gptr() - eback()); }
-  const std::byte* current() const noexcept { return reinterpret_cast<const std::byte*>(gptr()); }
-
- protected:
-  // cereal reads every field through sgetn; a straight copy beats the
-  // generic streambuf loop.
-  std::streamsize xsgetn(char* s, std::streamsize n) override {
-    const auto k = std::min<std::streamsize>(n, egptr() - gptr());
-    std::memcpy(s, gptr(), static_cast<std::size_t>(k));
-    skip(static_cast<std::size_t>(k));
-    return k;
-  }
-
- public:
-  void skip(std::size_t n) noexcept {
-    while (n > 0) {
-      const std::size_t step = std::min<std::size_t>(n, 1u << 30);
-      gbump(static_cast<int>(step));
-      n -= step;
-    }
-  }
-};
-
-// ---- encoding ------------------------------------------------------------------
-
-using out_archive = cereal::BinaryOutputArchive;
-
-void write_value(out_archive& ar, const Value& v, std::uint32_t depth);
-
-void write_string(out_archive& ar, std::string_view s) {
-  ar(static_cast<std::uint64_t>(s.size()));
-  ar(cereal::binary_data(s.data(), s.size()));
-}
-
-void write_map_body(out_archive& ar, const Map& m, std::uint32_t depth) {
-  ar(static_cast<std::uint64_t>(m.size()));
-  for (const auto& [k, e] : m) {
-    write_string(ar, k);
-    write_value(ar, e, depth + 1);
-  }
-}
+// ---- encoding -------------------------------------------------------------------
 
 void check_depth(std::uint32_t depth) {
   const auto limit = decode_limits{}.max_depth;
@@ -108,412 +22,313 @@ void check_depth(std::uint32_t depth) {
   }
 }
 
-void write_value(out_archive& ar, const Value& v, std::uint32_t depth) {
-  ar(static_cast<std::uint8_t>(v.type()));
+void write(wire::writer& w, const Value& v, std::uint32_t depth, std::vector<ndarray>* oob) {
   switch (v.type()) {
     case Value::kind::null:
-      break;
+      return w.null();
     case Value::kind::boolean:
-      ar(static_cast<std::uint8_t>(v.as<bool>() ? 1 : 0));
-      break;
+      return w.boolean(v.as<bool>());
     case Value::kind::int64:
-      ar(v.as<std::int64_t>());
-      break;
+      return w.integer(v.as<std::int64_t>());
     case Value::kind::float64:
-      ar(v.as<double>());
-      break;
+      return w.real(v.as<double>());
     case Value::kind::string:
-      write_string(ar, v.as<std::string>());
-      break;
+      return w.string(v.as<std::string>());
     case Value::kind::bytes:
-      write_string(ar, v.as<Bytes>().data);
-      break;
+      return w.bytes(v.as<Bytes>().data);
     case Value::kind::list: {
       check_depth(depth + 1);
-      const auto& l = v.as<List>();
-      ar(static_cast<std::uint64_t>(l.size()));
-      for (const auto& e : l) write_value(ar, e, depth + 1);
-      break;
+      const List& l = v.as<List>();
+      w.list_header(l.size());
+      for (const Value& e : l) write(w, e, depth + 1, oob);
+      return;
     }
-    case Value::kind::map:
+    case Value::kind::map: {
       check_depth(depth + 1);
-      write_map_body(ar, v.as<Map>(), depth);
-      break;
+      const Map& m = v.as<Map>();
+      w.map_header(m.size());
+      for (const auto& [k, e] : m) {
+        w.string(k);
+        write(w, e, depth + 1, oob);
+      }
+      return;
+    }
     case Value::kind::ndarray: {
-      const auto& a = v.as<ndarray>();
-      ar(static_cast<std::uint8_t>(a.type()), static_cast<std::uint8_t>(a.ndim()));
-      for (auto d : a.shape()) ar(d);
-      ar(cereal::binary_data(a.data(), a.nbytes()));
-      break;
+      const ndarray& a = v.as<ndarray>();
+      if (oob != nullptr) {
+        w.array_out_of_band(a.type(), a.shape());
+        oob->push_back(a);
+      } else {
+        w.array(a.type(), a.shape(), a.bytes());
+      }
+      return;
     }
   }
 }
 
-std::size_t map_body_size(const Map& m);
+constexpr std::size_t uvar_size(std::uint64_t v) noexcept {
+  return 1 + static_cast<std::size_t>(std::bit_width(v | 1) - 1) / 7;
+}
 
-std::size_t value_size(const Value& v) {
+constexpr std::size_t header_size(std::size_t n, std::size_t short_max) noexcept {
+  return n <= short_max ? 1 : 1 + uvar_size(n);
+}
+
+// The offset after `v` when it starts at `offset` (array padding depends on it).
+std::size_t end_of(const Value& v, std::size_t offset) {
   switch (v.type()) {
     case Value::kind::null:
-      return 1;
     case Value::kind::boolean:
-      return 2;
-    case Value::kind::int64:
-    case Value::kind::float64:
-      return 9;
-    case Value::kind::string:
-    case Value::kind::bytes:
-      return 9 + v.size();
-    case Value::kind::list: {
-      std::size_t n = 9;
-      for (const auto& e : v.as<List>()) n += value_size(e);
-      return n;
+      return offset + 1;
+    case Value::kind::int64: {
+      const auto i = v.as<std::int64_t>();
+      return offset +
+             (i >= wire::fixint_min && i <= wire::fixint_max ? 1 : 1 + uvar_size(wire::zigzag(i)));
     }
-    case Value::kind::map:
-      return 1 + map_body_size(v.as<Map>());
+    case Value::kind::float64:
+      return offset + 9;
+    case Value::kind::string:
+      return offset + header_size(v.size(), wire::fixstr_max) + v.size();
+    case Value::kind::bytes:
+      return offset + 1 + uvar_size(v.size()) + v.size();
+    case Value::kind::list: {
+      offset += header_size(v.size(), wire::fixcount_max);
+      for (const Value& e : v.as<List>()) offset = end_of(e, offset);
+      return offset;
+    }
+    case Value::kind::map: {
+      offset += header_size(v.size(), wire::fixcount_max);
+      for (const auto& [k, e] : v.as<Map>()) {
+        offset = end_of(e, offset + header_size(k.size(), wire::fixstr_max) + k.size());
+      }
+      return offset;
+    }
     case Value::kind::ndarray: {
-      const auto& a = v.as<ndarray>();
-      return 3 + 8 * a.ndim() + a.nbytes();
+      const ndarray& a = v.as<ndarray>();
+      offset += 3;
+      for (const auto d : a.shape()) offset += uvar_size(d);
+      if (a.nbytes() >= wire::array_alignment) offset += wire::pad_for(offset);
+      return offset + a.nbytes();
     }
   }
-  return 0;
+  return offset;
 }
 
-std::size_t map_body_size(const Map& m) {
-  std::size_t n = 8;
-  for (const auto& [k, e] : m) n += 8 + k.size() + value_size(e);
-  return n;
-}
-
-void write_item_body(out_archive& ar, const Item& item) {
-  ar(item.id);
-  write_value(ar, item.payload, 0);
-  write_map_body(ar, item.meta, 0);
-  write_string(ar, item.route);
-}
-
-std::size_t item_body_size(const Item& item) {
-  return 8 + value_size(item.payload) + map_body_size(item.meta) + 8 + item.route.size();
-}
-
-// ---- decoding ------------------------------------------------------------------
-
-struct decode_failure {
-  error_info info;
-};
-
-struct decode_ctx {
-  span_buf* in;
-  const decode_limits* limits;
-};
-
-using in_archive = cereal::BinaryInputArchive;
-
-[[noreturn]] void bad(errc code, std::string msg) {
-  throw decode_failure{{code, std::move(msg)}};
-}
-
-[[noreturn, gnu::cold, gnu::noinline]] void truncated(const decode_ctx& ctx, std::size_t n,
-                                                      std::string_view what) {
-  bad(errc::decode_error, "truncated input: " + std::string(what) + " needs " + std::to_string(n) +
-                              " bytes at offset " + std::to_string(ctx.in->consumed()) + ", only " +
-                              std::to_string(ctx.in->remaining()) + " remain");
-}
-
-inline void need(const decode_ctx& ctx, std::size_t n, std::string_view what) {
-  if (ctx.in->remaining() < n) [[unlikely]]
-    truncated(ctx, n, what);
-}
-
-// Fixed-size fields are copied straight from the checked input: going through
-// the archive's stream for 1-8 bytes cost a third of a small value's decode.
-// Strings and array data still go through the archive (`binary_data`).
-template <class T>
-T read_pod(in_archive&, const decode_ctx& ctx, std::string_view what) {
-  need(ctx, sizeof(T), what);
-  T v;
-  std::memcpy(&v, ctx.in->current(), sizeof(T));
-  ctx.in->skip(sizeof(T));
-  return v;
-}
-
-// Reads a length and checks that `length * min_unit` bytes remain.
-std::uint64_t read_length(in_archive& ar, const decode_ctx& ctx, std::string_view what,
-                          std::size_t min_unit) {
-  const auto at = ctx.in->consumed();
-  const auto n = read_pod<std::uint64_t>(ar, ctx, what);
-  const auto remaining = ctx.in->remaining();
-  if (n > remaining / min_unit) {
-    bad(errc::decode_error, std::string(what) + " " + std::to_string(n) + " at offset " +
-                                std::to_string(at) + " exceeds the " + std::to_string(remaining) +
-                                " bytes that remain");
+void write_item(wire::writer& w, const Item& item) {
+  w.uvar(item.id);
+  write(w, item.payload, 0, nullptr);
+  check_depth(1);
+  w.map_header(item.meta.size());
+  for (const auto& [k, e] : item.meta) {
+    w.string(k);
+    write(w, e, 1, nullptr);
   }
-  return n;
+  w.string(item.route);
 }
 
-std::string read_string_body(in_archive& ar, const decode_ctx& ctx, std::string_view what) {
-  const auto n = read_length(ar, ctx, what, 1);
-  std::string s(static_cast<std::size_t>(n), '\0');
-  ar(cereal::binary_data(s.data(), s.size()));
-  return s;
-}
+// ---- decoding ---------------------------------------------------------------------
 
-Value read_value(in_archive& ar, decode_ctx& ctx, std::uint32_t depth);
+// Builds `Value`s in place: containers are sized once from the checked count,
+// and each element is decoded straight into its place.
+class value_builder {
+ public:
+  using slot = Value&;
 
-void enter(const decode_ctx& ctx, std::uint32_t depth) {
-  if (depth > ctx.limits->max_depth) {
-    bad(errc::limit_exceeded, "input nests deeper than the limit of " +
-                                  std::to_string(ctx.limits->max_depth) + " levels at offset " +
-                                  std::to_string(ctx.in->consumed()));
+  explicit value_builder(std::span<const std::span<const std::byte>> oob = {}) noexcept
+      : oob_(oob) {}
+
+  // Slots start out null.
+  void null(Value&) noexcept {}
+  void boolean(Value& out, bool b) { out.emplace<bool>(b); }
+  void integer(Value& out, std::int64_t v) { out.emplace<std::int64_t>(v); }
+  void real(Value& out, double d) { out.emplace<double>(d); }
+  void string(Value& out, std::string_view s) { out.emplace<std::string>(s); }
+  void bytes(Value& out, std::string_view s) { out.emplace<Bytes>(Bytes{std::string(s)}); }
+  void array(Value& out, const wire::array_head& head, const std::byte* data) {
+    out.emplace<ndarray>(
+        ndarray::from_bytes(head.type, {head.dims, head.dims + head.ndim}, {data, head.nbytes}));
   }
-}
+  void oob_array(Value& out, const wire::array_head& head, std::size_t index) {
+    out.emplace<ndarray>(
+        ndarray::from_bytes(head.type, {head.dims, head.dims + head.ndim}, oob_[index]));
+  }
+  std::size_t buffer_count() const noexcept { return oob_.size(); }
+  std::size_t buffer_size(std::size_t index) const noexcept { return oob_[index].size(); }
 
-Map read_map_body(in_archive& ar, decode_ctx& ctx, std::uint32_t depth) {
-  // Each entry takes at least a key length (8) and a tag (1).
-  const auto n = read_length(ar, ctx, "map size", 9);
-  Map m;
-  for (std::uint64_t i = 0; i < n; ++i) {
-    auto key = read_string_body(ar, ctx, "map key length");
-    auto value = read_value(ar, ctx, depth + 1);
-    if (!m.empty() && !(m.rbegin()->first < key)) {
-      bad(errc::decode_error, "map key '" + key.substr(0, 64) + "' out of order or repeated");
+  List& begin_list(Value& out, std::size_t n) {
+    List& l = out.emplace<List>();
+    l.reserve(n);
+    return l;
+  }
+  Value& element(List& l, std::size_t) { return l.emplace_back(); }
+  Map& begin_map(Value& out, std::size_t n) {
+    Map& m = out.emplace<Map>();
+    m.reserve(n);
+    return m;
+  }
+  Value& entry(Map& m, std::string_view key, std::size_t at) {
+    auto [it, inserted] = m.try_append(key);
+    if (!inserted) wire::duplicate_key(key, at);
+    return it->second;
+  }
+  Value& value_of(Value& e) noexcept { return e; }
+  void commit(Map&, Value&, std::string_view, std::size_t) noexcept {}
+
+  void begin_item(Item& item, std::uint64_t id) noexcept { item.id = id; }
+  Value& payload(Item& item) noexcept { return item.payload; }
+  // Meta and route land in scratch values first (a slot is a Value), then
+  // move into the item; the parser skips both when they are empty.
+  Value& meta(Item&) noexcept { return meta_; }
+  Value& route(Item&) noexcept { return route_; }
+  void end_item(Item& item) {
+    if (meta_.is_map()) {
+      item.meta = std::move(meta_.as_mut<Map>());
+      meta_ = Value{};
     }
-    m.emplace_hint(m.end(), std::move(key), std::move(value));
-  }
-  return m;
-}
-
-Value read_ndarray(in_archive& ar, decode_ctx& ctx) {
-  const auto at = ctx.in->consumed();
-  const auto raw_type = read_pod<std::uint8_t>(ar, ctx, "ndarray dtype");
-  if (!is_valid_dtype(raw_type)) {
-    bad(errc::decode_error,
-        "unknown ndarray dtype " + std::to_string(raw_type) + " at offset " + std::to_string(at));
-  }
-  const auto ndim = read_pod<std::uint8_t>(ar, ctx, "ndarray ndim");
-  if (ndim > ndarray::max_ndim) {
-    bad(errc::decode_error, "ndarray has " + std::to_string(ndim) + " dimensions; at most " +
-                                std::to_string(ndarray::max_ndim) + " are allowed");
-  }
-  need(ctx, std::size_t{8} * ndim, "ndarray shape");
-  std::vector<std::uint64_t> shape(ndim);
-  for (auto& d : shape) ar(d);
-  const auto type = static_cast<dtype>(raw_type);
-  const auto nbytes = ndarray::nbytes_for(type, shape);
-  if (!nbytes || *nbytes > ctx.in->remaining()) {
-    bad(errc::decode_error,
-        "ndarray data at offset " + std::to_string(at) + " exceeds the bytes that remain");
-  }
-  // The bulk copy goes straight from the input into the aligned array.
-  auto a = ndarray::from_bytes(type, std::move(shape), {ctx.in->current(), *nbytes});
-  ctx.in->skip(*nbytes);
-  return Value(std::move(a));
-}
-
-Value read_value(in_archive& ar, decode_ctx& ctx, std::uint32_t depth) {
-  const auto at = ctx.in->consumed();
-  const auto tag = read_pod<std::uint8_t>(ar, ctx, "type tag");
-  switch (static_cast<Value::kind>(tag)) {
-    case Value::kind::null:
-      return Value{};
-    case Value::kind::boolean: {
-      const auto b = read_pod<std::uint8_t>(ar, ctx, "bool");
-      if (b > 1) bad(errc::decode_error, "bool byte " + std::to_string(b) + " is not 0 or 1");
-      return Value(b == 1);
+    if (route_.is_string()) {
+      item.route = std::move(route_.as_mut<std::string>());
+      route_ = Value{};
     }
-    case Value::kind::int64:
-      return Value(read_pod<std::int64_t>(ar, ctx, "int64"));
-    case Value::kind::float64:
-      return Value(read_pod<double>(ar, ctx, "float64"));
-    case Value::kind::string:
-      return Value(read_string_body(ar, ctx, "string length"));
-    case Value::kind::bytes:
-      return Value(Bytes{read_string_body(ar, ctx, "bytes length")});
-    case Value::kind::list: {
-      enter(ctx, depth + 1);
-      const auto n = read_length(ar, ctx, "list size", 1);
-      List l;
-      l.reserve(static_cast<std::size_t>(n));
-      for (std::uint64_t i = 0; i < n; ++i) l.push_back(read_value(ar, ctx, depth + 1));
-      return Value(std::move(l));
-    }
-    case Value::kind::map:
-      enter(ctx, depth + 1);
-      return Value(read_map_body(ar, ctx, depth));
-    case Value::kind::ndarray:
-      return read_ndarray(ar, ctx);
   }
-  bad(errc::decode_error,
-      "unknown type tag " + std::to_string(tag) + " at offset " + std::to_string(at));
-}
+  void begin_batch(std::size_t n) { items_.reserve(n); }
+  Item& batch_item(std::size_t) { return items_.emplace_back(); }
+  std::vector<Item>& items() noexcept { return items_; }
 
-Item read_item_body(in_archive& ar, decode_ctx& ctx) {
-  Item item;
-  item.id = read_pod<std::uint64_t>(ar, ctx, "item id");
-  item.payload = read_value(ar, ctx, 0);
-  enter(ctx, 1);
-  item.meta = read_map_body(ar, ctx, 0);
-  item.route = read_string_body(ar, ctx, "route length");
-  return item;
-}
-
-// Building a std::istream and a cereal archive costs more than decoding a
-// small value, so each thread keeps one of each and points it at new input.
-// `busy` guards against reentry (a decode started from inside a decode).
-struct decoder_state {
-  span_buf sb;
-  std::istream is{&sb};
-  in_archive ar{is};
-  bool busy = false;
+ private:
+  std::span<const std::span<const std::byte>> oob_;
+  Value meta_;
+  Value route_;
+  std::vector<Item> items_;
 };
 
-struct encoder_state {
-  append_buf sb;
-  std::ostream os{&sb};
-  out_archive ar{os};
-  bool busy = false;
-};
-
-// Runs `fn(state)` on this thread's cached state, or on a fresh one if it is in use.
-template <class State, class F>
-decltype(auto) with_state(F&& fn) {
-  thread_local State cached;
-  if (cached.busy) {
-    State local;
-    return fn(local);
+// Runs `body(cursor, builder, parser)` over a message; errors become results.
+template <class T, class F>
+result<T> run_decoder(std::span<const std::byte> bytes, const decode_limits& limits,
+                      value_builder& b, F&& body) {
+  try {
+    wire::cursor c = wire::open(bytes, limits);
+    wire::parser<value_builder> p(c, b);
+    T out = body(c, p);
+    wire::close(c);
+    p.check_buffers_used();
+    return out;
+  } catch (const slither::error& e) {
+    return fail(e.code(), e.what());
+  } catch (const std::bad_alloc&) {
+    return fail(errc::limit_exceeded, "out of memory while decoding");
   }
-  cached.busy = true;
-  struct release {
-    State& s;
-    ~release() { s.busy = false; }
-  } guard{cached};
-  return fn(cached);
 }
 
-// Runs `body` over `bytes` with the version byte and trailing bytes checked.
-template <class F>
-auto run_decoder(std::span<const std::byte> bytes, const decode_limits& limits, F&& body)
-    -> result<decltype(body(std::declval<in_archive&>(), std::declval<decode_ctx&>()))> {
-  if (bytes.size() > limits.max_message_bytes) {
-    return fail(errc::limit_exceeded, "message of " + std::to_string(bytes.size()) +
-                                          " bytes exceeds the limit of " +
-                                          std::to_string(limits.max_message_bytes));
-  }
-  return with_state<decoder_state>(
-      [&](decoder_state& st)
-          -> result<decltype(body(std::declval<in_archive&>(), std::declval<decode_ctx&>()))> {
-        st.sb.reset(bytes);
-        decode_ctx ctx{&st.sb, &limits};
-        try {
-          const auto version = read_pod<std::uint8_t>(st.ar, ctx, "codec version");
-          if (version != codec_version) {
-            bad(errc::decode_error, "codec version " + std::to_string(version) + ", expected " +
-                                        std::to_string(codec_version));
-          }
-          auto out = body(st.ar, ctx);
-          if (st.sb.remaining() != 0) {
-            bad(errc::decode_error, std::to_string(st.sb.remaining()) +
-                                        " trailing bytes after offset " +
-                                        std::to_string(st.sb.consumed()));
-          }
-          return out;
-        } catch (decode_failure& f) {
-          return std::move(f.info);
-        } catch (const slither::error& e) {
-          return fail(e.code(), e.what());
-        } catch (const cereal::Exception& e) {
-          return fail(errc::decode_error, e.what());
-        } catch (const std::bad_alloc&) {
-          return fail(errc::limit_exceeded, "out of memory while decoding");
-        }
-      });
-}
-
-// Appends `codec_version` and whatever `body` writes to `out`.
-template <class F>
-void run_encoder(buffer& out, F&& body) {
-  with_state<encoder_state>([&](encoder_state& st) {
-    st.sb.reset(&out);
-    struct detach {
-      append_buf& sb;
-      ~detach() { sb.reset(nullptr); }
-    } guard{st.sb};
-    st.ar(codec_version);
-    body(st.ar);
+result<Value> decode_value(std::span<const std::byte> bytes,
+                           std::span<const std::span<const std::byte>> oob,
+                           const decode_limits& limits) {
+  value_builder b(oob);
+  return run_decoder<Value>(bytes, limits, b, [](wire::cursor&, auto& p) {
+    Value v;
+    p.message(v);
+    return v;
   });
-}
-
-template <class F>
-buffer encode_new(std::size_t size, F&& body) {
-  buffer out;
-  out.reserve(size);
-  run_encoder(out, std::forward<F>(body));
-  return out;
 }
 
 }  // namespace
 
+void wire::writer::value(const Value& v, std::vector<ndarray>* out_of_band) {
+  write(*this, v, 0, out_of_band);
+}
+
 std::size_t encoded_size(const Value& value) {
-  return 1 + value_size(value);
+  return end_of(value, 1);
 }
 
 buffer encode(const Value& value) {
-  return encode_new(encoded_size(value), [&](out_archive& ar) { write_value(ar, value, 0); });
+  buffer out;
+  out.reserve(encoded_size(value));
+  wire::writer w(out);
+  write(w, value, 0, nullptr);
+  w.finish();
+  return out;
+}
+
+buffer encode(const Value& value, std::vector<ndarray>& out_of_band) {
+  buffer out;
+  wire::writer w(out);
+  write(w, value, 0, &out_of_band);
+  w.finish();
+  return out;
 }
 
 void encode_to(const Value& value, buffer& out) {
   out.reserve(out.size() + encoded_size(value));
-  run_encoder(out, [&](out_archive& ar) { write_value(ar, value, 0); });
+  wire::writer w(out);
+  write(w, value, 0, nullptr);
 }
 
 result<Value> decode(std::span<const std::byte> bytes, const decode_limits& limits) {
-  return run_decoder(bytes, limits,
-                     [](in_archive& ar, decode_ctx& ctx) { return read_value(ar, ctx, 0); });
+  return decode_value(bytes, {}, limits);
+}
+
+result<Value> decode(std::span<const std::byte> bytes,
+                     std::span<const std::span<const std::byte>> out_of_band,
+                     const decode_limits& limits) {
+  return decode_value(bytes, out_of_band, limits);
 }
 
 std::optional<std::pair<Value::kind, std::string_view>> peek_text(
     std::span<const std::byte> bytes) noexcept {
-  constexpr std::size_t header = 1 + 1 + 8;  // version, tag, length
-  if (bytes.size() < header || bytes[0] != std::byte{codec_version}) return std::nullopt;
-  const auto kind = static_cast<Value::kind>(bytes[1]);
-  if (kind != Value::kind::string && kind != Value::kind::bytes) return std::nullopt;
-  std::uint64_t n = 0;
-  std::memcpy(&n, bytes.data() + 2, 8);
-  if (n != bytes.size() - header) return std::nullopt;
-  return std::pair{kind, std::string_view(reinterpret_cast<const char*>(bytes.data()) + header,
-                                          static_cast<std::size_t>(n))};
+  try {
+    wire::cursor c = wire::open(bytes, decode_limits{});
+    const std::uint8_t t = c.u8("type tag");
+    std::size_t n = 0;
+    auto kind = Value::kind::string;
+    if (t >= wire::fixstr_first && t < wire::fixlist_first) {
+      n = t & 0x1f;
+    } else if (t == wire::string_tag || t == wire::bytes_tag) {
+      n = static_cast<std::size_t>(c.count("length", 1));
+      if (t == wire::string_tag && n <= wire::fixstr_max) return std::nullopt;
+      if (t == wire::bytes_tag) kind = Value::kind::bytes;
+    } else {
+      return std::nullopt;
+    }
+    if (c.remaining() != n) return std::nullopt;
+    return std::pair{kind, std::string_view(c.take(n, "text"), n)};
+  } catch (const slither::error&) {
+    return std::nullopt;
+  }
 }
 
 buffer encode(const Item& item) {
-  return encode_new(1 + item_body_size(item), [&](out_archive& ar) { write_item_body(ar, item); });
+  buffer out;
+  wire::writer w(out);
+  write_item(w, item);
+  w.finish();
+  return out;
 }
 
 result<Item> decode_item(std::span<const std::byte> bytes, const decode_limits& limits) {
-  return run_decoder(bytes, limits,
-                     [](in_archive& ar, decode_ctx& ctx) { return read_item_body(ar, ctx); });
+  value_builder b;
+  return run_decoder<Item>(bytes, limits, b, [&](wire::cursor& c, auto& p) {
+    c.charge(wire::item_cost);
+    Item item;
+    p.item(item);
+    return item;
+  });
 }
 
 buffer encode_batch(std::span<const Item> items) {
-  std::size_t size = 9;
-  for (const auto& item : items) size += item_body_size(item);
-  return encode_new(size, [&](out_archive& ar) {
-    ar(static_cast<std::uint64_t>(items.size()));
-    for (const auto& item : items) write_item_body(ar, item);
-  });
+  buffer out;
+  wire::writer w(out);
+  w.uvar(items.size());
+  for (const Item& item : items) write_item(w, item);
+  w.finish();
+  return out;
 }
 
 result<std::vector<Item>> decode_batch(std::span<const std::byte> bytes,
                                        const decode_limits& limits) {
-  return run_decoder(bytes, limits, [&](in_archive& ar, decode_ctx& ctx) {
-    // An item takes at least 8 (id) + 1 (tag) + 8 (meta size) + 8 (route length) bytes.
-    const auto n = read_length(ar, ctx, "batch size", 25);
-    if (n > limits.max_batch_items) {
-      bad(errc::limit_exceeded, "batch of " + std::to_string(n) + " items exceeds the limit of " +
-                                    std::to_string(limits.max_batch_items));
-    }
-    std::vector<Item> items;
-    items.reserve(static_cast<std::size_t>(n));
-    for (std::uint64_t i = 0; i < n; ++i) items.push_back(read_item_body(ar, ctx));
-    return items;
+  value_builder b;
+  return run_decoder<std::vector<Item>>(bytes, limits, b, [&](wire::cursor&, auto& p) {
+    p.batch();
+    return std::move(b.items());
   });
 }
 

@@ -1,4 +1,6 @@
-// The binary codec: cereal binary archives behind one encode/decode pair.
+// The binary codec: one compact, canonical encoding of `Value`s, items and
+// batches of items, behind one encode/decode pair. The format itself (tags,
+// varints, array alignment) is described in `slither/core/wire.hpp`.
 //
 // Decoding is bounded: every length is checked against the bytes that remain
 // and against `decode_limits` before anything is allocated, so malformed or
@@ -31,20 +33,39 @@ struct decode_limits {
   std::uint32_t max_depth = 128;
   /// Most items in one batch.
   std::size_t max_batch_items = std::size_t{1} << 20;
+  /// Largest in-memory size of what one message decodes to: each value counts
+  /// `sizeof(Value)`, each map key `sizeof(std::string)`, each item
+  /// `sizeof(Item)`, plus the bytes of every string, bytes, key and array
+  /// (out-of-band arrays included). A message of small scalars decodes to
+  /// dozens of times its size (a null is 1 byte on the wire, a `Value` in
+  /// memory); this bound stops such a message before it is built. The default
+  /// (2 GiB, twice `max_message_bytes`) admits any message of strings, bytes
+  /// and arrays up to the message limit.
+  std::size_t max_decoded_bytes = std::size_t{2} << 30;
 };
 
 /// Version byte that starts every encoding; bumped on any format change.
-inline constexpr std::uint8_t codec_version = 1;
+inline constexpr std::uint8_t codec_version = 2;
 
 /// Encodes a value. Throws `slither::error(limit_exceeded)` if it nests deeper than
 /// `decode_limits{}.max_depth` (it could not be decoded again).
 buffer encode(const Value& value);
+/// Encodes a value with its arrays out of band: their data is not copied into
+/// the message but appended to `out_of_band` (sharing the arrays' buffers), to
+/// travel beside it (as separate ZeroMQ frames, for example).
+buffer encode(const Value& value, std::vector<ndarray>& out_of_band);
 /// Appends the encoding of `value` to `out`.
 void encode_to(const Value& value, buffer& out);
 /// Exact size of `encode(value)`.
 std::size_t encoded_size(const Value& value);
 /// Decodes a value produced by `encode`.
 result<Value> decode(std::span<const std::byte> bytes, const decode_limits& limits = {});
+/// Decodes a value encoded with out-of-band arrays, given their buffers in
+/// order; every buffer must be used, with exactly its array's byte size. The
+/// arrays are copied into buffers of their own.
+result<Value> decode(std::span<const std::byte> bytes,
+                     std::span<const std::span<const std::byte>> out_of_band,
+                     const decode_limits& limits = {});
 
 /// If `bytes` is the encoding of a string or bytes value, its kind and its
 /// characters (pointing into `bytes`, no copy); nullopt for anything else,

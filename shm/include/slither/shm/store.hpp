@@ -76,7 +76,7 @@ struct store_stats {
 
 /// Version of the shared-memory layout this build writes and reads. A reader
 /// refuses (`errc::layout_mismatch`) a store written with another version.
-inline constexpr std::uint64_t layout_version = 1;
+inline constexpr std::uint64_t layout_version = 2;  // 2: codec version 2 values
 
 /// Shared-memory object name of segment `n` of a store: "/slither.<ns>.<store>.<n>".
 std::string segment_name(std::string_view ns, std::string_view store, std::uint32_t n);
