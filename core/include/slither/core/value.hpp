@@ -161,15 +161,16 @@ class Map {
   template <class It>
   Map(It first, It last);
 
-  iterator begin() noexcept { return entries_.begin(); }
-  iterator end() noexcept { return entries_.end(); }
-  const_iterator begin() const noexcept { return entries_.begin(); }
-  const_iterator end() const noexcept { return entries_.end(); }
-  const_iterator cbegin() const noexcept { return entries_.cbegin(); }
-  const_iterator cend() const noexcept { return entries_.cend(); }
+  // (Members that touch entries_ are defined after Value, which they need complete.)
+  iterator begin() noexcept;
+  iterator end() noexcept;
+  const_iterator begin() const noexcept;
+  const_iterator end() const noexcept;
+  const_iterator cbegin() const noexcept;
+  const_iterator cend() const noexcept;
 
-  size_type size() const noexcept { return entries_.size(); }
-  bool empty() const noexcept { return entries_.empty(); }
+  size_type size() const noexcept;
+  bool empty() const noexcept;
   /// Room for `n` entries without reallocating.
   void reserve(size_type n);
   /// Removes every entry.
@@ -178,8 +179,8 @@ class Map {
   /// The entry of `key`, or `end()`.
   iterator find(std::string_view key) noexcept;
   const_iterator find(std::string_view key) const noexcept;
-  bool contains(std::string_view key) const noexcept { return position(key) != npos; }
-  size_type count(std::string_view key) const noexcept { return contains(key) ? 1 : 0; }
+  bool contains(std::string_view key) const noexcept;
+  size_type count(std::string_view key) const noexcept;
   /// The value of `key`; throws `slither::error(not_found)` naming the key if absent.
   Value& at(std::string_view key);
   const Value& at(std::string_view key) const;
@@ -196,9 +197,7 @@ class Map {
   std::pair<iterator, bool> try_append(std::string_view key);
   /// Same as `try_emplace(key, value)`.
   template <class V>
-  std::pair<iterator, bool> emplace(std::string key, V&& value) {
-    return try_emplace(std::move(key), std::forward<V>(value));
-  }
+  std::pair<iterator, bool> emplace(std::string key, V&& value);
   /// Inserts `entry` unless its key is present.
   std::pair<iterator, bool> insert(value_type entry);
   /// Sets `key` to `value`: replaced in place if present, appended otherwise.
@@ -499,6 +498,42 @@ T& Value::emplace(Args&&... args) {
     k_ = k;
     return *p;
   }
+}
+
+inline Map::iterator Map::begin() noexcept {
+  return entries_.begin();
+}
+inline Map::iterator Map::end() noexcept {
+  return entries_.end();
+}
+inline Map::const_iterator Map::begin() const noexcept {
+  return entries_.begin();
+}
+inline Map::const_iterator Map::end() const noexcept {
+  return entries_.end();
+}
+inline Map::const_iterator Map::cbegin() const noexcept {
+  return entries_.cbegin();
+}
+inline Map::const_iterator Map::cend() const noexcept {
+  return entries_.cend();
+}
+inline Map::size_type Map::size() const noexcept {
+  return entries_.size();
+}
+inline bool Map::empty() const noexcept {
+  return entries_.empty();
+}
+inline bool Map::contains(std::string_view key) const noexcept {
+  return position(key) != npos;
+}
+inline Map::size_type Map::count(std::string_view key) const noexcept {
+  return contains(key) ? 1 : 0;
+}
+
+template <class V>
+std::pair<Map::iterator, bool> Map::emplace(std::string key, V&& value) {
+  return try_emplace(std::move(key), std::forward<V>(value));
 }
 
 inline Map::size_type Map::position(std::string_view key) const noexcept {
