@@ -83,15 +83,20 @@ ndarray::ndarray() : shape_{0} {}
 
 std::optional<std::size_t> ndarray::nbytes_for(dtype type,
                                                std::span<const std::uint64_t> shape) noexcept {
+  // The product of the non-zero dimensions must fit even when another is zero:
+  // numpy (and any index arithmetic over the shape) refuses such a shape too.
+  constexpr auto max = static_cast<std::uint64_t>(std::numeric_limits<std::ptrdiff_t>::max());
   std::uint64_t n = dtype_size(type);
+  bool empty = false;
   for (auto d : shape) {
-    if (d != 0 && n > std::numeric_limits<std::uint64_t>::max() / d) return std::nullopt;
+    if (d == 0) {
+      empty = true;
+      continue;
+    }
+    if (n > max / d) return std::nullopt;
     n *= d;
   }
-  if (n > static_cast<std::uint64_t>(std::numeric_limits<std::ptrdiff_t>::max())) {
-    return std::nullopt;
-  }
-  return static_cast<std::size_t>(n);
+  return empty ? 0 : static_cast<std::size_t>(n);
 }
 
 ndarray ndarray::zeros(dtype type, std::vector<std::uint64_t> shape) {

@@ -12,10 +12,32 @@ void raise(errc code, std::string message) {
   throw error(code, message);
 }
 
+namespace {
+
+// A key quoted for a message: printable ASCII as is, other bytes as \xNN (a
+// message must be valid text whatever the input), cut at 64 bytes.
+std::string printable(std::string_view key) {
+  static constexpr char hex[] = "0123456789abcdef";
+  std::string out;
+  for (std::size_t i = 0; i < key.size() && i < 64; ++i) {
+    const auto c = static_cast<unsigned char>(key[i]);
+    if (c >= 0x20 && c < 0x7f && c != '\\') {
+      out += static_cast<char>(c);
+    } else {
+      out += "\\x";
+      out += hex[c >> 4];
+      out += hex[c & 15];
+    }
+  }
+  if (key.size() > 64) out += "...";
+  return out;
+}
+
+}  // namespace
+
 void duplicate_key(std::string_view key, std::size_t at) {
-  std::string shown(key.substr(0, 64));
-  raise(errc::decode_error,
-        "map key '" + shown + "' at offset " + std::to_string(at) + " repeats an earlier key");
+  raise(errc::decode_error, "map key '" + printable(key) + "' at offset " + std::to_string(at) +
+                                " repeats an earlier key");
 }
 
 // ---- cursor --------------------------------------------------------------------

@@ -235,6 +235,12 @@ TEST(Codec, RepeatedKeysAreErrors) {
   EXPECT_EQ(r.error().code, errc::decode_error);
   EXPECT_NE(r.error().message.find("map key 'a'"), std::string::npos) << r.error().message;
 
+  // A key that is not text is quoted printably.
+  auto binary = decode(span_of(raw({0xb2, 0x81, 0xff, 0x01, 0x81, 0xff, 0x02})));
+  ASSERT_FALSE(binary);
+  EXPECT_NE(binary.error().message.find("map key '\\xff'"), std::string::npos)
+      << binary.error().message;
+
   buffer big = raw({0xc8, 20});
   for (int i = 0; i < 20; ++i) {
     std::string key = "k";  // (not "k" + ...: GCC 12 warns falsely about that)

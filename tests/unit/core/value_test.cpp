@@ -155,6 +155,10 @@ TEST(Ndarray, RejectsOverflowingShapesAndTooManyDims) {
   EXPECT_THROW((void)ndarray::zeros(dtype::f64, {1ull << 62, 8}), error);
   EXPECT_THROW((void)ndarray::zeros(dtype::u8, std::vector<std::uint64_t>(33, 1)), error);
   EXPECT_THROW((void)ndarray::from_bytes(dtype::u8, {4}, {}), error);
+  // Empty, yet its other dimensions overflow: refused, as numpy refuses it.
+  EXPECT_EQ(ndarray::nbytes_for(dtype::f64, std::vector<std::uint64_t>{0, 1ull << 62}),
+            std::nullopt);
+  EXPECT_EQ(ndarray::nbytes_for(dtype::f64, std::vector<std::uint64_t>{0, 1ull << 20}), 0u);
 }
 
 TEST(Dtype, ParsesNumpyNames) {

@@ -60,7 +60,9 @@ class ndarray {
   /// must hold `nbytes_for(type, shape)` bytes.
   static ndarray view(dtype type, std::vector<std::uint64_t> shape, const std::byte* data,
                       std::shared_ptr<const void> owner);
-  /// Byte size of an array of this type and shape, or nullopt on overflow.
+  /// Byte size of an array of this type and shape, or nullopt if the product of
+  /// its non-zero dimensions and element size overflows `std::ptrdiff_t`
+  /// (even when another dimension is zero).
   static std::optional<std::size_t> nbytes_for(dtype type,
                                                std::span<const std::uint64_t> shape) noexcept;
 
