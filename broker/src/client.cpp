@@ -6,10 +6,12 @@
 #include <cstdlib>
 #include <iterator>
 #include <optional>
+#include <variant>
 #include <zmq.hpp>
 #include <zmq_addon.hpp>
 
 #include "slither/broker/protocol.hpp"
+#include "slither/core/wire.hpp"
 
 namespace slither {
 
@@ -86,11 +88,29 @@ struct client::impl {
     }
   }
 
-  result<Value> request(message_type type, Value args) {
+  result<Value> request(message_type type, const Value& args) {
+    auto reply = exchange(type, encode(args), false);
+    if (!reply) return std::move(reply).error();
+    return std::move(std::get<Value>(*reply));
+  }
+
+  // A request whose payload the caller encoded, and whose ok reply is
+  // returned as its payload bytes, undecoded.
+  result<buffer> request_encoded(message_type type, buffer payload) {
+    auto reply = exchange(type, std::move(payload), true);
+    if (!reply) return std::move(reply).error();
+    return std::move(std::get<buffer>(*reply));
+  }
+
+  // Sends the request and waits for its reply: the reply's Value, or with
+  // `raw` its payload bytes.
+  result<std::variant<Value, buffer>> exchange(message_type type, buffer payload, bool raw) {
     if (!socket) return fail(errc::unavailable, "client for '" + endpoint + "' has no socket");
     const std::uint64_t id = next_id++;
-    auto frames =
-        protocol::encode_message({{protocol::protocol_version, type, id}, std::move(args)});
+    const auto head = protocol::encode_header({protocol::protocol_version, type, id});
+    std::vector<buffer> frames;
+    frames.emplace_back(head.begin(), head.end());
+    frames.push_back(std::move(payload));
     if (frames[1].size() > max_message_bytes) {
       return fail(errc::limit_exceeded, std::string(protocol::to_string(type)) + " request of " +
                                             std::to_string(frames[1].size()) +
@@ -127,6 +147,14 @@ struct client::impl {
       }
       std::vector<protocol::frame> spans;
       for (const auto& p : parts) spans.emplace_back(p.data<std::byte>(), p.size());
+      if (raw && spans.size() == 2) {
+        // An ok reply is handed on undecoded; anything else is decoded below.
+        const auto h = protocol::decode_header(spans[0]);
+        if (h && h->version == protocol::protocol_version && h->request_id != id) continue;
+        if (h && h->version == protocol::protocol_version && h->type == message_type::reply_ok) {
+          return std::variant<Value, buffer>(buffer(spans[1].begin(), spans[1].end()));
+        }
+      }
       auto reply = protocol::decode_reply(spans);
       if (!reply) {
         reset();
@@ -139,7 +167,7 @@ struct client::impl {
       if (reply->head.type == message_type::reply_error) {
         return protocol::read_error_body(reply->body);
       }
-      return std::move(reply->body);
+      return std::variant<Value, buffer>(std::move(reply->body));
     }
   }
 };
@@ -259,6 +287,82 @@ result<Value> client::call_view(std::string_view store, std::string_view view, c
   return p_->request(
       message_type::call_view,
       Value::map({{"store", store}, {"view", view}, {"arg", arg}, {"session_id", session_id}}));
+}
+
+namespace {
+
+// A request's argument map: `fields` (name, text) then, last, `name` with a
+// value given as its encoding, spliced in (checked, arrays re-padded).
+result<buffer> splice_args(
+    std::initializer_list<std::pair<std::string_view, std::string_view>> fields,
+    std::span<const std::pair<std::string_view, std::int64_t>> ints, std::string_view name,
+    std::span<const std::byte> encoded) {
+  buffer payload;
+  try {
+    wire::writer w(payload);
+    w.map_header(fields.size() + ints.size() + 1);
+    for (const auto& [k, v] : fields) {
+      w.string(k);
+      w.string(v);
+    }
+    for (const auto& [k, v] : ints) {
+      w.string(k);
+      w.integer(v);
+    }
+    w.string(name);
+    w.splice(encoded);
+  } catch (const slither::error& e) {
+    return fail(e.code(), "encoded '" + std::string(name) + "': " + e.what());
+  }
+  return payload;
+}
+
+}  // namespace
+
+result<std::uint64_t> client::put_encoded(std::string_view store, std::string_view table,
+                                          std::string_view key, std::span<const std::byte> value) {
+  auto payload =
+      splice_args({{"store", store}, {"table", table}, {"key", key}}, {}, "value", value);
+  if (!payload) return std::move(payload).error();
+  auto reply = p_->request_encoded(message_type::put, std::move(*payload));
+  if (!reply) return std::move(reply).error();
+  auto v = decode(*reply);
+  if (!v) return fail(errc::protocol_error, "put reply: " + v.error().message);
+  return as_version(*v, "put");
+}
+
+result<void> client::put_many_encoded(std::string_view store, std::string_view table,
+                                      std::span<const std::byte> entries) {
+  auto payload = splice_args({{"store", store}, {"table", table}}, {}, "entries", entries);
+  if (!payload) return std::move(payload).error();
+  auto reply = p_->request_encoded(message_type::put_many, std::move(*payload));
+  if (!reply) return std::move(reply).error();
+  return {};
+}
+
+result<std::uint64_t> client::compare_and_set_encoded(std::string_view store,
+                                                      std::string_view table, std::string_view key,
+                                                      std::uint64_t expected_version,
+                                                      std::span<const std::byte> value) {
+  const std::pair<std::string_view, std::int64_t> expected[] = {
+      {"expected_version", static_cast<std::int64_t>(expected_version)}};
+  auto payload =
+      splice_args({{"store", store}, {"table", table}, {"key", key}}, expected, "value", value);
+  if (!payload) return std::move(payload).error();
+  auto reply = p_->request_encoded(message_type::compare_and_set, std::move(*payload));
+  if (!reply) return std::move(reply).error();
+  auto v = decode(*reply);
+  if (!v) return fail(errc::protocol_error, "compare_and_set reply: " + v.error().message);
+  return as_version(*v, "compare_and_set");
+}
+
+result<buffer> client::call_view_encoded(std::string_view store, std::string_view view,
+                                         std::span<const std::byte> arg,
+                                         std::string_view session_id) {
+  auto payload =
+      splice_args({{"store", store}, {"view", view}, {"session_id", session_id}}, {}, "arg", arg);
+  if (!payload) return std::move(payload).error();
+  return p_->request_encoded(message_type::call_view, std::move(*payload));
 }
 
 result<Value> client::stats() {

@@ -21,6 +21,7 @@
 #include <utility>
 #include <vector>
 
+#include "slither/core/codec.hpp"
 #include "slither/core/error.hpp"
 #include "slither/core/value.hpp"
 
@@ -90,6 +91,26 @@ class client {
   /// whatever the view returned.
   result<Value> call_view(std::string_view store, std::string_view view, const Value& arg,
                           std::string_view session_id = {});
+  /// `put` with `value` given as its encoding (a complete `slither::encode`
+  /// form, from the Python extension for example): checked and spliced into
+  /// the request, never decoded into a `Value` here. Errors as `put`, and
+  /// `decode_error` for an encoding that is not valid.
+  result<std::uint64_t> put_encoded(std::string_view store, std::string_view table,
+                                    std::string_view key, std::span<const std::byte> value);
+  /// `put_many` with `entries` given as the encoding of a list of
+  /// `[key, value]` lists.
+  result<void> put_many_encoded(std::string_view store, std::string_view table,
+                                std::span<const std::byte> entries);
+  /// `compare_and_set` with `value` given as its encoding.
+  result<std::uint64_t> compare_and_set_encoded(std::string_view store, std::string_view table,
+                                                std::string_view key,
+                                                std::uint64_t expected_version,
+                                                std::span<const std::byte> value);
+  /// `call_view` with `arg` given as its encoding; returns the encoding of
+  /// the view's result, undecoded (the caller decodes it, in its own objects).
+  result<buffer> call_view_encoded(std::string_view store, std::string_view view,
+                                   std::span<const std::byte> arg,
+                                   std::string_view session_id = {});
   /// Broker and store figures (queue depth, entries, bytes...) as a map.
   result<Value> stats();
   /// A round trip that touches nothing.
