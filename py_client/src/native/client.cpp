@@ -16,6 +16,7 @@
 #include "bindings.hpp"
 #include "convert.hpp"
 #include "errors.hpp"
+#include "pycodec.hpp"
 #include "slither/broker/client.hpp"
 
 namespace nb = nanobind;
@@ -49,28 +50,6 @@ std::chrono::milliseconds to_timeout(double seconds) {
   if (!(seconds > 0) || !std::isfinite(seconds))
     throw nb::value_error("timeout must be a positive number of seconds");
   return std::chrono::milliseconds(static_cast<std::int64_t>(std::ceil(seconds * 1000.0)));
-}
-
-// (key, value) pairs from a mapping (its items()) or any iterable of pairs.
-std::vector<std::pair<std::string, Value>> to_entries(nb::handle entries) {
-  nb::object pairs = PyMapping_Check(entries.ptr()) && nb::hasattr(entries, "items")
-                         ? entries.attr("items")()
-                         : nb::borrow(entries);
-  std::vector<std::pair<std::string, Value>> out;
-  if (PyObject_HasAttrString(pairs.ptr(), "__len__")) out.reserve(nb::len(pairs));
-  for (nb::handle pair : pairs) {
-    if (!PySequence_Check(pair.ptr()) || PySequence_Size(pair.ptr()) != 2) {
-      PyErr_Clear();
-      throw nb::type_error("entries must be a mapping or an iterable of (key, value) pairs");
-    }
-    nb::object key = nb::steal(PySequence_GetItem(pair.ptr(), 0));
-    nb::object value = nb::steal(PySequence_GetItem(pair.ptr(), 1));
-    if (!key || !value) throw nb::python_error();
-    std::string k(key_view(key));
-    std::string root = "entries['" + k + "']";
-    out.emplace_back(std::move(k), to_value(value, root));
-  }
-  return out;
 }
 
 }  // namespace
@@ -128,16 +107,16 @@ void init_client(nb::module_& m) {
           [](py_client& c, std::string_view store, std::string_view table, nb::handle key,
              nb::handle value) {
             const std::string k(key_view(key));
-            const Value v = to_value(value);
-            return c.call([&](client& cl) { return cl.put(store, table, k, v); });
+            const buffer v = encode_object(value);
+            return c.call([&](client& cl) { return cl.put_encoded(store, table, k, v); });
           },
           nb::arg("store"), nb::arg("table"), nb::arg("key"), nb::arg("value").none(),
           "Stores `value` under `key`; returns the entry's new version once readers see it.")
       .def(
           "put_many",
           [](py_client& c, std::string_view store, std::string_view table, nb::handle entries) {
-            const auto list = to_entries(entries);
-            c.call([&](client& cl) { return cl.put_many(store, table, list); });
+            const buffer list = encode_entries(entries);
+            c.call([&](client& cl) { return cl.put_many_encoded(store, table, list); });
           },
           nb::arg("store"), nb::arg("table"), nb::arg("entries"),
           "Stores many entries (a mapping or (key, value) pairs), all or nothing, in one\n"
@@ -155,9 +134,9 @@ void init_client(nb::module_& m) {
           [](py_client& c, std::string_view store, std::string_view table, nb::handle key,
              std::uint64_t expected_version, nb::handle value) {
             const std::string k(key_view(key));
-            const Value v = to_value(value);
+            const buffer v = encode_object(value);
             return c.call([&](client& cl) {
-              return cl.compare_and_set(store, table, k, expected_version, v);
+              return cl.compare_and_set_encoded(store, table, k, expected_version, v);
             });
           },
           nb::arg("store"), nb::arg("table"), nb::arg("key"), nb::arg("expected_version"),
@@ -174,10 +153,10 @@ void init_client(nb::module_& m) {
           "call_view",
           [](py_client& c, std::string_view store, std::string_view view, nb::handle arg,
              std::string_view session_id) {
-            const Value a = to_value(arg, "arg");
-            const Value out =
-                c.call([&](client& cl) { return cl.call_view(store, view, a, session_id); });
-            return to_python(out);
+            const buffer a = encode_object(arg, "arg");
+            const buffer out = c.call(
+                [&](client& cl) { return cl.call_view_encoded(store, view, a, session_id); });
+            return decode_object(out);
           },
           nb::arg("store"), nb::arg("view"), nb::arg("arg").none() = nb::none(),
           nb::arg("session_id") = "",

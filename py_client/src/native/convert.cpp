@@ -8,20 +8,11 @@
 
 #include "errors.hpp"
 #include "slither/core/codec.hpp"
+#include "value_path.hpp"
 
 namespace nb = nanobind;
 
 namespace slither::py {
-namespace {
-
-// Where an element sits inside the converted object; rendered only for errors,
-// so converting large containers builds no strings.
-struct path_node {
-  const path_node* parent = nullptr;
-  std::string_view root;     // set on the root only
-  std::string_view map_key;  // set for a map element
-  Py_ssize_t index = -1;     // set for a list element
-};
 
 std::string render(const path_node& node) {
   if (!node.parent) return std::string(node.root);
@@ -32,7 +23,7 @@ std::string render(const path_node& node) {
   return out + "']";
 }
 
-[[noreturn]] void raise_at(PyObject* type, const path_node& at, const std::string& what) {
+void raise_at(PyObject* type, const path_node& at, const std::string& what) {
   PyErr_SetString(type, (render(at) + ": " + what).c_str());
   throw nb::python_error();
 }
@@ -41,8 +32,6 @@ std::string py_type_name(nb::handle obj) {
   return nb::type_name(obj.type()).c_str();
 }
 
-// numpy.generic, once numpy has been imported by someone; numpy scalars are
-// only possible after that, so we never import numpy just to check.
 PyObject* numpy_generic() {
   static PyObject* generic = nullptr;
   if (!generic) {
@@ -55,6 +44,8 @@ PyObject* numpy_generic() {
   return generic;
 }
 
+namespace {
+
 struct buffer_release {
   void operator()(Py_buffer* b) const noexcept {
     // The Value may be dropped in code that released the GIL.
@@ -64,6 +55,24 @@ struct buffer_release {
     delete b;
   }
 };
+
+}  // namespace
+
+std::optional<std::string_view> utf8_bytes_slow(PyObject* s, nb::object& holder) {
+  Py_ssize_t n = 0;
+  if (const char* p = PyUnicode_AsUTF8AndSize(s, &n)) {
+    return std::string_view(p, static_cast<std::size_t>(n));
+  }
+  PyErr_Clear();
+  // Strings decoded from bytes that are not UTF-8 (surrogateescape) encode back to them.
+  holder = nb::steal(PyUnicode_AsEncodedString(s, "utf-8", "surrogateescape"));
+  if (!holder) {
+    PyErr_Clear();
+    return std::nullopt;
+  }
+  return std::string_view(PyBytes_AS_STRING(holder.ptr()),
+                          static_cast<std::size_t>(PyBytes_GET_SIZE(holder.ptr())));
+}
 
 std::optional<dtype> dtype_of_format(const char* format, Py_ssize_t itemsize) {
   std::string_view f = format ? format : "B";
@@ -86,6 +95,8 @@ std::optional<dtype> dtype_of_format(const char* format, Py_ssize_t itemsize) {
       return std::nullopt;
   }
 }
+
+namespace {
 
 Value buffer_to_value(nb::handle obj, const path_node& at) {
   auto buf = std::make_unique<Py_buffer>();
@@ -138,13 +149,10 @@ Value convert(nb::handle obj, const path_node& at, std::uint32_t depth) {
   }
   if (PyFloat_Check(o)) return PyFloat_AS_DOUBLE(o);
   if (PyUnicode_Check(o)) {
-    Py_ssize_t size = 0;
-    const char* s = PyUnicode_AsUTF8AndSize(o, &size);
-    if (!s) {
-      PyErr_Clear();
-      raise_at(PyExc_ValueError, at, "str is not encodable as UTF-8");
-    }
-    return std::string(s, static_cast<std::size_t>(size));
+    nb::object holder;
+    const auto s = utf8_bytes(o, holder);
+    if (!s) raise_at(PyExc_ValueError, at, "str is not encodable as UTF-8");
+    return std::string(*s);
   }
   if (PyBytes_Check(o))
     return Bytes{std::string(PyBytes_AS_STRING(o), static_cast<std::size_t>(PyBytes_GET_SIZE(o)))};
@@ -180,13 +188,10 @@ Value convert(nb::handle obj, const path_node& at, std::uint32_t depth) {
                  "map key " + std::string(nb::repr(k).c_str()) + " of type '" + py_type_name(k) +
                      "' is not a str (Value maps have str keys)");
       }
-      Py_ssize_t size = 0;
-      const char* s = PyUnicode_AsUTF8AndSize(key, &size);
-      if (!s) {
-        PyErr_Clear();
-        raise_at(PyExc_ValueError, at, "map key is not encodable as UTF-8");
-      }
-      std::string_view name(s, static_cast<std::size_t>(size));
+      nb::object holder;
+      const auto s = utf8_bytes(key, holder);
+      if (!s) raise_at(PyExc_ValueError, at, "map key is not encodable as UTF-8");
+      const std::string_view name = *s;
       path_node child{&at, {}, name, -1};
       out.insert_or_assign(std::string(name), convert(v, child, depth + 1));
     }
@@ -285,12 +290,14 @@ nb::object to_python(const Value& value) {
       const List& items = value.as<List>();
       nb::list out;
       for (const Value& item : items) out.append(to_python(item));
-      return std::move(out);
+      return out;
     }
     case Value::kind::map: {
       nb::dict out;
-      for (const auto& [k, v] : value.as<Map>()) out[nb::str(k.data(), k.size())] = to_python(v);
-      return std::move(out);
+      // Keys as text_to_python makes strings (surrogateescape), as the direct decoder does.
+      for (const auto& [k, v] : value.as<Map>())
+        out[text_to_python(Value::kind::string, k)] = to_python(v);
+      return out;
     }
     case Value::kind::ndarray:
       return array_to_python(value.as<ndarray>());

@@ -11,6 +11,7 @@
 // ndarray's own memory, which the Python object keeps alive.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -36,6 +37,36 @@ nanobind::object array_to_python(const ndarray& array);
 
 /// True if `import numpy` works in this interpreter (checked once).
 bool numpy_available();
+
+/// `numpy.generic` (the base of numpy scalars) once numpy has been imported
+/// by someone, else nullptr: numpy scalars only exist after that, so nothing
+/// imports numpy just to check. Borrowed.
+PyObject* numpy_generic();
+
+/// The part of `utf8_bytes` for a str that is not compact ASCII.
+std::optional<std::string_view> utf8_bytes_slow(PyObject* s, nanobind::object& holder);
+
+/// The UTF-8 bytes of the str `s`: in place for a compact ASCII string, else
+/// from the UTF-8 form CPython caches; a lone surrogate U+DC80..U+DCFF (what
+/// decoding with surrogateescape makes of a byte that is not UTF-8) becomes
+/// that byte again, with `holder` keeping the bytes alive. nullopt (no Python
+/// error set) for a str with other lone surrogates.
+inline std::optional<std::string_view> utf8_bytes(PyObject* s, nanobind::object& holder) {
+#if PY_VERSION_HEX < 0x030C0000
+  const bool ascii = PyUnicode_IS_READY(s) && PyUnicode_IS_COMPACT_ASCII(s);
+#else
+  const bool ascii = PyUnicode_IS_COMPACT_ASCII(s);
+#endif
+  if (ascii) {
+    return std::string_view(static_cast<const char*>(PyUnicode_DATA(s)),
+                            static_cast<std::size_t>(PyUnicode_GET_LENGTH(s)));
+  }
+  return utf8_bytes_slow(s, holder);
+}
+
+/// The element type of a buffer of struct-module `format` and `itemsize`, or
+/// nullopt for one with no `ndarray` form.
+std::optional<dtype> dtype_of_format(const char* format, Py_ssize_t itemsize);
 
 /// A key given as str (encoded UTF-8) or bytes. Raises TypeError otherwise.
 /// The view is valid while `obj` lives.

@@ -14,6 +14,7 @@
 #include "bindings.hpp"
 #include "convert.hpp"
 #include "errors.hpp"
+#include "pycodec.hpp"
 #include "slither/core/codec.hpp"
 #include "slither/shm/store.hpp"
 
@@ -36,6 +37,13 @@ nb::object view_to_python(const shm::view& v) {
   nb::capsule owner(new shm::view(v), [](void* p) noexcept { delete static_cast<shm::view*>(p); });
   nb::ndarray<nb::memview, nb::ro, std::uint8_t> out(bytes.data(), 1, shape, owner);
   return nb::cast(out, nb::rv_policy::reference);
+}
+
+// A stored value may be larger than a message.
+decode_limits stored_limits(std::size_t size) {
+  decode_limits limits;
+  limits.max_message_bytes = std::max(limits.max_message_bytes, size);
+  return limits;
 }
 
 [[noreturn]] void raise_missing(const py_reader& r, std::string_view table, std::string_view key) {
@@ -69,22 +77,20 @@ void init_reader(nb::module_& m) {
       .def(
           "get",
           [](const py_reader& r, std::string_view table, nb::handle key, nb::handle default_) {
-            // Strings and bytes become Python objects straight from the stored
-            // encoding, inside the read (the bytes are only valid there); other
-            // values are decoded there and converted after it.
+            // The value becomes Python objects straight from its stored
+            // encoding, inside the read (the bytes are only valid there). A
+            // Python error must not unwind through the store: kept, raised after.
             const std::string_view k = key_view(key);
-            std::optional<std::pair<Value::kind, std::string_view>> text;
-            std::optional<result<Value>> decoded;
             nb::object out;
+            std::exception_ptr failure;
             const auto found = take(r.reader.peek(table, k, [&](std::span<const std::byte> enc) {
-              if ((text = peek_text(enc))) {
-                out = text_to_python(text->first, text->second);
-              } else {
-                decode_limits limits;  // a stored value may be larger than a message
-                limits.max_message_bytes = std::max(limits.max_message_bytes, enc.size());
-                decoded.emplace(decode(enc, limits));
+              try {
+                out = decode_object(enc, stored_limits(enc.size()));
+              } catch (...) {
+                failure = std::current_exception();
               }
             }));
+            if (failure) std::rethrow_exception(failure);
             switch (found) {
               case shm::reader::peeked::absent:
                 return nb::borrow(default_);
@@ -93,7 +99,7 @@ void init_reader(nb::module_& m) {
               case shm::reader::peeked::visited:
                 break;
             }
-            return text ? out : to_python(take(std::move(*decoded)));
+            return out;
           },
           nb::arg("table"), nb::arg("key"), nb::arg("default").none() = nb::none(),
           "A decoded copy of the value under `key` (the first one in a bag), or `default`.\n"
@@ -156,7 +162,10 @@ void init_reader(nb::module_& m) {
             std::exception_ptr failure;
             take(r.reader.for_each(table, [&](std::string_view key, const shm::view& v) {
               try {
-                out.append(nb::make_tuple(key_to_python(key), to_python(v.value())));
+                nb::object value = v.is_ndarray()
+                                       ? to_python(v.value())
+                                       : decode_object(v.bytes(), stored_limits(v.bytes().size()));
+                out.append(nb::make_tuple(key_to_python(key), std::move(value)));
                 return true;
               } catch (...) {
                 failure = std::current_exception();
