@@ -30,6 +30,14 @@ run_cxx() {
   rm -f "$out"
 }
 
+# The codec's Python side: slither.encode/decode against pickle and orjson,
+# and a Store get of a row against pickle.loads.
+run_codec_python() {
+  .venv/bin/pip install --quiet -r tests/bench/codec/requirements.txt
+  SLITHER_BENCH_REPS="${SLITHER_BENCH_REPS:-$reps}" \
+    SLITHER_BROKER_BIN="$root/build/broker/slither-broker" .venv/bin/python tests/bench/codec/bench_codec.py
+}
+
 run_python() {
   local reqs=tests/bench/python/requirements.txt
   if ! command -v redis-server >/dev/null; then
@@ -42,7 +50,8 @@ run_python() {
 
 for area in "${areas[@]}"; do
   case "$area" in
-    codec|store) run_cxx "$area" ;;
+    codec) run_cxx codec; run_codec_python ;;
+    store) run_cxx store ;;
     python) run_python ;;
     *) echo "bench.sh: unknown area '$area' (codec, store, python)" >&2; exit 2 ;;
   esac
