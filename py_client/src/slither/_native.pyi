@@ -1,6 +1,10 @@
 """Compiled core of slither: Value conversion, store readers and the broker client."""
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, TypeAlias
+
+#: A bytes-like object (anything with the buffer protocol).
+Buffer: TypeAlias = bytes | bytearray | memoryview
 
 class SlitherError(Exception):
     """Base class of every error raised by slither."""
@@ -23,11 +27,29 @@ class BrokerUnavailable(SlitherError, ConnectionError): ...
 class ProtocolError(SlitherError): ...
 class InternalError(SlitherError): ...
 
-def encode(value: Any) -> bytes:
-    """Encodes a Python object in slither's binary Value form."""
+def encode(value: Any, buffers: list[memoryview] | None = None) -> bytes:
+    """Encodes a Python object in slither's binary Value form; with `buffers`, arrays
+    go out of band (a memoryview of each is appended to the list, no copy)."""
 
-def decode(data: bytes) -> Any:
-    """Decodes bytes produced by `encode` (or by the C++ codec)."""
+def decode(data: Buffer, buffers: Sequence[Buffer] | None = None) -> Any:
+    """Decodes bytes produced by `encode` (or by the C++ codec); `buffers` are the
+    out-of-band buffers, in order."""
+
+def encode_batch(
+    payloads: Sequence[Any], first_id: int = 0, buffers: list[memoryview] | None = None
+) -> bytes:
+    """One batch frame of `payloads`, with ids first_id, first_id + 1, ..."""
+
+def encode_items(items: Sequence[tuple[Any, ...]], buffers: list[memoryview] | None = None) -> bytes:
+    """One batch frame of (id, payload) or (id, payload, meta, route) tuples."""
+
+def decode_batch(frame: Buffer, buffers: Sequence[Buffer] | None = None) -> list[Any]:
+    """The payloads of a batch frame, in order."""
+
+def decode_items(
+    frame: Buffer, buffers: Sequence[Buffer] | None = None
+) -> list[tuple[int, Any, dict[str, Any], str]]:
+    """The items of a batch frame as (id, payload, meta, route) tuples."""
 
 def default_runtime_dir(namespace: str) -> str:
     """The runtime directory a broker of `namespace` uses by default."""
