@@ -3,6 +3,36 @@
 // is plain, fixed-size and standard-layout; every shared atomic is a lock-free
 // 64-bit word. Any change to a size, an offset or a meaning bumps
 // `shm::layout_version` (store.hpp), which readers check on attach.
+//
+// Overview (the structs below are checked by static_assert):
+// - Data segments "/slither.<ns>.<store>.<n>", n = 0, 1, ...; each starts with
+//   a segment_header (magic, layout version, the writer's random incarnation,
+//   n, size). Segment 0 then holds the store_header: writer pid + start time,
+//   state, global epoch, segment sizes, and the table directory, whose entries
+//   reference each table's current index block. Segment n+1 is (at least)
+//   twice as large as segment n; readers map a segment when they first meet a
+//   reference into it. References are (segment << 48 | offset), never pointers.
+// - An index block is an open-addressing, linear-probing array of slots
+//   (null, tombstone or a reference to an entry block tagged with 6 bits of the
+//   key hash, so probes rarely touch other keys' blocks), kept at most half full.
+//   Entry blocks are immutable once published: {hash, version, key, value}.
+//   A put writes a new block and release-stores its reference into the slot;
+//   growth builds a new array over the same blocks and publishes it in the
+//   table directory; reload/clear build a new array (and blocks) and publish
+//   it the same way, so a reader sees either the old or the new table.
+// - Bag tables chain blocks: each appended value gets its own block whose
+//   `next` references the previous value's block, and the slot references the
+//   newest. Appending is O(1) and never copies earlier values; reads walk the
+//   chain (oldest first is "first").
+// - ndarray values are stored raw, 64-byte aligned inside their block, with
+//   dtype and shape in the block; other values are stored as slither::encode
+//   bytes.
+// - The reader registry "/slither.<ns>.<store>.readers" is the only segment a
+//   reader maps writable: one cache-line-padded slot per reader process with
+//   its pid + start time, one epoch lane per concurrently reading thread, and
+//   a table of holds (block references kept by live views).
+//
+// Allocation: allocator.hpp. Reclamation (epochs, holds, dead readers): epoch.hpp.
 #pragma once
 
 #include <atomic>

@@ -1,0 +1,77 @@
+#include "allocator.hpp"
+
+#include <algorithm>
+#include <bit>
+#include <new>
+
+#include "slither/shm/store.hpp"
+
+namespace slither::shm::detail {
+
+namespace {
+constexpr std::uint64_t min_segment_bytes = std::uint64_t{64} << 10;
+}  // namespace
+
+std::uint64_t size_class(std::uint64_t bytes) noexcept {
+  const std::uint64_t n = align_up(std::max<std::uint64_t>(bytes, 64), 64);
+  if (n <= 4096) return n;
+  return align_up(n, std::bit_floor(n) / 8);
+}
+
+void allocator::init(std::string ns, std::string name, std::string label, std::uint64_t incarnation,
+                     std::uint64_t initial_segment_bytes) {
+  ns_ = std::move(ns);
+  name_ = std::move(name);
+  label_ = std::move(label);
+  incarnation_ = incarnation;
+  initial_segment_bytes_ = initial_segment_bytes;
+}
+
+result<void> allocator::add_segment(std::uint64_t payload_bytes) {
+  const auto n = static_cast<std::uint32_t>(segments_.size());
+  if (n >= max_segments) {
+    return fail(errc::no_space, "store '" + label_ + "' has reached its limit of " +
+                                    std::to_string(max_segments) + " segments");
+  }
+  std::uint64_t bytes;
+  if (n == 0) {
+    bytes =
+        std::max({initial_segment_bytes_, min_segment_bytes, segment0_data_start + payload_bytes});
+  } else {
+    bytes = std::max(segments_.back().bytes * 2, segment_data_start + payload_bytes);
+  }
+  bytes = align_up(bytes, page_bytes);
+  auto region = create_segment(segment_name(ns_, name_, n), bytes);
+  if (!region) return std::move(region).error();
+  auto* base = static_cast<std::byte*>(region->get_address());
+  new (base) segment_header{store_magic, layout_version, incarnation_, n, bytes, {}};
+  segments_.push_back(
+      {std::move(*region), base, bytes, n == 0 ? segment0_data_start : segment_data_start});
+  if (header_ != nullptr) {
+    header_->segment_bytes[n].store(bytes, std::memory_order_release);
+    header_->segment_count.store(n + 1, std::memory_order_release);
+  }
+  return {};
+}
+
+result<block> allocator::allocate(std::uint64_t bytes) {
+  const std::uint64_t cls = size_class(bytes);
+  if (auto it = free_lists_.find(cls); it != free_lists_.end() && !it->second.empty()) {
+    const std::uint64_t ref = it->second.back();
+    it->second.pop_back();
+    return block{ref, cls};
+  }
+  if (segments_.back().bytes - segments_.back().bump < cls) {
+    if (auto r = add_segment(cls); !r) return std::move(r).error();
+  }
+  writer_segment& seg = segments_.back();
+  const std::uint64_t ref = make_ref(static_cast<std::uint32_t>(segments_.size() - 1), seg.bump);
+  seg.bump += cls;
+  return block{ref, cls};
+}
+
+void allocator::free(std::uint64_t ref, std::uint64_t bytes) {
+  free_lists_[bytes].push_back(ref);
+}
+
+}  // namespace slither::shm::detail

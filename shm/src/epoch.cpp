@@ -1,0 +1,108 @@
+// Reclamation, both halves: the reader's overflow pins (its epoch lanes and
+// holds are inline in epoch.hpp) and the writer's retire list and reclaim.
+#include "epoch.hpp"
+
+#include <algorithm>
+#include <chrono>
+
+#include "writer_impl.hpp"
+
+namespace slither::shm {
+
+namespace {
+constexpr std::uint64_t reclaim_every_retires = 64;
+constexpr std::uint64_t reclaim_every_bytes = std::uint64_t{4} << 20;
+constexpr auto liveness_interval = std::chrono::milliseconds(250);
+}  // namespace
+
+// ---------------------------------------------------------------------------
+// Reader side
+
+void detail::reader_core::pin_overflow(std::uint64_t epoch) {
+  std::lock_guard lock(overflow_mutex);
+  overflow_epochs.insert(epoch);
+  slot->overflow_epoch.store(*overflow_epochs.begin(), std::memory_order_seq_cst);
+}
+
+void detail::reader_core::unpin_overflow(std::uint64_t epoch) noexcept {
+  std::lock_guard lock(overflow_mutex);
+  overflow_epochs.erase(overflow_epochs.find(epoch));
+  slot->overflow_epoch.store(overflow_epochs.empty() ? 0 : *overflow_epochs.begin(),
+                             std::memory_order_seq_cst);
+}
+
+// ---------------------------------------------------------------------------
+// Writer side
+
+void writer::impl::retire(std::uint64_t ref, std::uint64_t bytes) {
+  retired.push_back({ref, bytes, epoch});
+  bytes_used -= bytes;
+  bytes_retired += bytes;
+  ++retires_since_reclaim;
+  retired_bytes_since_reclaim += bytes;
+}
+
+void writer::impl::clear_slot(detail::reader_slot& s) noexcept {
+  for (auto& h : s.holds) h.store(0, std::memory_order_relaxed);
+  for (auto& l : s.lanes) l.store(0, std::memory_order_relaxed);
+  s.overflow_epoch.store(0, std::memory_order_relaxed);
+  s.start_time.store(0, std::memory_order_relaxed);
+  s.pid.store(0, std::memory_order_release);
+}
+
+std::uint64_t writer::impl::reclaim(bool check_liveness) {
+  // Every retired block was unlinked by a seq_cst store (a slot or a table
+  // root) before the seq_cst lane loads below, and readers claim a lane with
+  // a seq_cst RMW before their seq_cst index loads: either we see a reader's
+  // lane, or that reader cannot reach any block retired so far.
+  ++epoch;
+  header->global_epoch.store(epoch, std::memory_order_seq_cst);
+  const auto now = std::chrono::steady_clock::now();
+  if (now - last_liveness_check >= liveness_interval) check_liveness = true;
+  if (check_liveness) last_liveness_check = now;
+
+  std::uint64_t oldest = epoch;
+  held.clear();
+  for (std::uint64_t i = 0; i < options.max_readers; ++i) {
+    detail::reader_slot& s = reader_slots[i];
+    const std::uint64_t pid = s.pid.load(std::memory_order_acquire);
+    if (pid == 0) continue;
+    if (check_liveness &&
+        !detail::process_alive(pid, s.start_time.load(std::memory_order_acquire))) {
+      clear_slot(s);
+      continue;
+    }
+    for (const auto& lane : s.lanes) {
+      const std::uint64_t e = lane.load(std::memory_order_seq_cst);
+      if (e != 0) oldest = std::min(oldest, e);
+    }
+    if (const std::uint64_t e = s.overflow_epoch.load(std::memory_order_seq_cst); e != 0) {
+      oldest = std::min(oldest, e);
+    }
+    for (const auto& h : s.holds) {
+      if (const std::uint64_t r = h.load(std::memory_order_acquire); r != 0) held.push_back(r);
+    }
+  }
+  std::sort(held.begin(), held.end());
+
+  std::uint64_t freed = 0;
+  std::erase_if(retired, [&](const detail::retired_block& r) {
+    if (r.epoch >= oldest || std::binary_search(held.begin(), held.end(), r.ref)) return false;
+    alloc.free(r.ref, r.bytes);
+    bytes_retired -= r.bytes;
+    freed += r.bytes;
+    return true;
+  });
+  retires_since_reclaim = 0;
+  retired_bytes_since_reclaim = 0;
+  return freed;
+}
+
+void writer::impl::maybe_reclaim() {
+  if (retires_since_reclaim >= reclaim_every_retires ||
+      retired_bytes_since_reclaim >= reclaim_every_bytes) {
+    reclaim(false);
+  }
+}
+
+}  // namespace slither::shm

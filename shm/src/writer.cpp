@@ -1,0 +1,671 @@
+// The writer: creates a store, applies writes to its tables, and unlinks
+// it on close. Reclamation is in epoch.cpp, allocation in allocator.cpp.
+#include <unistd.h>
+
+#include <algorithm>
+#include <bit>
+#include <cstring>
+#include <new>
+#include <random>
+
+#include "epoch.hpp"
+#include "segment.hpp"
+#include "slither/core/codec.hpp"
+#include "slither/shm/store.hpp"
+#include "writer_impl.hpp"
+
+namespace slither::shm {
+
+namespace bip = detail::bip;
+using detail::align_up;
+using detail::block;
+using detail::decode_entry;
+using detail::entry_header;
+using detail::hash_key;
+using detail::index_bytes;
+using detail::index_header;
+using detail::initial_slots;
+using detail::key_of;
+using detail::max_index_capacity;
+using detail::printable;
+using detail::shape_offset;
+using detail::shared_u64;
+using detail::size_class;
+using detail::slot_position;
+using detail::table_state;
+using detail::valid_name;
+
+namespace {
+constexpr std::uint64_t max_key_limit = std::uint64_t{1} << 20;
+}  // namespace
+
+result<block> writer::impl::allocate(std::uint64_t bytes) {
+  auto b = alloc.allocate(bytes);
+  if (b) bytes_used += b->bytes;
+  return b;
+}
+
+void writer::impl::release(std::uint64_t ref, std::uint64_t bytes) {
+  alloc.free(ref, bytes);
+  bytes_used -= bytes;
+}
+
+error_info writer::impl::closed_error() const {
+  return fail(errc::writer_gone, "store '" + label + "' is closed");
+}
+
+result<table_state*> writer::impl::table(std::string_view name) {
+  if (closed) return closed_error();
+  if (!owned()) {
+    return fail(errc::invalid_argument,
+                "the writer of store '" + label + "' belongs to the parent process (fork)");
+  }
+  for (auto& t : tables) {
+    if (t.name == name) return &t;
+  }
+  return fail(errc::not_found,
+              "unknown table '" + std::string(name) + "' in store '" + label + "'");
+}
+
+result<void> writer::impl::check_key(const table_state& t, std::string_view key) const {
+  if (key.size() > options.max_key_bytes) {
+    return fail(errc::limit_exceeded,
+                "key of " + std::to_string(key.size()) + " bytes is over the limit of " +
+                    std::to_string(options.max_key_bytes) + " bytes (table '" + t.name +
+                    "' in store '" + label + "')");
+  }
+  return {};
+}
+
+/// Gives a block back: at once if readers never saw it, else through the retire list.
+void writer::impl::dispose(const table_state& t, std::uint64_t ref, std::uint64_t bytes) {
+  if (t.published) {
+    retire(ref, bytes);
+  } else {
+    release(ref, bytes);
+  }
+}
+
+void writer::impl::dispose_chain(const table_state& t, std::uint64_t head) {
+  while (head != detail::null_ref) {
+    const entry_header* e = entry(head);
+    const std::uint64_t next = e->next;
+    dispose(t, head, e->block_bytes);
+    head = next;
+  }
+}
+
+/// Disposes of every entry of the index `root` and of the index itself.
+void writer::impl::dispose_table(const table_state& t, std::uint64_t root, std::uint64_t capacity) {
+  shared_u64* s = slots(root);
+  for (std::uint64_t i = 0; i < capacity; ++i) {
+    const std::uint64_t v = s[i].load(std::memory_order_relaxed);
+    if (detail::slot_has_entry(v)) dispose_chain(t, detail::slot_ref(v));
+  }
+  dispose(t, root, size_class(index_bytes(capacity)));
+}
+
+result<std::uint64_t> writer::impl::new_index(std::uint64_t capacity) {
+  auto b = allocate(index_bytes(capacity));
+  if (!b) return std::move(b).error();
+  auto* ix = new (ptr(b->ref)) index_header{};
+  ix->capacity = capacity;
+  std::memset(static_cast<void*>(ix + 1), 0, capacity * sizeof(shared_u64));
+  return b->ref;
+}
+
+void writer::impl::publish_root(const table_state& t) {
+  if (t.published) header->tables[t.index].root.store(t.root, std::memory_order_seq_cst);
+}
+
+void writer::impl::publish_counts(const table_state& t) {
+  index_header* ix = index(t.root);
+  ix->keys.store(t.keys, std::memory_order_relaxed);
+  ix->values.store(t.values, std::memory_order_relaxed);
+}
+
+/// Makes room for `extra` more keys, rebuilding the index into a larger
+/// (or tombstone-free) array and publishing it if it would pass half full.
+result<void> writer::impl::ensure_capacity(table_state& t, std::uint64_t extra) {
+  if ((t.used + extra) * 2 <= t.capacity) return {};
+  const std::uint64_t want = (t.keys + extra) * 4;
+  if (want > max_index_capacity) {
+    return fail(errc::limit_exceeded, "table '" + t.name + "' in store '" + label +
+                                          "' cannot index " + std::to_string(t.keys + extra) +
+                                          " keys");
+  }
+  const std::uint64_t capacity = std::bit_ceil(std::max(t.initial_slots, want));
+  auto root = new_index(capacity);
+  if (!root) return std::move(root).error();
+  shared_u64* from = slots(t.root);
+  shared_u64* to = slots(*root);
+  const std::uint64_t mask = capacity - 1;
+  for (std::uint64_t i = 0; i < t.capacity; ++i) {
+    const std::uint64_t v = from[i].load(std::memory_order_relaxed);
+    if (!detail::slot_has_entry(v)) continue;
+    std::uint64_t j = entry(detail::slot_ref(v))->hash & mask;
+    while (to[j].load(std::memory_order_relaxed) != detail::null_ref) j = (j + 1) & mask;
+    to[j].store(v, std::memory_order_relaxed);
+  }
+  const std::uint64_t old_root = t.root;
+  const std::uint64_t old_capacity = t.capacity;
+  t.root = *root;
+  t.capacity = capacity;
+  t.used = t.keys;
+  publish_counts(t);
+  publish_root(t);
+  dispose(t, old_root, size_class(index_bytes(old_capacity)));
+  return {};
+}
+
+slot_position writer::impl::find_slot(const table_state& t, std::uint64_t hash,
+                                      std::string_view key) {
+  shared_u64* s = slots(t.root);
+  const std::uint64_t mask = t.capacity - 1;
+  std::uint64_t insert_at = UINT64_MAX;
+  for (std::uint64_t i = hash & mask;; i = (i + 1) & mask) {
+    const std::uint64_t v = s[i].load(std::memory_order_relaxed);
+    if (v == detail::null_ref) return {insert_at != UINT64_MAX ? insert_at : i, v};
+    if (v == detail::tombstone) {
+      if (insert_at == UINT64_MAX) insert_at = i;
+      continue;
+    }
+    if (!detail::slot_tag_matches(v, hash)) continue;
+    __builtin_prefetch(ptr(detail::slot_ref(v)) + 64);  // the key, with the header
+    const entry_header* e = entry(detail::slot_ref(v));
+    if (e->hash == hash && key_of(e) == key) return {i, detail::slot_ref(v)};
+  }
+}
+
+/// Writes a new, unpublished entry block for `key` and `value`.
+result<block> writer::impl::build_entry(const table_state& t, std::string_view key,
+                                        std::uint64_t hash, const Value& value) {
+  std::span<const std::byte> payload;
+  auto format = detail::value_format::encoded;
+  std::uint8_t type = 0;
+  std::span<const std::uint64_t> shape;
+  if (value.is_ndarray()) {
+    const ndarray& a = value.as<ndarray>();
+    payload = a.bytes();
+    format = detail::value_format::ndarray;
+    type = static_cast<std::uint8_t>(a.type());
+    shape = a.shape();
+  } else {
+    scratch.clear();
+    try {
+      encode_to(value, scratch);
+    } catch (const slither::error& e) {
+      return fail(e.code(), "cannot store the value of key " + printable(key) + " in table '" +
+                                t.name + "': " + e.what());
+    }
+    payload = scratch;
+  }
+  if (payload.size() > options.max_value_bytes) {
+    return fail(errc::limit_exceeded,
+                "value of " + std::to_string(payload.size()) + " bytes for key " + printable(key) +
+                    " is over the limit of " + std::to_string(options.max_value_bytes) +
+                    " bytes (table '" + t.name + "' in store '" + label + "')");
+  }
+  const std::uint64_t shape_at = shape_offset(key.size());
+  const std::uint64_t value_at =
+      align_up(shape_at + shape.size() * sizeof(std::uint64_t),
+               format == detail::value_format::ndarray ? ndarray::alignment : 8);
+  auto b = allocate(value_at + payload.size());
+  if (!b) return std::move(b).error();
+  std::byte* p = ptr(b->ref);
+  auto* e = new (p) entry_header{};
+  e->hash = hash;
+  e->count = 1;
+  e->value_bytes = payload.size();
+  e->key_bytes = static_cast<std::uint32_t>(key.size());
+  e->value_offset = static_cast<std::uint32_t>(value_at);
+  e->format = static_cast<std::uint8_t>(format);
+  e->dtype = type;
+  e->ndim = static_cast<std::uint8_t>(shape.size());
+  e->block_bytes = b->bytes;
+  std::memcpy(p + sizeof(entry_header), key.data(), key.size());
+  if (!shape.empty()) std::memcpy(p + shape_at, shape.data(), shape.size_bytes());
+  if (!payload.empty()) std::memcpy(p + value_at, payload.data(), payload.size());
+  return *b;
+}
+
+/// Publishes a built block under `key` (replacing, or appending in a bag).
+/// Needs room for one more key (`ensure_capacity`). Returns the new version.
+std::uint64_t writer::impl::link(table_state& t, const block& b, std::uint64_t hash,
+                                 std::string_view key) {
+  const slot_position pos = find_slot(t, hash, key);
+  entry_header* e = entry(b.ref);
+  shared_u64& slot = slots(t.root)[pos.slot];
+  if (pos.ref != detail::null_ref) {
+    const entry_header* old = entry(pos.ref);
+    e->version = old->version + 1;
+    if (t.kind == table_kind::bag) {
+      e->next = pos.ref;
+      e->count = old->count + 1;
+      ++t.values;
+      slot.store(detail::slot_value(b.ref, hash), std::memory_order_seq_cst);
+    } else {
+      const std::uint64_t old_bytes = old->block_bytes;
+      slot.store(detail::slot_value(b.ref, hash), std::memory_order_seq_cst);
+      dispose(t, pos.ref, old_bytes);
+    }
+  } else {
+    e->version = 1;
+    if (slot.load(std::memory_order_relaxed) == detail::null_ref) ++t.used;
+    ++t.keys;
+    ++t.values;
+    slot.store(detail::slot_value(b.ref, hash), std::memory_order_seq_cst);
+  }
+  publish_counts(t);
+  return e->version;
+}
+
+result<std::uint64_t> writer::impl::put(table_state& t, std::string_view key, const Value& value) {
+  if (auto r = check_key(t, key); !r) return std::move(r).error();
+  const std::uint64_t hash = hash_key(key);
+  if (auto r = ensure_capacity(t, 1); !r) return std::move(r).error();
+  __builtin_prefetch(&slots(t.root)[hash & (t.capacity - 1)]);  // overlaps the encoding
+  auto b = build_entry(t, key, hash, value);
+  if (!b) return std::move(b).error();
+  return link(t, *b, hash, key);
+}
+
+void writer::impl::unlink_all() noexcept {
+  if (!owned()) {
+    // An inherited copy: the store still belongs to the parent. Drop our
+    // mappings and the inherited reader without touching shared state.
+    self.reset();
+    alloc.unmap();
+    registry = bip::mapped_region();
+    return;
+  }
+  if (header != nullptr) {
+    header->state.store(static_cast<std::uint64_t>(detail::store_state::closed),
+                        std::memory_order_release);
+  }
+  self.reset();
+  alloc.unmap();
+  registry = bip::mapped_region();
+  header = nullptr;
+  reader_slots = nullptr;
+  detail::remove_store_objects(options.ns, options.name);
+}
+
+namespace {
+
+/// The loader a reload hands to its fill function: it writes into the
+/// unpublished table that reload switches to when fill succeeds.
+class table_loader final : public loader {
+ public:
+  table_loader(writer::impl& w, table_state& t) : w_(w), t_(t) {}
+  result<void> put(std::string_view key, const Value& value) override {
+    auto r = w_.put(t_, key, value);
+    if (!r) return std::move(r).error();
+    return {};
+  }
+
+ private:
+  writer::impl& w_;
+  table_state& t_;
+};
+
+result<void> check_specs(const store_options& o, std::span<const table_spec> tables) {
+  if (!valid_name(o.ns) || !valid_name(o.name)) {
+    return fail(errc::invalid_argument, "bad store name '" + o.ns + "." + o.name +
+                                            "': use 1-64 characters of [A-Za-z0-9_-]");
+  }
+  if (o.max_key_bytes == 0 || o.max_key_bytes > max_key_limit) {
+    return fail(errc::invalid_argument, "max_key_bytes " + std::to_string(o.max_key_bytes) +
+                                            " of store '" + o.name + "' is not in 1.." +
+                                            std::to_string(max_key_limit));
+  }
+  if (o.max_readers == 0 || o.max_readers > 65536) {
+    return fail(errc::invalid_argument, "max_readers " + std::to_string(o.max_readers) +
+                                            " of store '" + o.name + "' is not in 1..65536");
+  }
+  if (tables.empty() || tables.size() > detail::max_tables) {
+    return fail(errc::invalid_argument,
+                "store '" + o.name + "' declares " + std::to_string(tables.size()) +
+                    " tables; it needs 1.." + std::to_string(detail::max_tables));
+  }
+  for (std::size_t i = 0; i < tables.size(); ++i) {
+    const table_spec& t = tables[i];
+    if (t.name.empty() || t.name.size() > detail::max_table_name ||
+        t.name.find('\0') != std::string::npos) {
+      return fail(errc::invalid_argument, "bad table name '" + t.name + "' in store '" + o.name +
+                                              "': use 1-" + std::to_string(detail::max_table_name) +
+                                              " characters");
+    }
+    if (t.kind != table_kind::set && t.kind != table_kind::bag) {
+      return fail(errc::invalid_argument, "table '" + t.name + "' has an unknown kind");
+    }
+    if (t.initial_capacity > (std::uint64_t{1} << 32)) {
+      return fail(errc::invalid_argument,
+                  "initial_capacity of table '" + t.name + "' is over the limit of 2^32");
+    }
+    for (std::size_t j = 0; j < i; ++j) {
+      if (tables[j].name == t.name) {
+        return fail(errc::invalid_argument,
+                    "table '" + t.name + "' is declared twice in store '" + o.name + "'");
+      }
+    }
+  }
+  return {};
+}
+
+std::uint64_t random_incarnation() {
+  std::random_device rd;
+  std::uint64_t v = 0;
+  while (v == 0) v = (std::uint64_t{rd()} << 32) ^ rd() ^ static_cast<std::uint64_t>(::getpid());
+  return v;
+}
+
+}  // namespace
+
+writer::writer(std::unique_ptr<impl> p) noexcept : p_(std::move(p)) {}
+writer::writer(writer&&) noexcept = default;
+writer& writer::operator=(writer&& other) noexcept {
+  if (this != &other) {
+    close();
+    p_ = std::move(other.p_);
+  }
+  return *this;
+}
+writer::~writer() {
+  close();
+}
+
+result<writer> writer::create(const store_options& options, std::span<const table_spec> tables) {
+  if (auto r = check_specs(options, tables); !r) return std::move(r).error();
+  if (auto r = detail::clear_stale(options); !r) return std::move(r).error();
+
+  auto p = std::make_unique<impl>();
+  p->options = options;
+  p->label = options.ns + "." + options.name;
+  p->incarnation = random_incarnation();
+  p->generation = detail::fork_generation();
+  auto abandon = [&p](error_info e) {
+    p->unlink_all();
+    return e;
+  };
+
+  p->alloc.init(options.ns, options.name, p->label, p->incarnation, options.initial_segment_bytes);
+  if (auto r = p->alloc.add_segment(0); !r) return abandon(std::move(r).error());
+  auto* hdr =
+      new (p->alloc.segments()[0].base + detail::store_header_offset) detail::store_header{};
+  hdr->writer_pid = static_cast<std::uint64_t>(::getpid());
+  hdr->writer_start_time = detail::self_start_time();
+  hdr->global_epoch.store(p->epoch, std::memory_order_relaxed);
+  hdr->segment_bytes[0].store(p->alloc.segments()[0].bytes, std::memory_order_relaxed);
+  hdr->segment_count.store(1, std::memory_order_relaxed);
+  hdr->table_count = tables.size();
+  hdr->max_readers = options.max_readers;
+  p->header = hdr;
+  p->alloc.announce_in(hdr);
+
+  const std::uint64_t registry_bytes =
+      sizeof(detail::registry_header) + options.max_readers * sizeof(detail::reader_slot);
+  auto reg = detail::create_segment(registry_name(options.ns, options.name), registry_bytes);
+  if (!reg) return abandon(std::move(reg).error());
+  p->registry = std::move(*reg);
+  auto* rbase = static_cast<std::byte*>(p->registry.get_address());
+  new (rbase)
+      detail::registry_header{detail::registry_magic, detail::layout_version,      p->incarnation,
+                              options.max_readers,    sizeof(detail::reader_slot), {}};
+  p->reader_slots = reinterpret_cast<detail::reader_slot*>(rbase + sizeof(detail::registry_header));
+  for (std::uint64_t i = 0; i < options.max_readers; ++i)
+    new (&p->reader_slots[i]) detail::reader_slot{};
+
+  for (std::size_t i = 0; i < tables.size(); ++i) {
+    table_state t;
+    t.index = static_cast<std::uint32_t>(i);
+    t.name = tables[i].name;
+    t.kind = tables[i].kind;
+    t.initial_slots = initial_slots(tables[i].initial_capacity);
+    auto root = p->new_index(t.initial_slots);
+    if (!root) return abandon(std::move(root).error());
+    t.root = *root;
+    t.capacity = t.initial_slots;
+    detail::table_entry& dir = hdr->tables[i];
+    std::memcpy(dir.name, t.name.data(), t.name.size());
+    dir.kind = static_cast<std::uint64_t>(t.kind);
+    dir.root.store(t.root, std::memory_order_relaxed);
+    p->tables.push_back(std::move(t));
+  }
+  hdr->state.store(static_cast<std::uint64_t>(detail::store_state::ready),
+                   std::memory_order_release);
+
+  auto self = reader::attach(options.ns, options.name);
+  if (!self) return abandon(std::move(self).error());
+  p->self.emplace(std::move(*self));
+  return writer(std::move(p));
+}
+
+result<std::uint64_t> writer::put(std::string_view table, std::string_view key,
+                                  const Value& value) {
+  auto t = p_->table(table);
+  if (!t) return std::move(t).error();
+  auto v = p_->put(**t, key, value);
+  if (v) p_->maybe_reclaim();
+  return v;
+}
+
+result<void> writer::put_many(std::string_view table,
+                              std::span<const std::pair<std::string, Value>> entries) {
+  auto tr = p_->table(table);
+  if (!tr) return std::move(tr).error();
+  table_state& t = **tr;
+  for (const auto& [key, value] : entries) {
+    if (auto r = p_->check_key(t, key); !r) return std::move(r).error();
+  }
+  if (auto r = p_->ensure_capacity(t, entries.size()); !r) return std::move(r).error();
+  std::vector<block> built;
+  std::vector<std::uint64_t> hashes;
+  built.reserve(entries.size());
+  hashes.reserve(entries.size());
+  for (const auto& [key, value] : entries) {
+    hashes.push_back(hash_key(key));
+    auto b = p_->build_entry(t, key, hashes.back(), value);
+    if (!b) {
+      for (const block& done : built) p_->release(done.ref, done.bytes);
+      return std::move(b).error();
+    }
+    built.push_back(*b);
+  }
+  // Random keys miss the cache twice (index slot, then the key's block):
+  // prefetch slots 16 entries ahead and, once a slot is in, its block 8 ahead.
+  constexpr std::size_t slot_ahead = 16, block_ahead = 8;
+  shared_u64* slots = p_->slots(t.root);
+  const std::uint64_t mask = t.capacity - 1;
+  for (std::size_t i = 0; i < entries.size(); ++i) {
+    if (i + slot_ahead < entries.size()) {
+      __builtin_prefetch(&slots[hashes[i + slot_ahead] & mask]);
+    }
+    if (i + block_ahead < entries.size()) {
+      const std::uint64_t v = slots[hashes[i + block_ahead] & mask].load(std::memory_order_relaxed);
+      if (detail::slot_has_entry(v)) __builtin_prefetch(p_->ptr(detail::slot_ref(v)));
+    }
+    p_->link(t, built[i], hashes[i], entries[i].first);
+  }
+  p_->maybe_reclaim();
+  return {};
+}
+
+result<bool> writer::erase(std::string_view table, std::string_view key) {
+  auto tr = p_->table(table);
+  if (!tr) return std::move(tr).error();
+  table_state& t = **tr;
+  if (auto r = p_->check_key(t, key); !r) return std::move(r).error();
+  const slot_position pos = p_->find_slot(t, hash_key(key), key);
+  if (pos.ref == detail::null_ref) return false;
+  p_->slots(t.root)[pos.slot].store(detail::tombstone, std::memory_order_seq_cst);
+  --t.keys;
+  t.values -= p_->entry(pos.ref)->count;
+  p_->publish_counts(t);
+  p_->dispose_chain(t, pos.ref);
+  p_->maybe_reclaim();
+  return true;
+}
+
+result<std::uint64_t> writer::update(std::string_view table, std::string_view key,
+                                     const std::function<Value(const std::optional<Value>&)>& fn) {
+  auto tr = p_->table(table);
+  if (!tr) return std::move(tr).error();
+  table_state& t = **tr;
+  if (t.kind != table_kind::set) {
+    return fail(errc::invalid_argument, "update needs a set table; '" + t.name + "' is a bag");
+  }
+  if (auto r = p_->check_key(t, key); !r) return std::move(r).error();
+  const slot_position pos = p_->find_slot(t, hash_key(key), key);
+  std::optional<Value> current;
+  if (pos.ref != detail::null_ref) {
+    auto v = decode_entry(p_->entry(pos.ref));
+    if (!v) return std::move(v).error();
+    current = std::move(*v);
+  }
+  Value next;
+  try {
+    next = fn(current);
+  } catch (const slither::error& e) {
+    return fail(e.code(), "update of key " + printable(key) + " in table '" + t.name +
+                              "' failed: " + e.what());
+  } catch (const std::exception& e) {
+    return fail(errc::invalid_argument, "update of key " + printable(key) + " in table '" + t.name +
+                                            "' threw: " + e.what());
+  }
+  auto v = p_->put(t, key, next);
+  if (v) p_->maybe_reclaim();
+  return v;
+}
+
+result<std::uint64_t> writer::compare_and_set(std::string_view table, std::string_view key,
+                                              std::uint64_t expected_version, const Value& value) {
+  auto tr = p_->table(table);
+  if (!tr) return std::move(tr).error();
+  table_state& t = **tr;
+  if (t.kind != table_kind::set) {
+    return fail(errc::invalid_argument,
+                "compare_and_set needs a set table; '" + t.name + "' is a bag");
+  }
+  if (auto r = p_->check_key(t, key); !r) return std::move(r).error();
+  const slot_position pos = p_->find_slot(t, hash_key(key), key);
+  const std::uint64_t found = pos.ref == detail::null_ref ? 0 : p_->entry(pos.ref)->version;
+  if (found != expected_version) {
+    return fail(errc::conflict, "key " + printable(key) + " in table '" + t.name +
+                                    "' is at version " + std::to_string(found) + ", not " +
+                                    std::to_string(expected_version));
+  }
+  auto v = p_->put(t, key, value);
+  if (v) p_->maybe_reclaim();
+  return v;
+}
+
+result<void> writer::clear(std::string_view table) {
+  auto tr = p_->table(table);
+  if (!tr) return std::move(tr).error();
+  table_state& t = **tr;
+  auto root = p_->new_index(t.initial_slots);
+  if (!root) return std::move(root).error();
+  const std::uint64_t old_root = t.root;
+  const std::uint64_t old_capacity = t.capacity;
+  t.root = *root;
+  t.capacity = t.initial_slots;
+  t.keys = t.values = t.used = 0;
+  p_->publish_root(t);
+  p_->dispose_table(t, old_root, old_capacity);
+  p_->maybe_reclaim();
+  return {};
+}
+
+result<void> writer::reload(std::string_view table,
+                            const std::function<result<void>(loader&)>& fill) {
+  auto tr = p_->table(table);
+  if (!tr) return std::move(tr).error();
+  table_state& t = **tr;
+  table_state next = t;
+  next.published = false;
+  auto root = p_->new_index(t.initial_slots);
+  if (!root) return std::move(root).error();
+  next.root = *root;
+  next.capacity = t.initial_slots;
+  next.keys = next.values = next.used = 0;
+
+  table_loader load(*p_, next);
+  result<void> filled;
+  try {
+    filled = fill(load);
+  } catch (const slither::error& e) {
+    filled = fail(e.code(), e.what());
+  } catch (const std::exception& e) {
+    filled = fail(errc::invalid_argument, std::string("the fill function threw: ") + e.what());
+  }
+  if (!filled) {
+    p_->dispose_table(next, next.root, next.capacity);
+    error_info e = std::move(filled).error();
+    e.message = "reload of table '" + t.name + "' in store '" + p_->label +
+                "' failed; its contents are unchanged: " + e.message;
+    return e;
+  }
+  const table_state old = t;
+  next.published = true;
+  t = next;
+  p_->publish_root(t);
+  p_->dispose_table(old, old.root, old.capacity);
+  p_->maybe_reclaim();
+  return {};
+}
+
+std::uint64_t writer::reclaim() {
+  if (!p_ || p_->closed || !p_->owned()) return 0;
+  return p_->reclaim(true);
+}
+
+store_stats writer::stats() const {
+  store_stats s;
+  if (!p_ || p_->closed) return s;
+  for (const auto& t : p_->tables) s.entries += t.values;
+  s.bytes_used = p_->bytes_used;
+  s.bytes_retired = p_->bytes_retired;
+  s.segments = p_->alloc.segments().size();
+  for (const auto& seg : p_->alloc.segments()) s.segment_bytes += seg.bytes;
+  for (std::uint64_t i = 0; i < p_->options.max_readers; ++i) {
+    if (p_->reader_slots[i].pid.load(std::memory_order_acquire) != 0) ++s.readers;
+  }
+  return s;
+}
+
+std::uint64_t writer::incarnation() const noexcept {
+  return p_->incarnation;
+}
+
+const reader& writer::read() const {
+  return *p_->self;
+}
+
+void writer::close() noexcept {
+  if (!p_ || p_->closed) return;
+  p_->closed = true;
+  p_->unlink_all();
+}
+
+result<writer> open_store(const store_definition& def) {
+  auto w = writer::create(def.options, def.tables);
+  if (!w) return w;
+  if (def.load) {
+    result<void> loaded;
+    try {
+      loaded = def.load(*w);
+    } catch (const std::exception& e) {
+      loaded = fail(errc::invalid_argument, std::string("the load function threw: ") + e.what());
+    }
+    if (!loaded) {
+      error_info e = std::move(loaded).error();
+      e.message =
+          "loading store '" + def.options.ns + "." + def.options.name + "' failed: " + e.message;
+      return e;
+    }
+  }
+  return w;
+}
+
+}  // namespace slither::shm

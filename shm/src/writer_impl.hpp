@@ -1,0 +1,122 @@
+// The writer's private state: its tables, its allocator, its retire list.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "allocator.hpp"
+#include "block.hpp"
+#include "layout.hpp"
+#include "process.hpp"
+#include "slither/core/codec.hpp"
+#include "slither/shm/store.hpp"
+
+namespace slither::shm::detail {
+
+/// The writer's private view of one table (or of the table a reload builds).
+struct table_state {
+  std::uint32_t index = 0;  // in the directory
+  std::string name;
+  table_kind kind = table_kind::set;
+  std::uint64_t initial_slots = min_index_capacity;
+  std::uint64_t root = null_ref;
+  std::uint64_t capacity = 0;
+  std::uint64_t keys = 0;
+  std::uint64_t values = 0;
+  std::uint64_t used = 0;  // keys + tombstones
+  bool published = true;   // false while a reload builds it
+};
+
+struct retired_block {
+  std::uint64_t ref;
+  std::uint64_t bytes;
+  std::uint64_t epoch;
+};
+
+struct slot_position {
+  std::uint64_t slot;  // where the key is, or where it would be inserted
+  std::uint64_t ref;   // its newest block, or null
+};
+
+}  // namespace slither::shm::detail
+
+namespace slither::shm {
+
+struct writer::impl {
+  store_options options;
+  std::string label;
+  std::uint64_t incarnation = 0;
+  detail::allocator alloc;
+  detail::bip::mapped_region registry;
+  detail::store_header* header = nullptr;
+  detail::reader_slot* reader_slots = nullptr;
+  std::vector<detail::table_state> tables;
+  std::vector<detail::retired_block> retired;
+  std::vector<std::uint64_t> held;  // scratch for reclaim
+  std::uint64_t epoch = 1;
+  std::uint64_t bytes_used = 0;
+  std::uint64_t bytes_retired = 0;
+  std::uint64_t retires_since_reclaim = 0;
+  std::uint64_t retired_bytes_since_reclaim = 0;
+  std::chrono::steady_clock::time_point last_liveness_check{};
+  buffer scratch;
+  std::optional<reader> self;
+  std::uint64_t generation = 0;  // detail::fork_generation() of the creating process
+  bool closed = false;
+
+  /// False in a child process that inherited this writer through fork().
+  bool owned() const noexcept { return generation == detail::fork_generation(); }
+
+  std::byte* ptr(std::uint64_t ref) noexcept { return alloc.ptr(ref); }
+  detail::entry_header* entry(std::uint64_t ref) noexcept {
+    return reinterpret_cast<detail::entry_header*>(ptr(ref));
+  }
+  detail::index_header* index(std::uint64_t ref) noexcept {
+    return reinterpret_cast<detail::index_header*>(ptr(ref));
+  }
+  detail::shared_u64* slots(std::uint64_t ref) noexcept {
+    return reinterpret_cast<detail::shared_u64*>(index(ref) + 1);
+  }
+
+  error_info closed_error() const;
+  result<detail::table_state*> table(std::string_view name);
+  result<void> check_key(const detail::table_state& t, std::string_view key) const;
+
+  // Allocation, with the writer's accounting of used and retired bytes.
+  result<detail::block> allocate(std::uint64_t bytes);
+  /// Gives back a block readers never saw.
+  void release(std::uint64_t ref, std::uint64_t bytes);
+  /// Puts a block readers may still see on the retire list (epoch.cpp).
+  void retire(std::uint64_t ref, std::uint64_t bytes);
+  /// Gives a block back: at once if readers never saw it, else through the retire list.
+  void dispose(const detail::table_state& t, std::uint64_t ref, std::uint64_t bytes);
+  void dispose_chain(const detail::table_state& t, std::uint64_t head);
+  /// Disposes of every entry of the index `root` and of the index itself.
+  void dispose_table(const detail::table_state& t, std::uint64_t root, std::uint64_t capacity);
+
+  // Tables (writer.cpp).
+  result<std::uint64_t> new_index(std::uint64_t capacity);
+  void publish_root(const detail::table_state& t);
+  void publish_counts(const detail::table_state& t);
+  result<void> ensure_capacity(detail::table_state& t, std::uint64_t extra);
+  detail::slot_position find_slot(const detail::table_state& t, std::uint64_t hash,
+                                  std::string_view key);
+  result<detail::block> build_entry(const detail::table_state& t, std::string_view key,
+                                    std::uint64_t hash, const Value& value);
+  std::uint64_t link(detail::table_state& t, const detail::block& b, std::uint64_t hash,
+                     std::string_view key);
+  result<std::uint64_t> put(detail::table_state& t, std::string_view key, const Value& value);
+
+  // Reclamation (epoch.cpp).
+  void clear_slot(detail::reader_slot& s) noexcept;
+  std::uint64_t reclaim(bool check_liveness);
+  void maybe_reclaim();
+
+  void unlink_all() noexcept;
+};
+
+}  // namespace slither::shm
