@@ -41,12 +41,14 @@ result<void> allocator::add_segment(std::uint64_t payload_bytes) {
     bytes = std::max(segments_.back().bytes * 2, segment_data_start + payload_bytes);
   }
   bytes = align_up(bytes, page_bytes);
-  auto region = create_segment(segment_name(ns_, name_, n), bytes);
-  if (!region) return std::move(region).error();
-  auto* base = static_cast<std::byte*>(region->get_address());
+  std::string name = segment_name(ns_, name_, n);
+  auto obj = create_object(name, bytes);
+  if (!obj) return std::move(obj).error();
+  created_.push_back(std::move(name));
+  std::byte* base = obj->map.data();
   new (base) segment_header{store_magic, layout_version, incarnation_, n, bytes, {}};
   segments_.push_back(
-      {std::move(*region), base, bytes, n == 0 ? segment0_data_start : segment_data_start});
+      {std::move(obj->map), base, bytes, n == 0 ? segment0_data_start : segment_data_start});
   if (header_ != nullptr) {
     header_->segment_bytes[n].store(bytes, std::memory_order_release);
     header_->segment_count.store(n + 1, std::memory_order_release);

@@ -21,7 +21,7 @@ std::uint64_t size_class(std::uint64_t bytes) noexcept;
 
 /// A data segment as its writer maps it (read-write).
 struct writer_segment {
-  bip::mapped_region region;
+  mapping map;
   std::byte* base = nullptr;
   std::uint64_t bytes = 0;
   std::uint64_t bump = 0;  // next free offset
@@ -55,6 +55,8 @@ class allocator {
     return segments_[ref_segment(ref)].base + ref_offset(ref);
   }
   const std::vector<writer_segment>& segments() const noexcept { return segments_; }
+  /// Names of the segments this allocator created.
+  const std::vector<std::string>& created() const noexcept { return created_; }
   /// Unmaps every segment (the objects stay until unlinked).
   void unmap() noexcept { segments_.clear(); }
 
@@ -64,6 +66,7 @@ class allocator {
   std::uint64_t initial_segment_bytes_ = 0;
   store_header* header_ = nullptr;
   std::vector<writer_segment> segments_;
+  std::vector<std::string> created_;
   std::unordered_map<std::uint64_t, std::vector<std::uint64_t>> free_lists_;
 };
 

@@ -13,12 +13,35 @@ std::vector<std::uint64_t> shape_of(const entry_header* e) {
   return shape;
 }
 
+result<void> check_value(const entry_header* e) {
+  if (e->format != static_cast<std::uint8_t>(value_format::ndarray)) return {};
+  if (!is_valid_dtype(e->dtype)) {
+    return fail(errc::decode_error, "stored ndarray of key " + printable(key_of(e)) +
+                                        " has unknown dtype " + std::to_string(e->dtype));
+  }
+  if (e->value_offset % ndarray::alignment != 0) {
+    return fail(errc::decode_error,
+                "stored ndarray of key " + printable(key_of(e)) + " is not aligned");
+  }
+  if (e->ndim > ndarray::max_ndim) {
+    return fail(errc::decode_error, "stored ndarray of key " + printable(key_of(e)) + " has " +
+                                        std::to_string(e->ndim) + " dimensions");
+  }
+  std::uint64_t shape[ndarray::max_ndim];
+  std::memcpy(shape, reinterpret_cast<const std::byte*>(e) + shape_offset(e->key_bytes),
+              e->ndim * sizeof(std::uint64_t));
+  const auto bytes = ndarray::nbytes_for(static_cast<dtype>(e->dtype), std::span(shape, e->ndim));
+  if (!bytes || *bytes != e->value_bytes) {
+    return fail(errc::decode_error, "stored ndarray of key " + printable(key_of(e)) +
+                                        " has a shape that does not fit its " +
+                                        std::to_string(e->value_bytes) + " bytes");
+  }
+  return {};
+}
+
 result<Value> decode_entry(const entry_header* e) {
+  if (auto ok = check_value(e); !ok) return std::move(ok).error();
   if (e->format == static_cast<std::uint8_t>(value_format::ndarray)) {
-    if (!is_valid_dtype(e->dtype)) {
-      return fail(errc::decode_error,
-                  "stored ndarray has unknown dtype " + std::to_string(e->dtype));
-    }
     try {
       return Value(ndarray::from_bytes(static_cast<dtype>(e->dtype), shape_of(e), value_of(e)));
     } catch (const slither::error& err) {

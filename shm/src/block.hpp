@@ -22,8 +22,10 @@ namespace slither::shm::detail {
 inline constexpr std::uint64_t min_index_capacity = 16;
 inline constexpr std::uint64_t max_index_capacity = std::uint64_t{1} << 40;
 
-inline std::uint64_t hash_key(std::string_view key) noexcept {
-  return XXH3_64bits(key.data(), key.size());
+/// The key hash: XXH3 seeded with the store's random `hash_seed`, so keys
+/// chosen to collide in one store do not collide in another.
+inline std::uint64_t hash_key(std::uint64_t seed, std::string_view key) noexcept {
+  return XXH3_64bits_withSeed(key.data(), key.size(), seed);
 }
 
 inline std::string_view key_of(const entry_header* e) noexcept {
@@ -41,7 +43,13 @@ inline std::uint64_t shape_offset(std::uint64_t key_bytes) noexcept {
 /// The ndarray shape stored in a block.
 std::vector<std::uint64_t> shape_of(const entry_header* e);
 
-/// A decoded copy of a block's value.
+/// Checks that a block's value is what its format says. For an ndarray: a
+/// known dtype, a 64-byte aligned value, and a shape whose byte size
+/// (computed with overflow checks) is exactly the value's size. The block's
+/// placement (key, shape and value inside it) is `reader_core::entry`'s check.
+result<void> check_value(const entry_header* e);
+
+/// A decoded copy of a block's value (`check_value` included).
 result<Value> decode_entry(const entry_header* e);
 
 inline std::uint64_t index_bytes(std::uint64_t capacity) noexcept {

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 
+#include "registry.hpp"
 #include "writer_impl.hpp"
 
 namespace slither::shm {
@@ -12,6 +13,7 @@ namespace slither::shm {
 namespace {
 constexpr std::uint64_t reclaim_every_retires = 64;
 constexpr std::uint64_t reclaim_every_bytes = std::uint64_t{4} << 20;
+// How often a reclaim that writes trigger also looks for dead readers.
 constexpr auto liveness_interval = std::chrono::milliseconds(250);
 }  // namespace
 
@@ -21,13 +23,15 @@ constexpr auto liveness_interval = std::chrono::milliseconds(250);
 void detail::reader_core::pin_overflow(std::uint64_t epoch) {
   std::lock_guard lock(overflow_mutex);
   overflow_epochs.insert(epoch);
-  slot->overflow_epoch.store(*overflow_epochs.begin(), std::memory_order_seq_cst);
+  slot.load(std::memory_order_relaxed)
+      ->overflow_epoch.store(*overflow_epochs.begin(), std::memory_order_seq_cst);
 }
 
 void detail::reader_core::unpin_overflow(std::uint64_t epoch) noexcept {
   std::lock_guard lock(overflow_mutex);
   overflow_epochs.erase(overflow_epochs.find(epoch));
-  slot->overflow_epoch.store(overflow_epochs.empty() ? 0 : *overflow_epochs.begin(),
+  slot.load(std::memory_order_relaxed)
+      ->overflow_epoch.store(overflow_epochs.empty() ? 0 : *overflow_epochs.begin(),
                              std::memory_order_seq_cst);
 }
 
@@ -42,35 +46,32 @@ void writer::impl::retire(std::uint64_t ref, std::uint64_t bytes) {
   retired_bytes_since_reclaim += bytes;
 }
 
-void writer::impl::clear_slot(detail::reader_slot& s) noexcept {
-  for (auto& h : s.holds) h.store(0, std::memory_order_relaxed);
-  for (auto& l : s.lanes) l.store(0, std::memory_order_relaxed);
-  s.overflow_epoch.store(0, std::memory_order_relaxed);
-  s.start_time.store(0, std::memory_order_relaxed);
-  s.pid.store(0, std::memory_order_release);
-}
-
-std::uint64_t writer::impl::reclaim(bool check_liveness) {
-  // Every retired block was unlinked by a seq_cst store (a slot or a table
-  // root) before the seq_cst lane loads below, and readers claim a lane with
-  // a seq_cst RMW before their seq_cst index loads: either we see a reader's
-  // lane, or that reader cannot reach any block retired so far.
-  ++epoch;
-  header->global_epoch.store(epoch, std::memory_order_seq_cst);
+reclaim_report writer::impl::reclaim(bool check_liveness) {
+  reclaim_report report;
   const auto now = std::chrono::steady_clock::now();
   if (now - last_liveness_check >= liveness_interval) check_liveness = true;
-  if (check_liveness) last_liveness_check = now;
+  if (check_liveness) {
+    last_liveness_check = now;
+    report.readers_cleared =
+        detail::sweep_dead_readers(registry_fd.get(), reader_slots, options.max_readers);
+  }
+  retires_since_reclaim = 0;
+  retired_bytes_since_reclaim = 0;
+  if (retired.empty()) return report;  // what a timer finds most of the time
 
+  // Every retired block was unlinked by a seq_cst store (a slot or a table
+  // root) before the seq_cst loads below, and readers claim their slot and
+  // then a lane with seq_cst RMWs before their seq_cst index loads: either
+  // we see a reader's slot and lane, or that reader cannot reach any block
+  // retired so far.
+  ++epoch;
+  header->global_epoch.store(epoch, std::memory_order_seq_cst);
   std::uint64_t oldest = epoch;
   held.clear();
   for (std::uint64_t i = 0; i < options.max_readers; ++i) {
     detail::reader_slot& s = reader_slots[i];
-    const std::uint64_t pid = s.pid.load(std::memory_order_acquire);
-    if (pid == 0) continue;
-    if (check_liveness &&
-        !detail::process_alive(pid, s.start_time.load(std::memory_order_acquire))) {
-      clear_slot(s);
-      continue;
+    if (detail::owner_state(s.owner.load(std::memory_order_seq_cst)) == detail::slot_state::free) {
+      continue;  // zeroed before it was freed
     }
     for (const auto& lane : s.lanes) {
       const std::uint64_t e = lane.load(std::memory_order_seq_cst);
@@ -85,17 +86,14 @@ std::uint64_t writer::impl::reclaim(bool check_liveness) {
   }
   std::sort(held.begin(), held.end());
 
-  std::uint64_t freed = 0;
   std::erase_if(retired, [&](const detail::retired_block& r) {
     if (r.epoch >= oldest || std::binary_search(held.begin(), held.end(), r.ref)) return false;
     alloc.free(r.ref, r.bytes);
     bytes_retired -= r.bytes;
-    freed += r.bytes;
+    report.bytes_freed += r.bytes;
     return true;
   });
-  retires_since_reclaim = 0;
-  retired_bytes_since_reclaim = 0;
-  return freed;
+  return report;
 }
 
 void writer::impl::maybe_reclaim() {

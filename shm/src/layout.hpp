@@ -7,7 +7,7 @@
 // Overview (the structs below are checked by static_assert):
 // - Data segments "/slither.<ns>.<store>.<n>", n = 0, 1, ...; each starts with
 //   a segment_header (magic, layout version, the writer's random incarnation,
-//   n, size). Segment 0 then holds the store_header: writer pid + start time,
+//   n, size). Segment 0 then holds the store_header: writer pid, hash seed,
 //   state, global epoch, segment sizes, and the table directory, whose entries
 //   reference each table's current index block. Segment n+1 is (at least)
 //   twice as large as segment n; readers map a segment when they first meet a
@@ -28,9 +28,13 @@
 //   dtype and shape in the block; other values are stored as slither::encode
 //   bytes.
 // - The reader registry "/slither.<ns>.<store>.readers" is the only segment a
-//   reader maps writable: one cache-line-padded slot per reader process with
-//   its pid + start time, one epoch lane per concurrently reading thread, and
-//   a table of holds (block references kept by live views).
+//   reader maps writable: one cache-line-padded slot per attached reader with
+//   an owner word (generation + state), one epoch lane per concurrently
+//   reading thread, and a table of holds (block references kept by live
+//   views). A reader's liveness is an OFD lock on its slot's bytes.
+// - The lock object "/slither.<ns>.<store>.lock": its writer holds an OFD
+//   lock on it for its whole lifetime (exclusivity, and liveness as readers
+//   see it) and records the store's incarnation in it.
 //
 // Allocation: allocator.hpp. Reclamation (epochs, holds, dead readers): epoch.hpp.
 #pragma once
@@ -54,7 +58,8 @@ using shm::layout_version;  // public in store.hpp: the broker reports it to cli
 
 inline constexpr std::uint32_t max_segments = 64;
 inline constexpr std::uint32_t max_tables = 64;
-inline constexpr std::size_t max_table_name = 47;  // plus a NUL in 48 bytes
+inline constexpr std::size_t max_table_name = 47;          // plus a NUL in 48 bytes
+inline constexpr std::uint64_t max_readers_limit = 65536;  // registry slots
 inline constexpr std::uint32_t lanes_per_reader = 8;
 inline constexpr std::uint32_t holds_per_reader = 120;
 inline constexpr std::uint64_t block_alignment = 64;
@@ -116,13 +121,14 @@ struct table_entry {
 };
 static_assert(std::is_standard_layout_v<table_entry> && sizeof(table_entry) == 64);
 
-/// At offset 64 of segment 0. `writer_pid` and `writer_start_time` stay the
-/// first two words in every layout version, so a writer can tell whether a
-/// store of another version is stale.
+/// At offset 64 of segment 0. `state` stays at offset 16 (segment offset 80)
+/// in every layout version, so a reader can tell "still being created" from
+/// "another layout" before it trusts any other field, and a writer replacing
+/// a dead writer's store of any version can mark it closed.
 struct store_header {
-  std::uint64_t writer_pid;
-  std::uint64_t writer_start_time;
-  shared_u64 state;  ///< store_state
+  std::uint64_t writer_pid;  ///< for messages only; liveness is the writer's lock
+  std::uint64_t hash_seed;   ///< seeds the key hash (XXH3), chosen at random per store
+  shared_u64 state;          ///< store_state
   shared_u64 global_epoch;
   shared_u64 segment_count;
   std::uint64_t table_count;
@@ -132,8 +138,7 @@ struct store_header {
   table_entry tables[max_tables];
 };
 static_assert(std::is_standard_layout_v<store_header>);
-static_assert(offsetof(store_header, writer_pid) == 0 &&
-              offsetof(store_header, writer_start_time) == 8);
+static_assert(offsetof(store_header, hash_seed) == 8 && offsetof(store_header, state) == 16);
 static_assert(offsetof(store_header, global_epoch) == 24);
 static_assert(offsetof(store_header, segment_bytes) == 64);
 static_assert(offsetof(store_header, tables) == 64 + 8 * max_segments);
@@ -144,6 +149,8 @@ inline constexpr std::uint64_t segment0_data_start =
     (store_header_offset + sizeof(store_header) + block_alignment - 1) / block_alignment *
     block_alignment;
 inline constexpr std::uint64_t segment_data_start = sizeof(segment_header);
+/// Where `store_header::state` sits in segment 0, whatever the layout version.
+inline constexpr std::uint64_t store_state_offset = store_header_offset + 16;
 
 /// An index block: an open-addressing (linear probing) array of `capacity`
 /// slots, each null, `tombstone` or a tagged entry reference (`slot_value`), follows
@@ -191,13 +198,30 @@ struct registry_header {
 };
 static_assert(std::is_standard_layout_v<registry_header> && sizeof(registry_header) == 64);
 
-/// One attached reader process. `lanes` hold the epochs announced by its
-/// threads while they read (0 = idle); `holds` the block references kept by
-/// its live views; `overflow_epoch` the oldest epoch pinned by views that did
-/// not fit in `holds`. `pid` 0 marks a free slot.
+/// The owner word of a reader slot: a generation in the high bits, a
+/// slot_state in the low two. Every claim takes a new generation, so a
+/// compare-and-swap against an owner word read earlier fails once the slot
+/// has changed hands, however many times.
+enum class slot_state : std::uint64_t { free = 0, owned = 1, clearing = 2 };
+constexpr std::uint64_t owner_word(std::uint64_t generation, slot_state s) noexcept {
+  return generation << 2 | static_cast<std::uint64_t>(s);
+}
+constexpr slot_state owner_state(std::uint64_t word) noexcept {
+  return static_cast<slot_state>(word & 3);
+}
+constexpr std::uint64_t owner_generation(std::uint64_t word) noexcept {
+  return word >> 2;
+}
+
+/// One attached reader. Its owner holds an OFD write lock on the slot's bytes
+/// of the registry (registry.hpp) for as long as it is attached; the kernel
+/// drops the lock when the process exits, is killed or exec()s. `lanes` hold
+/// the epochs announced by its threads while they read (0 = idle); `holds`
+/// the block references kept by its live views; `overflow_epoch` the oldest
+/// epoch pinned by views that did not fit in `holds`.
 struct alignas(64) reader_slot {
-  shared_u64 pid;
-  shared_u64 start_time;
+  shared_u64 owner;  ///< owner_word
+  shared_u64 pid;    ///< of the owner, for messages and stats only
   shared_u64 overflow_epoch;
   std::uint64_t reserved[5];
   shared_u64 lanes[lanes_per_reader];
@@ -206,5 +230,21 @@ struct alignas(64) reader_slot {
 static_assert(std::is_standard_layout_v<reader_slot>);
 static_assert(sizeof(reader_slot) == 64 + 8 * lanes_per_reader + 8 * holds_per_reader);
 static_assert(sizeof(reader_slot) % 64 == 0 && offsetof(reader_slot, lanes) == 64);
+
+/// Byte offset of slot `i` in the registry: also the start of the byte range
+/// its owner keeps locked.
+constexpr std::uint64_t slot_offset(std::uint64_t i) noexcept {
+  return sizeof(registry_header) + i * sizeof(reader_slot);
+}
+
+/// The contents of a store's lock object "/slither.<ns>.<store>.lock": which
+/// store the writer holding its lock (an OFD write lock on byte 0) created.
+struct lock_record {
+  std::uint64_t magic;
+  std::uint64_t incarnation;
+  std::uint64_t writer_pid;  ///< for messages only
+};
+static_assert(std::is_standard_layout_v<lock_record> && sizeof(lock_record) == 24);
+inline constexpr std::uint64_t lock_magic = 0x314b434f4c534c53;  // "SLSLOCK1"
 
 }  // namespace slither::shm::detail

@@ -1,25 +1,35 @@
-// Process identity for liveness checks: a pid plus the process start time,
-// so a reused pid or a zombie is never mistaken for the original process.
+// What the store needs to know about processes: whether an object was
+// inherited through fork(), and hooks that run around fork().
 #pragma once
 
 #include <cstdint>
-#include <optional>
 
 namespace slither::shm::detail {
-
-/// Start time of a running process (field 22 of /proc/<pid>/stat, in clock
-/// ticks since boot); nullopt if there is no such process or it is a zombie.
-std::optional<std::uint64_t> process_start_time(std::uint64_t pid) noexcept;
-
-/// True if `pid` runs and started at `start_time` (0: start time unknown,
-/// then only the pid is checked).
-bool process_alive(std::uint64_t pid, std::uint64_t start_time) noexcept;
 
 /// A number that changes in a child process after every fork(), so objects
 /// bound to the process that created them can tell they were inherited.
 std::uint64_t fork_generation() noexcept;
 
-/// Start time of the calling process.
-std::uint64_t self_start_time() noexcept;
+/// An object that must act around fork(): for example, give a child its own
+/// registry slot, or close descriptors whose OFD locks must not outlive the
+/// parent. Registered objects are called from one pthread_atfork handler set.
+class fork_aware {
+ public:
+  /// In the parent, before fork(). Registration is locked until the matching
+  /// `after_fork_parent`/`after_fork_child`, so no object comes or goes meanwhile.
+  virtual void before_fork() noexcept = 0;
+  /// In the parent, after fork() returned (also when it failed).
+  virtual void after_fork_parent() noexcept = 0;
+  /// In the child, which has only the forking thread: keep to system calls
+  /// and memory the child owns.
+  virtual void after_fork_child() noexcept = 0;
+
+ protected:
+  ~fork_aware() = default;
+};
+
+/// Calls `obj` around every fork() until it is unregistered.
+void register_fork_aware(fork_aware* obj);
+void unregister_fork_aware(fork_aware* obj) noexcept;
 
 }  // namespace slither::shm::detail

@@ -1,5 +1,5 @@
-// The reader: attach to a store by name, map it read-only, and read it
-// lock-free inside an epoch (epoch.hpp).
+// The reader: attach to a store by name, verify and map it read-only, and
+// read it lock-free inside an epoch (epoch.hpp).
 #include <unistd.h>
 
 #include <algorithm>
@@ -7,25 +7,26 @@
 
 #include "epoch.hpp"
 #include "reader_core.hpp"
+#include "registry.hpp"
 #include "slither/core/codec.hpp"
 #include "slither/shm/store.hpp"
+#include "writer_lock.hpp"
 
 namespace slither::shm {
 
-using detail::entry_header;
-using detail::index_header;
-using detail::located;
-using detail::reader_core;
-using detail::shared_u64;
-namespace bip = detail::bip;
+using detail::check_value;
 using detail::decode_entry;
+using detail::entry_header;
 using detail::epoch_guard;
 using detail::hash_key;
+using detail::index_header;
 using detail::key_of;
+using detail::located;
 using detail::make_view;
-using detail::os_error;
 using detail::printable;
+using detail::reader_core;
 using detail::shape_of;
+using detail::shared_u64;
 using detail::valid_name;
 using detail::value_of;
 
@@ -33,12 +34,14 @@ using detail::value_of;
 // reader_core
 
 reader_core::~reader_core() {
-  if (slot == nullptr || !owned()) return;
-  for (auto& h : slot->holds) h.store(0, std::memory_order_relaxed);
-  for (auto& l : slot->lanes) l.store(0, std::memory_order_relaxed);
-  slot->overflow_epoch.store(0, std::memory_order_relaxed);
-  slot->start_time.store(0, std::memory_order_relaxed);
-  slot->pid.store(0, std::memory_order_release);
+  detail::unregister_fork_aware(this);
+  // Not after a fork whose child shares the slot: the sweep frees it once
+  // both processes are gone.
+  if (usable && shared_forks.load(std::memory_order_relaxed) == 0 &&
+      slot.load(std::memory_order_relaxed) != nullptr) {
+    detail::release_slot(claim);
+  }
+  registry_fd.close();  // drops the slot's lock
 }
 
 error_info reader_core::unknown_table(std::string_view table) const {
@@ -47,34 +50,46 @@ error_info reader_core::unknown_table(std::string_view table) const {
 }
 
 error_info reader_core::inherited() const {
-  return fail(errc::invalid_argument, "this reader of store '" + label +
-                                          "' was attached by the parent process; attach "
-                                          "again after fork()");
+  return fail(errc::invalid_argument,
+              "this reader of store '" + label +
+                  "' was inherited through fork() by a process that could not get a registry "
+                  "slot of its own; attach again");
 }
 
 error_info reader_core::unreadable(std::uint64_t ref) const {
   return fail(errc::io_error, "store '" + label + "': cannot read block at segment " +
                                   std::to_string(detail::ref_segment(ref)) + " offset " +
                                   std::to_string(detail::ref_offset(ref)) +
-                                  " (segment missing: was the store closed?)");
+                                  " (segment missing, not ours, or smaller than its header says; "
+                                  "was the store closed?)");
+}
+
+error_info reader_core::corrupt(std::uint64_t ref, std::string_view what) const {
+  return fail(errc::layout_mismatch, "store '" + label + "': the block at segment " +
+                                         std::to_string(detail::ref_segment(ref)) + " offset " +
+                                         std::to_string(detail::ref_offset(ref)) + " is corrupt (" +
+                                         std::string(what) + ")");
 }
 
 const std::byte* reader_core::map_segment(std::uint32_t n) noexcept {
-  std::lock_guard lock(map_mutex);
-  if (const auto* base = bases[n].load(std::memory_order_acquire)) return base;
-  const std::uint64_t bytes = header->segment_bytes[n].load(std::memory_order_acquire);
-  if (bytes < sizeof(detail::segment_header)) return nullptr;
   try {
-    bip::shared_memory_object shm(bip::open_only, segment_name(ns, name, n).c_str(),
-                                  bip::read_only);
-    auto region = std::make_unique<bip::mapped_region>(shm, bip::read_only, 0, bytes);
-    const auto* sh = static_cast<const detail::segment_header*>(region->get_address());
+    std::lock_guard lock(map_mutex);
+    if (const auto* base = bases[n].load(std::memory_order_acquire)) return base;
+    const std::uint64_t bytes = header->segment_bytes[n].load(std::memory_order_acquire);
+    if (bytes < sizeof(detail::segment_header)) return nullptr;
+    const std::string seg = segment_name(ns, name, n);
+    auto obj = detail::open_object(seg, false, owner_uid);
+    // Smaller than its header says: mapping it would SIGBUS on the missing pages.
+    if (!obj || obj->bytes < bytes) return nullptr;
+    auto map = detail::map_object(obj->fd.get(), bytes, false, seg);
+    if (!map) return nullptr;
+    const auto* sh = reinterpret_cast<const detail::segment_header*>(map->data());
     if (sh->magic != detail::store_magic || sh->incarnation != incarnation || sh->index != n ||
         sh->bytes != bytes) {
       return nullptr;
     }
-    const auto* base = static_cast<const std::byte*>(region->get_address());
-    regions[n] = std::move(region);
+    const std::byte* base = map->data();
+    regions[n] = std::move(*map);
     sizes[n].store(bytes, std::memory_order_relaxed);
     bases[n].store(base, std::memory_order_release);
     return base;
@@ -85,12 +100,21 @@ const std::byte* reader_core::map_segment(std::uint32_t n) noexcept {
 
 result<std::vector<located>> reader_core::chain(located head) {
   std::vector<located> out;
-  out.reserve(head.e->count);
+  // Never reserve what a block claims: the walk is bounded by real blocks.
+  out.reserve(std::min<std::uint64_t>(head.e->count, 16));
   for (located at = head;;) {
     out.push_back(at);
-    if (at.e->next == detail::null_ref) break;
-    at = located{at.e->next, entry(at.e->next)};
-    if (at.e == nullptr) return unreadable(at.ref);
+    const std::uint64_t count = at.e->count;
+    if (at.e->next == detail::null_ref) {
+      if (count != 1) return corrupt(head.ref, "a bag chain ends early");
+      break;
+    }
+    if (count <= 1) return corrupt(head.ref, "a bag chain is longer than it counts");
+    const entry_header* next = entry(at.e->next);
+    if (next == nullptr) return unreadable(at.e->next);
+    // Counts fall by one per block: a chain that loops cannot pass this.
+    if (next->count != count - 1) return corrupt(head.ref, "a bag chain's counts do not fall");
+    at = located{at.e->next, next};
   }
   std::reverse(out.begin(), out.end());
   return out;
@@ -119,10 +143,7 @@ ndarray view::array() const {
     throw slither::error(errc::invalid_argument,
                          "the value of key " + printable(key_of(s_->entry)) + " is not an ndarray");
   }
-  if (!is_valid_dtype(s_->entry->dtype)) {
-    throw slither::error(errc::decode_error,
-                         "stored ndarray has unknown dtype " + std::to_string(s_->entry->dtype));
-  }
+  // Its dtype and shape were checked against the block when the view was made.
   return ndarray::view(static_cast<dtype>(s_->entry->dtype), shape_of(s_->entry),
                        value_of(s_->entry).data(), s_);
 }
@@ -137,6 +158,119 @@ std::uint64_t view::version() const noexcept {
   return s_->entry->version;
 }
 
+// ---------------------------------------------------------------------------
+// attach
+
+namespace {
+
+/// Maps and checks segment 0. Its state is read first: a store still being
+/// created says so, whatever else its header holds yet.
+result<void> attach_header(reader_core& c) {
+  const std::string seg0 = segment_name(c.ns, c.name, 0);
+  auto obj = detail::open_object(seg0, false, c.owner_uid);
+  if (!obj) {
+    if (obj.error().code == errc::not_found) {
+      return fail(errc::not_found,
+                  "no store '" + c.label + "' (shared memory '" + seg0 + "' does not exist)");
+    }
+    return fail(obj.error().code,
+                "cannot attach to store '" + c.label + "': " + obj.error().message);
+  }
+  const std::string creating = "store '" + c.label + "' is still being created";
+  if (obj->bytes < detail::store_state_offset + sizeof(shared_u64)) {
+    return fail(errc::not_found, creating);
+  }
+  auto map = detail::map_object(obj->fd.get(), obj->bytes, false, seg0);
+  if (!map) return std::move(map).error();
+  const std::byte* base = map->data();
+  const auto state = static_cast<detail::store_state>(
+      reinterpret_cast<const shared_u64*>(base + detail::store_state_offset)
+          ->load(std::memory_order_acquire));
+  if (state == detail::store_state::creating) return fail(errc::not_found, creating);
+  const auto* sh = reinterpret_cast<const detail::segment_header*>(base);
+  if (sh->magic != detail::store_magic || sh->layout_version != detail::layout_version) {
+    return fail(errc::layout_mismatch,
+                "store '" + c.label + "' has layout version " + std::to_string(sh->layout_version) +
+                    (sh->magic != detail::store_magic ? " and an unknown magic" : "") +
+                    "; this build reads version " + std::to_string(detail::layout_version));
+  }
+  if (state == detail::store_state::closed) {
+    return fail(errc::writer_gone, "store '" + c.label + "' was closed by its writer");
+  }
+  const auto* hdr =
+      reinterpret_cast<const detail::store_header*>(base + detail::store_header_offset);
+  auto corrupt = [&](const std::string& why) {
+    return fail(errc::layout_mismatch, "store '" + c.label + "' has a corrupt header: " + why);
+  };
+  if (state != detail::store_state::ready) return corrupt("unknown state");
+  if (obj->bytes < detail::segment0_data_start || sh->bytes < detail::segment0_data_start ||
+      sh->index != 0 || hdr->segment_bytes[0].load(std::memory_order_relaxed) != sh->bytes) {
+    return corrupt("segment 0 sizes do not agree");
+  }
+  if (sh->bytes > obj->bytes) {
+    return fail(errc::layout_mismatch, "store '" + c.label + "': segment 0 is " +
+                                           std::to_string(obj->bytes) + " bytes, its header says " +
+                                           std::to_string(sh->bytes));
+  }
+  if (hdr->table_count > detail::max_tables) return corrupt("too many tables");
+  for (std::uint64_t i = 0; i < hdr->table_count; ++i) {
+    const auto& t = hdr->tables[i];
+    if (t.kind != static_cast<std::uint64_t>(table_kind::set) &&
+        t.kind != static_cast<std::uint64_t>(table_kind::bag)) {
+      return corrupt("table " + std::to_string(i) + " has an unknown kind");
+    }
+    c.table_names.emplace_back(t.name, strnlen(t.name, sizeof(t.name)));
+    c.table_kinds.push_back(static_cast<table_kind>(t.kind));
+  }
+  if (detail::check_writer(c.ns, c.name, sh->incarnation, c.owner_uid) ==
+      detail::writer_seen::gone) {
+    return fail(errc::writer_gone, "the writer of store '" + c.label + "' (pid " +
+                                       std::to_string(hdr->writer_pid) + ") is gone");
+  }
+  c.incarnation = sh->incarnation;
+  c.hash_seed = hdr->hash_seed;
+  c.header = hdr;
+  c.sizes[0].store(sh->bytes, std::memory_order_relaxed);
+  c.bases[0].store(base, std::memory_order_release);
+  c.regions[0] = std::move(*map);
+  return {};
+}
+
+/// Maps and checks the reader registry (read-write: the only object a reader writes).
+result<void> attach_registry(reader_core& c) {
+  const std::string reg = registry_name(c.ns, c.name);
+  auto obj = detail::open_object(reg, true, c.owner_uid);
+  if (!obj) {
+    if (obj.error().code == errc::not_found) {
+      return fail(errc::writer_gone,
+                  "store '" + c.label + "' has no reader registry: it is being closed");
+    }
+    return fail(obj.error().code,
+                "cannot attach to store '" + c.label + "': " + obj.error().message);
+  }
+  const auto mismatch = fail(errc::layout_mismatch, "the reader registry of store '" + c.label +
+                                                        "' does not match its store");
+  if (obj->bytes < sizeof(detail::registry_header)) return mismatch;
+  auto map = detail::map_object(obj->fd.get(), obj->bytes, true, reg);
+  if (!map) return std::move(map).error();
+  const auto* rh = reinterpret_cast<const detail::registry_header*>(map->data());
+  if (rh->magic != detail::registry_magic || rh->layout_version != detail::layout_version ||
+      rh->incarnation != c.incarnation || rh->slot_bytes != sizeof(detail::reader_slot) ||
+      rh->max_readers == 0 || rh->max_readers > detail::max_readers_limit ||
+      obj->bytes < detail::slot_offset(rh->max_readers)) {
+    return mismatch;
+  }
+  c.slots = reinterpret_cast<detail::reader_slot*>(map->data() + sizeof(detail::registry_header));
+  c.slot_count = rh->max_readers;
+  c.registry_dev = obj->dev;
+  c.registry_ino = obj->ino;
+  c.registry_fd = std::move(obj->fd);
+  c.registry = std::move(*map);
+  return {};
+}
+
+}  // namespace
+
 struct reader::impl {
   std::shared_ptr<reader_core> core;
 };
@@ -146,7 +280,8 @@ reader::reader(reader&&) noexcept = default;
 reader& reader::operator=(reader&&) noexcept = default;
 reader::~reader() = default;
 
-result<reader> reader::attach(std::string_view ns, std::string_view name) {
+result<reader> reader::attach(std::string_view ns, std::string_view name,
+                              std::optional<uid_t> owner) {
   if (!valid_name(ns) || !valid_name(name)) {
     return fail(errc::invalid_argument, "bad store name '" + std::string(ns) + "." +
                                             std::string(name) +
@@ -156,90 +291,22 @@ result<reader> reader::attach(std::string_view ns, std::string_view name) {
   core->ns = ns;
   core->name = name;
   core->label = core->ns + "." + core->name;
-  const std::string seg0 = segment_name(ns, name, 0);
-  try {
-    bip::shared_memory_object shm(bip::open_only, seg0.c_str(), bip::read_only);
-    core->regions[0] = std::make_unique<bip::mapped_region>(shm, bip::read_only);
-  } catch (const bip::interprocess_exception& e) {
-    if (e.get_error_code() == bip::not_found_error) {
-      return fail(errc::not_found,
-                  "no store '" + core->label + "' (shared memory '" + seg0 + "' does not exist)");
+  core->owner_uid = owner.value_or(::geteuid());
+  if (auto r = attach_header(*core); !r) return std::move(r).error();
+  if (auto r = attach_registry(*core); !r) return std::move(r).error();
+  // Known to fork() before it holds a slot, so a child never shares its lock.
+  detail::register_fork_aware(core.get());
+  {
+    std::lock_guard lock(core->claim_mutex);
+    const auto c = detail::claim_slot(core->registry_fd.get(), core->slots, core->slot_count,
+                                      static_cast<std::uint64_t>(::getpid()));
+    if (!c) {
+      return fail(errc::limit_exceeded, "the reader registry of store '" + core->label +
+                                            "' is full (" + std::to_string(core->slot_count) +
+                                            " readers)");
     }
-    return fail(errc::io_error, "cannot map store '" + core->label + "': " + os_error(e));
-  }
-  const auto* base = static_cast<const std::byte*>(core->regions[0]->get_address());
-  const std::uint64_t mapped = core->regions[0]->get_size();
-  if (mapped < detail::segment0_data_start) {
-    return fail(errc::layout_mismatch, "store '" + core->label + "': segment 0 is " +
-                                           std::to_string(mapped) +
-                                           " bytes, too small for a store header");
-  }
-  const auto* sh = reinterpret_cast<const detail::segment_header*>(base);
-  if (sh->magic != detail::store_magic || sh->layout_version != detail::layout_version) {
-    return fail(errc::layout_mismatch,
-                "store '" + core->label + "' has layout version " +
-                    std::to_string(sh->layout_version) +
-                    (sh->magic != detail::store_magic ? " and an unknown magic" : "") +
-                    "; this build reads version " + std::to_string(detail::layout_version));
-  }
-  const auto* hdr =
-      reinterpret_cast<const detail::store_header*>(base + detail::store_header_offset);
-  const auto state = static_cast<detail::store_state>(hdr->state.load(std::memory_order_acquire));
-  if (state == detail::store_state::creating) {
-    return fail(errc::not_found, "store '" + core->label + "' is still being created");
-  }
-  if (state == detail::store_state::closed) {
-    return fail(errc::writer_gone, "store '" + core->label + "' was closed by its writer");
-  }
-  if (!detail::process_alive(hdr->writer_pid, hdr->writer_start_time)) {
-    return fail(errc::writer_gone, "the writer of store '" + core->label + "' (pid " +
-                                       std::to_string(hdr->writer_pid) + ") is gone");
-  }
-  if (hdr->table_count > detail::max_tables || sh->bytes != mapped) {
-    return fail(errc::layout_mismatch, "store '" + core->label + "' has a corrupt header");
-  }
-  core->incarnation = sh->incarnation;
-  core->header = hdr;
-  core->generation = detail::fork_generation();
-  core->sizes[0].store(mapped, std::memory_order_relaxed);
-  core->bases[0].store(base, std::memory_order_release);
-  for (std::uint64_t i = 0; i < hdr->table_count; ++i) {
-    const auto& t = hdr->tables[i];
-    core->table_names.emplace_back(t.name, strnlen(t.name, sizeof(t.name)));
-    core->table_kinds.push_back(static_cast<table_kind>(t.kind));
-  }
-
-  const std::string reg = registry_name(ns, name);
-  try {
-    bip::shared_memory_object shm(bip::open_only, reg.c_str(), bip::read_write);
-    core->registry = bip::mapped_region(shm, bip::read_write);
-  } catch (const bip::interprocess_exception& e) {
-    return fail(errc::io_error, "cannot map the reader registry '" + reg + "' of store '" +
-                                    core->label + "': " + os_error(e));
-  }
-  auto* rbase = static_cast<std::byte*>(core->registry.get_address());
-  const auto* rh = reinterpret_cast<const detail::registry_header*>(rbase);
-  if (core->registry.get_size() < sizeof(detail::registry_header) ||
-      rh->magic != detail::registry_magic || rh->layout_version != detail::layout_version ||
-      rh->incarnation != core->incarnation || rh->slot_bytes != sizeof(detail::reader_slot) ||
-      core->registry.get_size() <
-          sizeof(detail::registry_header) + rh->max_readers * sizeof(detail::reader_slot)) {
-    return fail(errc::layout_mismatch,
-                "the reader registry of store '" + core->label + "' does not match its store");
-  }
-  auto* slots = reinterpret_cast<detail::reader_slot*>(rbase + sizeof(detail::registry_header));
-  const auto pid = static_cast<std::uint64_t>(::getpid());
-  for (std::uint64_t i = 0; i < rh->max_readers && core->slot == nullptr; ++i) {
-    std::uint64_t free_slot = 0;
-    if (slots[i].pid.compare_exchange_strong(free_slot, pid, std::memory_order_acq_rel)) {
-      slots[i].start_time.store(detail::self_start_time(), std::memory_order_release);
-      core->slot = &slots[i];
-    }
-  }
-  if (core->slot == nullptr) {
-    return fail(errc::limit_exceeded, "the reader registry of store '" + core->label +
-                                          "' is full (" + std::to_string(rh->max_readers) +
-                                          " readers)");
+    core->claim = *c;
+    core->slot.store(c->slot, std::memory_order_release);
   }
   return reader(std::make_unique<impl>(impl{std::move(core)}));
 }
@@ -266,10 +333,16 @@ namespace {
 // come back as errors.
 template <class T, class F>
 result<T> with_index(reader_core& c, std::string_view table, F&& use) {
-  if (!c.owned()) return c.inherited();
+  if (!c.usable) return c.inherited();
   const auto t = c.table_index(table);
   if (!t) return c.unknown_table(table);
-  epoch_guard guard(c);
+  detail::reader_slot* slot = c.slot.load(std::memory_order_acquire);
+  if (slot == nullptr) {  // a fork child's first read
+    auto claimed = c.claim_lazily();
+    if (!claimed) return std::move(claimed).error();
+    slot = *claimed;
+  }
+  epoch_guard guard(c, slot);
   const index_header* ix = c.index(*t);
   if (ix == nullptr) return c.unreadable(c.header->tables[*t].root.load());
   return use(*t, ix, guard);
@@ -279,7 +352,7 @@ result<T> with_index(reader_core& c, std::string_view table, F&& use) {
 // was found (`e == nullptr` if absent) to `use`, whose result is returned.
 template <class T, class F>
 result<T> with_entry(reader_core& c, std::string_view table, std::string_view key, F&& use) {
-  const std::uint64_t hash = hash_key(key);
+  const std::uint64_t hash = hash_key(c.hash_seed, key);
   return with_index<T>(c, table,
                        [&](std::uint32_t, const index_header* ix, epoch_guard& guard) -> result<T> {
                          auto found = c.find(ix, hash, key);
@@ -328,6 +401,7 @@ result<std::optional<view>> reader::get_view(std::string_view table, std::string
         if (found.e == nullptr) return std::optional<view>{};
         auto first = c.first(found);
         if (!first) return std::move(first).error();
+        if (auto ok = check_value(first->e); !ok) return std::move(ok).error();
         return std::optional<view>(make_view(p_->core, *first, guard));
       });
 }
@@ -379,6 +453,7 @@ result<void> reader::for_each(std::string_view table,
           auto blocks = c.chain(located{r, head});
           if (!blocks) return std::move(blocks).error();
           for (const located& at : *blocks) {
+            if (auto ok = check_value(at.e); !ok) return std::move(ok).error();
             if (!fn(key_of(at.e), make_view(p_->core, at, guard))) return {};
           }
         }

@@ -1,8 +1,14 @@
-// What a reader process keeps of a store it attached to: the read-only
-// mappings of its segments, its registry slot, and the lookups every read
-// is made of. Shared by the `reader` and every view it hands out, so views
-// outlive the `reader` safely.
+// What a reader keeps of a store it attached to: the read-only mappings of
+// its segments, its registry slot, and the lookups every read is made of.
+// Shared by the `reader` and every view it hands out, so views outlive the
+// `reader` safely.
+//
+// Every lookup checks what it reads against the mapped bytes (references,
+// block sizes, index capacities, bag chains): a corrupted segment gives an
+// error, never an out-of-bounds read, a loop or an exception.
 #pragma once
+
+#include <sys/types.h>
 
 #include <array>
 #include <atomic>
@@ -18,6 +24,7 @@
 #include "block.hpp"
 #include "layout.hpp"
 #include "process.hpp"
+#include "registry.hpp"
 #include "segment.hpp"
 #include "slither/shm/store.hpp"
 
@@ -29,11 +36,13 @@ struct located {
   const entry_header* e = nullptr;
 };
 
-struct reader_core {
+struct reader_core final : fork_aware {
   std::string ns;
   std::string name;
   std::string label;
+  uid_t owner_uid = 0;  ///< every object mapped must belong to this user
   std::uint64_t incarnation = 0;
+  std::uint64_t hash_seed = 0;
   const store_header* header = nullptr;
   std::vector<std::string> table_names;
   std::vector<table_kind> table_kinds;
@@ -41,23 +50,58 @@ struct reader_core {
   std::array<std::atomic<const std::byte*>, max_segments> bases{};
   std::array<std::atomic<std::uint64_t>, max_segments> sizes{};
   std::mutex map_mutex;  // only taken to map a segment for the first time
-  std::array<std::unique_ptr<bip::mapped_region>, max_segments> regions;
+  std::array<mapping, max_segments> regions;
 
-  bip::mapped_region registry;
-  reader_slot* slot = nullptr;
-  std::uint64_t generation = 0;  // fork_generation() of the attaching process
+  // The registry and this reader's slot in it. `slot` is null only in a fork
+  // child that had nothing to protect at fork time, until its first read.
+  mapping registry;
+  reader_slot* slots = nullptr;
+  std::uint64_t slot_count = 0;
+  dev_t registry_dev = 0;
+  ino_t registry_ino = 0;
+  unique_fd registry_fd;  // its own open file description: the slot's lock lives on it
+  std::atomic<reader_slot*> slot{nullptr};
+  slot_claim claim;
+  std::mutex claim_mutex;
 
+  // A process-private copy of the slot's holds. After fork() the child's copy
+  // says exactly which holds its inherited views own, whatever the parent
+  // does to its slot meanwhile.
+  std::array<std::atomic<std::uint64_t>, holds_per_reader> private_holds{};
   std::mutex overflow_mutex;
   std::multiset<std::uint64_t> overflow_epochs;
+
+  // fork() (registry.cpp): between before_fork and after_fork_*, `forking` is
+  // set and new views wait for it to clear, so a view either existed when
+  // the child's slot was filled or never reaches the child.
+  std::atomic<std::uint32_t> forking{0};
+  // Forks whose child could not get a slot of its own and shares ours: holds,
+  // pins and lanes taken before such a fork are never released by this
+  // process, and the slot is left to the sweep once both processes are gone.
+  std::atomic<std::uint64_t> shared_forks{0};
+  // False in a child that shares its parent's slot: reads are refused there.
+  bool usable = true;
+  unique_fd child_fd;
+  slot_claim child_claim;
+  bool child_shares = false;
 
   reader_core() = default;
   reader_core(const reader_core&) = delete;
   reader_core& operator=(const reader_core&) = delete;
   ~reader_core();
 
-  /// False in a child process that inherited this reader through fork(): the
-  /// slot belongs to the parent, which must keep its epochs and holds.
-  bool owned() const noexcept { return generation == fork_generation(); }
+  void before_fork() noexcept override;
+  void after_fork_parent() noexcept override;
+  void after_fork_child() noexcept override;
+
+  /// This process's slot, claiming one first in a fork child that has none yet.
+  result<reader_slot*> current_slot() {
+    if (reader_slot* s = slot.load(std::memory_order_acquire)) return s;
+    return claim_lazily();
+  }
+  result<reader_slot*> claim_lazily();
+  /// Blocks while a fork() of this process is filling a slot for its child.
+  void wait_for_fork() const noexcept;
 
   std::optional<std::uint32_t> table_index(std::string_view table) const noexcept {
     for (std::uint32_t i = 0; i < table_names.size(); ++i) {
@@ -69,6 +113,7 @@ struct reader_core {
   error_info unknown_table(std::string_view table) const;
   error_info inherited() const;
   error_info unreadable(std::uint64_t ref) const;
+  error_info corrupt(std::uint64_t ref, std::string_view what) const;
 
   /// Maps segment `n` on first use; nullptr if it cannot be mapped.
   const std::byte* map_segment(std::uint32_t n) noexcept;
@@ -85,11 +130,16 @@ struct reader_core {
     return base + off;
   }
 
+  /// The entry block at `ref` if its header describes a block that fits in
+  /// its segment, with key, shape and value inside it; else nullptr.
   const entry_header* entry(std::uint64_t ref) noexcept {
     const auto* e = reinterpret_cast<const entry_header*>(resolve(ref, sizeof(entry_header)));
-    if (e == nullptr || resolve(ref, e->block_bytes) == nullptr ||
-        e->value_offset > e->block_bytes || e->value_bytes > e->block_bytes - e->value_offset ||
-        shape_offset(e->key_bytes) + e->ndim * 8ull > e->value_offset) {
+    if (e == nullptr || e->block_bytes < sizeof(entry_header) ||
+        resolve(ref, e->block_bytes) == nullptr || e->value_offset > e->block_bytes ||
+        e->value_bytes > e->block_bytes - e->value_offset ||
+        shape_offset(e->key_bytes) + e->ndim * 8ull > e->value_offset ||
+        (e->format != static_cast<std::uint8_t>(value_format::encoded) &&
+         e->format != static_cast<std::uint8_t>(value_format::ndarray))) {
       return nullptr;
     }
     return e;
@@ -108,10 +158,10 @@ struct reader_core {
 
   /// The newest block of `key` in index `ix` (`e` null if absent); inside an epoch.
   result<located> find(const index_header* ix, std::uint64_t hash, std::string_view key) {
-    const auto* slots = reinterpret_cast<const shared_u64*>(ix + 1);
+    const auto* slots_ = reinterpret_cast<const shared_u64*>(ix + 1);
     const std::uint64_t mask = ix->capacity - 1;
     for (std::uint64_t i = hash & mask, n = 0; n <= mask; i = (i + 1) & mask, ++n) {
-      const std::uint64_t s = slots[i].load(std::memory_order_seq_cst);
+      const std::uint64_t s = slots_[i].load(std::memory_order_seq_cst);
       if (s == null_ref) break;
       if (!slot_has_entry(s) || !slot_tag_matches(s, hash)) continue;
       const std::uint64_t r = slot_ref(s);
@@ -128,7 +178,9 @@ struct reader_core {
     return located{};
   }
 
-  /// The blocks of a bag chain, oldest first (one block for a set).
+  /// The blocks of a bag chain, oldest first (one block for a set). Each
+  /// block must count one value fewer than the one before it, down to 1, so
+  /// a chain that loops or lies about its length is an error.
   result<std::vector<located>> chain(located head);
   /// The first (oldest) value's block of the key found at `head`.
   result<located> first(located head);

@@ -1,16 +1,17 @@
 #include "segment.hpp"
 
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
 
 #include "layout.hpp"
-#include "process.hpp"
 #include "slither/shm/detail/sys.hpp"
-#include "slither/shm/store.hpp"
 
 namespace slither::shm {
 
@@ -20,6 +21,10 @@ std::string segment_name(std::string_view ns, std::string_view store, std::uint3
 
 std::string registry_name(std::string_view ns, std::string_view store) {
   return "/slither." + std::string(ns) + "." + std::string(store) + ".readers";
+}
+
+std::string lock_name(std::string_view ns, std::string_view store) {
+  return "/slither." + std::string(ns) + "." + std::string(store) + ".lock";
 }
 
 namespace detail {
@@ -32,77 +37,121 @@ bool valid_name(std::string_view s) noexcept {
   });
 }
 
-std::string os_error(const bip::interprocess_exception& e) {
-  return std::string(e.what()) + " (errno " + std::to_string(e.get_native_error()) + ")";
+std::string errno_text(int err) {
+  return std::string(std::strerror(err)) + " (errno " + std::to_string(err) + ")";
 }
 
-result<bip::mapped_region> create_segment(const std::string& name, std::uint64_t bytes) {
-  bool created = false;
-  try {
-    bip::shared_memory_object shm(bip::create_only, name.c_str(), bip::read_write,
-                                  bip::permissions(0600));
-    created = true;
-    const int fd = shm.get_mapping_handle().handle;
-    if (::fchmod(fd, 0600) != 0) {  // whatever the umask did
-      bip::shared_memory_object::remove(name.c_str());
-      return fail(errc::io_error, "cannot set permissions of shared memory '" + name +
-                                      "': " + std::strerror(errno));
-    }
-    struct statvfs fs {};
-    if (sys().fstatvfs(fd, &fs) == 0) {
-      const std::uint64_t avail = std::uint64_t{fs.f_bavail} * fs.f_frsize;
-      if (avail < bytes) {
-        bip::shared_memory_object::remove(name.c_str());
-        return fail(errc::no_space, "no space for shared memory '" + name + "': it needs " +
-                                        std::to_string(bytes) + " bytes, /dev/shm has " +
-                                        std::to_string(avail) + " free");
-      }
-    }
-    shm.truncate(static_cast<bip::offset_t>(bytes));
-    if (const int err = sys().fallocate(fd, 0, static_cast<off_t>(bytes)); err != 0) {
-      bip::shared_memory_object::remove(name.c_str());
-      return fail(err == ENOSPC ? errc::no_space : errc::io_error,
-                  "cannot reserve " + std::to_string(bytes) + " bytes for shared memory '" + name +
-                      "': " + std::strerror(err));
-    }
-    return bip::mapped_region(shm, bip::read_write, 0, bytes);
-  } catch (const bip::interprocess_exception& e) {
-    if (created) bip::shared_memory_object::remove(name.c_str());
-    return fail(
-        e.get_error_code() == bip::already_exists_error ? errc::already_exists : errc::io_error,
-        "cannot create shared memory '" + name + "': " + os_error(e));
+void unique_fd::close() noexcept {
+  if (fd_ >= 0) {
+    ::close(fd_);  // even on EINTR the descriptor is gone (Linux)
+    fd_ = -1;
   }
 }
 
-void remove_store_objects(std::string_view ns, std::string_view name) noexcept {
-  for (std::uint32_t n = 0; n < max_segments; ++n) {
-    bip::shared_memory_object::remove(segment_name(ns, name, n).c_str());
+void mapping::reset() noexcept {
+  if (data_ != nullptr) {
+    ::munmap(data_, size_);
+    data_ = nullptr;
+    size_ = 0;
   }
-  bip::shared_memory_object::remove(registry_name(ns, name).c_str());
 }
 
-result<void> clear_stale(const store_options& o) {
-  const std::string seg0 = segment_name(o.ns, o.name, 0);
-  try {
-    bip::shared_memory_object shm(bip::open_only, seg0.c_str(), bip::read_only);
-    bip::offset_t size = 0;
-    constexpr std::uint64_t need = store_header_offset + 16;
-    if (shm.get_size(size) && static_cast<std::uint64_t>(size) >= need) {
-      bip::mapped_region region(shm, bip::read_only, 0, need);
-      std::uint64_t ident[2];
-      std::memcpy(ident, static_cast<const std::byte*>(region.get_address()) + store_header_offset,
-                  sizeof(ident));
-      if (process_alive(ident[0], ident[1])) {
-        return fail(errc::already_exists, "store '" + o.ns + "." + o.name +
-                                              "' is owned by a live writer (pid " +
-                                              std::to_string(ident[0]) + ")");
-      }
-    }
-  } catch (const bip::interprocess_exception&) {
-    // No segment 0: there may still be leftovers of a writer that died while closing.
+result<opened_object> open_object(const std::string& name, bool writable, uid_t owner) {
+  // glibc's shm_open adds O_NOFOLLOW and O_CLOEXEC itself; they are spelled
+  // out because both matter here (no symlinks in /dev/shm, no descriptor
+  // (and no OFD lock) surviving an exec).
+  const int flags = (writable ? O_RDWR : O_RDONLY) | O_NOFOLLOW | O_CLOEXEC;
+  unique_fd fd(::shm_open(name.c_str(), flags, 0));
+  if (!fd) {
+    const int err = errno;
+    if (err == ENOENT) return fail(errc::not_found, "no shared memory '" + name + "'");
+    return fail(errc::io_error, "cannot open shared memory '" + name + "': " + errno_text(err));
   }
-  remove_store_objects(o.ns, o.name);
-  return {};
+  struct stat st {};
+  if (sys().fstat(fd.get(), &st) != 0) {
+    return fail(errc::io_error, "cannot stat shared memory '" + name + "': " + errno_text(errno));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    return fail(errc::io_error, "shared memory '" + name + "' is not a regular object");
+  }
+  if (st.st_uid != owner) {
+    return fail(errc::io_error, "shared memory '" + name + "' is owned by uid " +
+                                    std::to_string(st.st_uid) + ", not " + std::to_string(owner) +
+                                    ": refusing to use it");
+  }
+  if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
+    char mode[8];
+    std::snprintf(mode, sizeof(mode), "%04o", static_cast<unsigned>(st.st_mode & 07777));
+    return fail(errc::io_error, "shared memory '" + name + "' has mode " + mode +
+                                    ", writable by others: refusing to use it");
+  }
+  return opened_object{std::move(fd), static_cast<std::uint64_t>(st.st_size), st.st_dev, st.st_ino};
+}
+
+result<mapping> map_object(int fd, std::uint64_t bytes, bool writable, const std::string& name) {
+  if (bytes == 0) return fail(errc::io_error, "cannot map shared memory '" + name + "': empty");
+  void* p =
+      ::mmap(nullptr, bytes, writable ? PROT_READ | PROT_WRITE : PROT_READ, MAP_SHARED, fd, 0);
+  if (p == MAP_FAILED) {
+    return fail(errc::io_error, "cannot map " + std::to_string(bytes) +
+                                    " bytes of shared memory '" + name + "': " + errno_text(errno));
+  }
+  return mapping(static_cast<std::byte*>(p), bytes);
+}
+
+bool remap_in_place(std::byte* addr, std::uint64_t bytes, int fd, bool writable) noexcept {
+  void* p = ::mmap(addr, bytes, writable ? PROT_READ | PROT_WRITE : PROT_READ,
+                   MAP_SHARED | MAP_FIXED, fd, 0);
+  return p == addr;
+}
+
+bool unmap_in_place(std::byte* addr, std::uint64_t bytes) noexcept {
+  void* p = ::mmap(addr, bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE,
+                   -1, 0);
+  return p == addr;
+}
+
+result<created_object> create_object(const std::string& name, std::uint64_t bytes) {
+  unique_fd fd(::shm_open(name.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+  if (!fd) {
+    const int err = errno;
+    return fail(err == EEXIST ? errc::already_exists : errc::io_error,
+                "cannot create shared memory '" + name + "': " + errno_text(err));
+  }
+  auto abandon = [&](error_info e) {
+    unlink_object(name);
+    return e;
+  };
+  if (::fchmod(fd.get(), 0600) != 0) {  // whatever the umask did
+    return abandon(fail(errc::io_error, "cannot set permissions of shared memory '" + name +
+                                            "': " + errno_text(errno)));
+  }
+  struct statvfs fs {};
+  if (sys().fstatvfs(fd.get(), &fs) == 0) {
+    const std::uint64_t avail = std::uint64_t{fs.f_bavail} * fs.f_frsize;
+    if (avail < bytes) {
+      return abandon(fail(errc::no_space, "no space for shared memory '" + name + "': it needs " +
+                                              std::to_string(bytes) + " bytes, /dev/shm has " +
+                                              std::to_string(avail) + " free"));
+    }
+  }
+  if (::ftruncate(fd.get(), static_cast<off_t>(bytes)) != 0) {
+    return abandon(fail(errno == ENOSPC ? errc::no_space : errc::io_error,
+                        "cannot size shared memory '" + name + "' to " + std::to_string(bytes) +
+                            " bytes: " + errno_text(errno)));
+  }
+  if (const int err = sys().fallocate(fd.get(), 0, static_cast<off_t>(bytes)); err != 0) {
+    return abandon(fail(err == ENOSPC ? errc::no_space : errc::io_error,
+                        "cannot reserve " + std::to_string(bytes) + " bytes for shared memory '" +
+                            name + "': " + std::strerror(err)));
+  }
+  auto map = map_object(fd.get(), bytes, true, name);
+  if (!map) return abandon(std::move(map).error());
+  return created_object{std::move(fd), std::move(*map)};
+}
+
+void unlink_object(const std::string& name) noexcept {
+  ::shm_unlink(name.c_str());
 }
 
 }  // namespace detail

@@ -1,18 +1,25 @@
-// Shared-memory objects of a store: their names, creation, and removal.
+// Shared-memory objects of a store: their names, creation, verification,
+// mapping and removal, each OS resource behind a move-only RAII type.
+//
+// Everything that maps an object checks it first (`open_object`): owned by
+// the expected user, no group or other write permission, and, before a
+// mapping, at least as large as what will be mapped, so a foreign, writable
+// or shrunk object is an error rather than a SIGBUS or a read of someone
+// else's bytes.
 #pragma once
 
-#include <boost/interprocess/mapped_region.hpp>
-#include <boost/interprocess/shared_memory_object.hpp>
+#include <sys/types.h>
+
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "slither/core/error.hpp"
 #include "slither/shm/store.hpp"
 
 namespace slither::shm::detail {
-
-namespace bip = boost::interprocess;
 
 inline constexpr std::uint64_t page_bytes = 4096;
 
@@ -23,17 +30,107 @@ constexpr std::uint64_t align_up(std::uint64_t v, std::uint64_t a) noexcept {
 /// True for 1-64 characters of [A-Za-z0-9_-]: a namespace or store name.
 bool valid_name(std::string_view s) noexcept;
 
-/// A Boost.Interprocess failure as text, with its errno.
-std::string os_error(const bip::interprocess_exception& e);
+/// An owned file descriptor, closed on destruction.
+class unique_fd {
+ public:
+  unique_fd() = default;
+  explicit unique_fd(int fd) noexcept : fd_(fd) {}
+  unique_fd(unique_fd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
+  unique_fd& operator=(unique_fd&& o) noexcept {
+    if (this != &o) {
+      close();
+      fd_ = std::exchange(o.fd_, -1);
+    }
+    return *this;
+  }
+  unique_fd(const unique_fd&) = delete;
+  unique_fd& operator=(const unique_fd&) = delete;
+  ~unique_fd() { close(); }
 
-/// Creates and maps a shared-memory object of `bytes` bytes, owner-only,
-/// with its pages reserved so later stores into it cannot fault for lack of space.
-result<bip::mapped_region> create_segment(const std::string& name, std::uint64_t bytes);
+  int get() const noexcept { return fd_; }
+  explicit operator bool() const noexcept { return fd_ >= 0; }
+  /// Closes the descriptor (only this process's reference to the open file
+  /// description: OFD locks stay while another descriptor refers to it). Safe twice.
+  void close() noexcept;
 
-/// Refuses a store name held by a live writer; removes the objects of a dead one.
-result<void> clear_stale(const store_options& o);
+ private:
+  int fd_ = -1;
+};
 
-/// Unlinks every object a store of this name may have: segments and registry.
-void remove_store_objects(std::string_view ns, std::string_view name) noexcept;
+/// A shared mapping, unmapped on destruction.
+class mapping {
+ public:
+  mapping() = default;
+  mapping(std::byte* data, std::size_t size) noexcept : data_(data), size_(size) {}
+  mapping(mapping&& o) noexcept
+      : data_(std::exchange(o.data_, nullptr)), size_(std::exchange(o.size_, 0)) {}
+  mapping& operator=(mapping&& o) noexcept {
+    if (this != &o) {
+      reset();
+      data_ = std::exchange(o.data_, nullptr);
+      size_ = std::exchange(o.size_, 0);
+    }
+    return *this;
+  }
+  mapping(const mapping&) = delete;
+  mapping& operator=(const mapping&) = delete;
+  ~mapping() { reset(); }
+
+  std::byte* data() const noexcept { return data_; }
+  std::size_t size() const noexcept { return size_; }
+  explicit operator bool() const noexcept { return data_ != nullptr; }
+  /// Unmaps. Safe twice.
+  void reset() noexcept;
+
+ private:
+  std::byte* data_ = nullptr;
+  std::size_t size_ = 0;
+};
+
+/// Replaces the pages at `addr` (a mapping of `bytes` bytes made by
+/// `map_object`) with a shared mapping of the same bytes of `fd`, in place.
+/// A mapping holds a reference to the open file description it was made
+/// from, and with it that description's OFD locks: a fork child remaps what
+/// it inherited to stop holding its parent's. Returns false on failure.
+bool remap_in_place(std::byte* addr, std::uint64_t bytes, int fd, bool writable) noexcept;
+
+/// Replaces the pages at `addr` with inaccessible anonymous ones: the address
+/// range stays reserved for a later `remap_in_place`, the file is let go.
+bool unmap_in_place(std::byte* addr, std::uint64_t bytes) noexcept;
+
+/// An object opened and verified: its descriptor, current size and identity.
+struct opened_object {
+  unique_fd fd;
+  std::uint64_t bytes = 0;
+  dev_t dev = 0;
+  ino_t ino = 0;
+};
+
+/// Opens the existing shared-memory object `name` (close-on-exec, never
+/// through a symlink), read-only or read-write, and verifies it: a regular
+/// object owned by `owner` without group or other write permission. Errors:
+/// `not_found` if there is no such object, `io_error` naming what failed.
+result<opened_object> open_object(const std::string& name, bool writable, uid_t owner);
+
+/// Maps the first `bytes` bytes of `fd`, shared. The caller has checked that
+/// the object is that large (`open_object`'s size).
+result<mapping> map_object(int fd, std::uint64_t bytes, bool writable, const std::string& name);
+
+/// A new object of `bytes` bytes: created exclusively, owner-only (0600
+/// whatever the umask), its pages reserved so that stores into it cannot
+/// fault for lack of space, and mapped read-write.
+struct created_object {
+  unique_fd fd;
+  mapping map;
+};
+/// Errors: `already_exists` if the name is taken, `no_space`, `io_error`.
+/// On failure nothing is left behind.
+result<created_object> create_object(const std::string& name, std::uint64_t bytes);
+
+/// Removes the name `name`; existing mappings and descriptors stay valid.
+void unlink_object(const std::string& name) noexcept;
+
+/// An errno value as text, with its number.
+std::string errno_text(int err);
 
 }  // namespace slither::shm::detail

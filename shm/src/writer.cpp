@@ -16,7 +16,6 @@
 
 namespace slither::shm {
 
-namespace bip = detail::bip;
 using detail::align_up;
 using detail::block;
 using detail::decode_entry;
@@ -238,7 +237,7 @@ std::uint64_t writer::impl::link(table_state& t, const block& b, std::uint64_t h
   shared_u64& slot = slots(t.root)[pos.slot];
   if (pos.ref != detail::null_ref) {
     const entry_header* old = entry(pos.ref);
-    e->version = old->version + 1;
+    e->version = ++last_version;
     if (t.kind == table_kind::bag) {
       e->next = pos.ref;
       e->count = old->count + 1;
@@ -250,7 +249,7 @@ std::uint64_t writer::impl::link(table_state& t, const block& b, std::uint64_t h
       dispose(t, pos.ref, old_bytes);
     }
   } else {
-    e->version = 1;
+    e->version = ++last_version;
     if (slot.load(std::memory_order_relaxed) == detail::null_ref) ++t.used;
     ++t.keys;
     ++t.values;
@@ -262,7 +261,7 @@ std::uint64_t writer::impl::link(table_state& t, const block& b, std::uint64_t h
 
 result<std::uint64_t> writer::impl::put(table_state& t, std::string_view key, const Value& value) {
   if (auto r = check_key(t, key); !r) return std::move(r).error();
-  const std::uint64_t hash = hash_key(key);
+  const std::uint64_t hash = hash_key(hash_seed, key);
   if (auto r = ensure_capacity(t, 1); !r) return std::move(r).error();
   __builtin_prefetch(&slots(t.root)[hash & (t.capacity - 1)]);  // overlaps the encoding
   auto b = build_entry(t, key, hash, value);
@@ -272,11 +271,12 @@ result<std::uint64_t> writer::impl::put(table_state& t, std::string_view key, co
 
 void writer::impl::unlink_all() noexcept {
   if (!owned()) {
-    // An inherited copy: the store still belongs to the parent. Drop our
-    // mappings and the inherited reader without touching shared state.
+    // An inherited copy: the store still belongs to the parent (whose lock
+    // this child already stopped sharing, fork.cpp). Drop our mappings and
+    // the inherited reader without touching shared state.
     self.reset();
     alloc.unmap();
-    registry = bip::mapped_region();
+    registry.reset();
     return;
   }
   if (header != nullptr) {
@@ -285,10 +285,13 @@ void writer::impl::unlink_all() noexcept {
   }
   self.reset();
   alloc.unmap();
-  registry = bip::mapped_region();
+  registry.reset();
+  registry_fd.close();
   header = nullptr;
   reader_slots = nullptr;
-  detail::remove_store_objects(options.ns, options.name);
+  for (const std::string& name : alloc.created()) detail::unlink_object(name);
+  for (const std::string& name : created) detail::unlink_object(name);
+  lock.release();  // last: until now no other writer can take the name
 }
 
 namespace {
@@ -319,9 +322,10 @@ result<void> check_specs(const store_options& o, std::span<const table_spec> tab
                                             " of store '" + o.name + "' is not in 1.." +
                                             std::to_string(max_key_limit));
   }
-  if (o.max_readers == 0 || o.max_readers > 65536) {
+  if (o.max_readers == 0 || o.max_readers > detail::max_readers_limit) {
     return fail(errc::invalid_argument, "max_readers " + std::to_string(o.max_readers) +
-                                            " of store '" + o.name + "' is not in 1..65536");
+                                            " of store '" + o.name + "' is not in 1.." +
+                                            std::to_string(detail::max_readers_limit));
   }
   if (tables.empty() || tables.size() > detail::max_tables) {
     return fail(errc::invalid_argument,
@@ -353,7 +357,8 @@ result<void> check_specs(const store_options& o, std::span<const table_spec> tab
   return {};
 }
 
-std::uint64_t random_incarnation() {
+/// A random, non-zero 64-bit number.
+std::uint64_t random_u64() {
   std::random_device rd;
   std::uint64_t v = 0;
   while (v == 0) v = (std::uint64_t{rd()} << 32) ^ rd() ^ static_cast<std::uint64_t>(::getpid());
@@ -377,24 +382,35 @@ writer::~writer() {
 
 result<writer> writer::create(const store_options& options, std::span<const table_spec> tables) {
   if (auto r = check_specs(options, tables); !r) return std::move(r).error();
-  if (auto r = detail::clear_stale(options); !r) return std::move(r).error();
+  auto lock = detail::writer_lock::acquire(options.ns, options.name);
+  if (!lock) return std::move(lock).error();
+  // The lock is ours: whatever is left under the name is a dead writer's.
+  if (auto r = detail::remove_stale_store(options.ns, options.name); !r) {
+    return std::move(r).error();
+  }
 
   auto p = std::make_unique<impl>();
   p->options = options;
   p->label = options.ns + "." + options.name;
-  p->incarnation = random_incarnation();
+  p->incarnation = random_u64();
+  p->hash_seed = random_u64();
   p->generation = detail::fork_generation();
+  p->lock = std::move(*lock);
+  detail::register_fork_aware(p.get());
+  // Unlinks only what this writer made, then gives the lock up.
   auto abandon = [&p](error_info e) {
     p->unlink_all();
     return e;
   };
+  if (auto r = p->lock.record(p->incarnation); !r) return abandon(std::move(r).error());
 
   p->alloc.init(options.ns, options.name, p->label, p->incarnation, options.initial_segment_bytes);
   if (auto r = p->alloc.add_segment(0); !r) return abandon(std::move(r).error());
+  // Zero-filled, the state reads `creating` until the release store below.
   auto* hdr =
       new (p->alloc.segments()[0].base + detail::store_header_offset) detail::store_header{};
   hdr->writer_pid = static_cast<std::uint64_t>(::getpid());
-  hdr->writer_start_time = detail::self_start_time();
+  hdr->hash_seed = p->hash_seed;
   hdr->global_epoch.store(p->epoch, std::memory_order_relaxed);
   hdr->segment_bytes[0].store(p->alloc.segments()[0].bytes, std::memory_order_relaxed);
   hdr->segment_count.store(1, std::memory_order_relaxed);
@@ -403,12 +419,13 @@ result<writer> writer::create(const store_options& options, std::span<const tabl
   p->header = hdr;
   p->alloc.announce_in(hdr);
 
-  const std::uint64_t registry_bytes =
-      sizeof(detail::registry_header) + options.max_readers * sizeof(detail::reader_slot);
-  auto reg = detail::create_segment(registry_name(options.ns, options.name), registry_bytes);
+  const std::string reg_name = registry_name(options.ns, options.name);
+  auto reg = detail::create_object(reg_name, detail::slot_offset(options.max_readers));
   if (!reg) return abandon(std::move(reg).error());
-  p->registry = std::move(*reg);
-  auto* rbase = static_cast<std::byte*>(p->registry.get_address());
+  p->created.push_back(reg_name);
+  p->registry_fd = std::move(reg->fd);
+  p->registry = std::move(reg->map);
+  std::byte* rbase = p->registry.data();
   new (rbase)
       detail::registry_header{detail::registry_magic, detail::layout_version,      p->incarnation,
                               options.max_readers,    sizeof(detail::reader_slot), {}};
@@ -464,7 +481,7 @@ result<void> writer::put_many(std::string_view table,
   built.reserve(entries.size());
   hashes.reserve(entries.size());
   for (const auto& [key, value] : entries) {
-    hashes.push_back(hash_key(key));
+    hashes.push_back(hash_key(p_->hash_seed, key));
     auto b = p_->build_entry(t, key, hashes.back(), value);
     if (!b) {
       for (const block& done : built) p_->release(done.ref, done.bytes);
@@ -496,7 +513,7 @@ result<bool> writer::erase(std::string_view table, std::string_view key) {
   if (!tr) return std::move(tr).error();
   table_state& t = **tr;
   if (auto r = p_->check_key(t, key); !r) return std::move(r).error();
-  const slot_position pos = p_->find_slot(t, hash_key(key), key);
+  const slot_position pos = p_->find_slot(t, hash_key(p_->hash_seed, key), key);
   if (pos.ref == detail::null_ref) return false;
   p_->slots(t.root)[pos.slot].store(detail::tombstone, std::memory_order_seq_cst);
   --t.keys;
@@ -516,7 +533,7 @@ result<std::uint64_t> writer::update(std::string_view table, std::string_view ke
     return fail(errc::invalid_argument, "update needs a set table; '" + t.name + "' is a bag");
   }
   if (auto r = p_->check_key(t, key); !r) return std::move(r).error();
-  const slot_position pos = p_->find_slot(t, hash_key(key), key);
+  const slot_position pos = p_->find_slot(t, hash_key(p_->hash_seed, key), key);
   std::optional<Value> current;
   if (pos.ref != detail::null_ref) {
     auto v = decode_entry(p_->entry(pos.ref));
@@ -548,7 +565,7 @@ result<std::uint64_t> writer::compare_and_set(std::string_view table, std::strin
                 "compare_and_set needs a set table; '" + t.name + "' is a bag");
   }
   if (auto r = p_->check_key(t, key); !r) return std::move(r).error();
-  const slot_position pos = p_->find_slot(t, hash_key(key), key);
+  const slot_position pos = p_->find_slot(t, hash_key(p_->hash_seed, key), key);
   const std::uint64_t found = pos.ref == detail::null_ref ? 0 : p_->entry(pos.ref)->version;
   if (found != expected_version) {
     return fail(errc::conflict, "key " + printable(key) + " in table '" + t.name +
@@ -615,8 +632,8 @@ result<void> writer::reload(std::string_view table,
   return {};
 }
 
-std::uint64_t writer::reclaim() {
-  if (!p_ || p_->closed || !p_->owned()) return 0;
+reclaim_report writer::reclaim() {
+  if (!p_ || p_->closed || !p_->owned()) return {};
   return p_->reclaim(true);
 }
 
@@ -629,7 +646,8 @@ store_stats writer::stats() const {
   s.segments = p_->alloc.segments().size();
   for (const auto& seg : p_->alloc.segments()) s.segment_bytes += seg.bytes;
   for (std::uint64_t i = 0; i < p_->options.max_readers; ++i) {
-    if (p_->reader_slots[i].pid.load(std::memory_order_acquire) != 0) ++s.readers;
+    const std::uint64_t owner = p_->reader_slots[i].owner.load(std::memory_order_acquire);
+    if (detail::owner_state(owner) == detail::slot_state::owned) ++s.readers;
   }
   return s;
 }

@@ -12,8 +12,10 @@
 #include "block.hpp"
 #include "layout.hpp"
 #include "process.hpp"
+#include "segment.hpp"
 #include "slither/core/codec.hpp"
 #include "slither/shm/store.hpp"
+#include "writer_lock.hpp"
 
 namespace slither::shm::detail {
 
@@ -46,18 +48,23 @@ struct slot_position {
 
 namespace slither::shm {
 
-struct writer::impl {
+struct writer::impl final : detail::fork_aware {
   store_options options;
   std::string label;
   std::uint64_t incarnation = 0;
+  std::uint64_t hash_seed = 0;
+  detail::writer_lock lock;
+  std::vector<std::string> created;  // names of the objects this writer made: all it unlinks
   detail::allocator alloc;
-  detail::bip::mapped_region registry;
+  detail::unique_fd registry_fd;  // for testing readers' locks; holds none itself
+  detail::mapping registry;
   detail::store_header* header = nullptr;
   detail::reader_slot* reader_slots = nullptr;
   std::vector<detail::table_state> tables;
   std::vector<detail::retired_block> retired;
   std::vector<std::uint64_t> held;  // scratch for reclaim
   std::uint64_t epoch = 1;
+  std::uint64_t last_version = 0;  // store-wide: a version is never given twice
   std::uint64_t bytes_used = 0;
   std::uint64_t bytes_retired = 0;
   std::uint64_t retires_since_reclaim = 0;
@@ -67,6 +74,15 @@ struct writer::impl {
   std::optional<reader> self;
   std::uint64_t generation = 0;  // detail::fork_generation() of the creating process
   bool closed = false;
+
+  impl() = default;
+  impl(const impl&) = delete;
+  impl& operator=(const impl&) = delete;
+  ~impl() { detail::unregister_fork_aware(this); }
+
+  void before_fork() noexcept override {}
+  void after_fork_parent() noexcept override {}
+  void after_fork_child() noexcept override;  // fork.cpp
 
   /// False in a child process that inherited this writer through fork().
   bool owned() const noexcept { return generation == detail::fork_generation(); }
@@ -112,8 +128,9 @@ struct writer::impl {
   result<std::uint64_t> put(detail::table_state& t, std::string_view key, const Value& value);
 
   // Reclamation (epoch.cpp).
-  void clear_slot(detail::reader_slot& s) noexcept;
-  std::uint64_t reclaim(bool check_liveness);
+  /// Frees what no reader can see and, if `check_liveness` (or it is time
+  /// to), clears the slots of dead readers first.
+  reclaim_report reclaim(bool check_liveness);
   void maybe_reclaim();
 
   void unlink_all() noexcept;

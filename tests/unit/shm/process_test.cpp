@@ -1,52 +1,15 @@
-// Liveness checks: a reused pid (other start time) or a zombie is not alive.
+// Fork plumbing: the generation that tells an inherited object, and the
+// hooks that let readers and writers act around fork().
 #include "process.hpp"
 
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <chrono>
-#include <fstream>
-#include <string>
-#include <thread>
+#include <atomic>
 
 namespace slither::shm::detail {
 namespace {
-
-TEST(Process, SelfIsAliveOnlyWithItsOwnStartTime) {
-  const auto pid = static_cast<std::uint64_t>(::getpid());
-  const std::uint64_t start = self_start_time();
-  ASSERT_NE(start, 0u);
-  EXPECT_EQ(process_start_time(pid), start);
-  EXPECT_TRUE(process_alive(pid, start));
-  EXPECT_TRUE(process_alive(pid, 0));               // start time unknown: pid only
-  EXPECT_FALSE(process_alive(pid, start + 12345));  // same pid, another process
-  EXPECT_FALSE(process_alive(0, 0));
-}
-
-TEST(Process, ZombiesAndReapedProcessesAreDead) {
-  const pid_t child = ::fork();
-  if (child == 0) ::_exit(0);
-  ASSERT_GT(child, 0);
-  const auto pid = static_cast<std::uint64_t>(child);
-  // Wait until the child has exited but is not reaped: a zombie.
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  bool zombie = false;
-  while (!zombie && std::chrono::steady_clock::now() < deadline) {
-    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-    std::string line;
-    std::getline(stat, line);
-    const auto paren = line.rfind(')');
-    zombie = paren != std::string::npos && line.compare(paren, 3, ") Z") == 0;
-    if (!zombie) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-  ASSERT_TRUE(zombie);
-  EXPECT_FALSE(process_start_time(pid).has_value());
-  EXPECT_FALSE(process_alive(pid, 0));
-  int status = 0;
-  ASSERT_EQ(::waitpid(child, &status, 0), child);
-  EXPECT_FALSE(process_alive(pid, 0));
-}
 
 TEST(Process, ForkChangesTheGeneration) {
   const std::uint64_t parent = fork_generation();
@@ -56,6 +19,33 @@ TEST(Process, ForkChangesTheGeneration) {
   ASSERT_EQ(::waitpid(child, &status, 0), child);
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
   EXPECT_EQ(fork_generation(), parent);
+}
+
+struct recorder final : fork_aware {
+  int before = 0, parent = 0, child = 0;
+  void before_fork() noexcept override { ++before; }
+  void after_fork_parent() noexcept override { ++parent; }
+  void after_fork_child() noexcept override { ++child; }
+};
+
+TEST(Process, ForkAwareObjectsAreCalledAroundForkUntilUnregistered) {
+  recorder r;
+  register_fork_aware(&r);
+  const pid_t child = ::fork();
+  if (child == 0) ::_exit(r.before == 1 && r.child == 1 && r.parent == 0 ? 0 : 1);
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "hooks in the child";
+  EXPECT_EQ(r.before, 1);
+  EXPECT_EQ(r.parent, 1);
+  EXPECT_EQ(r.child, 0);
+
+  unregister_fork_aware(&r);
+  const pid_t again = ::fork();
+  if (again == 0) ::_exit(0);
+  ASSERT_EQ(::waitpid(again, &status, 0), again);
+  EXPECT_EQ(r.before, 1);
+  EXPECT_EQ(r.parent, 1);
 }
 
 }  // namespace

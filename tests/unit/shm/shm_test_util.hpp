@@ -1,11 +1,15 @@
 // Helpers shared by the shm unit and integration tests.
 #pragma once
 
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cstdint>
 #include <cstring>
+#include <stdexcept>
 #include <string>
 
 #include "slither/shm/store.hpp"
@@ -79,5 +83,40 @@ inline bool verify(std::uint64_t key, const Value& v) {
   std::memcpy(&stored, s.data() + 56, sizeof(stored));
   return sum == stored;
 }
+
+/// A read-write mapping of one of a store's objects, as another process of
+/// the store's user could make: for tests that damage what readers map.
+class raw_object {
+ public:
+  explicit raw_object(const std::string& name) {
+    fd_ = ::shm_open(name.c_str(), O_RDWR, 0);
+    struct stat st {};
+    if (fd_ < 0 || ::fstat(fd_, &st) != 0) throw std::runtime_error("cannot open " + name);
+    size_ = static_cast<std::size_t>(st.st_size);
+    void* p = ::mmap(nullptr, size_, PROT_READ | PROT_WRITE, MAP_SHARED, fd_, 0);
+    if (p == MAP_FAILED) throw std::runtime_error("cannot map " + name);
+    data_ = static_cast<std::byte*>(p);
+  }
+  ~raw_object() {
+    ::munmap(data_, size_);
+    ::close(fd_);
+  }
+  raw_object(const raw_object&) = delete;
+  raw_object& operator=(const raw_object&) = delete;
+
+  std::byte* data() const { return data_; }
+  std::size_t size() const { return size_; }
+  int fd() const { return fd_; }
+  /// The object at `offset`, as `T`.
+  template <class T>
+  T* at(std::uint64_t offset) const {
+    return reinterpret_cast<T*>(data_ + offset);
+  }
+
+ private:
+  int fd_ = -1;
+  std::byte* data_ = nullptr;
+  std::size_t size_ = 0;
+};
 
 }  // namespace slither::shm::testing

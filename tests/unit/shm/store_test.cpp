@@ -60,9 +60,10 @@ TEST(Store, PutGetContainsSizeErase) {
   auto w = make_writer(test_options("basic"));
   const reader& r = w.read();
   EXPECT_EQ(r.tables(), (std::vector<std::string>{"kv", "log"}));
+  // Versions come from one store-wide counter.
   EXPECT_EQ(w.put("kv", "a", 1).value(), 1u);
   EXPECT_EQ(w.put("kv", "a", "two").value(), 2u);
-  EXPECT_EQ(w.put("kv", "b", Value::map({{"x", 1.5}})).value(), 1u);
+  EXPECT_EQ(w.put("kv", "b", Value::map({{"x", 1.5}})).value(), 3u);
   EXPECT_EQ(r.get("kv", "a").value(), std::optional<Value>("two"));
   EXPECT_EQ(r.get("kv", "b").value()->as<Map>().at("x"), Value(1.5));
   EXPECT_FALSE(r.get("kv", "zz").value().has_value());
@@ -72,7 +73,7 @@ TEST(Store, PutGetContainsSizeErase) {
   EXPECT_FALSE(w.erase("kv", "a").value());
   EXPECT_FALSE(r.contains("kv", "a").value());
   EXPECT_EQ(r.size("kv").value(), 1u);
-  EXPECT_EQ(w.put("kv", "a", 3).value(), 1u);  // a new entry starts over
+  EXPECT_EQ(w.put("kv", "a", 3).value(), 4u);  // a new entry, but never an old version
   EXPECT_EQ(w.stats().entries, 2u);
 }
 
@@ -200,7 +201,7 @@ TEST(Store, NdarrayViewIsZeroCopyAlignedAndReadOnly) {
   EXPECT_FALSE(v->is_ndarray());
   EXPECT_THROW(v->array(), slither::error);
   EXPECT_EQ(v->value(), Value("text"));
-  EXPECT_EQ(v->version(), 1u);
+  EXPECT_EQ(v->version(), 2u);  // the store's second write
 }
 
 TEST(Store, UpdateAndCompareAndSet) {
@@ -216,13 +217,36 @@ TEST(Store, UpdateAndCompareAndSet) {
   EXPECT_EQ(conflict.error().code, errc::conflict);
   EXPECT_NE(conflict.error().message.find("version 2"), std::string::npos);
   EXPECT_EQ(w.compare_and_set("kv", "n", 2, 10).value(), 3u);
-  EXPECT_EQ(w.compare_and_set("kv", "fresh", 0, 1).value(), 1u);
+  EXPECT_EQ(w.compare_and_set("kv", "fresh", 0, 1).value(), 4u);
   auto thrower = w.update(
       "kv", "n", [](const std::optional<Value>&) -> Value { throw std::runtime_error("boom"); });
   ASSERT_FALSE(thrower);
   EXPECT_NE(thrower.error().message.find("boom"), std::string::npos);
   EXPECT_EQ(w.read().get("kv", "n").value(), std::optional<Value>(10));
   EXPECT_EQ(w.update("log", "n", inc).error().code, errc::invalid_argument);
+}
+
+TEST(Store, VersionsNeverRepeatSoAStaleCompareAndSetFails) {
+  auto w = make_writer(test_options("aba"));
+  // Each way a key can start over: erase and put again, clear, reload.
+  const std::uint64_t v1 = w.put("kv", "k", "a").value();
+  ASSERT_TRUE(w.erase("kv", "k").value());
+  const std::uint64_t v2 = w.put("kv", "k", "b").value();
+  EXPECT_GT(v2, v1);
+  EXPECT_EQ(w.compare_and_set("kv", "k", v1, "stale").error().code, errc::conflict);
+  ASSERT_TRUE(w.clear("kv"));
+  const std::uint64_t v3 = w.put("kv", "k", "c").value();
+  EXPECT_GT(v3, v2);
+  EXPECT_EQ(w.compare_and_set("kv", "k", v1, "stale").error().code, errc::conflict);
+  EXPECT_EQ(w.compare_and_set("kv", "k", v2, "stale").error().code, errc::conflict);
+  ASSERT_TRUE(w.reload("kv", [](loader& l) { return l.put("k", "d"); }));
+  const std::uint64_t v4 = w.read().get_view("kv", "k").value()->version();
+  EXPECT_GT(v4, v3);
+  for (std::uint64_t stale : {v1, v2, v3}) {
+    EXPECT_EQ(w.compare_and_set("kv", "k", stale, "stale").error().code, errc::conflict);
+  }
+  EXPECT_EQ(w.read().get("kv", "k").value(), std::optional<Value>("d"));
+  EXPECT_GT(w.compare_and_set("kv", "k", v4, "e").value(), v4);
 }
 
 TEST(Store, ErrorsNameTheBadInputAndChangeNothing) {

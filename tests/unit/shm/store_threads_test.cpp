@@ -1,8 +1,12 @@
 // Several reader threads of one process share one `reader` while a writer
 // thread rewrites the store: meant to run under ThreadSanitizer too.
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <thread>
 #include <vector>
 
@@ -62,6 +66,65 @@ TEST(StoreThreads, ReaderThreadsShareOneReaderWhileTheWriterWrites) {
   EXPECT_GT(reads.load(), 0u);
   w.reclaim();
   EXPECT_EQ(w.stats().bytes_retired, 0u);
+}
+
+// As many threads as a slot has lanes iterate a table together (each holds a
+// lane) and, for every entry, read the store again from inside their
+// callbacks: the nested reads must reuse their thread's lane, as no lane is
+// free. In a child process, so that a regression (threads waiting for lanes
+// held by each other) fails here rather than hangs.
+TEST(StoreThreads, ReadsNestedInACallbackReuseTheirThreadsLane) {
+  auto o = testing::test_options("nested");
+  std::vector<table_spec> tables = {{"kv", table_kind::set, 64}, {"log", table_kind::bag, 8}};
+  auto w = writer::create(o, tables).value();
+  for (int k = 0; k < 50; ++k) w.put("kv", std::to_string(k), k).value();
+  w.put("log", "x", 1).value();
+  const pid_t child = ::fork();
+  if (child == 0) {
+    auto r = reader::attach(o.ns, o.name);
+    if (!r) ::_exit(2);
+    constexpr int kThreads = 8;  // lanes_per_reader
+    std::atomic<int> bad{0}, inside{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < kThreads; ++t) {
+      threads.emplace_back([&] {
+        for (int round = 0; round < 20; ++round) {
+          bool first = round == 0;
+          auto ok = r->for_each("kv", [&](std::string_view key, const view& v) {
+            if (first) {  // every thread holds its lane before any reads again
+              first = false;
+              inside.fetch_add(1);
+              while (inside.load() < kThreads) std::this_thread::yield();
+            }
+            auto again = r->get("kv", key);
+            if (!again || **again != v.value()) bad.fetch_add(1);
+            auto deeper = r->for_each("log", [&](std::string_view, const view&) {
+              if (!r->get_view("kv", key)) bad.fetch_add(1);
+              return true;
+            });
+            if (!deeper) bad.fetch_add(1);
+            return true;
+          });
+          if (!ok) bad.fetch_add(1);
+        }
+      });
+    }
+    for (auto& th : threads) th.join();
+    ::_exit(bad.load() == 0 ? 0 : 3);
+  }
+  int status = 0;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (::waitpid(child, &status, WNOHANG) == 0) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      ::kill(child, SIGKILL);
+      ::waitpid(child, &status, 0);
+      FAIL() << "nested reads did not finish in 120 s: threads wait for lanes forever";
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  w.reclaim();
 }
 
 }  // namespace

@@ -20,6 +20,8 @@
 //   child leaves the parent's store in place.
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -64,6 +66,12 @@ struct store_options {
   std::uint32_t max_readers = 256;
 };
 
+/// What one `writer::reclaim` did.
+struct reclaim_report {
+  std::uint64_t bytes_freed = 0;      ///< retired bytes made reusable
+  std::uint32_t readers_cleared = 0;  ///< registry slots of dead readers freed
+};
+
 /// Figures a writer reports about its store.
 struct store_stats {
   std::uint64_t entries = 0;        ///< live entries over all tables
@@ -76,12 +84,17 @@ struct store_stats {
 
 /// Version of the shared-memory layout this build writes and reads. A reader
 /// refuses (`errc::layout_mismatch`) a store written with another version.
-inline constexpr std::uint64_t layout_version = 2;  // 2: codec version 2 values
+// 2: codec version 2 values. 3: reader liveness by OFD locks (owner words in
+// the registry), the writer's lock object, a per-store hash seed.
+inline constexpr std::uint64_t layout_version = 3;
 
 /// Shared-memory object name of segment `n` of a store: "/slither.<ns>.<store>.<n>".
 std::string segment_name(std::string_view ns, std::string_view store, std::uint32_t n);
 /// Name of a store's reader-registry segment: "/slither.<ns>.<store>.readers".
 std::string registry_name(std::string_view ns, std::string_view store);
+/// Name of a store's lock object, which its writer holds locked while it
+/// lives: "/slither.<ns>.<store>.lock".
+std::string lock_name(std::string_view ns, std::string_view store);
 
 class reader;
 
@@ -118,7 +131,8 @@ class reader {
   /// Attaches to the store `<ns>.<name>`. Errors: `not_found` (no such store),
   /// `layout_mismatch` (another build's layout), `writer_gone` (its writer died),
   /// `limit_exceeded` (the reader registry is full).
-  static result<reader> attach(std::string_view ns, std::string_view name);
+  static result<reader> attach(std::string_view ns, std::string_view name,
+                               std::optional<uid_t> owner = std::nullopt);
 
   reader(reader&&) noexcept;
   reader& operator=(reader&&) noexcept;
@@ -220,7 +234,7 @@ class writer {
   result<void> reload(std::string_view table, const std::function<result<void>(loader&)>& fill);
   /// Frees retired blocks no reader can still see; called by every write too.
   /// Returns the bytes freed. Also clears the slots of dead readers.
-  std::uint64_t reclaim();
+  reclaim_report reclaim();
   store_stats stats() const;
   /// The random number chosen when this store was created (see `reader::incarnation`).
   std::uint64_t incarnation() const noexcept;

@@ -1,18 +1,26 @@
 // The seam through which the store makes the system calls that can fail for
-// reasons outside the program (a full /dev/shm), so tests can inject them.
+// reasons outside the program (a full /dev/shm, a descriptor table at its
+// limit), so tests can inject those failures.
 #pragma once
 
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/types.h>
 
 namespace slither::shm::detail {
 
-/// System calls used when a segment is created.
+/// System calls the store makes through this seam.
 struct sys_calls {
   /// Reserves a segment's pages; returns 0 or an errno value (ENOSPC).
   int (*fallocate)(int fd, off_t offset, off_t length);
   /// Reports free space of the file system holding `fd`; 0 or -1 with errno set.
   int (*fstatvfs)(int fd, struct statvfs* out);
+  /// Describes an object before it is mapped; 0 or -1 with errno set.
+  int (*fstat)(int fd, struct stat* out);
+  /// `fcntl(fd, cmd, lock)` for the OFD lock commands (F_OFD_SETLK,
+  /// F_OFD_GETLK); 0 or -1 with errno set.
+  int (*ofd_lock)(int fd, int cmd, struct flock* lock);
 };
 
 /// The calls in use, initially the real ones. Tests may replace entries and

@@ -1,0 +1,160 @@
+// Readers on damaged segments: every read returns an error, never crashes,
+// loops, throws or allocates what a corrupted count asks for. The damage is
+// done through a read-write mapping, as a buggy or hostile process of the
+// store's user could.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <limits>
+
+#include "layout.hpp"
+#include "segment.hpp"
+#include "shm_test_util.hpp"
+#include "slither/shm/store.hpp"
+
+namespace slither::shm {
+namespace {
+
+using detail::entry_header;
+using detail::index_header;
+using detail::store_header;
+
+const std::vector<table_spec> kTables = {{"kv", table_kind::set, 16}, {"log", table_kind::bag, 16}};
+
+/// A store with one set, one bag and an array, and a read-write view of its segment 0.
+struct damaged_store {
+  store_options o = testing::test_options("corrupt");
+  writer w = writer::create(o, kTables).value();
+  testing::raw_object seg0{segment_name(o.ns, o.name, 0)};
+
+  damaged_store() {
+    w.put("kv", "plain", "text").value();
+    w.put("kv", "nd", ndarray::zeros(dtype::f32, {4, 4})).value();
+    for (int i = 0; i < 3; ++i) w.put("log", "k", i).value();
+  }
+  store_header* header() const { return seg0.at<store_header>(detail::store_header_offset); }
+  index_header* index(std::uint32_t table) const {
+    const std::uint64_t root = header()->tables[table].root.load();
+    EXPECT_EQ(detail::ref_segment(root), 0u) << "the test store fits in segment 0";
+    return seg0.at<index_header>(detail::ref_offset(root));
+  }
+  /// The newest block of `key` in `table`.
+  entry_header* entry(std::uint32_t table, std::string_view key) const {
+    index_header* ix = index(table);
+    const auto* slots = reinterpret_cast<const detail::shared_u64*>(ix + 1);
+    for (std::uint64_t i = 0; i < ix->capacity; ++i) {
+      const std::uint64_t s = slots[i].load();
+      if (!detail::slot_has_entry(s)) continue;
+      auto* e = seg0.at<entry_header>(detail::ref_offset(detail::slot_ref(s)));
+      if (std::string_view(reinterpret_cast<const char*>(e + 1), e->key_bytes) == key) return e;
+    }
+    ADD_FAILURE() << "no key " << key;
+    return nullptr;
+  }
+  std::uint64_t ref_of(const entry_header* e) const {
+    return detail::make_ref(
+        0, static_cast<std::uint64_t>(reinterpret_cast<const std::byte*>(e) - seg0.data()));
+  }
+};
+
+/// Every read of `table` (and of `key` in it) fails cleanly.
+void expect_every_read_fails(const reader& r, std::string_view table, std::string_view key) {
+  EXPECT_FALSE(r.get(table, key));
+  EXPECT_FALSE(r.get_all(table, key));
+  EXPECT_FALSE(r.get_view(table, key));
+  EXPECT_FALSE(r.peek(table, key, [](std::span<const std::byte>) {}));
+  EXPECT_FALSE(r.for_each(table, [](std::string_view, const view&) { return true; }));
+}
+
+TEST(Corruption, ABagChainThatLoopsIsAnError) {
+  damaged_store s;
+  entry_header* newest = s.entry(1, "k");
+  newest->next = s.ref_of(newest);  // points at itself, count unchanged
+  auto r = reader::attach(s.o.ns, s.o.name).value();
+  expect_every_read_fails(r, "log", "k");
+  auto all = r.get_all("log", "k");
+  ASSERT_FALSE(all);
+  EXPECT_EQ(all.error().code, errc::layout_mismatch);
+  EXPECT_NE(all.error().message.find("bag chain"), std::string::npos) << all.error().message;
+  newest->next = s.ref_of(newest);
+  newest->count = 1u << 20;  // a loop that also claims a long chain
+  expect_every_read_fails(r, "log", "k");
+}
+
+TEST(Corruption, AHugeCountIsNeverReserved) {
+  damaged_store s;
+  s.entry(0, "plain")->count = std::numeric_limits<std::uint64_t>::max() / 2;
+  s.entry(1, "k")->count = std::numeric_limits<std::uint64_t>::max() / 2;
+  auto r = reader::attach(s.o.ns, s.o.name).value();
+  EXPECT_FALSE(r.get_all("kv", "plain"));
+  EXPECT_FALSE(r.for_each("kv", [](std::string_view, const view&) { return true; }));
+  expect_every_read_fails(r, "log", "k");
+}
+
+TEST(Corruption, AnNdarrayShapeLargerThanItsBlockIsAnError) {
+  damaged_store s;
+  entry_header* e = s.entry(0, "nd");
+  auto* shape = reinterpret_cast<std::uint64_t*>(reinterpret_cast<std::byte*>(e) +
+                                                 detail::align_up(sizeof(entry_header) + 2, 8));
+  auto r = reader::attach(s.o.ns, s.o.name).value();
+  ASSERT_TRUE(r.get_view("kv", "nd").value()->array().nbytes() == 64);
+  for (std::uint64_t bad : {std::uint64_t{5}, std::uint64_t{1} << 40, ~std::uint64_t{0}}) {
+    shape[0] = bad;
+    auto v = r.get_view("kv", "nd");
+    ASSERT_FALSE(v) << "shape " << bad;
+    EXPECT_EQ(v.error().code, errc::decode_error);
+    EXPECT_FALSE(r.get("kv", "nd"));
+    EXPECT_FALSE(r.for_each("kv", [](std::string_view, const view&) { return true; }));
+  }
+  shape[0] = 4;
+  e->dtype = 200;
+  EXPECT_FALSE(r.get_view("kv", "nd"));
+  e->dtype = static_cast<std::uint8_t>(dtype::f32);
+  e->ndim = 40;
+  EXPECT_FALSE(r.get_view("kv", "nd"));
+}
+
+TEST(Corruption, IndexesAndReferencesOutOfRangeAreErrors) {
+  damaged_store s;
+  auto r = reader::attach(s.o.ns, s.o.name).value();
+  index_header* ix = s.index(0);
+  const std::uint64_t capacity = ix->capacity;
+  for (std::uint64_t bad :
+       {std::uint64_t{0}, std::uint64_t{3}, std::uint64_t{1} << 30, std::uint64_t{1} << 62}) {
+    ix->capacity = bad;
+    expect_every_read_fails(r, "kv", "plain");
+    EXPECT_FALSE(r.keys("kv"));
+    EXPECT_FALSE(r.size("kv"));
+  }
+  ix->capacity = capacity;
+  ASSERT_TRUE(r.get("kv", "plain").value());
+
+  // A slot that points past its segment, or into a segment that does not exist.
+  auto* slots = reinterpret_cast<detail::shared_u64*>(ix + 1);
+  for (std::uint64_t i = 0; i < capacity; ++i) {
+    const std::uint64_t v = slots[i].load();
+    if (detail::slot_has_entry(v)) {
+      slots[i].store(detail::make_ref(0, s.seg0.size() - 64) | (v & detail::slot_tag_mask));
+    }
+  }
+  EXPECT_FALSE(r.for_each("kv", [](std::string_view, const view&) { return true; }));
+  EXPECT_FALSE(r.keys("kv"));
+  for (std::uint64_t i = 0; i < capacity; ++i) {
+    const std::uint64_t v = slots[i].load();
+    if (detail::slot_has_entry(v)) slots[i].store(detail::make_ref(40, 4096) | (v & 63));
+  }
+  EXPECT_FALSE(r.for_each("kv", [](std::string_view, const view&) { return true; }));
+  s.header()->tables[0].root.store(detail::make_ref(0, s.seg0.size()));
+  expect_every_read_fails(r, "kv", "plain");
+}
+
+TEST(Corruption, AHeaderWithAnUnknownTableKindIsRefused) {
+  damaged_store s;
+  s.header()->tables[1].kind = 77;
+  auto r = reader::attach(s.o.ns, s.o.name);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, errc::layout_mismatch);
+}
+
+}  // namespace
+}  // namespace slither::shm

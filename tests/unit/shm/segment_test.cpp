@@ -1,0 +1,163 @@
+// What a reader checks before it maps anything: the owner and mode of every
+// object, sizes against what the headers claim, and a store still being made.
+#include "segment.hpp"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <set>
+#include <vector>
+
+#include "block.hpp"
+#include "layout.hpp"
+#include "shm_test_util.hpp"
+#include "slither/shm/store.hpp"
+
+namespace slither::shm {
+namespace {
+
+using testing::test_options;
+
+const std::vector<table_spec> kTables = {{"kv", table_kind::set, 16}};
+
+TEST(Segment, AttachRefusesAStoreOfAnotherOwner) {
+  const auto o = test_options("owner");
+  auto w = writer::create(o, kTables).value();
+  auto mine = reader::attach(o.ns, o.name, ::geteuid());
+  EXPECT_TRUE(mine) << mine.error().message;
+  const uid_t other = ::geteuid() + 4242;
+  auto r = reader::attach(o.ns, o.name, other);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, errc::io_error);
+  EXPECT_NE(r.error().message.find("owned by uid " + std::to_string(::geteuid())),
+            std::string::npos)
+      << r.error().message;
+}
+
+TEST(Segment, AttachRefusesObjectsOthersCanWrite) {
+  const auto o = test_options("mode");
+  auto w = writer::create(o, kTables).value();
+  for (const std::string& name : {segment_name(o.ns, o.name, 0), registry_name(o.ns, o.name)}) {
+    const int fd = ::shm_open(name.c_str(), O_RDONLY, 0);
+    ASSERT_GE(fd, 0);
+    for (mode_t mode : {0620, 0602}) {
+      ASSERT_EQ(::fchmod(fd, mode), 0);
+      auto r = reader::attach(o.ns, o.name);
+      ASSERT_FALSE(r) << name << " mode " << mode;
+      EXPECT_NE(r.error().message.find("writable by others"), std::string::npos)
+          << r.error().message;
+    }
+    ASSERT_EQ(::fchmod(fd, 0640), 0);  // readable by the group is fine
+    EXPECT_TRUE(reader::attach(o.ns, o.name)) << name;
+    ASSERT_EQ(::fchmod(fd, 0600), 0);
+    ::close(fd);
+  }
+}
+
+TEST(Segment, ADataSegmentOthersCanWriteIsNotRead) {
+  auto o = test_options("datamode");
+  o.initial_segment_bytes = 64 << 10;
+  auto w = writer::create(o, kTables).value();
+  const std::string big(40000, 'x');
+  for (int i = 0; i < 4; ++i) w.put("kv", std::to_string(i), Value(Bytes{big})).value();
+  ASSERT_GT(w.stats().segments, 1u);
+  auto r = reader::attach(o.ns, o.name).value();  // maps segment 1 only when it meets it
+  const int fd = ::shm_open(segment_name(o.ns, o.name, 1).c_str(), O_RDONLY, 0);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::fchmod(fd, 0666), 0);
+  ::close(fd);
+  int refused = 0;
+  for (int i = 0; i < 4; ++i) {
+    auto v = r.get("kv", std::to_string(i));
+    if (!v) {
+      ++refused;
+      EXPECT_EQ(v.error().code, errc::io_error);
+    } else {
+      EXPECT_EQ(**v, Value(Bytes{big}));  // those in segment 0
+    }
+  }
+  EXPECT_GT(refused, 0);
+}
+
+TEST(Segment, AShrunkSegmentIsAnErrorNeverSigbus) {
+  auto o = test_options("shrunk");
+  o.initial_segment_bytes = 64 << 10;
+  auto w = writer::create(o, kTables).value();
+  const std::string big(40000, 'y');
+  for (int i = 0; i < 6; ++i) w.put("kv", std::to_string(i), Value(Bytes{big})).value();
+  ASSERT_GT(w.stats().segments, 2u);
+  auto r = reader::attach(o.ns, o.name).value();
+  // Another process of the same user truncates segment 2 (its last pages gone).
+  const int fd = ::shm_open(segment_name(o.ns, o.name, 2).c_str(), O_RDWR, 0);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::ftruncate(fd, 4096), 0);
+  ::close(fd);
+  int refused = 0;
+  for (int i = 0; i < 6; ++i) {
+    auto v = r.get("kv", std::to_string(i));
+    if (!v) ++refused;
+  }
+  EXPECT_GT(refused, 0);
+
+  // Segment 0 smaller than its header says: attach refuses it.
+  const int fd0 = ::shm_open(segment_name(o.ns, o.name, 0).c_str(), O_RDWR, 0);
+  ASSERT_GE(fd0, 0);
+  ASSERT_EQ(::ftruncate(fd0, 32 << 10), 0);
+  ::close(fd0);
+  auto again = reader::attach(o.ns, o.name);
+  ASSERT_FALSE(again);
+  EXPECT_EQ(again.error().code, errc::layout_mismatch);
+}
+
+TEST(Segment, AStoreStillBeingCreatedIsNotFoundWhateverItsOtherBytes) {
+  const auto o = test_options("creating");
+  const std::string name = segment_name(o.ns, o.name, 0);
+  const int fd = ::shm_open(name.c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
+  ASSERT_GE(fd, 0);
+  // Just created: not even sized yet.
+  auto empty = reader::attach(o.ns, o.name);
+  ASSERT_FALSE(empty);
+  EXPECT_EQ(empty.error().code, errc::not_found);
+  EXPECT_NE(empty.error().message.find("still being created"), std::string::npos);
+  // Sized, with a half-written header: magic and version not there yet, state still 0.
+  std::vector<std::uint64_t> junk(8192 / 8, 0x0123456789abcdefULL);
+  junk[detail::store_state_offset / 8] = 0;
+  ASSERT_EQ(::write(fd, junk.data(), junk.size() * 8), static_cast<ssize_t>(junk.size() * 8));
+  ::close(fd);
+  auto half = reader::attach(o.ns, o.name);
+  ASSERT_FALSE(half);
+  EXPECT_EQ(half.error().code, errc::not_found) << half.error().message;
+  EXPECT_NE(half.error().message.find("still being created"), std::string::npos);
+  ::shm_unlink(name.c_str());
+}
+
+TEST(Segment, EachStoreSeedsItsKeyHash) {
+  // Keys chosen so that unseeded XXH3 puts them all in one index slot of 4096.
+  std::vector<std::string> keys;
+  for (std::uint64_t i = 0; keys.size() < 64; ++i) {
+    std::string k = testing::numbered("k", i);
+    if ((detail::hash_key(0, k) & 4095) == 7) keys.push_back(std::move(k));
+  }
+  std::set<std::uint64_t> seeds;
+  for (int n = 0; n < 2; ++n) {
+    const auto o = test_options("seed");
+    auto w = writer::create(o, kTables).value();
+    testing::raw_object seg0(segment_name(o.ns, o.name, 0));
+    const std::uint64_t seed =
+        seg0.at<detail::store_header>(detail::store_header_offset)->hash_seed;
+    seeds.insert(seed);
+    std::set<std::uint64_t> slots;
+    for (const auto& k : keys) slots.insert(detail::hash_key(seed, k) & 4095);
+    EXPECT_GT(slots.size(), 48u) << "seeded, the chosen keys spread out";
+    for (const auto& k : keys) w.put("kv", k, 1).value();
+    for (const auto& k : keys) EXPECT_TRUE(w.read().contains("kv", k).value());
+  }
+  EXPECT_EQ(seeds.size(), 2u);
+  EXPECT_EQ(seeds.count(0), 0u);
+}
+
+}  // namespace
+}  // namespace slither::shm
