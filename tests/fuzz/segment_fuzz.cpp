@@ -1,0 +1,150 @@
+// libFuzzer target: a reader on damaged segments. A real store (a set with
+// strings and arrays, a bag with a chain, a second segment) is built once;
+// each input overwrites parts of its segments, then a fresh reader attaches
+// and runs every read. Errors are fine; crashes, hangs, huge allocations and
+// exceptions (other than the slither::error `view::value` documents) are not.
+//
+// Input layout: a sequence of patches, each
+//   [segment: 1 byte][offset: 3 bytes, little-endian][length: 1 byte][bytes]
+// applied in order to segment (byte % 2) at (offset % its size). The
+// segments are restored to their built contents before each input.
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "layout.hpp"
+#include "slither/core/error.hpp"
+#include "slither/shm/store.hpp"
+
+namespace {
+
+using namespace slither;
+using namespace slither::shm;
+
+/// A segment of the fuzzed store, mapped read-write, with its built contents.
+struct patchable {
+  std::byte* data = nullptr;
+  std::size_t size = 0;
+  std::vector<std::byte> pristine;
+};
+
+struct fuzz_store {
+  std::string ns = "fuzz" + std::to_string(::getpid());
+  std::optional<writer> w;
+  patchable segments[2];
+  std::vector<std::string> keys = {"s",  "nd", "big", "k",   "missing", "",
+                                   "s2", "m",  "b",   "nd0", "nd3"};
+
+  fuzz_store() {
+    store_options o;
+    o.ns = ns;
+    o.name = "seg";
+    o.initial_segment_bytes = 64 << 10;
+    o.max_readers = 4;
+    const std::vector<table_spec> tables = {{"kv", table_kind::set, 16},
+                                            {"log", table_kind::bag, 4}};
+    w.emplace(writer::create(o, tables).value());
+    w->put("kv", "s", "text").value();
+    w->put("kv", "s2", Value::map({{"a", 1}, {"b", Value::list({1.5, "x", Bytes{"yz"}})}})).value();
+    w->put("kv", "m", Value::list({nullptr, true, std::int64_t{-7}})).value();
+    w->put("kv", "b", Bytes{std::string(100, 'b')}).value();
+    w->put("kv", "nd", ndarray::zeros(dtype::f32, {3, 5})).value();
+    w->put("kv", "nd0", ndarray::zeros(dtype::u8, {0})).value();
+    w->put("kv", "nd3", ndarray::zeros(dtype::i64, {2, 2, 2})).value();
+    for (int i = 0; i < 4; ++i) w->put("log", "k", i).value();
+    w->put("log", "s", "one").value();
+    // Past the first segment: references into segment 1 too.
+    w->put("kv", "big", Bytes{std::string(60 << 10, 'z')}).value();
+    for (int n = 0; n < 2; ++n) map_segment(segment_name(ns, "seg", n), segments[n]);
+  }
+
+  static void map_segment(const std::string& name, patchable& seg) {
+    const int fd = ::shm_open(name.c_str(), O_RDWR, 0);
+    struct stat st {};
+    if (fd < 0 || ::fstat(fd, &st) != 0) std::abort();
+    seg.size = static_cast<std::size_t>(st.st_size);
+    void* p = ::mmap(nullptr, seg.size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    ::close(fd);
+    if (p == MAP_FAILED) std::abort();
+    seg.data = static_cast<std::byte*>(p);
+    seg.pristine.assign(seg.data, seg.data + seg.size);
+  }
+
+  void restore() {
+    for (auto& seg : segments) std::memcpy(seg.data, seg.pristine.data(), seg.size);
+  }
+};
+
+fuzz_store& store() {
+  static fuzz_store s;
+  return s;
+}
+
+void apply(fuzz_store& s, const std::uint8_t* data, std::size_t size) {
+  while (size >= 5) {
+    patchable& seg = s.segments[data[0] % 2];
+    const std::size_t offset = (data[1] | data[2] << 8 | data[3] << 16) % seg.size;
+    const std::size_t len = std::min<std::size_t>({data[4], size - 5, seg.size - offset});
+    std::memcpy(seg.data + offset, data + 5, len);
+    data += 5 + len;
+    size -= 5 + len;
+  }
+}
+
+/// Everything a user can do with a view: errors are fine, a crash is not.
+void use(const view& v) {
+  const auto bytes = v.bytes();
+  volatile std::byte sink{};
+  if (!bytes.empty()) sink = bytes[0] ^ bytes[bytes.size() - 1];
+  (void)sink;
+  (void)v.version();
+  if (v.is_ndarray()) {
+    const ndarray a = v.array();
+    if (a.nbytes() != 0) sink = a.data()[a.nbytes() - 1];
+  }
+  try {
+    (void)v.value();
+  } catch (const slither::error&) {  // the documented way value() fails
+  }
+}
+
+void read_everything(const reader& r, const std::vector<std::string>& keys) {
+  for (const std::string& table : r.tables()) {
+    (void)r.size(table);
+    (void)r.keys(table);
+    (void)r.keys(table, "n");
+    (void)r.for_each(table, [](std::string_view, const view& v) {
+      use(v);
+      return true;
+    });
+    for (const std::string& key : keys) {
+      (void)r.get(table, key);
+      (void)r.get_all(table, key);
+      (void)r.contains(table, key);
+      (void)r.peek(table, key, [](std::span<const std::byte> enc) {
+        volatile std::size_t n = enc.size();
+        (void)n;
+      });
+      if (auto v = r.get_view(table, key); v && *v) use(**v);
+    }
+  }
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  fuzz_store& s = store();
+  s.restore();
+  apply(s, data, size);
+  if (auto r = reader::attach(s.ns, "seg")) read_everything(*r, s.keys);
+  return 0;
+}
