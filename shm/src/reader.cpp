@@ -329,8 +329,8 @@ namespace {
 // What every read of a table starts with: check the reader may read here,
 // find the table, announce the epoch and load its current index, then hand
 // (table number, index, guard) to `use`, whose result is returned. Failures
-// (a reader inherited through fork, an unknown table, an unreadable index)
-// come back as errors.
+// (a reader a fork child shares with its parent, an unknown table, an
+// unreadable index) come back as errors.
 template <class T, class F>
 result<T> with_index(reader_core& c, std::string_view table, F&& use) {
   if (!c.usable) return c.inherited();

@@ -3,21 +3,44 @@
 // (`reader`).
 //
 // Caveats
-// - A `reader` is bound to the process that attached it; after fork() the
-//   child must attach again: reads through an inherited reader fail with
-//   `invalid_argument`, and destroying inherited readers or views in the child
-//   leaves the parent's registry slot and holds alone.
+// - fork(): a child keeps using what it inherited. Before the fork, each of
+//   the parent's readers that holds views (or is inside a read on the forking
+//   thread) claims a registry slot for the child and copies its holds into
+//   it, so the child's views stay valid whatever the parent does next; the
+//   child's inherited readers read through that slot (or, if they held
+//   nothing, through one they claim on their first read). If no slot can be
+//   had (registry full, no file descriptors), parent and child share the
+//   parent's slot instead: the child's views stay valid, reads through its
+//   inherited readers fail with `invalid_argument` (attach again), and what
+//   the parent held at the fork stays held until both processes are gone.
+//   This runs from pthread_atfork handlers: a child made by a raw clone() or
+//   _Fork() gets none of it.
 // - A process may read with up to 8 threads at once per reader; more threads
-//   wait (spinning, then yielding) for a free epoch lane.
+//   wait (spinning, then yielding) for a free epoch lane. A read nested in
+//   another read of the same reader on the same thread (a `for_each`
+//   callback calling `get`) shares that thread's lane.
 // - A view held for long holds only its block; but a reader process holding
 //   more than 120 views at once pins, for the extra ones, the epoch they were
 //   taken in, which delays freeing of blocks retired after that until they go.
-// - A reader that is killed while reading is detected by the writer (pid and
-//   start time) and its slot, epoch and holds are cleared.
-// - All writes go through the one `writer`; two writers of the same store
-//   name refuse each other (`errc::already_exists`). A writer inherited by a
-//   fork() child refuses writes there, and closing or destroying it in the
-//   child leaves the parent's store in place.
+// - Liveness is a lock the kernel drops when a process exits, is killed or
+//   exec()s, never a guess: a reader is declared dead only once its lock is
+//   gone (not when the writer cannot tell), and its slot, epochs and holds
+//   are then cleared by the writer's next `reclaim()` (call it on a timer:
+//   reads alone never trigger one) or taken over by a new reader. A process
+//   that closes file descriptors it did not open (a daemon closing them all)
+//   drops its readers' locks, and their views are no longer protected.
+// - Every object a reader maps is checked first: owned by the expected user
+//   (`attach`'s `owner`, by default the effective uid), not writable by group
+//   or others, and at least as large as its header says. A store is as
+//   private as its owner's account: any process of that user can change it,
+//   and readers then report errors, but they do not crash.
+// - All writes go through the one `writer`, which holds the store's lock
+//   object for its whole life; a second writer of the same store name gets
+//   `errc::already_exists`. A writer inherited by a fork() child refuses
+//   writes there and does not keep the parent's lock; closing or destroying
+//   it in the child leaves the parent's store in place.
+// - A reader keeps one file descriptor open (its registry), a writer two
+//   (its lock and its registry) plus its own reader's.
 #pragma once
 
 #include <sys/types.h>
@@ -79,7 +102,7 @@ struct store_stats {
   std::uint64_t bytes_retired = 0;  ///< replaced/deleted bytes not yet freed
   std::uint64_t segments = 0;       ///< data segments
   std::uint64_t segment_bytes = 0;  ///< total size of the data segments
-  std::uint64_t readers = 0;        ///< live reader slots
+  std::uint64_t readers = 0;        ///< registry slots owned (dead readers until swept)
 };
 
 /// Version of the shared-memory layout this build writes and reads. A reader
@@ -113,7 +136,9 @@ class view {
   ndarray array() const;
   /// Decodes a copy of the value.
   Value value() const;
-  /// The entry's version (incremented on every write of its key).
+  /// The entry's version: taken from a store-wide counter on every write of
+  /// its key, so a version is never seen twice in a store, even for a key
+  /// erased and put again, or a table cleared or reloaded.
   std::uint64_t version() const noexcept;
 
   struct state;  ///< implementation detail
@@ -128,9 +153,12 @@ class view {
 /// by several threads of its process at once.
 class reader {
  public:
-  /// Attaches to the store `<ns>.<name>`. Errors: `not_found` (no such store),
-  /// `layout_mismatch` (another build's layout), `writer_gone` (its writer died),
-  /// `limit_exceeded` (the reader registry is full).
+  /// Attaches to the store `<ns>.<name>`, whose objects must belong to `owner`
+  /// (by default this process's effective uid). Errors: `not_found` (no such
+  /// store, or one still being created), `layout_mismatch` (another build's
+  /// layout, or a corrupt header), `writer_gone` (its writer died or closed
+  /// it), `limit_exceeded` (the reader registry is full), `io_error` (an
+  /// object of another owner, writable by others, or unreadable).
   static result<reader> attach(std::string_view ns, std::string_view name,
                                std::optional<uid_t> owner = std::nullopt);
 
@@ -196,14 +224,17 @@ class loader {
 };
 
 /// The one process that owns a store: creates its segments, applies writes,
-/// reclaims memory, and unlinks everything on `close`. Every write returns
+/// reclaims memory, and unlinks what it created on `close`. Every write returns
 /// only after it is visible to readers. A failed write changes nothing.
 /// Not thread-safe: call it from one thread (the broker's write loop).
 class writer {
  public:
-  /// Creates the store's segments (owner-only, 0600), removing those left by a
-  /// dead writer of the same name. Errors: `already_exists` if a live writer
-  /// owns the name, `no_space`, `invalid_argument` for bad names or specs.
+  /// Takes the store's lock object for the writer's lifetime, then creates the
+  /// store's segments (owner-only, 0600), replacing a store left by a dead
+  /// writer of the same name (marked closed first, for its readers). Errors:
+  /// `already_exists` if a live writer owns the name, `no_space`,
+  /// `invalid_argument` for bad names or specs, `io_error` for objects of
+  /// another user under the name. A failed create removes only what it made.
   static result<writer> create(const store_options& options, std::span<const table_spec> tables);
 
   writer(writer&&) noexcept;
@@ -232,15 +263,19 @@ class writer {
   /// readers see the old or the new table, never a mix. If `fill` fails, the
   /// old contents stay.
   result<void> reload(std::string_view table, const std::function<result<void>(loader&)>& fill);
-  /// Frees retired blocks no reader can still see; called by every write too.
-  /// Returns the bytes freed. Also clears the slots of dead readers.
+  /// Clears the registry slots of readers that are gone (their lock is free),
+  /// then frees retired blocks no reader can still see. Cheap when there is
+  /// nothing to do (one lock test per attached reader): call it on a timer,
+  /// since reads never trigger it and writes only now and then.
   reclaim_report reclaim();
   store_stats stats() const;
   /// The random number chosen when this store was created (see `reader::incarnation`).
   std::uint64_t incarnation() const noexcept;
   /// A reader over this writer's own store.
   const reader& read() const;
-  /// Unlinks the segments; readers already attached keep their mappings. Safe twice.
+  /// Marks the store closed (see `reader::store_closed`), unlinks what this
+  /// writer created, then releases its lock; readers already attached keep
+  /// their mappings. Safe twice.
   void close() noexcept;
 
   struct impl;  ///< implementation detail
