@@ -115,7 +115,7 @@ TEST(Fork, AChildForkedInsideAReadFinishesItSafely) {
   auto ok = r.for_each("kv", [&](std::string_view key, const view& v) {
     if (!forked) {
       forked = true;
-      child = ::fork();
+      child = testing::track(::fork());
       if (child == 0) {
         st->ready = 1;
         while (st->phase.load() < 1) std::this_thread::sleep_for(1ms);

@@ -2,6 +2,7 @@
 // children that run a function, and waiting on conditions with deadlines.
 #pragma once
 
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -10,11 +11,13 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdint>
+#include <cstdlib>
 #include <functional>
 #include <new>
 #include <span>
 #include <stdexcept>
 #include <thread>
+#include <vector>
 
 #include "slither/core/value.hpp"
 
@@ -48,6 +51,42 @@ class shared_block {
   shared_state* s_;
 };
 
+/// The children a test process started and has not waited for yet.
+struct child_list {
+  pid_t owner = 0;
+  std::vector<pid_t> pids;
+};
+inline child_list& children() {
+  static child_list list;
+  return list;
+}
+
+/// SIGKILLs and reaps the children a test left running (a failed ASSERT
+/// returns before it waits for them), so that none outlives the test process
+/// holding its output open.
+inline void kill_leftover_children() {
+  child_list& list = children();
+  if (list.owner != ::getpid()) return;  // inherited through fork(): not ours
+  for (pid_t p : list.pids) {
+    ::kill(p, SIGKILL);
+    ::waitpid(p, nullptr, 0);
+  }
+  list.pids.clear();
+}
+
+/// Records a child of this process, killed at exit unless waited for.
+inline pid_t track(pid_t pid) {
+  child_list& list = children();
+  if (list.owner != ::getpid()) {
+    static const bool registered = std::atexit(kill_leftover_children) == 0;
+    (void)registered;
+    list.owner = ::getpid();
+    list.pids.clear();
+  }
+  if (pid > 0) list.pids.push_back(pid);
+  return pid;
+}
+
 /// Runs `fn` in a child process, which exits with its return value (or 99 if it threw).
 inline pid_t spawn(const std::function<int()>& fn) {
   const pid_t pid = ::fork();
@@ -59,7 +98,7 @@ inline pid_t spawn(const std::function<int()>& fn) {
     }
     ::_exit(rc);
   }
-  return pid;
+  return track(pid);
 }
 
 /// Waits for a child; its exit code, or 128 + signal if a signal ended it.
@@ -67,6 +106,7 @@ inline int wait_for(pid_t pid) {
   int status = 0;
   while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
+  std::erase(children().pids, pid);
   if (WIFEXITED(status)) return WEXITSTATUS(status);
   if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
   return -1;
