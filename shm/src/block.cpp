@@ -27,11 +27,15 @@ result<void> check_value(const entry_header* e) {
     return fail(errc::decode_error, "stored ndarray of key " + printable(key_of(e)) + " has " +
                                         std::to_string(e->ndim) + " dimensions");
   }
-  std::uint64_t shape[ndarray::max_ndim];
-  std::memcpy(shape, reinterpret_cast<const std::byte*>(e) + shape_offset(e->key_bytes),
-              e->ndim * sizeof(std::uint64_t));
-  const auto bytes = ndarray::nbytes_for(static_cast<dtype>(e->dtype), std::span(shape, e->ndim));
-  if (!bytes || *bytes != e->value_bytes) {
+  // The shape is 8-aligned in a 64-aligned block. Multiplications checked
+  // for overflow without a division each: this runs for every view taken.
+  const auto* shape = reinterpret_cast<const std::uint64_t*>(reinterpret_cast<const std::byte*>(e) +
+                                                             shape_offset(e->key_bytes));
+  std::uint64_t bytes = dtype_size(static_cast<dtype>(e->dtype));
+  bool overflow = false;
+  for (unsigned i = 0; i < e->ndim; ++i)
+    overflow |= __builtin_mul_overflow(bytes, shape[i], &bytes);
+  if (overflow || bytes != e->value_bytes) {
     return fail(errc::decode_error, "stored ndarray of key " + printable(key_of(e)) +
                                         " has a shape that does not fit its " +
                                         std::to_string(e->value_bytes) + " bytes");
