@@ -105,16 +105,22 @@ TEST(WriterProcesses, AKilledWritersChildrenDoNotKeepItAlive) {
     if (!w) return 2;
     // A child that outlives the writer (a spawned worker, say) inherits its
     // descriptors; the writer's lock must still die with the writer.
-    const pid_t grandchild = ::fork();
-    if (grandchild == 0) {
-      for (;;) ::pause();
+    if (::fork() == 0) {
+      st->phase = 1;  // past fork(), and so past its fork handlers
+      // Not our child once its parent is killed: it ends on `stop`, or on its own.
+      for (int i = 0; i < 60000 && st->stop.load() == 0; ++i) {
+        std::this_thread::sleep_for(1ms);
+      }
+      ::_exit(0);
     }
-    st->acked = static_cast<std::uint64_t>(grandchild);
     st->ready = 1;
     for (;;) ::pause();
   });
-  ASSERT_TRUE(wait_until([&] { return st->ready.load() == 1; }));
-  const auto grandchild = static_cast<pid_t>(st->acked.load());
+  struct stop_grandchild {
+    testing::shared_state* st;
+    ~stop_grandchild() { st->stop = 1; }
+  } stop{st.get()};
+  ASSERT_TRUE(wait_until([&] { return st->ready.load() == 1 && st->phase.load() == 1; }));
   auto before = reader::attach(o.ns, o.name);
   ASSERT_TRUE(before) << before.error().message;
   EXPECT_EQ(writer::create(o, kTables).error().code, errc::already_exists);
@@ -125,7 +131,6 @@ TEST(WriterProcesses, AKilledWritersChildrenDoNotKeepItAlive) {
   EXPECT_EQ(gone.error().code, errc::writer_gone) << gone.error().message;
   auto w = writer::create(o, kTables);
   EXPECT_TRUE(w) << w.error().message;
-  ::kill(grandchild, SIGKILL);
 }
 
 TEST(WriterProcesses, AFailedCreateRemovesOnlyWhatItMade) {
