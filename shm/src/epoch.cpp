@@ -20,6 +20,16 @@ constexpr auto liveness_interval = std::chrono::milliseconds(250);
 // ---------------------------------------------------------------------------
 // Reader side
 
+void detail::epoch_guard::claim_any_lane(reader_slot* slot) noexcept {
+  const unsigned hint = thread_hint();
+  for (;;) {
+    for (unsigned i = 1; i <= lanes_per_reader; ++i) {
+      if (try_lane(slot, (hint + i) % lanes_per_reader)) return;
+    }
+    std::this_thread::yield();  // more reading threads than lanes: wait for one
+  }
+}
+
 void detail::reader_core::pin_overflow(std::uint64_t epoch) {
   std::lock_guard lock(overflow_mutex);
   overflow_epochs.insert(epoch);

@@ -65,36 +65,17 @@ inline std::optional<lane_use> active_lane(const reader_core& core) noexcept {
 class epoch_guard {
  public:
   epoch_guard(reader_core& core, reader_slot* slot) noexcept : core_(core) {
-    if (const auto outer = active_lane(core)) {
-      nested_ = true;
-      lane_ = outer->lane;
-      epoch_ = outer->epoch;
-      return;
+    if (active_lanes.depth != 0) {
+      if (const auto outer = active_lane(core)) {
+        nested_ = true;
+        lane_ = outer->lane;
+        epoch_ = outer->epoch;
+        return;
+      }
     }
     forks_ = core.shared_forks.load(std::memory_order_relaxed);
-    const unsigned hint = thread_hint();
-    for (;;) {
-      for (unsigned i = 0; i < lanes_per_reader; ++i) {
-        const unsigned k = (hint + i) % lanes_per_reader;
-        std::uint64_t idle = 0;
-        // Epochs start at 1; a 0 here is a corrupted header, still a valid claim.
-        const std::uint64_t e =
-            std::max<std::uint64_t>(core.header->global_epoch.load(std::memory_order_seq_cst), 1);
-        // A seq_cst RMW: the writer's seq_cst scan sees this lane, or our
-        // later seq_cst index loads see every unlink that preceded its scan.
-        if (slot->lanes[k].compare_exchange_strong(idle, e, std::memory_order_seq_cst)) {
-          lane_ = k;
-          epoch_ = e;
-          lane_stack& st = active_lanes;
-          if (st.depth < lane_stack::capacity) {
-            st.uses[st.depth++] = lane_use{&core, k, e};
-            pushed_ = true;
-          }
-          return;
-        }
-      }
-      std::this_thread::yield();  // more reading threads than lanes: wait for one
-    }
+    // Most reads find their thread's usual lane idle: try it inline.
+    if (!try_lane(slot, thread_hint() % lanes_per_reader)) claim_any_lane(slot);
   }
   ~epoch_guard() {
     if (nested_) return;
@@ -111,6 +92,26 @@ class epoch_guard {
   std::uint64_t epoch() const noexcept { return epoch_; }
 
  private:
+  bool try_lane(reader_slot* slot, unsigned k) noexcept {
+    std::uint64_t idle = 0;
+    // Epochs start at 1; a 0 here is a corrupted header, still a valid claim.
+    const std::uint64_t e =
+        std::max<std::uint64_t>(core_.header->global_epoch.load(std::memory_order_seq_cst), 1);
+    // A seq_cst RMW: the writer's seq_cst scan sees this lane, or our later
+    // seq_cst index loads see every unlink that preceded its scan.
+    if (!slot->lanes[k].compare_exchange_strong(idle, e, std::memory_order_seq_cst)) return false;
+    lane_ = k;
+    epoch_ = e;
+    lane_stack& st = active_lanes;
+    if (st.depth < lane_stack::capacity) {
+      st.uses[st.depth++] = lane_use{&core_, k, e};
+      pushed_ = true;
+    }
+    return true;
+  }
+  /// Tries every lane, waiting (yielding) while all are taken (epoch.cpp).
+  void claim_any_lane(reader_slot* slot) noexcept;
+
   reader_core& core_;
   unsigned lane_ = 0;
   std::uint64_t epoch_ = 0;
