@@ -12,12 +12,6 @@ namespace {
 constexpr std::uint64_t min_segment_bytes = std::uint64_t{64} << 10;
 }  // namespace
 
-std::uint64_t size_class(std::uint64_t bytes) noexcept {
-  const std::uint64_t n = align_up(std::max<std::uint64_t>(bytes, 64), 64);
-  if (n <= 4096) return n;
-  return align_up(n, std::bit_floor(n) / 8);
-}
-
 void allocator::init(std::string ns, std::string name, std::string label, std::uint64_t incarnation,
                      std::uint64_t initial_segment_bytes) {
   ns_ = std::move(ns);
@@ -54,26 +48,6 @@ result<void> allocator::add_segment(std::uint64_t payload_bytes) {
     header_->segment_count.store(n + 1, std::memory_order_release);
   }
   return {};
-}
-
-result<block> allocator::allocate(std::uint64_t bytes) {
-  const std::uint64_t cls = size_class(bytes);
-  if (auto it = free_lists_.find(cls); it != free_lists_.end() && !it->second.empty()) {
-    const std::uint64_t ref = it->second.back();
-    it->second.pop_back();
-    return block{ref, cls};
-  }
-  if (segments_.back().bytes - segments_.back().bump < cls) {
-    if (auto r = add_segment(cls); !r) return std::move(r).error();
-  }
-  writer_segment& seg = segments_.back();
-  const std::uint64_t ref = make_ref(static_cast<std::uint32_t>(segments_.size() - 1), seg.bump);
-  seg.bump += cls;
-  return block{ref, cls};
-}
-
-void allocator::free(std::uint64_t ref, std::uint64_t bytes) {
-  free_lists_[bytes].push_back(ref);
 }
 
 }  // namespace slither::shm::detail

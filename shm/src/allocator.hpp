@@ -3,6 +3,8 @@
 // segment (each at least twice as large as the one before).
 #pragma once
 
+#include <algorithm>
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -17,7 +19,11 @@ namespace slither::shm::detail {
 
 /// Blocks are allocated in size classes so freed blocks are reused exactly:
 /// 64-byte steps up to 4 KiB, then 8 classes per power of two.
-std::uint64_t size_class(std::uint64_t bytes) noexcept;
+inline std::uint64_t size_class(std::uint64_t bytes) noexcept {
+  const std::uint64_t n = align_up(std::max<std::uint64_t>(bytes, 64), 64);
+  if (n <= 4096) return n;
+  return align_up(n, std::bit_floor(n) / 8);
+}
 
 /// A data segment as its writer maps it (read-write).
 struct writer_segment {
@@ -46,10 +52,24 @@ class allocator {
 
   /// Adds a segment with room for at least `payload_bytes`.
   result<void> add_segment(std::uint64_t payload_bytes);
-  /// A block of at least `bytes` bytes.
-  result<block> allocate(std::uint64_t bytes);
+  /// A block of at least `bytes` bytes. Inline: a batch of puts allocates once per entry.
+  result<block> allocate(std::uint64_t bytes) {
+    const std::uint64_t cls = size_class(bytes);
+    if (auto it = free_lists_.find(cls); it != free_lists_.end() && !it->second.empty()) {
+      const std::uint64_t ref = it->second.back();
+      it->second.pop_back();
+      return block{ref, cls};
+    }
+    if (segments_.back().bytes - segments_.back().bump < cls) {
+      if (auto r = add_segment(cls); !r) return std::move(r).error();
+    }
+    writer_segment& seg = segments_.back();
+    const std::uint64_t ref = make_ref(static_cast<std::uint32_t>(segments_.size() - 1), seg.bump);
+    seg.bump += cls;
+    return block{ref, cls};
+  }
   /// Makes a block of class `bytes` available again.
-  void free(std::uint64_t ref, std::uint64_t bytes);
+  void free(std::uint64_t ref, std::uint64_t bytes) { free_lists_[bytes].push_back(ref); }
 
   std::byte* ptr(std::uint64_t ref) noexcept {
     return segments_[ref_segment(ref)].base + ref_offset(ref);

@@ -157,8 +157,8 @@ result<void> writer::impl::ensure_capacity(table_state& t, std::uint64_t extra) 
   return {};
 }
 
-slot_position writer::impl::find_slot(const table_state& t, std::uint64_t hash,
-                                      std::string_view key) {
+inline slot_position writer::impl::find_slot(const table_state& t, std::uint64_t hash,
+                                             std::string_view key) {
   shared_u64* s = slots(t.root);
   const std::uint64_t mask = t.capacity - 1;
   std::uint64_t insert_at = UINT64_MAX;
@@ -230,8 +230,8 @@ result<block> writer::impl::build_entry(const table_state& t, std::string_view k
 
 /// Publishes a built block under `key` (replacing, or appending in a bag).
 /// Needs room for one more key (`ensure_capacity`). Returns the new version.
-std::uint64_t writer::impl::link(table_state& t, const block& b, std::uint64_t hash,
-                                 std::string_view key) {
+inline std::uint64_t writer::impl::link(table_state& t, const block& b, std::uint64_t hash,
+                                        std::string_view key) {
   const slot_position pos = find_slot(t, hash, key);
   entry_header* e = entry(b.ref);
   shared_u64& slot = slots(t.root)[pos.slot];
