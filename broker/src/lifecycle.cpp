@@ -1,0 +1,230 @@
+// The broker's lifecycle: start (runtime directory, namespace lock, stores,
+// socket, threads), graceful stop, and the signals that ask for one.
+#include <sys/un.h>
+
+#include <spdlog/spdlog.h>
+#include <boost/asio/post.hpp>
+#include <csignal>
+
+#include "broker_impl.hpp"
+#include "slither/broker/client.hpp"
+
+namespace slither {
+
+namespace detail {
+
+bool valid_name(std::string_view s) noexcept {
+  if (s.empty()) return false;
+  for (const char c : s) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    c == '_' || c == '-';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+}  // namespace detail
+
+void Broker::impl::request_stop() {
+  {
+    std::lock_guard lock(life_mutex);
+    stop_requested = true;
+  }
+  life_cv.notify_all();
+}
+
+void Broker::impl::install_signals() {
+  s->signals.emplace(s->io, SIGINT, SIGTERM);
+  s->signals->async_wait([this](const boost::system::error_code& ec, int signo) {
+    if (ec) return;
+    spdlog::info("signal {} received: stopping", signo);
+    request_stop();
+  });
+}
+
+result<void> Broker::impl::open_socket() {
+  try {
+    s->router = zmq::socket_t(s->zmq_context, zmq::socket_type::router);
+    s->router.set(zmq::sockopt::linger, detail::close_linger_ms);
+    s->router.set(zmq::sockopt::sndhwm, 1000);
+    s->router.set(zmq::sockopt::rcvhwm, 1000);
+    s->router.set(zmq::sockopt::router_mandatory, false);
+    s->router.set(
+        zmq::sockopt::maxmsgsize,
+        static_cast<std::int64_t>(options.limits.max_message_bytes) + detail::frame_headroom);
+    s->router.bind(endpoint);
+  } catch (const zmq::error_t& e) {
+    return fail(errc::io_error,
+                "cannot bind the control socket to '" + endpoint + "': " + e.what());
+  }
+  return {};
+}
+
+result<void> Broker::impl::start() {
+  {
+    std::lock_guard lock(life_mutex);
+    if (state != phase::idle) return fail(errc::already_exists, "broker is already running");
+  }
+  if (!detail::valid_name(options.ns)) {
+    return fail(errc::invalid_argument,
+                "namespace '" + options.ns + "' must be non-empty and use only [A-Za-z0-9_-]");
+  }
+  const bool default_dir = options.runtime_dir.empty();
+  dir = default_dir ? default_runtime_dir(options.ns) : options.runtime_dir;
+  if (default_dir) {
+    // The shared parent (/tmp/slither-<uid>) must be ours too, or another
+    // user could swap our directory.
+    if (auto r = detail::ensure_private_dir(dir.parent_path()); !r) return r;
+  }
+  if (auto r = detail::ensure_private_dir(dir); !r) return r;
+  endpoint = options.control_endpoint.empty() ? "ipc://" + (dir / "control").string()
+                                              : options.control_endpoint;
+  if (endpoint.starts_with("ipc://") && endpoint.size() - 6 >= sizeof(sockaddr_un::sun_path)) {
+    return fail(errc::invalid_argument, "control socket path '" + endpoint.substr(6) + "' is " +
+                                            std::to_string(endpoint.size() - 6) +
+                                            " bytes; at most " +
+                                            std::to_string(sizeof(sockaddr_un::sun_path) - 1) +
+                                            " fit (use a shorter runtime directory)");
+  }
+  auto st = std::make_unique<serving_state>(options.write_queue_limit);
+  auto lock = detail::namespace_lock::acquire(dir / "lock");
+  if (!lock) return std::move(lock).error();
+  st->lock.emplace(std::move(*lock));
+  s = std::move(st);
+  // From here on a failure tears down what was made (stores unlink their
+  // segments, the lock unlinks its file) and removes the runtime directory.
+  auto abandon = [this](error_info err) -> result<void> {
+    s.reset();
+    remove_runtime_dir();
+    return err;
+  };
+
+  for (auto def : options.stores) {
+    def.options.ns = options.ns;
+    const std::string name = def.options.name;
+    if (s->stores.contains(name)) {
+      return abandon(fail(errc::invalid_argument, "store '" + name + "' is declared twice"));
+    }
+    auto w = shm::open_store(def);
+    if (!w) {
+      auto err = std::move(w).error();
+      err.message = "store '" + name + "': " + err.message;
+      return abandon(std::move(err));
+    }
+    s->stores.emplace(name, std::move(*w));
+  }
+  if (auto r = open_socket(); !r) return abandon(std::move(r).error());
+
+  s->router_fd.emplace(s->io, s->router.get(zmq::sockopt::fd));
+  {
+    std::lock_guard lock(life_mutex);
+    state = phase::running;
+    stop_requested = false;
+    if (signals_wanted) install_signals();
+  }
+  s->writer_thread = std::thread([this] {
+    while (auto job = s->queue.pop()) {
+      (*job)();
+      s->queue.finish();
+    }
+  });
+  arm();
+  // A request that arrived before `arm` left no edge on ZMQ_FD.
+  asio::post(s->io, [this] { drain(); });
+  s->serving_thread = std::thread([this] {
+    auto guard = asio::make_work_guard(s->io);
+    // A handler that throws is a bug, but it must not take the broker down:
+    // log it and keep serving (io_context::run may be called again).
+    for (;;) {
+      try {
+        s->io.run();
+        return;
+      } catch (const std::exception& e) {
+        spdlog::error("broker event loop: unexpected exception: {}", e.what());
+      }
+    }
+  });
+  spdlog::info("broker for namespace '{}' serving {} store(s) at {}", options.ns, s->stores.size(),
+               endpoint);
+  return {};
+}
+
+void Broker::impl::remove_runtime_dir() noexcept {
+  std::error_code ec;
+  if (endpoint.starts_with("ipc://")) {
+    const std::filesystem::path socket_file = endpoint.substr(6);
+    if (socket_file.parent_path() == dir) std::filesystem::remove(socket_file, ec);
+  }
+  // Only what we made: a runtime directory that holds anything else stays.
+  if (!std::filesystem::remove(dir, ec) && ec) {
+    spdlog::warn("runtime directory '{}' not removed: {}", dir.string(), ec.message());
+  }
+}
+
+void Broker::impl::shutdown() noexcept {
+  serving_state& st = *s;
+  asio::post(st.io, [this] {
+    s->accepting = false;
+    if (s->router_fd) s->router_fd->cancel();
+  });
+  // Writes already queued are applied and answered; new ones are refused.
+  st.queue.close();
+  st.writer_thread.join();
+  st.view_pool.join();
+  asio::post(st.io, [this] {
+    s->pending_views.clear();
+    s->signals.reset();
+    if (s->router_fd) {
+      // The descriptor belongs to ZeroMQ; only forget it.
+      (void)s->router_fd->release();
+      s->router_fd.reset();
+    }
+    s->router.close();
+    s->io.stop();
+  });
+  st.serving_thread.join();
+  st.zmq_context.close();  // waits (up to the linger) for the last replies
+  for (auto& [name, w] : st.stores) w.close();
+  s.reset();  // unlinks the lock file, then unlocks
+  remove_runtime_dir();
+  spdlog::info("broker for namespace '{}' stopped", options.ns);
+}
+
+void Broker::impl::stop() noexcept {
+  std::unique_lock lock(life_mutex);
+  if (state == phase::stopping) {
+    life_cv.wait(lock, [&] { return state != phase::stopping; });
+    return;
+  }
+  if (state != phase::running) return;
+  state = phase::stopping;
+  lock.unlock();
+  shutdown();
+  lock.lock();
+  state = phase::idle;
+  stop_requested = false;
+  life_cv.notify_all();
+}
+
+void Broker::wait() {
+  {
+    std::unique_lock lock(p_->life_mutex);
+    p_->life_cv.wait(lock, [&] { return p_->state != impl::phase::running || p_->stop_requested; });
+  }
+  stop();
+}
+
+void Broker::handle_signals(bool on) {
+  std::lock_guard lock(p_->life_mutex);
+  p_->signals_wanted = on;
+  if (p_->state != impl::phase::running) return;
+  asio::post(p_->s->io, [p = p_.get(), on] {
+    if (on && !p->s->signals) {
+      p->install_signals();
+    } else if (!on) {
+      p->s->signals.reset();
+    }
+  });
+}
+
+}  // namespace slither

@@ -1,0 +1,111 @@
+// Request handling: each request type's arguments checked and its work started
+// (answered at once, queued for the writer, or handed to the views).
+#include <unistd.h>
+
+#include "broker_impl.hpp"
+#include "guarded.hpp"
+#include "request_args.hpp"
+
+namespace slither {
+
+using detail::take_text;
+using protocol::message_type;
+
+shm::writer* Broker::impl::find_store(std::string_view name) {
+  const auto it = s->stores.find(name);
+  return it == s->stores.end() ? nullptr : &it->second;
+}
+
+error_info Broker::impl::no_store(std::string_view name) const {
+  std::string known;
+  for (const auto& [n, w] : s->stores) known += (known.empty() ? "" : ", ") + n;
+  return fail(errc::not_found, "no store '" + std::string(name) + "' in namespace '" + options.ns +
+                                   "' (stores: " + (known.empty() ? "none" : known) + ")");
+}
+
+void Broker::impl::handle(std::string identity, protocol::message req) {
+  const auto id = req.head.request_id;
+  const auto type = req.head.type;
+  auto& args = req.body.as_mut<Map>();
+  switch (type) {
+    case message_type::hello: {
+      List stores;
+      for (const auto& [name, w] : s->stores) stores.emplace_back(name);
+      reply(identity, id,
+            Value(Map{
+                {"protocol", static_cast<std::int64_t>(protocol::protocol_version)},
+                {"ns", options.ns},
+                {"pid", static_cast<std::int64_t>(::getpid())},
+                {"max_message_bytes", static_cast<std::int64_t>(options.limits.max_message_bytes)},
+                {"stores", std::move(stores)}}));
+      return;
+    }
+    case message_type::ping:
+      reply(identity, id, Value{});
+      return;
+    case message_type::attach_info:
+      reply(identity, id, attach_info(args));
+      return;
+    case message_type::put:
+    case message_type::put_many:
+    case message_type::erase:
+    case message_type::compare_and_set:
+    case message_type::clear:
+      enqueue_write(std::move(identity), id, type, args);
+      return;
+    case message_type::stats:
+      enqueue_job(
+          std::move(identity), id, "stats", [this] { return stats(); }, true);
+      return;
+    case message_type::call_view:
+      start_view(std::move(identity), id, args);
+      return;
+    case message_type::reply_ok:
+    case message_type::reply_error:
+      break;
+  }
+  reply(identity, id, fail(errc::protocol_error, "unexpected message type"));
+}
+
+result<Value> Broker::impl::attach_info(Map& args) {
+  auto name = take_text(args, message_type::attach_info, "store");
+  if (!name) return std::move(name).error();
+  auto* w = find_store(*name);
+  if (w == nullptr) return no_store(*name);
+  List tables;
+  for (auto& t : w->read().tables()) tables.emplace_back(std::move(t));
+  return Value(Map{{"ns", options.ns},
+                   {"name", *name},
+                   {"tables", std::move(tables)},
+                   {"layout_version", static_cast<std::int64_t>(shm::layout_version)}});
+}
+
+// Runs as a write-queue job: only one of those touches the writers at a time.
+result<Value> Broker::impl::stats() {
+  Map stores;
+  for (const auto& [name, w] : s->stores) {
+    const auto st = w.stats();
+    stores.emplace(name, Value::map({{"entries", static_cast<std::int64_t>(st.entries)},
+                                     {"bytes_used", static_cast<std::int64_t>(st.bytes_used)},
+                                     {"bytes_retired", static_cast<std::int64_t>(st.bytes_retired)},
+                                     {"segments", static_cast<std::int64_t>(st.segments)},
+                                     {"segment_bytes", static_cast<std::int64_t>(st.segment_bytes)},
+                                     {"readers", static_cast<std::int64_t>(st.readers)}}));
+  }
+  return Value(Map{
+      {"ns", options.ns},
+      {"pid", static_cast<std::int64_t>(::getpid())},
+      {"uptime_ms", std::chrono::duration_cast<std::chrono::milliseconds>(
+                        std::chrono::steady_clock::now() - s->started)
+                        .count()},
+      {"requests", static_cast<std::int64_t>(requests.load())},
+      {"errors", static_cast<std::int64_t>(errors.load())},
+      {"busy", static_cast<std::int64_t>(busy.load())},
+      {"write_queue_depth", static_cast<std::int64_t>(s->queue.depth())},
+      {"write_queue_limit", static_cast<std::int64_t>(s->queue.limit())},
+      {"views_in_flight", static_cast<std::int64_t>(views_in_flight.load())},
+      {"stores", std::move(stores)},
+  });
+}
+
+}  // namespace slither
