@@ -160,7 +160,7 @@ error_info read_error_body(const Value& body) {
   }
   const auto raw = code->as<std::int64_t>();
   if (raw <= static_cast<std::int64_t>(errc::ok) ||
-      raw > static_cast<std::int64_t>(errc::internal)) {
+      raw > static_cast<std::int64_t>(errc::shutting_down)) {
     return fail(errc::protocol_error, "error reply with unknown code " + std::to_string(raw) +
                                           ": " + text->as<std::string>());
   }
