@@ -3,6 +3,8 @@
 // path (write_path.cpp), views (views.cpp) and the lifecycle (lifecycle.cpp).
 #pragma once
 
+#include <sys/types.h>
+
 #include <atomic>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
@@ -21,6 +23,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <utility>
 #include <vector>
 #include <zmq.hpp>
 
@@ -99,6 +102,10 @@ struct Broker::impl {
   broker_options options;
   std::string endpoint;
   std::filesystem::path dir;
+  // This broker, or the dead one whose lock it took over, created `dir`.
+  bool owns_dir = false;
+  // Device and inode of the ipc socket file this broker bound.
+  std::optional<std::pair<dev_t, ino_t>> socket_file_id;
 
   std::mutex views_mutex;
   std::map<std::string, view_entry, std::less<>> views;  // key: "<store>/<view>"
@@ -150,6 +157,9 @@ struct Broker::impl {
   // ---- lifecycle (lifecycle.cpp) ----------------------------------------------
   void request_stop();
   void install_signals();
+  // Creates or checks the runtime directory, takes the namespace lock and
+  // checks the control socket's path; on failure leaves nothing behind.
+  result<void> claim_runtime_dir(serving_state& st);
   result<void> open_socket();
   result<void> start();
   void remove_runtime_dir() noexcept;

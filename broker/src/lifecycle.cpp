@@ -1,10 +1,14 @@
 // The broker's lifecycle: start (runtime directory, namespace lock, stores,
 // socket, threads), graceful stop, and the signals that ask for one.
+#include <sys/stat.h>
 #include <sys/un.h>
+#include <unistd.h>
 
 #include <spdlog/spdlog.h>
 #include <boost/asio/post.hpp>
+#include <cerrno>
 #include <csignal>
+#include <cstring>
 
 #include "broker_impl.hpp"
 #include "slither/broker/client.hpp"
@@ -57,6 +61,12 @@ result<void> Broker::impl::open_socket() {
     return fail(errc::io_error,
                 "cannot bind the control socket to '" + endpoint + "': " + e.what());
   }
+  if (endpoint.starts_with("ipc://")) {
+    // ZeroMQ leaves the socket file behind when it closes; remember which
+    // file is ours, so that only it is removed at stop.
+    struct stat st {};
+    if (::lstat(endpoint.c_str() + 6, &st) == 0) socket_file_id = {st.st_dev, st.st_ino};
+  }
   return {};
 }
 
@@ -69,30 +79,12 @@ result<void> Broker::impl::start() {
     return fail(errc::invalid_argument,
                 "namespace '" + options.ns + "' must be non-empty and use only [A-Za-z0-9_-]");
   }
-  const bool default_dir = options.runtime_dir.empty();
-  dir = default_dir ? default_runtime_dir(options.ns) : options.runtime_dir;
-  if (default_dir) {
-    // The shared parent (/tmp/slither-<uid>) must be ours too, or another
-    // user could swap our directory.
-    if (auto r = detail::ensure_private_dir(dir.parent_path()); !r) return r;
-  }
-  if (auto r = detail::ensure_private_dir(dir); !r) return r;
-  endpoint = options.control_endpoint.empty() ? "ipc://" + (dir / "control").string()
-                                              : options.control_endpoint;
-  if (endpoint.starts_with("ipc://") && endpoint.size() - 6 >= sizeof(sockaddr_un::sun_path)) {
-    return fail(errc::invalid_argument, "control socket path '" + endpoint.substr(6) + "' is " +
-                                            std::to_string(endpoint.size() - 6) +
-                                            " bytes; at most " +
-                                            std::to_string(sizeof(sockaddr_un::sun_path) - 1) +
-                                            " fit (use a shorter runtime directory)");
-  }
   auto st = std::make_unique<serving_state>(options.write_queue_limit);
-  auto lock = detail::namespace_lock::acquire(dir / "lock");
-  if (!lock) return std::move(lock).error();
-  st->lock.emplace(std::move(*lock));
+  if (auto r = claim_runtime_dir(*st); !r) return r;
   s = std::move(st);
   // From here on a failure tears down what was made (stores unlink their
-  // segments, the lock unlinks its file) and removes the runtime directory.
+  // segments, the lock unlinks its file) and removes the runtime directory
+  // if this broker made it.
   auto abandon = [this](error_info err) -> result<void> {
     s.reset();
     remove_runtime_dir();
@@ -149,16 +141,68 @@ result<void> Broker::impl::start() {
   return {};
 }
 
+result<void> Broker::impl::claim_runtime_dir(serving_state& st) {
+  dir = options.runtime_dir.empty() ? default_runtime_dir(options.ns) : options.runtime_dir;
+  dir = std::filesystem::absolute(dir).lexically_normal();
+  if (!dir.has_filename()) dir = dir.parent_path();  // a trailing '/'
+  auto created = detail::ensure_private_dir(dir);
+  if (!created) return std::move(created).error();
+  owns_dir = *created;
+  endpoint = options.control_endpoint.empty() ? "ipc://" + (dir / "control").string()
+                                              : options.control_endpoint;
+  std::optional<std::filesystem::path> socket_file;
+  if (endpoint.starts_with("ipc://")) socket_file = endpoint.substr(6);
+  // Nothing made yet but (perhaps) the directory: a refusal removes only that.
+  auto refuse = [this](error_info err) -> result<void> {
+    remove_runtime_dir();
+    return err;
+  };
+  if (socket_file && socket_file->string().size() >= sizeof(sockaddr_un::sun_path)) {
+    return refuse(fail(errc::invalid_argument,
+                       "control socket path '" + socket_file->string() + "' is " +
+                           std::to_string(socket_file->string().size()) + " bytes; at most " +
+                           std::to_string(sizeof(sockaddr_un::sun_path) - 1) +
+                           " fit (use a shorter runtime directory)"));
+  }
+  const bool socket_in_dir = socket_file && socket_file->parent_path() == dir;
+  if (socket_file && !socket_in_dir) {
+    // ZeroMQ unlinks whatever sits at an ipc path before binding: only a free
+    // name on a trusted path will do.
+    if (auto r = detail::check_ancestors(*socket_file); !r) return refuse(std::move(r).error());
+    if (auto r = detail::check_socket_path(*socket_file, false); !r) {
+      return refuse(std::move(r).error());
+    }
+  }
+  auto lock = detail::namespace_lock::acquire(dir / "lock", options.ns, owns_dir);
+  if (!lock) return refuse(std::move(lock).error());
+  owns_dir = lock->owns_dir();
+  if (socket_in_dir) {
+    // With the namespace lock held, a socket of ours here is a dead broker's.
+    if (auto r = detail::check_socket_path(*socket_file, true); !r) {
+      lock->release();
+      return refuse(std::move(r).error());
+    }
+  }
+  st.lock.emplace(std::move(*lock));
+  return {};
+}
+
 void Broker::impl::remove_runtime_dir() noexcept {
-  std::error_code ec;
-  if (endpoint.starts_with("ipc://")) {
-    const std::filesystem::path socket_file = endpoint.substr(6);
-    if (socket_file.parent_path() == dir) std::filesystem::remove(socket_file, ec);
+  if (socket_file_id) {
+    const char* file = endpoint.c_str() + 6;
+    struct stat st {};
+    if (::lstat(file, &st) == 0 && S_ISSOCK(st.st_mode) &&
+        std::pair(st.st_dev, st.st_ino) == *socket_file_id) {
+      ::unlink(file);
+    }
+    socket_file_id.reset();
   }
+  if (!owns_dir) return;
   // Only what we made: a runtime directory that holds anything else stays.
-  if (!std::filesystem::remove(dir, ec) && ec) {
-    spdlog::warn("runtime directory '{}' not removed: {}", dir.string(), ec.message());
+  if (::rmdir(dir.c_str()) != 0 && errno != ENOENT) {
+    spdlog::warn("runtime directory '{}' not removed: {}", dir.string(), std::strerror(errno));
   }
+  owns_dir = false;
 }
 
 void Broker::impl::shutdown() noexcept {

@@ -215,6 +215,11 @@ TEST_F(BrokerProcessTest, KilledBrokerIsUnavailableThenARestartCleansUpAndServes
   ASSERT_TRUE(c2.put("main", "items", "after", Value(2)));
   // The old client recovers too: its socket reconnects to the new broker.
   EXPECT_TRUE(c->ping());
+  // The dead broker created the runtime directory; the one that took over its
+  // lock removes it at stop.
+  restarted->signal(SIGTERM);
+  ASSERT_TRUE(restarted->wait_exit(10s));
+  EXPECT_FALSE(fs::exists(run_)) << log();
 }
 
 TEST_F(BrokerProcessTest, SurvivesRandomAndTruncatedFrames) {
