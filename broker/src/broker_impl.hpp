@@ -7,7 +7,6 @@
 
 #include <atomic>
 #include <boost/asio/io_context.hpp>
-#include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/thread_pool.hpp>
@@ -27,6 +26,8 @@
 #include <vector>
 #include <zmq.hpp>
 
+#include "admission.hpp"
+#include "polled_socket.hpp"
 #include "runtime_dir.hpp"
 #include "slither/broker/broker.hpp"
 #include "slither/broker/protocol.hpp"
@@ -42,8 +43,11 @@ namespace detail {
 inline constexpr std::size_t max_views_in_flight = 256;
 /// Threads that run views.
 inline constexpr std::size_t view_threads = 2;
-/// Messages read per turn of the event loop before timers and replies get a turn.
-inline constexpr int drain_budget = 64;
+/// Longest a new connection may take to complete its handshake.
+inline constexpr int handshake_ms = 5000;
+/// Descriptors kept for the broker's own files (segments, sockets, logs)
+/// when the connection limit is fitted inside the open-file limit.
+inline constexpr std::size_t reserved_fds = 256;
 /// How long closing the control socket waits to deliver the last replies.
 inline constexpr int close_linger_ms = 500;
 /// Frame-size headroom over `decode_limits::max_message_bytes` at the transport:
@@ -64,20 +68,18 @@ struct serving_state {
   std::map<std::string, shm::writer, std::less<>> stores;
   std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
 
-  // Serving thread. The io_context runs signals, timers, replies posted by
-  // other threads, and readiness of the ROUTER socket: ZeroMQ exposes a file
-  // descriptor (ZMQ_FD) that becomes readable when the socket's state may
-  // have changed, so the socket is served by the same loop as everything
-  // else, without a polling tick. ZMQ_FD is edge-like: after it fires, and
-  // after every send, ZMQ_EVENTS must be read and all ready messages
-  // received, or a wake-up is lost (see `drain`).
+  // Serving thread: one Asio loop runs signals, timers, replies posted by
+  // other threads, and the ZeroMQ sockets (polled_socket.hpp): the control
+  // socket, the ZAP handler and the connection monitor.
   asio::io_context io;
   zmq::context_t zmq_context{1};
   zmq::socket_t router;
-  std::optional<asio::posix::stream_descriptor> router_fd;
+  std::optional<detail::admission> admission;
+  // Declared after what they read, so that they go first.
+  std::optional<detail::polled_socket> control;
+  std::optional<detail::polled_socket> zap;
+  std::optional<detail::polled_socket> monitor;
   std::optional<asio::signal_set> signals;
-  bool accepting = true;
-  bool drain_posted = false;
   std::map<std::uint64_t, std::unique_ptr<asio::steady_timer>> pending_views;
   std::uint64_t next_view_call = 1;
   std::thread serving_thread;
@@ -106,6 +108,8 @@ struct Broker::impl {
   bool owns_dir = false;
   // Device and inode of the ipc socket file this broker bound.
   std::optional<std::pair<dev_t, ino_t>> socket_file_id;
+  // `options.max_clients`, fitted inside the open-file limit at start.
+  std::size_t max_clients = 0;
 
   std::mutex views_mutex;
   std::map<std::string, view_entry, std::less<>> views;  // key: "<store>/<view>"
@@ -132,9 +136,8 @@ struct Broker::impl {
   void reply(const std::string& identity, std::uint64_t id, const result<Value>& r);
   // From any thread: answer on the serving thread, which owns the socket.
   void post_reply(std::string identity, std::uint64_t id, result<Value> r);
-  void post_drain_if_ready();
-  void arm();
-  void drain();
+  // Receives one message from the control socket.
+  void on_control(zmq::socket_t& socket);
   void on_message(std::vector<zmq::message_t>& parts);
 
   // ---- requests (requests.cpp) ------------------------------------------------
@@ -161,6 +164,7 @@ struct Broker::impl {
   // checks the control socket's path; on failure leaves nothing behind.
   result<void> claim_runtime_dir(serving_state& st);
   result<void> open_socket();
+  std::size_t fit_max_clients() const;
   result<void> start();
   void remove_runtime_dir() noexcept;
   void shutdown() noexcept;

@@ -388,7 +388,7 @@ result<shm::store_definition> read_store(const config_reader& cfg, const toml::t
 result<void> read_broker(const config_reader& cfg, const toml::table& t, broker_options& out) {
   if (auto r = cfg.only_keys(t, "broker",
                              {"namespace", "runtime_dir", "control_endpoint", "write_queue_limit",
-                              "view_timeout_ms", "max_message_bytes"});
+                              "view_timeout_ms", "max_message_bytes", "max_clients"});
       !r) {
     return r;
   }
@@ -410,6 +410,9 @@ result<void> read_broker(const config_reader& cfg, const toml::table& t, broker_
   auto max_bytes = cfg.positive(t, "broker", "max_message_bytes");
   if (!max_bytes) return std::move(max_bytes).error();
   if (*max_bytes) out.limits.max_message_bytes = static_cast<std::size_t>(**max_bytes);
+  auto clients = cfg.positive(t, "broker", "max_clients");
+  if (!clients) return std::move(clients).error();
+  if (*clients) out.max_clients = static_cast<std::size_t>(**clients);
   return {};
 }
 

@@ -1,5 +1,6 @@
 // The broker's lifecycle: start (runtime directory, namespace lock, stores,
 // socket, threads), graceful stop, and the signals that ask for one.
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -47,15 +48,26 @@ void Broker::impl::install_signals() {
 }
 
 result<void> Broker::impl::open_socket() {
+  detail::admission_policy policy;
+  policy.uid = ::geteuid();
+  policy.max_clients = max_clients;
+  // The ZAP handler first: a handshake it does not see is not checked.
+  auto adm = detail::admission::open(s->zmq_context, std::move(policy));
+  if (!adm) return std::move(adm).error();
+  s->admission.emplace(std::move(*adm));
   try {
     s->router = zmq::socket_t(s->zmq_context, zmq::socket_type::router);
     s->router.set(zmq::sockopt::linger, detail::close_linger_ms);
     s->router.set(zmq::sockopt::sndhwm, 1000);
     s->router.set(zmq::sockopt::rcvhwm, 1000);
     s->router.set(zmq::sockopt::router_mandatory, false);
+    // A peer that connects but never completes a handshake holds a
+    // descriptor only this long.
+    s->router.set(zmq::sockopt::handshake_ivl, detail::handshake_ms);
     s->router.set(
         zmq::sockopt::maxmsgsize,
         static_cast<std::int64_t>(options.limits.max_message_bytes) + detail::frame_headroom);
+    if (auto r = s->admission->watch(s->router); !r) return r;
     s->router.bind(endpoint);
   } catch (const zmq::error_t& e) {
     return fail(errc::io_error,
@@ -70,6 +82,31 @@ result<void> Broker::impl::open_socket() {
   return {};
 }
 
+// Raises the soft RLIMIT_NOFILE to the hard limit (every connection costs a
+// descriptor, and libzmq aborts when accept() finds none), then fits the
+// connection limit inside it with room for handshakes in progress and the
+// broker's own files.
+std::size_t Broker::impl::fit_max_clients() const {
+  rlimit lim{};
+  if (::getrlimit(RLIMIT_NOFILE, &lim) != 0) return options.max_clients;
+  if (lim.rlim_cur < lim.rlim_max) {
+    const rlim_t before = lim.rlim_cur;
+    lim.rlim_cur = lim.rlim_max;
+    if (::setrlimit(RLIMIT_NOFILE, &lim) != 0) {
+      lim.rlim_cur = before;
+    } else {
+      spdlog::debug("open-file limit raised from {} to {}", before, lim.rlim_cur);
+    }
+  }
+  if (lim.rlim_cur == RLIM_INFINITY) return options.max_clients;
+  const auto fds = static_cast<std::size_t>(lim.rlim_cur);
+  const std::size_t fit = fds > detail::reserved_fds ? (fds - detail::reserved_fds) / 2 : 1;
+  if (options.max_clients <= fit) return options.max_clients;
+  spdlog::warn("max_clients {} lowered to {}: the open-file limit is {} (raise it with ulimit -n)",
+               options.max_clients, std::max<std::size_t>(fit, 1), fds);
+  return std::max<std::size_t>(fit, 1);
+}
+
 result<void> Broker::impl::start() {
   {
     std::lock_guard lock(life_mutex);
@@ -79,6 +116,10 @@ result<void> Broker::impl::start() {
     return fail(errc::invalid_argument,
                 "namespace '" + options.ns + "' must be non-empty and use only [A-Za-z0-9_-]");
   }
+  if (options.max_clients == 0) {
+    return fail(errc::invalid_argument, "max_clients must be at least 1");
+  }
+  max_clients = fit_max_clients();
   auto st = std::make_unique<serving_state>(options.write_queue_limit);
   if (auto r = claim_runtime_dir(*st); !r) return r;
   s = std::move(st);
@@ -107,7 +148,6 @@ result<void> Broker::impl::start() {
   }
   if (auto r = open_socket(); !r) return abandon(std::move(r).error());
 
-  s->router_fd.emplace(s->io, s->router.get(zmq::sockopt::fd));
   {
     std::lock_guard lock(life_mutex);
     state = phase::running;
@@ -120,9 +160,14 @@ result<void> Broker::impl::start() {
       s->queue.finish();
     }
   });
-  arm();
-  // A request that arrived before `arm` left no edge on ZMQ_FD.
-  asio::post(s->io, [this] { drain(); });
+  s->control.emplace(s->io, s->router, [this](zmq::socket_t& socket) { on_control(socket); });
+  s->zap.emplace(s->io, s->admission->zap_socket(),
+                 [this](zmq::socket_t&) { s->admission->on_zap(); });
+  s->monitor.emplace(s->io, s->admission->monitor_socket(),
+                     [this](zmq::socket_t&) { s->admission->on_monitor(); });
+  s->monitor->start();
+  s->zap->start();
+  s->control->start();
   s->serving_thread = std::thread([this] {
     auto guard = asio::make_work_guard(s->io);
     // A handler that throws is a bug, but it must not take the broker down:
@@ -207,10 +252,7 @@ void Broker::impl::remove_runtime_dir() noexcept {
 
 void Broker::impl::shutdown() noexcept {
   serving_state& st = *s;
-  asio::post(st.io, [this] {
-    s->accepting = false;
-    if (s->router_fd) s->router_fd->cancel();
-  });
+  asio::post(st.io, [this] { s->control->stop(); });
   // Writes already queued are applied and answered; new ones are refused.
   st.queue.close();
   st.writer_thread.join();
@@ -218,12 +260,11 @@ void Broker::impl::shutdown() noexcept {
   asio::post(st.io, [this] {
     s->pending_views.clear();
     s->signals.reset();
-    if (s->router_fd) {
-      // The descriptor belongs to ZeroMQ; only forget it.
-      (void)s->router_fd->release();
-      s->router_fd.reset();
-    }
+    s->admission->unwatch(s->router);
     s->router.close();
+    s->zap->stop();
+    s->monitor->stop();
+    s->admission->close();
     s->io.stop();
   });
   st.serving_thread.join();

@@ -82,6 +82,7 @@ result<Value> Broker::impl::attach_info(Map& args) {
 
 // Runs as a write-queue job: only one of those touches the writers at a time.
 result<Value> Broker::impl::stats() {
+  const auto clients = s->admission->counts();
   Map stores;
   for (const auto& [name, w] : s->stores) {
     const auto st = w.stats();
@@ -104,6 +105,10 @@ result<Value> Broker::impl::stats() {
       {"write_queue_depth", static_cast<std::int64_t>(s->queue.depth())},
       {"write_queue_limit", static_cast<std::int64_t>(s->queue.limit())},
       {"views_in_flight", static_cast<std::int64_t>(views_in_flight.load())},
+      {"connections", static_cast<std::int64_t>(clients.connections)},
+      {"clients", static_cast<std::int64_t>(clients.admitted)},
+      {"max_clients", static_cast<std::int64_t>(max_clients)},
+      {"refused_connections", static_cast<std::int64_t>(clients.refused)},
       {"stores", std::move(stores)},
   });
 }

@@ -1,5 +1,5 @@
-// The serving loop: the ROUTER socket read on the serving thread's Asio loop,
-// messages framed and decoded, replies sent.
+// The serving loop: the control socket (ROUTER) read on the serving thread's
+// Asio loop, messages framed and decoded, replies sent.
 #include <spdlog/spdlog.h>
 #include <boost/asio/post.hpp>
 #include <iterator>
@@ -38,7 +38,8 @@ void Broker::impl::send(const std::string& identity, message_type type, std::uin
   } catch (const zmq::error_t& e) {
     spdlog::debug("reply {} to a peer dropped: {}", id, e.what());
   }
-  post_drain_if_ready();
+  // ZMQ_FD is edge-like: a send may have consumed the edge of a waiting request.
+  if (s->control) s->control->kick();
 }
 
 void Broker::impl::reply(const std::string& identity, std::uint64_t id, const result<Value>& r) {
@@ -58,40 +59,10 @@ void Broker::impl::post_reply(std::string identity, std::uint64_t id, result<Val
   });
 }
 
-void Broker::impl::post_drain_if_ready() {
-  if (!s->accepting || s->drain_posted || !s->router) return;
-  if ((s->router.get(zmq::sockopt::events) & ZMQ_POLLIN) == 0) return;
-  s->drain_posted = true;
-  asio::post(s->io, [this] {
-    s->drain_posted = false;
-    drain();
-  });
-}
-
-void Broker::impl::arm() {
-  s->router_fd->async_wait(asio::posix::stream_descriptor::wait_read,
-                           [this](const boost::system::error_code& ec) {
-                             if (ec || !s->accepting) return;
-                             drain();
-                             arm();
-                           });
-}
-
-void Broker::impl::drain() {
-  for (int n = 0; n < detail::drain_budget && s->accepting; ++n) {
-    if ((s->router.get(zmq::sockopt::events) & ZMQ_POLLIN) == 0) return;
-    std::vector<zmq::message_t> parts;
-    try {
-      if (!zmq::recv_multipart(s->router, std::back_inserter(parts), zmq::recv_flags::dontwait)) {
-        return;
-      }
-    } catch (const zmq::error_t& e) {
-      spdlog::warn("control socket receive failed: {}", e.what());
-      return;
-    }
-    on_message(parts);
-  }
-  post_drain_if_ready();
+void Broker::impl::on_control(zmq::socket_t& socket) {
+  std::vector<zmq::message_t> parts;
+  if (!zmq::recv_multipart(socket, std::back_inserter(parts), zmq::recv_flags::dontwait)) return;
+  on_message(parts);
 }
 
 void Broker::impl::on_message(std::vector<zmq::message_t>& parts) {
@@ -100,6 +71,9 @@ void Broker::impl::on_message(std::vector<zmq::message_t>& parts) {
     spdlog::debug("dropped a message with no header frame");
     return;
   }
+  // The descriptor of the connection it came from: admission counts
+  // connections in use by it.
+  s->admission->on_message_from(zmq_msg_get(parts[1].handle(), ZMQ_SRCFD));
   std::string identity(parts[0].data<char>(), parts[0].size());
   std::vector<protocol::frame> frames;
   for (std::size_t i = 1; i < parts.size(); ++i) {

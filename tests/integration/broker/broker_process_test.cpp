@@ -15,11 +15,10 @@
 #include <thread>
 #include <zmq.hpp>
 
+#include "child_process.hpp"
 #include "slither/broker/client.hpp"
 #include "slither/broker/protocol.hpp"
 #include "slither/shm/store.hpp"
-
-extern char** environ;
 
 namespace slither {
 namespace {
@@ -27,55 +26,6 @@ namespace {
 using namespace std::chrono_literals;
 namespace fs = std::filesystem;
 using clock = std::chrono::steady_clock;
-
-// One slither-broker child; killed (SIGKILL) if the test did not stop it.
-class broker_process {
- public:
-  broker_process(const fs::path& config, const fs::path& runtime_dir, const std::string& ns,
-                 const fs::path& log) {
-    const std::string exe = SLITHER_BROKER_EXE;
-    std::vector<std::string> args{
-        exe,           "--config", config.string(), "--runtime-dir", runtime_dir.string(),
-        "--namespace", ns,         "--log-level",   "info"};
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, 2, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
-    const int rc = posix_spawn(&pid_, exe.c_str(), &actions, nullptr, argv.data(), environ);
-    posix_spawn_file_actions_destroy(&actions);
-    if (rc != 0) throw std::runtime_error("cannot spawn " + exe);
-  }
-  broker_process(const broker_process&) = delete;
-  broker_process& operator=(const broker_process&) = delete;
-  ~broker_process() {
-    if (pid_ > 0) {
-      ::kill(pid_, SIGKILL);
-      (void)wait_exit(5s);
-    }
-  }
-
-  pid_t pid() const noexcept { return pid_; }
-  void signal(int sig) const { ::kill(pid_, sig); }
-
-  // The exit status (as from waitpid), or nullopt if it still runs after `limit`.
-  std::optional<int> wait_exit(std::chrono::milliseconds limit) {
-    const auto deadline = clock::now() + limit;
-    while (clock::now() < deadline) {
-      int status = 0;
-      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-        pid_ = -1;
-        return status;
-      }
-      std::this_thread::sleep_for(10ms);
-    }
-    return std::nullopt;
-  }
-
- private:
-  pid_t pid_ = -1;
-};
 
 class BrokerProcessTest : public ::testing::Test {
  protected:
@@ -101,9 +51,8 @@ class BrokerProcessTest : public ::testing::Test {
     }
   }
 
-  std::unique_ptr<broker_process> spawn() {
-    return std::make_unique<broker_process>(work_ / "slither.toml", run_, ns_,
-                                            work_ / "broker.log");
+  std::unique_ptr<test_support::child_process> spawn() {
+    return test_support::spawn_broker(work_ / "slither.toml", run_, ns_, work_ / "broker.log");
   }
 
   result<client> connect(std::chrono::milliseconds timeout = 1000ms) {

@@ -65,6 +65,10 @@ struct broker_options {
   std::vector<shm::store_definition> stores;
   /// Pending writes; past it requests get errc::busy.
   std::size_t write_queue_limit = 4096;
+  /// Client connections admitted at once; further handshakes are refused (the
+  /// client sees `errc::unavailable`). Lowered at start, with a warning, to
+  /// fit the open-file limit.
+  std::size_t max_clients = 1024;
   /// Longest a view may run before its caller gets errc::timeout.
   std::chrono::milliseconds view_timeout{5000};
   /// Bounds on incoming messages (max message size etc.).
