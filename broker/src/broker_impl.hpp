@@ -31,6 +31,7 @@
 #include "runtime_dir.hpp"
 #include "slither/broker/broker.hpp"
 #include "slither/broker/protocol.hpp"
+#include "tcp_endpoint.hpp"
 #include "write_queue.hpp"
 
 namespace slither {
@@ -108,6 +109,8 @@ struct Broker::impl {
   bool owns_dir = false;
   // Device and inode of the ipc socket file this broker bound.
   std::optional<std::pair<dev_t, ino_t>> socket_file_id;
+  // Keys of a tcp control endpoint, loaded at start.
+  std::optional<detail::tcp_security> tcp;
   // `options.max_clients`, fitted inside the open-file limit at start.
   std::size_t max_clients = 0;
 

@@ -386,9 +386,11 @@ result<shm::store_definition> read_store(const config_reader& cfg, const toml::t
 }
 
 result<void> read_broker(const config_reader& cfg, const toml::table& t, broker_options& out) {
-  if (auto r = cfg.only_keys(t, "broker",
-                             {"namespace", "runtime_dir", "control_endpoint", "write_queue_limit",
-                              "view_timeout_ms", "max_message_bytes", "max_clients"});
+  if (auto r =
+          cfg.only_keys(t, "broker",
+                        {"namespace", "runtime_dir", "control_endpoint", "write_queue_limit",
+                         "view_timeout_ms", "max_message_bytes", "max_clients",
+                         "curve_secret_key_file", "curve_allowed_clients_file", "allow_remote"});
       !r) {
     return r;
   }
@@ -413,6 +415,18 @@ result<void> read_broker(const config_reader& cfg, const toml::table& t, broker_
   auto clients = cfg.positive(t, "broker", "max_clients");
   if (!clients) return std::move(clients).error();
   if (*clients) out.max_clients = static_cast<std::size_t>(**clients);
+  auto secret = cfg.text(t, "broker", "curve_secret_key_file");
+  if (!secret) return std::move(secret).error();
+  if (*secret) out.curve_secret_key_file = cfg.relative_to_config(**secret);
+  auto allowed = cfg.text(t, "broker", "curve_allowed_clients_file");
+  if (!allowed) return std::move(allowed).error();
+  if (*allowed) out.curve_allowed_clients_file = cfg.relative_to_config(**allowed);
+  if (const toml::node* remote = t.get("allow_remote")) {
+    if (!remote->is_boolean()) {
+      return cfg.error(remote->source(), "broker.allow_remote", "must be true or false");
+    }
+    out.allow_remote = remote->as_boolean()->get();
+  }
   return {};
 }
 

@@ -13,6 +13,7 @@
 
 #include "broker_impl.hpp"
 #include "slither/broker/client.hpp"
+#include "tcp_endpoint.hpp"
 
 namespace slither {
 
@@ -51,6 +52,7 @@ result<void> Broker::impl::open_socket() {
   detail::admission_policy policy;
   policy.uid = ::geteuid();
   policy.max_clients = max_clients;
+  if (tcp) policy.curve_clients = tcp->allowed_clients;
   // The ZAP handler first: a handshake it does not see is not checked.
   auto adm = detail::admission::open(s->zmq_context, std::move(policy));
   if (!adm) return std::move(adm).error();
@@ -67,8 +69,14 @@ result<void> Broker::impl::open_socket() {
     s->router.set(
         zmq::sockopt::maxmsgsize,
         static_cast<std::int64_t>(options.limits.max_message_bytes) + detail::frame_headroom);
+    if (tcp) {
+      s->router.set(zmq::sockopt::curve_server, true);
+      s->router.set(zmq::sockopt::curve_secretkey, tcp->secret_key);
+    }
     if (auto r = s->admission->watch(s->router); !r) return r;
     s->router.bind(endpoint);
+    // A port given as '*' is chosen by the system: clients need the real one.
+    if (tcp) endpoint = s->router.get(zmq::sockopt::last_endpoint);
   } catch (const zmq::error_t& e) {
     return fail(errc::io_error,
                 "cannot bind the control socket to '" + endpoint + "': " + e.what());
@@ -193,15 +201,28 @@ result<void> Broker::impl::claim_runtime_dir(serving_state& st) {
   auto created = detail::ensure_private_dir(dir);
   if (!created) return std::move(created).error();
   owns_dir = *created;
-  endpoint = options.control_endpoint.empty() ? "ipc://" + (dir / "control").string()
-                                              : options.control_endpoint;
-  std::optional<std::filesystem::path> socket_file;
-  if (endpoint.starts_with("ipc://")) socket_file = endpoint.substr(6);
   // Nothing made yet but (perhaps) the directory: a refusal removes only that.
   auto refuse = [this](error_info err) -> result<void> {
     remove_runtime_dir();
     return err;
   };
+  endpoint = options.control_endpoint.empty() ? "ipc://" + (dir / "control").string()
+                                              : options.control_endpoint;
+  if (endpoint.starts_with("tcp://")) {
+    auto security = detail::prepare_tcp_endpoint(endpoint, options);
+    if (!security) return refuse(std::move(security).error());
+    tcp.emplace(std::move(*security));
+  } else if (!endpoint.starts_with("ipc://")) {
+    return refuse(fail(errc::invalid_argument,
+                       "control_endpoint '" + endpoint + "' must be ipc:// or tcp://"));
+  } else if (!options.curve_secret_key_file.empty()) {
+    spdlog::warn(
+        "CURVE keys apply to tcp endpoints only; the ipc endpoint '{}' is guarded by "
+        "its owner-only directory and the peer's uid",
+        endpoint);
+  }
+  std::optional<std::filesystem::path> socket_file;
+  if (endpoint.starts_with("ipc://")) socket_file = endpoint.substr(6);
   if (socket_file && socket_file->string().size() >= sizeof(sockaddr_un::sun_path)) {
     return refuse(fail(errc::invalid_argument,
                        "control socket path '" + socket_file->string() + "' is " +

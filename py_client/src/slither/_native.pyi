@@ -79,7 +79,14 @@ class Client:
     """A connection to a broker's control socket."""
 
     def __init__(
-        self, endpoint: str = "", runtime_dir: str = "", namespace: str = "default", timeout: float = 5.0
+        self,
+        endpoint: str = "",
+        runtime_dir: str = "",
+        namespace: str = "default",
+        timeout: float = 5.0,
+        curve_server_key: str = "",
+        curve_secret_key: str = "",
+        curve_public_key: str = "",
     ) -> None: ...
     @property
     def namespace(self) -> str: ...

@@ -214,3 +214,72 @@ TEST_F(AdmissionTest, ConnectionsPastMaxClientsAreRefusedAndTheBrokerKeepsServin
 
 }  // namespace
 }  // namespace slither
+
+namespace slither {
+namespace {
+
+// The first Z85 key in a key file written by `slither-broker keygen`.
+std::string key_of(const fs::path& file) {
+  auto text = test_support::read_file(file);
+  while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
+  return text;
+}
+
+int keygen(const fs::path& base) {
+  child_process p({SLITHER_BROKER_EXE, "keygen", "--out", base.string()});
+  const auto status = p.wait_exit(10s);
+  return status && WIFEXITED(*status) ? WEXITSTATUS(*status) : -1;
+}
+
+TEST_F(AdmissionTest, KeygenKeysLetAnAllowedPeerInOverTcpAndNoOneElse) {
+  for (const auto* name : {"broker", "worker", "stranger"}) ASSERT_EQ(keygen(base_ / name), 0);
+  for (const auto* file : {"broker.key", "broker.pub", "worker.key"}) {
+    struct stat st {};
+    ASSERT_EQ(::stat((base_ / file).c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 0777, 0600u) << file;
+  }
+  const auto secret = key_of(base_ / "broker.key");
+  EXPECT_EQ(keygen(base_ / "broker"), 1);  // never replaces a key
+  EXPECT_EQ(key_of(base_ / "broker.key"), secret);
+
+  fs::copy_file(base_ / "worker.pub", base_ / "clients");
+  std::ofstream(base_ / "slither.toml")
+      << "[broker]\ncontrol_endpoint = \"tcp://127.0.0.1:*\"\n"
+         "curve_secret_key_file = \"broker.key\"\ncurve_allowed_clients_file = \"clients\"\n"
+         "[[stores]]\nname = \"main\"\ninitial_segment_bytes = 1048576\n"
+         "[[stores.tables]]\nname = \"t\"\n";
+  auto broker =
+      test_support::spawn_broker(base_ / "slither.toml", base_ / "run", ns_, base_ / "broker.log");
+  // The port is chosen at bind time and logged.
+  std::string endpoint;
+  for (const auto deadline = clock::now() + 10s; endpoint.empty() && clock::now() < deadline;) {
+    const auto log = test_support::read_file(base_ / "broker.log");
+    if (const auto at = log.find(" at tcp://"); at != std::string::npos) {
+      const auto end = log.find('\n', at);
+      if (end != std::string::npos) endpoint = log.substr(at + 4, end - at - 4);
+    }
+    std::this_thread::sleep_for(10ms);
+  }
+  ASSERT_TRUE(endpoint.starts_with("tcp://127.0.0.1:"))
+      << test_support::read_file(base_ / "broker.log");
+
+  const auto server = key_of(base_ / "broker.pub");
+  auto as = [&](const std::string& name) {
+    return std::vector<std::string>{"--server-key", server,
+                                    "--public-key", key_of(base_ / (name + ".pub")),
+                                    "--secret-key", key_of(base_ / (name + ".key")),
+                                    "--timeout-ms", "3000"};
+  };
+  EXPECT_EQ(test_support::run_peer(endpoint, as("worker")), 0);
+  EXPECT_EQ(test_support::run_peer(endpoint, as("stranger")), 3);
+  EXPECT_EQ(test_support::run_peer(endpoint, {"--timeout-ms", "1000"}), 3);  // no CURVE at all
+  const auto log = test_support::read_file(base_ / "broker.log");
+  EXPECT_NE(log.find("client key " + key_of(base_ / "stranger.pub") +
+                     " from 127.0.0.1 is not on "
+                     "the allow-list"),
+            std::string::npos)
+      << log;
+}
+
+}  // namespace
+}  // namespace slither

@@ -59,8 +59,19 @@ struct broker_options {
   std::string ns = "default";
   /// Owner-only directory for the control socket and the lock file; empty: default_runtime_dir(ns).
   std::filesystem::path runtime_dir;
-  /// Empty: ipc://<runtime_dir>/control; tcp:// only if set here.
+  /// Empty: ipc://<runtime_dir>/control. A tcp://<host>:<port> endpoint is
+  /// always authenticated with CURVE (both key files below are required), and
+  /// binds only a loopback host unless `allow_remote`. A port of `*` picks a
+  /// free one (see `Broker::control_endpoint`).
   std::string control_endpoint;
+  /// tcp only: the broker's CURVE secret key, Z85 on one line, in an
+  /// owner-only file (`slither-broker keygen` writes one).
+  std::filesystem::path curve_secret_key_file;
+  /// tcp only: the public keys (Z85, one per line, `#` comments) of the
+  /// clients let in, in an owner-only file.
+  std::filesystem::path curve_allowed_clients_file;
+  /// tcp only: allow binding an address other machines can reach.
+  bool allow_remote = false;
   /// The stores to create (their `options.ns` is set to `ns`).
   std::vector<shm::store_definition> stores;
   /// Pending writes; past it requests get errc::busy.
@@ -114,7 +125,8 @@ class Broker {
   result<void> write(std::string_view store, const std::function<result<void>(shm::writer&)>& fn);
   /// A reader over a running store; throws slither::error(not_found).
   const shm::reader& reader(std::string_view store) const;
-  /// The endpoint clients connect to (set by `start()`).
+  /// The endpoint clients connect to (set by `start()`; a tcp port given as
+  /// `*` is the one chosen).
   const std::string& control_endpoint() const noexcept;
   /// The runtime directory in use (set by `start()`).
   const std::filesystem::path& runtime_dir() const noexcept;
