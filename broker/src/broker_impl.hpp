@@ -9,7 +9,6 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
-#include <boost/asio/thread_pool.hpp>
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
@@ -32,6 +31,7 @@
 #include "slither/broker/broker.hpp"
 #include "slither/broker/protocol.hpp"
 #include "tcp_endpoint.hpp"
+#include "view_runner.hpp"
 #include "write_queue.hpp"
 
 namespace slither {
@@ -42,8 +42,8 @@ namespace detail {
 
 /// Views running or queued at once; past it `call_view` gets `busy`.
 inline constexpr std::size_t max_views_in_flight = 256;
-/// Threads that run views.
-inline constexpr std::size_t view_threads = 2;
+/// Threads that run views, at most (the runner has view_concurrency per store).
+inline constexpr std::size_t max_view_threads = 64;
 /// Longest a new connection may take to complete its handshake.
 inline constexpr int handshake_ms = 5000;
 /// Descriptors kept for the broker's own files (segments, sockets, logs)
@@ -55,18 +55,50 @@ inline constexpr int close_linger_ms = 500;
 /// a payload a little over the limit still gets a `limit_exceeded` reply, a
 /// much larger frame makes ZeroMQ drop the connection before buffering it.
 inline constexpr std::int64_t frame_headroom = 4096;
+/// Replies queued for one peer before further ones are dropped (a peer that
+/// never reads cannot grow the broker past this many small replies).
+inline constexpr int send_queue_messages = 256;
+/// Requests queued from one peer before ZeroMQ stops reading its socket.
+inline constexpr int receive_queue_messages = 256;
+/// Largest payload of a request that is neither a store write nor a view
+/// call (hello, ping, stats, attach_info): they take a few names at most.
+inline constexpr std::size_t max_small_request_bytes = 64 * 1024;
+/// How often dead readers are swept from every store.
+inline constexpr std::chrono::milliseconds reclaim_interval{250};
 
 /// True for a non-empty name of [A-Za-z0-9_-].
 bool valid_name(std::string_view s) noexcept;
 
+/// The frames of the reply to request `id`, from any thread: an error reply
+/// (message capped) for an error, for a result that cannot be encoded, or for
+/// one over `max_reply_bytes`.
+std::vector<buffer> encode_reply(std::uint64_t id, const result<Value>& r,
+                                 std::size_t max_reply_bytes);
+
+/// A request's payload decoded into its argument map, from any thread;
+/// `limit_exceeded` if it decodes to more than `max_decoded_bytes` in memory.
+result<Map> decode_request_args(protocol::message_type type, const zmq::message_t& payload,
+                                const decode_limits& limits, std::size_t max_decoded_bytes);
+
 }  // namespace detail
+
+// A view call waiting for its result, on the serving thread.
+struct pending_view {
+  std::unique_ptr<asio::steady_timer> timer;
+  std::string identity;
+  std::uint64_t request_id = 0;
+  std::string view;
+};
 
 // Everything that exists only while the broker runs, torn down by `shutdown`.
 struct serving_state {
-  explicit serving_state(std::size_t queue_limit) : queue(queue_limit) {}
+  explicit serving_state(const detail::write_queue_limits& limits) : queue(limits) {}
 
   std::optional<detail::namespace_lock> lock;
   std::map<std::string, shm::writer, std::less<>> stores;
+  // Readers of the stores for views: shared, so that a view the broker
+  // abandons at stop keeps its mapping (see view_runner).
+  std::map<std::string, std::shared_ptr<const shm::reader>, std::less<>> view_readers;
   std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
 
   // Serving thread: one Asio loop runs signals, timers, replies posted by
@@ -81,8 +113,13 @@ struct serving_state {
   std::optional<detail::polled_socket> zap;
   std::optional<detail::polled_socket> monitor;
   std::optional<asio::signal_set> signals;
-  std::map<std::uint64_t, std::unique_ptr<asio::steady_timer>> pending_views;
+  std::optional<asio::steady_timer> reclaim_timer;
+  // Set when the stop begins: from then on requests get `shutting_down`.
+  bool stopping = false;
+  std::map<std::uint64_t, pending_view> pending_views;
   std::uint64_t next_view_call = 1;
+  // How threads that may outlive the broker (views) reach the loop.
+  std::shared_ptr<detail::loop_link> link;
   std::thread serving_thread;
 
   // Writer thread.
@@ -90,7 +127,7 @@ struct serving_state {
   std::thread writer_thread;
 
   // Views.
-  asio::thread_pool view_pool{detail::view_threads};
+  std::unique_ptr<detail::view_runner> views;
 };
 
 struct Broker::impl {
@@ -122,50 +159,78 @@ struct Broker::impl {
   phase state = phase::idle;
   bool stop_requested = false;
   bool signals_wanted = false;
+  // A second stop signal: cancel queued writes and abandon views at once.
+  std::atomic<bool> hurry{false};
+  // Keeps the signal handler, which re-arms itself, alive.
+  std::shared_ptr<std::function<void(const boost::system::error_code&, int)>> signal_handler;
 
   std::unique_ptr<serving_state> s;
   std::atomic<std::uint64_t> requests{0};
   std::atomic<std::uint64_t> errors{0};
   std::atomic<std::uint64_t> busy{0};
-  std::atomic<std::size_t> views_in_flight{0};
 
   static std::string view_key(std::string_view store, std::string_view name) {
     return std::string(store) + "/" + std::string(name);
   }
 
   // ---- serving loop (serving_loop.cpp), on the serving thread ---------------
-  void send(const std::string& identity, protocol::message_type type, std::uint64_t id,
-            const Value& body);
+  // The frames of the reply to request `id`, counting errors: from any thread
+  // (encoding a large result there keeps it off the serving thread).
+  std::vector<buffer> reply_frames(std::uint64_t id, const result<Value>& r);
+  void send(const std::string& identity, const std::vector<buffer>& frames);
   void reply(const std::string& identity, std::uint64_t id, const result<Value>& r);
-  // From any thread: answer on the serving thread, which owns the socket.
-  void post_reply(std::string identity, std::uint64_t id, result<Value> r);
-  // Receives one message from the control socket.
+  // From any thread: encode there, send on the serving thread, which owns the socket.
+  void post_reply(std::string identity, std::uint64_t id, const result<Value>& r);
+  // Receives one message from the control socket, frame by frame.
   void on_control(zmq::socket_t& socket);
-  void on_message(std::vector<zmq::message_t>& parts);
+  void on_request(std::string identity, zmq::message_t& header, zmq::message_t* payload,
+                  std::size_t frames);
+  // What remains of the control socket at the end of a stop: answered `shutting_down`.
+  void drain_at_stop();
 
   // ---- requests (requests.cpp) ------------------------------------------------
-  void handle(std::string identity, protocol::message req);
+  // Decodes a request's payload and bounds its decoded size.
+  result<Map> decode_args(protocol::message_type type, const zmq::message_t& payload);
+  // `bytes`: the request's payload size, which a queued write holds.
+  void handle(std::string identity, std::uint64_t id, protocol::message_type type, Map args,
+              std::size_t bytes);
   shm::writer* find_store(std::string_view name);
   error_info no_store(std::string_view name) const;
+  // The store a request acts on, checking its optional "incarnation" argument.
+  result<shm::writer*> target_store(protocol::message_type type, Map& args, std::string& name);
   result<Value> attach_info(Map& args);
   // Runs as a write-queue job: only one of those touches the writers at a time.
   result<Value> stats();
 
   // ---- write path (write_path.cpp) --------------------------------------------
-  void enqueue_job(std::string identity, std::uint64_t id, std::string what,
-                   std::function<result<Value>()> job, bool short_job);
-  void enqueue_write(std::string identity, std::uint64_t id, protocol::message_type type,
-                     Map& args);
+  // A store write whose payload is small enough to decode here, on the serving thread.
+  void enqueue_write(std::string identity, std::uint64_t id, protocol::message_type type, Map args,
+                     std::size_t bytes);
+  // A large one: decoded, prepared and applied on the writer thread.
+  void enqueue_large_write(std::string identity, std::uint64_t id, protocol::message_type type,
+                           zmq::message_t payload);
+  void enqueue_job(std::string identity, std::uint64_t id, std::string_view what,
+                   std::function<result<Value>()> job, std::size_t bytes, bool may_run_inline);
+  // Sweeps dead readers of every store, as a write-queue job, on a timer.
+  void schedule_reclaim();
 
   // ---- views (views.cpp) ------------------------------------------------------
-  void start_view(std::string identity, std::uint64_t id, Map& args);
+  void start_view(std::string identity, std::uint64_t id, Map args);
+  // A call_view too large to decode here: decoded on a view thread, then started.
+  void start_large_view(std::string identity, std::uint64_t id, zmq::message_t payload);
+  // Answers the view calls still waiting (at stop).
+  void answer_pending_views(const error_info& err);
 
   // ---- lifecycle (lifecycle.cpp) ----------------------------------------------
   void request_stop();
   void install_signals();
+  // A second stop signal (or a stop that cannot wait): queued writes are
+  // answered `shutting_down` and running views abandoned.
+  void stop_at_once();
   // Creates or checks the runtime directory, takes the namespace lock and
   // checks the control socket's path; on failure leaves nothing behind.
   result<void> claim_runtime_dir(serving_state& st);
+  result<void> check_options() const;
   result<void> open_socket();
   std::size_t fit_max_clients() const;
   result<void> start();

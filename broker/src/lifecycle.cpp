@@ -1,6 +1,6 @@
-// The broker's lifecycle: start (runtime directory, namespace lock, stores,
-// socket, threads), graceful stop, and the signals that ask for one.
-#include <sys/resource.h>
+// The broker's lifecycle: start (options, runtime directory, namespace lock,
+// stores, socket, threads), graceful stop, and the signals that ask for one
+// (a second one stops at once).
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -41,78 +41,76 @@ void Broker::impl::request_stop() {
 
 void Broker::impl::install_signals() {
   s->signals.emplace(s->io, SIGINT, SIGTERM);
-  s->signals->async_wait([this](const boost::system::error_code& ec, int signo) {
+  auto handler = std::make_shared<std::function<void(const boost::system::error_code&, int)>>();
+  *handler = [this, handler = std::weak_ptr(handler)](const boost::system::error_code& ec,
+                                                      int signo) {
     if (ec) return;
-    spdlog::info("signal {} received: stopping", signo);
+    bool again = false;
+    {
+      std::lock_guard lock(life_mutex);
+      again = stop_requested || state == phase::stopping;
+    }
+    if (again) {
+      spdlog::warn("signal {} received again: stopping at once", signo);
+      stop_at_once();
+      return;
+    }
+    spdlog::info("signal {} received: stopping (send it again to stop at once)", signo);
     request_stop();
-  });
+    // Listen on: a second signal must not wait for the graceful stop.
+    if (auto h = handler.lock()) s->signals->async_wait(*h);
+  };
+  s->signals->async_wait(*handler);
+  signal_handler = handler;
 }
 
-result<void> Broker::impl::open_socket() {
-  detail::admission_policy policy;
-  policy.uid = ::geteuid();
-  policy.max_clients = max_clients;
-  if (tcp) policy.curve_clients = tcp->allowed_clients;
-  // The ZAP handler first: a handshake it does not see is not checked.
-  auto adm = detail::admission::open(s->zmq_context, std::move(policy));
-  if (!adm) return std::move(adm).error();
-  s->admission.emplace(std::move(*adm));
-  try {
-    s->router = zmq::socket_t(s->zmq_context, zmq::socket_type::router);
-    s->router.set(zmq::sockopt::linger, detail::close_linger_ms);
-    s->router.set(zmq::sockopt::sndhwm, 1000);
-    s->router.set(zmq::sockopt::rcvhwm, 1000);
-    s->router.set(zmq::sockopt::router_mandatory, false);
-    // A peer that connects but never completes a handshake holds a
-    // descriptor only this long.
-    s->router.set(zmq::sockopt::handshake_ivl, detail::handshake_ms);
-    s->router.set(
-        zmq::sockopt::maxmsgsize,
-        static_cast<std::int64_t>(options.limits.max_message_bytes) + detail::frame_headroom);
-    if (tcp) {
-      s->router.set(zmq::sockopt::curve_server, true);
-      s->router.set(zmq::sockopt::curve_secretkey, tcp->secret_key);
-    }
-    if (auto r = s->admission->watch(s->router); !r) return r;
-    s->router.bind(endpoint);
-    // A port given as '*' is chosen by the system: clients need the real one.
-    if (tcp) endpoint = s->router.get(zmq::sockopt::last_endpoint);
-  } catch (const zmq::error_t& e) {
-    return fail(errc::io_error,
-                "cannot bind the control socket to '" + endpoint + "': " + e.what());
+void Broker::impl::stop_at_once() {
+  hurry = true;
+  for (auto& j : s->queue.abort()) {
+    if (j.cancel) j.cancel();
   }
-  if (endpoint.starts_with("ipc://")) {
-    // ZeroMQ leaves the socket file behind when it closes; remember which
-    // file is ours, so that only it is removed at stop.
-    struct stat st {};
-    if (::lstat(endpoint.c_str() + 6, &st) == 0) socket_file_id = {st.st_dev, st.st_ino};
+  s->views->hurry();
+}
+
+result<void> Broker::impl::check_options() const {
+  if (!detail::valid_name(options.ns)) {
+    return fail(errc::invalid_argument,
+                "namespace '" + options.ns + "' must be non-empty and use only [A-Za-z0-9_-]");
+  }
+  auto duration = [](std::string_view name, std::chrono::milliseconds v,
+                     std::int64_t least) -> result<void> {
+    if (v.count() < least || v > max_option_duration) {
+      return fail(errc::invalid_argument, std::string(name) + " " + std::to_string(v.count()) +
+                                              " ms is outside " + std::to_string(least) + ".." +
+                                              std::to_string(max_option_duration.count()) + " ms");
+    }
+    return {};
+  };
+  auto size = [](std::string_view name, std::size_t v) -> result<void> {
+    if (v == 0 || v > max_option_bytes) {
+      return fail(errc::invalid_argument, std::string(name) + " " + std::to_string(v) +
+                                              " is outside 1.." + std::to_string(max_option_bytes));
+    }
+    return {};
+  };
+  for (auto r :
+       {duration("view_timeout", options.view_timeout, 1),
+        duration("stop_grace", options.stop_grace, 0), size("max_clients", options.max_clients),
+        size("write_queue_limit", options.write_queue_limit),
+        size("write_queue_bytes", options.write_queue_bytes),
+        size("client_write_queue_bytes", options.client_write_queue_bytes),
+        size("max_message_bytes", options.limits.max_message_bytes),
+        size("max_decoded_bytes", options.max_decoded_bytes),
+        size("max_reply_bytes", options.max_reply_bytes),
+        size("view_concurrency", options.view_concurrency)}) {
+    if (!r) return r;
+  }
+  if (options.inline_write_bytes > max_option_bytes) {
+    return fail(errc::invalid_argument, "inline_write_bytes " +
+                                            std::to_string(options.inline_write_bytes) +
+                                            " is over " + std::to_string(max_option_bytes));
   }
   return {};
-}
-
-// Raises the soft RLIMIT_NOFILE to the hard limit (every connection costs a
-// descriptor, and libzmq aborts when accept() finds none), then fits the
-// connection limit inside it with room for handshakes in progress and the
-// broker's own files.
-std::size_t Broker::impl::fit_max_clients() const {
-  rlimit lim{};
-  if (::getrlimit(RLIMIT_NOFILE, &lim) != 0) return options.max_clients;
-  if (lim.rlim_cur < lim.rlim_max) {
-    const rlim_t before = lim.rlim_cur;
-    lim.rlim_cur = lim.rlim_max;
-    if (::setrlimit(RLIMIT_NOFILE, &lim) != 0) {
-      lim.rlim_cur = before;
-    } else {
-      spdlog::debug("open-file limit raised from {} to {}", before, lim.rlim_cur);
-    }
-  }
-  if (lim.rlim_cur == RLIM_INFINITY) return options.max_clients;
-  const auto fds = static_cast<std::size_t>(lim.rlim_cur);
-  const std::size_t fit = fds > detail::reserved_fds ? (fds - detail::reserved_fds) / 2 : 1;
-  if (options.max_clients <= fit) return options.max_clients;
-  spdlog::warn("max_clients {} lowered to {}: the open-file limit is {} (raise it with ulimit -n)",
-               options.max_clients, std::max<std::size_t>(fit, 1), fds);
-  return std::max<std::size_t>(fit, 1);
 }
 
 result<void> Broker::impl::start() {
@@ -120,15 +118,11 @@ result<void> Broker::impl::start() {
     std::lock_guard lock(life_mutex);
     if (state != phase::idle) return fail(errc::already_exists, "broker is already running");
   }
-  if (!detail::valid_name(options.ns)) {
-    return fail(errc::invalid_argument,
-                "namespace '" + options.ns + "' must be non-empty and use only [A-Za-z0-9_-]");
-  }
-  if (options.max_clients == 0) {
-    return fail(errc::invalid_argument, "max_clients must be at least 1");
-  }
+  if (auto r = check_options(); !r) return r;
   max_clients = fit_max_clients();
-  auto st = std::make_unique<serving_state>(options.write_queue_limit);
+  hurry = false;
+  auto st = std::make_unique<serving_state>(detail::write_queue_limits{
+      options.write_queue_limit, options.write_queue_bytes, options.client_write_queue_bytes});
   if (auto r = claim_runtime_dir(*st); !r) return r;
   s = std::move(st);
   // From here on a failure tears down what was made (stores unlink their
@@ -153,9 +147,22 @@ result<void> Broker::impl::start() {
       return abandon(std::move(err));
     }
     s->stores.emplace(name, std::move(*w));
+    auto reader = shm::reader::attach(options.ns, name);
+    if (!reader) {
+      auto err = std::move(reader).error();
+      err.message = "store '" + name + "': cannot attach a reader for views: " + err.message;
+      return abandon(std::move(err));
+    }
+    s->view_readers.emplace(name, std::make_shared<const shm::reader>(std::move(*reader)));
   }
   if (auto r = open_socket(); !r) return abandon(std::move(r).error());
 
+  s->link = std::make_shared<detail::loop_link>(s->io);
+  // A few threads per store, and one for decoding large view arguments.
+  s->views = std::make_unique<detail::view_runner>(
+      std::min(detail::max_view_threads, s->stores.size() * options.view_concurrency + 1),
+      options.view_concurrency);
+  s->reclaim_timer.emplace(s->io);
   {
     std::lock_guard lock(life_mutex);
     state = phase::running;
@@ -164,7 +171,7 @@ result<void> Broker::impl::start() {
   }
   s->writer_thread = std::thread([this] {
     while (auto job = s->queue.pop()) {
-      (*job)();
+      job->run();
       s->queue.finish();
     }
   });
@@ -176,6 +183,7 @@ result<void> Broker::impl::start() {
   s->monitor->start();
   s->zap->start();
   s->control->start();
+  schedule_reclaim();
   s->serving_thread = std::thread([this] {
     auto guard = asio::make_work_guard(s->io);
     // A handler that throws is a bug, but it must not take the broker down:
@@ -273,19 +281,32 @@ void Broker::impl::remove_runtime_dir() noexcept {
 
 void Broker::impl::shutdown() noexcept {
   serving_state& st = *s;
-  asio::post(st.io, [this] { s->control->stop(); });
-  // Writes already queued are applied and answered; new ones are refused.
+  // From here on every request that arrives is answered `shutting_down`.
+  asio::post(st.io, [this] {
+    s->stopping = true;
+    s->reclaim_timer->cancel();
+  });
+  // Writes already queued are applied and answered (or, stopping at once,
+  // answered `shutting_down`); new ones are refused.
   st.queue.close();
   st.writer_thread.join();
-  st.view_pool.join();
+  if (const auto abandoned = st.views->stop(options.stop_grace); abandoned > 0) {
+    spdlog::warn(
+        "{} view call(s) still running {}: abandoned to their threads", abandoned,
+        hurry ? "at a stop at once"
+              : "after the stop grace of " + std::to_string(options.stop_grace.count()) + " ms");
+  }
   asio::post(st.io, [this] {
-    s->pending_views.clear();
+    answer_pending_views(fail(errc::shutting_down, "the broker stopped before it returned"));
+    drain_at_stop();
+    s->control->stop();
     s->signals.reset();
     s->admission->unwatch(s->router);
     s->router.close();
     s->zap->stop();
     s->monitor->stop();
     s->admission->close();
+    s->link->close();
     s->io.stop();
   });
   st.serving_thread.join();

@@ -28,6 +28,46 @@ bool is_known(std::uint8_t raw) noexcept {
          raw == static_cast<std::uint8_t>(message_type::reply_error);
 }
 
+// Version and type of a decoded header; `want_request` selects which types are accepted.
+result<void> check_header(const header& head, bool want_request) {
+  if (head.version != protocol_version) {
+    return fail(errc::protocol_error, "peer speaks protocol version " +
+                                          std::to_string(head.version) + ", this build speaks " +
+                                          std::to_string(protocol_version));
+  }
+  const auto raw_type = static_cast<std::uint8_t>(head.type);
+  if (!is_known(raw_type)) {
+    return fail(errc::protocol_error, "unknown message type " + std::to_string(raw_type));
+  }
+  if (is_request(head.type) != want_request) {
+    return fail(errc::protocol_error, std::string("message type '") +
+                                          std::string(to_string(head.type)) + "' is not a " +
+                                          (want_request ? "request" : "reply"));
+  }
+  return {};
+}
+
+result<Value> decode_body(message_type type, frame bytes, const decode_limits& limits,
+                          bool want_request) {
+  if (bytes.size() > limits.max_message_bytes) {
+    return fail(errc::limit_exceeded, "payload of " + std::to_string(bytes.size()) +
+                                          " bytes is over the limit of " +
+                                          std::to_string(limits.max_message_bytes));
+  }
+  auto body = decode(bytes, limits);
+  if (!body) {
+    auto err = std::move(body).error();
+    err.message = "payload of '" + std::string(to_string(type)) + "': " + err.message;
+    return err;
+  }
+  if (want_request && !body->is_map()) {
+    return fail(errc::protocol_error, "arguments of '" + std::string(to_string(type)) +
+                                          "' must be a map, got " +
+                                          std::string(to_string(body->type())));
+  }
+  return body;
+}
+
 // Shared by requests and replies; `want_request` selects which types are accepted.
 result<message> decode_message(std::span<const frame> frames, const decode_limits& limits,
                                bool want_request) {
@@ -37,37 +77,14 @@ result<message> decode_message(std::span<const frame> frames, const decode_limit
   }
   auto head = decode_header(frames[0]);
   if (!head) return std::move(head).error();
-  if (head->version != protocol_version) {
-    return fail(errc::protocol_error, "peer speaks protocol version " +
-                                          std::to_string(head->version) + ", this build speaks " +
-                                          std::to_string(protocol_version));
-  }
-  const auto raw_type = static_cast<std::uint8_t>(head->type);
-  if (!is_known(raw_type)) {
-    return fail(errc::protocol_error, "unknown message type " + std::to_string(raw_type));
-  }
-  if (is_request(head->type) != want_request) {
-    return fail(errc::protocol_error, std::string("message type '") +
-                                          std::string(to_string(head->type)) + "' is not a " +
-                                          (want_request ? "request" : "reply"));
-  }
-  if (frames[1].size() > limits.max_message_bytes) {
-    return fail(errc::limit_exceeded, "payload of " + std::to_string(frames[1].size()) +
-                                          " bytes is over the limit of " +
-                                          std::to_string(limits.max_message_bytes));
-  }
-  auto body = decode(frames[1], limits);
-  if (!body) {
-    auto err = std::move(body).error();
-    err.message = "payload of '" + std::string(to_string(head->type)) + "': " + err.message;
-    return err;
-  }
-  if (want_request && !body->is_map()) {
-    return fail(errc::protocol_error, "arguments of '" + std::string(to_string(head->type)) +
-                                          "' must be a map, got " +
-                                          std::string(to_string(body->type())));
-  }
-  return message{*head, std::move(*body)};
+  if (auto r = check_header(*head, want_request); !r) return std::move(r).error();
+  auto body = decode_body(head->type, frames[1], limits, want_request);
+  if (!body) return std::move(body).error();
+  // Member by member: GCC 12 sees a temporary `message{...}` as maybe-uninitialized.
+  result<message> out{message{}};
+  out->head = *head;
+  out->body = std::move(*body);
+  return out;
 }
 
 }  // namespace
@@ -138,6 +155,17 @@ std::vector<buffer> encode_message(const message& msg) {
   frames.emplace_back(head.begin(), head.end());
   frames.push_back(encode(msg.body));
   return frames;
+}
+
+result<header> decode_request_header(frame bytes) {
+  auto head = decode_header(bytes);
+  if (!head) return head;
+  if (auto r = check_header(*head, true); !r) return std::move(r).error();
+  return head;
+}
+
+result<Value> decode_request_body(message_type type, frame bytes, const decode_limits& limits) {
+  return decode_body(type, bytes, limits, true);
 }
 
 result<message> decode_request(std::span<const frame> frames, const decode_limits& limits) {

@@ -5,11 +5,35 @@
 #include "broker_impl.hpp"
 #include "guarded.hpp"
 #include "request_args.hpp"
+#include "request_limits.hpp"
 
 namespace slither {
 
 using detail::take_text;
 using protocol::message_type;
+
+namespace detail {
+
+result<Map> decode_request_args(message_type type, const zmq::message_t& payload,
+                                const decode_limits& limits, std::size_t max_decoded_bytes) {
+  auto body = protocol::decode_request_body(
+      type, protocol::frame(payload.data<std::byte>(), payload.size()), limits);
+  if (!body) return std::move(body).error();
+  // The codec bounds the encoded size; this bounds what the request costs in
+  // memory once decoded (a payload of nulls decodes to many times its size).
+  if (decoded_footprint(*body, max_decoded_bytes) > max_decoded_bytes) {
+    return fail(errc::limit_exceeded,
+                "'" + std::string(protocol::to_string(type)) + "' decodes to more than " +
+                    std::to_string(max_decoded_bytes) + " bytes in memory (max_decoded_bytes)");
+  }
+  return std::move(body->as_mut<Map>());
+}
+
+}  // namespace detail
+
+result<Map> Broker::impl::decode_args(message_type type, const zmq::message_t& payload) {
+  return detail::decode_request_args(type, payload, options.limits, options.max_decoded_bytes);
+}
 
 shm::writer* Broker::impl::find_store(std::string_view name) {
   const auto it = s->stores.find(name);
@@ -19,14 +43,31 @@ shm::writer* Broker::impl::find_store(std::string_view name) {
 error_info Broker::impl::no_store(std::string_view name) const {
   std::string known;
   for (const auto& [n, w] : s->stores) known += (known.empty() ? "" : ", ") + n;
-  return fail(errc::not_found, "no store '" + std::string(name) + "' in namespace '" + options.ns +
+  return fail(errc::not_found, "no store " + detail::quoted(name) + " in namespace '" + options.ns +
                                    "' (stores: " + (known.empty() ? "none" : known) + ")");
 }
 
-void Broker::impl::handle(std::string identity, protocol::message req) {
-  const auto id = req.head.request_id;
-  const auto type = req.head.type;
-  auto& args = req.body.as_mut<Map>();
+result<shm::writer*> Broker::impl::target_store(message_type type, Map& args, std::string& name) {
+  auto store = take_text(args, type, "store");
+  if (!store) return std::move(store).error();
+  name = std::move(*store);
+  auto* w = find_store(name);
+  if (w == nullptr) return no_store(name);
+  if (const auto it = args.find("incarnation"); it != args.end()) {
+    if (!it->second.is_int()) {
+      return detail::bad_arg(type, "incarnation", "an int", &it->second);
+    }
+    // The u64 travels as the int64 with the same bits.
+    if (static_cast<std::uint64_t>(it->second.as<std::int64_t>()) != w->incarnation()) {
+      return fail(errc::writer_gone,
+                  "store '" + name + "' was re-created by a restarted broker: attach again");
+    }
+  }
+  return w;
+}
+
+void Broker::impl::handle(std::string identity, std::uint64_t id, message_type type, Map args,
+                          std::size_t bytes) {
   switch (type) {
     case message_type::hello: {
       List stores;
@@ -51,14 +92,14 @@ void Broker::impl::handle(std::string identity, protocol::message req) {
     case message_type::erase:
     case message_type::compare_and_set:
     case message_type::clear:
-      enqueue_write(std::move(identity), id, type, args);
+      enqueue_write(std::move(identity), id, type, std::move(args), bytes);
       return;
     case message_type::stats:
       enqueue_job(
-          std::move(identity), id, "stats", [this] { return stats(); }, true);
+          std::move(identity), id, "stats", [this] { return stats(); }, 0, true);
       return;
     case message_type::call_view:
-      start_view(std::move(identity), id, args);
+      start_view(std::move(identity), id, std::move(args));
       return;
     case message_type::reply_ok:
     case message_type::reply_error:
@@ -77,7 +118,8 @@ result<Value> Broker::impl::attach_info(Map& args) {
   return Value(Map{{"ns", options.ns},
                    {"name", *name},
                    {"tables", std::move(tables)},
-                   {"layout_version", static_cast<std::int64_t>(shm::layout_version)}});
+                   {"layout_version", static_cast<std::int64_t>(shm::layout_version)},
+                   {"incarnation", static_cast<std::int64_t>(w->incarnation())}});
 }
 
 // Runs as a write-queue job: only one of those touches the writers at a time.
@@ -103,8 +145,9 @@ result<Value> Broker::impl::stats() {
       {"errors", static_cast<std::int64_t>(errors.load())},
       {"busy", static_cast<std::int64_t>(busy.load())},
       {"write_queue_depth", static_cast<std::int64_t>(s->queue.depth())},
-      {"write_queue_limit", static_cast<std::int64_t>(s->queue.limit())},
-      {"views_in_flight", static_cast<std::int64_t>(views_in_flight.load())},
+      {"write_queue_limit", static_cast<std::int64_t>(s->queue.limits().jobs)},
+      {"write_queue_bytes", static_cast<std::int64_t>(s->queue.bytes())},
+      {"views_in_flight", static_cast<std::int64_t>(s->views->in_flight())},
       {"connections", static_cast<std::int64_t>(clients.connections)},
       {"clients", static_cast<std::int64_t>(clients.admitted)},
       {"max_clients", static_cast<std::int64_t>(max_clients)},

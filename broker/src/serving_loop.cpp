@@ -1,33 +1,74 @@
 // The serving loop: the control socket (ROUTER) read on the serving thread's
-// Asio loop, messages framed and decoded, replies sent.
+// Asio loop frame by frame, each request framed and routed, replies sent.
 #include <spdlog/spdlog.h>
 #include <boost/asio/post.hpp>
-#include <iterator>
-#include <zmq_addon.hpp>
 
 #include "broker_impl.hpp"
+#include "request_limits.hpp"
 
 namespace slither {
 
 using protocol::message_type;
 
-void Broker::impl::send(const std::string& identity, message_type type, std::uint64_t id,
-                        const Value& body) {
-  if (!s->router) return;
+namespace {
+
+// The request id of a header frame that is not a valid header: its bytes at
+// the id's offset if it has the header's size, else 0 (the reply then names
+// no request, but it is still a reply).
+std::uint64_t id_of_bad_header(const zmq::message_t& header) {
+  if (header.size() != protocol::header_size) return 0;
+  std::uint64_t id = 0;
+  const auto* bytes = header.data<std::uint8_t>();
+  for (int i = 7; i >= 0; --i) id = (id << 8) | bytes[8 + i];
+  return id;
+}
+
+}  // namespace
+
+namespace detail {
+
+std::vector<buffer> encode_reply(std::uint64_t id, const result<Value>& r,
+                                 std::size_t max_reply_bytes) {
+  auto error_frames = [id](error_info err) {
+    err.message = capped_message(std::move(err.message));
+    return protocol::encode_message(
+        {{protocol::protocol_version, message_type::reply_error, id}, protocol::error_body(err)});
+  };
+  if (!r) return error_frames(r.error());
   std::vector<buffer> frames;
   try {
-    frames = protocol::encode_message({{protocol::protocol_version, type, id}, body});
+    frames =
+        protocol::encode_message({{protocol::protocol_version, message_type::reply_ok, id}, *r});
   } catch (const slither::error& e) {
     // A result nested too deeply to encode: the caller still gets an answer.
-    ++errors;
-    frames = protocol::encode_message(
-        {{protocol::protocol_version, message_type::reply_error, id},
-         protocol::error_body(
-             fail(e.code(), std::string("reply cannot be encoded: ") + e.what()))});
+    return error_frames(fail(e.code(), std::string("reply cannot be encoded: ") + e.what()));
   }
+  if (frames[1].size() > max_reply_bytes) {
+    return error_frames(fail(errc::limit_exceeded, "reply of " + std::to_string(frames[1].size()) +
+                                                       " bytes is over max_reply_bytes (" +
+                                                       std::to_string(max_reply_bytes) + ")"));
+  }
+  return frames;
+}
+
+}  // namespace detail
+
+std::vector<buffer> Broker::impl::reply_frames(std::uint64_t id, const result<Value>& r) {
+  if (!r) {
+    spdlog::debug("request {} failed: {}: {}", id, to_string(r.error().code),
+                  detail::capped_message(r.error().message));
+  }
+  auto frames = detail::encode_reply(id, r, options.max_reply_bytes);
+  if (protocol::decode_header(frames[0])->type == message_type::reply_error) ++errors;
+  return frames;
+}
+
+void Broker::impl::send(const std::string& identity, const std::vector<buffer>& frames) {
+  if (!s->router) return;
   // ROUTER never blocks on send: a peer that is gone, or whose queue is at
-  // its high-water mark, has the reply dropped (ZMQ_ROUTER_MANDATORY is
-  // off), so a slow client cannot stall the others.
+  // its high-water mark (send_queue_messages), has the reply dropped
+  // (ZMQ_ROUTER_MANDATORY is off), so a slow client cannot stall the others
+  // nor make the broker hold more than that many replies for it.
   try {
     (void)s->router.send(zmq::buffer(identity),
                          zmq::send_flags::sndmore | zmq::send_flags::dontwait);
@@ -36,62 +77,111 @@ void Broker::impl::send(const std::string& identity, message_type type, std::uin
     (void)s->router.send(zmq::buffer(frames[1].data(), frames[1].size()),
                          zmq::send_flags::dontwait);
   } catch (const zmq::error_t& e) {
-    spdlog::debug("reply {} to a peer dropped: {}", id, e.what());
+    spdlog::debug("a reply to a peer was dropped: {}", e.what());
   }
   // ZMQ_FD is edge-like: a send may have consumed the edge of a waiting request.
   if (s->control) s->control->kick();
 }
 
 void Broker::impl::reply(const std::string& identity, std::uint64_t id, const result<Value>& r) {
-  if (r) {
-    send(identity, message_type::reply_ok, id, *r);
-  } else {
-    ++errors;
-    spdlog::debug("request {} failed: {}: {}", id, to_string(r.error().code), r.error().message);
-    send(identity, message_type::reply_error, id, protocol::error_body(r.error()));
-  }
+  send(identity, reply_frames(id, r));
 }
 
-// From any thread: answer on the serving thread, which owns the socket.
-void Broker::impl::post_reply(std::string identity, std::uint64_t id, result<Value> r) {
-  asio::post(s->io, [this, identity = std::move(identity), id, r = std::move(r)] {
-    reply(identity, id, r);
+void Broker::impl::post_reply(std::string identity, std::uint64_t id, const result<Value>& r) {
+  asio::post(s->io, [this, identity = std::move(identity), frames = reply_frames(id, r)] {
+    send(identity, frames);
   });
 }
 
 void Broker::impl::on_control(zmq::socket_t& socket) {
-  std::vector<zmq::message_t> parts;
-  if (!zmq::recv_multipart(socket, std::back_inserter(parts), zmq::recv_flags::dontwait)) return;
-  on_message(parts);
-}
-
-void Broker::impl::on_message(std::vector<zmq::message_t>& parts) {
-  // parts[0] is the peer identity added by ROUTER; then header and payload.
-  if (parts.size() < 2) {
-    spdlog::debug("dropped a message with no header frame");
-    return;
+  // Frame by frame: a request is the peer's identity (added by ROUTER), a
+  // header and a payload. Frames past those are received one at a time into
+  // the same message and dropped, never gathered.
+  zmq::message_t identity, header, payload, extra;
+  if (!socket.recv(identity, zmq::recv_flags::dontwait)) return;
+  std::size_t frames = 0;
+  if (identity.more()) {
+    (void)socket.recv(header, zmq::recv_flags::dontwait);
+    frames = 1;
+    if (header.more()) {
+      (void)socket.recv(payload, zmq::recv_flags::dontwait);
+      frames = 2;
+      for (bool more = payload.more(); more; more = extra.more()) {
+        (void)socket.recv(extra, zmq::recv_flags::dontwait);
+        ++frames;
+      }
+    }
   }
+  if (frames == 0) return;  // no frame to answer: ROUTER never delivers this
   // The descriptor of the connection it came from: admission counts
   // connections in use by it.
-  s->admission->on_message_from(zmq_msg_get(parts[1].handle(), ZMQ_SRCFD));
-  std::string identity(parts[0].data<char>(), parts[0].size());
-  std::vector<protocol::frame> frames;
-  for (std::size_t i = 1; i < parts.size(); ++i) {
-    frames.emplace_back(parts[i].data<std::byte>(), parts[i].size());
-  }
-  const auto head = protocol::decode_header(frames[0]);
-  if (!head) {
-    spdlog::debug("dropped a message that cannot be answered: {}", head.error().message);
-    return;
-  }
+  s->admission->on_message_from(zmq_msg_get(header.handle(), ZMQ_SRCFD));
+  on_request(std::string(identity.data<char>(), identity.size()), header,
+             frames >= 2 ? &payload : nullptr, frames);
+}
+
+void Broker::impl::on_request(std::string identity, zmq::message_t& header, zmq::message_t* payload,
+                              std::size_t frames) {
   ++requests;
-  auto req = protocol::decode_request(frames, options.limits);
-  if (!req) {
-    reply(identity, head->request_id, std::move(req).error());
-    return;
+  const protocol::frame head_bytes(header.data<std::byte>(), header.size());
+  auto head = protocol::decode_request_header(head_bytes);
+  if (!head) {
+    const auto raw = protocol::decode_header(head_bytes);
+    return reply(identity, raw ? raw->request_id : id_of_bad_header(header),
+                 std::move(head).error());
   }
-  spdlog::debug("request {} '{}'", req->head.request_id, protocol::to_string(req->head.type));
-  handle(std::move(identity), std::move(*req));
+  const auto id = head->request_id;
+  const auto type = head->type;
+  if (frames != 2) {
+    return reply(identity, id,
+                 fail(errc::protocol_error,
+                      "a request has 2 frames (header, payload), got " + std::to_string(frames)));
+  }
+  if (s->stopping) {
+    return reply(
+        identity, id,
+        fail(errc::shutting_down, "broker is stopping; '" + std::string(protocol::to_string(type)) +
+                                      "' was not applied"));
+  }
+  if (payload->size() > options.limits.max_message_bytes) {
+    return reply(identity, id,
+                 fail(errc::limit_exceeded, "payload of " + std::to_string(payload->size()) +
+                                                " bytes is over the limit of " +
+                                                std::to_string(options.limits.max_message_bytes)));
+  }
+  const bool large = payload->size() > options.inline_write_bytes;
+  switch (type) {
+    case message_type::put:
+    case message_type::put_many:
+    case message_type::erase:
+    case message_type::compare_and_set:
+    case message_type::clear:
+      if (large) return enqueue_large_write(std::move(identity), id, type, std::move(*payload));
+      break;
+    case message_type::call_view:
+      if (large) return start_large_view(std::move(identity), id, std::move(*payload));
+      break;
+    default:
+      if (payload->size() > detail::max_small_request_bytes) {
+        return reply(identity, id,
+                     fail(errc::limit_exceeded,
+                          "'" + std::string(protocol::to_string(type)) + "' payload of " +
+                              std::to_string(payload->size()) + " bytes; at most " +
+                              std::to_string(detail::max_small_request_bytes) + " are accepted"));
+      }
+      break;
+  }
+  auto args = decode_args(type, *payload);
+  if (!args) return reply(identity, id, std::move(args).error());
+  spdlog::debug("request {} '{}'", id, protocol::to_string(type));
+  handle(std::move(identity), id, type, std::move(*args), payload->size());
+}
+
+void Broker::impl::drain_at_stop() {
+  // Whatever still sits in the socket gets an answer before it closes.
+  for (int n = 0; n < 100000 && (s->router.get(zmq::sockopt::events) & ZMQ_POLLIN) != 0; ++n) {
+    on_control(s->router);
+  }
 }
 
 }  // namespace slither

@@ -6,6 +6,7 @@
 #include "broker_impl.hpp"
 #include "guarded.hpp"
 #include "request_args.hpp"
+#include "request_limits.hpp"
 
 namespace slither {
 namespace {
@@ -97,54 +98,143 @@ result<write_op> prepare_write(message_type type, Map& args, std::string& table)
 
 }  // namespace
 
-// Queues `job` for the writer thread; its result is the reply. A `short_job`
-// (one key) runs right here when the writer is idle: the hand-off to the
-// writer thread and back cost more than the write itself.
-void Broker::impl::enqueue_job(std::string identity, std::uint64_t id, std::string what,
-                               std::function<result<Value>()> job, bool short_job) {
-  if (short_job && s->queue.try_run_inline([&] { reply(identity, id, detail::guarded(job)); }))
-    return;
-  const bool queued = s->queue.try_push([this, identity, id, job = std::move(job)]() mutable {
-    post_reply(identity, id, detail::guarded(job));
-  });
-  if (!queued) {
-    ++busy;
-    reply(identity, id,
-          fail(errc::busy, "write queue is full (" + std::to_string(s->queue.limit()) +
-                               " pending); '" + what + "' not accepted, retry later"));
+namespace {
+
+std::string busy_reason(detail::push_result why, const detail::write_queue& q) {
+  switch (why) {
+    case detail::push_result::full_jobs:
+      return "write queue is full (" + std::to_string(q.limits().jobs) + " pending)";
+    case detail::push_result::full_bytes:
+      return "pending writes hold " + std::to_string(q.bytes()) + " bytes (write_queue_bytes " +
+             std::to_string(q.limits().bytes) + ")";
+    case detail::push_result::full_client:
+      return "this client's pending writes are at client_write_queue_bytes (" +
+             std::to_string(q.limits().client_bytes) + ")";
+    default:
+      return "write queue is closed";
   }
 }
 
+bool is_one_key(message_type type) {
+  return type == message_type::put || type == message_type::erase ||
+         type == message_type::compare_and_set;
+}
+
+}  // namespace
+
+// Queues `job` for the writer thread; its result is the reply. A job that
+// `may_run_inline` (a small one-key write) runs right here when the writer is
+// idle: the hand-off to the writer thread and back costs more than the write.
+void Broker::impl::enqueue_job(std::string identity, std::uint64_t id, std::string_view what,
+                               std::function<result<Value>()> job, std::size_t bytes,
+                               bool may_run_inline) {
+  if (may_run_inline &&
+      s->queue.try_run_inline([&] { reply(identity, id, detail::guarded(job)); })) {
+    return;
+  }
+  detail::write_job j;
+  j.run = [this, identity, id, job = std::move(job)] {
+    post_reply(identity, id, detail::guarded(job));
+  };
+  j.cancel = [this, identity, id, what = std::string(what)] {
+    post_reply(identity, id,
+               fail(errc::shutting_down,
+                    "broker stopped before applying '" + what + "'; it was not applied"));
+  };
+  j.bytes = bytes;
+  j.client = identity;
+  const auto queued = s->queue.try_push(std::move(j));
+  if (queued == detail::push_result::queued) return;
+  if (queued == detail::push_result::closed) {
+    return reply(identity, id,
+                 fail(errc::shutting_down,
+                      "broker is stopping; '" + std::string(what) + "' was not applied"));
+  }
+  ++busy;
+  reply(identity, id,
+        fail(errc::busy, busy_reason(queued, s->queue) + "; '" + std::string(what) +
+                             "' not accepted, retry later"));
+}
+
+namespace {
+
+// The job that applies a prepared write, with its telemetry.
+std::function<result<Value>()> write_job_for(shm::writer* w, message_type type, std::string store,
+                                             std::string table, write_op op) {
+  return [w, name = protocol::to_string(type), store = std::move(store), table = std::move(table),
+          op = std::move(op)]() -> result<Value> {
+    return detail::with_telemetry(
+        "slither.store.write",
+        [&] {
+          return Map{{"store", store}, {"table", table}, {"op", name}};
+        },
+        [&] { return op(*w); });
+  };
+}
+
+}  // namespace
+
 void Broker::impl::enqueue_write(std::string identity, std::uint64_t id, message_type type,
-                                 Map& args) {
-  auto store = take_text(args, type, "store");
-  if (!store) return reply(identity, id, std::move(store).error());
-  auto* w = find_store(*store);
-  if (w == nullptr) return reply(identity, id, no_store(*store));
+                                 Map args, std::size_t bytes) {
+  std::string store;
+  auto w = target_store(type, args, store);
+  if (!w) return reply(identity, id, std::move(w).error());
   std::string table;
   auto op = prepare_write(type, args, table);
   if (!op) return reply(identity, id, std::move(op).error());
-  const std::string_view name = protocol::to_string(type);
-  const bool one_key = type == message_type::put || type == message_type::erase ||
-                       type == message_type::compare_and_set;
+  enqueue_job(std::move(identity), id, protocol::to_string(type),
+              write_job_for(*w, type, std::move(store), std::move(table), std::move(*op)), bytes,
+              is_one_key(type));
+}
+
+void Broker::impl::enqueue_large_write(std::string identity, std::uint64_t id, message_type type,
+                                       zmq::message_t payload) {
+  // Decoding and preparing a large write takes as long as applying it: both
+  // run on the writer thread, so the serving thread stays free for others.
+  const std::size_t bytes = payload.size();
+  auto held = std::make_shared<zmq::message_t>(std::move(payload));
   enqueue_job(
-      std::move(identity), id, std::string(name),
-      [this, w, name, store = std::move(*store), table = std::move(table),
-       op = std::move(*op)]() -> result<Value> {
-        return detail::with_telemetry(
-            "slither.store.write",
-            [&] {
-              return Map{{"store", store}, {"table", table}, {"op", name}};
-            },
-            [&] { return op(*w); });
+      std::move(identity), id, protocol::to_string(type),
+      [this, type, held]() -> result<Value> {
+        auto args = decode_args(type, *held);
+        *held = zmq::message_t();  // the decoded form replaces the bytes
+        if (!args) return std::move(args).error();
+        std::string store;
+        auto w = target_store(type, *args, store);
+        if (!w) return std::move(w).error();
+        std::string table;
+        auto op = prepare_write(type, *args, table);
+        if (!op) return std::move(op).error();
+        return write_job_for(*w, type, std::move(store), std::move(table), std::move(*op))();
       },
-      one_key);
+      bytes, false);
+}
+
+void Broker::impl::schedule_reclaim() {
+  s->reclaim_timer->expires_after(detail::reclaim_interval);
+  s->reclaim_timer->async_wait([this](const boost::system::error_code& ec) {
+    if (ec || s->stopping) return;
+    // A job like any write, so that it never runs beside one; skipped when
+    // the queue has work (writes reclaim as they go).
+    if (s->queue.depth() == 0) {
+      detail::write_job j;
+      j.run = [this] {
+        for (auto& [name, w] : s->stores) (void)w.reclaim();
+      };
+      (void)s->queue.try_push(std::move(j));
+    }
+    schedule_reclaim();
+  });
 }
 
 result<void> Broker::write(std::string_view store,
                            const std::function<result<void>(shm::writer&)>& fn) {
   {
     std::lock_guard lock(p_->life_mutex);
+    if (p_->state == impl::phase::stopping) {
+      return fail(errc::shutting_down,
+                  "broker is stopping; the write to '" + std::string(store) + "' was not applied");
+    }
     if (p_->state != impl::phase::running) {
       return fail(errc::unavailable,
                   "broker is not running; cannot write to '" + std::string(store) + "'");
@@ -154,7 +244,8 @@ result<void> Broker::write(std::string_view store,
   if (w == nullptr) return p_->no_store(store);
   std::promise<result<void>> done;
   auto answer = done.get_future();
-  const bool queued = p_->s->queue.push_wait([&] {
+  detail::write_job j;
+  j.run = [&] {
     auto r = detail::with_telemetry(
         "slither.store.write",
         [&] {
@@ -168,10 +259,15 @@ result<void> Broker::write(std::string_view store,
           });
         });
     done.set_value(r ? result<void>{} : result<void>(std::move(r).error()));
-  });
-  if (!queued)
-    return fail(errc::unavailable,
-                "broker is stopping; write to '" + std::string(store) + "' refused");
+  };
+  j.cancel = [&] {
+    done.set_value(fail(errc::shutting_down, "broker stopped before applying the write to '" +
+                                                 std::string(store) + "'"));
+  };
+  if (!p_->s->queue.push_wait(std::move(j))) {
+    return fail(errc::shutting_down,
+                "broker is stopping; the write to '" + std::string(store) + "' was not applied");
+  }
   return answer.get();
 }
 

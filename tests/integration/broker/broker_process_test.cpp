@@ -242,3 +242,72 @@ TEST_F(BrokerProcessTest, SurvivesRandomAndTruncatedFrames) {
 
 }  // namespace
 }  // namespace slither
+
+namespace slither {
+namespace {
+
+std::int64_t readers_of(client& c) {
+  return c.stats().value()["stores"]["main"]["readers"].as<std::int64_t>();
+}
+
+TEST_F(BrokerProcessTest, ReadersThatDieAreSweptEvenWhenNothingWrites) {
+  auto broker = spawn();
+  auto c = connect_when_up();
+  const auto before = readers_of(c);
+  const auto out = work_ / "reader.out";
+  test_support::child_process reader({SLITHER_TEST_PEER_EXE, "--attach", ns_, "main"}, out);
+  for (const auto deadline = clock::now() + 10s;
+       test_support::read_file(out).find("attached") == std::string::npos &&
+       clock::now() < deadline;) {
+    std::this_thread::sleep_for(10ms);
+  }
+  ASSERT_EQ(readers_of(c), before + 1) << test_support::read_file(out);
+  reader.signal(SIGKILL);
+  ASSERT_TRUE(reader.wait_exit(5s));
+  // No write follows: only the broker's own sweep can clear the dead slot.
+  auto now = readers_of(c);
+  for (const auto deadline = clock::now() + 10s; now != before && clock::now() < deadline;) {
+    std::this_thread::sleep_for(50ms);
+    now = readers_of(c);
+  }
+  EXPECT_EQ(now, before);
+}
+
+TEST_F(BrokerProcessTest, AClientThatNeverReadsItsRepliesCannotGrowTheBroker) {
+  auto broker = spawn();
+  auto c = connect_when_up();
+  ASSERT_TRUE(c.ping());
+  const auto baseline = broker->rss_bytes();
+  zmq::context_t context{1};
+  zmq::socket_t deaf(context, zmq::socket_type::dealer);
+  deaf.set(zmq::sockopt::linger, 0);
+  deaf.set(zmq::sockopt::rcvhwm, 1);
+  deaf.set(zmq::sockopt::sndhwm, 0);
+  deaf.connect("ipc://" + (run_ / "control").string());
+  // Each request names a missing table of 64 KiB: an error reply that
+  // repeated it would hold 64 KiB per reply in the broker's queue for this peer.
+  const std::string table(64 << 10, 't');
+  const auto request =
+      protocol::encode_message({{protocol::protocol_version, protocol::message_type::erase, 1},
+                                Value::map({{"store", "main"}, {"table", table}, {"key", "k"}})});
+  for (int i = 0; i < 4000; ++i) {
+    (void)deaf.send(zmq::buffer(request[0].data(), request[0].size()), zmq::send_flags::sndmore);
+    (void)deaf.send(zmq::buffer(request[1].data(), request[1].size()), zmq::send_flags::none);
+  }
+  // Once the broker has read them all, a ping from another client is answered.
+  std::size_t answered_before = 0;
+  for (const auto deadline = clock::now() + 20s; clock::now() < deadline;) {
+    const auto stats = c.stats().value();
+    const auto errors = static_cast<std::size_t>(stats["errors"].as<std::int64_t>());
+    if (errors >= 4000 || errors == answered_before) break;
+    answered_before = errors;
+    std::this_thread::sleep_for(200ms);
+  }
+  EXPECT_TRUE(c.ping());
+  const auto grown = broker->rss_bytes() > baseline ? broker->rss_bytes() - baseline : 0;
+  EXPECT_LT(grown, std::size_t{32} << 20) << "broker grew by " << grown << " bytes";
+  EXPECT_FALSE(broker->wait_exit(10ms)) << log();
+}
+
+}  // namespace
+}  // namespace slither

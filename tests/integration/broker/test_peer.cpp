@@ -5,8 +5,11 @@
 //
 //   broker_test_peer ENDPOINT [--uid N] [--timeout-ms N]
 //                             [--server-key Z85 --public-key Z85 --secret-key Z85]
+//   broker_test_peer --attach NAMESPACE STORE
 //
 // Exit status: 0 answered, 3 no answer within the timeout, 2 bad use or setup.
+// With --attach it attaches a reader to the store, says "attached" on stdout
+// and waits to be killed (a reader that dies without detaching).
 #include <unistd.h>
 
 #include <cstdio>
@@ -18,8 +21,19 @@
 #include <zmq_addon.hpp>
 
 #include "slither/broker/protocol.hpp"
+#include "slither/shm/store.hpp"
 
 int main(int argc, char** argv) {
+  if (argc == 4 && std::string(argv[1]) == "--attach") {
+    auto reader = slither::shm::reader::attach(argv[2], argv[3]);
+    if (!reader) {
+      std::fprintf(stderr, "%s\n", reader.error().message.c_str());
+      return 2;
+    }
+    std::printf("attached\n");
+    std::fflush(stdout);
+    for (;;) ::pause();
+  }
   if (argc < 2) return 2;
   const std::string endpoint = argv[1];
   long uid = -1;

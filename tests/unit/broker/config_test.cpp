@@ -131,6 +131,77 @@ TEST_F(ConfigTest, BadConfigsNameFileLineAndField) {
   }
 }
 
+TEST_F(ConfigTest, DurationsAndSizesPastTheirRangeAreErrorsNamingTheKey) {
+  const bad_case cases[] = {
+      // 9.2e12 ms once became a 3 ms timeout (the deadline overflowed).
+      {"[broker]\nview_timeout_ms = 9200000000000\n",
+       "a.toml:2: field 'broker.view_timeout_ms': 9200000000000 is past the largest value, "
+       "1000000000000 ms"},
+      {"[broker]\nview_timeout_ms = 0\n", "field 'broker.view_timeout_ms': 0 is below"},
+      {"[broker]\nstop_grace_ms = 9223372036854775807\n", "field 'broker.stop_grace_ms'"},
+      {"[broker]\nmax_message_bytes = 9223372036854775807\n",
+       "field 'broker.max_message_bytes': 9223372036854775807 is past the largest value, "
+       "281474976710656"},
+      {"[broker]\nwrite_queue_bytes = 0\n", "field 'broker.write_queue_bytes'"},
+      {"[broker]\nmax_clients = 1.5\n", "field 'broker.max_clients': must be an integer"},
+      {"[broker]\nview_concurrency = 0\n", "field 'broker.view_concurrency'"},
+      {"[broker]\nallow_remote = \"yes\"\n", "field 'broker.allow_remote': must be true or false"},
+      {"[[stores]]\nname = \"s\"\ninitial_segment_bytes = 9223372036854775807\n"
+       "[[stores.tables]]\nname = \"t\"\n",
+       "field 'stores[0].initial_segment_bytes'"},
+  };
+  for (const auto& c : cases) {
+    auto r = load_config(write("a.toml", c.toml));
+    ASSERT_FALSE(r) << c.toml;
+    EXPECT_EQ(r.error().code, errc::invalid_argument);
+    EXPECT_NE(r.error().message.find(c.expect), std::string::npos)
+        << "config:\n"
+        << c.toml << "\nerror: " << r.error().message;
+  }
+}
+
+TEST_F(ConfigTest, ReadsTheLimitsAndSecuritySettings) {
+  auto o = load_config(write("a.toml", R"(
+[broker]
+control_endpoint = "tcp://127.0.0.1:5999"
+curve_secret_key_file = "keys/broker.key"
+curve_allowed_clients_file = "/etc/slither/clients"
+allow_remote = true
+max_clients = 64
+write_queue_bytes = 1000000
+client_write_queue_bytes = 250000
+inline_write_bytes = 0
+max_decoded_bytes = 5000000
+max_reply_bytes = 3000000
+view_concurrency = 3
+stop_grace_ms = 0
+)"));
+  ASSERT_TRUE(o) << o.error().message;
+  EXPECT_EQ(o->curve_secret_key_file, dir_ / "keys/broker.key");
+  EXPECT_EQ(o->curve_allowed_clients_file, fs::path("/etc/slither/clients"));
+  EXPECT_TRUE(o->allow_remote);
+  EXPECT_EQ(o->max_clients, 64u);
+  EXPECT_EQ(o->write_queue_bytes, 1000000u);
+  EXPECT_EQ(o->client_write_queue_bytes, 250000u);
+  EXPECT_EQ(o->inline_write_bytes, 0u);
+  EXPECT_EQ(o->max_decoded_bytes, 5000000u);
+  EXPECT_EQ(o->max_reply_bytes, 3000000u);
+  EXPECT_EQ(o->view_concurrency, 3u);
+  EXPECT_EQ(o->stop_grace, std::chrono::milliseconds(0));
+}
+
+TEST_F(ConfigTest, OptionsOutOfRangeAreRefusedAtStartToo) {
+  // The same bounds hold for options set in C++.
+  auto o = load_config(config("")).value();
+  o.view_timeout = std::chrono::milliseconds(9'200'000'000'000);
+  Broker b(o);
+  auto r = b.start();
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, errc::invalid_argument);
+  EXPECT_NE(r.error().message.find("view_timeout 9200000000000 ms is outside"), std::string::npos)
+      << r.error().message;
+}
+
 TEST_F(ConfigTest, LoadsJsonLinesRowsAsEntries) {
   write("users.jsonl",
         "{\"id\": \"ada\", \"age\": 36}\n\n{\"id\": 7, \"age\": 41, \"tags\": [\"x\"]}\n");
@@ -184,6 +255,7 @@ TEST_F(ConfigTest, BadRowsFailTheStartNamingFileAndLine) {
       {"id,v\na,1\nb,2,3\n", "rows.csv:3: row has 3 fields, the header has 2"},
       {"id,v\na,\"open\n", "rows.csv:2: quoted field is never closed"},
       {"", "rows.csv:1: empty file"},
+      {"id,v,name,v\na,1,x,2\n", "rows.csv:1: column 'v' appears twice in the header row"},
   };
   for (const auto& [rows, expect] : csv_cases) {
     write("rows.csv", rows);

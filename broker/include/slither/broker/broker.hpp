@@ -3,11 +3,12 @@
 // program, or run it as the `slither-broker` executable.
 //
 // Threads: one serving thread runs a Boost.Asio io_context that owns the
-// ROUTER socket, signals and timers; one writer thread applies store writes in
-// order, from a bounded queue; a small pool runs views. A one-key write (put,
-// erase, compare_and_set) that arrives while the writer is idle and nothing is
-// queued runs on the serving thread instead, in the same order, sparing two
-// thread hand-offs.
+// ROUTER socket, the ZAP handler (who may connect), signals and timers; one
+// writer thread applies store writes in order, from a queue bounded in jobs
+// and bytes; a few threads per store run views. A small one-key write (put,
+// erase, compare_and_set) that arrives while the writer is idle and nothing
+// is queued runs on the serving thread instead, in the same order, sparing
+// two thread hand-offs; a large one is decoded and applied on the writer.
 //
 // Telemetry (slither::telemetry, attach by prefix): "slither.store.write.start"
 // / ".stop" around every store write, "slither.bridge.view.start" / ".stop"
@@ -21,8 +22,16 @@
 //   memory segments behind; the next broker of that namespace removes them.
 // - Readers that attached to a store keep their mappings after the broker
 //   stops (segments are unlinked, not unmapped), but see no further writes.
-// - `stop()` waits for views that are still running; a view that never
-//   returns blocks it. Views must return (their callers got `errc::timeout`).
+// - `stop()` waits up to `broker_options::stop_grace` for views that are
+//   still running, then abandons them to their threads (detached). An
+//   abandoned view keeps its store's mapping (a reader of its own) but must
+//   not use anything else that dies with the Broker or the program.
+// - `stop()` and the handled signals answer every request: those that still
+//   arrive get `errc::shutting_down`; queued writes are applied and answered,
+//   unless a second SIGINT/SIGTERM asks to stop at once, which answers them
+//   `errc::shutting_down` instead and abandons running views.
+// - `start()` raises the process's soft open-file limit to the hard limit
+//   (every client connection costs a descriptor).
 // - Do not fork() a process with a running broker and use it in the child.
 #pragma once
 
@@ -53,7 +62,15 @@ enum class view_scope : std::uint8_t {
 using view_fn = std::function<result<Value>(const Value& arg, const shm::reader& store,
                                             std::string_view session_id)>;
 
-/// How a broker is set up.
+/// Longest duration a broker option may hold (about 31 years): a longer one
+/// would overflow a deadline computed on the steady clock.
+inline constexpr std::chrono::milliseconds max_option_duration{1'000'000'000'000};
+/// Largest size a broker option may hold (256 TiB), so that the broker's own
+/// arithmetic on it (headroom, totals) cannot overflow.
+inline constexpr std::size_t max_option_bytes = std::size_t{1} << 48;
+
+/// How a broker is set up. Every duration and size is checked at `start()`
+/// against `max_option_duration` and `max_option_bytes`.
 struct broker_options {
   /// Namespace of the broker's stores and default runtime directory. [A-Za-z0-9_-]+.
   std::string ns = "default";
@@ -76,12 +93,35 @@ struct broker_options {
   std::vector<shm::store_definition> stores;
   /// Pending writes; past it requests get errc::busy.
   std::size_t write_queue_limit = 4096;
+  /// Request bytes held by pending writes, all clients together; past it
+  /// requests get errc::busy (one write always fits when none is pending).
+  std::size_t write_queue_bytes = std::size_t{1} << 30;
+  /// Request bytes held by one client's pending writes; past it its requests
+  /// get errc::busy.
+  std::size_t client_write_queue_bytes = std::size_t{256} << 20;
+  /// A one-key write (put, erase, compare_and_set) whose payload is at most
+  /// this many bytes may run on the serving thread when the writer is idle;
+  /// larger writes are decoded and applied on the writer thread, so that
+  /// other clients' requests are not held up meanwhile.
+  std::size_t inline_write_bytes = 64 * 1024;
+  /// Largest decoded size (in memory) of one request; past it the request
+  /// gets errc::limit_exceeded.
+  std::size_t max_decoded_bytes = std::size_t{2} << 30;
+  /// Largest encoded reply; a view result past it gets errc::limit_exceeded.
+  std::size_t max_reply_bytes = std::size_t{64} << 20;
   /// Client connections admitted at once; further handshakes are refused (the
   /// client sees `errc::unavailable`). Lowered at start, with a warning, to
   /// fit the open-file limit.
   std::size_t max_clients = 1024;
-  /// Longest a view may run before its caller gets errc::timeout.
+  /// Longest a view may run before its caller gets errc::timeout. A call
+  /// still waiting for its turn then is dropped, not run.
   std::chrono::milliseconds view_timeout{5000};
+  /// Views of one store running at once; further calls wait their turn.
+  /// Views of other stores are not held up by them.
+  std::size_t view_concurrency = 2;
+  /// How long `stop()` waits for running views to return before it abandons
+  /// them (and says so in the log).
+  std::chrono::milliseconds stop_grace{5000};
   /// Bounds on incoming messages (max message size etc.).
   decode_limits limits;
 };
@@ -137,8 +177,12 @@ class Broker {
   std::unique_ptr<impl> p_;
 };
 
-/// Parses a slither.toml: [broker] namespace/runtime_dir/control_endpoint/
-/// write_queue_limit/view_timeout_ms/max_message_bytes; [[stores]] name,
+/// Parses a slither.toml: [broker] namespace, runtime_dir, control_endpoint,
+/// curve_secret_key_file, curve_allowed_clients_file, allow_remote,
+/// max_clients, write_queue_limit, write_queue_bytes,
+/// client_write_queue_bytes, inline_write_bytes, max_message_bytes,
+/// max_decoded_bytes, max_reply_bytes, view_timeout_ms, view_concurrency,
+/// stop_grace_ms (each size and duration range-checked); [[stores]] name,
 /// [[stores.tables]] name/kind/initial_capacity, and an optional
 /// load = { file = "x.jsonl" | "x.csv", table = "...", key = "<field>" } (or
 /// a list of them) whose rows become entries when the store starts. Relative

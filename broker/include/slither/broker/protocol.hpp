@@ -6,6 +6,20 @@
 // `{"code": <errc as int>, "message": <text>}`. A reply repeats the request id
 // of its request, so a client can tell a late reply from the one it awaits.
 //
+// Every request gets exactly one reply. A message the broker cannot read as a
+// request (no valid header, or not exactly two frames) gets a `protocol_error`
+// reply with the request id of its header if one can be read, else 0. While
+// the broker stops, requests get `shutting_down` (nothing was applied). Error
+// messages quote at most about 100 bytes of any input.
+//
+// Incarnation: a store re-created by a restarted broker has a new random
+// incarnation (`attach_info` reports it, as the int64 bits of the u64). The
+// requests that act on a store (put, put_many, erase, compare_and_set, clear,
+// call_view) take an optional int argument "incarnation"; when it is given
+// and differs from the store's, the reply is `writer_gone` ("store 'x' was
+// re-created by a restarted broker: attach again") and nothing is applied.
+// Without it the request applies to whatever store has that name.
+//
 // Header frame, `header_size` bytes, little-endian:
 //
 //   offset 0   u8[2]  magic "SL"
@@ -41,13 +55,13 @@ inline constexpr std::size_t header_size = 16;
 /// Every message type of the control protocol: requests, then the two replies.
 enum class message_type : std::uint8_t {
   hello = 1,            ///< {protocol} → {protocol, ns, pid, max_message_bytes, stores}
-  attach_info = 2,      ///< {store} → {ns, name, tables, layout_version}
-  put = 3,              ///< {store, table, key, value} → new version (int)
-  put_many = 4,         ///< {store, table, entries: [[key, value], ...]} → null
-  erase = 5,            ///< {store, table, key} → bool (was present)
-  compare_and_set = 6,  ///< {store, table, key, expected_version, value} → new version
-  clear = 7,            ///< {store, table} → null
-  call_view = 8,        ///< {store, view, arg, session_id} → the view's result
+  attach_info = 2,      ///< {store} → {ns, name, tables, layout_version, incarnation}
+  put = 3,              ///< {store, table, key, value, [incarnation]} → new version (int)
+  put_many = 4,         ///< {store, table, entries: [[key, value], ...], [incarnation]} → null
+  erase = 5,            ///< {store, table, key, [incarnation]} → bool (was present)
+  compare_and_set = 6,  ///< {store, table, key, expected_version, value, [incarnation]} → version
+  clear = 7,            ///< {store, table, [incarnation]} → null
+  call_view = 8,        ///< {store, view, arg, session_id, [incarnation]} → the view's result
   stats = 9,            ///< {} → map of broker and store figures
   ping = 10,            ///< {} → null
   reply_ok = 100,       ///< the result Value
@@ -89,6 +103,14 @@ result<header> decode_header(frame bytes);
 
 /// The frames of a message: header, then payload.
 std::vector<buffer> encode_message(const message& msg);
+
+/// Checks a request's header frame: `decode_header`, then this protocol
+/// version and a known request type. Errors: `protocol_error`.
+result<header> decode_request_header(frame bytes);
+/// Decodes a request's payload frame: at most `limits.max_message_bytes`,
+/// a valid encoding, a map. Errors: `limit_exceeded`, `decode_error`,
+/// `protocol_error`, each naming `type`.
+result<Value> decode_request_body(message_type type, frame bytes, const decode_limits& limits);
 
 /// Decodes a request: a valid header of this protocol version with a known
 /// request type, then exactly one payload frame of at most `limits.max_message_bytes`
