@@ -169,7 +169,9 @@ TEST_F(AdmissionTest, ConnectionsPastMaxClientsAreRefusedAndTheBrokerKeepsServin
   EXPECT_EQ(collect_replies(peers, max_clients, 10s), max_clients);
   EXPECT_EQ(collect_replies(peers, max_clients + 1, 1s), max_clients);
   ASSERT_FALSE(broker->wait_exit(10ms)) << test_support::read_file(base_ / "broker.log");
-  EXPECT_LT(broker->rss_bytes(), std::size_t{256} << 20);
+  if (test_support::rss_is_meaningful) {
+    EXPECT_LT(broker->rss_bytes(), std::size_t{256} << 20);
+  }
 
   // A refused ZeroMQ socket gives up (a handshake refusal is final). One
   // served peer stays to watch; once the broker has seen the others leave,

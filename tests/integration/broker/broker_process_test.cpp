@@ -305,7 +305,9 @@ TEST_F(BrokerProcessTest, AClientThatNeverReadsItsRepliesCannotGrowTheBroker) {
   }
   EXPECT_TRUE(c.ping());
   const auto grown = broker->rss_bytes() > baseline ? broker->rss_bytes() - baseline : 0;
-  EXPECT_LT(grown, std::size_t{32} << 20) << "broker grew by " << grown << " bytes";
+  if (test_support::rss_is_meaningful) {
+    EXPECT_LT(grown, std::size_t{32} << 20) << "broker grew by " << grown << " bytes";
+  }
   EXPECT_FALSE(broker->wait_exit(10ms)) << log();
 }
 

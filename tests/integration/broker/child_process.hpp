@@ -23,6 +23,15 @@ extern char** environ;
 
 namespace slither::test_support {
 
+/// Whether a process's resident memory says anything about its own bounds:
+/// AddressSanitizer keeps freed memory in quarantine (256 MiB by default),
+/// so in its builds memory bounds are not checked.
+#if defined(__SANITIZE_ADDRESS__)
+inline constexpr bool rss_is_meaningful = false;
+#else
+inline constexpr bool rss_is_meaningful = true;
+#endif
+
 /// A child process; killed (SIGKILL) if the test did not see it exit.
 class child_process {
  public:
