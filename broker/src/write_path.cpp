@@ -229,7 +229,11 @@ void Broker::impl::schedule_reclaim() {
 
 result<void> Broker::write(std::string_view store,
                            const std::function<result<void>(shm::writer&)>& fn) {
+  std::promise<result<void>> done;
+  auto answer = done.get_future();
   {
+    // Held until the write is queued, so that a concurrent stop cannot tear
+    // the queue down under it (the stop then waits: queued writes still run).
     std::lock_guard lock(p_->life_mutex);
     if (p_->state == impl::phase::stopping) {
       return fail(errc::shutting_down,
@@ -239,34 +243,32 @@ result<void> Broker::write(std::string_view store,
       return fail(errc::unavailable,
                   "broker is not running; cannot write to '" + std::string(store) + "'");
     }
-  }
-  auto* w = p_->find_store(store);
-  if (w == nullptr) return p_->no_store(store);
-  std::promise<result<void>> done;
-  auto answer = done.get_future();
-  detail::write_job j;
-  j.run = [&] {
-    auto r = detail::with_telemetry(
-        "slither.store.write",
-        [&] {
-          return Map{{"store", std::string(store)}, {"op", "write"}};
-        },
-        [&] {
-          return detail::guarded([&]() -> result<Value> {
-            auto v = fn(*w);
-            if (!v) return std::move(v).error();
-            return Value{};
+    auto* w = p_->find_store(store);
+    if (w == nullptr) return p_->no_store(store);
+    detail::write_job j;
+    j.run = [&done, w, store, &fn] {
+      auto r = detail::with_telemetry(
+          "slither.store.write",
+          [&] {
+            return Map{{"store", std::string(store)}, {"op", "write"}};
+          },
+          [&] {
+            return detail::guarded([&]() -> result<Value> {
+              auto v = fn(*w);
+              if (!v) return std::move(v).error();
+              return Value{};
+            });
           });
-        });
-    done.set_value(r ? result<void>{} : result<void>(std::move(r).error()));
-  };
-  j.cancel = [&] {
-    done.set_value(fail(errc::shutting_down, "broker stopped before applying the write to '" +
-                                                 std::string(store) + "'"));
-  };
-  if (!p_->s->queue.push_wait(std::move(j))) {
-    return fail(errc::shutting_down,
-                "broker is stopping; the write to '" + std::string(store) + "' was not applied");
+      done.set_value(r ? result<void>{} : result<void>(std::move(r).error()));
+    };
+    j.cancel = [&done, store] {
+      done.set_value(fail(errc::shutting_down, "broker stopped before applying the write to '" +
+                                                   std::string(store) + "'"));
+    };
+    if (!p_->s->queue.push_wait(std::move(j))) {
+      return fail(errc::shutting_down,
+                  "broker is stopping; the write to '" + std::string(store) + "' was not applied");
+    }
   }
   return answer.get();
 }

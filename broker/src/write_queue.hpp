@@ -49,34 +49,34 @@ class write_queue {
  public:
   explicit write_queue(write_queue_limits limits) : limits_(limits) {}
 
+  // Producers notify while they hold the lock: once a job is queued, the
+  // writer may run it, and its caller may see the result and destroy the
+  // queue, before a notify made after unlocking would have returned.
+
   /// Enqueues unless a bound would be passed or the queue is closed.
   push_result try_push(write_job j) {
-    {
-      std::lock_guard lock(mutex_);
-      if (closed_) return push_result::closed;
-      if (jobs_.size() >= limits_.jobs) return push_result::full_jobs;
-      if (bytes_ > 0 && bytes_ + j.bytes > limits_.bytes) return push_result::full_bytes;
-      if (!j.client.empty()) {
-        const auto it = client_bytes_.find(j.client);
-        const std::size_t held = it == client_bytes_.end() ? 0 : it->second;
-        if (held > 0 && held + j.bytes > limits_.client_bytes) return push_result::full_client;
-      }
-      hold(j.client, j.bytes);
-      jobs_.push_back(std::move(j));
+    std::lock_guard lock(mutex_);
+    if (closed_) return push_result::closed;
+    if (jobs_.size() >= limits_.jobs) return push_result::full_jobs;
+    if (bytes_ > 0 && bytes_ + j.bytes > limits_.bytes) return push_result::full_bytes;
+    if (!j.client.empty()) {
+      const auto it = client_bytes_.find(j.client);
+      const std::size_t held = it == client_bytes_.end() ? 0 : it->second;
+      if (held > 0 && held + j.bytes > limits_.client_bytes) return push_result::full_client;
     }
+    hold(j.client, j.bytes);
+    jobs_.push_back(std::move(j));
     items_.notify_one();
     return push_result::queued;
   }
 
   /// Enqueues, waiting for room in the job count; false if the queue is closed.
   bool push_wait(write_job j) {
-    {
-      std::unique_lock lock(mutex_);
-      room_.wait(lock, [&] { return closed_ || jobs_.size() < limits_.jobs; });
-      if (closed_) return false;
-      hold(j.client, j.bytes);
-      jobs_.push_back(std::move(j));
-    }
+    std::unique_lock lock(mutex_);
+    room_.wait(lock, [&] { return closed_ || jobs_.size() < limits_.jobs; });
+    if (closed_) return false;
+    hold(j.client, j.bytes);
+    jobs_.push_back(std::move(j));
     items_.notify_one();
     return true;
   }
