@@ -76,9 +76,9 @@ std::vector<buffer> encode_reply(std::uint64_t id, const result<Value>& r,
                                  std::size_t max_reply_bytes);
 
 /// A request's payload decoded into its argument map, from any thread;
-/// `limit_exceeded` if it decodes to more than `max_decoded_bytes` in memory.
+/// `limit_exceeded` if it is larger than `limits` allow, on the wire or in memory.
 result<Map> decode_request_args(protocol::message_type type, const zmq::message_t& payload,
-                                const decode_limits& limits, std::size_t max_decoded_bytes);
+                                const decode_limits& limits);
 
 }  // namespace detail
 

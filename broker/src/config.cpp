@@ -466,7 +466,7 @@ result<void> read_broker(const config_reader& cfg, const toml::table& t, broker_
         size("client_write_queue_bytes", out.client_write_queue_bytes),
         size("inline_write_bytes", out.inline_write_bytes, 0),
         size("max_message_bytes", out.limits.max_message_bytes),
-        size("max_decoded_bytes", out.max_decoded_bytes),
+        size("max_decoded_bytes", out.limits.max_decoded_bytes),
         size("max_reply_bytes", out.max_reply_bytes),
         size("view_concurrency", out.view_concurrency),
         millis("view_timeout_ms", out.view_timeout, 1),

@@ -100,7 +100,7 @@ result<void> Broker::impl::check_options() const {
         size("write_queue_bytes", options.write_queue_bytes),
         size("client_write_queue_bytes", options.client_write_queue_bytes),
         size("max_message_bytes", options.limits.max_message_bytes),
-        size("max_decoded_bytes", options.max_decoded_bytes),
+        size("max_decoded_bytes", options.limits.max_decoded_bytes),
         size("max_reply_bytes", options.max_reply_bytes),
         size("view_concurrency", options.view_concurrency)}) {
     if (!r) return r;

@@ -15,24 +15,19 @@ using protocol::message_type;
 namespace detail {
 
 result<Map> decode_request_args(message_type type, const zmq::message_t& payload,
-                                const decode_limits& limits, std::size_t max_decoded_bytes) {
+                                const decode_limits& limits) {
+  // The codec bounds the encoded size and what the request takes in memory
+  // once decoded (limits.max_decoded_bytes), before it builds it.
   auto body = protocol::decode_request_body(
       type, protocol::frame(payload.data<std::byte>(), payload.size()), limits);
   if (!body) return std::move(body).error();
-  // The codec bounds the encoded size; this bounds what the request costs in
-  // memory once decoded (a payload of nulls decodes to many times its size).
-  if (decoded_footprint(*body, max_decoded_bytes) > max_decoded_bytes) {
-    return fail(errc::limit_exceeded,
-                "'" + std::string(protocol::to_string(type)) + "' decodes to more than " +
-                    std::to_string(max_decoded_bytes) + " bytes in memory (max_decoded_bytes)");
-  }
   return std::move(body->as_mut<Map>());
 }
 
 }  // namespace detail
 
 result<Map> Broker::impl::decode_args(message_type type, const zmq::message_t& payload) {
-  return detail::decode_request_args(type, payload, options.limits, options.max_decoded_bytes);
+  return detail::decode_request_args(type, payload, options.limits);
 }
 
 shm::writer* Broker::impl::find_store(std::string_view name) {

@@ -123,9 +123,8 @@ void Broker::impl::start_large_view(std::string identity, std::uint64_t id,
   detail::view_runner::task t;
   t.deadline = std::chrono::steady_clock::now() + options.view_timeout;
   t.run = [this, link = s->link, identity, id,
-           held = std::make_shared<zmq::message_t>(std::move(payload)), limits = options.limits,
-           max_decoded = options.max_decoded_bytes] {
-    auto args = detail::decode_request_args(message_type::call_view, *held, limits, max_decoded);
+           held = std::make_shared<zmq::message_t>(std::move(payload)), limits = options.limits] {
+    auto args = detail::decode_request_args(message_type::call_view, *held, limits);
     *held = zmq::message_t();
     (void)link->post([this, identity, id, args = std::make_shared<result<Map>>(std::move(args))] {
       if (!*args) return reply(identity, id, std::move(*args).error());

@@ -64,9 +64,9 @@ def test_connections_past_max_clients_are_refused(limited_broker):
 def test_a_request_that_decodes_too_large_is_refused(limited_broker):
     with limited_broker.connect() as c:
         store = c.store("scratch")
-        # 200k nulls: a few hundred KiB on the wire, 16 MB once decoded.
+        # 1M nulls: about 1 MB on the wire, tens of MB once decoded.
         with pytest.raises(slither.LimitExceeded, match="max_decoded_bytes"):
-            store.put("t", "nulls", [None] * 200_000)
+            store.put("t", "nulls", [None] * 1_000_000)
         assert "nulls" not in store.table("t")
         store.put("t", "few", [None] * 1000)
 

@@ -184,7 +184,7 @@ stop_grace_ms = 0
   EXPECT_EQ(o->write_queue_bytes, 1000000u);
   EXPECT_EQ(o->client_write_queue_bytes, 250000u);
   EXPECT_EQ(o->inline_write_bytes, 0u);
-  EXPECT_EQ(o->max_decoded_bytes, 5000000u);
+  EXPECT_EQ(o->limits.max_decoded_bytes, 5000000u);
   EXPECT_EQ(o->max_reply_bytes, 3000000u);
   EXPECT_EQ(o->view_concurrency, 3u);
   EXPECT_EQ(o->stop_grace, std::chrono::milliseconds(0));

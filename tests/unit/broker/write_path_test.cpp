@@ -93,11 +93,11 @@ TEST_F(BrokerTest, PendingWriteBytesAreBoundedPerClientAndInTotal) {
 
 TEST_F(BrokerTest, RequestThatDecodesPastMaxDecodedBytesIsRefused) {
   auto o = options();
-  o.max_decoded_bytes = 4 << 20;
+  o.limits.max_decoded_bytes = 4 << 20;
   auto& b = start(std::move(o));
   ASSERT_TRUE(b.start());
   auto c = connect();
-  // A list of nulls: small on the wire, 80 bytes a node in memory.
+  // A list of nulls: a byte each on the wire, sizeof(Value) each in memory.
   List nulls(200'000);
   auto r = c.put("main", "kv", "nulls", Value(std::move(nulls)));
   ASSERT_FALSE(r);

@@ -104,9 +104,6 @@ struct broker_options {
   /// larger writes are decoded and applied on the writer thread, so that
   /// other clients' requests are not held up meanwhile.
   std::size_t inline_write_bytes = 64 * 1024;
-  /// Largest decoded size (in memory) of one request; past it the request
-  /// gets errc::limit_exceeded.
-  std::size_t max_decoded_bytes = std::size_t{2} << 30;
   /// Largest encoded reply; a view result past it gets errc::limit_exceeded.
   std::size_t max_reply_bytes = std::size_t{64} << 20;
   /// Client connections admitted at once; further handshakes are refused (the
@@ -122,7 +119,9 @@ struct broker_options {
   /// How long `stop()` waits for running views to return before it abandons
   /// them (and says so in the log).
   std::chrono::milliseconds stop_grace{5000};
-  /// Bounds on incoming messages (max message size etc.).
+  /// Bounds on incoming messages: `max_message_bytes` for a request's
+  /// payload, `max_decoded_bytes` for what it may take in memory once decoded
+  /// (a request past it gets errc::limit_exceeded before it is built).
   decode_limits limits;
 };
 
