@@ -23,7 +23,7 @@ void write_le(std::byte* out, std::uint64_t v, std::size_t width) noexcept {
 
 bool is_known(std::uint8_t raw) noexcept {
   return (raw >= static_cast<std::uint8_t>(message_type::hello) &&
-          raw <= static_cast<std::uint8_t>(message_type::ping)) ||
+          raw <= static_cast<std::uint8_t>(message_type::dispatch_close)) ||
          raw == static_cast<std::uint8_t>(message_type::reply_ok) ||
          raw == static_cast<std::uint8_t>(message_type::reply_error);
 }
@@ -111,16 +111,40 @@ std::string_view to_string(message_type type) noexcept {
       return "stats";
     case message_type::ping:
       return "ping";
+    case message_type::worker_join:
+      return "worker_join";
+    case message_type::dispatch_open:
+      return "dispatch_open";
+    case message_type::dispatch_submit:
+      return "dispatch_submit";
+    case message_type::dispatch_ack:
+      return "dispatch_ack";
+    case message_type::dispatch_input_end:
+      return "dispatch_input_end";
+    case message_type::dispatch_cancel:
+      return "dispatch_cancel";
+    case message_type::dispatch_close:
+      return "dispatch_close";
     case message_type::reply_ok:
       return "reply_ok";
     case message_type::reply_error:
       return "reply_error";
+    case message_type::dispatch_batch:
+      return "dispatch_batch";
+    case message_type::dispatch_end:
+      return "dispatch_end";
+    case message_type::dispatch_moved:
+      return "dispatch_moved";
   }
   return "unknown";
 }
 
 bool is_request(message_type type) noexcept {
-  return type >= message_type::hello && type <= message_type::ping;
+  return type >= message_type::hello && type <= message_type::dispatch_close;
+}
+
+bool is_notification(message_type type) noexcept {
+  return type >= message_type::dispatch_submit && type <= message_type::dispatch_cancel;
 }
 
 std::array<std::byte, header_size> encode_header(const header& head) noexcept {

@@ -96,8 +96,18 @@ void Broker::impl::handle(std::string identity, std::uint64_t id, message_type t
     case message_type::call_view:
       start_view(std::move(identity), id, std::move(args));
       return;
+    case message_type::worker_join:
+    case message_type::dispatch_open:
+    case message_type::dispatch_submit:
+    case message_type::dispatch_ack:
+    case message_type::dispatch_input_end:
+    case message_type::dispatch_cancel:
+    case message_type::dispatch_close:
     case message_type::reply_ok:
     case message_type::reply_error:
+    case message_type::dispatch_batch:
+    case message_type::dispatch_end:
+    case message_type::dispatch_moved:
       break;
   }
   reply(identity, id, fail(errc::protocol_error, "unexpected message type"));

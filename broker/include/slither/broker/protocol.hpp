@@ -64,14 +64,43 @@ enum class message_type : std::uint8_t {
   call_view = 8,        ///< {store, view, arg, session_id, [incarnation]} → the view's result
   stats = 9,            ///< {} → map of broker and store figures
   ping = 10,            ///< {} → null
-  reply_ok = 100,       ///< the result Value
-  reply_error = 101,    ///< {code, message}
+  /// A worker joins a pool (dispatch.hpp, "Workers"):
+  /// {pool, pid, credits, [token]} → {worker, tasks, results, heartbeat_ms,
+  /// heartbeat_misses, local, ns, stores, pool}
+  worker_join = 11,
+  /// Opens a dispatch job (dispatch.hpp, "Jobs"): {pool, function,
+  /// batch_size, max_in_flight, ...} → {job, window, pool}
+  dispatch_open = 12,
+  /// One encoded batch for a job: a third frame holds the batch, the
+  /// arguments are {job, count, [ack]}. No reply unless it is refused.
+  dispatch_submit = 13,
+  /// {job, batches}: the client consumed this many more result batches. No reply.
+  dispatch_ack = 14,
+  /// {job}: the job's input is complete. No reply.
+  dispatch_input_end = 15,
+  /// {job}: stop the job; what has not ended comes back cancelled. No reply.
+  dispatch_cancel = 16,
+  /// {job} → null: the job is forgotten (cancelled first if it runs).
+  dispatch_close = 17,
+  reply_ok = 100,     ///< the result Value
+  reply_error = 101,  ///< {code, message}
+  /// Broker → client, request id = job: a status frame, then the batch's
+  /// encoded results (or its input, when it ended as a whole).
+  dispatch_batch = 110,
+  /// Broker → client, request id = job: {ok, [error]}; no more batches follow.
+  dispatch_end = 111,
+  /// Broker → client, request id = job: {session, from, to}: the job's
+  /// session lost its worker and now runs on another.
+  dispatch_moved = 112,
 };
 
 /// Stable lower-case name of a message type ("put"), or "unknown".
 std::string_view to_string(message_type type) noexcept;
-/// True for the request types (hello .. ping).
+/// True for the request types (hello .. dispatch_close).
 bool is_request(message_type type) noexcept;
+/// True for the requests that get no reply unless they fail
+/// (dispatch_submit, dispatch_ack, dispatch_input_end, dispatch_cancel).
+bool is_notification(message_type type) noexcept;
 
 /// The decoded header frame.
 struct header {
