@@ -18,6 +18,8 @@ namespace {
 
 constexpr const char* zap_endpoint = "inproc://zeromq.zap.01";
 constexpr const char* zap_domain = "slither";
+// Worker pools' sockets: judged alike, not counted as clients.
+constexpr const char* worker_domain = "slither.workers";
 // ZMQ_ZAP_ENFORCE_DOMAIN (a draft option in libzmq 4.3): without a handler,
 // refuse instead of letting NULL handshakes through. Best effort: our handler
 // is bound for the guarded socket's whole life anyway.
@@ -116,6 +118,17 @@ result<void> admission::watch(zmq::socket_t& guarded) {
   return {};
 }
 
+result<void> admission::guard(zmq::socket_t& socket) {
+  try {
+    socket.set(zmq::sockopt::zap_domain, worker_domain);
+    const int on = 1;
+    (void)zmq_setsockopt(socket.handle(), zap_enforce_domain, &on, sizeof on);
+  } catch (const zmq::error_t& e) {
+    return fail(errc::io_error, std::string("cannot guard a worker socket: ") + e.what());
+  }
+  return {};
+}
+
 void admission::unwatch(zmq::socket_t& guarded) noexcept {
   if (monitor_endpoint_.empty() || !guarded) return;
   drain_monitor();
@@ -154,6 +167,7 @@ void admission::on_monitor() {
     connections_.erase(it);
   }
   if (event == ZMQ_EVENT_ACCEPTED) connections_.emplace(fd, connection{peer_of_fd(fd)});
+  if (event == ZMQ_EVENT_DISCONNECTED && on_close_) on_close_(fd);
   spdlog::trace("connection event {} on descriptor {}: {} live, {} in use, {} approvals pending",
                 event, fd, connections_.size(), in_use_, approvals_);
   publish();
@@ -189,7 +203,8 @@ void admission::on_message_from(int fd) {
 
 std::optional<std::string> admission::judge(const std::string& address,
                                             const std::string& mechanism,
-                                            const std::string& credential, std::string& user_id) {
+                                            const std::string& credential, std::string& user_id,
+                                            bool counted) {
   if (mechanism == "NULL") {
     const auto cred = cred_of_address(address);
     if (!cred) return "cannot tell the peer's uid from its address '" + address + "'";
@@ -213,7 +228,7 @@ std::optional<std::string> admission::judge(const std::string& address,
   } else {
     return "mechanism '" + mechanism.substr(0, 16) + "' is not accepted";
   }
-  if (admitted() >= policy_.max_clients) {
+  if (counted && admitted() >= policy_.max_clients) {
     return "max_clients (" + std::to_string(policy_.max_clients) + ") connections are open";
   }
   return std::nullopt;
@@ -234,13 +249,16 @@ void admission::on_zap() {
     const std::string address = frame_text(parts[3]);
     const std::string mechanism = frame_text(parts[5]);
     const std::string credential = parts.size() > 6 ? frame_text(parts[6]) : std::string();
-    refusal = judge(address, mechanism, credential, user_id);
-    auto& t = tokens_[peer_of_address(address, mechanism)];
-    if (refusal) {
-      ++t.refusals;
-    } else {
-      ++t.approvals;
-      ++approvals_;
+    const bool counted = frame_text(parts[2]) != worker_domain;
+    refusal = judge(address, mechanism, credential, user_id, counted);
+    if (counted) {
+      auto& t = tokens_[peer_of_address(address, mechanism)];
+      if (refusal) {
+        ++t.refusals;
+      } else {
+        ++t.approvals;
+        ++approvals_;
+      }
     }
   }
   spdlog::trace("handshake {}: {} in use, {} approvals pending", refusal ? "refused" : "admitted",

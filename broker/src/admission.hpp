@@ -25,6 +25,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <set>
@@ -72,6 +73,13 @@ class admission {
   result<void> watch(zmq::socket_t& guarded);
   /// Stops the monitor of `guarded`; call before closing it.
   void unwatch(zmq::socket_t& guarded) noexcept;
+  /// Puts a worker pool's socket under the same rules (uid on ipc, the
+  /// allow-list on CURVE) without counting its connections: they are not
+  /// clients. Call before it binds.
+  result<void> guard(zmq::socket_t& socket);
+  /// Calls `fn` with the descriptor of each watched connection that closes
+  /// (a dispatch job's client going away).
+  void on_close(std::function<void(int fd)> fn) { on_close_ = std::move(fn); }
 
   /// The ZAP handler's socket, to poll.
   zmq::socket_t& zap_socket() noexcept { return zap_; }
@@ -114,7 +122,8 @@ class admission {
   admission(zmq::socket_t zap, zmq::socket_t monitor, admission_policy policy) noexcept;
   // Allowed, or the reason for refusing.
   std::optional<std::string> judge(const std::string& address, const std::string& mechanism,
-                                   const std::string& credential, std::string& user_id);
+                                   const std::string& credential, std::string& user_id,
+                                   bool counted);
   std::size_t admitted() const noexcept { return in_use_ + approvals_; }
   void take_approval(const std::string& peer);
   void log_refusal(const std::string& reason);
@@ -137,6 +146,7 @@ class admission {
     std::atomic<std::uint64_t> refused{0};
   };
   std::unique_ptr<published> published_ = std::make_unique<published>();
+  std::function<void(int)> on_close_;
   std::chrono::steady_clock::time_point last_log_{};
   std::uint64_t unlogged_ = 0;
 };

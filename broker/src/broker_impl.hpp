@@ -26,6 +26,7 @@
 #include <zmq.hpp>
 
 #include "admission.hpp"
+#include "dispatch_server.hpp"
 #include "polled_socket.hpp"
 #include "runtime_dir.hpp"
 #include "slither/broker/broker.hpp"
@@ -65,6 +66,9 @@ inline constexpr int receive_queue_messages = 256;
 inline constexpr std::size_t max_small_request_bytes = 64 * 1024;
 /// How often dead readers are swept from every store.
 inline constexpr std::chrono::milliseconds reclaim_interval{250};
+/// The control socket's in-process endpoint, for an embedded broker's own
+/// dispatch jobs (slither/broker/dispatch.hpp); one broker per ZeroMQ context.
+inline constexpr const char* inproc_control = "inproc://slither.control";
 
 /// True for a non-empty name of [A-Za-z0-9_-].
 bool valid_name(std::string_view s) noexcept;
@@ -105,7 +109,9 @@ struct serving_state {
   // other threads, and the ZeroMQ sockets (polled_socket.hpp): the control
   // socket, the ZAP handler and the connection monitor.
   asio::io_context io;
-  zmq::context_t zmq_context{1};
+  // Shared: an embedded broker's in-process dispatch jobs keep it (and their
+  // sockets in it) past the broker's stop.
+  std::shared_ptr<zmq::context_t> zmq_context = std::make_shared<zmq::context_t>(1);
   zmq::socket_t router;
   std::optional<detail::admission> admission;
   // Declared after what they read, so that they go first.
@@ -128,6 +134,10 @@ struct serving_state {
 
   // Views.
   std::unique_ptr<detail::view_runner> views;
+
+  // Dispatch: worker pools and jobs, on the serving thread. Declared last,
+  // so that it goes first.
+  std::unique_ptr<detail::dispatch_server> dispatch;
 };
 
 struct Broker::impl {
@@ -148,6 +158,8 @@ struct Broker::impl {
   std::optional<std::pair<dev_t, ino_t>> socket_file_id;
   // Keys of a tcp control endpoint, loaded at start.
   std::optional<detail::tcp_security> tcp;
+  // Keys of tcp worker pools (the same key files), loaded at start.
+  std::optional<detail::tcp_security> pool_tcp;
   // `options.max_clients`, fitted inside the open-file limit at start.
   std::size_t max_clients = 0;
 
@@ -184,7 +196,7 @@ struct Broker::impl {
   // Receives one message from the control socket, frame by frame.
   void on_control(zmq::socket_t& socket);
   void on_request(std::string identity, zmq::message_t& header, zmq::message_t* payload,
-                  std::size_t frames);
+                  zmq::message_t* batch, std::size_t frames, int fd);
   // What remains of the control socket at the end of a stop: answered `shutting_down`.
   void drain_at_stop();
 
@@ -220,6 +232,15 @@ struct Broker::impl {
   void start_large_view(std::string identity, std::uint64_t id, zmq::message_t payload);
   // Answers the view calls still waiting (at stop).
   void answer_pending_views(const error_info& err);
+
+  // ---- dispatch (dispatch_hooks.cpp) ---------------------------------------------
+  // Loads the keys of tcp pools and removes what a dead broker's workers left.
+  result<void> prepare_pools();
+  // Creates the dispatch server and its pools (after the control socket).
+  result<void> start_dispatch();
+  // A dispatch request: answered here unless it is a notification that succeeded.
+  void handle_dispatch(std::string identity, int fd, std::uint64_t id, protocol::message_type type,
+                       const Map& args, zmq::message_t* batch);
 
   // ---- lifecycle (lifecycle.cpp) ----------------------------------------------
   void request_stop();

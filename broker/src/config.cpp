@@ -482,6 +482,102 @@ result<void> read_broker(const config_reader& cfg, const toml::table& t, broker_
   return {};
 }
 
+// ---- pools -------------------------------------------------------------------
+
+// A list of strings (argv, pythonpath).
+result<std::optional<std::vector<std::string>>> text_list(const config_reader& cfg,
+                                                          const toml::table& t,
+                                                          std::string_view prefix,
+                                                          std::string_view key) {
+  const toml::node* n = t.get(key);
+  if (n == nullptr) return std::optional<std::vector<std::string>>{};
+  const toml::array* a = n->as_array();
+  if (a == nullptr)
+    return cfg.error(n->source(), config_reader::join(prefix, key), "must be a list of strings");
+  std::vector<std::string> out;
+  for (const auto& e : *a) {
+    if (!e.is_string()) {
+      return cfg.error(e.source(), config_reader::join(prefix, key), "must hold only strings");
+    }
+    out.push_back(e.as_string()->get());
+  }
+  return std::optional(std::move(out));
+}
+
+result<pool_options> read_pool(const config_reader& cfg, const toml::table& t,
+                               const std::string& p) {
+  if (auto r = cfg.only_keys(
+          t, p,
+          {"name", "size", "python", "command", "pythonpath", "env", "cwd", "credits",
+           "heartbeat_ms", "heartbeat_misses", "restart_backoff_ms", "restart_backoff_max_ms",
+           "max_start_failures", "max_batches", "max_rss_mib", "endpoint"});
+      !r) {
+    return std::move(r).error();
+  }
+  pool_options out;
+  auto name = cfg.text(t, p, "name");
+  if (!name) return std::move(name).error();
+  if (!*name) return cfg.error(t.source(), p + ".name", "is required");
+  out.name = std::move(**name);
+  auto python = cfg.text(t, p, "python");
+  auto cwd = cfg.text(t, p, "cwd");
+  auto endpoint = cfg.text(t, p, "endpoint");
+  for (auto* r : {&python, &cwd, &endpoint}) {
+    if (!*r) return std::move(*r).error();
+  }
+  if (*python) out.python = std::move(**python);
+  if (*cwd) out.cwd = cfg.relative_to_config(**cwd);
+  if (*endpoint) out.endpoint = std::move(**endpoint);
+  auto command = text_list(cfg, t, p, "command");
+  if (!command) return std::move(command).error();
+  if (*command) out.command = std::move(**command);
+  auto paths = text_list(cfg, t, p, "pythonpath");
+  if (!paths) return std::move(paths).error();
+  if (*paths) {
+    // Relative entries are relative to the config file, like every path in it.
+    for (auto& d : **paths) out.pythonpath.push_back(cfg.relative_to_config(d).string());
+  }
+  if (const toml::node* env = t.get("env")) {
+    const toml::table* e = env->as_table();
+    if (e == nullptr) return cfg.error(env->source(), p + ".env", "must be a table of strings");
+    for (const auto& [k, v] : *e) {
+      if (!v.is_string())
+        return cfg.error(v.source(), p + ".env." + std::string(k.str()), "must be a string");
+      out.env[std::string(k.str())] = v.as_string()->get();
+    }
+  }
+  const auto number = [&](std::string_view key, std::int64_t least, std::int64_t most,
+                          auto& field) -> result<void> {
+    auto v = cfg.integer(t, p, key, least, most, "");
+    if (!v) return std::move(v).error();
+    if (*v) field = static_cast<std::remove_reference_t<decltype(field)>>(**v);
+    return {};
+  };
+  const auto millis = [&](std::string_view key, std::int64_t least,
+                          std::chrono::milliseconds& field) -> result<void> {
+    auto v = cfg.millis(t, p, key, least);
+    if (!v) return std::move(v).error();
+    if (*v) field = **v;
+    return {};
+  };
+  const std::int64_t big = static_cast<std::int64_t>(max_option_bytes);
+  for (auto r :
+       {number("size", 0, 1024, out.size), number("credits", 1, 1024, out.credits),
+        number("heartbeat_misses", 1, 1000, out.heartbeat_misses),
+        number("max_start_failures", 1, 1'000'000, out.max_start_failures),
+        number("max_batches", 0, big, out.max_batches),
+        number("max_rss_mib", 0, big, out.max_rss_mib), millis("heartbeat_ms", 1, out.heartbeat),
+        millis("restart_backoff_ms", 0, out.restart_backoff.initial),
+        millis("restart_backoff_max_ms", 0, out.restart_backoff.max)}) {
+    if (!r) return std::move(r).error();
+  }
+  if (out.restart_backoff.max < out.restart_backoff.initial) {
+    return cfg.error(t.source(), p + ".restart_backoff_max_ms",
+                     "must be at least restart_backoff_ms");
+  }
+  return out;
+}
+
 }  // namespace
 
 result<broker_options> load_config(const std::filesystem::path& path) {
@@ -514,8 +610,17 @@ result<broker_options> load_config(const std::filesystem::path& path) {
       out.stores.push_back(std::move(*def));
     }
   }
-  if (doc.contains("pools")) {
-    spdlog::info("{}: [[pools]] ignored: worker pools come with Dispatch", path.string());
+  if (const toml::node* n = doc.get("pools")) {
+    const toml::array* pools = n->as_array();
+    if (pools == nullptr) return cfg.error(n->source(), "pools", "must be an array [[pools]]");
+    for (std::size_t i = 0; i < pools->size(); ++i) {
+      const std::string p = "pools[" + std::to_string(i) + "]";
+      const toml::table* pt = (*pools)[i].as_table();
+      if (pt == nullptr) return cfg.error((*pools)[i].source(), p, "must be a table");
+      auto pool = read_pool(cfg, *pt, p);
+      if (!pool) return std::move(pool).error();
+      out.pools.push_back(std::move(*pool));
+    }
   }
   return out;
 }

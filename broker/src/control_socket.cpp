@@ -17,12 +17,14 @@ result<void> Broker::impl::open_socket() {
   policy.uid = ::geteuid();
   policy.max_clients = max_clients;
   if (tcp) policy.curve_clients = tcp->allowed_clients;
+  if (pool_tcp)
+    policy.curve_clients.insert(pool_tcp->allowed_clients.begin(), pool_tcp->allowed_clients.end());
   // The ZAP handler first: a handshake it does not see is not checked.
-  auto adm = detail::admission::open(s->zmq_context, std::move(policy));
+  auto adm = detail::admission::open(*s->zmq_context, std::move(policy));
   if (!adm) return std::move(adm).error();
   s->admission.emplace(std::move(*adm));
   try {
-    s->router = zmq::socket_t(s->zmq_context, zmq::socket_type::router);
+    s->router = zmq::socket_t(*s->zmq_context, zmq::socket_type::router);
     s->router.set(zmq::sockopt::linger, detail::close_linger_ms);
     s->router.set(zmq::sockopt::sndhwm, detail::send_queue_messages);
     s->router.set(zmq::sockopt::rcvhwm, detail::receive_queue_messages);
@@ -41,6 +43,8 @@ result<void> Broker::impl::open_socket() {
     s->router.bind(endpoint);
     // A port given as '*' is chosen by the system: clients need the real one.
     if (tcp) endpoint = s->router.get(zmq::sockopt::last_endpoint);
+    // In-process, for this process's own dispatch jobs (no handshake, no file).
+    s->router.bind(detail::inproc_control);
   } catch (const zmq::error_t& e) {
     return fail(errc::io_error,
                 "cannot bind the control socket to '" + endpoint + "': " + e.what());

@@ -35,6 +35,7 @@ struct dispatch_job::impl {
   job_id job = 0;
   std::size_t window = 0;
   std::size_t batch_size = 0;
+  std::string route;  // where failed items go under the job's policy
 
   std::uint64_t next_seq = 0;
   std::uint64_t submitted = 0;                       // items
@@ -278,6 +279,11 @@ result<dispatch_job> dispatch_job_maker::open(std::shared_ptr<zmq::context_t> co
   p->job = static_cast<job_id>(job->as<std::int64_t>());
   p->window = static_cast<std::size_t>(window->as<std::int64_t>());
   p->batch_size = max_batch_items(options.batching);
+  if (const auto* r = std::get_if<route_policy>(&options.on_error)) {
+    p->route = r->output;
+  } else if (const auto* retry = std::get_if<retry_policy>(&options.on_error)) {
+    if (const auto* then = std::get_if<route_policy>(&retry->then)) p->route = then->output;
+  }
   p->last_heard = clock::now();
   return dispatch_job(std::move(p));
 }
@@ -299,6 +305,10 @@ std::size_t dispatch_job::window() const noexcept {
 
 std::size_t dispatch_job::batch_size() const noexcept {
   return p_->batch_size;
+}
+
+const std::string& dispatch_job::route_output() const noexcept {
+  return p_->route;
 }
 
 std::size_t dispatch_job::capacity() const noexcept {

@@ -155,7 +155,9 @@ result<void> Broker::impl::start() {
     }
     s->view_readers.emplace(name, std::make_shared<const shm::reader>(std::move(*reader)));
   }
+  if (auto r = prepare_pools(); !r) return abandon(std::move(r).error());
   if (auto r = open_socket(); !r) return abandon(std::move(r).error());
+  if (auto r = start_dispatch(); !r) return abandon(std::move(r).error());
 
   s->link = std::make_shared<detail::loop_link>(s->io);
   // A few threads per store, and one for decoding large view arguments.
@@ -298,6 +300,8 @@ void Broker::impl::shutdown() noexcept {
   }
   asio::post(st.io, [this] {
     answer_pending_views(fail(errc::shutting_down, "the broker stopped before it returned"));
+    // Jobs end (their clients are told), then the pools' workers stop.
+    if (s->dispatch) s->dispatch->stop();
     drain_at_stop();
     s->control->stop();
     s->signals.reset();
@@ -310,7 +314,11 @@ void Broker::impl::shutdown() noexcept {
     s->io.stop();
   });
   st.serving_thread.join();
-  st.zmq_context.close();  // waits (up to the linger) for the last replies
+  // Closing the context waits (up to the linger) for the last replies. An
+  // in-process dispatch job still open holds it: shut it down instead, so
+  // that the job's socket fails at once, and let the job close it.
+  if (st.zmq_context.use_count() > 1) zmq_ctx_shutdown(st.zmq_context->handle());
+  st.zmq_context.reset();
   for (auto& [name, w] : st.stores) w.close();
   s.reset();  // unlinks the lock file, then unlocks
   remove_runtime_dir();

@@ -89,10 +89,19 @@ void Broker::impl::handle(std::string identity, std::uint64_t id, message_type t
     case message_type::clear:
       enqueue_write(std::move(identity), id, type, std::move(args), bytes);
       return;
-    case message_type::stats:
+    case message_type::stats: {
+      // The pools live on this thread; the stores' figures are read on the writer's.
+      Value dispatch = s->dispatch ? s->dispatch->stats() : Value(Map{});
       enqueue_job(
-          std::move(identity), id, "stats", [this] { return stats(); }, 0, true);
+          std::move(identity), id, "stats",
+          [this, dispatch = std::move(dispatch)]() mutable -> result<Value> {
+            auto r = stats();
+            if (r) r->as_mut<Map>().emplace("dispatch", std::move(dispatch));
+            return r;
+          },
+          0, true);
       return;
+    }
     case message_type::call_view:
       start_view(std::move(identity), id, std::move(args));
       return;

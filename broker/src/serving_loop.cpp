@@ -95,9 +95,9 @@ void Broker::impl::post_reply(std::string identity, std::uint64_t id, const resu
 
 void Broker::impl::on_control(zmq::socket_t& socket) {
   // Frame by frame: a request is the peer's identity (added by ROUTER), a
-  // header and a payload. Frames past those are received one at a time into
-  // the same message and dropped, never gathered.
-  zmq::message_t identity, header, payload, extra;
+  // header and a payload (and a dispatch batch). Frames past those are
+  // received one at a time into the same message and dropped, never gathered.
+  zmq::message_t identity, header, payload, batch, extra;
   if (!socket.recv(identity, zmq::recv_flags::dontwait)) return;
   std::size_t frames = 0;
   if (identity.more()) {
@@ -106,22 +106,27 @@ void Broker::impl::on_control(zmq::socket_t& socket) {
     if (header.more()) {
       (void)socket.recv(payload, zmq::recv_flags::dontwait);
       frames = 2;
-      for (bool more = payload.more(); more; more = extra.more()) {
-        (void)socket.recv(extra, zmq::recv_flags::dontwait);
-        ++frames;
+      if (payload.more()) {
+        (void)socket.recv(batch, zmq::recv_flags::dontwait);
+        frames = 3;
+        for (bool more = batch.more(); more; more = extra.more()) {
+          (void)socket.recv(extra, zmq::recv_flags::dontwait);
+          ++frames;
+        }
       }
     }
   }
   if (frames == 0) return;  // no frame to answer: ROUTER never delivers this
   // The descriptor of the connection it came from: admission counts
-  // connections in use by it.
-  s->admission->on_message_from(zmq_msg_get(header.handle(), ZMQ_SRCFD));
+  // connections in use by it (an in-process peer has none).
+  const int fd = zmq_msg_get(header.handle(), ZMQ_SRCFD);
+  if (fd >= 0) s->admission->on_message_from(fd);
   on_request(std::string(identity.data<char>(), identity.size()), header,
-             frames >= 2 ? &payload : nullptr, frames);
+             frames >= 2 ? &payload : nullptr, frames >= 3 ? &batch : nullptr, frames, fd);
 }
 
 void Broker::impl::on_request(std::string identity, zmq::message_t& header, zmq::message_t* payload,
-                              std::size_t frames) {
+                              zmq::message_t* batch, std::size_t frames, int fd) {
   ++requests;
   const protocol::frame head_bytes(header.data<std::byte>(), header.size());
   auto head = protocol::decode_request_header(head_bytes);
@@ -132,10 +137,15 @@ void Broker::impl::on_request(std::string identity, zmq::message_t& header, zmq:
   }
   const auto id = head->request_id;
   const auto type = head->type;
-  if (frames != 2) {
-    return reply(identity, id,
-                 fail(errc::protocol_error,
-                      "a request has 2 frames (header, payload), got " + std::to_string(frames)));
+  const std::size_t want = type == message_type::dispatch_submit ? 3 : 2;
+  if (frames != want) {
+    return reply(
+        identity, id,
+        fail(errc::protocol_error,
+             want == 3
+                 ? "'dispatch_submit' has 3 frames (header, arguments, batch), got " +
+                       std::to_string(frames)
+                 : "a request has 2 frames (header, payload), got " + std::to_string(frames)));
   }
   if (s->stopping) {
     return reply(
@@ -174,6 +184,9 @@ void Broker::impl::on_request(std::string identity, zmq::message_t& header, zmq:
   auto args = decode_args(type, *payload);
   if (!args) return reply(identity, id, std::move(args).error());
   spdlog::debug("request {} '{}'", id, protocol::to_string(type));
+  if (detail::is_dispatch_request(type)) {
+    return handle_dispatch(std::move(identity), fd, id, type, *args, batch);
+  }
   handle(std::move(identity), id, type, std::move(*args), payload->size());
 }
 

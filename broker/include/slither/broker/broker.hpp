@@ -40,12 +40,14 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "slither/core/codec.hpp"
+#include "slither/core/dispatch.hpp"
 #include "slither/core/error.hpp"
 #include "slither/core/value.hpp"
 #include "slither/shm/store.hpp"
@@ -68,6 +70,62 @@ inline constexpr std::chrono::milliseconds max_option_duration{1'000'000'000'000
 /// Largest size a broker option may hold (256 TiB), so that the broker's own
 /// arithmetic on it (headroom, totals) cannot overflow.
 inline constexpr std::size_t max_option_bytes = std::size_t{1} << 48;
+
+/// A pool of worker processes: the broker spawns `size` of them, keeps them
+/// alive, and also serves workers started by others that join it (see
+/// slither/broker/worker.hpp). Dispatch jobs name the pool they run on.
+///
+/// Spawned workers run `command` (by default `<python> -m slither.worker`)
+/// with the broker's environment plus `env`, `pythonpath` prepended to
+/// PYTHONPATH, and SLITHER_CONTROL_ENDPOINT, SLITHER_NAMESPACE, SLITHER_POOL,
+/// SLITHER_WORKER_TOKEN and SLITHER_WORKER_CREDITS set; their output goes to
+/// the broker's log. They die with the broker (a parent-death signal), and
+/// every worker stops when the broker's heartbeats stop.
+struct pool_options {
+  /// [A-Za-z0-9_-], at most 64 characters.
+  std::string name = "default";
+  /// Workers the broker spawns and keeps alive; 0: only workers started by others.
+  std::size_t size = 2;
+  /// The interpreter of spawned workers; empty: $SLITHER_PYTHON, else "python3".
+  std::string python;
+  /// The program a spawned worker runs, as argv (argv[0] is looked up in
+  /// PATH); empty: {python, "-m", "slither.worker"}.
+  std::vector<std::string> command;
+  /// Directories prepended to PYTHONPATH for spawned workers.
+  std::vector<std::string> pythonpath;
+  /// Environment variables set for spawned workers.
+  std::map<std::string, std::string> env;
+  /// Working directory of spawned workers; empty: the broker's.
+  std::filesystem::path cwd;
+  /// Batches a spawned worker asks to hold at once (its credit window).
+  std::uint32_t credits = 2;
+  /// How often the broker and each worker send a heartbeat when they have
+  /// nothing else to say...
+  std::chrono::milliseconds heartbeat{500};
+  /// ...and how many silent intervals count as death: a worker the broker
+  /// has not heard from is killed and replaced; a worker that has not heard
+  /// from the broker exits.
+  std::uint32_t heartbeat_misses = 3;
+  /// Delay before restarting a spawned worker after its n-th consecutive failure.
+  backoff restart_backoff{std::chrono::milliseconds(100), 2.0, std::chrono::milliseconds(10'000)};
+  /// Spawned workers that exit before they join, in a row, before the pool
+  /// counts as failing: jobs then end with its error (`unavailable`) instead
+  /// of waiting, and restarts go on at the backoff's longest delay.
+  std::uint32_t max_start_failures = 3;
+  /// Replace a worker after this many batches (0: never), between batches,
+  /// failing nothing (`maxtasksperchild`).
+  std::uint64_t max_batches = 0;
+  /// Replace a worker once its resident memory passes this (0: never), between batches.
+  std::uint64_t max_rss_mib = 0;
+  /// Where workers connect: empty for ipc sockets in the runtime directory;
+  /// "tcp://<host>:<port>" (port `*`: any) for workers on other machines,
+  /// which then need CURVE: the broker's key files are required (as for a
+  /// tcp control endpoint) and a worker's key must be on the allow-list. The
+  /// host must be one the workers can reach.
+  std::string endpoint;
+  /// When the pool's workers count as dying too often.
+  circuit_breaker breaker;
+};
 
 /// How a broker is set up. Every duration and size is checked at `start()`
 /// against `max_option_duration` and `max_option_bytes`.
@@ -123,10 +181,16 @@ struct broker_options {
   /// payload, `max_decoded_bytes` for what it may take in memory once decoded
   /// (a request past it gets errc::limit_exceeded before it is built).
   decode_limits limits;
+  /// Worker pools for Dispatch (slither/broker/dispatch.hpp).
+  std::vector<pool_options> pools;
 };
 
 /// A broker embedded in this process. Construct, `register_view` as needed,
 /// `start()`, then `wait()` or `stop()`.
+namespace detail {
+struct broker_access;
+}  // namespace detail
+
 class Broker {
  public:
   /// Keeps the options; nothing is created until `start()`.
@@ -170,7 +234,8 @@ class Broker {
   /// The runtime directory in use (set by `start()`).
   const std::filesystem::path& runtime_dir() const noexcept;
 
-  struct impl;  ///< implementation detail
+  struct impl;                          ///< implementation detail
+  friend struct detail::broker_access;  ///< the embedded dispatch API reaches the broker's loop
 
  private:
   std::unique_ptr<impl> p_;
@@ -185,8 +250,11 @@ class Broker {
 /// [[stores.tables]] name/kind/initial_capacity, and an optional
 /// load = { file = "x.jsonl" | "x.csv", table = "...", key = "<field>" } (or
 /// a list of them) whose rows become entries when the store starts. Relative
-/// file paths are relative to the config file. [[pools]] is accepted and
-/// ignored (Dispatch comes later). Errors name the file, line and field.
+/// file paths are relative to the config file. [[pools]] name (required),
+/// size, python, command (a list), pythonpath (a list), env (a table), cwd,
+/// credits, heartbeat_ms, heartbeat_misses, restart_backoff_ms,
+/// restart_backoff_max_ms, max_start_failures, max_batches, max_rss_mib,
+/// endpoint: see `pool_options`. Errors name the file, line and field.
 result<broker_options> load_config(const std::filesystem::path& path);
 
 }  // namespace slither

@@ -51,8 +51,10 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <iterator>
 #include <memory>
 #include <optional>
+#include <ranges>
 #include <span>
 #include <string>
 #include <vector>
@@ -107,6 +109,9 @@ class dispatch_job {
   std::size_t window() const noexcept;
   /// Most items one batch may hold.
   std::size_t batch_size() const noexcept;
+  /// The output items that fail are routed to under the job's error policy
+  /// (`route_policy`, or a retry's fallback); empty if they are not routed.
+  const std::string& route_output() const noexcept;
   /// Items `submit` takes now: the window less what is submitted and not yet
   /// consumed through `next`.
   std::size_t capacity() const noexcept;
@@ -145,11 +150,36 @@ class dispatch_job {
   std::unique_ptr<impl> p_;
 };
 
-/// The results of one job over items, pulled one at a time. Input is read
-/// from the source on the thread that calls `next`, only as far as the job's
-/// window allows: a consumer that stops calling `next` stops the input.
+/// The results of one job over items, pulled one at a time (or with a
+/// range-for). Input is read from the source on the thread that calls
+/// `next`, only as far as the job's window allows: a consumer that stops
+/// calling `next` stops the input.
 class dispatch_results {
  public:
+  /// An input iterator over the remaining results.
+  class iterator {
+   public:
+    using value_type = dispatch_result;
+    using difference_type = std::ptrdiff_t;
+    iterator() = default;
+    explicit iterator(dispatch_results* r) : r_(r), cur_(r->next()) {}
+    dispatch_result& operator*() const { return *cur_; }
+    dispatch_result* operator->() const { return &*cur_; }
+    iterator& operator++() {
+      cur_ = r_->next();
+      return *this;
+    }
+    void operator++(int) { ++*this; }
+    friend bool operator==(const iterator& it, std::default_sentinel_t) { return !it.cur_; }
+
+   private:
+    dispatch_results* r_ = nullptr;
+    mutable std::optional<dispatch_result> cur_;
+  };
+  /// Starts reading (the first `next`).
+  iterator begin() { return iterator(this); }
+  std::default_sentinel_t end() const noexcept { return {}; }
+
   dispatch_results(dispatch_results&&) noexcept;
   dispatch_results& operator=(dispatch_results&&) noexcept;
   ~dispatch_results();
@@ -189,6 +219,38 @@ result<dispatch_results> dispatch_stream(Broker& broker,
 result<dispatch_results> dispatch_stream(const client_options& where,
                                          std::function<std::optional<Item>()> source,
                                          const job_options& options);
+
+namespace detail {
+
+// Keeps a range (or a view of it) and walks it, for `dispatch_stream`.
+template <class V>
+struct range_source {
+  explicit range_source(V v) : view(std::move(v)), it(std::ranges::begin(view)) {}
+  std::optional<Item> next() {
+    if (it == std::ranges::end(view)) return std::nullopt;
+    Item item = *it;
+    ++it;
+    return item;
+  }
+  V view;
+  std::ranges::iterator_t<V> it;
+};
+
+}  // namespace detail
+
+/// Streams a range of items (a container, taken by reference while the
+/// stream lives, or a view, such as an endless `std::views::iota |
+/// std::views::transform(...)`, taken by value) through a new job on an
+/// embedded broker. Only as much of the range is read as the job's window allows.
+template <std::ranges::input_range R>
+requires std::convertible_to<std::ranges::range_reference_t<R>, Item> result<dispatch_results>
+dispatch_stream(Broker& broker, R&& range, const job_options& options) {
+  using view_t = std::views::all_t<R>;
+  auto source =
+      std::make_shared<detail::range_source<view_t>>(std::views::all(std::forward<R>(range)));
+  return dispatch_stream(
+      broker, std::function<std::optional<Item>()>([source] { return source->next(); }), options);
+}
 
 /// Runs a job over `items` to its end on an embedded broker: one result per
 /// item, in the job's order, whatever its status.
