@@ -18,6 +18,26 @@ std::string control_endpoint_of(const client_options& options) {
   return "ipc://" + (dir / "control").string();
 }
 
+result<void> set_curve_client(zmq::socket_t& socket, const client_options& options) {
+  if (options.curve_server_key.empty()) return {};
+  const std::string& secret = options.curve_secret_key;
+  if (options.curve_server_key.size() != 40 || secret.size() != 40 ||
+      (!options.curve_public_key.empty() && options.curve_public_key.size() != 40)) {
+    return fail(errc::invalid_argument,
+                "CURVE keys are 40-character Z85 strings (curve_server_key, curve_secret_key, "
+                "curve_public_key)");
+  }
+  char pub[41] = {};
+  if (options.curve_public_key.empty() && zmq_curve_public(pub, secret.c_str()) != 0) {
+    return fail(errc::invalid_argument, "curve_secret_key is not a Z85 key");
+  }
+  socket.set(zmq::sockopt::curve_serverkey, options.curve_server_key);
+  socket.set(zmq::sockopt::curve_secretkey, secret);
+  socket.set(zmq::sockopt::curve_publickey,
+             options.curve_public_key.empty() ? std::string(pub, 40) : options.curve_public_key);
+  return {};
+}
+
 result<zmq::socket_t> open_control_socket(zmq::context_t& context, const client_options& options,
                                           const std::string& endpoint) {
   if (endpoint.starts_with("ipc://")) {
@@ -34,6 +54,7 @@ result<zmq::socket_t> open_control_socket(zmq::context_t& context, const client_
     zmq::socket_t socket(context, zmq::socket_type::dealer);
     socket.set(zmq::sockopt::linger, 0);
     socket.set(zmq::sockopt::immediate, true);
+    if (auto r = set_curve_client(socket, options); !r) return std::move(r).error();
     socket.connect(endpoint);
     return socket;
   } catch (const zmq::error_t& e) {

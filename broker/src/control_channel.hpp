@@ -19,7 +19,13 @@ namespace slither::detail {
 /// `runtime_dir` (by default the namespace's).
 std::string control_endpoint_of(const client_options& options);
 
-/// A DEALER connected to the control endpoint, with ZeroMQ buffering only
+/// Sets `socket` up as a CURVE client with `options`' keys, if it has a
+/// server key (tcp); does nothing otherwise. Errors: `invalid_argument`
+/// (a key that is not 40 characters of Z85).
+result<void> set_curve_client(zmq::socket_t& socket, const client_options& options);
+
+/// A DEALER connected to the control endpoint (a CURVE client if the options
+/// hold keys), with ZeroMQ buffering only
 /// on a finished connection. Errors: `unavailable` (an ipc endpoint with no
 /// socket file), `invalid_argument` (an endpoint ZeroMQ refuses).
 result<zmq::socket_t> open_control_socket(zmq::context_t& context, const client_options& options,

@@ -48,22 +48,51 @@ struct dispatch_results::impl {
   bool ended = false;
   std::optional<dispatch_error> error;
 
-  void submit(formed_batch&& formed) {
+  // Items the job will never see (it stopped first) end here, cancelled.
+  void cancel_here(std::vector<Item>&& items) {
+    dispatch_error e;
+    e.kind = failure_kind::cancelled;
+    e.type = "cancelled";
+    e.message = "dispatch job " + std::to_string(job.id()) + " stopped" +
+                (job.error() ? ": " + job.error()->describe() : "");
+    const auto shared = std::make_shared<const dispatch_error>(std::move(e));
+    for (Item& item : items) ready.push_back({std::move(item), item_status::cancelled, shared});
+  }
+
+  result<void> submit(formed_batch&& formed) {
+    if (job.error()) {
+      cancel_here(std::move(formed.items));
+      return {};
+    }
     List payloads;
     payloads.reserve(formed.items.size());
     for (const Item& item : formed.items) payloads.push_back(item.payload);
     buffer bytes = encode(Value(std::move(payloads)));
     const std::size_t count = formed.items.size();
-    if (auto r = job.submit(std::move(bytes), count); !r) throw slither::error(r.error());
+    if (auto r = job.submit(std::move(bytes), count); !r) {
+      if (!job.error()) return r;
+      cancel_here(std::move(formed.items));  // it ended meanwhile
+      return {};
+    }
     inputs.emplace(next_seq++, std::move(formed.items));
+    return {};
   }
 
-  void submit_ready() {
-    while (auto formed = input.pop()) submit(std::move(*formed));
+  result<void> submit_ready() {
+    while (auto formed = input.pop()) {
+      if (auto r = submit(std::move(*formed)); !r) return r;
+    }
+    return {};
   }
 
   // Pulls as much input as the window has room for, and submits what forms.
-  void feed() {
+  result<void> feed() {
+    if (job.error() && !source_done) {
+      // The job stopped: read no more, and what waits in open batches ends here.
+      source_done = true;
+      input.flush();
+      return submit_ready();
+    }
     const std::uint64_t held = pulled - handed;
     std::uint64_t room = held >= job.window() ? 0 : job.window() - held;
     std::optional<error_info> bad;
@@ -90,27 +119,31 @@ struct dispatch_results::impl {
     if (bad) {
       source_done = true;
       (void)job.cancel();
-      throw slither::error(*bad);
+      input.flush();
+      while (auto formed = input.pop()) cancel_here(std::move(formed->items));
+      return *bad;
     }
-    submit_ready();
+    if (auto r = submit_ready(); !r) return r;
     if (source_done) {
       input.flush();
-      submit_ready();
-      (void)job.close_input();
-    } else if (room == 0 && inputs.empty() && input.open_items() > 0) {
+      if (auto r = submit_ready(); !r) return r;
+      return job.close_input();
+    }
+    if (room == 0 && inputs.empty() && input.open_items() > 0) {
       // The whole window waits in open batches (key partitions): send the
       // largest, or nothing would ever free room for the rest.
       input.flush_largest();
-      submit_ready();
+      return submit_ready();
     }
+    return {};
   }
 
-  void take(batch_output&& out) {
+  result<void> take(batch_output&& out) {
     const auto it = inputs.find(out.seq);
     if (it == inputs.end()) {
-      throw slither::error(errc::protocol_error, "dispatch job " + std::to_string(job.id()) +
-                                                     ": a result for batch " +
-                                                     std::to_string(out.seq) + ", never sent");
+      return fail(errc::protocol_error, "dispatch job " + std::to_string(job.id()) +
+                                            ": a result for batch " + std::to_string(out.seq) +
+                                            ", which was never sent");
     }
     std::vector<Item> items = std::move(it->second);
     inputs.erase(it);
@@ -120,7 +153,7 @@ struct dispatch_results::impl {
         if (r.status == item_status::routed) r.item.route = route;
         ready.push_back(std::move(r));
       }
-      return;
+      return {};
     }
     auto decoded = decode(out.payload.bytes);
     if (!decoded || !decoded->is_list() || decoded->as<List>().size() != items.size()) {
@@ -132,7 +165,7 @@ struct dispatch_results::impl {
       const auto shared = std::make_shared<const dispatch_error>(e);
       if (!error) error = e;
       for (Item& item : items) ready.push_back({std::move(item), item_status::failed, shared});
-      return;
+      return {};
     }
     List& values = decoded->as_mut<List>();
     std::size_t f = 0;
@@ -150,6 +183,7 @@ struct dispatch_results::impl {
       r.item.payload = std::move(values[i]);
       ready.push_back(std::move(r));
     }
+    return {};
   }
 };
 
@@ -158,26 +192,36 @@ dispatch_results::dispatch_results(dispatch_results&&) noexcept = default;
 dispatch_results& dispatch_results::operator=(dispatch_results&&) noexcept = default;
 dispatch_results::~dispatch_results() = default;
 
-std::optional<dispatch_result> dispatch_results::next() {
+result<std::optional<dispatch_result>> dispatch_results::try_next() {
   impl& s = *p_;
   for (;;) {
     if (!s.ready.empty()) {
       dispatch_result r = std::move(s.ready.front());
       s.ready.pop_front();
       ++s.handed;
-      return r;
+      return std::optional<dispatch_result>(std::move(r));
     }
-    if (s.ended) return std::nullopt;
-    s.feed();
+    if (s.ended) return std::optional<dispatch_result>();
+    if (auto fed = s.feed(); !fed) return std::move(fed).error();
+    if (!s.ready.empty()) continue;
     auto out = s.job.next();
-    if (!out) throw slither::error(out.error());
+    if (!out) return std::move(out).error();
     if (!*out) {
       s.ended = true;
       if (!s.error) s.error = s.job.error();
+      // Whatever was still open when the job ended never reached it.
+      s.input.flush();
+      while (auto formed = s.input.pop()) s.cancel_here(std::move(formed->items));
       continue;
     }
-    s.take(std::move(**out));
+    if (auto taken = s.take(std::move(**out)); !taken) return std::move(taken).error();
   }
+}
+
+std::optional<dispatch_result> dispatch_results::next() {
+  auto r = try_next();
+  if (!r) throw slither::error(r.error());
+  return std::move(*r);
 }
 
 const std::optional<dispatch_error>& dispatch_results::error() const noexcept {
@@ -223,25 +267,40 @@ result<dispatch_results> stream_on(result<dispatch_job> job, const job_options& 
   return dispatch_stream(std::move(*job), options.batching, std::move(source));
 }
 
-result<dispatch_report> run_to_end(result<dispatch_results> stream) {
+// Runs the stream to its end; items the source still held when the job
+// stopped early come out cancelled, so every input item ends once.
+result<dispatch_report> run_to_end(result<dispatch_results> stream,
+                                   const std::shared_ptr<std::vector<Item>>& items,
+                                   const std::shared_ptr<std::size_t>& next) {
   if (!stream) return std::move(stream).error();
   dispatch_report report;
-  try {
-    while (auto r = stream->next()) report.results.push_back(std::move(*r));
-  } catch (const slither::error& e) {
-    return fail(e.code(), e.what());
+  for (;;) {
+    auto r = stream->try_next();
+    if (!r) return std::move(r).error();
+    if (!*r) break;
+    report.results.push_back(std::move(**r));
   }
   report.error = stream->error();
   report.moves = stream->moves();
+  if (*next < items->size()) {
+    dispatch_error e;
+    e.kind = failure_kind::cancelled;
+    e.type = "cancelled";
+    e.message = "the job stopped before it took this item" +
+                (report.error ? ": " + report.error->describe() : std::string());
+    const auto shared = std::make_shared<const dispatch_error>(std::move(e));
+    for (; *next < items->size(); ++*next) {
+      report.results.push_back({std::move((*items)[*next]), item_status::cancelled, shared});
+    }
+  }
   return report;
 }
 
-std::function<std::optional<Item>()> vector_source(std::vector<Item> items) {
-  auto held = std::make_shared<std::vector<Item>>(std::move(items));
-  auto next = std::make_shared<std::size_t>(0);
-  return [held, next]() -> std::optional<Item> {
-    if (*next == held->size()) return std::nullopt;
-    return std::move((*held)[(*next)++]);
+std::function<std::optional<Item>()> vector_source(std::shared_ptr<std::vector<Item>> items,
+                                                   std::shared_ptr<std::size_t> next) {
+  return [items = std::move(items), next = std::move(next)]() -> std::optional<Item> {
+    if (*next == items->size()) return std::nullopt;
+    return std::move((*items)[(*next)++]);
   };
 }
 
@@ -261,12 +320,16 @@ result<dispatch_results> dispatch_stream(const client_options& where,
 
 result<dispatch_report> dispatch(Broker& broker, std::vector<Item> items,
                                  const job_options& options) {
-  return run_to_end(dispatch_stream(broker, vector_source(std::move(items)), options));
+  auto held = std::make_shared<std::vector<Item>>(std::move(items));
+  auto next = std::make_shared<std::size_t>(0);
+  return run_to_end(dispatch_stream(broker, vector_source(held, next), options), held, next);
 }
 
 result<dispatch_report> dispatch(const client_options& where, std::vector<Item> items,
                                  const job_options& options) {
-  return run_to_end(dispatch_stream(where, vector_source(std::move(items)), options));
+  auto held = std::make_shared<std::vector<Item>>(std::move(items));
+  auto next = std::make_shared<std::size_t>(0);
+  return run_to_end(dispatch_stream(where, vector_source(held, next), options), held, next);
 }
 
 result<dispatch_report> call_batch(Broker& broker, std::vector<Item> items,

@@ -5,6 +5,7 @@
 
 #include <spdlog/spdlog.h>
 #include <array>
+#include <csignal>
 #include <cstdlib>
 #include <random>
 #include <thread>
@@ -194,20 +195,27 @@ void worker_pool::stop_children() noexcept {
     s->exit_wait.reset();
     s->output.reset();
   }
-  // Asked to stop (a stop message went out); give them a moment, then kill.
-  const auto deadline = clock::now() + stop_grace;
-  for (;;) {
-    bool running = false;
-    for (auto& s : slots_) {
-      if (s->child && s->child->try_reap()) {
-        records_.remove(s->child->pid());
-        s->child.reset();
+  // They were told to stop; one still in a handler, or not yet joined, is
+  // asked again with SIGTERM, and then killed.
+  const auto reap_until = [this](clock::time_point deadline) {
+    for (;;) {
+      bool running = false;
+      for (auto& s : slots_) {
+        if (s->child && s->child->try_reap()) {
+          records_.remove(s->child->pid());
+          s->child.reset();
+        }
+        running = running || s->child.has_value();
       }
-      running = running || s->child.has_value();
+      if (!running || clock::now() >= deadline) return;
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
-    if (!running || clock::now() >= deadline) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  };
+  reap_until(clock::now() + stop_grace / 5);
+  for (auto& s : slots_) {
+    if (s->child) s->child->signal(SIGTERM);
   }
+  reap_until(clock::now() + stop_grace);
   for (auto& s : slots_) {
     if (s->child) {
       records_.remove(s->child->pid());

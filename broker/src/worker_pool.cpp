@@ -7,6 +7,7 @@
 
 #include <spdlog/spdlog.h>
 #include <boost/asio/post.hpp>
+#include <csignal>
 #include <iterator>
 #include <zmq_addon.hpp>
 
@@ -390,6 +391,10 @@ void worker_pool::on_worker_message(worker& w, const wp::header& h,
       check_recycling(w);
       return;
     case wp::message_type::result: {
+      // The credit first: the worker is free again before the engine hears
+      // the result and places the next batch, so a session's next batch
+      // finds its worker with credit (affinity) rather than going elsewhere.
+      (void)engine_.handle(credit_granted{w.id, 1}, now);
       auto errors = wp::decode_item_errors(frames[2], h.count);
       if (errors) {
         (void)engine_.handle(batch_encoded{w.id, h.batch, h.attempt, h.count,
@@ -405,6 +410,7 @@ void worker_pool::on_worker_message(worker& w, const wp::header& h,
       break;
     }
     case wp::message_type::batch_error: {
+      (void)engine_.handle(credit_granted{w.id, 1}, now);
       auto e = wp::decode_error(frames[1]);
       (void)engine_.handle(
           batch_failed{w.id, h.batch, h.attempt,
@@ -420,9 +426,7 @@ void worker_pool::on_worker_message(worker& w, const wp::header& h,
     default:
       return;
   }
-  // A result or an error gives a credit back.
   ++w.batches;
-  (void)engine_.handle(credit_granted{w.id, 1}, now);
   check_recycling(w);
 }
 

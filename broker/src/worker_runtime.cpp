@@ -95,6 +95,8 @@ result<worker_options> worker_options::from_environment() {
   if (auto ns = env_text("SLITHER_NAMESPACE"); !ns.empty()) o.broker.ns = std::move(ns);
   o.pool = env_text("SLITHER_POOL");
   o.token = env_text("SLITHER_WORKER_TOKEN");
+  o.broker.curve_server_key = env_text("SLITHER_CURVE_SERVER_KEY");
+  o.broker.curve_secret_key = env_text("SLITHER_CURVE_SECRET_KEY");
   auto credits = env_number("SLITHER_WORKER_CREDITS", o.credits);
   if (!credits) return std::move(credits).error();
   o.credits = *credits;
@@ -170,12 +172,21 @@ struct worker_runtime::impl {
 
   result<void> open_sockets() {
     try {
+      // A tcp pool's sockets take the worker's CURVE keys (one server key
+      // pair serves all the broker's tcp endpoints); ipc ones need none.
+      const bool tcp = tasks_endpoint.starts_with("tcp://");
       tasks = zmq::socket_t(context, zmq::socket_type::pull);
       tasks.set(zmq::sockopt::linger, 0);
+      if (tcp) {
+        if (auto r = detail::set_curve_client(tasks, options.broker); !r) return r;
+      }
       tasks.connect(tasks_endpoint);
       results = zmq::socket_t(context, zmq::socket_type::push);
       // Long enough for the last results and the goodbye to leave.
       results.set(zmq::sockopt::linger, 1000);
+      if (tcp) {
+        if (auto r = detail::set_curve_client(results, options.broker); !r) return r;
+      }
       results.connect(results_endpoint);
       const std::string wake = "inproc://wake";
       wake_in = zmq::socket_t(context, zmq::socket_type::pair);

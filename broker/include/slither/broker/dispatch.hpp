@@ -186,9 +186,11 @@ class dispatch_results {
 
   /// The next result, waiting for it; nullopt once every item has ended.
   /// Throws `slither::error` when the source throws or yields an item the
-  /// batching refuses (the job is then cancelled), or when the broker goes
-  /// away (`unavailable`).
+  /// batching refuses (the job is then cancelled, and items already taken
+  /// come out cancelled), or when the broker goes away (`unavailable`).
   std::optional<dispatch_result> next();
+  /// `next` without exceptions: the same error as a result.
+  result<std::optional<dispatch_result>> try_next();
   /// Why the job stopped early, once `next` has returned nullopt.
   const std::optional<dispatch_error>& error() const noexcept;
   /// Sessions that lost their worker so far.
@@ -253,7 +255,8 @@ dispatch_stream(Broker& broker, R&& range, const job_options& options) {
 }
 
 /// Runs a job over `items` to its end on an embedded broker: one result per
-/// item, in the job's order, whatever its status.
+/// item, in the job's order, whatever its status (items the job never took,
+/// because it stopped first, come last, `cancelled`).
 result<dispatch_report> dispatch(Broker& broker, std::vector<Item> items,
                                  const job_options& options);
 /// The same on the broker `where` names.

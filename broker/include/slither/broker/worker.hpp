@@ -76,8 +76,10 @@ struct worker_options {
 
   /// Options from the environment, as a broker sets it for the workers it
   /// spawns: SLITHER_CONTROL_ENDPOINT, SLITHER_RUNTIME_DIR, SLITHER_NAMESPACE,
-  /// SLITHER_POOL, SLITHER_WORKER_TOKEN, SLITHER_WORKER_CREDITS (all
-  /// optional). Errors: a malformed number, named.
+  /// SLITHER_POOL, SLITHER_WORKER_TOKEN, SLITHER_WORKER_CREDITS, and for a
+  /// remote worker of a tcp pool SLITHER_CURVE_SERVER_KEY and
+  /// SLITHER_CURVE_SECRET_KEY (Z85 keys; all optional). Errors: a malformed
+  /// number, named.
   static result<worker_options> from_environment();
 };
 
