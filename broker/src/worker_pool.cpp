@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <spdlog/spdlog.h>
+#include <algorithm>
 #include <boost/asio/post.hpp>
 #include <csignal>
 #include <iterator>
@@ -315,6 +316,7 @@ void worker_pool::run(batch_task task) {
   frames.push_back(
       share_message(opaque_bytes{std::span<const std::byte>(meta->data(), meta->size()), meta}));
   frames.push_back(share_message(task.payload));
+  w.held.emplace_back(task.batch, task.attempt);
   send_to(w, std::move(frames));
 }
 
@@ -394,7 +396,7 @@ void worker_pool::on_worker_message(worker& w, const wp::header& h,
       // The credit first: the worker is free again before the engine hears
       // the result and places the next batch, so a session's next batch
       // finds its worker with credit (affinity) rather than going elsewhere.
-      (void)engine_.handle(credit_granted{w.id, 1}, now);
+      give_credit(w, h, now);
       auto errors = wp::decode_item_errors(frames[2], h.count);
       if (errors) {
         (void)engine_.handle(batch_encoded{w.id, h.batch, h.attempt, h.count,
@@ -410,7 +412,7 @@ void worker_pool::on_worker_message(worker& w, const wp::header& h,
       break;
     }
     case wp::message_type::batch_error: {
-      (void)engine_.handle(credit_granted{w.id, 1}, now);
+      give_credit(w, h, now);
       auto e = wp::decode_error(frames[1]);
       (void)engine_.handle(
           batch_failed{w.id, h.batch, h.attempt,
@@ -428,6 +430,15 @@ void worker_pool::on_worker_message(worker& w, const wp::header& h,
   }
   ++w.batches;
   check_recycling(w);
+}
+
+// An answer frees its batch's slot on the worker; an answer for a batch the
+// worker does not hold (a forgery, a bug) frees nothing.
+void worker_pool::give_credit(worker& w, const wp::header& h, clock::time_point now) {
+  const auto it = std::find(w.held.begin(), w.held.end(), std::pair(h.batch, h.attempt));
+  if (it == w.held.end()) return;
+  w.held.erase(it);
+  (void)engine_.handle(credit_granted{w.id, 1}, now);
 }
 
 void worker_pool::check_recycling(worker& w) {

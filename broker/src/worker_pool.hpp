@@ -127,6 +127,8 @@ class worker_pool final : public executor {
     clock::time_point last_heard{};
     clock::time_point last_sent{};
     std::optional<clock::time_point> retired_at;
+    // (batch, attempt) sent and not answered: only their answers give credit back.
+    std::vector<std::pair<std::uint64_t, std::uint32_t>> held;
     std::uint64_t batches = 0;
     std::uint64_t rss = 0;
     std::shared_ptr<char> alive = std::make_shared<char>();
@@ -161,6 +163,7 @@ class worker_pool final : public executor {
   void send_control(worker& w, worker_protocol::message_type type, std::uint32_t count);
   /// Removes a worker: the engine hears `worker_left` unless `tell` is false.
   void drop(worker_id id, const std::string& why, bool expected, bool tell = true);
+  void give_credit(worker& w, const worker_protocol::header& h, clock::time_point now);
   void check_recycling(worker& w);
   void on_tick();
   void arm_tick();

@@ -121,6 +121,7 @@ struct worker_runtime::impl {
   std::deque<worker_batch> queue;
   std::optional<std::string> stop_reason;
   bool closed = false;
+  bool broker_gone = false;  // nothing will take our last messages: do not linger
 
   // The last meta frame, decoded: a job's batches share it.
   std::vector<std::byte> last_meta;
@@ -289,6 +290,10 @@ struct worker_runtime::impl {
     for (;;) {
       const auto now = clock::now();
       if (now - last_heard > silence) {
+        {
+          std::lock_guard lock(mu);
+          broker_gone = true;
+        }
         return stop(
             "the broker fell silent for " +
             std::to_string(
@@ -497,6 +502,7 @@ void worker_runtime::close() noexcept {
     }
   }
   if (p_->receiver.joinable()) p_->receiver.join();
+  if (p_->broker_gone) p_->results.set(zmq::sockopt::linger, 0);
   p_->tasks.close();
   p_->wake_in.close();
   p_->wake_out.close();

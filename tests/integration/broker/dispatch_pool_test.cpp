@@ -14,6 +14,7 @@
 #include "dispatch_fixture.hpp"
 #include "job_wire.hpp"
 #include "slither/broker/protocol.hpp"
+#include "worker_protocol.hpp"
 
 extern char** environ;
 
@@ -245,6 +246,88 @@ TEST_F(DispatchTest, ABrokerKillsTheWorkersADeadOneLeftAndRemovesTheirRecords) {
   EXPECT_FALSE(stranger.exited());
   EXPECT_FALSE(fs::exists(dir_ / "workers" / std::to_string(leftover.pid)));
   EXPECT_FALSE(fs::exists(dir_ / "workers" / std::to_string(stranger.pid)));
+}
+
+TEST_F(DispatchTest, MalformedWorkerMessagesAreDroppedAndCounted) {
+  Broker& b = start(1);
+  ASSERT_TRUE(wait_workers(1));
+  const worker_id id = static_cast<worker_id>(
+      pool_stats().find("workers")->as<List>()[0].find("id")->as<std::int64_t>());
+  zmq::context_t ctx(1);
+  zmq::socket_t push(ctx, zmq::socket_type::push);
+  push.set(zmq::sockopt::linger, 1000);
+  push.connect("ipc://" + (dir_ / "default.results").string());
+  const auto send = [&](std::vector<std::string> frames) {
+    for (std::size_t i = 0; i < frames.size(); ++i) {
+      (void)push.send(zmq::buffer(frames[i]),
+                      i + 1 < frames.size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
+    }
+  };
+  const auto header = [](worker_protocol::header h) {
+    const auto bytes = worker_protocol::encode_header(h);
+    return std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+  };
+  worker_protocol::header h;
+  h.type = worker_protocol::message_type::result;
+  h.worker = id;
+  h.batch = 999;
+  h.count = 1;
+  send({"junk"});                               // no header
+  send({std::string(48, '\0')});                // bad magic
+  send({header(h)});                            // a result without its frames
+  send({header(h), "x", "not an error list"});  // a result for no running batch
+  worker_protocol::header stranger = h;
+  stranger.worker = id + 1000;  // no such worker
+  stranger.type = worker_protocol::message_type::heartbeat;
+  send({header(stranger)});
+  worker_protocol::header stop = h;
+  stop.type = worker_protocol::message_type::stop;  // travels the other way
+  send({header(stop)});
+  EXPECT_TRUE(eventually([&] { return count(pool_stats(), "rejected_messages") >= 5; }));
+  EXPECT_GE(count(pool_stats(), "stale_events"), 1) << "the result of no running batch";
+  // The pool serves on, with the same worker.
+  EXPECT_TRUE(dispatch(b, numbered(8), job("double")).value().results.at(7).ok());
+  EXPECT_EQ(count(pool_stats(), "worker_deaths"), 0);
+}
+
+TEST_F(DispatchTest, BadJobRequestsGetErrorsAndChangeNothing) {
+  Broker& b = start(1);
+  const std::string endpoint = "ipc://" + (dir_ / "control").string();
+  zmq::context_t ctx(1);
+  auto peer = detail::open_control_socket(ctx, where(), endpoint).value();
+  const auto request = [&](protocol::message_type type, Value args) {
+    return detail::control_request(peer, endpoint, type, detail::job_wire::control_ids + 7,
+                                   std::move(args), 5s);
+  };
+  // Another connection's job cannot be touched.
+  auto owned = dispatch_job::open(b, job("double")).value();
+  auto stolen = request(protocol::message_type::dispatch_cancel,
+                        Value(Map{{"job", static_cast<std::int64_t>(owned.id())}}));
+  ASSERT_FALSE(stolen);
+  EXPECT_NE(stolen.error().message.find("another connection"), std::string::npos);
+  auto unknown = request(protocol::message_type::dispatch_ack, Value(Map{{"job", 12345}}));
+  ASSERT_FALSE(unknown);
+  EXPECT_EQ(unknown.error().code, errc::not_found);
+  auto no_job = request(protocol::message_type::dispatch_input_end, Value(Map{}));
+  ASSERT_FALSE(no_job);
+  EXPECT_NE(no_job.error().message.find("'job'"), std::string::npos);
+  // A submit without its batch frame.
+  auto two_frames = request(protocol::message_type::dispatch_submit,
+                            Value(Map{{"job", static_cast<std::int64_t>(owned.id())}}));
+  ASSERT_FALSE(two_frames);
+  EXPECT_EQ(two_frames.error().code, errc::protocol_error);
+  // A join naming no such pool.
+  auto join = request(protocol::message_type::worker_join, Value(Map{{"pool", "nope"}}));
+  ASSERT_FALSE(join);
+  EXPECT_EQ(join.error().code, errc::not_found);
+  auto token = request(protocol::message_type::worker_join, Value(Map{{"token", "forged"}}));
+  ASSERT_FALSE(token);
+  EXPECT_EQ(token.error().code, errc::not_found);
+  // The owner's job is untouched.
+  ASSERT_TRUE(owned.submit(encode(Value(List{2})), 1));
+  auto out = owned.next(5s).value();
+  ASSERT_TRUE(out);
+  EXPECT_EQ(decode(out->payload.bytes).value(), Value(List{4}));
 }
 
 TEST_F(DispatchTest, AJobWhoseClientDisconnectsIsCancelled) {
