@@ -1,6 +1,6 @@
 // Dispatch over items from C++: batching on the caller's thread, batches
-// encoded as lists of payloads and submitted through a dispatch_job, results
-// decoded and put back on their items. See slither/broker/dispatch.hpp.
+// encoded as the codec's batch frames and submitted through a dispatch_job,
+// results decoded and put back on their items. See slither/broker/dispatch.hpp.
 #include "slither/broker/dispatch.hpp"
 
 #include <deque>
@@ -64,10 +64,7 @@ struct dispatch_results::impl {
       cancel_here(std::move(formed.items));
       return {};
     }
-    List payloads;
-    payloads.reserve(formed.items.size());
-    for (const Item& item : formed.items) payloads.push_back(item.payload);
-    buffer bytes = encode(Value(std::move(payloads)));
+    buffer bytes = encode_batch(formed.items);
     const std::size_t count = formed.items.size();
     if (auto r = job.submit(std::move(bytes), count); !r) {
       if (!job.error()) return r;
@@ -155,19 +152,20 @@ struct dispatch_results::impl {
       }
       return {};
     }
-    auto decoded = decode(out.payload.bytes);
-    if (!decoded || !decoded->is_list() || decoded->as<List>().size() != items.size()) {
+    auto decoded = decode_batch(out.payload.bytes);
+    if (!decoded || decoded->size() != items.size()) {
       dispatch_error e;
       e.kind = failure_kind::bad_result;
       e.type = "bad_result";
-      e.message = decoded ? "the results are not a list of " + std::to_string(items.size())
+      e.message = decoded ? "the results are a batch of " + std::to_string(decoded->size()) +
+                                ", not " + std::to_string(items.size())
                           : "the results cannot be decoded: " + decoded.error().message;
       const auto shared = std::make_shared<const dispatch_error>(e);
       if (!error) error = e;
       for (Item& item : items) ready.push_back({std::move(item), item_status::failed, shared});
       return {};
     }
-    List& values = decoded->as_mut<List>();
+    std::vector<Item>& values = *decoded;
     std::size_t f = 0;
     for (std::size_t i = 0; i < items.size(); ++i) {
       if (f < out.failures.size() && out.failures[f].index == i) {
@@ -180,7 +178,7 @@ struct dispatch_results::impl {
       dispatch_result r;
       r.item.id = items[i].id;
       r.item.meta = std::move(items[i].meta);
-      r.item.payload = std::move(values[i]);
+      r.item.payload = std::move(values[i].payload);
       ready.push_back(std::move(r));
     }
     return {};

@@ -32,8 +32,8 @@
 // "session_id", "metadata"}; the item-error frame of a list of
 // [index, type, message, traceback]; the error frame of {"type", "message",
 // "traceback"}. Payload and results are opaque here: the client and the
-// worker agree on them (an encoded list of the items' payloads, one result
-// per item).
+// worker agree on them (the codec's batch frames of the items and of their
+// results, one result per item).
 //
 // Decoding is bounded and total: a message with a bad header, the wrong
 // number of frames for its type or a frame over its limit is an error naming

@@ -36,6 +36,23 @@ inline std::vector<Item> numbered(std::uint64_t n, std::uint64_t first = 0) {
   return out;
 }
 
+/// A batch frame of these payloads, as a client sends it.
+inline buffer batch_of(List payloads) {
+  return encode_batch(wrap_many(std::move(payloads)));
+}
+
+/// The payloads of a batch frame.
+inline List payloads_of(std::span<const std::byte> frame) {
+  List out;
+  auto items = decode_batch(frame);
+  if (!items) {
+    ADD_FAILURE() << "not a batch frame: " << items.error().message;
+    return out;
+  }
+  for (auto& item : *items) out.push_back(std::move(item.payload));
+  return out;
+}
+
 /// Waits for `done` with a generous deadline; false if it never held.
 template <class F>
 bool eventually(F done, std::chrono::milliseconds limit = 20s) {

@@ -324,10 +324,10 @@ TEST_F(DispatchTest, BadJobRequestsGetErrorsAndChangeNothing) {
   ASSERT_FALSE(token);
   EXPECT_EQ(token.error().code, errc::not_found);
   // The owner's job is untouched.
-  ASSERT_TRUE(owned.submit(encode(Value(List{2})), 1));
+  ASSERT_TRUE(owned.submit(batch_of(List{2}), 1));
   auto out = owned.next(5s).value();
   ASSERT_TRUE(out);
-  EXPECT_EQ(decode(out->payload.bytes).value(), Value(List{4}));
+  EXPECT_EQ(payloads_of(out->payload.bytes), List{4});
 }
 
 TEST_F(DispatchTest, AJobWhoseClientDisconnectsIsCancelled) {
@@ -349,7 +349,7 @@ TEST_F(DispatchTest, AJobWhoseClientDisconnectsIsCancelled) {
     const auto head = protocol::encode_header(
         {protocol::protocol_version, protocol::message_type::dispatch_submit, 0});
     const auto args = encode(Value(Map{{"job", id}, {"count", 1}}));
-    const auto batch = encode(Value(List{1}));
+    const auto batch = batch_of(List{1});
     (void)peer.send(zmq::buffer(head.data(), head.size()), zmq::send_flags::sndmore);
     (void)peer.send(zmq::buffer(args.data(), args.size()), zmq::send_flags::sndmore);
     (void)peer.send(zmq::buffer(batch.data(), batch.size()), zmq::send_flags::none);

@@ -86,7 +86,7 @@ TEST_F(DispatchTest, WhenTheBrokerIsKilledItsWorkersExitAndAClientHearsUnavailab
   o.pool = "spawned";
   o.context.metadata = Map{{"ms", 60000}};
   auto j = dispatch_job::open(where(1000ms), o).value();
-  ASSERT_TRUE(j.submit(encode(Value(List{1})), 1));
+  ASSERT_TRUE(j.submit(batch_of(List{1}), 1));
   ASSERT_TRUE(eventually([&] { return count(pool_stats("spawned"), "batches_sent") == 1; }));
 
   ASSERT_EQ(::kill(broker.pid, SIGKILL), 0);

@@ -208,7 +208,7 @@ TEST_F(DispatchTest, ADispatchJobTakesNoMoreThanItsWindow) {
   auto o = job("echo", 4, 2);
   auto j = dispatch_job::open(b, o).value();
   EXPECT_EQ(j.window(), 8u);
-  const auto bytes = encode(Value(List{1, 2, 3, 4}));
+  const auto bytes = batch_of(List{1, 2, 3, 4});
   ASSERT_TRUE(j.submit(bytes, 4));
   ASSERT_TRUE(j.submit(bytes, 4));
   EXPECT_EQ(j.capacity(), 0u);
@@ -287,7 +287,7 @@ TEST_F(DispatchTest, StatsShowWorkersJobsAndCounters) {
   Broker& b = start(2);
   ASSERT_TRUE(wait_workers(2));
   auto j = dispatch_job::open(b, job("sleep", 1, 2)).value();
-  ASSERT_TRUE(j.submit(encode(Value(List{1})), 1));
+  ASSERT_TRUE(j.submit(batch_of(List{1}), 1));
   ASSERT_TRUE(eventually([&] { return count(pool_stats(), "batches_sent") == 1; }));
   const Value st = pool_stats();
   ASSERT_EQ(st.find("workers")->as<List>().size(), 2u);

@@ -1,8 +1,8 @@
 // slither-test-worker: a worker on slither::worker_runtime whose handlers the
 // tests pick by the job's function name, standing in for Python workers.
 //
-// Payloads are the codec's encoding of a list of item payloads (ints, for
-// most handlers); results are encoded the same way. Handlers:
+// Payloads are the codec's batch frames (`encode_batch`) of the items (ints,
+// for most handlers); results are batch frames too. Handlers:
 //
 //   echo          the payload back, unchanged
 //   double        each int times 2
@@ -54,7 +54,7 @@ bool matches(std::int64_t v, const worker_batch& b, std::string_view mod, std::s
 batch_results encoded(List values, std::vector<indexed_error> errors = {}) {
   batch_results out;
   out.count = values.size();
-  const buffer bytes = encode(Value(std::move(values)));
+  const buffer bytes = encode_batch(wrap_many(std::move(values)));
   out.payload.assign(bytes.begin(), bytes.end());
   out.errors = std::move(errors);
   return out;
@@ -89,11 +89,11 @@ batch_outcome handle(const worker_batch& b) {
     out.payload.assign(4, std::byte{0xff});
     return out;
   }
-  auto decoded = decode(b.payload());
-  if (!decoded || !decoded->is_list()) {
-    return raised("TypeError", "the payload is not an encoded list");
-  }
-  const List& items = decoded->as<List>();
+  auto decoded = decode_batch(b.payload());
+  if (!decoded) return raised("TypeError", "the payload is not a batch frame");
+  List items;
+  items.reserve(decoded->size());
+  for (auto& item : *decoded) items.push_back(std::move(item.payload));
   List results;
   results.reserve(items.size());
   if (fn == "pid") {

@@ -9,8 +9,8 @@
 //   window frees up) and `call_batch` (one batch, synchronous), against an
 //   embedded `Broker` or a broker reached through `client_options`. They
 //   batch on the caller's thread (any `batch_strategy`), encode each batch
-//   as the codec's encoding of a list of the items' payloads, and decode the
-//   results the same way.
+//   as the codec's batch frame (`encode_batch`), and decode the results the
+//   same way.
 //
 //       slither::job_options opts;
 //       opts.function = "features:score";          // module:function on the workers

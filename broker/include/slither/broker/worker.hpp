@@ -20,10 +20,10 @@
 //
 // A batch's payload and a result's payload are opaque to the broker: the
 // producer and the handler agree on them. Slither's clients send the codec's
-// encoding of a list of the items' payloads (`slither::encode(Value(List))`,
-// `slither.encode(list)` in Python), and expect the same for the results: one
-// per item, in order, with a placeholder (null) for each item listed in
-// `batch_results::errors`.
+// batch frame of the items (`slither::encode_batch`, `_native.encode_batch`
+// in Python; `decode_batch` reads it), and expect a batch frame of the
+// results: one per item, in order, with a placeholder (null) for each item
+// listed in `batch_results::errors`.
 //
 // The worker stops when the broker says so (recycling, shutdown), when the
 // broker falls silent for `worker_info::heartbeat_misses` heartbeat
