@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <cxxabi.h>
+#include <atomic>
 #include <cerrno>
 #include <charconv>
 #include <condition_variable>
@@ -116,12 +117,19 @@ struct worker_runtime::impl {
   std::mutex send_mu;
   std::thread receiver;
 
+  // Who reads `tasks` (and `wake_in`): the receiving thread, or the caller's
+  // thread while it waits in next(), so that a batch reaches the handler
+  // without a hand-off between threads. Handed over under `mu`.
   mutable std::mutex mu;
   std::condition_variable cv;
-  std::deque<worker_batch> queue;
+  std::deque<worker_batch> queue;  // batches read while the caller was busy
+  bool caller_reads = false;
+  bool caller_wants = false;
   std::optional<std::string> stop_reason;
   bool closed = false;
   bool broker_gone = false;  // nothing will take our last messages: do not linger
+  std::atomic<clock::rep> last_heard{clock::now().time_since_epoch().count()};
+  std::mutex wake_mu;  // wake_out, written from any thread
 
   // The last meta frame, decoded: a job's batches share it.
   std::vector<std::byte> last_meta;
@@ -253,14 +261,15 @@ struct worker_runtime::impl {
       if (!stop_reason) stop_reason = std::move(reason);
     }
     cv.notify_all();
+    wake();  // a caller reading the sockets waits in a poll, not on `cv`
   }
 
-  // Turns a batch message into a queued worker_batch.
-  void on_batch(const wp::header& h, std::vector<zmq::message_t>&& parts) {
+  // A batch message as a worker_batch; nullopt if its meta is malformed.
+  std::optional<worker_batch> make_batch(const wp::header& h, std::vector<zmq::message_t>&& parts) {
     const auto meta = std::span<const std::byte>(parts[1].data<std::byte>(), parts[1].size());
     if (!last_target || !std::equal(meta.begin(), meta.end(), last_meta.begin(), last_meta.end())) {
       auto decoded = wp::decode_meta(meta);
-      if (!decoded) return;  // a broker of this version never sends one; dropped
+      if (!decoded) return std::nullopt;  // a broker of this version never sends one; dropped
       last_target = std::make_shared<const job_target>(
           job_target{std::move(decoded->function), std::move(decoded->context)});
       last_meta.assign(meta.begin(), meta.end());
@@ -274,22 +283,91 @@ struct worker_runtime::impl {
     auto owner = std::make_shared<std::vector<zmq::message_t>>(std::move(parts));
     b.payload_ = std::span<const std::byte>((*owner)[2].data<std::byte>(), (*owner)[2].size());
     b.frames_ = std::move(owner);
-    {
-      std::lock_guard lock(mu);
-      queue.push_back(std::move(b));
-    }
-    cv.notify_one();
+    return b;
   }
 
-  // The receiving thread: batches in, heartbeats both ways, silence watched.
+  void wake() noexcept {
+    std::lock_guard lock(wake_mu);
+    try {
+      (void)wake_out.send(zmq::str_buffer("x"), zmq::send_flags::dontwait);
+    } catch (const zmq::error_t&) {
+    }
+  }
+
+  // Waits for `tasks` or `wake_in` (the reader's sockets) up to `wait`;
+  // drains `wake_in`. False if the socket failed (the worker then stopped).
+  bool poll_reader(std::chrono::milliseconds wait) {
+    zmq::pollitem_t items[] = {{tasks.handle(), 0, ZMQ_POLLIN, 0},
+                               {wake_in.handle(), 0, ZMQ_POLLIN, 0}};
+    try {
+      (void)zmq::poll(items, 2, wait);
+      if ((items[1].revents & ZMQ_POLLIN) != 0) {
+        zmq::message_t m;
+        while (wake_in.recv(m, zmq::recv_flags::dontwait)) {
+        }
+      }
+    } catch (const zmq::error_t& e) {
+      if (e.num() == EINTR) return true;
+      stop(std::string("worker socket failed: ") + e.what());
+      return false;
+    }
+    return true;
+  }
+
+  // Reads what is ready on `tasks` (the reader only). The first batch is
+  // returned when `take` is set; other batches are queued for next().
+  std::optional<worker_batch> read_ready(bool take) {
+    std::optional<worker_batch> first;
+    for (int n = 0; n < 256; ++n) {
+      std::vector<zmq::message_t> parts;
+      try {
+        if (!zmq::recv_multipart(tasks, std::back_inserter(parts), zmq::recv_flags::dontwait)) {
+          break;
+        }
+      } catch (const zmq::error_t& e) {
+        if (e.num() == EINTR) continue;
+        stop(std::string("worker socket failed: ") + e.what());
+        break;
+      }
+      const auto frames = detail::frames_of(parts);
+      const auto h = wp::decode_message(frames, wp::direction::to_worker);
+      if (!h || h->worker != info.id) continue;  // not for this worker: dropped
+      last_heard = clock::now().time_since_epoch().count();
+      if (h->type == wp::message_type::batch) {
+        auto b = make_batch(*h, std::move(parts));
+        if (!b) continue;
+        if (take && !first) {
+          first = std::move(b);
+          continue;
+        }
+        {
+          std::lock_guard lock(mu);
+          queue.push_back(std::move(*b));
+        }
+        cv.notify_all();
+      } else if (h->type == wp::message_type::stop) {
+        if (h->count == 1) {
+          if (options.exit_on_kill) ::_exit(killed_status);
+          stop("killed by the broker: a batch on this worker overran its timeout");
+        } else {
+          stop("stopped by the broker");
+        }
+        break;
+      }
+    }
+    return first;
+  }
+
+  // The receiving thread: reads batches while the caller is busy, sends
+  // heartbeats always, and watches the broker's silence.
   void receive_loop() {
     const auto beat = info.heartbeat;
     const auto silence = beat * info.heartbeat_misses;
-    auto last_heard = clock::now();
     auto next_beat = clock::now() + beat;
     for (;;) {
       const auto now = clock::now();
-      if (now - last_heard > silence) {
+      const auto heard = clock::time_point(clock::duration(last_heard.load()));
+      if (now - heard > silence) {
         {
           std::lock_guard lock(mu);
           broker_gone = true;
@@ -297,7 +375,7 @@ struct worker_runtime::impl {
         return stop(
             "the broker fell silent for " +
             std::to_string(
-                std::chrono::duration_cast<std::chrono::milliseconds>(now - last_heard).count()) +
+                std::chrono::duration_cast<std::chrono::milliseconds>(now - heard).count()) +
             " ms (it died, or cannot reach this worker)");
       }
       if (now >= next_beat) {
@@ -306,47 +384,67 @@ struct worker_runtime::impl {
         (void)send_header(h);
         next_beat = now + beat;
       }
-      const auto until = std::min(next_beat, last_heard + silence + std::chrono::milliseconds(1));
+      const auto until = std::min(next_beat, heard + silence + std::chrono::milliseconds(1));
+      {
+        std::unique_lock lock(mu);
+        if (closed || stop_reason) return;
+        if (caller_wants && !caller_reads) {
+          caller_reads = true;  // hand the sockets over
+          cv.notify_all();
+        }
+        if (caller_reads) {
+          cv.wait_until(lock, until);
+          continue;
+        }
+      }
       const auto wait = std::max<std::chrono::milliseconds>(
           std::chrono::milliseconds(1),
           std::chrono::ceil<std::chrono::milliseconds>(until - clock::now()));
-      zmq::pollitem_t items[] = {{tasks.handle(), 0, ZMQ_POLLIN, 0},
-                                 {wake_in.handle(), 0, ZMQ_POLLIN, 0}};
-      try {
-        (void)zmq::poll(items, 2, wait);
-      } catch (const zmq::error_t& e) {
-        if (e.num() != EINTR) return stop(std::string("worker socket failed: ") + e.what());
-        continue;
-      }
-      if ((items[1].revents & ZMQ_POLLIN) != 0) {
-        std::lock_guard lock(mu);
-        if (closed || stop_reason) return;
-      }
-      for (int n = 0; n < 256; ++n) {
-        std::vector<zmq::message_t> parts;
-        try {
-          if (!zmq::recv_multipart(tasks, std::back_inserter(parts), zmq::recv_flags::dontwait)) {
-            break;
-          }
-        } catch (const zmq::error_t& e) {
-          if (e.num() == EINTR) continue;
-          return stop(std::string("worker socket failed: ") + e.what());
-        }
-        const auto frames = detail::frames_of(parts);
-        const auto h = wp::decode_message(frames, wp::direction::to_worker);
-        if (!h || h->worker != info.id) continue;  // not for this worker: dropped
-        last_heard = clock::now();
-        if (h->type == wp::message_type::batch) {
-          on_batch(*h, std::move(parts));
-        } else if (h->type == wp::message_type::stop) {
-          if (h->count == 1) {
-            if (options.exit_on_kill) ::_exit(killed_status);
-            return stop("killed by the broker: a batch on this worker overran its timeout");
-          }
-          return stop("stopped by the broker");
-        }
-      }
+      if (!poll_reader(wait)) return;
+      (void)read_ready(false);
     }
+  }
+
+  // The caller's side of next(): takes the sockets over, reads until a
+  // batch comes, the deadline passes or the worker stops, and gives them back.
+  std::optional<worker_batch> read_as_caller(std::optional<clock::time_point> deadline) {
+    {
+      std::unique_lock lock(mu);
+      caller_wants = true;
+    }
+    wake();
+    const auto done = [&] { return caller_reads || !queue.empty() || stop_reason || closed; };
+    std::unique_lock lock(mu);
+    if (deadline) {
+      cv.wait_until(lock, *deadline, done);
+    } else {
+      cv.wait(lock, done);
+    }
+    std::optional<worker_batch> out;
+    if (caller_reads && queue.empty() && !stop_reason && !closed) {
+      lock.unlock();
+      while (!out) {
+        auto wait = std::chrono::milliseconds(-1);
+        if (deadline) {
+          wait = std::chrono::ceil<std::chrono::milliseconds>(*deadline - clock::now());
+          if (wait.count() <= 0) break;
+        }
+        if (!poll_reader(wait)) break;
+        out = read_ready(true);
+        std::lock_guard check(mu);
+        if (stop_reason || closed) break;
+      }
+      lock.lock();
+    }
+    caller_reads = false;
+    caller_wants = false;
+    if (!out && !queue.empty() && !stop_reason && !closed) {
+      out = std::move(queue.front());
+      queue.pop_front();
+    }
+    lock.unlock();
+    cv.notify_all();  // the receiving thread reads again
+    return out;
   }
 };
 
@@ -382,6 +480,7 @@ result<worker_runtime> worker_runtime::connect(worker_options options) {
     return fail(errc::unavailable, "worker " + std::to_string(p->info.id) +
                                        " cannot say hello on '" + p->results_endpoint + "'");
   }
+  p->last_heard = clock::now().time_since_epoch().count();
   try {
     p->receiver = std::thread([raw = p.get()] { raw->receive_loop(); });
   } catch (const std::system_error& e) {
@@ -395,17 +494,16 @@ const worker_info& worker_runtime::info() const noexcept {
 }
 
 std::optional<worker_batch> worker_runtime::next(std::optional<std::chrono::milliseconds> timeout) {
-  std::unique_lock lock(p_->mu);
-  const auto ready = [&] { return !p_->queue.empty() || p_->stop_reason || p_->closed; };
-  if (timeout) {
-    if (!p_->cv.wait_for(lock, *timeout, ready)) return std::nullopt;
-  } else {
-    p_->cv.wait(lock, ready);
+  {
+    std::lock_guard lock(p_->mu);
+    if (p_->stop_reason || p_->closed) return std::nullopt;
+    if (!p_->queue.empty()) {
+      worker_batch b = std::move(p_->queue.front());
+      p_->queue.pop_front();
+      return b;
+    }
   }
-  if (p_->stop_reason || p_->closed || p_->queue.empty()) return std::nullopt;
-  worker_batch b = std::move(p_->queue.front());
-  p_->queue.pop_front();
-  return b;
+  return p_->read_as_caller(timeout ? std::optional(clock::now() + *timeout) : std::nullopt);
 }
 
 result<void> worker_runtime::respond(const worker_batch& batch, batch_outcome outcome) {
@@ -476,11 +574,7 @@ std::optional<std::string> worker_runtime::stopped() const {
 void worker_runtime::interrupt() noexcept {
   if (!p_) return;
   p_->stop("interrupted");
-  std::lock_guard lock(p_->send_mu);  // wake_out is shared with close()
-  try {
-    (void)p_->wake_out.send(zmq::str_buffer("x"), zmq::send_flags::dontwait);
-  } catch (const zmq::error_t&) {
-  }
+  p_->wake();
 }
 
 void worker_runtime::close() noexcept {
@@ -497,10 +591,10 @@ void worker_runtime::close() noexcept {
       std::vector<zmq::message_t> bye;
       bye.push_back(detail::header_message(wp::encode_header(p_->head(wp::message_type::bye))));
       (void)p_->results.send(bye[0], zmq::send_flags::dontwait);
-      (void)p_->wake_out.send(zmq::str_buffer("x"), zmq::send_flags::dontwait);
     } catch (const zmq::error_t&) {
     }
   }
+  p_->wake();
   if (p_->receiver.joinable()) p_->receiver.join();
   if (p_->broker_gone) p_->results.set(zmq::sockopt::linger, 0);
   p_->tasks.close();

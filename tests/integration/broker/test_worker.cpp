@@ -4,6 +4,7 @@
 // Payloads are the codec's batch frames (`encode_batch`) of the items (ints,
 // for most handlers); results are batch frames too. Handlers:
 //
+//   identity      the items decoded and encoded back (a trivial handler)
 //   echo          the payload back, unchanged
 //   double        each int times 2
 //   pid           this process's pid for each item
@@ -66,6 +67,17 @@ batch_exception raised(std::string type, std::string message) {
 
 batch_outcome handle(const worker_batch& b) {
   const std::string& fn = b.function();
+  if (fn == "identity") {
+    // The trivial handler: items decoded and encoded back, as a Python
+    // worker's runtime does around `lambda items, ctx: items`.
+    auto items = decode_batch(b.payload());
+    if (!items) return raised("TypeError", "the payload is not a batch frame");
+    batch_results out;
+    out.count = items->size();
+    const buffer bytes = encode_batch(*items);
+    out.payload.assign(bytes.begin(), bytes.end());
+    return out;
+  }
   if (fn == "echo") {
     batch_results out;
     out.count = b.count();

@@ -3,11 +3,13 @@
 // A worker joins its pool through the broker's control socket (a
 // `worker_join` request: which pool, its pid, its credit window), learns its
 // worker id and its endpoints, connects its tasks socket (PULL) and the
-// pool's results socket (PUSH), and says hello. From then on a receiving
-// thread takes batches off the tasks socket and queues them for the caller,
-// who runs each one (`next`, then `respond`; or `serve` with a handler) on
-// its own thread. The same thread sends heartbeats, so a handler that holds
-// a lock for a long time (Python's GIL) never makes the worker look dead.
+// pool's results socket (PUSH), and says hello. From then on the caller
+// runs batches on its own thread (`next`, then `respond`; or `serve` with a
+// handler). While it waits in `next` it reads the tasks socket itself, so a
+// batch reaches it without a hand-off between threads; while it runs a
+// batch, a receiving thread reads for it (queueing batches, and acting on a
+// stop at once). That thread also sends the heartbeats, so a handler that
+// holds a lock for a long time (Python's GIL) never makes the worker look dead.
 //
 //   auto w = slither::worker_runtime::connect(slither::worker_options::from_environment().value())
 //                .value();
@@ -188,7 +190,8 @@ class worker_runtime {
   std::optional<std::string> stopped() const;
   /// Wakes a `next` that waits, from any thread, and makes the worker stop.
   void interrupt() noexcept;
-  /// Tells the broker goodbye and closes the sockets. Safe twice.
+  /// Tells the broker goodbye and closes the sockets. Safe twice; not while
+  /// another thread is in `next` (`interrupt` that one first).
   void close() noexcept;
 
   struct impl;  ///< implementation detail
