@@ -27,6 +27,15 @@ bool alive(pid_t pid) {
   return ::kill(pid, 0) == 0;
 }
 
+// Gone, or dead and waiting for a reaper (the broker reaps its own children).
+bool gone_or_zombie(pid_t pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string text;
+  if (!std::getline(stat, text)) return true;
+  const auto close = text.rfind(')');
+  return close != std::string::npos && close + 2 < text.size() && text[close + 2] == 'Z';
+}
+
 // A process started by the test, killed and reaped at the end.
 struct started_process {
   explicit started_process(std::vector<std::string> args) {
@@ -162,6 +171,36 @@ TEST_F(DispatchTest, RecyclingByMaxBatchesFailsNoItem) {
   EXPECT_GE(count(st, "recycled"), 5);
   EXPECT_GE(count(st, "spawned"), 7);
   EXPECT_EQ(count(st, "worker_deaths"), 0) << "retired workers leave as expected";
+}
+
+TEST_F(DispatchTest, RecyclingByResidentMemoryFailsNoItem) {
+  auto p = pool(1);
+  p.max_rss_mib = 1;  // any process is larger: recycled after each heartbeat
+  p.heartbeat = 50ms;
+  p.heartbeat_misses = 40;
+  Broker& b = start(options({p}));
+  ASSERT_TRUE(eventually([&] { return count(pool_stats(), "recycled") >= 2; }));
+  auto report = dispatch(b, numbered(40), job("double", 2, 2)).value();
+  for (const auto& r : report.results) {
+    EXPECT_TRUE(r.ok()) << (r.error ? r.error->describe() : "");
+  }
+  EXPECT_EQ(count(pool_stats(), "worker_deaths"), 0);
+}
+
+TEST_F(DispatchTest, AWorkerThatStopsHeartbeatingIsKilledAndReplaced) {
+  auto p = pool(1);
+  p.heartbeat = 50ms;
+  p.heartbeat_misses = 4;
+  start(options({p}));
+  ASSERT_TRUE(wait_workers(1));
+  const pid_t frozen = worker_pids()[0];
+  ASSERT_EQ(::kill(frozen, SIGSTOP), 0);  // alive, silent
+  ASSERT_TRUE(eventually([&] {
+    const auto now = worker_pids();
+    return now.size() == 1 && now[0] != frozen;
+  }));
+  EXPECT_TRUE(eventually([&] { return gone_or_zombie(frozen); }));
+  EXPECT_GE(count(pool_stats(), "worker_deaths"), 1);
 }
 
 TEST_F(DispatchTest, WorkersStartedByOthersJoinAndServe) {
