@@ -3,6 +3,7 @@
 #include "worker_pool.hpp"
 
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <spdlog/spdlog.h>
@@ -54,6 +55,17 @@ result<void> worker_pool::start() {
   const bool tcp = opts_.endpoint.starts_with("tcp://");
   results_endpoint_ =
       tcp ? opts_.endpoint : "ipc://" + (host_.runtime_dir / (opts_.name + ".results")).string();
+  if (!tcp) {
+    // The longest socket path this pool will use (a worker's, with a large id).
+    const auto longest = (host_.runtime_dir / (opts_.name + ".w18446744073709551615")).string();
+    if (longest.size() >= sizeof(sockaddr_un::sun_path)) {
+      return fail(errc::invalid_argument,
+                  "pool '" + opts_.name + "': its socket paths in '" + host_.runtime_dir.string() +
+                      "' would be up to " + std::to_string(longest.size()) +
+                      " bytes; at most " + std::to_string(sizeof(sockaddr_un::sun_path) - 1) +
+                      " fit (use a shorter runtime directory or pool name)");
+    }
+  }
   try {
     results_ = zmq::socket_t(*host_.zmq, zmq::socket_type::pull);
     results_.set(zmq::sockopt::linger, 0);
@@ -112,7 +124,11 @@ void worker_pool::stop() noexcept {
                                               "pool '" + opts_.name + "' stopped with the broker")},
                        clock::now());
   apply();
-  for (auto& [id, w] : workers_) send_control(*w, wp::message_type::stop, 0);
+  for (auto& [id, w] : workers_) {
+    // Closing the socket must not drop the stop on its way out.
+    w->tasks.set(zmq::sockopt::linger, 500);
+    send_control(*w, wp::message_type::stop, 0);
+  }
   stop_children();
   while (!workers_.empty()) drop(workers_.begin()->first, "the broker stopped", true, false);
   if (results_reader_) results_reader_->stop();
