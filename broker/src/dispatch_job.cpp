@@ -392,7 +392,9 @@ result<std::optional<batch_output>> dispatch_job::next(
       wait = std::min(wait, left);
     }
     if (auto r = s.receive(wait); !r) return std::move(r).error();
-    if (s.ready.empty() && !s.ended) {
+    // Still waiting (for results, the end, or answers to submits after it):
+    // a broker that stays quiet is asked whether it lives.
+    if (s.ready.empty()) {
       if (auto r = s.probe(); !r) return std::move(r).error();
     }
   }

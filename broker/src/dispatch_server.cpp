@@ -357,10 +357,10 @@ void dispatch_server::check_idle() {
   const auto now = clock::now();
   std::vector<std::uint64_t> idle;
   for (const auto& [id, j] : jobs_) {
-    if (j.idle_timeout.count() > 0 && j.unacked >= wire::max_unacked &&
-        now - j.last_heard > j.idle_timeout) {
-      idle.push_back(id);
-    }
+    if (j.idle_timeout.count() == 0 || now - j.last_heard <= j.idle_timeout) continue;
+    // Silent, with results it has not read: sent and not acked, or waiting.
+    const auto st = j.pool->engine().status(j.engine_job);
+    if (j.unacked > 0 || (st && st->ready > 0)) idle.push_back(id);
   }
   for (const auto id : idle) {
     job& j = jobs_.at(id);

@@ -61,8 +61,8 @@ result<void> worker_pool::start() {
     if (longest.size() >= sizeof(sockaddr_un::sun_path)) {
       return fail(errc::invalid_argument,
                   "pool '" + opts_.name + "': its socket paths in '" + host_.runtime_dir.string() +
-                      "' would be up to " + std::to_string(longest.size()) +
-                      " bytes; at most " + std::to_string(sizeof(sockaddr_un::sun_path) - 1) +
+                      "' would be up to " + std::to_string(longest.size()) + " bytes; at most " +
+                      std::to_string(sizeof(sockaddr_un::sun_path) - 1) +
                       " fit (use a shorter runtime directory or pool name)");
     }
   }

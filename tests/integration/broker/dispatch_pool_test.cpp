@@ -369,6 +369,26 @@ TEST_F(DispatchTest, BadJobRequestsGetErrorsAndChangeNothing) {
   EXPECT_EQ(payloads_of(out->payload.bytes), List{4});
 }
 
+TEST_F(DispatchTest, AJobWhoseClientStopsReadingIsCancelledAfterItsIdleTimeout) {
+  Broker& b = start(1);
+  auto o = job("double", 1, 4);
+  o.idle_timeout = 300ms;
+  auto j = dispatch_job::open(b, o).value();
+  ASSERT_TRUE(j.submit(batch_of(List{1}), 1));
+  ASSERT_TRUE(j.submit(batch_of(List{2}), 1));
+  // Results wait for a client that reads none.
+  ASSERT_TRUE(eventually([&] { return pool_stats().find("jobs")->as<List>().empty(); }, 10s));
+  std::size_t batches = 0;
+  for (;;) {
+    auto out = j.next(5s).value();
+    if (!out) break;
+    ++batches;
+  }
+  EXPECT_EQ(batches, 2u) << "what was sent still arrives";
+  ASSERT_TRUE(j.error());
+  EXPECT_NE(j.error()->message.find("read no results"), std::string::npos) << j.error()->message;
+}
+
 TEST_F(DispatchTest, AJobWhoseClientDisconnectsIsCancelled) {
   start(1);
   ASSERT_TRUE(wait_workers(1));
