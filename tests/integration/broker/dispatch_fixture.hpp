@@ -37,8 +37,10 @@ inline std::vector<Item> numbered(std::uint64_t n, std::uint64_t first = 0) {
 }
 
 /// A batch frame of these payloads, as a client sends it.
-inline buffer batch_of(List payloads) {
-  return encode_batch(wrap_many(std::move(payloads)));
+inline buffer batch_of(const List& payloads) {
+  std::vector<Item> items;
+  for (std::size_t i = 0; i < payloads.size(); ++i) items.push_back(wrap(payloads[i], i));
+  return encode_batch(items);
 }
 
 /// The payloads of a batch frame.

@@ -55,7 +55,10 @@ bool matches(std::int64_t v, const worker_batch& b, std::string_view mod, std::s
 batch_results encoded(List values, std::vector<indexed_error> errors = {}) {
   batch_results out;
   out.count = values.size();
-  const buffer bytes = encode_batch(wrap_many(std::move(values)));
+  std::vector<Item> items;
+  items.reserve(values.size());
+  for (std::size_t i = 0; i < values.size(); ++i) items.push_back(wrap(std::move(values[i]), i));
+  const buffer bytes = encode_batch(items);
   out.payload.assign(bytes.begin(), bytes.end());
   out.errors = std::move(errors);
   return out;
