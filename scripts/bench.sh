@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the benchmarks of one area (codec, store, python) or of all of them,
+# Runs the benchmarks of one area (codec, store, dispatch, python) or of all of them,
 # and prints a markdown table of medians plus BENCH/RATIO lines.
 #   scripts/bench.sh [area] [--repetitions N]
 set -euo pipefail
@@ -19,14 +19,16 @@ done
 
 scripts/setup.sh >/dev/null
 
+# run_cxx AREA [TARGET REPORT]: a Google Benchmark executable of tests/bench/AREA
+# (bench_AREA and report.json by default) and its report.
 run_cxx() {
-  local area=$1 target=bench_$1
+  local area=$1 target=${2:-bench_$1} spec=${3:-report.json}
   cmake --build build --target "$target" >/dev/null
   local out; out=$(mktemp)
   "build/tests/bench/$area/$target" --benchmark_repetitions="$reps" \
     --benchmark_report_aggregates_only=true --benchmark_format=json >"$out"
-  echo "## bench: $area (medians of $reps repetitions)"
-  python3 scripts/bench_report.py "tests/bench/$area/report.json" "$out"
+  echo "## bench: $area, $target (medians of $reps repetitions)"
+  python3 scripts/bench_report.py "tests/bench/$area/$spec" "$out"
   rm -f "$out"
 }
 
@@ -52,7 +54,10 @@ for area in "${areas[@]}"; do
   case "$area" in
     codec) run_cxx codec; run_codec_python ;;
     store) run_cxx store ;;
+    # The engine alone, then through a broker to worker processes (the C++
+    # test worker; SLITHER_BENCH_WORKER/SLITHER_BENCH_FUNCTION pick others).
+    dispatch) run_cxx dispatch; run_cxx dispatch bench_dispatch_broker broker_report.json ;;
     python) run_python ;;
-    *) echo "bench.sh: unknown area '$area' (codec, store, python)" >&2; exit 2 ;;
+    *) echo "bench.sh: unknown area '$area' (codec, store, dispatch, python)" >&2; exit 2 ;;
   esac
 done

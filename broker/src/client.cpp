@@ -52,10 +52,33 @@ struct client::impl {
     try {
       socket = zmq::socket_t(context, zmq::socket_type::dealer);
       socket.set(zmq::sockopt::linger, 0);
+      if (!options.curve_server_key.empty()) {
+        if (auto r = set_curve_keys(); !r) return r;
+      }
       socket.connect(endpoint);
     } catch (const zmq::error_t& e) {
       return fail(errc::invalid_argument, "cannot connect to '" + endpoint + "': " + e.what());
     }
+    return {};
+  }
+
+  // CURVE: the broker's public key and this client's key pair.
+  result<void> set_curve_keys() {
+    char pub[41] = {};
+    const std::string& secret = options.curve_secret_key;
+    if (options.curve_server_key.size() != 40 || secret.size() != 40 ||
+        (!options.curve_public_key.empty() && options.curve_public_key.size() != 40)) {
+      return fail(errc::invalid_argument,
+                  "CURVE keys are 40-character Z85 strings (curve_server_key, curve_secret_key, "
+                  "curve_public_key)");
+    }
+    if (options.curve_public_key.empty() && zmq_curve_public(pub, secret.c_str()) != 0) {
+      return fail(errc::invalid_argument, "curve_secret_key is not a Z85 key");
+    }
+    socket.set(zmq::sockopt::curve_serverkey, options.curve_server_key);
+    socket.set(zmq::sockopt::curve_secretkey, secret);
+    socket.set(zmq::sockopt::curve_publickey,
+               options.curve_public_key.empty() ? std::string(pub, 40) : options.curve_public_key);
     return {};
   }
 

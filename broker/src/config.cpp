@@ -61,14 +61,42 @@ class config_reader {
     return std::optional<std::string>(n->as_string()->get());
   }
 
-  result<std::optional<std::int64_t>> positive(const toml::table& t, std::string_view prefix,
-                                               std::string_view key) const {
+  // An integer from `least` to `most`; past `most` is an error naming the
+  // bound, never a value that wraps or overflows later.
+  result<std::optional<std::int64_t>> integer(const toml::table& t, std::string_view prefix,
+                                              std::string_view key, std::int64_t least,
+                                              std::int64_t most, std::string_view unit) const {
     const toml::node* n = t.get(key);
     if (n == nullptr) return std::optional<std::int64_t>{};
-    if (!n->is_integer() || n->as_integer()->get() <= 0) {
-      return error(n->source(), join(prefix, key), "must be a positive integer");
+    if (!n->is_integer()) return error(n->source(), join(prefix, key), "must be an integer");
+    const auto v = n->as_integer()->get();
+    if (v < least) {
+      return error(n->source(), join(prefix, key),
+                   std::to_string(v) + " is below the least value, " + std::to_string(least));
     }
-    return std::optional<std::int64_t>(n->as_integer()->get());
+    if (v > most) {
+      return error(n->source(), join(prefix, key),
+                   std::to_string(v) + " is past the largest value, " + std::to_string(most) +
+                       (unit.empty() ? "" : " " + std::string(unit)));
+    }
+    return std::optional<std::int64_t>(v);
+  }
+
+  // A count or size in bytes: 1 (or `least`) to max_option_bytes.
+  result<std::optional<std::int64_t>> size(const toml::table& t, std::string_view prefix,
+                                           std::string_view key, std::int64_t least = 1) const {
+    return integer(t, prefix, key, least, static_cast<std::int64_t>(max_option_bytes), "");
+  }
+
+  // A duration in milliseconds: `least` to max_option_duration.
+  result<std::optional<std::chrono::milliseconds>> millis(const toml::table& t,
+                                                          std::string_view prefix,
+                                                          std::string_view key,
+                                                          std::int64_t least) const {
+    auto v = integer(t, prefix, key, least, max_option_duration.count(), "ms (about 31 years)");
+    if (!v) return std::move(v).error();
+    if (!*v) return std::optional<std::chrono::milliseconds>{};
+    return std::optional(std::chrono::milliseconds(**v));
   }
 
   // A path relative to the config file's directory.
@@ -221,8 +249,14 @@ result<void> load_csv(const load_source& src, std::istream& in, row_sink& sink) 
   if (!header) return std::move(header).error();
   if (!*header) return row_error(src, 1, "empty file, expected a header row");
   std::vector<std::string> names;
-  for (const auto& v : **header)
+  std::set<std::string> seen;
+  for (const auto& v : **header) {
     names.push_back(v.is_string() ? v.as<std::string>() : v.to_string());
+    // A repeated column would silently overwrite its twin in every row.
+    if (!seen.insert(names.back()).second) {
+      return row_error(src, 1, "column '" + names.back() + "' appears twice in the header row");
+    }
+  }
   for (;;) {
     const std::size_t row_line = line;
     auto rec = csv_record(src, in, line);
@@ -316,7 +350,7 @@ result<shm::table_spec> read_table(const config_reader& cfg, const toml::table& 
                        "'" + **kind + "' is not a table kind (set, bag)");
     }
   }
-  auto capacity = cfg.positive(t, prefix, "initial_capacity");
+  auto capacity = cfg.size(t, prefix, "initial_capacity");
   if (!capacity) return std::move(capacity).error();
   if (*capacity) spec.initial_capacity = static_cast<std::uint64_t>(**capacity);
   return spec;
@@ -332,7 +366,7 @@ result<shm::store_definition> read_store(const config_reader& cfg, const toml::t
   if (!name) return std::move(name).error();
   if (!*name) return cfg.error(t.source(), prefix + ".name", "is missing");
   def.options.name = **name;
-  auto segment = cfg.positive(t, prefix, "initial_segment_bytes");
+  auto segment = cfg.size(t, prefix, "initial_segment_bytes");
   if (!segment) return std::move(segment).error();
   if (*segment) def.options.initial_segment_bytes = static_cast<std::uint64_t>(**segment);
 
@@ -386,31 +420,162 @@ result<shm::store_definition> read_store(const config_reader& cfg, const toml::t
 }
 
 result<void> read_broker(const config_reader& cfg, const toml::table& t, broker_options& out) {
-  if (auto r = cfg.only_keys(t, "broker",
-                             {"namespace", "runtime_dir", "control_endpoint", "write_queue_limit",
-                              "view_timeout_ms", "max_message_bytes"});
+  if (auto r = cfg.only_keys(
+          t, "broker",
+          {"namespace", "runtime_dir", "control_endpoint", "curve_secret_key_file",
+           "curve_allowed_clients_file", "allow_remote", "max_clients", "write_queue_limit",
+           "write_queue_bytes", "client_write_queue_bytes", "inline_write_bytes",
+           "max_message_bytes", "max_decoded_bytes", "max_reply_bytes", "view_timeout_ms",
+           "view_concurrency", "stop_grace_ms"});
       !r) {
     return r;
   }
-  auto ns = cfg.text(t, "broker", "namespace");
-  if (!ns) return std::move(ns).error();
-  if (*ns) out.ns = **ns;
-  auto dir = cfg.text(t, "broker", "runtime_dir");
-  if (!dir) return std::move(dir).error();
-  if (*dir) out.runtime_dir = cfg.relative_to_config(**dir);
-  auto endpoint = cfg.text(t, "broker", "control_endpoint");
-  if (!endpoint) return std::move(endpoint).error();
-  if (*endpoint) out.control_endpoint = **endpoint;
-  auto queue = cfg.positive(t, "broker", "write_queue_limit");
-  if (!queue) return std::move(queue).error();
-  if (*queue) out.write_queue_limit = static_cast<std::size_t>(**queue);
-  auto view_ms = cfg.positive(t, "broker", "view_timeout_ms");
-  if (!view_ms) return std::move(view_ms).error();
-  if (*view_ms) out.view_timeout = std::chrono::milliseconds(**view_ms);
-  auto max_bytes = cfg.positive(t, "broker", "max_message_bytes");
-  if (!max_bytes) return std::move(max_bytes).error();
-  if (*max_bytes) out.limits.max_message_bytes = static_cast<std::size_t>(**max_bytes);
+  auto text = [&](std::string_view key, auto&& set) -> result<void> {
+    auto v = cfg.text(t, "broker", key);
+    if (!v) return std::move(v).error();
+    if (*v) set(**v);
+    return {};
+  };
+  auto size = [&](std::string_view key, std::size_t& field,
+                  std::int64_t least = 1) -> result<void> {
+    auto v = cfg.size(t, "broker", key, least);
+    if (!v) return std::move(v).error();
+    if (*v) field = static_cast<std::size_t>(**v);
+    return {};
+  };
+  auto millis = [&](std::string_view key, std::chrono::milliseconds& field,
+                    std::int64_t least) -> result<void> {
+    auto v = cfg.millis(t, "broker", key, least);
+    if (!v) return std::move(v).error();
+    if (*v) field = **v;
+    return {};
+  };
+  for (auto r :
+       {text("namespace", [&](const std::string& v) { out.ns = v; }),
+        text("runtime_dir",
+             [&](const std::string& v) { out.runtime_dir = cfg.relative_to_config(v); }),
+        text("control_endpoint", [&](const std::string& v) { out.control_endpoint = v; }),
+        text("curve_secret_key_file",
+             [&](const std::string& v) { out.curve_secret_key_file = cfg.relative_to_config(v); }),
+        text("curve_allowed_clients_file",
+             [&](const std::string& v) {
+               out.curve_allowed_clients_file = cfg.relative_to_config(v);
+             }),
+        size("max_clients", out.max_clients), size("write_queue_limit", out.write_queue_limit),
+        size("write_queue_bytes", out.write_queue_bytes),
+        size("client_write_queue_bytes", out.client_write_queue_bytes),
+        size("inline_write_bytes", out.inline_write_bytes, 0),
+        size("max_message_bytes", out.limits.max_message_bytes),
+        size("max_decoded_bytes", out.limits.max_decoded_bytes),
+        size("max_reply_bytes", out.max_reply_bytes),
+        size("view_concurrency", out.view_concurrency),
+        millis("view_timeout_ms", out.view_timeout, 1),
+        millis("stop_grace_ms", out.stop_grace, 0)}) {
+    if (!r) return r;
+  }
+  if (const toml::node* remote = t.get("allow_remote")) {
+    if (!remote->is_boolean()) {
+      return cfg.error(remote->source(), "broker.allow_remote", "must be true or false");
+    }
+    out.allow_remote = remote->as_boolean()->get();
+  }
   return {};
+}
+
+// ---- pools -------------------------------------------------------------------
+
+// A list of strings (argv, pythonpath).
+result<std::optional<std::vector<std::string>>> text_list(const config_reader& cfg,
+                                                          const toml::table& t,
+                                                          std::string_view prefix,
+                                                          std::string_view key) {
+  const toml::node* n = t.get(key);
+  if (n == nullptr) return std::optional<std::vector<std::string>>{};
+  const toml::array* a = n->as_array();
+  if (a == nullptr)
+    return cfg.error(n->source(), config_reader::join(prefix, key), "must be a list of strings");
+  std::vector<std::string> out;
+  for (const auto& e : *a) {
+    if (!e.is_string()) {
+      return cfg.error(e.source(), config_reader::join(prefix, key), "must hold only strings");
+    }
+    out.push_back(e.as_string()->get());
+  }
+  return std::optional(std::move(out));
+}
+
+result<pool_options> read_pool(const config_reader& cfg, const toml::table& t,
+                               const std::string& p) {
+  if (auto r = cfg.only_keys(
+          t, p,
+          {"name", "size", "python", "command", "pythonpath", "env", "cwd", "credits",
+           "heartbeat_ms", "heartbeat_misses", "restart_backoff_ms", "restart_backoff_max_ms",
+           "max_start_failures", "max_batches", "max_rss_mib", "endpoint"});
+      !r) {
+    return std::move(r).error();
+  }
+  pool_options out;
+  auto name = cfg.text(t, p, "name");
+  if (!name) return std::move(name).error();
+  if (!*name) return cfg.error(t.source(), p + ".name", "is required");
+  out.name = std::move(**name);
+  auto python = cfg.text(t, p, "python");
+  auto cwd = cfg.text(t, p, "cwd");
+  auto endpoint = cfg.text(t, p, "endpoint");
+  for (auto* r : {&python, &cwd, &endpoint}) {
+    if (!*r) return std::move(*r).error();
+  }
+  if (*python) out.python = std::move(**python);
+  if (*cwd) out.cwd = cfg.relative_to_config(**cwd);
+  if (*endpoint) out.endpoint = std::move(**endpoint);
+  auto command = text_list(cfg, t, p, "command");
+  if (!command) return std::move(command).error();
+  if (*command) out.command = std::move(**command);
+  auto paths = text_list(cfg, t, p, "pythonpath");
+  if (!paths) return std::move(paths).error();
+  if (*paths) {
+    // Relative entries are relative to the config file, like every path in it.
+    for (auto& d : **paths) out.pythonpath.push_back(cfg.relative_to_config(d).string());
+  }
+  if (const toml::node* env = t.get("env")) {
+    const toml::table* e = env->as_table();
+    if (e == nullptr) return cfg.error(env->source(), p + ".env", "must be a table of strings");
+    for (const auto& [k, v] : *e) {
+      if (!v.is_string())
+        return cfg.error(v.source(), p + ".env." + std::string(k.str()), "must be a string");
+      out.env[std::string(k.str())] = v.as_string()->get();
+    }
+  }
+  const auto number = [&](std::string_view key, std::int64_t least, std::int64_t most,
+                          auto& field) -> result<void> {
+    auto v = cfg.integer(t, p, key, least, most, "");
+    if (!v) return std::move(v).error();
+    if (*v) field = static_cast<std::remove_reference_t<decltype(field)>>(**v);
+    return {};
+  };
+  const auto millis = [&](std::string_view key, std::int64_t least,
+                          std::chrono::milliseconds& field) -> result<void> {
+    auto v = cfg.millis(t, p, key, least);
+    if (!v) return std::move(v).error();
+    if (*v) field = **v;
+    return {};
+  };
+  const std::int64_t big = static_cast<std::int64_t>(max_option_bytes);
+  for (auto r :
+       {number("size", 0, 1024, out.size), number("credits", 1, 1024, out.credits),
+        number("heartbeat_misses", 1, 1000, out.heartbeat_misses),
+        number("max_start_failures", 1, 1'000'000, out.max_start_failures),
+        number("max_batches", 0, big, out.max_batches),
+        number("max_rss_mib", 0, big, out.max_rss_mib), millis("heartbeat_ms", 1, out.heartbeat),
+        millis("restart_backoff_ms", 0, out.restart_backoff.initial),
+        millis("restart_backoff_max_ms", 0, out.restart_backoff.max)}) {
+    if (!r) return std::move(r).error();
+  }
+  if (out.restart_backoff.max < out.restart_backoff.initial) {
+    return cfg.error(t.source(), p + ".restart_backoff_max_ms",
+                     "must be at least restart_backoff_ms");
+  }
+  return out;
 }
 
 }  // namespace
@@ -445,8 +610,17 @@ result<broker_options> load_config(const std::filesystem::path& path) {
       out.stores.push_back(std::move(*def));
     }
   }
-  if (doc.contains("pools")) {
-    spdlog::info("{}: [[pools]] ignored: worker pools come with Dispatch", path.string());
+  if (const toml::node* n = doc.get("pools")) {
+    const toml::array* pools = n->as_array();
+    if (pools == nullptr) return cfg.error(n->source(), "pools", "must be an array [[pools]]");
+    for (std::size_t i = 0; i < pools->size(); ++i) {
+      const std::string p = "pools[" + std::to_string(i) + "]";
+      const toml::table* pt = (*pools)[i].as_table();
+      if (pt == nullptr) return cfg.error((*pools)[i].source(), p, "must be a table");
+      auto pool = read_pool(cfg, *pt, p);
+      if (!pool) return std::move(pool).error();
+      out.pools.push_back(std::move(*pool));
+    }
   }
   return out;
 }

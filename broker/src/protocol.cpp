@@ -23,9 +23,49 @@ void write_le(std::byte* out, std::uint64_t v, std::size_t width) noexcept {
 
 bool is_known(std::uint8_t raw) noexcept {
   return (raw >= static_cast<std::uint8_t>(message_type::hello) &&
-          raw <= static_cast<std::uint8_t>(message_type::ping)) ||
+          raw <= static_cast<std::uint8_t>(message_type::dispatch_close)) ||
          raw == static_cast<std::uint8_t>(message_type::reply_ok) ||
          raw == static_cast<std::uint8_t>(message_type::reply_error);
+}
+
+// Version and type of a decoded header; `want_request` selects which types are accepted.
+result<void> check_header(const header& head, bool want_request) {
+  if (head.version != protocol_version) {
+    return fail(errc::protocol_error, "peer speaks protocol version " +
+                                          std::to_string(head.version) + ", this build speaks " +
+                                          std::to_string(protocol_version));
+  }
+  const auto raw_type = static_cast<std::uint8_t>(head.type);
+  if (!is_known(raw_type)) {
+    return fail(errc::protocol_error, "unknown message type " + std::to_string(raw_type));
+  }
+  if (is_request(head.type) != want_request) {
+    return fail(errc::protocol_error, std::string("message type '") +
+                                          std::string(to_string(head.type)) + "' is not a " +
+                                          (want_request ? "request" : "reply"));
+  }
+  return {};
+}
+
+result<Value> decode_body(message_type type, frame bytes, const decode_limits& limits,
+                          bool want_request) {
+  if (bytes.size() > limits.max_message_bytes) {
+    return fail(errc::limit_exceeded, "payload of " + std::to_string(bytes.size()) +
+                                          " bytes is over the limit of " +
+                                          std::to_string(limits.max_message_bytes));
+  }
+  auto body = decode(bytes, limits);
+  if (!body) {
+    auto err = std::move(body).error();
+    err.message = "payload of '" + std::string(to_string(type)) + "': " + err.message;
+    return err;
+  }
+  if (want_request && !body->is_map()) {
+    return fail(errc::protocol_error, "arguments of '" + std::string(to_string(type)) +
+                                          "' must be a map, got " +
+                                          std::string(to_string(body->type())));
+  }
+  return body;
 }
 
 // Shared by requests and replies; `want_request` selects which types are accepted.
@@ -37,37 +77,14 @@ result<message> decode_message(std::span<const frame> frames, const decode_limit
   }
   auto head = decode_header(frames[0]);
   if (!head) return std::move(head).error();
-  if (head->version != protocol_version) {
-    return fail(errc::protocol_error, "peer speaks protocol version " +
-                                          std::to_string(head->version) + ", this build speaks " +
-                                          std::to_string(protocol_version));
-  }
-  const auto raw_type = static_cast<std::uint8_t>(head->type);
-  if (!is_known(raw_type)) {
-    return fail(errc::protocol_error, "unknown message type " + std::to_string(raw_type));
-  }
-  if (is_request(head->type) != want_request) {
-    return fail(errc::protocol_error, std::string("message type '") +
-                                          std::string(to_string(head->type)) + "' is not a " +
-                                          (want_request ? "request" : "reply"));
-  }
-  if (frames[1].size() > limits.max_message_bytes) {
-    return fail(errc::limit_exceeded, "payload of " + std::to_string(frames[1].size()) +
-                                          " bytes is over the limit of " +
-                                          std::to_string(limits.max_message_bytes));
-  }
-  auto body = decode(frames[1], limits);
-  if (!body) {
-    auto err = std::move(body).error();
-    err.message = "payload of '" + std::string(to_string(head->type)) + "': " + err.message;
-    return err;
-  }
-  if (want_request && !body->is_map()) {
-    return fail(errc::protocol_error, "arguments of '" + std::string(to_string(head->type)) +
-                                          "' must be a map, got " +
-                                          std::string(to_string(body->type())));
-  }
-  return message{*head, std::move(*body)};
+  if (auto r = check_header(*head, want_request); !r) return std::move(r).error();
+  auto body = decode_body(head->type, frames[1], limits, want_request);
+  if (!body) return std::move(body).error();
+  // Member by member: GCC 12 sees a temporary `message{...}` as maybe-uninitialized.
+  result<message> out{message{}};
+  out->head = *head;
+  out->body = std::move(*body);
+  return out;
 }
 
 }  // namespace
@@ -94,16 +111,40 @@ std::string_view to_string(message_type type) noexcept {
       return "stats";
     case message_type::ping:
       return "ping";
+    case message_type::worker_join:
+      return "worker_join";
+    case message_type::dispatch_open:
+      return "dispatch_open";
+    case message_type::dispatch_submit:
+      return "dispatch_submit";
+    case message_type::dispatch_ack:
+      return "dispatch_ack";
+    case message_type::dispatch_input_end:
+      return "dispatch_input_end";
+    case message_type::dispatch_cancel:
+      return "dispatch_cancel";
+    case message_type::dispatch_close:
+      return "dispatch_close";
     case message_type::reply_ok:
       return "reply_ok";
     case message_type::reply_error:
       return "reply_error";
+    case message_type::dispatch_batch:
+      return "dispatch_batch";
+    case message_type::dispatch_end:
+      return "dispatch_end";
+    case message_type::dispatch_moved:
+      return "dispatch_moved";
   }
   return "unknown";
 }
 
 bool is_request(message_type type) noexcept {
-  return type >= message_type::hello && type <= message_type::ping;
+  return type >= message_type::hello && type <= message_type::dispatch_close;
+}
+
+bool is_notification(message_type type) noexcept {
+  return type >= message_type::dispatch_submit && type <= message_type::dispatch_cancel;
 }
 
 std::array<std::byte, header_size> encode_header(const header& head) noexcept {
@@ -140,6 +181,17 @@ std::vector<buffer> encode_message(const message& msg) {
   return frames;
 }
 
+result<header> decode_request_header(frame bytes) {
+  auto head = decode_header(bytes);
+  if (!head) return head;
+  if (auto r = check_header(*head, true); !r) return std::move(r).error();
+  return head;
+}
+
+result<Value> decode_request_body(message_type type, frame bytes, const decode_limits& limits) {
+  return decode_body(type, bytes, limits, true);
+}
+
 result<message> decode_request(std::span<const frame> frames, const decode_limits& limits) {
   return decode_message(frames, limits, true);
 }
@@ -160,7 +212,7 @@ error_info read_error_body(const Value& body) {
   }
   const auto raw = code->as<std::int64_t>();
   if (raw <= static_cast<std::int64_t>(errc::ok) ||
-      raw > static_cast<std::int64_t>(errc::internal)) {
+      raw > static_cast<std::int64_t>(errc::shutting_down)) {
     return fail(errc::protocol_error, "error reply with unknown code " + std::to_string(raw) +
                                           ": " + text->as<std::string>());
   }

@@ -14,29 +14,148 @@
 namespace slither::detail {
 namespace {
 
+namespace fs = std::filesystem;
+
+constexpr std::string_view lock_magic = "slither-broker lock";
+
 error_info io_fail(const std::string& what, int err) {
   return fail(errc::io_error, what + ": " + std::strerror(err));
 }
 
-}  // namespace
+// "'<path>'", appended piece by piece: GCC 12 warns (-Wrestrict, a false
+// positive) on `"'" + path.string()`.
+std::string quote(const fs::path& p) {
+  std::string text = "'";
+  text += p.string();
+  text += '\'';
+  return text;
+}
 
-result<void> ensure_private_dir(const std::filesystem::path& dir) {
-  if (dir.has_parent_path()) {
+std::string octal_mode(mode_t mode) {
+  char text[8];
+  std::snprintf(text, sizeof text, "%04o", static_cast<unsigned>(mode & 07777));
+  return text;
+}
+
+std::string kind_of(mode_t mode) {
+  if (S_ISREG(mode)) return "regular file";
+  if (S_ISDIR(mode)) return "directory";
+  if (S_ISLNK(mode)) return "symlink";
+  if (S_ISSOCK(mode)) return "socket";
+  if (S_ISFIFO(mode)) return "fifo";
+  return "special file";
+}
+
+// The trust rule for one ancestor (already lstat'ed).
+result<void> check_ancestor(const fs::path& p, const struct stat& st) {
+  if (S_ISLNK(st.st_mode)) {
     std::error_code ec;
-    std::filesystem::create_directories(dir.parent_path(), ec);
-    if (ec) {
-      return fail(errc::io_error,
-                  "cannot create '" + dir.parent_path().string() + "': " + ec.message());
-    }
+    const auto target = fs::canonical(p, ec);
+    return fail(errc::invalid_argument,
+                quote(p) + " is a symlink" + (ec ? std::string() : " (to " + quote(target) + ")") +
+                    "; a runtime directory's path must not contain symlinks (use the real path)");
   }
-  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
-    return io_fail("cannot create runtime directory '" + dir.string() + "'", errno);
-  }
-  struct stat st {};
-  if (::lstat(dir.c_str(), &st) != 0) return io_fail("cannot stat '" + dir.string() + "'", errno);
   if (!S_ISDIR(st.st_mode)) {
     return fail(errc::invalid_argument,
-                "runtime directory '" + dir.string() + "' is not a directory (or is a symlink)");
+                quote(p) + " is a " + kind_of(st.st_mode) + ", not a directory");
+  }
+  if (st.st_uid != 0 && st.st_uid != ::geteuid()) {
+    return fail(errc::invalid_argument, quote(p) + " is owned by uid " + std::to_string(st.st_uid) +
+                                            ", neither root nor this user (uid " +
+                                            std::to_string(::geteuid()) +
+                                            "): that user could replace the runtime directory");
+  }
+  if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0 && (st.st_mode & S_ISVTX) == 0) {
+    return fail(errc::invalid_argument,
+                quote(p) + " has mode " + octal_mode(st.st_mode) +
+                    ": writable by others without the sticky bit, so they could replace the "
+                    "runtime directory");
+  }
+  return {};
+}
+
+// Walks the ancestors of `path` from `/` down, creating missing ones (0700)
+// when `create` is set, and checks each.
+result<void> walk_ancestors(const fs::path& path, bool create) {
+  const fs::path abs = fs::absolute(path).lexically_normal();
+  fs::path p;
+  for (const auto& part : abs.parent_path()) {
+    p /= part;
+    struct stat st {};
+    if (::lstat(p.c_str(), &st) != 0) {
+      if (errno != ENOENT || !create) return io_fail("cannot inspect " + quote(p), errno);
+      if (::mkdir(p.c_str(), 0700) != 0 && errno != EEXIST) {
+        return io_fail("cannot create " + quote(p), errno);
+      }
+      if (::lstat(p.c_str(), &st) != 0) return io_fail("cannot inspect " + quote(p), errno);
+    }
+    if (auto r = check_ancestor(p, st); !r) return r;
+  }
+  return {};
+}
+
+struct lock_record {
+  std::string ns;
+  std::string pid;
+  bool owns_dir = false;
+};
+
+// Reads a lock file's record; nullopt if it holds something else. An empty
+// file is a record with nothing in it (a broker that died before writing).
+std::optional<lock_record> read_record(int fd) {
+  char text[512];
+  const auto n = ::pread(fd, text, sizeof text, 0);
+  if (n < 0 || static_cast<std::size_t>(n) == sizeof text) return std::nullopt;
+  lock_record rec;
+  if (n == 0) return rec;
+  std::string_view rest(text, static_cast<std::size_t>(n));
+  bool first = true;
+  while (!rest.empty()) {
+    const auto eol = rest.find('\n');
+    if (eol == std::string_view::npos) return std::nullopt;
+    const auto line = rest.substr(0, eol);
+    rest.remove_prefix(eol + 1);
+    if (first) {
+      if (line != lock_magic) return std::nullopt;
+      first = false;
+    } else if (line.starts_with("namespace=")) {
+      rec.ns = line.substr(10);
+    } else if (line.starts_with("pid=")) {
+      rec.pid = line.substr(4);
+    } else if (line == "owns_dir=1") {
+      rec.owns_dir = true;
+    } else if (line != "owns_dir=0") {
+      return std::nullopt;
+    }
+  }
+  if (first || rec.ns.empty()) return std::nullopt;
+  return rec;
+}
+
+// The pid a live holder wrote, for the "another broker" message.
+std::string holder_pid(int fd) {
+  const auto rec = read_record(fd);
+  return rec && !rec->pid.empty() ? rec->pid : "?";
+}
+
+}  // namespace
+
+result<void> check_ancestors(const fs::path& path) {
+  return walk_ancestors(path, false);
+}
+
+result<bool> ensure_private_dir(const fs::path& dir) {
+  if (auto r = walk_ancestors(dir, true); !r) return std::move(r).error();
+  bool created = true;
+  if (::mkdir(dir.c_str(), 0700) != 0) {
+    if (errno != EEXIST) return io_fail("cannot create runtime directory " + quote(dir), errno);
+    created = false;
+  }
+  struct stat st {};
+  if (::lstat(dir.c_str(), &st) != 0) return io_fail("cannot stat " + quote(dir), errno);
+  if (!S_ISDIR(st.st_mode)) {
+    return fail(errc::invalid_argument, "runtime directory " + quote(dir) + " is a " +
+                                            kind_of(st.st_mode) + ", not a directory");
   }
   if (st.st_uid != ::geteuid()) {
     return fail(errc::invalid_argument, "runtime directory '" + dir.string() +
@@ -45,67 +164,118 @@ result<void> ensure_private_dir(const std::filesystem::path& dir) {
                                             std::to_string(::geteuid()) + ")");
   }
   if ((st.st_mode & 077) != 0) {
-    char mode[8];
-    std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
-    return fail(errc::invalid_argument, "runtime directory '" + dir.string() + "' has mode " +
-                                            mode +
+    return fail(errc::invalid_argument, "runtime directory " + quote(dir) + " has mode " +
+                                            octal_mode(st.st_mode) +
                                             "; it must not be group or world accessible "
                                             "(chmod 700 it or remove it)");
   }
-  return {};
+  return created;
 }
 
-result<namespace_lock> namespace_lock::acquire(const std::filesystem::path& file) {
+result<void> check_socket_path(const fs::path& file, bool in_runtime_dir) {
+  struct stat st {};
+  if (::lstat(file.c_str(), &st) != 0) {
+    if (errno == ENOENT) return {};
+    return io_fail("cannot inspect " + quote(file), errno);
+  }
+  if (in_runtime_dir && S_ISSOCK(st.st_mode) && st.st_uid == ::geteuid()) return {};
+  if (in_runtime_dir) {
+    return fail(errc::already_exists,
+                quote(file) + " exists and is a " + kind_of(st.st_mode) + " of uid " +
+                    std::to_string(st.st_uid) +
+                    ", not a dead broker's socket: refusing to replace it (move it away)");
+  }
+  return fail(errc::already_exists, "ipc endpoint " + quote(file) + " exists (a " +
+                                        kind_of(st.st_mode) +
+                                        "); binding would replace it. Remove it first if it "
+                                        "is a dead broker's socket");
+}
+
+result<namespace_lock> namespace_lock::acquire(const fs::path& file, std::string_view ns,
+                                               bool created_dir) {
   for (;;) {
-    auto lock = try_acquire(file);
+    auto lock = try_acquire(file, ns, created_dir);
     if (!lock) return std::move(lock).error();
     if (*lock) return std::move(**lock);
   }
 }
 
-result<std::optional<namespace_lock>> namespace_lock::try_acquire(
-    const std::filesystem::path& file) {
-  const int fd = ::open(file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-  if (fd < 0) return io_fail("cannot open lock file '" + file.string() + "'", errno);
+result<std::optional<namespace_lock>> namespace_lock::try_acquire(const fs::path& file,
+                                                                  std::string_view ns,
+                                                                  bool created_dir) {
+  constexpr int flags = O_RDWR | O_CLOEXEC | O_NOFOLLOW;
+  int fd = ::open(file.c_str(), flags | O_CREAT | O_EXCL, 0600);
+  const bool fresh = fd >= 0;
+  if (!fresh) {
+    if (errno != EEXIST) return io_fail("cannot create lock file " + quote(file), errno);
+    fd = ::open(file.c_str(), flags);
+    if (fd < 0) {
+      if (errno == ENOENT) return std::optional<namespace_lock>{};  // unlinked meanwhile
+      return io_fail("cannot open lock file " + quote(file), errno);
+    }
+  }
+  auto refuse = [&](error_info err) -> result<std::optional<namespace_lock>> {
+    ::close(fd);
+    return err;
+  };
+  struct stat held {};
+  if (::fstat(fd, &held) != 0) return refuse(io_fail("cannot stat " + quote(file), errno));
+  if (!S_ISREG(held.st_mode) || held.st_uid != ::geteuid() || held.st_nlink != 1) {
+    return refuse(fail(errc::invalid_argument,
+                       quote(file) + " is a " + kind_of(held.st_mode) + " of uid " +
+                           std::to_string(held.st_uid) + " with " + std::to_string(held.st_nlink) +
+                           " link(s), not a broker's lock file: refusing to touch it"));
+  }
   if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
     const int err = errno;
-    char pid[32] = {};
-    const auto n = ::pread(fd, pid, sizeof pid - 1, 0);
-    ::close(fd);
     if (err == EWOULDBLOCK) {
-      const std::string holder = n > 0 ? std::string(pid, static_cast<std::size_t>(n)) : "?";
-      return fail(errc::already_exists, "another broker (pid " + holder +
-                                            ") is serving this namespace; lock file '" +
-                                            file.string() + "' is held");
+      return refuse(fail(errc::already_exists, "another broker (pid " + holder_pid(fd) +
+                                                   ") is serving this namespace; lock file '" +
+                                                   file.string() + "' is held"));
     }
-    return io_fail("cannot lock '" + file.string() + "'", err);
+    return refuse(io_fail("cannot lock " + quote(file), err));
   }
   // The holder we waited for may have unlinked the file between our open and
   // our flock; then we hold a lock on a dead inode and must try again.
-  struct stat held {
-  }, named{};
-  if (::fstat(fd, &held) != 0 || ::stat(file.c_str(), &named) != 0 || held.st_ino != named.st_ino ||
+  struct stat named {};
+  if (::stat(file.c_str(), &named) != 0 || held.st_ino != named.st_ino ||
       held.st_dev != named.st_dev) {
     ::close(fd);
     return std::optional<namespace_lock>{};
   }
-  const std::string pid = std::to_string(::getpid());
-  if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, pid.data(), pid.size(), 0) < 0) {
-    const int err = errno;
-    ::close(fd);
-    return io_fail("cannot write lock file '" + file.string() + "'", err);
+  bool owns_dir = created_dir;
+  if (!fresh) {
+    // Unlocked, so its writer is dead; but only a lock record of this
+    // namespace is a dead broker's: anything else is someone's file.
+    const auto rec = read_record(fd);
+    if (!rec || (!rec->ns.empty() && rec->ns != ns)) {
+      return refuse(fail(errc::invalid_argument,
+                         quote(file) + " is not a lock file of a broker of namespace '" +
+                             std::string(ns) + "': refusing to replace it (move it away)"));
+    }
+    owns_dir = owns_dir || rec->owns_dir;
   }
-  return std::optional<namespace_lock>(namespace_lock(file, fd));
+  const std::string record = std::string(lock_magic) + "\nnamespace=" + std::string(ns) +
+                             "\npid=" + std::to_string(::getpid()) +
+                             "\nowns_dir=" + (owns_dir ? "1" : "0") + "\n";
+  if (::ftruncate(fd, 0) != 0 ||
+      ::pwrite(fd, record.data(), record.size(), 0) != static_cast<ssize_t>(record.size())) {
+    return refuse(io_fail("cannot write lock file " + quote(file), errno));
+  }
+  return std::optional<namespace_lock>(namespace_lock(file, fd, owns_dir));
 }
 
 namespace_lock::namespace_lock(namespace_lock&& other) noexcept
-    : file_(std::move(other.file_)), fd_(std::exchange(other.fd_, -1)) {}
+    : file_(std::move(other.file_)),
+      fd_(std::exchange(other.fd_, -1)),
+      owns_dir_(other.owns_dir_) {}
 
 namespace_lock& namespace_lock::operator=(namespace_lock&& other) noexcept {
   if (this != &other) {
     release();
     file_ = std::move(other.file_);
     fd_ = std::exchange(other.fd_, -1);
+    owns_dir_ = other.owns_dir_;
   }
   return *this;
 }

@@ -45,6 +45,24 @@ dispatch_result failed_item(const Item& input, item_status status,
   return r;
 }
 
+bool is_encoded(const dispatch_options& options) noexcept {
+  const auto* p = std::get_if<preformed_batch>(&options.batching);
+  return p != nullptr && p->encoded;
+}
+
+std::size_t unit_size(const state::output_unit& unit) noexcept {
+  if (const auto* v = std::get_if<std::vector<dispatch_result>>(&unit)) return v->size();
+  return std::get<batch_output>(unit).count;
+}
+
+error_info wrong_form(job_id id, bool encoded) {
+  return fail(errc::invalid_argument,
+              "dispatch job " + std::to_string(id) +
+                  (encoded ? " takes encoded batches (offer_batch of an opaque_batch), not items"
+                           : " takes items; only a job whose batching is preformed_batch{.encoded "
+                             "= true} takes encoded batches"));
+}
+
 }  // namespace
 
 bool debug_accounting_default() noexcept {
@@ -126,16 +144,62 @@ void state::make_batch(job_rec& job, formed_batch&& formed) {
   b.id = id;
   b.job = &job;
   b.seq = job.next_seq++;
+  b.count = formed.items.size();
   b.items = std::make_shared<const std::vector<Item>>(std::move(formed.items));
   if (opts.verify_accounting) b.positions = std::move(formed.positions);
   job.live.emplace(b.seq, &b);
   job.queued.push_back(&b);
 }
 
+// An encoded batch bypasses the batcher: its items take the next input
+// positions (call before `ingested`).
+void state::make_encoded_batch(job_rec& job, opaque_batch&& batch) {
+  const std::uint64_t id = next_batch++;
+  batch_rec& b = batches[id];
+  b.id = id;
+  b.job = &job;
+  b.seq = job.next_seq++;
+  b.count = batch.count;
+  b.payload = std::move(batch.payload);
+  if (opts.verify_accounting) {
+    b.positions.resize(b.count);
+    for (std::size_t i = 0; i < b.count; ++i) b.positions[i] = job.ingested + i;
+  }
+  job.live.emplace(b.seq, &b);
+  job.queued.push_back(&b);
+}
+
+// The output of a batch whose items all ended alike (a failure, a cancel).
+state::output_unit state::ended_whole(const job_rec& job, const batch_rec& b, item_status status,
+                                      const std::shared_ptr<const dispatch_error>& err) const {
+  if (!b.items) {
+    batch_output out;
+    out.seq = b.seq;
+    out.count = b.count;
+    out.has_results = false;
+    out.payload = b.payload;
+    out.status = status;
+    out.error = err;
+    return out;
+  }
+  const std::string& route = route_output(job.opts.on_error);
+  std::vector<dispatch_result> results;
+  results.reserve(b.count);
+  for (const Item& in : *b.items) results.push_back(failed_item(in, status, err, route));
+  return results;
+}
+
 // Ends a batch's items: counts them, checks each ends once, and passes the
 // results on in the job's order. The caller then erases or orphans `b`.
-void state::deliver(job_rec& job, const batch_rec& b, std::vector<dispatch_result>&& results) {
-  for (const auto& r : results) ++job.by_status[static_cast<std::size_t>(r.status)];
+void state::deliver(job_rec& job, const batch_rec& b, output_unit&& results) {
+  if (const auto* v = std::get_if<std::vector<dispatch_result>>(&results)) {
+    for (const auto& r : *v) ++job.by_status[static_cast<std::size_t>(r.status)];
+  } else if (const auto& out = std::get<batch_output>(results); out.has_results) {
+    for (const auto& f : out.failures) ++job.by_status[static_cast<std::size_t>(f.status)];
+    job.by_status[static_cast<std::size_t>(item_status::ok)] += out.count - out.failures.size();
+  } else {
+    job.by_status[static_cast<std::size_t>(out.status)] += out.count;
+  }
   if (opts.verify_accounting) {
     for (const std::uint64_t pos : b.positions) {
       if (pos < job.ended_base || pos - job.ended_base >= job.ended_bits.size() ||
@@ -153,43 +217,49 @@ void state::deliver(job_rec& job, const batch_rec& b, std::vector<dispatch_resul
   }
   job.live.erase(b.seq);
   job.notify = true;
-  const auto release = [&job](std::vector<dispatch_result>&& ready) {
-    job.output_items += ready.size();
-    if (!ready.empty()) job.output.push_back(std::move(ready));
+  const auto release = [&job](output_unit&& ready) {
+    const std::size_t n = unit_size(ready);
+    job.output_items += n;
+    if (n > 0) job.output.push_back(std::move(ready));
   };
   if (job.opts.ordering == order_mode::as_completed) return release(std::move(results));
   if (b.seq == job.next_release) {
     release(std::move(results));
     ++job.next_release;
   } else {
-    job.held_items += results.size();
+    job.held_items += unit_size(results);
     job.held.emplace(b.seq, std::move(results));
   }
   while (!job.held.empty() && job.held.begin()->first == job.next_release) {
-    job.held_items -= job.held.begin()->second.size();
+    job.held_items -= unit_size(job.held.begin()->second);
     release(std::move(job.held.begin()->second));
     job.held.erase(job.held.begin());
     ++job.next_release;
   }
 }
 
+// A worker's answer that cannot be used: the run failed as `bad_result`.
+void state::bad_answer(batch_rec& b, std::string why, time_point now) {
+  ++workers.at(b.worker).batches_failed;
+  ++counters.batches_failed;
+  if (b.job == nullptr) return erase_batch(b);
+  fail_attempt(b, detail::make_failure(failure_kind::bad_result, std::move(why)), false, now);
+}
+
 void state::on_completed(batch_completed&& ev, time_point now) {
   batch_rec* b = answering(ev.worker, ev.batch, ev.attempt);
   if (b == nullptr) return;
   stop_running(*b);
-  worker_rec& w = workers.at(ev.worker);
-  if (ev.results.size() != b->items->size()) {
-    ++w.batches_failed;
-    ++counters.batches_failed;
-    if (b->job == nullptr) return erase_batch(*b);
-    return fail_attempt(
-        *b,
-        detail::make_failure(failure_kind::bad_result,
-                             "the handler returned " + std::to_string(ev.results.size()) +
-                                 " results for a batch of " + std::to_string(b->items->size()) +
-                                 " items"),
-        false, now);
+  if (!b->items) {
+    return bad_answer(*b, "the executor answered an encoded batch with decoded results", now);
   }
+  if (ev.results.size() != b->count) {
+    return bad_answer(*b,
+                      "the handler returned " + std::to_string(ev.results.size()) +
+                          " results for a batch of " + std::to_string(b->count) + " items",
+                      now);
+  }
+  worker_rec& w = workers.at(ev.worker);
   ++w.batches_ok;
   ++counters.batches_ok;
   if (b->job == nullptr) return erase_batch(*b);
@@ -221,6 +291,62 @@ void state::on_completed(batch_completed&& ev, time_point now) {
   }
   emit_end(*b, now, nullptr, item_errors);
   deliver(job, *b, std::move(results));
+  erase_batch(*b);
+  if (halt) stop_job(job, *halt);
+}
+
+void state::on_encoded(batch_encoded&& ev, time_point now) {
+  batch_rec* b = answering(ev.worker, ev.batch, ev.attempt);
+  if (b == nullptr) return;
+  stop_running(*b);
+  if (b->items) {
+    return bad_answer(*b, "the executor answered a batch of items with encoded results", now);
+  }
+  if (ev.count != b->count) {
+    return bad_answer(*b,
+                      "the handler returned " + std::to_string(ev.count) +
+                          " results for a batch of " + std::to_string(b->count) + " items",
+                      now);
+  }
+  std::sort(ev.failures.begin(), ev.failures.end(),
+            [](const indexed_error& x, const indexed_error& y) { return x.index < y.index; });
+  for (std::size_t i = 0; i < ev.failures.size(); ++i) {
+    const std::uint32_t index = ev.failures[i].index;
+    if (index >= b->count) {
+      return bad_answer(*b,
+                        "the worker reported an error for item " + std::to_string(index) +
+                            " of a batch of " + std::to_string(b->count) + " items",
+                        now);
+    }
+    if (i > 0 && ev.failures[i - 1].index == index) {
+      return bad_answer(*b, "the worker reported two errors for item " + std::to_string(index),
+                        now);
+    }
+  }
+  worker_rec& w = workers.at(ev.worker);
+  ++w.batches_ok;
+  ++counters.batches_ok;
+  if (b->job == nullptr) return erase_batch(*b);
+  job_rec& job = *b->job;
+  const item_status on_failure = fallback_status(job.opts.on_error);
+  std::optional<dispatch_error> halt;
+  batch_output out;
+  out.seq = b->seq;
+  out.count = b->count;
+  out.payload = std::move(ev.results);
+  out.failures.reserve(ev.failures.size());
+  for (auto& f : ev.failures) {
+    dispatch_error& e = f.error;
+    e.kind = failure_kind::item_error;
+    e.batch = b->id;
+    e.attempt = b->attempt;
+    e.worker = b->worker;
+    if (on_failure == item_status::failed && !halt) halt = e;
+    out.failures.push_back(
+        {f.index, on_failure, std::make_shared<const dispatch_error>(std::move(e))});
+  }
+  emit_end(*b, now, nullptr, out.failures.size());
+  deliver(job, *b, std::move(out));
   erase_batch(*b);
   if (halt) stop_job(job, *halt);
 }
@@ -270,12 +396,7 @@ void state::fail_attempt(batch_rec& b, dispatch_error err, bool killed, time_poi
     }
   }
   const item_status status = fallback_status(job.opts.on_error);
-  const std::string& route = route_output(job.opts.on_error);
-  const auto shared = std::make_shared<const dispatch_error>(err);
-  std::vector<dispatch_result> results;
-  results.reserve(b.items->size());
-  for (const Item& in : *b.items) results.push_back(failed_item(in, status, shared, route));
-  deliver(job, b, std::move(results));
+  deliver(job, b, ended_whole(job, b, status, std::make_shared<const dispatch_error>(err)));
   erase_batch(b);
   if (status == item_status::failed) stop_job(job, err);
 }
@@ -298,10 +419,7 @@ void state::stop_job(job_rec& job, const dispatch_error& cause) {
   pending.reserve(job.live.size());
   for (const auto& [seq, b] : job.live) pending.push_back(b);
   for (batch_rec* b : pending) {
-    std::vector<dispatch_result> results;
-    results.reserve(b->items->size());
-    for (const Item& in : *b->items) results.push_back({in, item_status::cancelled, cancelled});
-    deliver(job, *b, std::move(results));
+    deliver(job, *b, ended_whole(job, *b, item_status::cancelled, cancelled));
     if (b->at == batch_rec::phase::running) {
       --job.running;
       b->job = nullptr;
@@ -364,6 +482,7 @@ result<job_id> dispatch_engine::open_job(dispatch_options options, time_point no
 result<void> dispatch_engine::offer(job_id job, Item&& item, time_point now) {
   auto* j = s_->find_job(job);
   if (j == nullptr) return no_job(job);
+  if (is_encoded(j->opts)) return wrong_form(job, true);
   if (auto ok = s_->check_input(*j, 1); !ok) return ok;
   if (auto pushed = j->input.push(std::move(item)); !pushed) return pushed;
   s_->ingested(*j, 1);
@@ -374,6 +493,7 @@ result<void> dispatch_engine::offer(job_id job, Item&& item, time_point now) {
 result<void> dispatch_engine::offer(job_id job, std::vector<Item>& items, time_point now) {
   auto* j = s_->find_job(job);
   if (j == nullptr) return no_job(job);
+  if (is_encoded(j->opts)) return wrong_form(job, true);
   if (auto ok = s_->check_input(*j, items.size()); !ok) return ok;
   std::size_t taken = 0;
   result<void> outcome;
@@ -392,9 +512,28 @@ result<void> dispatch_engine::offer(job_id job, std::vector<Item>& items, time_p
 result<void> dispatch_engine::offer_batch(job_id job, std::vector<Item>&& items, time_point now) {
   auto* j = s_->find_job(job);
   if (j == nullptr) return no_job(job);
+  if (is_encoded(j->opts)) return wrong_form(job, true);
   if (auto ok = s_->check_input(*j, items.size()); !ok) return ok;
   const std::size_t n = items.size();
   if (auto pushed = j->input.push_batch(std::move(items)); !pushed) return pushed;
+  s_->ingested(*j, n);
+  s_->after_call(now);
+  return {};
+}
+
+result<void> dispatch_engine::offer_batch(job_id job, opaque_batch batch, time_point now) {
+  auto* j = s_->find_job(job);
+  if (j == nullptr) return no_job(job);
+  if (!is_encoded(j->opts)) return wrong_form(job, false);
+  const std::size_t max = std::get<preformed_batch>(j->opts.batching).max_items;
+  if (batch.count == 0 || batch.count > max) {
+    return fail(batch.count == 0 ? errc::invalid_argument : errc::limit_exceeded,
+                "an encoded batch of " + std::to_string(batch.count) + " items for dispatch job " +
+                    std::to_string(job) + ", whose batches hold 1 to " + std::to_string(max));
+  }
+  if (auto ok = s_->check_input(*j, batch.count); !ok) return ok;
+  const std::size_t n = batch.count;
+  s_->make_encoded_batch(*j, std::move(batch));
   s_->ingested(*j, n);
   s_->after_call(now);
   return {};
@@ -438,18 +577,19 @@ std::size_t dispatch_engine::input_capacity(job_id job) const noexcept {
 }
 
 std::vector<dispatch_result> dispatch_engine::take_results(job_id job, std::size_t max) {
-  std::vector<dispatch_result> out;
+  using results = std::vector<dispatch_result>;
+  results out;
   auto* j = s_->find_job(job);
-  if (j == nullptr) return out;
+  if (j == nullptr || is_encoded(j->opts)) return out;
   const std::size_t n = std::min(max, j->output_items);
-  if (n > 0 && j->output_front == 0 && j->output.front().size() == n) {
-    out = std::move(j->output.front());  // the common case: one whole batch
+  if (n > 0 && j->output_front == 0 && std::get<results>(j->output.front()).size() == n) {
+    out = std::move(std::get<results>(j->output.front()));  // the common case: one whole batch
     j->output.pop_front();
   } else {
     out.reserve(n);
   }
   while (out.size() < n) {
-    auto& front = j->output.front();
+    auto& front = std::get<results>(j->output.front());
     const std::size_t k = std::min(front.size() - j->output_front, n - out.size());
     const auto first = front.begin() + static_cast<std::ptrdiff_t>(j->output_front);
     out.insert(out.end(), std::make_move_iterator(first),
@@ -462,6 +602,21 @@ std::vector<dispatch_result> dispatch_engine::take_results(job_id job, std::size
   }
   j->output_items -= n;
   j->taken += n;
+  s_->announce();
+  s_->verify();
+  return out;
+}
+
+std::vector<batch_output> dispatch_engine::take_batches(job_id job, std::size_t max) {
+  std::vector<batch_output> out;
+  auto* j = s_->find_job(job);
+  if (j == nullptr || !is_encoded(j->opts)) return out;
+  while (out.size() < max && !j->output.empty()) {
+    out.push_back(std::get<batch_output>(std::move(j->output.front())));
+    j->output.pop_front();
+    j->output_items -= out.back().count;
+    j->taken += out.back().count;
+  }
   s_->announce();
   s_->verify();
   return out;

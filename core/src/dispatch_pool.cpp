@@ -188,7 +188,8 @@ void state::send(job_rec& job, batch_rec& b, worker_rec& w, time_point now) {
     }
   }
   emit_start(job, b);
-  actions.emplace_back(batch_task{b.id, b.attempt, w.id, job.id, b.items, job.target, b.deadline});
+  actions.emplace_back(batch_task{b.id, b.attempt, w.id, job.id, b.items, b.count, b.payload,
+                                  job.target, b.deadline});
 }
 
 // --- answers and ends ---
@@ -317,6 +318,8 @@ result<void> state::on_event(executor_event&& event, time_point now) {
     on_completed(std::move(*done), now);
   } else if (auto* failed = std::get_if<batch_failed>(&event)) {
     on_failed(std::move(*failed), now);
+  } else if (auto* encoded = std::get_if<batch_encoded>(&event)) {
+    on_encoded(std::move(*encoded), now);
   } else if (auto* left = std::get_if<worker_left>(&event)) {
     const auto it = workers.find(left->worker);
     if (it == workers.end()) {
@@ -368,7 +371,7 @@ void state::fire(time_point now) {
 
 void state::emit_start(const job_rec& job, const batch_rec& b) const {
   if (!telemetry::enabled()) return;
-  telemetry::emit("slither.dispatch.batch.start", {{"size", as_int(b.items->size())}},
+  telemetry::emit("slither.dispatch.batch.start", {{"size", as_int(b.count)}},
                   {{"batch", as_int(b.id)},
                    {"job", as_int(job.id)},
                    {"worker", as_int(b.worker)},
@@ -386,7 +389,7 @@ void state::emit_end(const batch_rec& b, time_point now, const dispatch_error* e
     meta.emplace("function", b.job->opts.function);
     meta.emplace("session", b.job->opts.context.session_id);
   }
-  Map measurements{{"size", as_int(b.items->size())},
+  Map measurements{{"size", as_int(b.count)},
                    {"duration_us", micros(now - b.started)},
                    {"item_errors", as_int(item_errors)}};
   if (err == nullptr) {
@@ -440,7 +443,7 @@ result<void> state::books() const {
     std::uint64_t inside = job.input.open_items() + job.input.ready_items();
     std::uint32_t job_running = 0;
     for (const auto& [seq, b] : job.live) {
-      inside += b->items->size();
+      inside += b->count;
       if (b->at == batch_rec::phase::running) ++job_running;
       if (b->job != &job)
         return wrong(name + " lists batch " + std::to_string(b->id) + " of another job");

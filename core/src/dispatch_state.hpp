@@ -13,6 +13,7 @@
 #include <string>
 #include <unordered_map>
 #include <utility>
+#include <variant>
 #include <vector>
 
 #include "slither/core/batching.hpp"
@@ -39,9 +40,11 @@ struct dispatch_state {
     /// Null once orphaned: its job stopped while the batch ran. The batch
     /// stays until its worker answers or dies, to keep the worker's books.
     job_rec* job = nullptr;
-    std::uint64_t seq = 0;  // formation order within the job
-    std::shared_ptr<const std::vector<Item>> items;
-    std::vector<std::uint64_t> positions;  // input positions, for verify_accounting
+    std::uint64_t seq = 0;                           // formation order within the job
+    std::shared_ptr<const std::vector<Item>> items;  // null for an encoded batch
+    std::size_t count = 0;                           // items, in either form
+    opaque_bytes payload;                            // an encoded batch's input
+    std::vector<std::uint64_t> positions;            // input positions, for verify_accounting
     phase at = phase::queued;
     std::uint32_t attempt = 0;  // runs started
     worker_id worker = 0;       // while running; kept after for error reports
@@ -66,6 +69,9 @@ struct dispatch_state {
     std::uint64_t batches_failed = 0;
   };
 
+  /// What a batch delivers: results of items, or an encoded batch's output.
+  using output_unit = std::variant<std::vector<dispatch_result>, batch_output>;
+
   struct job_rec {
     job_rec(job_id id_, dispatch_options opts_, batcher input_);
     job_id id;
@@ -78,13 +84,13 @@ struct dispatch_state {
     std::map<std::uint64_t, batch_rec*> live;         // not yet ended, by seq
     std::uint32_t running = 0;
     std::uint64_t next_seq = 0;
-    std::uint64_t next_release = 0;                              // preserve
-    std::map<std::uint64_t, std::vector<dispatch_result>> held;  // preserve
+    std::uint64_t next_release = 0;             // preserve
+    std::map<std::uint64_t, output_unit> held;  // preserve
     std::size_t held_items = 0;
     // Results ready to take, kept as the batches they came in (taking a whole
     // batch moves one vector, not each result); `output_front` of the first
     // are already taken.
-    std::deque<std::vector<dispatch_result>> output;
+    std::deque<output_unit> output;
     std::size_t output_front = 0;
     std::size_t output_items = 0;
     std::uint64_t ingested = 0;
@@ -132,8 +138,13 @@ struct dispatch_state {
   result<void> check_input(const job_rec& job, std::size_t n) const;
   void ingested(job_rec& job, std::size_t n);
   void make_batch(job_rec& job, formed_batch&& formed);
-  void deliver(job_rec& job, const batch_rec& b, std::vector<dispatch_result>&& results);
+  void make_encoded_batch(job_rec& job, opaque_batch&& batch);
+  void deliver(job_rec& job, const batch_rec& b, output_unit&& results);
+  output_unit ended_whole(const job_rec& job, const batch_rec& b, item_status status,
+                          const std::shared_ptr<const dispatch_error>& err) const;
   void on_completed(batch_completed&& ev, time_point now);
+  void on_encoded(batch_encoded&& ev, time_point now);
+  void bad_answer(batch_rec& b, std::string why, time_point now);
   void on_failed(batch_failed&& ev, time_point now);
   void fail_attempt(batch_rec& b, dispatch_error err, bool killed, time_point now);
   void stop_job(job_rec& job, const dispatch_error& cause);

@@ -38,6 +38,8 @@ std::string_view to_string(errc code) noexcept {
       return "protocol_error";
     case errc::internal:
       return "internal";
+    case errc::shutting_down:
+      return "shutting_down";
   }
   return "unknown";
 }

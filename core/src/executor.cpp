@@ -1,6 +1,13 @@
 #include "slither/core/executor.hpp"
 
+#include <utility>
+
 namespace slither {
+
+opaque_bytes opaque_bytes::adopt(std::vector<std::byte> data) {
+  auto owner = std::make_shared<const std::vector<std::byte>>(std::move(data));
+  return {std::span<const std::byte>(owner->data(), owner->size()), owner};
+}
 
 std::string_view to_string(failure_kind kind) noexcept {
   switch (kind) {

@@ -448,6 +448,11 @@ void local_pool::add_function(std::string name, batch_handler handler) {
 
 result<local_job> local_pool::stream(dispatch_options options,
                                      std::function<std::optional<Item>()> source) {
+  if (const auto* p = std::get_if<preformed_batch>(&options.batching); p != nullptr && p->encoded) {
+    return fail(errc::invalid_argument,
+                "local_pool runs C++ handlers over items; an encoded job needs an executor that "
+                "forwards its bytes (a broker's worker pool)");
+  }
   std::lock_guard lock(s_->mu);
   if (!s_->find_function(options.function)) {
     return fail(errc::not_found, "no function '" + options.function + "' in this local_pool");

@@ -1,5 +1,6 @@
 // libFuzzer target: the broker's request decoder must return a message or an
-// error for any frames, and what it accepts must survive a re-encode.
+// error for any frames, and what it accepts must survive a re-encode. The
+// split the broker uses (header, then payload) is fuzzed the same way.
 //
 // Input layout: byte 0 picks the frame count (1..4); the first frame takes up
 // to `header_size` bytes, so that valid headers are common, and the rest is
@@ -28,6 +29,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   slither::decode_limits limits;
   limits.max_message_bytes = 1 << 20;
   (void)decode_header(frames[0]);
+  // The broker's own path: the header first, then the payload on its own.
+  if (auto head = decode_request_header(frames[0]); head && frames.size() > 1) {
+    (void)decode_request_body(head->type, frames[1], limits);
+  }
   if (auto msg = decode_request(frames, limits)) {
     const auto again = encode_message(*msg);
     const std::vector<frame> again_frames(again.begin(), again.end());

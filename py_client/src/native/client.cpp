@@ -63,12 +63,16 @@ void init_client(nb::module_& m) {
       .def(
           "__init__",
           [](py_client* self, std::string endpoint, std::string runtime_dir, std::string ns,
-             double timeout) {
+             double timeout, std::string curve_server_key, std::string curve_secret_key,
+             std::string curve_public_key) {
             client_options options;
             options.endpoint = std::move(endpoint);
             options.runtime_dir = std::move(runtime_dir);
             options.ns = std::move(ns);
             options.timeout = to_timeout(timeout);
+            options.curve_server_key = std::move(curve_server_key);
+            options.curve_secret_key = std::move(curve_secret_key);
+            options.curve_public_key = std::move(curve_public_key);
             std::optional<result<client>> r;
             {
               nb::gil_scoped_release nogil;
@@ -80,10 +84,13 @@ void init_client(nb::module_& m) {
             self->ns = self->conn->ns();
           },
           nb::arg("endpoint") = "", nb::arg("runtime_dir") = "", nb::arg("namespace") = "default",
-          nb::arg("timeout") = 5.0,
+          nb::arg("timeout") = 5.0, nb::arg("curve_server_key") = "",
+          nb::arg("curve_secret_key") = "", nb::arg("curve_public_key") = "",
           "Connects to the broker at `endpoint`, or the control socket in `runtime_dir`,\n"
           "or in the default runtime directory of `namespace`. Raises BrokerUnavailable if\n"
-          "no broker answers within `timeout` seconds, ProtocolError on a version mismatch.")
+          "no broker answers within `timeout` seconds, ProtocolError on a version mismatch.\n"
+          "A tcp endpoint needs CURVE keys (Z85 text): the broker's public key and this\n"
+          "client's secret key (its public key is derived unless given).")
       .def_prop_ro(
           "namespace", [](const py_client& c) { return c.ns; }, "The namespace the broker serves.")
       .def(

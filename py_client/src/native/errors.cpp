@@ -15,7 +15,7 @@ struct exception_def {
   const char* doc;
 };
 
-constexpr std::size_t errc_count = static_cast<std::size_t>(errc::internal) + 1;
+constexpr std::size_t errc_count = static_cast<std::size_t>(errc::shutting_down) + 1;
 
 // Filled once by init_errors; index = errc. Entry 0 (ok) is the base class.
 std::array<PyObject*, errc_count> classes{};
@@ -41,6 +41,8 @@ std::array<exception_def, errc_count - 1> definitions() {
        "The broker cannot be reached."},
       {errc::protocol_error, "ProtocolError", nullptr, "A peer broke the wire protocol."},
       {errc::internal, "InternalError", nullptr, "A bug in slither: an invariant did not hold."},
+      {errc::shutting_down, "ShuttingDown", PyExc_ConnectionError,
+       "The broker is stopping: the request was refused and nothing was applied."},
   }};
 }
 

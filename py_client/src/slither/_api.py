@@ -23,12 +23,20 @@ def connect(
     endpoint: str | None = None,
     namespace: str = "default",
     timeout: float = 5.0,
+    curve_server_key: str | None = None,
+    curve_secret_key: str | None = None,
+    curve_public_key: str | None = None,
 ) -> Client:
     """Connects to a broker.
 
     Give the broker's ``runtime_dir`` (its control socket is ``<runtime_dir>/control``)
     or a ZeroMQ ``endpoint``; with neither, the default runtime directory of
     ``namespace`` is used. ``timeout`` (seconds) bounds every round trip.
+
+    A ``tcp://`` endpoint is authenticated with CURVE: give the broker's public key
+    (``curve_server_key``, the text of its ``.pub`` file) and this client's secret key
+    (``curve_secret_key``, its ``.key`` file, made by ``slither-broker keygen``), whose
+    public key is on the broker's allow-list. A refused key looks like no broker.
 
     Raises :class:`BrokerUnavailable` if no broker answers within ``timeout``, and
     :class:`ProtocolError` if it speaks another protocol version.
@@ -38,6 +46,9 @@ def connect(
         runtime_dir=os.fspath(runtime_dir) if runtime_dir is not None else "",
         namespace=namespace,
         timeout=timeout,
+        curve_server_key=curve_server_key or "",
+        curve_secret_key=curve_secret_key or "",
+        curve_public_key=curve_public_key or "",
     )
     return Client(native)
 

@@ -26,6 +26,7 @@ class Timeout(SlitherError, TimeoutError): ...
 class BrokerUnavailable(SlitherError, ConnectionError): ...
 class ProtocolError(SlitherError): ...
 class InternalError(SlitherError): ...
+class ShuttingDown(SlitherError, ConnectionError): ...
 
 def encode(value: Any, buffers: list[memoryview] | None = None) -> bytes:
     """Encodes a Python object in slither's binary Value form; with `buffers`, arrays
@@ -78,7 +79,14 @@ class Client:
     """A connection to a broker's control socket."""
 
     def __init__(
-        self, endpoint: str = "", runtime_dir: str = "", namespace: str = "default", timeout: float = 5.0
+        self,
+        endpoint: str = "",
+        runtime_dir: str = "",
+        namespace: str = "default",
+        timeout: float = 5.0,
+        curve_server_key: str = "",
+        curve_secret_key: str = "",
+        curve_public_key: str = "",
     ) -> None: ...
     @property
     def namespace(self) -> str: ...

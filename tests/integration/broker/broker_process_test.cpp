@@ -15,11 +15,10 @@
 #include <thread>
 #include <zmq.hpp>
 
+#include "child_process.hpp"
 #include "slither/broker/client.hpp"
 #include "slither/broker/protocol.hpp"
 #include "slither/shm/store.hpp"
-
-extern char** environ;
 
 namespace slither {
 namespace {
@@ -27,55 +26,6 @@ namespace {
 using namespace std::chrono_literals;
 namespace fs = std::filesystem;
 using clock = std::chrono::steady_clock;
-
-// One slither-broker child; killed (SIGKILL) if the test did not stop it.
-class broker_process {
- public:
-  broker_process(const fs::path& config, const fs::path& runtime_dir, const std::string& ns,
-                 const fs::path& log) {
-    const std::string exe = SLITHER_BROKER_EXE;
-    std::vector<std::string> args{
-        exe,           "--config", config.string(), "--runtime-dir", runtime_dir.string(),
-        "--namespace", ns,         "--log-level",   "info"};
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, 2, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
-    const int rc = posix_spawn(&pid_, exe.c_str(), &actions, nullptr, argv.data(), environ);
-    posix_spawn_file_actions_destroy(&actions);
-    if (rc != 0) throw std::runtime_error("cannot spawn " + exe);
-  }
-  broker_process(const broker_process&) = delete;
-  broker_process& operator=(const broker_process&) = delete;
-  ~broker_process() {
-    if (pid_ > 0) {
-      ::kill(pid_, SIGKILL);
-      (void)wait_exit(5s);
-    }
-  }
-
-  pid_t pid() const noexcept { return pid_; }
-  void signal(int sig) const { ::kill(pid_, sig); }
-
-  // The exit status (as from waitpid), or nullopt if it still runs after `limit`.
-  std::optional<int> wait_exit(std::chrono::milliseconds limit) {
-    const auto deadline = clock::now() + limit;
-    while (clock::now() < deadline) {
-      int status = 0;
-      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-        pid_ = -1;
-        return status;
-      }
-      std::this_thread::sleep_for(10ms);
-    }
-    return std::nullopt;
-  }
-
- private:
-  pid_t pid_ = -1;
-};
 
 class BrokerProcessTest : public ::testing::Test {
  protected:
@@ -101,9 +51,8 @@ class BrokerProcessTest : public ::testing::Test {
     }
   }
 
-  std::unique_ptr<broker_process> spawn() {
-    return std::make_unique<broker_process>(work_ / "slither.toml", run_, ns_,
-                                            work_ / "broker.log");
+  std::unique_ptr<test_support::child_process> spawn() {
+    return test_support::spawn_broker(work_ / "slither.toml", run_, ns_, work_ / "broker.log");
   }
 
   result<client> connect(std::chrono::milliseconds timeout = 1000ms) {
@@ -215,6 +164,11 @@ TEST_F(BrokerProcessTest, KilledBrokerIsUnavailableThenARestartCleansUpAndServes
   ASSERT_TRUE(c2.put("main", "items", "after", Value(2)));
   // The old client recovers too: its socket reconnects to the new broker.
   EXPECT_TRUE(c->ping());
+  // The dead broker created the runtime directory; the one that took over its
+  // lock removes it at stop.
+  restarted->signal(SIGTERM);
+  ASSERT_TRUE(restarted->wait_exit(10s));
+  EXPECT_FALSE(fs::exists(run_)) << log();
 }
 
 TEST_F(BrokerProcessTest, SurvivesRandomAndTruncatedFrames) {
@@ -284,6 +238,77 @@ TEST_F(BrokerProcessTest, SurvivesRandomAndTruncatedFrames) {
   auto fresh = connect_when_up();
   EXPECT_TRUE(fresh.ping());
   EXPECT_FALSE(broker->wait_exit(50ms)) << "broker died: " << log();
+}
+
+}  // namespace
+}  // namespace slither
+
+namespace slither {
+namespace {
+
+std::int64_t readers_of(client& c) {
+  return c.stats().value()["stores"]["main"]["readers"].as<std::int64_t>();
+}
+
+TEST_F(BrokerProcessTest, ReadersThatDieAreSweptEvenWhenNothingWrites) {
+  auto broker = spawn();
+  auto c = connect_when_up();
+  const auto before = readers_of(c);
+  const auto out = work_ / "reader.out";
+  test_support::child_process reader({SLITHER_TEST_PEER_EXE, "--attach", ns_, "main"}, out);
+  for (const auto deadline = clock::now() + 10s;
+       test_support::read_file(out).find("attached") == std::string::npos &&
+       clock::now() < deadline;) {
+    std::this_thread::sleep_for(10ms);
+  }
+  ASSERT_EQ(readers_of(c), before + 1) << test_support::read_file(out);
+  reader.signal(SIGKILL);
+  ASSERT_TRUE(reader.wait_exit(5s));
+  // No write follows: only the broker's own sweep can clear the dead slot.
+  auto now = readers_of(c);
+  for (const auto deadline = clock::now() + 10s; now != before && clock::now() < deadline;) {
+    std::this_thread::sleep_for(50ms);
+    now = readers_of(c);
+  }
+  EXPECT_EQ(now, before);
+}
+
+TEST_F(BrokerProcessTest, AClientThatNeverReadsItsRepliesCannotGrowTheBroker) {
+  auto broker = spawn();
+  auto c = connect_when_up();
+  ASSERT_TRUE(c.ping());
+  const auto baseline = broker->rss_bytes();
+  zmq::context_t context{1};
+  zmq::socket_t deaf(context, zmq::socket_type::dealer);
+  deaf.set(zmq::sockopt::linger, 0);
+  deaf.set(zmq::sockopt::rcvhwm, 1);
+  deaf.set(zmq::sockopt::sndhwm, 0);
+  deaf.connect("ipc://" + (run_ / "control").string());
+  // Each request names a missing table of 64 KiB: an error reply that
+  // repeated it would hold 64 KiB per reply in the broker's queue for this peer.
+  const std::string table(64 << 10, 't');
+  const auto request =
+      protocol::encode_message({{protocol::protocol_version, protocol::message_type::erase, 1},
+                                Value::map({{"store", "main"}, {"table", table}, {"key", "k"}})});
+  for (int i = 0; i < 4000; ++i) {
+    (void)deaf.send(zmq::buffer(request[0].data(), request[0].size()), zmq::send_flags::sndmore);
+    (void)deaf.send(zmq::buffer(request[1].data(), request[1].size()), zmq::send_flags::none);
+  }
+  // Once the broker has read them all, a ping from another client is answered.
+  std::size_t answered_before = 0;
+  for (const auto deadline = clock::now() + 20s; clock::now() < deadline;) {
+    const auto stats = c.stats().value();
+    const auto errors = static_cast<std::size_t>(stats["errors"].as<std::int64_t>());
+    if (errors >= 4000 || errors == answered_before) break;
+    answered_before = errors;
+    std::this_thread::sleep_for(200ms);
+  }
+  EXPECT_TRUE(c.ping());
+  const auto grown = broker->rss_bytes() > baseline ? broker->rss_bytes() - baseline : 0;
+  if (test_support::rss_is_meaningful) {
+    EXPECT_LT(grown, std::size_t{32} << 20) << "broker grew by " << grown << " bytes";
+  }
+  EXPECT_FALSE(broker->wait_exit(10ms)) << log();
 }
 
 }  // namespace

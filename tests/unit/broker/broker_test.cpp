@@ -13,6 +13,7 @@
 #include <zmq.hpp>
 #include <zmq_addon.hpp>
 
+#include "broker_fixture.hpp"
 #include "slither/broker/client.hpp"
 #include "slither/broker/protocol.hpp"
 
@@ -21,65 +22,11 @@ namespace {
 
 using namespace std::chrono_literals;
 namespace fs = std::filesystem;
-
-// A namespace and runtime directory no other test or run shares.
-std::string unique_ns() {
-  static std::atomic<int> n{0};
-  return "ut" + std::to_string(::getpid()) + "-" + std::to_string(n++);
-}
-
-shm::store_definition store_def(const std::string& name) {
-  shm::store_definition def;
-  def.options.name = name;
-  def.options.initial_segment_bytes = 1 << 20;
-  def.tables = {{"kv", shm::table_kind::set, 64}, {"events", shm::table_kind::bag, 64}};
-  return def;
-}
-
-class BrokerTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    ns_ = unique_ns();
-    dir_ = fs::temp_directory_path() / ("slither-" + ns_);
-  }
-  void TearDown() override {
-    broker_.reset();
-    std::error_code ec;
-    fs::remove_all(dir_, ec);
-  }
-
-  broker_options options() {
-    broker_options o;
-    o.ns = ns_;
-    o.runtime_dir = dir_;
-    o.stores.push_back(store_def("main"));
-    o.view_timeout = 300ms;
-    return o;
-  }
-
-  Broker& start(broker_options o) {
-    broker_ = std::make_unique<Broker>(std::move(o));
-    return *broker_;
-  }
-  Broker& start() {
-    start(options());
-    auto r = broker_->start();
-    EXPECT_TRUE(r) << r.error().message;
-    return *broker_;
-  }
-
-  client connect(std::chrono::milliseconds timeout = 2000ms) {
-    client_options o;
-    o.runtime_dir = dir_;
-    o.ns = ns_;
-    o.timeout = timeout;
-    return client::connect(o).value();
-  }
-
-  std::string ns_;
-  fs::path dir_;
-  std::unique_ptr<Broker> broker_;
-};
+using test_support::BrokerTest;
+using test_support::error_code_of;
+using test_support::header_frame;
+using test_support::RawPeer;
+using test_support::store_def;
 
 TEST_F(BrokerTest, HelloAttachInfoAndPing) {
   start();
@@ -390,47 +337,7 @@ TEST_F(BrokerTest, EmbeddedWritesRunOnTheWriterThread) {
   EXPECT_THROW((void)b.reader("other"), slither::error);
 }
 
-// Raw frames from a DEALER, as a buggy or hostile peer would send them.
-class RawPeer {
- public:
-  explicit RawPeer(const std::string& endpoint) : socket_(context_, zmq::socket_type::dealer) {
-    socket_.set(zmq::sockopt::linger, 0);
-    socket_.set(zmq::sockopt::rcvtimeo, 500);
-    socket_.connect(endpoint);
-  }
-  void send(const std::vector<buffer>& frames) {
-    for (std::size_t i = 0; i < frames.size(); ++i) {
-      (void)socket_.send(zmq::buffer(frames[i].data(), frames[i].size()),
-                         i + 1 < frames.size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
-    }
-  }
-  std::optional<protocol::message> receive() {
-    std::vector<zmq::message_t> parts;
-    if (!zmq::recv_multipart(socket_, std::back_inserter(parts))) return std::nullopt;
-    std::vector<protocol::frame> frames;
-    for (auto& p : parts) frames.emplace_back(p.data<std::byte>(), p.size());
-    auto m = protocol::decode_reply(frames);
-    if (!m) return std::nullopt;
-    return std::move(*m);
-  }
-
- private:
-  zmq::context_t context_{1};
-  zmq::socket_t socket_;
-};
-
-buffer header_frame(protocol::message_type type, std::uint64_t id,
-                    std::uint16_t version = protocol::protocol_version) {
-  const auto h = protocol::encode_header({version, type, id});
-  return {h.begin(), h.end()};
-}
-
-errc error_code_of(const protocol::message& m) {
-  EXPECT_EQ(m.head.type, protocol::message_type::reply_error);
-  return protocol::read_error_body(m.body).code;
-}
-
-TEST_F(BrokerTest, MalformedMessagesAreAnsweredOrDroppedAndServingGoesOn) {
+TEST_F(BrokerTest, MalformedMessagesAreAnsweredAndServingGoesOn) {
   auto o = options();
   o.limits.max_message_bytes = 4096;
   auto& b = start(std::move(o));
@@ -438,12 +345,23 @@ TEST_F(BrokerTest, MalformedMessagesAreAnsweredOrDroppedAndServingGoesOn) {
   RawPeer peer(b.control_endpoint());
   using protocol::message_type;
 
-  // No valid header: nothing to answer.
+  // No valid header: still answered, with the id the frame carries, else 0.
   peer.send({buffer(3, std::byte{1})});
-  peer.send({buffer(16, std::byte{0}), buffer(4, std::byte{0})});
+  auto m = peer.receive();
+  ASSERT_TRUE(m) << "a message without a valid header got no reply";
+  EXPECT_EQ(m->head.request_id, 0u);
+  EXPECT_EQ(error_code_of(*m), errc::protocol_error);
+  auto no_magic = header_frame(message_type::ping, 10);
+  no_magic[0] = std::byte{'X'};
+  peer.send({no_magic, buffer(4, std::byte{0})});
+  m = peer.receive();
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->head.request_id, 10u);
+  EXPECT_EQ(error_code_of(*m), errc::protocol_error);
+  EXPECT_NE(protocol::read_error_body(m->body).message.find("magic"), std::string::npos);
   // A header, but garbage, an unknown type, another version, or too much.
   peer.send({header_frame(message_type::put, 11), buffer(9, std::byte{0xee})});
-  auto m = peer.receive();
+  m = peer.receive();
   ASSERT_TRUE(m);
   EXPECT_EQ(m->head.request_id, 11u);
   EXPECT_EQ(error_code_of(*m), errc::decode_error);

@@ -74,7 +74,7 @@ initial_segment_bytes = 2097152
   initial_capacity = 8
 
 [[pools]]
-name = "ignored for now"
+name = "default"
 )");
   auto o = load_config(cfg);
   ASSERT_TRUE(o) << o.error().message;
@@ -94,6 +94,58 @@ name = "ignored for now"
   EXPECT_EQ(s.tables[1].kind, shm::table_kind::bag);
   EXPECT_EQ(s.tables[1].initial_capacity, 8u);
   EXPECT_FALSE(s.load);
+  ASSERT_EQ(o->pools.size(), 1u);
+  EXPECT_EQ(o->pools[0].name, "default");
+  EXPECT_EQ(o->pools[0].size, pool_options{}.size);
+}
+
+TEST_F(ConfigTest, ReadsEveryPoolKey) {
+  auto o = load_config(write("a.toml", R"(
+[[pools]]
+name = "gpu"
+size = 3
+python = "/opt/py/bin/python3"
+command = ["/usr/bin/env", "python3", "-m", "slither.worker"]
+pythonpath = ["lib", "/abs/mods"]
+env = { OMP_NUM_THREADS = "1", MODE = "fast" }
+cwd = "work"
+credits = 4
+heartbeat_ms = 250
+heartbeat_misses = 6
+restart_backoff_ms = 50
+restart_backoff_max_ms = 5000
+max_start_failures = 2
+max_batches = 100
+max_rss_mib = 512
+endpoint = "tcp://10.0.0.1:7000"
+
+[[pools]]
+name = "cpu"
+)"));
+  ASSERT_TRUE(o) << o.error().message;
+  ASSERT_EQ(o->pools.size(), 2u);
+  const auto& p = o->pools[0];
+  EXPECT_EQ(p.name, "gpu");
+  EXPECT_EQ(p.size, 3u);
+  EXPECT_EQ(p.python, "/opt/py/bin/python3");
+  EXPECT_EQ(p.command,
+            (std::vector<std::string>{"/usr/bin/env", "python3", "-m", "slither.worker"}));
+  ASSERT_EQ(p.pythonpath.size(), 2u);
+  EXPECT_EQ(fs::path(p.pythonpath[0]), dir_ / "lib") << "relative to the config file";
+  EXPECT_EQ(p.pythonpath[1], "/abs/mods");
+  EXPECT_EQ(p.env.at("OMP_NUM_THREADS"), "1");
+  EXPECT_EQ(p.env.at("MODE"), "fast");
+  EXPECT_EQ(p.cwd, dir_ / "work");
+  EXPECT_EQ(p.credits, 4u);
+  EXPECT_EQ(p.heartbeat, std::chrono::milliseconds(250));
+  EXPECT_EQ(p.heartbeat_misses, 6u);
+  EXPECT_EQ(p.restart_backoff.initial, std::chrono::milliseconds(50));
+  EXPECT_EQ(p.restart_backoff.max, std::chrono::milliseconds(5000));
+  EXPECT_EQ(p.max_start_failures, 2u);
+  EXPECT_EQ(p.max_batches, 100u);
+  EXPECT_EQ(p.max_rss_mib, 512u);
+  EXPECT_EQ(p.endpoint, "tcp://10.0.0.1:7000");
+  EXPECT_EQ(o->pools[1].name, "cpu");
 }
 
 struct bad_case {
@@ -129,6 +181,77 @@ TEST_F(ConfigTest, BadConfigsNameFileLineAndField) {
         << "config:\n"
         << c.toml << "\nerror: " << r.error().message;
   }
+}
+
+TEST_F(ConfigTest, DurationsAndSizesPastTheirRangeAreErrorsNamingTheKey) {
+  const bad_case cases[] = {
+      // 9.2e12 ms once became a 3 ms timeout (the deadline overflowed).
+      {"[broker]\nview_timeout_ms = 9200000000000\n",
+       "a.toml:2: field 'broker.view_timeout_ms': 9200000000000 is past the largest value, "
+       "1000000000000 ms"},
+      {"[broker]\nview_timeout_ms = 0\n", "field 'broker.view_timeout_ms': 0 is below"},
+      {"[broker]\nstop_grace_ms = 9223372036854775807\n", "field 'broker.stop_grace_ms'"},
+      {"[broker]\nmax_message_bytes = 9223372036854775807\n",
+       "field 'broker.max_message_bytes': 9223372036854775807 is past the largest value, "
+       "281474976710656"},
+      {"[broker]\nwrite_queue_bytes = 0\n", "field 'broker.write_queue_bytes'"},
+      {"[broker]\nmax_clients = 1.5\n", "field 'broker.max_clients': must be an integer"},
+      {"[broker]\nview_concurrency = 0\n", "field 'broker.view_concurrency'"},
+      {"[broker]\nallow_remote = \"yes\"\n", "field 'broker.allow_remote': must be true or false"},
+      {"[[stores]]\nname = \"s\"\ninitial_segment_bytes = 9223372036854775807\n"
+       "[[stores.tables]]\nname = \"t\"\n",
+       "field 'stores[0].initial_segment_bytes'"},
+  };
+  for (const auto& c : cases) {
+    auto r = load_config(write("a.toml", c.toml));
+    ASSERT_FALSE(r) << c.toml;
+    EXPECT_EQ(r.error().code, errc::invalid_argument);
+    EXPECT_NE(r.error().message.find(c.expect), std::string::npos)
+        << "config:\n"
+        << c.toml << "\nerror: " << r.error().message;
+  }
+}
+
+TEST_F(ConfigTest, ReadsTheLimitsAndSecuritySettings) {
+  auto o = load_config(write("a.toml", R"(
+[broker]
+control_endpoint = "tcp://127.0.0.1:5999"
+curve_secret_key_file = "keys/broker.key"
+curve_allowed_clients_file = "/etc/slither/clients"
+allow_remote = true
+max_clients = 64
+write_queue_bytes = 1000000
+client_write_queue_bytes = 250000
+inline_write_bytes = 0
+max_decoded_bytes = 5000000
+max_reply_bytes = 3000000
+view_concurrency = 3
+stop_grace_ms = 0
+)"));
+  ASSERT_TRUE(o) << o.error().message;
+  EXPECT_EQ(o->curve_secret_key_file, dir_ / "keys/broker.key");
+  EXPECT_EQ(o->curve_allowed_clients_file, fs::path("/etc/slither/clients"));
+  EXPECT_TRUE(o->allow_remote);
+  EXPECT_EQ(o->max_clients, 64u);
+  EXPECT_EQ(o->write_queue_bytes, 1000000u);
+  EXPECT_EQ(o->client_write_queue_bytes, 250000u);
+  EXPECT_EQ(o->inline_write_bytes, 0u);
+  EXPECT_EQ(o->limits.max_decoded_bytes, 5000000u);
+  EXPECT_EQ(o->max_reply_bytes, 3000000u);
+  EXPECT_EQ(o->view_concurrency, 3u);
+  EXPECT_EQ(o->stop_grace, std::chrono::milliseconds(0));
+}
+
+TEST_F(ConfigTest, OptionsOutOfRangeAreRefusedAtStartToo) {
+  // The same bounds hold for options set in C++.
+  auto o = load_config(config("")).value();
+  o.view_timeout = std::chrono::milliseconds(9'200'000'000'000);
+  Broker b(o);
+  auto r = b.start();
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, errc::invalid_argument);
+  EXPECT_NE(r.error().message.find("view_timeout 9200000000000 ms is outside"), std::string::npos)
+      << r.error().message;
 }
 
 TEST_F(ConfigTest, LoadsJsonLinesRowsAsEntries) {
@@ -184,11 +307,55 @@ TEST_F(ConfigTest, BadRowsFailTheStartNamingFileAndLine) {
       {"id,v\na,1\nb,2,3\n", "rows.csv:3: row has 3 fields, the header has 2"},
       {"id,v\na,\"open\n", "rows.csv:2: quoted field is never closed"},
       {"", "rows.csv:1: empty file"},
+      {"id,v,name,v\na,1,x,2\n", "rows.csv:1: column 'v' appears twice in the header row"},
   };
   for (const auto& [rows, expect] : csv_cases) {
     write("rows.csv", rows);
     auto r = start(config("load = { file = \"rows.csv\", table = \"t\", key = \"id\" }"));
     ASSERT_FALSE(r) << rows;
+    EXPECT_NE(r.error().message.find(expect), std::string::npos) << r.error().message;
+  }
+}
+
+TEST_F(ConfigTest, BadPoolsNameTheField) {
+  const bad_case cases[] = {
+      {"[[pools]]\nsize = 1\n", "field 'pools[0].name': is required"},
+      {"[[pools]]\nname = \"p\"\nsize = -1\n", "field 'pools[0].size'"},
+      {"[[pools]]\nname = \"p\"\nsize = 5000\n", "field 'pools[0].size'"},
+      {"[[pools]]\nname = \"p\"\ncredits = 0\n", "field 'pools[0].credits'"},
+      {"[[pools]]\nname = \"p\"\ncommand = \"python3 -m x\"\n",
+       "field 'pools[0].command': must be a list of strings"},
+      {"[[pools]]\nname = \"p\"\ncommand = [1]\n", "field 'pools[0].command': must hold only"},
+      {"[[pools]]\nname = \"p\"\nenv = { A = 1 }\n", "field 'pools[0].env.A': must be a string"},
+      {"[[pools]]\nname = \"p\"\nheartbeat_ms = 0\n", "field 'pools[0].heartbeat_ms'"},
+      {"[[pools]]\nname = \"p\"\nrestart_backoff_ms = 100\nrestart_backoff_max_ms = 10\n",
+       "field 'pools[0].restart_backoff_max_ms'"},
+      {"[[pools]]\nname = \"p\"\nmax_rss = 1\n", "field 'pools[0].max_rss': unknown key"},
+      {"pools = 3\n", "field 'pools': must be an array"},
+  };
+  for (const auto& c : cases) {
+    auto r = load_config(write("a.toml", c.toml));
+    ASSERT_FALSE(r) << c.toml;
+    EXPECT_EQ(r.error().code, errc::invalid_argument);
+    EXPECT_NE(r.error().message.find(c.expect), std::string::npos)
+        << "config:\n"
+        << c.toml << "\nerror: " << r.error().message;
+  }
+}
+
+TEST_F(ConfigTest, PoolsAreCheckedAtStart) {
+  for (const auto& [toml, expect] : std::vector<std::pair<std::string, std::string>>{
+           {"[[pools]]\nname = \"bad name\"\nsize = 0\n", "pool name 'bad name'"},
+           {"[[pools]]\nname = \"p\"\nsize = 0\n[[pools]]\nname = \"p\"\nsize = 0\n",
+            "pool 'p' is declared twice"},
+           {"[[pools]]\nname = \"p\"\nsize = 0\nendpoint = \"udp://x\"\n",
+            "must be empty (ipc) or tcp://"}}) {
+    auto o = load_config(
+        write("b.toml", "[broker]\nnamespace = \"" + ns_ + "\"\nruntime_dir = \"run\"\n" + toml));
+    ASSERT_TRUE(o) << o.error().message;
+    Broker b(std::move(*o));
+    auto r = b.start();
+    ASSERT_FALSE(r) << toml;
     EXPECT_NE(r.error().message.find(expect), std::string::npos) << r.error().message;
   }
 }

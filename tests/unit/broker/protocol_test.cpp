@@ -134,5 +134,14 @@ TEST(Protocol, ErrorBodyRoundTrips) {
   EXPECT_EQ(read_error_body(Value(1)).code, errc::protocol_error);
 }
 
+TEST(Protocol, ShuttingDownIsAKnownErrorCode) {
+  const auto info = read_error_body(error_body(fail(errc::shutting_down, "broker is stopping")));
+  EXPECT_EQ(info.code, errc::shutting_down);
+  EXPECT_EQ(to_string(errc::shutting_down), "shutting_down");
+  const auto past = static_cast<std::int64_t>(errc::shutting_down) + 1;
+  EXPECT_EQ(read_error_body(Value::map({{"code", past}, {"message", "x"}})).code,
+            errc::protocol_error);
+}
+
 }  // namespace
 }  // namespace slither::protocol

@@ -11,27 +11,37 @@
 namespace slither::detail {
 namespace {
 
+write_job job(std::function<void()> run, std::size_t bytes = 0, std::string client = {}) {
+  return {std::move(run), {}, bytes, std::move(client)};
+}
+
+write_queue_limits max_jobs(std::size_t n) {
+  write_queue_limits l;
+  l.jobs = n;
+  return l;
+}
+
 TEST(WriteQueue, RunsInlineOnlyWhenIdle) {
-  write_queue q(8);
+  write_queue q(max_jobs(8));
   bool ran = false;
   EXPECT_TRUE(q.try_run_inline([&] { ran = true; }));
   EXPECT_TRUE(ran);
 
   // A queued job must run first: inline would overtake it.
-  ASSERT_TRUE(q.try_push([] {}));
+  ASSERT_EQ(q.try_push(job([] {})), push_result::queued);
   EXPECT_FALSE(q.try_run_inline([] { FAIL() << "overtook a queued job"; }));
 
   // A running job excludes inline work too.
-  auto job = q.pop();
-  ASSERT_TRUE(job);
+  auto popped = q.pop();
+  ASSERT_TRUE(popped);
   EXPECT_FALSE(q.try_run_inline([] { FAIL() << "ran beside a running job"; }));
-  (*job)();
+  popped->run();
   q.finish();
   EXPECT_TRUE(q.try_run_inline([] {}));
 }
 
 TEST(WriteQueue, WriterWaitsForInlineJobAndOrderIsKept) {
-  write_queue q(64);
+  write_queue q(max_jobs(64));
   std::mutex m;
   std::vector<int> order;
   std::promise<void> inline_started;
@@ -47,15 +57,16 @@ TEST(WriteQueue, WriterWaitsForInlineJobAndOrderIsKept) {
     }));
   });
   inline_started.get_future().wait();
-  ASSERT_TRUE(q.try_push([&] {
+  ASSERT_EQ(q.try_push(job([&] {
     std::lock_guard lock(m);
     order.push_back(2);
-  }));
+  })),
+            push_result::queued);
   std::atomic<bool> popped{false};
   std::thread writer([&] {
-    auto job = q.pop();  // must wait until the inline job finishes
+    auto next = q.pop();  // must wait until the inline job finishes
     popped = true;
-    (*job)();
+    next->run();
     q.finish();
   });
   std::this_thread::sleep_for(std::chrono::milliseconds(50));
@@ -67,18 +78,64 @@ TEST(WriteQueue, WriterWaitsForInlineJobAndOrderIsKept) {
 }
 
 TEST(WriteQueue, CloseDrainsQueuedJobsThenStops) {
-  write_queue q(2);
+  write_queue q(max_jobs(2));
   int ran = 0;
-  ASSERT_TRUE(q.try_push([&] { ++ran; }));
-  ASSERT_TRUE(q.try_push([&] { ++ran; }));
-  EXPECT_FALSE(q.try_push([&] { ++ran; })) << "over the limit";
+  ASSERT_EQ(q.try_push(job([&] { ++ran; })), push_result::queued);
+  ASSERT_EQ(q.try_push(job([&] { ++ran; })), push_result::queued);
+  EXPECT_EQ(q.try_push(job([&] { ++ran; })), push_result::full_jobs);
   q.close();
   EXPECT_FALSE(q.try_run_inline([&] { ++ran; }));
-  while (auto job = q.pop()) {
-    (*job)();
+  EXPECT_EQ(q.try_push(job([&] { ++ran; })), push_result::closed);
+  while (auto next = q.pop()) {
+    next->run();
     q.finish();
   }
   EXPECT_EQ(ran, 2);
+}
+
+TEST(WriteQueue, BytesAreBoundedInTotalAndPerClient) {
+  write_queue_limits limits;
+  limits.bytes = 1000;
+  limits.client_bytes = 600;
+  write_queue q(limits);
+  // One job always fits when nothing is held, however large.
+  EXPECT_EQ(q.try_push(job([] {}, 5000, "a")), push_result::queued);
+  EXPECT_EQ(q.try_push(job([] {}, 1, "b")), push_result::full_bytes);
+  auto big = q.pop();
+  big->run();
+  EXPECT_EQ(q.bytes(), 5000u) << "a running job still holds its bytes";
+  q.finish();
+  EXPECT_EQ(q.bytes(), 0u);
+
+  EXPECT_EQ(q.try_push(job([] {}, 500, "a")), push_result::queued);
+  EXPECT_EQ(q.try_push(job([] {}, 200, "a")), push_result::full_client);
+  EXPECT_EQ(q.try_push(job([] {}, 400, "b")), push_result::queued);
+  EXPECT_EQ(q.try_push(job([] {}, 200, "c")), push_result::full_bytes);
+  EXPECT_EQ(q.try_push(job([] {}, 100, "c")), push_result::queued);
+  EXPECT_EQ(q.bytes(), 1000u);
+  while (q.depth() > 0) {
+    q.pop()->run();
+    q.finish();
+  }
+  EXPECT_EQ(q.bytes(), 0u);
+  EXPECT_EQ(q.try_push(job([] {}, 600, "a")), push_result::queued);
+}
+
+TEST(WriteQueue, AbortHandsBackQueuedJobsAndLetsTheRunningOneFinish) {
+  write_queue q(max_jobs(8));
+  int ran = 0, cancelled = 0;
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_EQ(q.try_push({[&] { ++ran; }, [&] { ++cancelled; }, 10, "a"}), push_result::queued);
+  }
+  auto running = q.pop();
+  for (auto& left : q.abort()) left.cancel();
+  EXPECT_EQ(cancelled, 2);
+  EXPECT_EQ(q.try_push(job([&] { ++ran; })), push_result::closed);
+  running->run();
+  q.finish();
+  EXPECT_FALSE(q.pop());
+  EXPECT_EQ(ran, 1);
+  EXPECT_EQ(q.bytes(), 0u);
 }
 
 }  // namespace

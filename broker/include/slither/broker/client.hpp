@@ -38,6 +38,14 @@ struct client_options {
   std::string ns = "default";
   /// Longest wait for one reply; past it a request fails with `errc::unavailable`.
   std::chrono::milliseconds timeout{5000};
+  /// For a tcp endpoint: the broker's CURVE public key (Z85, 40 characters,
+  /// its `<name>.pub`). Setting it turns CURVE on.
+  std::string curve_server_key;
+  /// This client's CURVE secret key (Z85; its `<name>.key`), whose public key
+  /// must be on the broker's allow-list.
+  std::string curve_secret_key;
+  /// This client's CURVE public key; derived from the secret key if empty.
+  std::string curve_public_key;
 };
 
 /// What a reader needs to attach to a store's shared memory.

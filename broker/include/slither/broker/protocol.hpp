@@ -6,6 +6,20 @@
 // `{"code": <errc as int>, "message": <text>}`. A reply repeats the request id
 // of its request, so a client can tell a late reply from the one it awaits.
 //
+// Every request gets exactly one reply. A message the broker cannot read as a
+// request (no valid header, or not exactly two frames) gets a `protocol_error`
+// reply with the request id of its header if one can be read, else 0. While
+// the broker stops, requests get `shutting_down` (nothing was applied). Error
+// messages quote at most about 100 bytes of any input.
+//
+// Incarnation: a store re-created by a restarted broker has a new random
+// incarnation (`attach_info` reports it, as the int64 bits of the u64). The
+// requests that act on a store (put, put_many, erase, compare_and_set, clear,
+// call_view) take an optional int argument "incarnation"; when it is given
+// and differs from the store's, the reply is `writer_gone` ("store 'x' was
+// re-created by a restarted broker: attach again") and nothing is applied.
+// Without it the request applies to whatever store has that name.
+//
 // Header frame, `header_size` bytes, little-endian:
 //
 //   offset 0   u8[2]  magic "SL"
@@ -41,23 +55,52 @@ inline constexpr std::size_t header_size = 16;
 /// Every message type of the control protocol: requests, then the two replies.
 enum class message_type : std::uint8_t {
   hello = 1,            ///< {protocol} → {protocol, ns, pid, max_message_bytes, stores}
-  attach_info = 2,      ///< {store} → {ns, name, tables, layout_version}
-  put = 3,              ///< {store, table, key, value} → new version (int)
-  put_many = 4,         ///< {store, table, entries: [[key, value], ...]} → null
-  erase = 5,            ///< {store, table, key} → bool (was present)
-  compare_and_set = 6,  ///< {store, table, key, expected_version, value} → new version
-  clear = 7,            ///< {store, table} → null
-  call_view = 8,        ///< {store, view, arg, session_id} → the view's result
+  attach_info = 2,      ///< {store} → {ns, name, tables, layout_version, incarnation}
+  put = 3,              ///< {store, table, key, value, [incarnation]} → new version (int)
+  put_many = 4,         ///< {store, table, entries: [[key, value], ...], [incarnation]} → null
+  erase = 5,            ///< {store, table, key, [incarnation]} → bool (was present)
+  compare_and_set = 6,  ///< {store, table, key, expected_version, value, [incarnation]} → version
+  clear = 7,            ///< {store, table, [incarnation]} → null
+  call_view = 8,        ///< {store, view, arg, session_id, [incarnation]} → the view's result
   stats = 9,            ///< {} → map of broker and store figures
   ping = 10,            ///< {} → null
-  reply_ok = 100,       ///< the result Value
-  reply_error = 101,    ///< {code, message}
+  /// A worker joins a pool (dispatch.hpp, "Workers"):
+  /// {pool, pid, credits, [token]} → {worker, tasks, results, heartbeat_ms,
+  /// heartbeat_misses, local, ns, stores, pool}
+  worker_join = 11,
+  /// Opens a dispatch job (dispatch.hpp, "Jobs"): {pool, function,
+  /// batch_size, max_in_flight, ...} → {job, window, pool}
+  dispatch_open = 12,
+  /// One encoded batch for a job: a third frame holds the batch, the
+  /// arguments are {job, count, [ack]}. No reply unless it is refused.
+  dispatch_submit = 13,
+  /// {job, batches}: the client consumed this many more result batches. No reply.
+  dispatch_ack = 14,
+  /// {job}: the job's input is complete. No reply.
+  dispatch_input_end = 15,
+  /// {job}: stop the job; what has not ended comes back cancelled. No reply.
+  dispatch_cancel = 16,
+  /// {job} → null: the job is forgotten (cancelled first if it runs).
+  dispatch_close = 17,
+  reply_ok = 100,     ///< the result Value
+  reply_error = 101,  ///< {code, message}
+  /// Broker → client, request id = job: a status frame, then the batch's
+  /// encoded results (or its input, when it ended as a whole).
+  dispatch_batch = 110,
+  /// Broker → client, request id = job: {ok, [error]}; no more batches follow.
+  dispatch_end = 111,
+  /// Broker → client, request id = job: {session, from, to}: the job's
+  /// session lost its worker and now runs on another.
+  dispatch_moved = 112,
 };
 
 /// Stable lower-case name of a message type ("put"), or "unknown".
 std::string_view to_string(message_type type) noexcept;
-/// True for the request types (hello .. ping).
+/// True for the request types (hello .. dispatch_close).
 bool is_request(message_type type) noexcept;
+/// True for the requests that get no reply unless they fail
+/// (dispatch_submit, dispatch_ack, dispatch_input_end, dispatch_cancel).
+bool is_notification(message_type type) noexcept;
 
 /// The decoded header frame.
 struct header {
@@ -89,6 +132,14 @@ result<header> decode_header(frame bytes);
 
 /// The frames of a message: header, then payload.
 std::vector<buffer> encode_message(const message& msg);
+
+/// Checks a request's header frame: `decode_header`, then this protocol
+/// version and a known request type. Errors: `protocol_error`.
+result<header> decode_request_header(frame bytes);
+/// Decodes a request's payload frame: at most `limits.max_message_bytes`,
+/// a valid encoding, a map. Errors: `limit_exceeded`, `decode_error`,
+/// `protocol_error`, each naming `type`.
+result<Value> decode_request_body(message_type type, frame bytes, const decode_limits& limits);
 
 /// Decodes a request: a valid header of this protocol version with a known
 /// request type, then exactly one payload frame of at most `limits.max_message_bytes`

@@ -57,6 +57,12 @@ struct key_partition {
 /// batch of 1 to `max_items` items, passed on unchanged.
 struct preformed_batch {
   std::size_t max_items = 1024;
+  /// The producer also encodes its batches, and the job's consumer decodes
+  /// the results: the job takes `opaque_batch`es (`dispatch_engine::
+  /// offer_batch`) and gives `batch_output`s (`take_batches`), and the engine
+  /// and executor pass the bytes on without reading them (a broker
+  /// forwarding a Python client's batches to Python workers).
+  bool encoded = false;
 };
 
 /// One of the batching strategies.

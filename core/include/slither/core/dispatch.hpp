@@ -64,6 +64,15 @@
 // `offer_batch`. The engine holds `Item`s; an ndarray payload can be a view
 // over the received message (`ndarray::view`), so large arrays are not copied.
 //
+// An *encoded* job (`preformed_batch{.encoded = true}`) never holds items:
+// its producer offers `opaque_batch`es (a count and the encoded bytes), its
+// tasks carry those bytes (`batch_task::payload`), workers answer with
+// `batch_encoded` (encoded results plus the short list of failed items, so
+// policies apply without decoding), and its consumer takes `batch_output`s
+// with `take_batches`. This is how a broker forwards batches between a
+// client and workers as the same frames, never decoding them. Accounting,
+// windows and policies count items as for any job.
+//
 // Backpressure is exact: a job holds at most `job_window(options)` items
 // between `offer` and `take_results`, counting the batcher, batches queued
 // or at workers, the reorder buffer and results not yet taken. A consumer
@@ -130,6 +139,32 @@ struct dispatch_result {
   std::shared_ptr<const dispatch_error> error;
 
   bool ok() const noexcept { return status == item_status::ok; }
+};
+
+/// How one item of an encoded batch ended, when it did not end `ok`.
+struct item_outcome {
+  /// The item's place in its batch, from 0.
+  std::uint32_t index = 0;
+  item_status status = item_status::skipped;
+  std::shared_ptr<const dispatch_error> error;
+};
+
+/// One batch of an encoded job's output (`take_batches`), in the job's order.
+struct batch_output {
+  /// The batch's place among the job's batches, from 0, in the order they
+  /// were offered: with `as_completed` it says which input this answers.
+  std::uint64_t seq = 0;
+  /// Items in the batch.
+  std::size_t count = 0;
+  /// True: `payload` holds the handler's results, one per item, and the
+  /// items in `failures` (by index, ascending) hold placeholders. False: the
+  /// batch ended as a whole (it failed, or was cancelled): `payload` is its
+  /// input as offered, and every item ended with `status` and `error`.
+  bool has_results = true;
+  opaque_bytes payload;
+  std::vector<item_outcome> failures;
+  item_status status = item_status::ok;
+  std::shared_ptr<const dispatch_error> error;
 };
 
 /// Kill this worker: a batch on it overran its timeout. The engine has
@@ -294,6 +329,9 @@ class dispatch_engine {
   /// Feeds one batch formed by the producer (`preformed_batch` jobs only).
   /// On error `items` is left untouched.
   result<void> offer_batch(job_id job, std::vector<Item>&& items, time_point now);
+  /// Feeds one encoded batch of 1 to `max_items` items (jobs whose batching
+  /// is `preformed_batch{.encoded = true}` only). Errors as `offer`'s.
+  result<void> offer_batch(job_id job, opaque_batch batch, time_point now);
   /// The input is exhausted: open batches close and are sent.
   result<void> close_input(job_id job, time_point now);
   /// Stops the job: every item not yet ended comes out `cancelled`.
@@ -302,8 +340,12 @@ class dispatch_engine {
   void close_job(job_id job, time_point now);
   /// Items `offer` would take now (0 for an unknown, stopped or closed-input job).
   std::size_t input_capacity(job_id job) const noexcept;
-  /// Takes up to `max` results, in the job's order. Taking makes room for input.
+  /// Takes up to `max` results, in the job's order. Taking makes room for
+  /// input. An encoded job has none: see `take_batches`.
   std::vector<dispatch_result> take_results(job_id job, std::size_t max = SIZE_MAX);
+  /// Takes up to `max` whole batches of an encoded job's output, in the
+  /// job's order (nothing for a job of items). Taking makes room for input.
+  std::vector<batch_output> take_batches(job_id job, std::size_t max = SIZE_MAX);
   /// The job's state, or `not_found`.
   result<job_status> status(job_id job) const;
 

@@ -35,6 +35,7 @@ enum class errc : std::uint8_t {
   unavailable,       ///< the broker cannot be reached
   protocol_error,    ///< a peer broke the wire protocol
   internal,          ///< a bug: an invariant did not hold
+  shutting_down,     ///< the broker is stopping: the request was refused, nothing was applied
 };
 
 /// Stable lower-case name of a code ("not_found"), used in messages and on the wire.

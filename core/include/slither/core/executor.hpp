@@ -15,9 +15,11 @@
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <variant>
@@ -70,6 +72,26 @@ struct dispatch_error {
   friend bool operator==(const dispatch_error&, const dispatch_error&) = default;
 };
 
+/// Encoded bytes that Dispatch carries without reading them: a batch's
+/// input or results as they arrived (for the broker, a ZeroMQ frame), kept
+/// alive by `owner`, so they can be passed on without a copy.
+struct opaque_bytes {
+  std::span<const std::byte> bytes;
+  /// Owns the memory `bytes` points into (null for static data).
+  std::shared_ptr<const void> owner;
+
+  /// Takes `data` over: the result owns it.
+  static opaque_bytes adopt(std::vector<std::byte> data);
+  std::size_t size() const noexcept { return bytes.size(); }
+};
+
+/// A batch of `count` items that its producer formed and encoded (a Python
+/// client), fed to an encoded job with `dispatch_engine::offer_batch`.
+struct opaque_batch {
+  std::size_t count = 0;
+  opaque_bytes payload;
+};
+
 /// What a job's batches run: the function (for Python workers
 /// "module:function"; for `local_pool` a registered name) and its context.
 struct job_target {
@@ -79,15 +101,22 @@ struct job_target {
 
 /// One batch to run on one worker (the engine's `run` action).
 ///
-/// `items` is shared and immutable: the engine keeps the batch until it
-/// ends, for retries, while the executor reads it from any thread.
+/// `items` (or `payload`) is shared and immutable: the engine keeps the
+/// batch until it ends, for retries, while the executor reads it from any
+/// thread.
 struct batch_task {
   std::uint64_t batch = 0;
   /// 1 on the first run, 2 on the first retry...
   std::uint32_t attempt = 0;
   worker_id worker = 0;
   job_id job = 0;
+  /// The batch's items; null for a batch of an encoded job (see `payload`).
   std::shared_ptr<const std::vector<Item>> items;
+  /// Items in the batch, whichever form it has.
+  std::size_t count = 0;
+  /// An encoded job's batch: its items as the producer encoded them, to be
+  /// passed on as they are. Empty for a batch of items.
+  opaque_bytes payload;
   std::shared_ptr<const job_target> target;
   /// When the engine will declare the batch timed out (and ask for the
   /// worker to be killed); the executor may use it to stop earlier.
@@ -121,6 +150,29 @@ struct batch_completed {
   std::vector<item_result> results;
 };
 
+/// One item of an encoded batch that the handler failed (`slither.ItemError`).
+struct indexed_error {
+  /// The item's place in its batch, from 0.
+  std::uint32_t index = 0;
+  /// Why; its kind becomes `item_error`.
+  dispatch_error error;
+};
+
+/// A batch of an encoded job ran: the handler's results, encoded as the
+/// worker sent them (one per item, in the batch's order; a failed item holds
+/// a placeholder), and the items it failed, so that error policies apply
+/// without decoding the results. `count` is how many results the worker says
+/// `results` holds: a wrong count (or a failure index past it, or twice)
+/// fails the batch as `bad_result`.
+struct batch_encoded {
+  worker_id worker = 0;
+  std::uint64_t batch = 0;
+  std::uint32_t attempt = 0;
+  std::size_t count = 0;
+  opaque_bytes results;
+  std::vector<indexed_error> failures;
+};
+
 /// A batch failed as a whole (the handler raised, or its answer could not be
 /// used); the worker lives on. `error.kind` is `exception` or `bad_result`.
 struct batch_failed {
@@ -147,13 +199,14 @@ struct pool_failed {
 
 /// Everything an executor reports to the engine.
 using executor_event = std::variant<worker_joined, credit_granted, batch_completed, batch_failed,
-                                    worker_left, pool_failed>;
+                                    worker_left, pool_failed, batch_encoded>;
 
 /// Runs batches on workers, for a dispatch engine.
 ///
 /// The engine's driver calls these for the engine's `batch_task`,
 /// `kill_worker` and `retire_worker` actions, and feeds what follows back to
-/// the engine as `executor_event`s: a result or failure per task, credit
+/// the engine as `executor_event`s: a result or failure per task (a
+/// `batch_encoded` answers a task that carried a `payload`), credit
 /// grants, `worker_joined` for a replacement, `worker_left` for a worker that
 /// dies. None of these may block. The driver calls them between engine calls,
 /// so an event known at once (a replacement started) may be fed to the engine

@@ -1,0 +1,84 @@
+// Signals: the first SIGTERM/SIGINT stops gracefully, a second one at once:
+// queued writes are answered shutting_down and running views abandoned.
+#include <gtest/gtest.h>
+
+#include <csignal>
+#include <future>
+#include <thread>
+
+#include "broker_fixture.hpp"
+
+namespace slither {
+namespace {
+
+using namespace std::chrono_literals;
+using protocol::message_type;
+using test_support::BrokerTest;
+using test_support::error_code_of;
+using test_support::RawPeer;
+using clock = std::chrono::steady_clock;
+
+TEST_F(BrokerTest, ASecondSignalStopsAtOnce) {
+  for (const int sig : {SIGTERM, SIGINT}) {
+    auto o = options();
+    o.view_timeout = 60s;
+    o.stop_grace = 60s;
+    auto& b = start(std::move(o));
+    std::promise<void> open_view;
+    auto view_gate = open_view.get_future().share();
+    std::atomic<int> view_runs{0};
+    ASSERT_TRUE(b.register_view("main", "stuck", view_scope::global,
+                                [&view_runs, view_gate](const Value&, const shm::reader&,
+                                                        std::string_view) -> result<Value> {
+                                  ++view_runs;
+                                  view_gate.wait();
+                                  return Value{};
+                                }));
+    b.handle_signals(true);
+    ASSERT_TRUE(b.start());
+
+    // A write holds the writer, a client's put waits behind it, a view hangs.
+    std::promise<void> open_writer;
+    std::promise<void> holding;
+    auto held = std::async(std::launch::async, [&, gate = open_writer.get_future().share()] {
+      return b.write("main", [&](shm::writer&) -> result<void> {
+        holding.set_value();
+        gate.wait();
+        return {};
+      });
+    });
+    holding.get_future().wait();
+    RawPeer peer(b.control_endpoint(), 10000);
+    peer.request(message_type::put, 1,
+                 Value::map({{"store", "main"}, {"table", "kv"}, {"key", "k"}, {"value", 1}}));
+    peer.request(message_type::call_view, 2, Value::map({{"store", "main"}, {"view", "stuck"}}));
+    while (view_runs.load() < 1) std::this_thread::sleep_for(1ms);
+
+    auto waiting = std::async(std::launch::async, [&] { b.wait(); });
+    ASSERT_EQ(std::raise(sig), 0);
+    // The graceful stop waits for the writer and the view...
+    EXPECT_EQ(waiting.wait_for(300ms), std::future_status::timeout);
+    const auto t0 = clock::now();
+    ASSERT_EQ(std::raise(sig), 0);
+    // ... a second signal answers the queued put at once; the running write
+    // still finishes, and the view is abandoned.
+    auto m = peer.receive();
+    ASSERT_TRUE(m);
+    EXPECT_EQ(m->head.request_id, 1u);
+    EXPECT_EQ(error_code_of(*m), errc::shutting_down);
+    open_writer.set_value();
+    EXPECT_TRUE(held.get());
+    const bool stopped = waiting.wait_for(5s) == std::future_status::ready;
+    open_view.set_value();
+    ASSERT_TRUE(stopped) << "a second signal did not stop the broker";
+    EXPECT_LT(clock::now() - t0, 5s);
+    m = peer.receive();
+    ASSERT_TRUE(m);
+    EXPECT_EQ(m->head.request_id, 2u);
+    EXPECT_EQ(error_code_of(*m), errc::shutting_down);
+    broker_.reset();
+  }
+}
+
+}  // namespace
+}  // namespace slither
