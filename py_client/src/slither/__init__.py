@@ -12,6 +12,8 @@ Every error is a :class:`SlitherError`; each error code has its own subclass
 """
 
 from slither._api import Client, Key, Store, Table, Value, connect
+from slither.dispatch import Dispatch, DispatchError, Failed, FailureInfo, Retry
+from slither.worker import ItemError
 from slither._native import (
     AlreadyExists,
     BrokerUnavailable,
@@ -45,9 +47,14 @@ __all__ = [
     "Client",
     "Conflict",
     "DecodeError",
+    "Dispatch",
+    "DispatchError",
+    "Failed",
+    "FailureInfo",
     "InternalError",
     "InvalidArgument",
     "IoError",
+    "ItemError",
     "Key",
     "LayoutMismatch",
     "LimitExceeded",
@@ -55,6 +62,7 @@ __all__ = [
     "NotFound",
     "ProtocolError",
     "Reader",
+    "Retry",
     "ShuttingDown",
     "SlitherError",
     "Store",
