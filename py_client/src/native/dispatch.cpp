@@ -114,13 +114,11 @@ struct py_dispatch {
   // --- output -------------------------------------------------------------
 
   nb::object failure_info(const dispatch_error& e) {
-    return nb::steal(PyObject_CallFunction(
-        types.failure_info, "s#s#s#s#KIK", to_string(e.kind).data(),
-        static_cast<Py_ssize_t>(to_string(e.kind).size()), e.type.data(),
-        static_cast<Py_ssize_t>(e.type.size()), e.message.data(),
-        static_cast<Py_ssize_t>(e.message.size()), e.traceback.data(),
-        static_cast<Py_ssize_t>(e.traceback.size()), static_cast<unsigned long long>(e.batch),
-        static_cast<unsigned>(e.attempt), static_cast<unsigned long long>(e.worker)));
+    const std::string_view kind = to_string(e.kind);
+    return nb::handle(types.failure_info)(
+        nb::str(kind.data(), kind.size()), nb::str(e.type.c_str(), e.type.size()),
+        nb::str(e.message.c_str(), e.message.size()),
+        nb::str(e.traceback.c_str(), e.traceback.size()), e.batch, e.attempt, e.worker);
   }
 
   // One item that did not end ok.

@@ -31,12 +31,14 @@ def context(items: list[Any], ctx: Any) -> list[dict[str, Any]]:
 def work(items: list[int], ctx: Any) -> list[Any]:
     """Doubles ints; metadata "raise": items that make the batch raise; "bad": items
     that fail alone (ItemError); "crash": items that SIGKILL the worker on the
-    first attempt only; "crash_always": on every attempt."""
+    first attempt only; "crash_always": on every attempt; "sleep": seconds per batch."""
     m = ctx.metadata
     raise_on = set(m.get("raise", []))
     bad = set(m.get("bad", []))
     crash = set(m.get("crash", []))
     crash_always = set(m.get("crash_always", []))
+    if m.get("sleep"):
+        time.sleep(m["sleep"])
     out: list[Any] = []
     for x in items:
         if x in crash_always or (x in crash and ctx.attempt == 1):
