@@ -414,8 +414,47 @@ struct py_dispatch {
     inputs.clear();
     ready.clear();
     source = nb::none();
+    open.clear();
   }
 };
+
+// Garbage collection: a Dispatch holds Python objects (its input iterator,
+// batching callables, items in flight) that may refer back to it, such as a
+// generator whose frame holds the Dispatch.
+int dispatch_traverse(PyObject* self, visitproc visit, void* arg) {
+  if (!nb::inst_ready(self)) return 0;
+  py_dispatch* d = nb::inst_ptr<py_dispatch>(self);
+  for (PyObject* h : {d->source.ptr(), d->weight_fn.ptr(), d->key_fn.ptr(),
+                      d->open_by_key.ptr(), d->errors.ptr(), d->failed.ptr()}) {
+    Py_VISIT(h);
+  }
+  for (const nb::object& o : d->open) Py_VISIT(o.ptr());
+  for (const nb::object& o : d->ready) Py_VISIT(o.ptr());
+  for (const auto& [seq, items] : d->inputs) {
+    for (const nb::object& o : items) Py_VISIT(o.ptr());
+  }
+  Py_VISIT(Py_TYPE(self));
+  return 0;
+}
+
+int dispatch_clear(PyObject* self) {
+  if (!nb::inst_ready(self)) return 0;
+  py_dispatch* d = nb::inst_ptr<py_dispatch>(self);
+  d->source = nb::object();
+  d->weight_fn = nb::object();
+  d->key_fn = nb::object();
+  d->open.clear();
+  d->ready.clear();
+  d->inputs.clear();
+  d->open_by_key = nb::dict();
+  d->errors = nb::list();
+  d->failed = nb::list();
+  return 0;
+}
+
+PyType_Slot dispatch_slots[] = {{Py_tp_traverse, reinterpret_cast<void*>(dispatch_traverse)},
+                                {Py_tp_clear, reinterpret_cast<void*>(dispatch_clear)},
+                                {0, nullptr}};
 
 }  // namespace
 
@@ -429,7 +468,7 @@ void init_dispatch(nb::module_& m) {
       },
       "Sets the classes dispatch reports with (slither.dispatch calls it once).");
 
-  nb::class_<py_dispatch>(m, "Dispatch",
+  nb::class_<py_dispatch>(m, "Dispatch", nb::type_slots(dispatch_slots),
                           "One dispatch job over a pool's workers, as an iterator of results\n"
                           "(the engine of slither.Dispatch; see Client.dispatch).")
       .def(
