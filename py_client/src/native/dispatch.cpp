@@ -7,7 +7,6 @@
 // Python conveniences; a Pipe binding can drive this class the same way.
 #include <chrono>
 #include <cmath>
-#include <deque>
 #include <optional>
 #include <string>
 #include <unordered_map>
@@ -98,7 +97,10 @@ struct py_dispatch {
 
   std::uint64_t next_seq = 0;
   std::unordered_map<std::uint64_t, std::vector<nb::object>> inputs;  // sent, not answered
-  std::deque<nb::object> ready;
+  // Results to hand out, from ready_pos on (the decoded batch itself when it
+  // had no failures); handed-out slots hold None.
+  nb::list ready;
+  std::size_t ready_pos = 0;
   std::string route;
 
   nb::list errors;  // (item, FailureInfo) of skipped items
@@ -121,12 +123,24 @@ struct py_dispatch {
         nb::str(e.traceback.c_str(), e.traceback.size()), e.batch, e.attempt, e.worker);
   }
 
+  bool ready_empty() const noexcept {
+    return ready_pos >= static_cast<std::size_t>(PyList_GET_SIZE(ready.ptr()));
+  }
+
+  void push_ready(const nb::object& o) {
+    if (ready_pos > 0 && ready_empty()) {
+      ready = nb::list();
+      ready_pos = 0;
+    }
+    if (PyList_Append(ready.ptr(), o.ptr()) != 0) throw nb::python_error();
+  }
+
   // One item that did not end ok.
   void report(nb::object item, item_status status, const nb::object& info) {
     if (!info.is_valid()) throw nb::python_error();
     switch (status) {
       case item_status::ok:
-        ready.push_back(std::move(item));
+        push_ready(item);
         return;
       case item_status::skipped:
         errors.append(nb::make_tuple(item, info));
@@ -137,7 +151,7 @@ struct py_dispatch {
             PyObject_CallFunctionObjArgs(types.failed, item.ptr(), info.ptr(),
                                          nb::str(route.c_str(), route.size()).ptr(), nullptr));
         if (!f.is_valid()) throw nb::python_error();
-        ready.push_back(std::move(f));
+        push_ready(f);
         ++routed;
         return;
       }
@@ -185,6 +199,11 @@ struct py_dispatch {
       for (auto& item : items) report(std::move(item), item_status::failed, info);
       return;
     }
+    if (out.failures.empty() && ready_empty()) {
+      ready = std::move(values);  // the common case: hand out the decoded list itself
+      ready_pos = 0;
+      return;
+    }
     PyObject* const* v = PySequence_Fast_ITEMS(values.ptr());
     std::size_t f = 0;
     const dispatch_error* last = nullptr;
@@ -199,7 +218,7 @@ struct py_dispatch {
         report(std::move(items[i]), o.status, info);
         continue;
       }
-      ready.push_back(nb::borrow(v[i]));
+      push_ready(nb::borrow(v[i]));
     }
   }
 
@@ -355,7 +374,8 @@ struct py_dispatch {
 
   // --- the iterator -------------------------------------------------------
 
-  [[noreturn]] void finish() {
+  // The job ended: nothing more to hand out, or the DispatchError of a halt.
+  void finish() {
     ended = true;
     if (!cancelled_by_caller && job && job->error() && types.halted &&
         (failed_count > 0 || job->error()->kind != failure_kind::cancelled)) {
@@ -366,20 +386,21 @@ struct py_dispatch {
       PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(exc.ptr())), exc.ptr());
       throw nb::python_error();
     }
-    throw nb::stop_iteration();
   }
 
-  nb::object next() {
+  // The next result, or nullptr at the end (a new reference).
+  PyObject* next() {
     for (;;) {
-      if (!ready.empty()) {
-        nb::object r = std::move(ready.front());
-        ready.pop_front();
+      if (!ready_empty()) {
+        PyObject** slot = &PySequence_Fast_ITEMS(ready.ptr())[ready_pos++];
+        PyObject* r = *slot;  // the list's reference moves to the caller
+        *slot = Py_NewRef(Py_None);
         ++yielded;
         return r;
       }
-      if (ended || !job) throw nb::stop_iteration();
+      if (ended || !job) return nullptr;
       feed();
-      if (!ready.empty()) continue;
+      if (!ready_empty()) continue;
       std::optional<result<std::optional<batch_output>>> out;
       for (;;) {
         {
@@ -394,7 +415,10 @@ struct py_dispatch {
         }
       }
       if (!*out) raise(out->error());
-      if (!**out) finish();
+      if (!**out) {
+        finish();
+        return nullptr;
+      }
       take(std::move(***out));
     }
   }
@@ -412,7 +436,8 @@ struct py_dispatch {
     }
     ended = true;
     inputs.clear();
-    ready.clear();
+    ready = nb::list();
+    ready_pos = 0;
     source = nb::none();
     open.clear();
   }
@@ -429,7 +454,7 @@ int dispatch_traverse(PyObject* self, visitproc visit, void* arg) {
     Py_VISIT(h);
   }
   for (const nb::object& o : d->open) Py_VISIT(o.ptr());
-  for (const nb::object& o : d->ready) Py_VISIT(o.ptr());
+  Py_VISIT(d->ready.ptr());
   for (const auto& [seq, items] : d->inputs) {
     for (const nb::object& o : items) Py_VISIT(o.ptr());
   }
@@ -444,7 +469,8 @@ int dispatch_clear(PyObject* self) {
   d->weight_fn = nb::object();
   d->key_fn = nb::object();
   d->open.clear();
-  d->ready.clear();
+  d->ready = nb::list();
+  d->ready_pos = 0;
   d->inputs.clear();
   d->open_by_key = nb::dict();
   d->errors = nb::list();
@@ -452,7 +478,30 @@ int dispatch_clear(PyObject* self) {
   return 0;
 }
 
-PyType_Slot dispatch_slots[] = {{Py_tp_traverse, reinterpret_cast<void*>(dispatch_traverse)},
+// tp_iternext straight into C++: a result costs no method lookup, and the
+// end costs no StopIteration object.
+PyObject* dispatch_iternext(PyObject* self) {
+  try {
+    return nb::inst_ptr<py_dispatch>(self)->next();
+  } catch (nb::python_error& e) {
+    e.restore();
+  } catch (const nb::builtin_exception& e) {
+    PyObject* type = PyExc_RuntimeError;
+    switch (e.type()) {
+      case nb::exception_type::value_error: type = PyExc_ValueError; break;
+      case nb::exception_type::type_error: type = PyExc_TypeError; break;
+      default: break;
+    }
+    PyErr_SetString(type, e.what());
+  } catch (const std::exception& e) {
+    PyErr_SetString(PyExc_RuntimeError, e.what());
+  }
+  return nullptr;
+}
+
+PyType_Slot dispatch_slots[] = {{Py_tp_iternext, reinterpret_cast<void*>(dispatch_iternext)},
+                                {Py_tp_iter, reinterpret_cast<void*>(PyObject_SelfIter)},
+                                {Py_tp_traverse, reinterpret_cast<void*>(dispatch_traverse)},
                                 {Py_tp_clear, reinterpret_cast<void*>(dispatch_clear)},
                                 {0, nullptr}};
 
@@ -554,10 +603,6 @@ void init_dispatch(nb::module_& m) {
           nb::arg("key_fn").none(), nb::arg("stage").none(), nb::arg("metadata").none(),
           nb::arg("idle_timeout"),
           "Opens the job (a connection of its own to the broker `where` describes).")
-      .def("__iter__", [](nb::handle self) { return nb::borrow(self); })
-      .def("__next__", &py_dispatch::next,
-           "The next result; waits without the GIL. Raises BrokerUnavailable if the\n"
-           "broker went away, DispatchError at the end of a job that halted.")
       .def("close", &py_dispatch::close,
            "Cancels what still runs and closes the job's connection. Safe twice.")
       .def_prop_ro(
