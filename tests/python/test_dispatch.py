@@ -450,3 +450,25 @@ def test_worker_without_a_broker_fails_to_join(tmp_path: Path) -> None:
                           timeout=60, env={k: v for k, v in os.environ.items()
                                            if not k.startswith("SLITHER_")})
     assert done.returncode == 1 and "cannot join" in done.stderr
+
+
+# --- batching ----------------------------------------------------------------------------------
+
+
+def test_key_fn_puts_items_of_one_key_together(pclient: slither.Client) -> None:
+    out = pclient.map(f"{H}:batch_of", range(50), batch_size=4, key_fn=lambda x: x % 3,
+                      ordering="as_completed")
+    batches = {tuple(b) for b in out}
+    for batch in batches:
+        assert len({x % 3 for x in batch}) == 1 and len(batch) <= 4
+    assert sorted(x for b in batches for x in b) == list(range(50))
+
+
+def test_weight_fn_bounds_each_batch(pclient: slither.Client) -> None:
+    items = [1, 5, 5, 2, 9, 30, 1, 1]
+    out = pclient.map(f"{H}:batch_of", items, batch_size=8, weight_fn=float, max_weight=10)
+    batches = [tuple(b) for b in out]
+    for b in set(batches):
+        assert sum(b) <= 10 or len(b) == 1
+    with pytest.raises(ValueError, match="weight"):
+        pclient.map(f"{H}:batch_of", [1, -1], weight_fn=float, max_weight=10)

@@ -92,3 +92,8 @@ def store_view(items: list[str], ctx: Any) -> list[Any]:
 def no_store(items: list[Any], ctx: Any) -> list[Any]:
     ctx.store("nope")
     return items
+
+
+def batch_of(items: list[Any], ctx: Any) -> list[list[Any]]:
+    """Each item's whole batch, to see how items were batched."""
+    return [list(items) for _ in items]
