@@ -25,8 +25,11 @@ run_cxx() {
   local area=$1 target=${2:-bench_$1} spec=${3:-report.json}
   cmake --build build --target "$target" >/dev/null
   local out; out=$(mktemp)
+  # The JSON goes to a file: the stdout of a bench with an embedded broker also
+  # carries the broker's log (and its workers' output).
   "build/tests/bench/$area/$target" --benchmark_repetitions="$reps" \
-    --benchmark_report_aggregates_only=true --benchmark_format=json >"$out"
+    --benchmark_report_aggregates_only=true --benchmark_out="$out" \
+    --benchmark_out_format=json >&2
   echo "## bench: $area, $target (medians of $reps repetitions)"
   python3 scripts/bench_report.py "tests/bench/$area/$spec" "$out"
   rm -f "$out"

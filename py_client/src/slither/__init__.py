@@ -12,8 +12,7 @@ Every error is a :class:`SlitherError`; each error code has its own subclass
 """
 
 from slither._api import Client, Key, Store, Table, Value, connect
-from slither.dispatch import Dispatch, DispatchError, Failed, FailureInfo, Retry
-from slither.worker import ItemError
+from slither.dispatch import Dispatch, DispatchError, Failed, FailureInfo, ItemError, Retry
 from slither._native import (
     AlreadyExists,
     BrokerUnavailable,

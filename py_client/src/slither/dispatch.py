@@ -24,12 +24,37 @@ Failed items, by ``on_error``:
 from __future__ import annotations
 
 import operator
+import traceback
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
 from slither import _native
 
-__all__ = ["Dispatch", "DispatchError", "Failed", "FailureInfo", "Retry"]
+__all__ = ["Dispatch", "DispatchError", "Failed", "FailureInfo", "ItemError", "Retry"]
+
+
+class ItemError:
+    """A handler's result that fails one item, not the batch.
+
+    ``ItemError(exc)`` takes the type, message and traceback of an exception;
+    ``ItemError("message", type="ValueError")`` gives them as text. The caller
+    sees the item under its job's error policy (skipped, routed, or halting).
+    """
+
+    __slots__ = ("message", "traceback", "type")
+
+    def __init__(self, error: BaseException | str, type: str | None = None) -> None:
+        if isinstance(error, BaseException):
+            self.type = type or error.__class__.__qualname__
+            self.message = str(error)
+            self.traceback = "".join(traceback.format_exception(error))
+        else:
+            self.type = type or "ItemError"
+            self.message = str(error)
+            self.traceback = ""
+
+    def __repr__(self) -> str:
+        return f"ItemError({self.message!r}, type={self.type!r})"
 
 
 class FailureInfo:

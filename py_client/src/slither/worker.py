@@ -35,37 +35,13 @@ import argparse
 import importlib
 import os
 import sys
-import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from slither import _native
+from slither.dispatch import ItemError
 
 __all__ = ["Context", "ItemError", "main", "resolve"]
-
-
-class ItemError:
-    """A handler's result that fails one item, not the batch.
-
-    ``ItemError(exc)`` takes the type, message and traceback of an exception;
-    ``ItemError("message", type="ValueError")`` gives them as text. The caller
-    sees the item under its job's error policy (skipped, routed, or halting).
-    """
-
-    __slots__ = ("message", "traceback", "type")
-
-    def __init__(self, error: BaseException | str, type: str | None = None) -> None:
-        if isinstance(error, BaseException):
-            self.type = type or error.__class__.__qualname__
-            self.message = str(error)
-            self.traceback = "".join(traceback.format_exception(error))
-        else:
-            self.type = type or "ItemError"
-            self.message = str(error)
-            self.traceback = ""
-
-    def __repr__(self) -> str:
-        return f"ItemError({self.message!r}, type={self.type!r})"
 
 
 class Context:
@@ -255,8 +231,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # Run the imported module's main, not this __main__ copy's: handlers that
-    # return `slither.ItemError` use the class of the module `slither` exports.
-    from slither.worker import main as _main
-
-    sys.exit(_main())
+    sys.exit(main())
