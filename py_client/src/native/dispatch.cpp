@@ -449,8 +449,8 @@ struct py_dispatch {
 int dispatch_traverse(PyObject* self, visitproc visit, void* arg) {
   if (!nb::inst_ready(self)) return 0;
   py_dispatch* d = nb::inst_ptr<py_dispatch>(self);
-  for (PyObject* h : {d->source.ptr(), d->weight_fn.ptr(), d->key_fn.ptr(),
-                      d->open_by_key.ptr(), d->errors.ptr(), d->failed.ptr()}) {
+  for (PyObject* h : {d->source.ptr(), d->weight_fn.ptr(), d->key_fn.ptr(), d->open_by_key.ptr(),
+                      d->errors.ptr(), d->failed.ptr()}) {
     Py_VISIT(h);
   }
   for (const nb::object& o : d->open) Py_VISIT(o.ptr());
@@ -488,9 +488,14 @@ PyObject* dispatch_iternext(PyObject* self) {
   } catch (const nb::builtin_exception& e) {
     PyObject* type = PyExc_RuntimeError;
     switch (e.type()) {
-      case nb::exception_type::value_error: type = PyExc_ValueError; break;
-      case nb::exception_type::type_error: type = PyExc_TypeError; break;
-      default: break;
+      case nb::exception_type::value_error:
+        type = PyExc_ValueError;
+        break;
+      case nb::exception_type::type_error:
+        type = PyExc_TypeError;
+        break;
+      default:
+        break;
     }
     PyErr_SetString(type, e.what());
   } catch (const std::exception& e) {
