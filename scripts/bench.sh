@@ -25,8 +25,11 @@ run_cxx() {
   local area=$1 target=${2:-bench_$1} spec=${3:-report.json}
   cmake --build build --target "$target" >/dev/null
   local out; out=$(mktemp)
+  # The JSON goes to a file: the stdout of a bench with an embedded broker also
+  # carries the broker's log (and its workers' output).
   "build/tests/bench/$area/$target" --benchmark_repetitions="$reps" \
-    --benchmark_report_aggregates_only=true --benchmark_format=json >"$out"
+    --benchmark_report_aggregates_only=true --benchmark_out="$out" \
+    --benchmark_out_format=json >&2
   echo "## bench: $area, $target (medians of $reps repetitions)"
   python3 scripts/bench_report.py "tests/bench/$area/$spec" "$out"
   rm -f "$out"
@@ -38,6 +41,24 @@ run_codec_python() {
   .venv/bin/pip install --quiet -r tests/bench/codec/requirements.txt
   SLITHER_BENCH_REPS="${SLITHER_BENCH_REPS:-$reps}" \
     SLITHER_BROKER_BIN="$root/build/broker/slither-broker" .venv/bin/python tests/bench/codec/bench_codec.py
+}
+
+# Dispatch: the C++ driver through a broker to Python workers (python -m
+# slither.worker), then the Python client against Pool.imap, ProcessPoolExecutor,
+# mpire and Ray (tests/bench/python/bench_dispatch.py), which also takes the C++
+# figure for its RATIO against Pool.imap.
+run_dispatch() {
+  run_cxx dispatch
+  .venv/bin/pip install --quiet -r tests/bench/python/requirements-dispatch.txt
+  local cxx; cxx=$(mktemp)
+  SLITHER_BENCH_WORKER="$root/.venv/bin/python -m slither.worker" \
+    SLITHER_BENCH_FUNCTION="dispatch_bench_handlers:identity" \
+    PYTHONPATH="$root/tests/bench/python${PYTHONPATH:+:$PYTHONPATH}" \
+    run_cxx dispatch bench_dispatch_broker broker_report.json | tee "$cxx"
+  echo "## bench: dispatch from Python"
+  SLITHER_BENCH_REPS="${SLITHER_BENCH_REPS:-5}" SLITHER_BENCH_CXX_REPORT="$cxx" \
+    SLITHER_BROKER_BIN="$root/build/broker/slither-broker" .venv/bin/python tests/bench/python/bench_dispatch.py
+  rm -f "$cxx"
 }
 
 run_python() {
@@ -54,9 +75,9 @@ for area in "${areas[@]}"; do
   case "$area" in
     codec) run_cxx codec; run_codec_python ;;
     store) run_cxx store ;;
-    # The engine alone, then through a broker to worker processes (the C++
-    # test worker; SLITHER_BENCH_WORKER/SLITHER_BENCH_FUNCTION pick others).
-    dispatch) run_cxx dispatch; run_cxx dispatch bench_dispatch_broker broker_report.json ;;
+    # The engine alone, then through a broker to Python worker processes, then
+    # the Python client against its baselines.
+    dispatch) run_dispatch ;;
     python) run_python ;;
     *) echo "bench.sh: unknown area '$area' (codec, store, dispatch, python)" >&2; exit 2 ;;
   esac

@@ -8,5 +8,7 @@ namespace slither::py {
 void init_codec(nanobind::module_& m);
 void init_reader(nanobind::module_& m);
 void init_client(nanobind::module_& m);
+void init_worker(nanobind::module_& m);
+void init_dispatch(nanobind::module_& m);
 
 }  // namespace slither::py

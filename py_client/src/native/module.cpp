@@ -10,4 +10,6 @@ NB_MODULE(_native, m) {
   slither::py::init_codec(m);
   slither::py::init_reader(m);
   slither::py::init_client(m);
+  slither::py::init_worker(m);
+  slither::py::init_dispatch(m);
 }

@@ -309,6 +309,21 @@ nb::bytes encode_batch_to_bytes(nb::handle payloads, std::uint64_t first_id,
   });
 }
 
+void encode_batch_into(buffer& out, PyObject* const* payloads, std::size_t count,
+                       std::uint64_t first_id, std::string_view root) {
+  wire::writer w(out);
+  w.uvar(static_cast<std::uint64_t>(count));
+  encoder e(w, nullptr);
+  const path_node at_root{nullptr, root, {}, -1};
+  for (std::size_t i = 0; i < count; ++i) {
+    w.uvar(first_id + static_cast<std::uint64_t>(i));
+    const path_node at{&at_root, {}, {}, static_cast<Py_ssize_t>(i)};
+    e.value(payloads[i], at, 0);
+    w.map_header(0);
+    w.string({});
+  }
+}
+
 nb::bytes encode_items_to_bytes(nb::handle items, PyObject* out_of_band) {
   check_out_of_band(out_of_band);
   const nb::object seq = nb::steal(PySequence_Fast(items.ptr(), "items must be a sequence"));

@@ -49,6 +49,11 @@ nanobind::bytes encode_to_bytes(nanobind::handle obj, PyObject* out_of_band);
 /// `first_id + 1`, ..., empty meta and route.
 nanobind::bytes encode_batch_to_bytes(nanobind::handle payloads, std::uint64_t first_id,
                                       PyObject* out_of_band);
+/// Appends a batch frame of `count` payloads (ids `first_id`, ...; arrays in
+/// band) to `out`, for the dispatch paths that hand the bytes to C++ without
+/// a Python bytes object. `root` names the payloads in error messages.
+void encode_batch_into(buffer& out, PyObject* const* payloads, std::size_t count,
+                       std::uint64_t first_id = 0, std::string_view root = "items");
 /// A batch frame of `items`: each a tuple `(id, payload)` or
 /// `(id, payload, meta, route)`.
 nanobind::bytes encode_items_to_bytes(nanobind::handle items, PyObject* out_of_band);

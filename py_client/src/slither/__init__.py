@@ -12,6 +12,7 @@ Every error is a :class:`SlitherError`; each error code has its own subclass
 """
 
 from slither._api import Client, Key, Store, Table, Value, connect
+from slither.dispatch import Dispatch, DispatchError, Failed, FailureInfo, ItemError, Retry
 from slither._native import (
     AlreadyExists,
     BrokerUnavailable,
@@ -45,9 +46,14 @@ __all__ = [
     "Client",
     "Conflict",
     "DecodeError",
+    "Dispatch",
+    "DispatchError",
+    "Failed",
+    "FailureInfo",
     "InternalError",
     "InvalidArgument",
     "IoError",
+    "ItemError",
     "Key",
     "LayoutMismatch",
     "LimitExceeded",
@@ -55,6 +61,7 @@ __all__ = [
     "NotFound",
     "ProtocolError",
     "Reader",
+    "Retry",
     "ShuttingDown",
     "SlitherError",
     "Store",

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from slither import _native
+
+if TYPE_CHECKING:
+    from slither.dispatch import Dispatch
 
 #: A key: text (stored as UTF-8) or raw bytes.
 Key: TypeAlias = str | bytes
@@ -41,16 +44,16 @@ def connect(
     Raises :class:`BrokerUnavailable` if no broker answers within ``timeout``, and
     :class:`ProtocolError` if it speaks another protocol version.
     """
-    native = _native.Client(
-        endpoint=endpoint or "",
-        runtime_dir=os.fspath(runtime_dir) if runtime_dir is not None else "",
-        namespace=namespace,
-        timeout=timeout,
-        curve_server_key=curve_server_key or "",
-        curve_secret_key=curve_secret_key or "",
-        curve_public_key=curve_public_key or "",
-    )
-    return Client(native)
+    where = {
+        "endpoint": endpoint or "",
+        "runtime_dir": os.fspath(runtime_dir) if runtime_dir is not None else "",
+        "namespace": namespace,
+        "timeout": timeout,
+        "curve_server_key": curve_server_key or "",
+        "curve_secret_key": curve_secret_key or "",
+        "curve_public_key": curve_public_key or "",
+    }
+    return Client(_native.Client(**where), where)
 
 
 class Client:
@@ -61,10 +64,15 @@ class Client:
     manager, or call :meth:`close`, to drop the connection.
     """
 
-    __slots__ = ("_native",)
+    __slots__ = ("_native", "_where")
 
-    def __init__(self, native: _native.Client) -> None:
+    def __init__(self, native: _native.Client, where: dict[str, Any] | None = None) -> None:
         self._native = native
+        # How to reach the broker again: each dispatch job has its own connection.
+        self._where = where or {
+            "endpoint": "", "runtime_dir": "", "namespace": native.namespace, "timeout": 5.0,
+            "curve_server_key": "", "curve_secret_key": "", "curve_public_key": "",
+        }
 
     @property
     def namespace(self) -> str:
@@ -86,6 +94,35 @@ class Client:
     def ping(self) -> None:
         """One round trip; raises :class:`BrokerUnavailable` if the broker does not answer."""
         self._native.ping()
+
+    def dispatch(self, iterable: Iterable[Any], function: str, **options: Any) -> Dispatch:
+        """Runs ``function(batch, ctx)`` on a worker pool over ``iterable``; an iterator of results.
+
+        ``function`` is ``"module:function"``, imported by the workers. Options:
+        ``batch_size=64``, ``max_in_flight=8`` (batches out at once: the input is
+        read at most ``max_in_flight * batch_size`` items ahead of the results
+        taken), ``ordering="preserve"`` or ``"as_completed"``, ``on_error="halt"``,
+        ``"skip"``, ``("route", output)`` or :class:`slither.Retry`, ``timeout``
+        (seconds per batch; an overrunning worker is killed), ``session_id`` with
+        ``affinity="hint"`` or ``"strict"`` (a session's batches stay on one
+        worker), ``pool="default"``, ``weight_fn``/``max_weight`` or ``key_fn``
+        (batching by weight, or items of one key together), ``stage``,
+        ``metadata`` (a dict the handler sees in ``ctx``), ``progress`` (called
+        with the count of items ended after each result). See
+        :mod:`slither.dispatch` for what failed items become.
+        """
+        from slither.dispatch import dispatch
+
+        return dispatch(self._where, iterable, function, **options)
+
+    def map(self, function: str, iterable: Iterable[Any], **options: Any) -> list[Any]:
+        """``list(self.dispatch(iterable, function, **options))``, like ``Pool.map``.
+
+        On a halt, the :class:`DispatchError` carries the results so far in ``results``.
+        """
+        from slither.dispatch import map_list
+
+        return map_list(self._where, function, iterable, **options)
 
     def close(self) -> None:
         """Closes the connection; stores already attached stay readable. Safe twice."""

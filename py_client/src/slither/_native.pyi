@@ -1,6 +1,6 @@
 """Compiled core of slither: Value conversion, store readers and the broker client."""
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeAlias
 
 #: A bytes-like object (anything with the buffer protocol).
@@ -102,3 +102,79 @@ class Client:
     def stats(self) -> dict[str, Any]: ...
     def ping(self) -> None: ...
     def close(self) -> None: ...
+
+class WorkerRuntime:
+    """A worker's connection to a broker's pool (run it with ``python -m slither.worker``)."""
+
+    def __init__(
+        self,
+        endpoint: str = "",
+        runtime_dir: str = "",
+        namespace: str = "",
+        pool: str = "",
+        credits: int = 0,
+        timeout: float = 0.0,
+        curve_server_key: str = "",
+        curve_secret_key: str = "",
+    ) -> None:
+        """Joins a pool; empty arguments come from the environment a broker sets."""
+    @property
+    def info(self) -> dict[str, Any]:
+        """id, pool, namespace, stores, local, heartbeat (s), heartbeat_misses."""
+    @property
+    def batches(self) -> int: ...
+    def serve(
+        self,
+        resolve: Callable[[str], Callable[..., Any]],
+        make_context: Callable[..., Any],
+        item_error: type,
+    ) -> str:
+        """Serves batches until the worker stops; returns why."""
+    def close(self) -> None: ...
+
+def _set_dispatch_types(failure_info: type, failed: type, halted: Callable[..., BaseException]) -> None: ...
+
+class Dispatch:
+    """One dispatch job as an iterator of results (the engine of ``slither.Dispatch``)."""
+
+    def __init__(
+        self,
+        where: dict[str, Any],
+        source: Iterable[Any],
+        function: str,
+        batch_size: int,
+        max_in_flight: int,
+        ordering: str,
+        on_error: tuple[Any, ...],
+        timeout: float | None,
+        session_id: str | None,
+        affinity: str,
+        pool: str,
+        weight_fn: Callable[[Any], float] | None,
+        max_weight: float | None,
+        key_fn: Callable[[Any], Any] | None,
+        stage: str | None,
+        metadata: dict[str, Any] | None,
+        idle_timeout: float,
+    ) -> None: ...
+    def __iter__(self) -> Dispatch: ...
+    def __next__(self) -> Any:
+        """The next result; waits without the GIL."""
+    def close(self) -> None:
+        """Cancels what still runs and closes the job's connection. Safe twice."""
+    @property
+    def errors(self) -> list[tuple[Any, Any]]:
+        """(item, FailureInfo) of the items skipped so far."""
+    @property
+    def moves(self) -> list[dict[str, Any]]:
+        """Session moves so far: session, from_worker, to_worker."""
+    @property
+    def stats(self) -> dict[str, int]:
+        """job, window, pulled, batches_submitted, in_flight_items, yielded, skipped, routed,
+        failed, cancelled."""
+    @property
+    def pulled(self) -> int: ...
+    @property
+    def yielded(self) -> int: ...
+    @property
+    def ended_count(self) -> int: ...
