@@ -405,11 +405,16 @@ void pipe_run_state::python_main(std::size_t i) {
     return {};
   };
 
-  auto halt_on = [&](const error_info& e) {
+  // A job call failed: the stage cannot go on (its broker went away). A
+  // submit refused because the job stopped itself (a halt, the circuit) is
+  // not that: the job's results will say why, and the refused items are
+  // unfinished.
+  auto halt_on = [&](const error_info& e, bool unless_job_stopped = false) {
+    if (unless_job_stopped && job.error()) return;
     std::unique_lock lock(mu);
     if (!stopping) {
       stop(pipe_failure{
-          env.st.def.name, 0,
+          env.st.def.name, no_item,
           make_error(failure_kind::exception, std::string(to_string(e.code)), e.message)});
     }
   };
@@ -510,7 +515,7 @@ void pipe_run_state::python_main(std::size_t i) {
     bool broken = false;
     while (buf.size() >= size && job.capacity() >= size) {
       if (auto r = submit(size); !r) {
-        halt_on(r.error());
+        halt_on(r.error(), true);
         broken = true;
         break;
       }
@@ -523,14 +528,14 @@ void pipe_run_state::python_main(std::size_t i) {
       }
       if (idle) {
         if (auto r = submit(buf.size()); !r) {
-          halt_on(r.error());
+          halt_on(r.error(), true);
           broken = true;
         }
       }
     }
     if (broken) continue;
     if (upstream_done && buf.empty() && !input_closed) {
-      if (auto r = job.close_input(); !r) {
+      if (auto r = job.close_input(); !r && !job.error()) {
         halt_on(r.error());
         continue;
       }

@@ -231,9 +231,14 @@ inline error_policy retry(std::uint32_t max_attempts = 3, backoff delay = {},
 }
 }  // namespace on_error
 
+/// The item id of a failure that is the stage's, not one item's.
+inline constexpr std::uint64_t no_item = UINT64_MAX;
+
 /// Why an item failed at a stage.
 struct pipe_failure {
   std::string stage;
+  /// The item's id, or `no_item` when the stage itself could not go on (its
+  /// job's broker went away).
   std::uint64_t item = 0;
   dispatch_error cause;
 
@@ -343,7 +348,8 @@ struct run_options {
   /// passed to every stage's context.
   std::string session_id{};
   Map metadata{};
-  /// Runs the python stages; required if the pipe has any.
+  /// Runs the python stages; required if the pipe has any. Used only while
+  /// the run starts (it opens one job per python stage then).
   batch_runner* runner = nullptr;
   /// Items each queue between stages holds before its producer waits (at least 1).
   std::size_t queue_items = 1024;
