@@ -4,6 +4,7 @@
 #include <deque>
 #include <mutex>
 #include <thread>
+#include <unordered_set>
 
 #include "slither/core/local_pool.hpp"
 #include "slither/core/pipe.hpp"
@@ -35,9 +36,11 @@ class local_batch_job final : public batch_job {
         if (!r) {
           done_ = true;
           error_ = job_->error();
+          give_back_lost();
           out_cv_.notify_all();
           return;
         }
+        if (const auto it = pending_.find(r->item.id); it != pending_.end()) pending_.erase(it);
         outbox_.push_back(std::move(*r));
         out_cv_.notify_all();
       }
@@ -68,7 +71,10 @@ class local_batch_job final : public batch_job {
                                   " items does not fit the job's capacity");
     }
     submitted_ += batch.size();
-    for (Item& item : batch) inbox_.push_back(std::move(item));
+    for (Item& item : batch) {
+      pending_.insert(item.id);
+      inbox_.push_back(std::move(item));
+    }
     in_cv_.notify_all();
     return {};
   }
@@ -111,12 +117,32 @@ class local_batch_job final : public batch_job {
   }
 
  private:
+  // A local_job drops what its source gave it after a cancel, and never sees
+  // what is still in the inbox: those items come back cancelled from here,
+  // so every submitted item comes back once.
+  void give_back_lost() {
+    if (pending_.empty()) return;
+    dispatch_error e;
+    e.kind = failure_kind::cancelled;
+    e.type = "cancelled";
+    e.message = "the job stopped before it ran this item";
+    const auto shared = std::make_shared<const dispatch_error>(std::move(e));
+    for (const std::uint64_t id : pending_) {
+      Item item;
+      item.id = id;
+      outbox_.push_back({std::move(item), item_status::cancelled, shared});
+    }
+    pending_.clear();
+    inbox_.clear();
+  }
+
   const std::size_t window_;
   mutable std::mutex mu_;
   std::condition_variable in_cv_;
   std::condition_variable out_cv_;
   std::deque<Item> inbox_;
   std::deque<dispatch_result> outbox_;
+  std::unordered_multiset<std::uint64_t> pending_;  // ids submitted, not yet come back
   std::size_t submitted_ = 0;
   std::size_t consumed_ = 0;
   bool closed_ = false;
