@@ -14,6 +14,8 @@
 // SLITHER_BENCH_WORKER names another command and SLITHER_BENCH_FUNCTION its
 // "module:function".
 #include <benchmark/benchmark.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -195,4 +197,13 @@ BENCHMARK(dispatch_python)->Iterations(1)->UseRealTime()->Unit(benchmark::kMilli
 
 }  // namespace
 
-BENCHMARK_MAIN();
+// The embedded broker logs through spdlog's default logger, to stdout: send
+// it to stderr, so stdout holds only the report (JSON for bench_report.py).
+int main(int argc, char** argv) {
+  spdlog::set_default_logger(spdlog::stderr_color_mt("bench_pipe"));
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
