@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the benchmarks of one area (codec, store, dispatch, python) or of all of them,
+# Runs the benchmarks of one area (codec, store, dispatch, pipe, python) or of all of them,
 # and prints a markdown table of medians plus BENCH/RATIO lines.
 #   scripts/bench.sh [area] [--repetitions N]
 set -euo pipefail
@@ -78,7 +78,10 @@ for area in "${areas[@]}"; do
     # The engine alone, then through a broker to Python worker processes, then
     # the Python client against its baselines.
     dispatch) run_dispatch ;;
+    # Native stages against a plain loop, then a pipe with a python stage on
+    # a broker's workers against raw dispatch (same worker variables).
+    pipe) run_cxx pipe ;;
     python) run_python ;;
-    *) echo "bench.sh: unknown area '$area' (codec, store, dispatch, python)" >&2; exit 2 ;;
+    *) echo "bench.sh: unknown area '$area' (codec, store, dispatch, pipe, python)" >&2; exit 2 ;;
   esac
 done

@@ -20,6 +20,8 @@
 //   garbage       results that are not an encoding
 //   anything else fails like a missing Python function (LookupError)
 //
+// "test:NAME" (module "test", as a pipe's python stage names it) is NAME.
+//
 // Options (each overrides the environment a broker sets for its workers):
 //   --endpoint E  --runtime-dir D  --namespace N  --pool P  --credits C
 //   --curve-server-key K  --curve-secret-key K  --timeout-ms T
@@ -69,7 +71,8 @@ batch_exception raised(std::string type, std::string message) {
 }
 
 batch_outcome handle(const worker_batch& b) {
-  const std::string& fn = b.function();
+  // Pipes name python functions "module:function": module "test" is this worker.
+  const std::string fn = b.function().starts_with("test:") ? b.function().substr(5) : b.function();
   if (fn == "identity") {
     // The trivial handler: items decoded and encoded back, as a Python
     // worker's runtime does around `lambda items, ctx: items`.
