@@ -79,3 +79,13 @@ def generator_args(doc: str | None, default_seed: int = 42) -> argparse.Namespac
 def scaled(full: int, scale: float, least: int = 1) -> int:
     """`full * scale`, rounded, at least `least`."""
     return max(least, round(full * scale))
+
+
+def warm_up(items: list, ctx) -> list:
+    """A worker handler: each item is a list of module names (an example's
+    worker module), imported here so that the timed run that follows does not
+    pay for imports the baselines paid before their timers started."""
+    for names in items:
+        for name in names:
+            importlib.import_module(name)
+    return items

@@ -44,6 +44,7 @@ int run(const run_options& opts, example_report& report) {
   example_session s("batch_stats", opts, report);
   if (!s.generate()) return report.exit_code;
   if (!s.start_broker({})) return report.exit_code;
+  if (!s.warm_up({"batch_stats_worker"})) return report.exit_code;
 
   const auto& datasets = s.data()["datasets"].as<List>();
   std::set<std::int64_t> poison;

@@ -21,6 +21,7 @@ int run(const run_options& opts, example_report& report) {
   etl.options.name = "etl";
   etl.tables = {{"schema", shm::table_kind::set, 16}};
   if (!s.start_broker({etl})) return report.exit_code;
+  if (!s.warm_up({"data_etl_worker"})) return report.exit_code;
 
   const auto& schemas = s.data()["schemas"].as<List>();
   const auto& phases = s.data()["phases"].as<List>();

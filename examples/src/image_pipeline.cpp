@@ -39,6 +39,7 @@ int run(const run_options& opts, example_report& report) {
   example_session s("image_pipeline", opts, report);
   if (!s.generate()) return report.exit_code;
   if (!s.start_broker({})) return report.exit_code;
+  if (!s.warm_up({"image_pipeline_worker"})) return report.exit_code;
   const auto thumbs = s.scratch() / "thumbs";
   fs::create_directory(thumbs);
 

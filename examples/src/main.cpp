@@ -1,5 +1,7 @@
 // slither-example: runs the demos on an embedded broker, beside their
 // pure-Python baselines.
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
@@ -17,6 +19,7 @@ int main(int argc, char** argv) {
   bool json = false;
   run_options options;
   std::vector<std::string> names;
+  std::string log_level = "warn";
   app.add_flag("--all", all, "Run feature_store and the five demos in turn");
   app.add_flag("--list", list, "List the examples and exit");
   app.add_flag("--no-baseline", no_baseline, "Skip the pure-Python baselines");
@@ -24,6 +27,8 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1u, 64u));
   app.add_option("--scale", options.scale, "Fraction of each demo's full size")
       ->check(CLI::Range(0.001, 100.0));
+  app.add_option("--log-level", log_level, "The embedded broker's log level (to stderr)")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
   app.add_flag("--json", json, "Print a machine-readable summary on stdout (the rest on stderr)");
   // Tests use it to see that a broken invariant fails the example.
   app.add_flag("--break-invariant", options.break_invariant,
@@ -32,6 +37,9 @@ int main(int argc, char** argv) {
   app.add_option("names", names, "Examples to run, by name");
   CLI11_PARSE(app, argc, argv);
   options.baseline = !no_baseline;
+  // The broker logs to stderr, so that stdout holds only the demos' output (or the JSON).
+  spdlog::set_default_logger(spdlog::stderr_color_mt("slither-example"));
+  spdlog::set_level(spdlog::level::from_str(log_level));
   options.out = json ? &std::cerr : &std::cout;
 
   if (list || (!all && names.empty())) {

@@ -60,9 +60,9 @@ void score_session(example_session& s, const List& records, session_run& out) {
     ++out.records;
     return wrap(Value::map({{"id", id}, {"session", out.session}}), next++);
   };
-  auto job = python_stage("ml_scoring", "score", "ml_scoring_worker:score", 50, 4);
+  auto job = python_stage("ml_scoring", "score", "ml_scoring_worker:score", 50, 2);
   job.context.session_id = out.session;
-  job.affinity = affinity_mode::hint;
+  job.affinity = affinity_mode::strict;
   auto stream = dispatch_stream(s.broker(), std::function<std::optional<Item>()>(source), job);
   if (!stream) {
     out.error = stream.error().message;
@@ -106,6 +106,7 @@ int run(const run_options& opts, example_report& report) {
     return {};
   };
   if (!s.start_broker({ml})) return report.exit_code;
+  if (!s.warm_up({"ml_scoring_worker"})) return report.exit_code;
 
   std::vector<session_run> runs;
   for (const auto& entry : sessions.as<Map>()) runs.emplace_back().session = entry.first;

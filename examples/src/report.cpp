@@ -29,7 +29,8 @@ std::string verdict(const mode_result& m) {
 
 void print_row(const mode_result& m, double slither_seconds, std::ostream& out) {
   char line[160];
-  const double speedup = m.seconds > 0 ? slither_seconds / m.seconds : 0;
+  // How many times faster Slither ran than this mode.
+  const double speedup = slither_seconds > 0 ? m.seconds / slither_seconds : 0;
   std::snprintf(line, sizeof line, "  %-22s %9.3f %12.1f %9s %8s  ", m.mode.c_str(), m.seconds,
                 m.throughput(),
                 m.peak_rss_mib > 0 ? std::to_string(static_cast<int>(m.peak_rss_mib)).c_str() : "-",
@@ -54,7 +55,7 @@ nlohmann::json mode_json(const mode_result& m) {
 }  // namespace
 
 void print_comparison(const example_report& report, std::ostream& out) {
-  out << "  mode                      wall s      items/s  peak MiB  vs slither  invariants\n";
+  out << "  mode                      wall s      items/s  peak MiB  slither x  invariants\n";
   const double slither_seconds = report.slither.mode.empty() ? 0 : report.slither.seconds;
   if (!report.slither.mode.empty()) print_row(report.slither, slither_seconds, out);
   for (const auto& b : report.baselines) print_row(b, slither_seconds, out);

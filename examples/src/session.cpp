@@ -166,6 +166,32 @@ bool example_session::start_broker(std::vector<shm::store_definition> stores) {
   return true;
 }
 
+bool example_session::warm_up(const std::vector<std::string>& modules) {
+  job_options job;
+  job.function = "example_common:warm_up";
+  job.batching = fixed_batch{1};
+  job.max_in_flight = 2 * options_.workers;
+  job.ordering = order_mode::as_completed;
+  std::vector<Item> items;
+  for (unsigned i = 0; i < 2 * options_.workers; ++i) {
+    List names;
+    for (const auto& m : modules) names.emplace_back(m);
+    items.push_back(wrap(Value(std::move(names)), i));
+  }
+  auto done = dispatch(*broker_, std::move(items), job);
+  if (!done) {
+    fail("warm-up: " + done.error().message);
+    return false;
+  }
+  for (const auto& r : done->results) {
+    if (!r.ok()) {
+      fail("warm-up: " + (r.error ? r.error->describe() : std::string(to_string(r.status))));
+      return false;
+    }
+  }
+  return true;
+}
+
 int example_session::finish(mode_result slither) {
   slither.mode = "slither";
   report_.slither = std::move(slither);

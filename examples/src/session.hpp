@@ -48,6 +48,11 @@ class example_session {
   /// (`options.workers`, the examples' Python directory on their path).
   bool start_broker(std::vector<shm::store_definition> stores);
 
+  /// Has every worker import `modules` (the example's worker module) before
+  /// the timed run, as the baselines import theirs before their timers
+  /// start: a job of single-item batches, as many as the pool holds credits.
+  bool warm_up(const std::vector<std::string>& modules);
+
   /// Records a failure before the checks; returns the exit code to return.
   int fail(const std::string& why);
   /// Records Slither's run and checks. With `options.break_invariant` the

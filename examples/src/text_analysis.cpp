@@ -62,6 +62,7 @@ int run(const run_options& opts, example_report& report) {
                                return {};
                              }};
   if (!s.start_broker({text})) return report.exit_code;
+  if (!s.warm_up({"text_analysis_worker"})) return report.exit_code;
 
   const auto& docs = s.data()["docs"].as<List>();
   const auto start = std::chrono::steady_clock::now();
