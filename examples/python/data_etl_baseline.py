@@ -1,8 +1,8 @@
 """data_etl in pure Python: 15,000 rows over 3 schema phases, hot-swapped.
 
-unsafe_threaded: one shared schema dict, replaced in place as soon as a
-phase's rows are handed to the threads (the naive hot swap: rows still
-queued read the next schema); safe_python: each phase ends before the swap,
+unsafe_threaded: one shared schema, replaced as soon as a phase's rows are
+handed to the threads (the naive hot swap: rows still queued read the next
+schema); safe_python: each phase ends before the swap,
 and each batch reads one schema snapshot under a lock. No process-pool mode:
 the work per row is too light to be CPU-bound.
 """
@@ -24,18 +24,17 @@ def outcome(results: list) -> dict:
 
 
 def unsafe_threaded(data: dict, workers: int) -> dict:
-    schema: dict = {}
+    shared = {"schema": None}
     results: list = []
 
     def work(batch: list) -> None:
         for row in batch:
-            results.append(transform(row, schema))
+            results.append(transform(row, shared["schema"]))
 
     with ThreadPoolExecutor(workers) as ex:
         futures = []
         for phase, rows in enumerate(data["phases"]):
-            schema.clear()
-            schema.update(data["schemas"][phase])
+            shared["schema"] = data["schemas"][phase]
             futures += [ex.submit(work, b) for b in chunks(rows, BATCH)]
         for f in futures:
             f.result()
