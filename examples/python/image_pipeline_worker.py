@@ -29,6 +29,15 @@ def make_thumbnail(path: str, out: Path) -> dict:
 
 
 def peak_rss_kib() -> int:
+    """This process's peak resident memory since it started its program.
+
+    VmHWM, not getrusage's ru_maxrss: a worker is forked from the broker's
+    process and then execs Python, and ru_maxrss keeps the forked image's
+    peak across the exec."""
+    with open("/proc/self/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
