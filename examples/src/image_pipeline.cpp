@@ -61,10 +61,12 @@ int run(const run_options& opts, example_report& report) {
   std::map<std::int64_t, Value> results;
   std::int64_t worker_peak_kib = 0;
   std::int64_t failed = 0;
+  progress_bar bar(images.size());
   while (true) {
     auto r = stream->try_next();
     if (!r) return s.fail("dispatch: " + r.error().message);
     if (!*r) break;
+    bar.tick();
     if (!(**r).ok()) {
       ++failed;
       continue;

@@ -64,6 +64,16 @@ double peak_rss_mib() {
   return static_cast<double>(usage.ru_maxrss) / 1024.0;
 }
 
+progress_bar::progress_bar(std::size_t total) {
+  if (::isatty(STDERR_FILENO) == 1) {
+    bar_ = std::make_unique<boost::timer::progress_display>(total, std::cerr);
+  }
+}
+
+void progress_bar::tick() {
+  if (bar_) ++*bar_;
+}
+
 std::vector<Item> items_of(const Value& list) {
   std::vector<Item> out;
   const auto& values = list.as<List>();

@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include <boost/timer/progress_display.hpp>
+
 #include "registry.hpp"
 #include "report.hpp"
 #include "slither/broker/broker.hpp"
@@ -30,6 +32,17 @@ result<int> run_process(const std::vector<std::string>& argv, bool stdout_to_std
 
 /// Seconds since `start`.
 double seconds_since(std::chrono::steady_clock::time_point start);
+
+/// A progress bar on stderr, shown only when stderr is a terminal.
+class progress_bar {
+ public:
+  explicit progress_bar(std::size_t total);
+  /// One more item done.
+  void tick();
+
+ private:
+  std::unique_ptr<boost::timer::progress_display> bar_;
+};
 
 /// One example's run, from generating its data to printing its report.
 ///

@@ -91,10 +91,12 @@ int run(const run_options& opts, example_report& report) {
   std::vector<std::int64_t> seen(docs.size(), 0);
   std::map<std::int64_t, worker_stats> workers;
   std::int64_t failed = 0;
+  progress_bar bar(docs.size());
   while (true) {
     auto r = stream->try_next();
     if (!r) return s.fail("dispatch: " + r.error().message);
     if (!*r) break;
+    bar.tick();
     const dispatch_result& res = **r;
     if (!res.ok()) {
       ++failed;
