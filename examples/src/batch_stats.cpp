@@ -2,7 +2,9 @@
 // workers computing Welford statistics; `on_error: skip` isolates the poison
 // ones. The same job runs with each batching strategy (fixed, weighted by
 // dataset length, partitioned by sensor), and the results merge (Chan et
-// al.) into statistics that must match a two-pass computation.
+// al.) into statistics that must match a two-pass computation. Driven with
+// Dispatch directly (`slither::dispatch`): a Pipe's python stage batches by
+// count only, and this demo is about the batching strategies.
 #include <chrono>
 #include <cmath>
 #include <map>

@@ -1,7 +1,8 @@
-// data_etl: 15,000 rows in 3 schema phases. The schema lives in a Store and
-// is hot-swapped with `reload` between phases; Python workers read it in
-// place, validate and transform the rows; a router sends invalid rows to
-// the `invalid` output; the totals are audited.
+// data_etl, a Pipe run once per phase: 15,000 rows in 3 schema phases. The
+// schema lives in a Store and is hot-swapped with `reload` between phases;
+// validate (Python workers) reads it in place and checks and transforms the
+// rows; route (router) sends invalid rows to the `invalid` output; the
+// totals are audited.
 #include <algorithm>
 #include <chrono>
 #include <map>
@@ -9,7 +10,7 @@
 
 #include "registry.hpp"
 #include "session.hpp"
-#include "slither/broker/dispatch.hpp"
+#include "slither/broker/pipe.hpp"
 
 namespace slither::examples {
 namespace {
@@ -37,6 +38,17 @@ int run(const run_options& opts, example_report& report) {
   std::int64_t clean = 0;
   std::int64_t failed = 0;
   bool phase_seen = true;
+  Pipe pipe("data_etl");
+  pipe.store("etl")
+      .python("validate", {.module = "data_etl_worker",
+                           .function = "validate",
+                           .batch_size = 100,
+                           .max_in_flight = 8})
+      .router("route",
+              {{[](const Item& item, const Context&) { return !item.payload["valid"].as<bool>(); },
+                "invalid"}})
+      .output("invalid");
+
   const auto start = std::chrono::steady_clock::now();
   for (std::size_t p = 0; p < phases.size(); ++p) {
     // The swap: readers see the old schema or the new one, never a mix.
@@ -44,30 +56,28 @@ int run(const run_options& opts, example_report& report) {
       return w.reload("schema", [&](shm::loader& l) { return l.put("current", schemas[p]); });
     });
     if (!swapped) return s.fail("schema reload: " + swapped.error().message);
-    auto job = python_stage("data_etl", "validate", "data_etl_worker:validate", 100, 8);
-    auto done = dispatch(s.broker(), items_of(phases[p]), job);
-    if (!done) return s.fail("dispatch: " + done.error().message);
-    std::int64_t phase_invalid = 0;
-    for (const auto& r : done->results) {
-      if (!r.ok()) {
-        ++failed;
-        continue;
-      }
-      const Value& out = r.item.payload;
-      const auto id = out["id"].as<std::int64_t>();
-      ++seen[id];
-      phase_seen = phase_seen && out["schema_version"].as<std::int64_t>() == phase_of[id];
-      // The router: invalid rows leave at `invalid`, the rest go on to `default`.
-      if (!out["valid"].as<bool>()) {
-        invalid.push_back(id);
-        ++phase_invalid;
-      } else {
-        total_cents += out["amount_cents"].as<std::int64_t>();
-        ++clean;
+    auto done = slither::run(s.broker(), pipe, items_of(phases[p]));
+    if (!done) return s.fail("pipe: " + done.error().message);
+    if (done->error) return s.fail("pipe halted: " + done->error->describe());
+    failed += static_cast<std::int64_t>(done->failures.size() + done->skipped.size() +
+                                        done->unfinished.size());
+    for (const auto& [output, items] : done->outputs) {
+      for (const auto& item : items) {
+        const Value& out = item.payload;
+        const auto id = out["id"].as<std::int64_t>();
+        ++seen[id];
+        phase_seen = phase_seen && out["schema_version"].as<std::int64_t>() == phase_of[id];
+        if (output == "invalid") {
+          invalid.push_back(id);
+        } else {
+          total_cents += out["amount_cents"].as<std::int64_t>();
+          ++clean;
+        }
       }
     }
     s.out() << "  phase " << p + 1 << " (schema v" << schemas[p]["version"].as<std::int64_t>()
-            << "): " << phases[p].size() << " rows, " << phase_invalid << " invalid\n";
+            << "): " << phases[p].size() << " rows, " << done->outputs["invalid"].size()
+            << " invalid\n";
   }
   mode_result m;
   m.seconds = seconds_since(start);

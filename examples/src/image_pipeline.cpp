@@ -2,6 +2,8 @@
 // in batches weighted by pixel count with at most two batches in flight, so
 // the memory a worker needs stays bounded whatever the images' sizes; the
 // thumbnails are written to disk and checked there; peak memory reported.
+// Driven with Dispatch directly (`slither::dispatch_stream`): a Pipe's python
+// stage batches by count only, and this demo needs batches weighed by pixels.
 #include <algorithm>
 #include <chrono>
 #include <cmath>

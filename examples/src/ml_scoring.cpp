@@ -1,8 +1,8 @@
-// ml_scoring: two sessions each train a scikit-learn model and score their
-// records, concurrently. prepare (native) computes each record's features
-// and writes them through to a Store; score (Python) reads them in place,
-// with the session's model, which session affinity keeps in one worker;
-// route (router) sorts by confidence.
+// ml_scoring, one Pipe run concurrently by two sessions: each trains a
+// scikit-learn model and scores its records. prepare (native) computes each
+// record's features and writes them through to a Store; score (Python
+// workers) reads them in place and applies the session's model, which strict
+// session affinity keeps in one worker; route (router) sorts by confidence.
 #include <chrono>
 #include <map>
 #include <mutex>
@@ -12,7 +12,7 @@
 
 #include "registry.hpp"
 #include "session.hpp"
-#include "slither/broker/dispatch.hpp"
+#include "slither/broker/pipe.hpp"
 
 namespace slither::examples {
 namespace {
@@ -35,56 +35,78 @@ struct session_run {
   std::string error;
 };
 
-void score_session(example_session& s, const List& records, session_run& out) {
-  std::size_t next = 0;
-  // prepare: features from the raw record, written through to the Store (the
-  // write returns once readers see it), then only the key travels on.
-  auto source = [&]() -> std::optional<Item> {
-    while (next < records.size() && records[next]["session"].as<std::string>() != out.session) {
-      ++next;
-    }
-    if (next == records.size()) return std::nullopt;
-    const Value& rec = records[next];
-    auto features = ndarray::zeros(dtype::f64, {8});
-    auto values = features.mutable_values<double>();
-    const auto& raw = rec["raw"].as<List>();
-    for (std::size_t i = 0; i < values.size() && i < raw.size(); ++i) {
-      values[i] = (raw[i].as<double>() - 50.0) / 10.0;
-    }
-    const std::string id = rec["id"].as<std::string>();
-    auto wrote = s.broker().write("ml", [&](shm::writer& w) -> result<void> {
-      if (auto v = w.put("features", id, Value(std::move(features))); !v) return v.error();
-      return {};
-    });
-    if (!wrote) throw error(wrote.error());
-    ++out.records;
-    return wrap(Value::map({{"id", id}, {"session", out.session}}), next++);
-  };
-  auto job = python_stage("ml_scoring", "score", "ml_scoring_worker:score", 50, 2);
-  job.context.session_id = out.session;
-  job.affinity = affinity_mode::strict;
-  auto stream = dispatch_stream(s.broker(), std::function<std::optional<Item>()>(source), job);
-  if (!stream) {
-    out.error = stream.error().message;
+// The pipe both sessions run, concurrently, each with its own session id.
+Pipe scoring_pipe(example_session& s) {
+  Pipe pipe("ml_scoring");
+  pipe.store("ml")
+      // prepare: features from the raw record, written through to the Store
+      // (the write returns once readers see it); only the key travels on.
+      .native("prepare",
+              [&s](Item& item, Context&) -> step {
+                auto features = ndarray::zeros(dtype::f64, {8});
+                auto values = features.mutable_values<double>();
+                const auto& raw = item.payload["raw"].as<List>();
+                for (std::size_t i = 0; i < values.size() && i < raw.size(); ++i) {
+                  values[i] = (raw[i].as<double>() - 50.0) / 10.0;
+                }
+                const std::string id = item.payload["id"].as<std::string>();
+                auto wrote = s.broker().write("ml", [&](shm::writer& w) -> result<void> {
+                  if (auto v = w.put("features", id, Value(std::move(features))); !v) {
+                    return v.error();
+                  }
+                  return {};
+                });
+                if (!wrote) return wrote.error();
+                return Value::map({{"id", id}, {"session", item.payload["session"]}});
+              })
+      .python("score", {.module = "ml_scoring_worker",
+                        .function = "score",
+                        .batch_size = 50,
+                        .max_in_flight = 2,
+                        .affinity = affinity_mode::strict})
+      .router("route", {{[](const Item& item, const Context&) {
+                           return route_by_confidence(item.payload["confidence"].as<double>()) ==
+                                  "confident";
+                         },
+                         "confident"},
+                        {[](const Item& item, const Context&) {
+                           return route_by_confidence(item.payload["confidence"].as<double>()) ==
+                                  "review";
+                         },
+                         "review"}})
+      .output("confident")
+      .output("review");
+  return pipe;
+}
+
+void score_session(example_session& s, const Pipe& pipe, const List& records, session_run& out) {
+  std::vector<Item> input;
+  for (std::size_t i = 0; i < records.size(); ++i) {
+    if (records[i]["session"].as<std::string>() == out.session)
+      input.push_back(wrap(records[i], i));
+  }
+  out.records = input.size();
+  auto done = slither::run(s.broker(), pipe, std::move(input), {.session_id = out.session});
+  if (!done) {
+    out.error = done.error().message;
     return;
   }
-  while (true) {
-    auto r = stream->try_next();
-    if (!r) {
-      out.error = r.error().message;
-      return;
+  if (done->error) {
+    out.error = done->error->describe();
+    return;
+  }
+  for (const auto& [output, items] : done->outputs) {
+    for (const auto& item : items) {
+      const Value& res = item.payload;
+      ++out.scored;
+      out.ids.insert(res["id"].as<std::string>());
+      if (res["model_session"].as<std::string>() == out.session &&
+          res["session"].as<std::string>() == out.session) {
+        ++out.own_model;
+      }
+      out.workers.insert(res["worker"].as<std::int64_t>());
+      ++out.outputs[output];
     }
-    if (!*r) break;
-    if (!(**r).ok()) continue;
-    const Value& res = (**r).item.payload;
-    ++out.scored;
-    out.ids.insert(res["id"].as<std::string>());
-    if (res["model_session"].as<std::string>() == out.session &&
-        res["session"].as<std::string>() == out.session) {
-      ++out.own_model;
-    }
-    out.workers.insert(res["worker"].as<std::int64_t>());
-    ++out.outputs[route_by_confidence(res["confidence"].as<double>())];
   }
 }
 
@@ -108,19 +130,14 @@ int run(const run_options& opts, example_report& report) {
   if (!s.start_broker({ml})) return report.exit_code;
   if (!s.warm_up({"ml_scoring_worker"})) return report.exit_code;
 
+  const Pipe pipe = scoring_pipe(s);
   std::vector<session_run> runs;
   for (const auto& entry : sessions.as<Map>()) runs.emplace_back().session = entry.first;
   const auto start = std::chrono::steady_clock::now();
   {
     std::vector<std::jthread> threads;
     for (auto& r : runs) {
-      threads.emplace_back([&s, &records, &r] {
-        try {
-          score_session(s, records, r);
-        } catch (const std::exception& e) {
-          r.error = e.what();
-        }
-      });
+      threads.emplace_back([&s, &pipe, &records, &r] { score_session(s, pipe, records, r); });
     }
   }
   mode_result m;

@@ -1,7 +1,9 @@
-// text_analysis: documents → prepare (native: tokens, stopwords from a Store)
-// → analyze (Python: sentiment, a per-worker word index) → classify (router:
-// positive / negative / default); then the worker-isolation probe merges
-// each worker's own statistics and checks they add up.
+// text_analysis, a Pipe: documents → prepare (native: tokens, stopwords read
+// from a Store) → analyze (Python workers: sentiment, a word index of their
+// own) → classify (router: positive / negative / default); then the
+// worker-isolation probe merges each worker's own statistics and checks they
+// add up.
+#include <atomic>
 #include <chrono>
 #include <map>
 #include <set>
@@ -10,7 +12,7 @@
 
 #include "registry.hpp"
 #include "session.hpp"
-#include "slither/broker/dispatch.hpp"
+#include "slither/broker/pipe.hpp"
 
 namespace slither::examples {
 namespace {
@@ -36,7 +38,7 @@ List tokenize(std::string_view text, const std::unordered_set<std::string>& stop
   return tokens;
 }
 
-// The router: first match wins, unmatched → default.
+// The router's rule (first match wins, unmatched → default), shared by its predicates.
 std::string classify(double sentiment) {
   if (sentiment > 0.2) return "positive";
   if (sentiment < -0.2) return "negative";
@@ -72,38 +74,45 @@ int run(const run_options& opts, example_report& report) {
   if (!stored || !*stored) return s.fail("the stopwords are not in the store");
   for (const auto& w : (**stored).as<List>()) stopwords.insert(w.as<std::string>());
 
-  std::size_t next = 0;
-  std::int64_t tokens_prepared = 0;
-  auto source = [&]() -> std::optional<Item> {
-    if (next == docs.size()) return std::nullopt;
-    const Value& doc = docs[next];
-    List tokens = tokenize(doc["text"].as<std::string>(), stopwords);
-    tokens_prepared += static_cast<std::int64_t>(tokens.size());
-    Item item = wrap(Value::map({{"id", doc["id"]}, {"tokens", Value(std::move(tokens))}}), next);
-    ++next;
-    return item;
-  };
-  auto job = python_stage("text_analysis", "analyze", "text_analysis_worker:analyze", 50, 8);
-  auto stream = dispatch_stream(s.broker(), std::function<std::optional<Item>()>(source), job);
-  if (!stream) return s.fail("dispatch: " + stream.error().message);
+  std::atomic<std::int64_t> tokens_prepared = 0;
+  Pipe pipe("text_analysis");
+  pipe.store("text")
+      .native(
+          "prepare",
+          [&](Item& item, Context&) -> step {
+            List tokens = tokenize(item.payload["text"].as<std::string>(), stopwords);
+            tokens_prepared += static_cast<std::int64_t>(tokens.size());
+            return Value::map({{"id", item.payload["id"]}, {"tokens", Value(std::move(tokens))}});
+          })
+      .python("analyze", {.module = "text_analysis_worker",
+                          .function = "analyze",
+                          .batch_size = 50,
+                          .max_in_flight = 8})
+      .router("classify", {{[](const Item& item, const Context&) {
+                              return classify(item.payload["sentiment"].as<double>()) == "positive";
+                            },
+                            "positive"},
+                           {[](const Item& item, const Context&) {
+                              return classify(item.payload["sentiment"].as<double>()) == "negative";
+                            },
+                            "negative"}})
+      .output("positive")
+      .output("negative");
 
+  const auto input = items_of(s.data()["docs"]);
+  auto run = slither::stream(s.broker(), pipe, input);
+  if (!run) return s.fail("pipe: " + run.error().message);
   std::map<std::string, std::int64_t> outputs = {{"positive", 0}, {"negative", 0}, {"default", 0}};
   std::vector<std::int64_t> seen(docs.size(), 0);
   std::map<std::int64_t, worker_stats> workers;
-  std::int64_t failed = 0;
   progress_bar bar(docs.size());
   while (true) {
-    auto r = stream->try_next();
-    if (!r) return s.fail("dispatch: " + r.error().message);
+    auto r = run->try_next();
+    if (!r) return s.fail("pipe: " + r.error().message);
     if (!*r) break;
     bar.tick();
-    const dispatch_result& res = **r;
-    if (!res.ok()) {
-      ++failed;
-      continue;
-    }
-    const Value& out = res.item.payload;
-    ++outputs[classify(out["sentiment"].as<double>())];
+    const Value& out = (**r).item.payload;
+    ++outputs[(**r).output];
     const auto id = out["id"].as<std::int64_t>();
     if (id >= 0 && static_cast<std::size_t>(id) < seen.size()) ++seen[static_cast<std::size_t>(id)];
     auto& w = workers[out["worker"].as<std::int64_t>()];
@@ -112,6 +121,10 @@ int run(const run_options& opts, example_report& report) {
            out["worker_vocabulary"].as<std::int64_t>()};
     }
   }
+  const pipe_run& ended = run->report();
+  if (ended.error) return s.fail("pipe halted: " + ended.error->describe());
+  const auto failed = static_cast<std::int64_t>(ended.failures.size() + ended.skipped.size() +
+                                                ended.unfinished.size());
   mode_result m;
   m.seconds = seconds_since(start);
   m.items = docs.size();
