@@ -9,11 +9,10 @@ Every mode catches a poison dataset's error and skips it.
 from __future__ import annotations
 
 import math
-import multiprocessing
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
-from baseline_harness import chunks, main
+from baseline_harness import PoolMode, chunks, main
 from batch_stats_worker import Welford, dataset_stats
 
 BATCH = 32
@@ -69,9 +68,8 @@ def safe_python(data: dict, workers: int) -> dict:
         return merge(ex.map(stats_batch, chunks(data["datasets"], BATCH)))
 
 
-def multiprocessing_pool(data: dict, workers: int) -> dict:
-    with multiprocessing.Pool(workers) as pool:
-        return merge(pool.imap(stats_batch, chunks(data["datasets"], BATCH)))
+def multiprocessing_pool(data: dict, pool) -> dict:
+    return merge(pool.imap(stats_batch, chunks(data["datasets"], BATCH)))
 
 
 def close(a: float, b: float) -> bool:
@@ -104,7 +102,7 @@ def check(data: dict, out: dict) -> dict[str, bool]:
 MODES = {
     "unsafe_threaded": unsafe_threaded,
     "safe_python": safe_python,
-    "multiprocessing_pool": multiprocessing_pool,
+    "multiprocessing_pool": PoolMode(multiprocessing_pool),
 }
 
 if __name__ == "__main__":

@@ -21,7 +21,8 @@ def transform(row: dict, schema: dict) -> dict:
                     "error": f"missing field {name!r}"}
     for name, type_name in schema["fields"].items():
         value = row.get(name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, TYPES[type_name])):
+        wrong = isinstance(value, bool) or not isinstance(value, TYPES[type_name])
+        if value is not None and wrong:
             return {"id": row.get("id"), "schema_version": version, "valid": False,
                     "error": f"field {name!r} is not {type_name}"}
     out = {schema["rename"].get(k, k): v for k, v in row.items()}

@@ -61,7 +61,8 @@ def write_data(path: str | Path, value: Any) -> None:
 def progress(items: Iterable[T], total: int, desc: str) -> Iterator[T]:
     """`items` with a progress bar on a terminal (none when stderr is not one)."""
     tqdm = require("tqdm")
-    return iter(tqdm.tqdm(items, total=total, desc=desc, file=sys.stderr, disable=None, leave=False))
+    bar = tqdm.tqdm(items, total=total, desc=desc, file=sys.stderr, disable=None, leave=False)
+    return iter(bar)
 
 
 def generator_args(doc: str | None, default_seed: int = 42) -> argparse.Namespace:

@@ -8,14 +8,13 @@ thumbnails into a directory of its own, which the check removes.
 
 from __future__ import annotations
 
-import multiprocessing
 import shutil
 import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from baseline_harness import chunks, main
+from baseline_harness import PoolMode, chunks, main
 from example_common import require
 
 require("PIL")
@@ -39,8 +38,8 @@ def unsafe_threaded(data: dict, workers: int) -> dict:
 
     def work(batch: list) -> None:
         for im in batch:
-            results.append(dict(make_thumbnail(im["path"], Path(folder) / f"thumb-{im['id']:04d}.png"),
-                                id=im["id"]))
+            thumb = make_thumbnail(im["path"], Path(folder) / f"thumb-{im['id']:04d}.png")
+            results.append(dict(thumb, id=im["id"]))
             stats["images"] += 1
             stats["pixels"] += im["pixels"]
 
@@ -59,13 +58,14 @@ def merge(data: dict, folder: str, parts) -> dict:
 def safe_python(data: dict, workers: int) -> dict:
     folder = tempfile.mkdtemp(prefix="slither-thumbs-")
     with ThreadPoolExecutor(workers) as ex:
-        return merge(data, folder, ex.map(thumbs_batch, [(b, folder) for b in chunks(data["images"], BATCH)]))
+        tasks = [(b, folder) for b in chunks(data["images"], BATCH)]
+        return merge(data, folder, ex.map(thumbs_batch, tasks))
 
 
-def multiprocessing_pool(data: dict, workers: int) -> dict:
+def multiprocessing_pool(data: dict, pool) -> dict:
     folder = tempfile.mkdtemp(prefix="slither-thumbs-")
-    with multiprocessing.Pool(workers) as pool:
-        return merge(data, folder, pool.imap(thumbs_batch, [(b, folder) for b in chunks(data["images"], BATCH)]))
+    tasks = [(b, folder) for b in chunks(data["images"], BATCH)]
+    return merge(data, folder, pool.imap(thumbs_batch, tasks))
 
 
 def audit(data: dict, results: list) -> dict[str, bool]:
@@ -104,7 +104,7 @@ def check(data: dict, out: dict) -> dict[str, bool]:
 MODES = {
     "unsafe_threaded": unsafe_threaded,
     "safe_python": safe_python,
-    "multiprocessing_pool": multiprocessing_pool,
+    "multiprocessing_pool": PoolMode(multiprocessing_pool),
 }
 
 if __name__ == "__main__":

@@ -9,12 +9,11 @@ Batches of both sessions interleave, as two concurrent sessions' would.
 
 from __future__ import annotations
 
-import multiprocessing
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from baseline_harness import chunks, main
+from baseline_harness import PoolMode, chunks, main
 from ml_scoring_data import features
 from ml_scoring_worker import predict, train
 
@@ -89,11 +88,10 @@ def _pool_work(task: tuple[str, list]) -> dict:
     return score_batch(_process_models[session], batch)
 
 
-def multiprocessing_pool(data: dict, workers: int) -> dict:
+def multiprocessing_pool(data: dict, pool) -> dict:
     predictions: dict = {}
-    with multiprocessing.Pool(workers, _pool_init, (data["sessions"],)) as pool:
-        for part in pool.imap(_pool_work, batches(data)):
-            predictions.update(part)
+    for part in pool.imap(_pool_work, batches(data)):
+        predictions.update(part)
     return predictions
 
 
@@ -119,7 +117,8 @@ def check(data: dict, out: dict) -> dict[str, bool]:
 MODES = {
     "unsafe_threaded": unsafe_threaded,
     "safe_python": safe_python,
-    "multiprocessing_pool": multiprocessing_pool,
+    "multiprocessing_pool": PoolMode(multiprocessing_pool, _pool_init,
+                                     lambda data: (data["sessions"],)),
 }
 
 if __name__ == "__main__":

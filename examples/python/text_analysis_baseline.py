@@ -7,12 +7,11 @@ end; multiprocessing_pool: the same batches in processes.
 
 from __future__ import annotations
 
-import multiprocessing
 import sys
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
-from baseline_harness import chunks, main
+from baseline_harness import PoolMode, chunks, main
 from text_analysis_worker import classify, sentiment, tokenize
 
 BATCH = 50
@@ -73,11 +72,10 @@ def safe_python(data: dict, workers: int) -> dict:
         return merge(ex.map(lambda b: analyze_batch(b, stopwords), chunks(data["docs"], BATCH)))
 
 
-def multiprocessing_pool(data: dict, workers: int) -> dict:
+def multiprocessing_pool(data: dict, pool) -> dict:
     stopwords = frozenset(data["stopwords"])
     tasks = [(b, stopwords) for b in chunks(data["docs"], BATCH)]
-    with multiprocessing.Pool(workers) as pool:
-        return merge(pool.imap(_pool_batch, tasks))
+    return merge(pool.imap(_pool_batch, tasks))
 
 
 def reference(data: dict) -> dict:
@@ -98,7 +96,7 @@ def check(data: dict, out: dict) -> dict[str, bool]:
 MODES = {
     "unsafe_threaded": unsafe_threaded,
     "safe_python": safe_python,
-    "multiprocessing_pool": multiprocessing_pool,
+    "multiprocessing_pool": PoolMode(multiprocessing_pool),
 }
 
 if __name__ == "__main__":
