@@ -104,3 +104,13 @@ def test_workers_and_no_baseline() -> None:
     (report,) = summary["examples"]
     assert report["baselines"] == []
     assert report["facts"]["workers"] == 1
+
+
+def test_json_keeps_stdout_for_the_summary_with_child_processes() -> None:
+    # feature_store's Python processes print too: with --json they print to stderr.
+    done = run_example("feature_store", "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    (report,) = json.loads(done.stdout)["examples"]
+    assert report == {"name": "feature_store", "ok": True, "baselines": [],
+                      "facts": {"users_loaded": 500, "users_after": 600}}
+    assert "[reader] 500 users read in place" in done.stderr
