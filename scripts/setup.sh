@@ -30,11 +30,11 @@ fi
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-reqs=py_client/requirements-dev.txt
+reqs=(py_client/requirements-dev.txt examples/requirements.txt)
 stamp=.venv/.requirements.sha1
-if [ -f "$reqs" ] && ! sha1sum --status -c "$stamp" 2>/dev/null; then
-  .venv/bin/pip install --quiet -r "$reqs"
-  sha1sum "$reqs" >"$stamp"
+if ! sha1sum --status -c "$stamp" 2>/dev/null; then
+  .venv/bin/pip install --quiet "${reqs[@]/#/--requirement=}"
+  sha1sum "${reqs[@]}" >"$stamp"
 fi
 
 # The C++ tree, Release, with tests.

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "registry.hpp"
+#include "session.hpp"
 #include "slither/broker/broker.hpp"
 
 extern char** environ;
@@ -23,24 +24,19 @@ namespace {
 
 namespace fs = std::filesystem;
 
-fs::path examples_dir() {
-  if (const char* dir = std::getenv("SLITHER_EXAMPLES_DIR")) return dir;
-  return SLITHER_EXAMPLES_SOURCE_DIR;
-}
-
-std::string python() {
-  const char* p = std::getenv("SLITHER_PYTHON");
-  return p ? p : "python3";
-}
-
-// Starts `argv` with the current environment; returns its pid or -1.
-pid_t spawn(const std::vector<std::string>& argv) {
+// Starts `argv` with the current environment (its stdout on our stderr if
+// `stdout_to_stderr`); returns its pid or -1.
+pid_t spawn(const std::vector<std::string>& argv, bool stdout_to_stderr) {
   std::vector<char*> args;
   for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  if (stdout_to_stderr) posix_spawn_file_actions_adddup2(&actions, STDERR_FILENO, STDOUT_FILENO);
   pid_t pid = -1;
-  if (posix_spawnp(&pid, args[0], nullptr, nullptr, args.data(), environ) != 0) return -1;
-  return pid;
+  const int rc = posix_spawnp(&pid, args[0], &actions, nullptr, args.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  return rc == 0 ? pid : -1;
 }
 
 // The embeddings matrix: 4096 rows of 1024 float32 (16 MiB).
@@ -72,7 +68,8 @@ result<Value> top_users(const Value& arg, const shm::reader& store, std::string_
   return Value(std::move(rows));
 }
 
-int run_feature_store() {
+int run_feature_store(const run_options& run, example_report& report) {
+  std::ostream& out = *run.out;
   auto config = load_config(examples_dir() / "data" / "feature_store.toml");
   if (!config) {
     std::cerr << "feature_store: " << config.error().message << "\n";
@@ -99,8 +96,7 @@ int run_feature_store() {
     return 1;
   }
   const auto loaded = broker.reader("features").size("users").value();
-  std::cout << "[broker] namespace " << ns << ": loaded " << loaded
-            << " users from features.jsonl\n";
+  out << "[broker] namespace " << ns << ": loaded " << loaded << " users from features.jsonl\n";
   auto wrote = broker.write("features", [](shm::writer& w) -> result<void> {
     auto v = w.put("embeddings", "matrix", Value(make_embeddings()));
     if (!v) return std::move(v).error();
@@ -110,7 +106,7 @@ int run_feature_store() {
     std::cerr << "feature_store: " << wrote.error().message << "\n";
     return 1;
   }
-  std::cout << "[broker] stored a 4096x1024 float32 embedding matrix (16 MiB)\n" << std::flush;
+  out << "[broker] stored a 4096x1024 float32 embedding matrix (16 MiB)\n" << std::flush;
 
   const auto scripts = examples_dir() / "python";
   const std::vector<std::string> common = {"--runtime-dir", broker.runtime_dir().string(),
@@ -120,7 +116,7 @@ int run_feature_store() {
        {"feature_store_reader.py", "feature_store_embeddings.py", "feature_store_writer.py"}) {
     std::vector<std::string> argv = {python(), (scripts / script).string()};
     argv.insert(argv.end(), common.begin(), common.end());
-    const pid_t pid = spawn(argv);
+    const pid_t pid = spawn(argv, run.out != &std::cout);
     if (pid < 0) {
       std::cerr << "feature_store: cannot start " << argv[0] << " " << argv[1] << "\n";
       return 1;
@@ -134,13 +130,16 @@ int run_feature_store() {
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) ++failures;
   }
   const auto after = broker.reader("features").size("users").value();
-  std::cout << "[broker] users now " << after << " (" << after - loaded
-            << " written by Python through the broker)\n";
+  report.facts["users_loaded"] = loaded;
+  report.facts["users_after"] = after;
+  out << "[broker] users now " << after << " (" << after - loaded
+      << " written by Python through the broker)\n";
   broker.stop();
   std::error_code ec;
   fs::remove_all(scratch, ec);
   if (failures != 0) {
-    std::cerr << "feature_store: " << failures << " Python process(es) failed\n";
+    report.error = std::to_string(failures) + " Python process(es) failed";
+    std::cerr << "feature_store: " << report.error << "\n";
     return 1;
   }
   return 0;

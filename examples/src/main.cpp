@@ -1,4 +1,7 @@
-// slither-example: runs the demos on an embedded broker.
+// slither-example: runs the demos on an embedded broker, beside their
+// pure-Python baselines.
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
@@ -7,18 +10,39 @@
 #include "registry.hpp"
 
 int main(int argc, char** argv) {
-  using slither::examples::all_examples;
-  CLI::App app{"Runs Slither's demos on an embedded broker.", "slither-example"};
+  using namespace slither::examples;
+  CLI::App app{"Runs Slither's demos on an embedded broker, beside pure-Python baselines.",
+               "slither-example"};
   bool all = false;
   bool list = false;
+  bool no_baseline = false;
+  bool json = false;
+  run_options options;
   std::vector<std::string> names;
-  app.add_flag("--all", all, "Run every example in turn");
+  std::string log_level = "warn";
+  app.add_flag("--all", all, "Run feature_store and the five demos in turn");
   app.add_flag("--list", list, "List the examples and exit");
+  app.add_flag("--no-baseline", no_baseline, "Skip the pure-Python baselines");
+  app.add_option("--workers", options.workers, "Python workers (and baseline threads/processes)")
+      ->check(CLI::Range(1u, 64u));
+  app.add_option("--scale", options.scale, "Fraction of each demo's full size")
+      ->check(CLI::Range(0.001, 100.0));
+  app.add_option("--log-level", log_level, "The embedded broker's log level (to stderr)")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
+  app.add_flag("--json", json, "Print a machine-readable summary on stdout (the rest on stderr)");
+  // Tests use it to see that a broken invariant fails the example.
+  app.add_flag("--break-invariant", options.break_invariant,
+               "Corrupt one of Slither's results before the checks")
+      ->group("");
   app.add_option("names", names, "Examples to run, by name");
   CLI11_PARSE(app, argc, argv);
+  options.baseline = !no_baseline;
+  // The broker logs to stderr, so that stdout holds only the demos' output (or the JSON).
+  spdlog::set_default_logger(spdlog::stderr_color_mt("slither-example"));
+  spdlog::set_level(spdlog::level::from_str(log_level));
+  options.out = json ? &std::cerr : &std::cout;
 
   if (list || (!all && names.empty())) {
-    if (all_examples().empty()) std::cout << "no examples are built into this version\n";
     for (const auto& e : all_examples()) std::cout << e.name << "  " << e.summary << "\n";
     return 0;
   }
@@ -30,11 +54,20 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  int failures = 0;
+  int worst = 0;
+  nlohmann::json summary = {{"scale", options.scale},
+                            {"workers", options.workers},
+                            {"examples", nlohmann::json::array()}};
   for (const auto& e : all_examples()) {
     if (!all && std::find(names.begin(), names.end(), e.name) == names.end()) continue;
-    std::cout << "== " << e.name << ": " << e.summary << "\n" << std::flush;
-    if (e.run() != 0) ++failures;
+    *options.out << "== " << e.name << ": " << e.summary << "\n" << std::flush;
+    example_report report;
+    report.name = e.name;
+    report.exit_code = e.run(options, report);
+    worst = std::max(worst, report.exit_code);
+    summary["examples"].push_back(to_json(report));
+    *options.out << std::flush;
   }
-  return failures == 0 ? 0 : 1;
+  if (json) std::cout << summary.dump(2) << "\n";
+  return worst;
 }
