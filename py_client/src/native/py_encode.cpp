@@ -247,33 +247,45 @@ buffer encode_object(nb::handle obj, std::string_view root) {
 }
 
 buffer encode_entries(nb::handle entries) {
-  const nb::object pairs = PyMapping_Check(entries.ptr()) && nb::hasattr(entries, "items")
-                               ? entries.attr("items")()
-                               : nb::borrow(entries);
-  const nb::object seq = nb::steal(PySequence_Fast(
-      pairs.ptr(), "entries must be a mapping or an iterable of (key, value) pairs"));
-  if (!seq) throw nb::python_error();
+  // A str or bytes is refused whole, and so is a pair that is one: "ab"
+  // would otherwise read as the pair ('a', 'b').
+  const auto refuse = [&](const std::string& what) {
+    raise_invalid_type("entries must be a mapping or an iterable of (key, value) pairs" + what);
+  };
+  PyObject* e = entries.ptr();
+  if (PyUnicode_Check(e) || PyBytes_Check(e) || PyByteArray_Check(e) || PyMemoryView_Check(e)) {
+    refuse(", not '" + python_type_name(entries) + "'");
+  }
+  const bool mapping = PyDict_Check(e) || (PyMapping_Check(e) && nb::hasattr(entries, "items"));
+  const nb::object pairs = mapping ? entries.attr("items")() : nb::borrow(entries);
+  // Materialized first, so a generator that fails keeps its own error.
+  const nb::object seq = nb::steal(PySequence_Fast(pairs.ptr(), "entries"));
+  if (!seq) {
+    if (!PyErr_ExceptionMatches(PyExc_TypeError)) throw nb::python_error();
+    PyErr_Clear();
+    refuse(", not '" + python_type_name(entries) + "'");
+  }
   const Py_ssize_t n = PySequence_Fast_GET_SIZE(seq.ptr());
   buffer out;
   wire::writer w(out);
   w.list_header(static_cast<std::size_t>(n));
-  encoder e(w, nullptr);
+  encoder enc(w, nullptr);
   const path_node root{nullptr, "entries", {}, -1};
   for (Py_ssize_t i = 0; i < n; ++i) {
     PyObject* pair = PySequence_Fast_GET_ITEM(seq.ptr(), i);
-    if (!PySequence_Check(pair) || PySequence_Size(pair) != 2) {
-      PyErr_Clear();
-      throw nb::type_error("entries must be a mapping or an iterable of (key, value) pairs");
+    const bool two = (PyTuple_Check(pair) && PyTuple_GET_SIZE(pair) == 2) ||
+                     (PyList_Check(pair) && PyList_GET_SIZE(pair) == 2);
+    if (!two) {
+      const nb::handle h(pair);
+      refuse(": entries[" + std::to_string(i) + "] is '" + python_type_name(h) + "' " +
+             std::string(nb::repr(h).c_str()).substr(0, 60) + ", not a tuple or list of two");
     }
-    const nb::object key = nb::steal(PySequence_GetItem(pair, 0));
-    const nb::object value = nb::steal(PySequence_GetItem(pair, 1));
-    if (!key || !value) throw nb::python_error();
     // Keys are str (stored as UTF-8) or bytes (stored as they are).
-    const std::string_view k = key_view(key);
+    const std::string_view k = key_view(PySequence_Fast_GET_ITEM(pair, 0));
     w.list_header(2);
     w.string(k);
     const path_node at{&root, {}, k, -1};
-    e.value(value.ptr(), at, 0);
+    enc.value(PySequence_Fast_GET_ITEM(pair, 1), at, 0);
   }
   w.finish();
   return out;
