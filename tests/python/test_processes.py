@@ -157,6 +157,17 @@ def test_fork_while_another_thread_is_inside_a_call(fresh_broker):
     assert "child exit 0" in out, out
 
 
+def test_a_broker_that_answers_nothing_is_unavailable_not_timeout(fresh_broker):
+    c = fresh_broker.connect(timeout=0.5)
+    store = c.store("scratch")
+    with stopped(fresh_broker):  # alive as a process, but it answers not even a ping
+        start = time.monotonic()
+        with pytest.raises(slither.BrokerUnavailable, match="nor a ping"):
+            store.put("t", "k", 1)
+        assert time.monotonic() - start < 0.5 + 0.5 + 2.0  # the timeout, then the ping's
+    c.ping()
+
+
 def test_ctrl_c_interrupts_a_blocked_call_promptly(fresh_broker, scratch_of):
     proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import sys, slither
