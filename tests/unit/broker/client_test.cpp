@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdio>
 #include <cstdlib>
 #include <functional>
 #include <future>
@@ -481,6 +482,14 @@ TEST_F(ClientBrokerTest, InterruptEndsABlockedCallPromptly) {
 }
 
 TEST_F(ClientBrokerTest, AForkChildReconnectsOnItsFirstCall) {
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  // The child of this multi-threaded process (the broker runs in it) starts
+  // ZeroMQ threads; GCC 12's sanitizer runtimes are not fork-safe there (an
+  // allocator lock held by a parent thread at the fork can stall the child's
+  // new I/O thread). The Python fork test covers the same path under its own
+  // process; Release runs this one.
+  GTEST_SKIP() << "fork of a multi-threaded process under a sanitizer runtime";
+#endif
   start();
   auto c = client::connect(opts(2s)).value();
   ASSERT_TRUE(c.ping());
@@ -489,8 +498,10 @@ TEST_F(ClientBrokerTest, AForkChildReconnectsOnItsFirstCall) {
   if (child == 0) {
     // The inherited context has no I/O threads here: without a fresh one the
     // call would wait out its timeout and blame the broker.
-    const bool ok = c.ping() && c.put("main", "kv", "from-child", Value(1));
-    ::_exit(ok ? 0 : 1);
+    auto pinged = c.ping();
+    auto put = pinged ? c.put("main", "kv", "from-child", Value(1)) : pinged.error();
+    if (!put) std::fprintf(stderr, "child: %s\n", put.error().message.c_str());
+    ::_exit(put ? 0 : 1);
   }
   int status = 0;
   const auto deadline = std::chrono::steady_clock::now() + 30s;
