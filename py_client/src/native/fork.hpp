@@ -2,12 +2,19 @@
 // another value was made in an ancestor process and must not be used here.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 
 namespace slither::py {
 
-/// Counts fork()s (pthread_atfork child handler, registered on first call).
-/// One relaxed atomic load.
-std::uint64_t fork_generation() noexcept;
+/// Incremented in every fork() child (a pthread_atfork handler registered when
+/// the extension loads, in fork.cpp).
+extern std::atomic<std::uint64_t> fork_count;
+
+/// The number of fork()s that led to this process: one relaxed load, cheap
+/// enough for every read.
+inline std::uint64_t fork_generation() noexcept {
+  return fork_count.load(std::memory_order_relaxed);
+}
 
 }  // namespace slither::py
