@@ -8,7 +8,6 @@
 #include <cerrno>
 #include <cstdlib>
 #include <iterator>
-#include <limits>
 #include <map>
 #include <optional>
 #include <utility>
@@ -28,11 +27,6 @@ namespace {
 using clock = std::chrono::steady_clock;
 using protocol::message_type;
 
-/// Largest reply accepted before `hello` says what the broker allows: a hello
-/// reply lists store names, far below this.
-constexpr std::int64_t hello_reply_limit = std::int64_t{1} << 20;
-/// Room over the broker's `max_message_bytes` for a reply's framing.
-constexpr std::int64_t reply_headroom = std::int64_t{64} << 10;
 /// Longest wait for the ping that tells a slow broker from an absent one.
 constexpr std::chrono::milliseconds probe_timeout{1000};
 
@@ -76,6 +70,10 @@ result<void> check_options(const client_options& options) {
                                             std::to_string(client_options::max_timeout.count()) +
                                             " ms (one year)");
   }
+  if (options.max_reply_bytes <= 0) {
+    return fail(errc::invalid_argument, "max_reply_bytes must be more than 0, not " +
+                                            std::to_string(options.max_reply_bytes));
+  }
   if (options.interrupt && options.interrupt_interval.count() <= 0) {
     return fail(errc::invalid_argument, "interrupt_interval must be more than 0 ms");
   }
@@ -106,7 +104,6 @@ struct client::impl {
   std::uint64_t next_id = 1;
   std::string ns;
   std::size_t max_message_bytes = decode_limits{}.max_message_bytes;
-  std::int64_t max_reply_bytes = hello_reply_limit;
   std::uint64_t forked = fork_generation();
   // The incarnation of each store this client was told about.
   std::map<std::string, std::uint64_t, std::less<>> incarnations;
@@ -119,7 +116,7 @@ struct client::impl {
       // out before the deadline then means "no broker", with no ping needed.
       socket.set(zmq::sockopt::immediate, true);
       // A reply over this is dropped by ZeroMQ before it is buffered.
-      socket.set(zmq::sockopt::maxmsgsize, max_reply_bytes);
+      socket.set(zmq::sockopt::maxmsgsize, options.max_reply_bytes);
       if (!options.curve_server_key.empty()) {
         if (auto r = set_curve_keys(); !r) return r;
       }
@@ -385,12 +382,7 @@ result<client> client::connect(const client_options& options) {
                                           "' lacks 'ns' or a positive 'max_message_bytes'");
   }
   p->ns = ns->as<std::string>();
-  const std::int64_t limit = max_bytes->as<std::int64_t>();
-  p->max_message_bytes = static_cast<std::size_t>(limit);
-  p->max_reply_bytes = limit > std::numeric_limits<std::int64_t>::max() - reply_headroom
-                           ? std::numeric_limits<std::int64_t>::max()
-                           : limit + reply_headroom;
-  p->reset();  // the reply limit applies to connections made from now on
+  p->max_message_bytes = static_cast<std::size_t>(max_bytes->as<std::int64_t>());
   return client(std::move(p));
 }
 

@@ -14,6 +14,7 @@
 #include <future>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <thread>
 #include <zmq.hpp>
 #include <zmq_addon.hpp>
@@ -286,6 +287,12 @@ class fake_broker {
     return received_;
   }
 
+  // The routing ids of the connections requests came on.
+  std::set<std::string> peers() {
+    std::lock_guard lock(mutex_);
+    return peers_;
+  }
+
  private:
   void serve() {
     while (!stop_) {
@@ -302,6 +309,7 @@ class fake_broker {
       {
         std::lock_guard lock(mutex_);
         received_.push_back(*msg);
+        peers_.insert(parts[0].to_string());
       }
       auto body = answer_(*msg);
       if (!body) continue;
@@ -321,6 +329,7 @@ class fake_broker {
   std::atomic<bool> stop_{false};
   std::mutex mutex_;
   std::vector<protocol::message> received_;
+  std::set<std::string> peers_;
   std::thread thread_;
 };
 
@@ -335,25 +344,42 @@ Value hello_reply(std::int64_t max_message_bytes = 1 << 20) {
 TEST(ClientLimitsTest, AnOversizedReplyIsNeverTaken) {
   temp_dir tmp;
   const std::string big(3 << 20, 'x');
-  // Before `hello` says the broker's limit, a reply of megabytes is refused.
+  auto options = client_opts("fake", tmp.path(), 300ms);
+  options.max_reply_bytes = 1 << 20;
+  // A hello reply over the limit: no connection.
   {
     fake_broker fake(tmp.path(), [&](const protocol::message&) { return Value(big); });
-    auto c = client::connect(client_opts("fake", tmp.path(), 300ms));
+    auto c = client::connect(options);
     ASSERT_FALSE(c);
     EXPECT_NE(c.error().code, errc::ok);
   }
-  // After it, a reply over the broker's max_message_bytes (plus framing) is refused.
+  // Later replies over the limit are refused too; the client goes on.
   fake_broker fake(tmp.path(), [&](const protocol::message& m) -> std::optional<Value> {
     if (m.head.type == protocol::message_type::hello) return hello_reply(4096);
     if (m.head.type == protocol::message_type::stats) return Value(big);
     return Value{};
   });
-  auto c = client::connect(client_opts("fake", tmp.path(), 300ms));
+  auto c = client::connect(options);
   ASSERT_TRUE(c) << c.error().message;
   auto s = c->stats();
-  ASSERT_FALSE(s) << "a 3 MiB reply from a broker whose limit is 4 KiB was taken";
+  ASSERT_FALSE(s) << "a 3 MiB reply over a limit of 1 MiB was taken";
   EXPECT_EQ(s.error().code, errc::timeout) << s.error().message;  // it still answers pings
   EXPECT_TRUE(c->ping());
+}
+
+TEST(ClientLimitsTest, AClientUsesOneConnectionFromTheStart) {
+  // Reconnecting after hello would hold two of a broker's max_clients places
+  // for a while: a client that fits must not be refused for it.
+  temp_dir tmp;
+  fake_broker fake(tmp.path(), [&](const protocol::message& m) -> std::optional<Value> {
+    if (m.head.type == protocol::message_type::hello) return hello_reply();
+    return Value{};
+  });
+  auto c = client::connect(client_opts("fake", tmp.path()));
+  ASSERT_TRUE(c) << c.error().message;
+  ASSERT_TRUE(c->ping());
+  ASSERT_TRUE(c->ping());
+  EXPECT_EQ(fake.peers().size(), 1u);
 }
 
 TEST(ClientIncarnationTest, StoreRequestsCarryTheIncarnationAttachInfoGave) {

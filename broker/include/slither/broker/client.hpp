@@ -20,9 +20,11 @@
 //   request. Whether the broker applied a write that timed out, or one
 //   interrupted by `client_options::interrupt`, is unknown (it may have): read
 //   the entry's version to find out.
-// - A reply larger than the broker's `max_message_bytes` (plus a little for
-//   framing) makes ZeroMQ drop the connection before it is buffered; the call
-//   then fails as above.
+// - A reply larger than `client_options::max_reply_bytes` makes ZeroMQ drop
+//   the connection before it is buffered; the call then fails as above. The
+//   limit is fixed when the client connects, not learnt from the broker:
+//   raising it would mean reconnecting, and a broker at `max_clients` may
+//   refuse the new connection before it sees the old one go.
 #pragma once
 
 #include <chrono>
@@ -70,6 +72,14 @@ struct client_options {
   std::function<result<void>()> interrupt;
   /// How often `interrupt` is called while waiting.
   std::chrono::milliseconds interrupt_interval{50};
+  /// The largest reply accepted, in bytes (more than 0). The default takes any
+  /// reply of a broker with the default `max_message_bytes` (1 GiB) and its
+  /// framing; a client of a broker configured for larger messages needs more.
+  std::int64_t max_reply_bytes = default_max_reply_bytes;
+
+  /// 1 GiB (the default `max_message_bytes`) and 64 KiB for framing.
+  static constexpr std::int64_t default_max_reply_bytes =
+      (std::int64_t{1} << 30) + (std::int64_t{64} << 10);
 
   /// The longest `timeout` accepted: one year ("wait as long as it takes").
   static constexpr std::chrono::milliseconds max_timeout{std::chrono::hours(24 * 365)};
