@@ -16,7 +16,7 @@
 #include <zmq.hpp>
 #include <zmq_addon.hpp>
 
-#include "ipc_trust.hpp"
+#include "control_channel.hpp"
 #include "slither/broker/protocol.hpp"
 #include "slither/core/wire.hpp"
 
@@ -40,23 +40,6 @@ std::uint64_t fork_generation() noexcept {
   }();
   (void)registered;
   return forks.load(std::memory_order_relaxed);
-}
-
-struct resolved_endpoint {
-  std::string endpoint;
-  std::optional<detail::socket_dir_rule> ipc;  // set for ipc:// endpoints
-};
-
-resolved_endpoint resolve_endpoint(const client_options& options) {
-  if (!options.endpoint.empty()) {
-    if (options.endpoint.starts_with("ipc://")) {
-      return {options.endpoint, detail::socket_dir_rule::ancestor};
-    }
-    return {options.endpoint, std::nullopt};
-  }
-  const auto dir =
-      options.runtime_dir.empty() ? default_runtime_dir(options.ns) : options.runtime_dir;
-  return {"ipc://" + (dir / "control").string(), detail::socket_dir_rule::runtime_dir};
 }
 
 result<void> check_options(const client_options& options) {
@@ -117,33 +100,11 @@ struct client::impl {
       socket.set(zmq::sockopt::immediate, true);
       // A reply over this is dropped by ZeroMQ before it is buffered.
       socket.set(zmq::sockopt::maxmsgsize, options.max_reply_bytes);
-      if (!options.curve_server_key.empty()) {
-        if (auto r = set_curve_keys(); !r) return r;
-      }
+      if (auto r = detail::set_curve_client(socket, options); !r) return r;
       socket.connect(endpoint);
     } catch (const zmq::error_t& e) {
       return fail(errc::invalid_argument, "cannot connect to '" + endpoint + "': " + e.what());
     }
-    return {};
-  }
-
-  // CURVE: the broker's public key and this client's key pair.
-  result<void> set_curve_keys() {
-    char pub[41] = {};
-    const std::string& secret = options.curve_secret_key;
-    if (options.curve_server_key.size() != 40 || secret.size() != 40 ||
-        (!options.curve_public_key.empty() && options.curve_public_key.size() != 40)) {
-      return fail(errc::invalid_argument,
-                  "CURVE keys are 40-character Z85 strings (curve_server_key, curve_secret_key, "
-                  "curve_public_key)");
-    }
-    if (options.curve_public_key.empty() && zmq_curve_public(pub, secret.c_str()) != 0) {
-      return fail(errc::invalid_argument, "curve_secret_key is not a Z85 key");
-    }
-    socket.set(zmq::sockopt::curve_serverkey, options.curve_server_key);
-    socket.set(zmq::sockopt::curve_secretkey, secret);
-    socket.set(zmq::sockopt::curve_publickey,
-               options.curve_public_key.empty() ? std::string(pub, 40) : options.curve_public_key);
     return {};
   }
 
@@ -354,19 +315,9 @@ result<client> client::connect(const client_options& options) {
   if (auto ok = check_options(options); !ok) return std::move(ok).error();
   auto p = std::make_unique<impl>();
   p->options = options;
-  auto where = resolve_endpoint(options);
-  p->endpoint = std::move(where.endpoint);
-  if (where.ipc) {
-    if (auto trusted = detail::verify_ipc_socket(p->endpoint.substr(6), *where.ipc); !trusted) {
-      auto err = std::move(trusted).error();
-      if (err.code == errc::unavailable) {
-        err.message = "no broker at '" + p->endpoint + "': " + err.message +
-                      " (is slither-broker running for namespace '" + options.ns + "'?)";
-      } else {
-        err.message = "refusing to connect to '" + p->endpoint + "': " + err.message;
-      }
-      return err;
-    }
+  p->endpoint = detail::control_endpoint_of(options);
+  if (auto r = detail::check_control_endpoint(options, p->endpoint); !r) {
+    return std::move(r).error();
   }
   if (auto opened = p->open(); !opened) return std::move(opened).error();
   auto reply =

@@ -119,9 +119,9 @@ class client {
   /// For an `ipc://` endpoint, before connecting: the socket file must be a
   /// socket owned by this user (euid); a runtime directory (the one given, or
   /// the default one of `ns`) must be a directory of this user with no group
-  /// or other access, and its parent a real directory; every ancestor must be
+  /// or other access; every ancestor must be a real directory (no symlink)
   /// owned by root or this user and writable by no one else unless sticky
-  /// (like /tmp). No symlinks for the socket, its directory and its parent.
+  /// (like /tmp): the rules the broker applies to its own runtime directory.
   ///
   /// Errors: `invalid_argument` (a bad namespace or timeout; an untrusted path,
   /// naming it and what is wrong), `unavailable` (no socket file, or no broker
