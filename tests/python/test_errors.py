@@ -124,6 +124,39 @@ def test_bad_input_to_the_client_is_a_slither_error(client, scratch):
         scratch.compare_and_set("t", "k", 2**64, 2)
 
 
+def test_bad_values_and_codec_input_are_slither_errors(scratch):
+    # The codec path the client encodes with raises InvalidType / InvalidArgument,
+    # never a bare TypeError or ValueError.
+    cases = [
+        (slither.InvalidType, lambda: scratch.put("t", "k", {"a": {1, 2}})),
+        (slither.InvalidType, lambda: scratch.put("t", "k", {1: "int key"})),
+        (slither.InvalidType, lambda: scratch.put("t", "k", np.zeros(2, dtype=np.float16))),
+        (slither.InvalidType, lambda: scratch.put_many("t", {"k": object()})),
+        (slither.InvalidArgument, lambda: scratch.put("t", "k", "lone \ud800 surrogate")),
+        (slither.InvalidArgument, lambda: scratch.put("t", "\ud800", 1)),
+        (slither.InvalidArgument, lambda: scratch.put("t", "k", np.zeros((1,) * 40))),
+        (slither.InvalidType, lambda: scratch.get("t", 3.5)),
+        (slither.InvalidType, lambda: slither.encode(object())),
+        (slither.InvalidType, lambda: slither.encode(1, buffers=())),
+        (slither.InvalidType, lambda: slither.decode(12)),
+    ]
+    for expected, call in cases:
+        with pytest.raises(expected) as info:
+            call()
+        assert isinstance(info.value, slither.SlitherError)
+    assert "k" not in scratch.table("t")
+
+
+def test_a_message_that_is_not_utf8_is_raised_as_itself(scratch):
+    # Keys are bytes: a message that quotes one is not always UTF-8. The error
+    # must still be the slither error, its bad bytes replaced.
+    with pytest.raises(slither.NotFound, match="no key '\ufffd\ufffd'") as info:
+        scratch.view("t", b"\xff\xfe")
+    assert isinstance(info.value, KeyError)
+    with pytest.raises(slither.InvalidType, match=r"entries\['\ufffd'\]: object of type 'set'"):
+        scratch.put_many("t", {b"\xff": {1}})
+
+
 def test_closed_client(broker):
     c = broker.connect()
     store = c.store("features")

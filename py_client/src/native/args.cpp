@@ -28,16 +28,6 @@ std::string_view name_arg(nb::handle obj, const char* what) {
   return utf8(obj, what);
 }
 
-std::string_view key_arg(nb::handle obj, const char* what) {
-  PyObject* o = obj.ptr();
-  if (PyUnicode_Check(o)) return utf8(obj, what);
-  if (PyBytes_Check(o)) {
-    return {PyBytes_AS_STRING(o), static_cast<std::size_t>(PyBytes_GET_SIZE(o))};
-  }
-  raise_invalid_type(std::string(what) + " must be str or bytes, not '" + python_type_name(obj) +
-                     "'");
-}
-
 std::filesystem::path path_arg(nb::handle obj, const char* what) {
   nb::object path = nb::steal(PyOS_FSPath(obj.ptr()));
   if (!path) {

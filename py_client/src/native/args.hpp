@@ -1,5 +1,6 @@
-// The arguments most bindings take (names, keys, paths), checked so that a
-// wrong one raises InvalidType / InvalidArgument, never a bare TypeError.
+// The arguments most bindings take (names, paths; keys are convert.hpp's
+// `key_view`), checked so that a wrong one raises InvalidType /
+// InvalidArgument, never a bare TypeError.
 #pragma once
 
 #include <filesystem>
@@ -12,9 +13,6 @@ namespace slither::py {
 /// A name (store, table, view, namespace...): a str, as UTF-8. The view is
 /// valid while `obj` lives.
 std::string_view name_arg(nanobind::handle obj, const char* what);
-
-/// A key: a str (as UTF-8) or bytes. The view is valid while `obj` lives.
-std::string_view key_arg(nanobind::handle obj, const char* what = "key");
 
 /// A path: a str or an os.PathLike giving a str or bytes.
 std::filesystem::path path_arg(nanobind::handle obj, const char* what);

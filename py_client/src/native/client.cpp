@@ -232,7 +232,7 @@ void init_client(nb::module_& m) {
              std::optional<std::uint64_t> incarnation) {
             const std::string_view s = name_arg(store, "store");
             const std::string_view t = name_arg(table, "table");
-            const std::string k(key_arg(key));
+            const std::string k(key_view(key));
             const buffer v = encode_object(value);
             return c.call([&](client& cl) {
               use_incarnation(cl, s, incarnation);
@@ -267,7 +267,7 @@ void init_client(nb::module_& m) {
              std::optional<std::uint64_t> incarnation) {
             const std::string_view s = name_arg(store, "store");
             const std::string_view t = name_arg(table, "table");
-            const std::string k(key_arg(key));
+            const std::string k(key_view(key));
             return c.call([&](client& cl) {
               use_incarnation(cl, s, incarnation);
               return cl.erase(s, t, k);
@@ -282,7 +282,7 @@ void init_client(nb::module_& m) {
              nb::handle value, std::optional<std::uint64_t> incarnation) {
             const std::string_view s = name_arg(store, "store");
             const std::string_view t = name_arg(table, "table");
-            const std::string k(key_arg(key));
+            const std::string k(key_view(key));
             const std::uint64_t expected_version = version_arg(expected);
             const buffer v = encode_object(value);
             return c.call([&](client& cl) {

@@ -70,8 +70,16 @@ PyObject* invalid_type() noexcept {
   return invalid_type_class;
 }
 
+void set_error(PyObject* type, std::string_view message) noexcept {
+  PyObject* text =
+      PyUnicode_DecodeUTF8(message.data(), static_cast<Py_ssize_t>(message.size()), "replace");
+  if (text == nullptr) return;  // no memory: that error is set instead
+  PyErr_SetObject(type, text);
+  Py_DECREF(text);
+}
+
 void raise(const error_info& info) {
-  PyErr_SetString(exception_for(info.code), info.message.c_str());
+  set_error(exception_for(info.code), info.message);
   throw nb::python_error();
 }
 
@@ -80,7 +88,7 @@ void raise_invalid_argument(const std::string& message) {
 }
 
 void raise_invalid_type(const std::string& message) {
-  PyErr_SetString(invalid_type_class, message.c_str());
+  set_error(invalid_type_class, message);
   throw nb::python_error();
 }
 
@@ -112,7 +120,7 @@ void init_errors(nb::module_& m) {
     try {
       std::rethrow_exception(p);
     } catch (const slither::error& e) {
-      PyErr_SetString(exception_for(e.code()), e.what());
+      set_error(exception_for(e.code()), e.what());
     }
   });
 }

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 
 #include <nanobind/nanobind.h>
 
@@ -25,6 +26,11 @@ PyObject* exception_for(errc code) noexcept;
 
 /// `slither.InvalidType`: an `InvalidArgument` that is also a `TypeError` (borrowed).
 PyObject* invalid_type() noexcept;
+
+/// Sets the Python error indicator to `type` with `message`, decoded as UTF-8
+/// with invalid bytes replaced (U+FFFD): a message may quote a key or path
+/// that is not UTF-8, and must still reach the caller as itself.
+void set_error(PyObject* type, std::string_view message) noexcept;
 
 /// Raises the Python exception for `info` (sets the error indicator and throws
 /// `nanobind::python_error`).

@@ -134,7 +134,7 @@ void init_reader(nb::module_& m) {
             // The value becomes Python objects straight from its stored
             // encoding, inside the read (the bytes are only valid there). A
             // Python error must not unwind through the store: kept, raised after.
-            const std::string_view k = key_arg(key);
+            const std::string_view k = key_view(key);
             nb::object out;
             std::exception_ptr failure;
             const auto found = take(rd.peek(table, k, [&](std::span<const std::byte> enc) {
@@ -167,7 +167,7 @@ void init_reader(nb::module_& m) {
           [](py_reader& r, nb::handle table_arg, nb::handle key) {
             const std::string_view table = name_arg(table_arg, "table");
             nb::list out;
-            for (const Value& v : take(live(r).get_all(table, key_arg(key))))
+            for (const Value& v : take(live(r).get_all(table, key_view(key))))
               out.append(to_python(v));
             return out;
           },
@@ -177,7 +177,7 @@ void init_reader(nb::module_& m) {
           "view",
           [](py_reader& r, nb::handle table_arg, nb::handle key) {
             const std::string_view table = name_arg(table_arg, "table");
-            const std::string_view k = key_arg(key);
+            const std::string_view k = key_view(key);
             std::optional<shm::view> v = take(live(r).get_view(table, k));
             if (!v) raise_missing(r, table, k);
             return view_to_python(*v);
@@ -191,7 +191,7 @@ void init_reader(nb::module_& m) {
           "version",
           [](py_reader& r, nb::handle table_arg, nb::handle key) -> std::uint64_t {
             const std::string_view table = name_arg(table_arg, "table");
-            std::optional<shm::view> v = take(live(r).get_view(table, key_arg(key)));
+            std::optional<shm::view> v = take(live(r).get_view(table, key_view(key)));
             return v ? v->version() : 0;
           },
           nb::arg("table").none(), nb::arg("key").none(),
@@ -200,7 +200,7 @@ void init_reader(nb::module_& m) {
           "contains",
           [](py_reader& r, nb::handle table_arg, nb::handle key) {
             const std::string_view table = name_arg(table_arg, "table");
-            return take(live(r).contains(table, key_arg(key)));
+            return take(live(r).contains(table, key_view(key)));
           },
           nb::arg("table").none(), nb::arg("key").none(), "Whether `key` is present in `table`.")
       .def(
@@ -215,7 +215,7 @@ void init_reader(nb::module_& m) {
           [](py_reader& r, nb::handle table_arg, nb::handle prefix) {
             const std::string_view table = name_arg(table_arg, "table");
             nb::list out;
-            for (const std::string& k : take(live(r).keys(table, key_arg(prefix, "prefix"))))
+            for (const std::string& k : take(live(r).keys(table, key_view(prefix, "prefix"))))
               out.append(key_to_python(k));
             return out;
           },
