@@ -1,15 +1,22 @@
 #include "slither/broker/client.hpp"
 
+#include <pthread.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstdlib>
 #include <iterator>
+#include <map>
 #include <optional>
+#include <utility>
 #include <variant>
+#include <vector>
 #include <zmq.hpp>
 #include <zmq_addon.hpp>
 
+#include "control_channel.hpp"
 #include "slither/broker/protocol.hpp"
 #include "slither/core/wire.hpp"
 
@@ -20,11 +27,40 @@ namespace {
 using clock = std::chrono::steady_clock;
 using protocol::message_type;
 
-std::string resolve_endpoint(const client_options& options) {
-  if (!options.endpoint.empty()) return options.endpoint;
-  const auto dir =
-      options.runtime_dir.empty() ? default_runtime_dir(options.ns) : options.runtime_dir;
-  return "ipc://" + (dir / "control").string();
+/// Longest wait for the ping that tells a slow broker from an absent one.
+constexpr std::chrono::milliseconds probe_timeout{1000};
+
+// Counts fork()s in this process, so a client can tell it now lives in a child.
+std::atomic<std::uint64_t> forks{0};
+
+std::uint64_t fork_generation() noexcept {
+  static const bool registered = [] {
+    ::pthread_atfork(nullptr, nullptr, [] { forks.fetch_add(1, std::memory_order_relaxed); });
+    return true;
+  }();
+  (void)registered;
+  return forks.load(std::memory_order_relaxed);
+}
+
+result<void> check_options(const client_options& options) {
+  if (!valid_namespace(options.ns)) {
+    return fail(errc::invalid_argument,
+                "namespace '" + options.ns + "' must be 1-64 characters of [A-Za-z0-9_-]");
+  }
+  if (options.timeout.count() <= 0 || options.timeout > client_options::max_timeout) {
+    return fail(errc::invalid_argument, "timeout of " + std::to_string(options.timeout.count()) +
+                                            " ms is out of range: give more than 0 and at most " +
+                                            std::to_string(client_options::max_timeout.count()) +
+                                            " ms (one year)");
+  }
+  if (options.max_reply_bytes <= 0) {
+    return fail(errc::invalid_argument, "max_reply_bytes must be more than 0, not " +
+                                            std::to_string(options.max_reply_bytes));
+  }
+  if (options.interrupt && options.interrupt_interval.count() <= 0) {
+    return fail(errc::invalid_argument, "interrupt_interval must be more than 0 ms");
+  }
+  return {};
 }
 
 // The part of a reply's Value a typed call expects; a broker that answers
@@ -37,6 +73,10 @@ result<std::uint64_t> as_version(const Value& v, std::string_view what) {
   return static_cast<std::uint64_t>(v.as<std::int64_t>());
 }
 
+std::string ms_text(std::chrono::milliseconds ms) {
+  return std::to_string(ms.count()) + " ms";
+}
+
 }  // namespace
 
 struct client::impl {
@@ -47,38 +87,24 @@ struct client::impl {
   std::uint64_t next_id = 1;
   std::string ns;
   std::size_t max_message_bytes = decode_limits{}.max_message_bytes;
+  std::uint64_t forked = fork_generation();
+  // The incarnation of each store this client was told about.
+  std::map<std::string, std::uint64_t, std::less<>> incarnations;
 
   result<void> open() {
     try {
       socket = zmq::socket_t(context, zmq::socket_type::dealer);
       socket.set(zmq::sockopt::linger, 0);
-      if (!options.curve_server_key.empty()) {
-        if (auto r = set_curve_keys(); !r) return r;
-      }
+      // Queue a request only on a finished connection: a send that cannot go
+      // out before the deadline then means "no broker", with no ping needed.
+      socket.set(zmq::sockopt::immediate, true);
+      // A reply over this is dropped by ZeroMQ before it is buffered.
+      socket.set(zmq::sockopt::maxmsgsize, options.max_reply_bytes);
+      if (auto r = detail::set_curve_client(socket, options); !r) return r;
       socket.connect(endpoint);
     } catch (const zmq::error_t& e) {
       return fail(errc::invalid_argument, "cannot connect to '" + endpoint + "': " + e.what());
     }
-    return {};
-  }
-
-  // CURVE: the broker's public key and this client's key pair.
-  result<void> set_curve_keys() {
-    char pub[41] = {};
-    const std::string& secret = options.curve_secret_key;
-    if (options.curve_server_key.size() != 40 || secret.size() != 40 ||
-        (!options.curve_public_key.empty() && options.curve_public_key.size() != 40)) {
-      return fail(errc::invalid_argument,
-                  "CURVE keys are 40-character Z85 strings (curve_server_key, curve_secret_key, "
-                  "curve_public_key)");
-    }
-    if (options.curve_public_key.empty() && zmq_curve_public(pub, secret.c_str()) != 0) {
-      return fail(errc::invalid_argument, "curve_secret_key is not a Z85 key");
-    }
-    socket.set(zmq::sockopt::curve_serverkey, options.curve_server_key);
-    socket.set(zmq::sockopt::curve_secretkey, secret);
-    socket.set(zmq::sockopt::curve_publickey,
-               options.curve_public_key.empty() ? std::string(pub, 40) : options.curve_public_key);
     return {};
   }
 
@@ -89,58 +115,60 @@ struct client::impl {
     (void)open();
   }
 
-  error_info unavailable(message_type type) {
-    reset();
-    return fail(errc::unavailable, "broker at '" + endpoint + "' did not answer '" +
-                                       std::string(protocol::to_string(type)) + "' within " +
-                                       std::to_string(options.timeout.count()) + " ms");
+  // In a fork() child, the context and socket belong to the parent's I/O
+  // threads, which do not exist here: closing them could hang or disturb the
+  // parent's connection (shared file descriptors). They are left behind, a
+  // few hundred bytes per fork, and this process connects anew.
+  void renew_after_fork() {
+    forked = fork_generation();
+    (void)new zmq::socket_t(std::move(socket));
+    (void)new zmq::context_t(std::move(context));
+    context = zmq::context_t(1);
+    (void)open();
   }
 
-  // Waits for `events` on the socket until `deadline`; false when it passed.
-  bool wait(short events, clock::time_point deadline) {
+  // Waits for `events` on the socket until `deadline`: true when they came,
+  // false when the deadline passed, or the error `options.interrupt` returned.
+  result<bool> wait(short events, clock::time_point deadline) {
     for (;;) {
-      const auto left =
-          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock::now());
-      if (left.count() <= 0) return false;
+      const auto now = clock::now();
+      if (now >= deadline) return false;
+      auto slice = std::chrono::ceil<std::chrono::milliseconds>(deadline - now);
+      if (options.interrupt) slice = std::min(slice, options.interrupt_interval);
       zmq::pollitem_t item{socket.handle(), 0, events, 0};
       try {
-        if (zmq::poll(&item, 1, left) > 0) return true;
+        if (zmq::poll(&item, 1, slice) > 0) return true;
       } catch (const zmq::error_t& e) {
         if (e.num() != EINTR) return false;
+      }
+      if (options.interrupt) {
+        if (auto r = options.interrupt(); !r) return std::move(r).error();
       }
     }
   }
 
-  result<Value> request(message_type type, const Value& args) {
-    auto reply = exchange(type, encode(args), false);
-    if (!reply) return std::move(reply).error();
-    return std::move(std::get<Value>(*reply));
-  }
+  // One request and its reply, within `budget`: the reply's Value, or with
+  // `raw` an ok reply's payload bytes, undecoded. Every failure but a reply
+  // from the broker resets the socket.
+  struct outcome {
+    result<std::variant<Value, buffer>> reply;
+    bool missed = false;       // sent, but no reply came in time
+    bool interrupted = false;  // `options.interrupt` ended the wait
+  };
 
-  // A request whose payload the caller encoded, and whose ok reply is
-  // returned as its payload bytes, undecoded.
-  result<buffer> request_encoded(message_type type, buffer payload) {
-    auto reply = exchange(type, std::move(payload), true);
-    if (!reply) return std::move(reply).error();
-    return std::move(std::get<buffer>(*reply));
-  }
-
-  // Sends the request and waits for its reply: the reply's Value, or with
-  // `raw` its payload bytes.
-  result<std::variant<Value, buffer>> exchange(message_type type, buffer payload, bool raw) {
-    if (!socket) return fail(errc::unavailable, "client for '" + endpoint + "' has no socket");
+  outcome exchange(message_type type, buffer payload, bool raw, std::chrono::milliseconds budget) {
     const std::uint64_t id = next_id++;
     const auto head = protocol::encode_header({protocol::protocol_version, type, id});
     std::vector<buffer> frames;
     frames.emplace_back(head.begin(), head.end());
     frames.push_back(std::move(payload));
     if (frames[1].size() > max_message_bytes) {
-      return fail(errc::limit_exceeded, std::string(protocol::to_string(type)) + " request of " +
-                                            std::to_string(frames[1].size()) +
-                                            " bytes is over the broker's limit of " +
-                                            std::to_string(max_message_bytes));
+      return {fail(errc::limit_exceeded, std::string(protocol::to_string(type)) + " request of " +
+                                             std::to_string(frames[1].size()) +
+                                             " bytes is over the broker's limit of " +
+                                             std::to_string(max_message_bytes))};
     }
-    const auto deadline = clock::now() + options.timeout;
+    const auto deadline = clock::now() + budget;
     for (std::size_t i = 0; i < frames.size(); ++i) {
       const auto flags = i + 1 < frames.size()
                              ? zmq::send_flags::sndmore | zmq::send_flags::dontwait
@@ -150,15 +178,33 @@ struct client::impl {
         try {
           sent = socket.send(zmq::buffer(frames[i].data(), frames[i].size()), flags);
         } catch (const zmq::error_t& e) {
-          if (e.num() != EINTR) return unavailable(type);
-          continue;
+          if (e.num() == EINTR) continue;
+          reset();
+          return {fail(errc::unavailable, "cannot send '" + std::string(protocol::to_string(type)) +
+                                              "' to '" + endpoint + "': " + e.what())};
         }
         if (sent) break;
-        if (!wait(ZMQ_POLLOUT, deadline)) return unavailable(type);
+        auto ready = wait(ZMQ_POLLOUT, deadline);
+        if (!ready || !*ready) {
+          reset();
+          if (!ready) return {std::move(ready).error(), false, true};
+          // Nothing took the request: no connection to a broker came up.
+          return {fail(errc::unavailable, "no broker answered at '" + endpoint + "' within " +
+                                              ms_text(budget) + " (sending '" +
+                                              std::string(protocol::to_string(type)) + "')")};
+        }
       }
     }
     for (;;) {
-      if (!wait(ZMQ_POLLIN, deadline)) return unavailable(type);
+      auto ready = wait(ZMQ_POLLIN, deadline);
+      if (!ready) {
+        reset();
+        return {std::move(ready).error(), false, true};
+      }
+      if (!*ready) {
+        reset();
+        return {fail(errc::unavailable, "no reply"), true};
+      }
       std::vector<zmq::message_t> parts;
       try {
         if (!zmq::recv_multipart(socket, std::back_inserter(parts), zmq::recv_flags::dontwait)) {
@@ -166,7 +212,10 @@ struct client::impl {
         }
       } catch (const zmq::error_t& e) {
         if (e.num() == EINTR) continue;
-        return unavailable(type);
+        reset();
+        return {fail(errc::unavailable, "cannot receive the reply to '" +
+                                            std::string(protocol::to_string(type)) + "' from '" +
+                                            endpoint + "': " + e.what())};
       }
       std::vector<protocol::frame> spans;
       for (const auto& p : parts) spans.emplace_back(p.data<std::byte>(), p.size());
@@ -175,7 +224,7 @@ struct client::impl {
         const auto h = protocol::decode_header(spans[0]);
         if (h && h->version == protocol::protocol_version && h->request_id != id) continue;
         if (h && h->version == protocol::protocol_version && h->type == message_type::reply_ok) {
-          return std::variant<Value, buffer>(buffer(spans[1].begin(), spans[1].end()));
+          return {std::variant<Value, buffer>(buffer(spans[1].begin(), spans[1].end()))};
         }
       }
       auto reply = protocol::decode_reply(spans);
@@ -184,14 +233,76 @@ struct client::impl {
         auto err = std::move(reply).error();
         err.message = "reply to '" + std::string(protocol::to_string(type)) + "' from '" +
                       endpoint + "': " + err.message;
-        return err;
+        return {std::move(err)};
       }
       if (reply->head.request_id != id) continue;  // a stale reply to an abandoned request
       if (reply->head.type == message_type::reply_error) {
-        return protocol::read_error_body(reply->body);
+        return {protocol::read_error_body(reply->body)};
       }
-      return std::variant<Value, buffer>(std::move(reply->body));
+      return {std::variant<Value, buffer>(std::move(reply->body))};
     }
+  }
+
+  // `exchange` within the client's timeout, in a fresh connection after a
+  // fork; a request that got no reply is told apart by a ping: a broker that
+  // still answers one is alive but slow (`timeout`), else `unavailable`.
+  result<std::variant<Value, buffer>> call(message_type type, buffer payload, bool raw) {
+    if (forked != fork_generation()) renew_after_fork();
+    if (!socket) return fail(errc::unavailable, "client for '" + endpoint + "' has no socket");
+    auto out = exchange(type, std::move(payload), raw, options.timeout);
+    if (!out.missed) return std::move(out.reply);
+    const auto probe_budget = std::min(options.timeout, probe_timeout);
+    auto probe = exchange(message_type::ping, encode(Value(Map{})), false, probe_budget);
+    std::string what = "'";  // piecewise: GCC 12 warns falsely (-Wrestrict) on "x" + string
+    what += protocol::to_string(type);
+    what += '\'';
+    if (probe.reply) {
+      return fail(errc::timeout, "the broker at '" + endpoint + "' is alive but did not answer " +
+                                     what + " within " + ms_text(options.timeout));
+    }
+    if (probe.interrupted) return std::move(probe.reply).error();
+    return fail(errc::unavailable, "broker at '" + endpoint + "' did not answer " + what +
+                                       " within " + ms_text(options.timeout) +
+                                       ", nor a ping within " + ms_text(probe_budget));
+  }
+
+  result<Value> request(message_type type, const Value& args) {
+    auto reply = call(type, encode(args), false);
+    if (!reply) return std::move(reply).error();
+    return std::move(std::get<Value>(*reply));
+  }
+
+  // A request whose payload the caller encoded, and whose ok reply is
+  // returned as its payload bytes, undecoded.
+  result<buffer> request_encoded(message_type type, buffer payload) {
+    auto reply = call(type, std::move(payload), true);
+    if (!reply) return std::move(reply).error();
+    return std::move(std::get<buffer>(*reply));
+  }
+
+  // The "incarnation" argument of `store`'s requests, if this client knows it.
+  std::optional<std::int64_t> incarnation_of(std::string_view store) const {
+    if (const auto it = incarnations.find(store); it != incarnations.end()) {
+      return static_cast<std::int64_t>(it->second);
+    }
+    return std::nullopt;
+  }
+
+  // A store request's arguments: `store`, and its incarnation if known.
+  Map store_args(std::string_view store) const {
+    Map args{{"store", Value(store)}};
+    if (const auto inc = incarnation_of(store)) args.emplace("incarnation", *inc);
+    return args;
+  }
+
+  // The integer arguments of an encoded store request: `ints`, and the
+  // store's incarnation if known.
+  std::vector<std::pair<std::string_view, std::int64_t>> store_ints(
+      std::string_view store,
+      std::initializer_list<std::pair<std::string_view, std::int64_t>> ints = {}) const {
+    std::vector<std::pair<std::string_view, std::int64_t>> out(ints);
+    if (const auto inc = incarnation_of(store)) out.emplace_back("incarnation", *inc);
+    return out;
   }
 };
 
@@ -201,20 +312,12 @@ client& client::operator=(client&&) noexcept = default;
 client::~client() = default;
 
 result<client> client::connect(const client_options& options) {
+  if (auto ok = check_options(options); !ok) return std::move(ok).error();
   auto p = std::make_unique<impl>();
   p->options = options;
-  p->endpoint = resolve_endpoint(options);
-  if (p->endpoint.starts_with("ipc://")) {
-    // An ipc endpoint with no socket file has no broker: say so at once
-    // rather than after the timeout.
-    std::error_code ec;
-    const std::filesystem::path file = p->endpoint.substr(6);
-    if (!std::filesystem::exists(file, ec)) {
-      return fail(errc::unavailable, "no broker at '" + p->endpoint + "': " + file.string() +
-                                         " does not exist (is slither-broker running for "
-                                         "namespace '" +
-                                         options.ns + "'?)");
-    }
+  p->endpoint = detail::control_endpoint_of(options);
+  if (auto r = detail::check_control_endpoint(options, p->endpoint); !r) {
+    return std::move(r).error();
   }
   if (auto opened = p->open(); !opened) return std::move(opened).error();
   auto reply =
@@ -224,9 +327,10 @@ result<client> client::connect(const client_options& options) {
   if (!reply) return std::move(reply).error();
   const Value* ns = reply->find("ns");
   const Value* max_bytes = reply->find("max_message_bytes");
-  if (ns == nullptr || !ns->is_string() || max_bytes == nullptr || !max_bytes->is_int()) {
-    return fail(errc::protocol_error,
-                "hello reply from '" + p->endpoint + "' lacks 'ns' or 'max_message_bytes'");
+  if (ns == nullptr || !ns->is_string() || max_bytes == nullptr || !max_bytes->is_int() ||
+      max_bytes->as<std::int64_t>() <= 0) {
+    return fail(errc::protocol_error, "hello reply from '" + p->endpoint +
+                                          "' lacks 'ns' or a positive 'max_message_bytes'");
   }
   p->ns = ns->as<std::string>();
   p->max_message_bytes = static_cast<std::size_t>(max_bytes->as<std::int64_t>());
@@ -240,27 +344,44 @@ result<store_info> client::attach_info(std::string_view store) {
   const Value* name = reply->find("name");
   const Value* tables = reply->find("tables");
   const Value* layout = reply->find("layout_version");
+  const Value* incarnation = reply->find("incarnation");
   if (ns == nullptr || !ns->is_string() || name == nullptr || !name->is_string() ||
-      tables == nullptr || !tables->is_list() || layout == nullptr || !layout->is_int()) {
+      tables == nullptr || !tables->is_list() || layout == nullptr || !layout->is_int() ||
+      (incarnation != nullptr && !incarnation->is_int())) {
     return fail(errc::protocol_error, "malformed attach_info reply: " + reply->to_string());
   }
   store_info info{ns->as<std::string>(),
                   name->as<std::string>(),
                   {},
-                  static_cast<std::uint32_t>(layout->as<std::int64_t>())};
+                  static_cast<std::uint32_t>(layout->as<std::int64_t>()),
+                  0};
   for (const auto& t : tables->as<List>()) {
     if (!t.is_string())
       return fail(errc::protocol_error, "attach_info: a table name is not a string");
     info.tables.push_back(t.as<std::string>());
   }
+  if (incarnation != nullptr) {
+    info.incarnation = static_cast<std::uint64_t>(incarnation->as<std::int64_t>());
+    set_incarnation(store, info.incarnation);
+  }
   return info;
+}
+
+void client::set_incarnation(std::string_view store, std::uint64_t incarnation) {
+  if (const auto it = p_->incarnations.find(store); it != p_->incarnations.end()) {
+    it->second = incarnation;
+  } else {
+    p_->incarnations.emplace(std::string(store), incarnation);
+  }
 }
 
 result<std::uint64_t> client::put(std::string_view store, std::string_view table,
                                   std::string_view key, const Value& value) {
-  auto reply =
-      p_->request(message_type::put,
-                  Value::map({{"store", store}, {"table", table}, {"key", key}, {"value", value}}));
+  Map args = p_->store_args(store);
+  args.emplace("table", table);
+  args.emplace("key", key);
+  args.emplace("value", value);
+  auto reply = p_->request(message_type::put, Value(std::move(args)));
   if (!reply) return std::move(reply).error();
   return as_version(*reply, "put");
 }
@@ -270,16 +391,19 @@ result<void> client::put_many(std::string_view store, std::string_view table,
   List list;
   list.reserve(entries.size());
   for (const auto& [key, value] : entries) list.push_back(Value::list({key, value}));
-  auto reply =
-      p_->request(message_type::put_many,
-                  Value::map({{"store", store}, {"table", table}, {"entries", std::move(list)}}));
+  Map args = p_->store_args(store);
+  args.emplace("table", table);
+  args.emplace("entries", std::move(list));
+  auto reply = p_->request(message_type::put_many, Value(std::move(args)));
   if (!reply) return std::move(reply).error();
   return {};
 }
 
 result<bool> client::erase(std::string_view store, std::string_view table, std::string_view key) {
-  auto reply = p_->request(message_type::erase,
-                           Value::map({{"store", store}, {"table", table}, {"key", key}}));
+  Map args = p_->store_args(store);
+  args.emplace("table", table);
+  args.emplace("key", key);
+  auto reply = p_->request(message_type::erase, Value(std::move(args)));
   if (!reply) return std::move(reply).error();
   if (!reply->is_bool()) return fail(errc::protocol_error, "erase reply is not a bool");
   return reply->as<bool>();
@@ -288,28 +412,31 @@ result<bool> client::erase(std::string_view store, std::string_view table, std::
 result<std::uint64_t> client::compare_and_set(std::string_view store, std::string_view table,
                                               std::string_view key, std::uint64_t expected_version,
                                               const Value& value) {
-  auto reply =
-      p_->request(message_type::compare_and_set,
-                  Value::map({{"store", store},
-                              {"table", table},
-                              {"key", key},
-                              {"expected_version", static_cast<std::int64_t>(expected_version)},
-                              {"value", value}}));
+  Map args = p_->store_args(store);
+  args.emplace("table", table);
+  args.emplace("key", key);
+  args.emplace("expected_version", static_cast<std::int64_t>(expected_version));
+  args.emplace("value", value);
+  auto reply = p_->request(message_type::compare_and_set, Value(std::move(args)));
   if (!reply) return std::move(reply).error();
   return as_version(*reply, "compare_and_set");
 }
 
 result<void> client::clear(std::string_view store, std::string_view table) {
-  auto reply = p_->request(message_type::clear, Value::map({{"store", store}, {"table", table}}));
+  Map args = p_->store_args(store);
+  args.emplace("table", table);
+  auto reply = p_->request(message_type::clear, Value(std::move(args)));
   if (!reply) return std::move(reply).error();
   return {};
 }
 
 result<Value> client::call_view(std::string_view store, std::string_view view, const Value& arg,
                                 std::string_view session_id) {
-  return p_->request(
-      message_type::call_view,
-      Value::map({{"store", store}, {"view", view}, {"arg", arg}, {"session_id", session_id}}));
+  Map args = p_->store_args(store);
+  args.emplace("view", view);
+  args.emplace("arg", arg);
+  args.emplace("session_id", session_id);
+  return p_->request(message_type::call_view, Value(std::move(args)));
 }
 
 namespace {
@@ -344,8 +471,8 @@ result<buffer> splice_args(
 
 result<std::uint64_t> client::put_encoded(std::string_view store, std::string_view table,
                                           std::string_view key, std::span<const std::byte> value) {
-  auto payload =
-      splice_args({{"store", store}, {"table", table}, {"key", key}}, {}, "value", value);
+  auto payload = splice_args({{"store", store}, {"table", table}, {"key", key}},
+                             p_->store_ints(store), "value", value);
   if (!payload) return std::move(payload).error();
   auto reply = p_->request_encoded(message_type::put, std::move(*payload));
   if (!reply) return std::move(reply).error();
@@ -356,7 +483,8 @@ result<std::uint64_t> client::put_encoded(std::string_view store, std::string_vi
 
 result<void> client::put_many_encoded(std::string_view store, std::string_view table,
                                       std::span<const std::byte> entries) {
-  auto payload = splice_args({{"store", store}, {"table", table}}, {}, "entries", entries);
+  auto payload =
+      splice_args({{"store", store}, {"table", table}}, p_->store_ints(store), "entries", entries);
   if (!payload) return std::move(payload).error();
   auto reply = p_->request_encoded(message_type::put_many, std::move(*payload));
   if (!reply) return std::move(reply).error();
@@ -367,10 +495,10 @@ result<std::uint64_t> client::compare_and_set_encoded(std::string_view store,
                                                       std::string_view table, std::string_view key,
                                                       std::uint64_t expected_version,
                                                       std::span<const std::byte> value) {
-  const std::pair<std::string_view, std::int64_t> expected[] = {
-      {"expected_version", static_cast<std::int64_t>(expected_version)}};
+  const auto ints =
+      p_->store_ints(store, {{"expected_version", static_cast<std::int64_t>(expected_version)}});
   auto payload =
-      splice_args({{"store", store}, {"table", table}, {"key", key}}, expected, "value", value);
+      splice_args({{"store", store}, {"table", table}, {"key", key}}, ints, "value", value);
   if (!payload) return std::move(payload).error();
   auto reply = p_->request_encoded(message_type::compare_and_set, std::move(*payload));
   if (!reply) return std::move(reply).error();
@@ -382,8 +510,8 @@ result<std::uint64_t> client::compare_and_set_encoded(std::string_view store,
 result<buffer> client::call_view_encoded(std::string_view store, std::string_view view,
                                          std::span<const std::byte> arg,
                                          std::string_view session_id) {
-  auto payload =
-      splice_args({{"store", store}, {"view", view}, {"session_id", session_id}}, {}, "arg", arg);
+  auto payload = splice_args({{"store", store}, {"view", view}, {"session_id", session_id}},
+                             p_->store_ints(store), "arg", arg);
   if (!payload) return std::move(payload).error();
   return p_->request_encoded(message_type::call_view, std::move(*payload));
 }
@@ -406,6 +534,14 @@ std::filesystem::path default_runtime_dir(std::string_view ns) {
   const char* xdg = std::getenv("XDG_RUNTIME_DIR");
   if (xdg != nullptr && *xdg != '\0') return std::filesystem::path(xdg) / "slither" / ns;
   return std::filesystem::path("/tmp") / ("slither-" + std::to_string(::geteuid())) / ns;
+}
+
+bool valid_namespace(std::string_view ns) noexcept {
+  if (ns.empty() || ns.size() > 64) return false;
+  return std::all_of(ns.begin(), ns.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '-';
+  });
 }
 
 }  // namespace slither

@@ -1,11 +1,12 @@
 #include "control_channel.hpp"
 
 #include <cerrno>
-#include <filesystem>
 #include <iterator>
 #include <optional>
 #include <vector>
 #include <zmq_addon.hpp>
+
+#include "path_trust.hpp"
 
 namespace slither::detail {
 
@@ -16,6 +17,23 @@ std::string control_endpoint_of(const client_options& options) {
   const auto dir =
       options.runtime_dir.empty() ? default_runtime_dir(options.ns) : options.runtime_dir;
   return "ipc://" + (dir / "control").string();
+}
+
+result<void> check_control_endpoint(const client_options& options, const std::string& endpoint) {
+  if (!endpoint.starts_with("ipc://")) return {};
+  const auto rule = options.endpoint.empty() && endpoint == control_endpoint_of(options)
+                        ? socket_dir_rule::runtime_dir
+                        : socket_dir_rule::ancestor;
+  auto trusted = check_control_socket(endpoint.substr(6), rule);
+  if (trusted) return {};
+  auto err = std::move(trusted).error();
+  if (err.code == errc::not_found) {
+    return fail(errc::unavailable, "no broker at '" + endpoint + "': " + err.message +
+                                       " (is slither-broker running for namespace '" + options.ns +
+                                       "'?)");
+  }
+  err.message = "refusing to connect to '" + endpoint + "': " + err.message;
+  return err;
 }
 
 result<void> set_curve_client(zmq::socket_t& socket, const client_options& options) {
@@ -40,16 +58,7 @@ result<void> set_curve_client(zmq::socket_t& socket, const client_options& optio
 
 result<zmq::socket_t> open_control_socket(zmq::context_t& context, const client_options& options,
                                           const std::string& endpoint) {
-  if (endpoint.starts_with("ipc://")) {
-    std::error_code ec;
-    const std::filesystem::path file = endpoint.substr(6);
-    if (!std::filesystem::exists(file, ec)) {
-      return fail(errc::unavailable, "no broker at '" + endpoint + "': " + file.string() +
-                                         " does not exist (is slither-broker running for "
-                                         "namespace '" +
-                                         options.ns + "'?)");
-    }
-  }
+  if (auto r = check_control_endpoint(options, endpoint); !r) return std::move(r).error();
   try {
     zmq::socket_t socket(context, zmq::socket_type::dealer);
     socket.set(zmq::sockopt::linger, 0);

@@ -19,15 +19,23 @@ namespace slither::detail {
 /// `runtime_dir` (by default the namespace's).
 std::string control_endpoint_of(const client_options& options);
 
+/// Before connecting to `endpoint`: for an ipc one, `check_control_socket`
+/// of its file, as a runtime directory's socket when it is the one `options`
+/// name by their runtime directory or namespace (no `endpoint` given), else
+/// by the ancestor rule. Other transports pass. Errors: `unavailable` (no
+/// socket file: no broker there), `invalid_argument` (an untrusted path,
+/// named with what is wrong), `io_error`.
+result<void> check_control_endpoint(const client_options& options, const std::string& endpoint);
+
 /// Sets `socket` up as a CURVE client with `options`' keys, if it has a
 /// server key (tcp); does nothing otherwise. Errors: `invalid_argument`
 /// (a key that is not 40 characters of Z85).
 result<void> set_curve_client(zmq::socket_t& socket, const client_options& options);
 
 /// A DEALER connected to the control endpoint (a CURVE client if the options
-/// hold keys), with ZeroMQ buffering only
-/// on a finished connection. Errors: `unavailable` (an ipc endpoint with no
-/// socket file), `invalid_argument` (an endpoint ZeroMQ refuses).
+/// hold keys), with ZeroMQ buffering only on a finished connection, after
+/// `check_control_endpoint`. Errors: as that, and `invalid_argument` (an
+/// endpoint ZeroMQ refuses).
 result<zmq::socket_t> open_control_socket(zmq::context_t& context, const client_options& options,
                                           const std::string& endpoint);
 

@@ -6,7 +6,6 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstdio>
 #include <cstring>
 #include <optional>
 #include <utility>
@@ -20,78 +19,6 @@ constexpr std::string_view lock_magic = "slither-broker lock";
 
 error_info io_fail(const std::string& what, int err) {
   return fail(errc::io_error, what + ": " + std::strerror(err));
-}
-
-// "'<path>'", appended piece by piece: GCC 12 warns (-Wrestrict, a false
-// positive) on `"'" + path.string()`.
-std::string quote(const fs::path& p) {
-  std::string text = "'";
-  text += p.string();
-  text += '\'';
-  return text;
-}
-
-std::string octal_mode(mode_t mode) {
-  char text[8];
-  std::snprintf(text, sizeof text, "%04o", static_cast<unsigned>(mode & 07777));
-  return text;
-}
-
-std::string kind_of(mode_t mode) {
-  if (S_ISREG(mode)) return "regular file";
-  if (S_ISDIR(mode)) return "directory";
-  if (S_ISLNK(mode)) return "symlink";
-  if (S_ISSOCK(mode)) return "socket";
-  if (S_ISFIFO(mode)) return "fifo";
-  return "special file";
-}
-
-// The trust rule for one ancestor (already lstat'ed).
-result<void> check_ancestor(const fs::path& p, const struct stat& st) {
-  if (S_ISLNK(st.st_mode)) {
-    std::error_code ec;
-    const auto target = fs::canonical(p, ec);
-    return fail(errc::invalid_argument,
-                quote(p) + " is a symlink" + (ec ? std::string() : " (to " + quote(target) + ")") +
-                    "; a runtime directory's path must not contain symlinks (use the real path)");
-  }
-  if (!S_ISDIR(st.st_mode)) {
-    return fail(errc::invalid_argument,
-                quote(p) + " is a " + kind_of(st.st_mode) + ", not a directory");
-  }
-  if (st.st_uid != 0 && st.st_uid != ::geteuid()) {
-    return fail(errc::invalid_argument, quote(p) + " is owned by uid " + std::to_string(st.st_uid) +
-                                            ", neither root nor this user (uid " +
-                                            std::to_string(::geteuid()) +
-                                            "): that user could replace the runtime directory");
-  }
-  if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0 && (st.st_mode & S_ISVTX) == 0) {
-    return fail(errc::invalid_argument,
-                quote(p) + " has mode " + octal_mode(st.st_mode) +
-                    ": writable by others without the sticky bit, so they could replace the "
-                    "runtime directory");
-  }
-  return {};
-}
-
-// Walks the ancestors of `path` from `/` down, creating missing ones (0700)
-// when `create` is set, and checks each.
-result<void> walk_ancestors(const fs::path& path, bool create) {
-  const fs::path abs = fs::absolute(path).lexically_normal();
-  fs::path p;
-  for (const auto& part : abs.parent_path()) {
-    p /= part;
-    struct stat st {};
-    if (::lstat(p.c_str(), &st) != 0) {
-      if (errno != ENOENT || !create) return io_fail("cannot inspect " + quote(p), errno);
-      if (::mkdir(p.c_str(), 0700) != 0 && errno != EEXIST) {
-        return io_fail("cannot create " + quote(p), errno);
-      }
-      if (::lstat(p.c_str(), &st) != 0) return io_fail("cannot inspect " + quote(p), errno);
-    }
-    if (auto r = check_ancestor(p, st); !r) return r;
-  }
-  return {};
 }
 
 struct lock_record {
@@ -140,35 +67,15 @@ std::string holder_pid(int fd) {
 
 }  // namespace
 
-result<void> check_ancestors(const fs::path& path) {
-  return walk_ancestors(path, false);
-}
-
 result<bool> ensure_private_dir(const fs::path& dir) {
-  if (auto r = walk_ancestors(dir, true); !r) return std::move(r).error();
+  if (auto r = check_ancestors(dir, true); !r) return std::move(r).error();
   bool created = true;
   if (::mkdir(dir.c_str(), 0700) != 0) {
-    if (errno != EEXIST) return io_fail("cannot create runtime directory " + quote(dir), errno);
+    if (errno != EEXIST)
+      return io_fail("cannot create runtime directory " + quote_path(dir), errno);
     created = false;
   }
-  struct stat st {};
-  if (::lstat(dir.c_str(), &st) != 0) return io_fail("cannot stat " + quote(dir), errno);
-  if (!S_ISDIR(st.st_mode)) {
-    return fail(errc::invalid_argument, "runtime directory " + quote(dir) + " is a " +
-                                            kind_of(st.st_mode) + ", not a directory");
-  }
-  if (st.st_uid != ::geteuid()) {
-    return fail(errc::invalid_argument, "runtime directory '" + dir.string() +
-                                            "' is owned by uid " + std::to_string(st.st_uid) +
-                                            ", not by this user (uid " +
-                                            std::to_string(::geteuid()) + ")");
-  }
-  if ((st.st_mode & 077) != 0) {
-    return fail(errc::invalid_argument, "runtime directory " + quote(dir) + " has mode " +
-                                            octal_mode(st.st_mode) +
-                                            "; it must not be group or world accessible "
-                                            "(chmod 700 it or remove it)");
-  }
+  if (auto r = check_private_dir(dir); !r) return std::move(r).error();
   return created;
 }
 
@@ -176,17 +83,17 @@ result<void> check_socket_path(const fs::path& file, bool in_runtime_dir) {
   struct stat st {};
   if (::lstat(file.c_str(), &st) != 0) {
     if (errno == ENOENT) return {};
-    return io_fail("cannot inspect " + quote(file), errno);
+    return io_fail("cannot inspect " + quote_path(file), errno);
   }
   if (in_runtime_dir && S_ISSOCK(st.st_mode) && st.st_uid == ::geteuid()) return {};
   if (in_runtime_dir) {
     return fail(errc::already_exists,
-                quote(file) + " exists and is a " + kind_of(st.st_mode) + " of uid " +
+                quote_path(file) + " exists and is a " + file_kind(st.st_mode) + " of uid " +
                     std::to_string(st.st_uid) +
                     ", not a dead broker's socket: refusing to replace it (move it away)");
   }
-  return fail(errc::already_exists, "ipc endpoint " + quote(file) + " exists (a " +
-                                        kind_of(st.st_mode) +
+  return fail(errc::already_exists, "ipc endpoint " + quote_path(file) + " exists (a " +
+                                        file_kind(st.st_mode) +
                                         "); binding would replace it. Remove it first if it "
                                         "is a dead broker's socket");
 }
@@ -207,11 +114,11 @@ result<std::optional<namespace_lock>> namespace_lock::try_acquire(const fs::path
   int fd = ::open(file.c_str(), flags | O_CREAT | O_EXCL, 0600);
   const bool fresh = fd >= 0;
   if (!fresh) {
-    if (errno != EEXIST) return io_fail("cannot create lock file " + quote(file), errno);
+    if (errno != EEXIST) return io_fail("cannot create lock file " + quote_path(file), errno);
     fd = ::open(file.c_str(), flags);
     if (fd < 0) {
       if (errno == ENOENT) return std::optional<namespace_lock>{};  // unlinked meanwhile
-      return io_fail("cannot open lock file " + quote(file), errno);
+      return io_fail("cannot open lock file " + quote_path(file), errno);
     }
   }
   auto refuse = [&](error_info err) -> result<std::optional<namespace_lock>> {
@@ -219,10 +126,10 @@ result<std::optional<namespace_lock>> namespace_lock::try_acquire(const fs::path
     return err;
   };
   struct stat held {};
-  if (::fstat(fd, &held) != 0) return refuse(io_fail("cannot stat " + quote(file), errno));
+  if (::fstat(fd, &held) != 0) return refuse(io_fail("cannot stat " + quote_path(file), errno));
   if (!S_ISREG(held.st_mode) || held.st_uid != ::geteuid() || held.st_nlink != 1) {
     return refuse(fail(errc::invalid_argument,
-                       quote(file) + " is a " + kind_of(held.st_mode) + " of uid " +
+                       quote_path(file) + " is a " + file_kind(held.st_mode) + " of uid " +
                            std::to_string(held.st_uid) + " with " + std::to_string(held.st_nlink) +
                            " link(s), not a broker's lock file: refusing to touch it"));
   }
@@ -233,7 +140,7 @@ result<std::optional<namespace_lock>> namespace_lock::try_acquire(const fs::path
                                                    ") is serving this namespace; lock file '" +
                                                    file.string() + "' is held"));
     }
-    return refuse(io_fail("cannot lock " + quote(file), err));
+    return refuse(io_fail("cannot lock " + quote_path(file), err));
   }
   // The holder we waited for may have unlinked the file between our open and
   // our flock; then we hold a lock on a dead inode and must try again.
@@ -250,7 +157,7 @@ result<std::optional<namespace_lock>> namespace_lock::try_acquire(const fs::path
     const auto rec = read_record(fd);
     if (!rec || (!rec->ns.empty() && rec->ns != ns)) {
       return refuse(fail(errc::invalid_argument,
-                         quote(file) + " is not a lock file of a broker of namespace '" +
+                         quote_path(file) + " is not a lock file of a broker of namespace '" +
                              std::string(ns) + "': refusing to replace it (move it away)"));
     }
     owns_dir = owns_dir || rec->owns_dir;
@@ -260,7 +167,7 @@ result<std::optional<namespace_lock>> namespace_lock::try_acquire(const fs::path
                              "\nowns_dir=" + (owns_dir ? "1" : "0") + "\n";
   if (::ftruncate(fd, 0) != 0 ||
       ::pwrite(fd, record.data(), record.size(), 0) != static_cast<ssize_t>(record.size())) {
-    return refuse(io_fail("cannot write lock file " + quote(file), errno));
+    return refuse(io_fail("cannot write lock file " + quote_path(file), errno));
   }
   return std::optional<namespace_lock>(namespace_lock(file, fd, owns_dir));
 }

@@ -2,10 +2,8 @@
 // a lock file in it that makes one broker per namespace, and the rules for
 // what a broker may replace or remove there.
 //
-// Trust: a directory can be swapped by whoever may write to its parent, so
-// every ancestor of the runtime directory up to `/` must be owned by root or
-// by this user, be no symlink, and be writable by nobody else unless it is
-// sticky (as /tmp is: others may create entries there but not rename ours).
+// Trust: the path to the runtime directory is checked by path_trust.hpp's
+// rules, which clients apply too before they connect.
 //
 // Ownership: a broker removes only what it made. It replaces `lock` and
 // `control` in an existing directory only when they are provably a dead
@@ -18,20 +16,14 @@
 #include <string>
 #include <string_view>
 
+#include "path_trust.hpp"
 #include "slither/core/error.hpp"
 
 namespace slither::detail {
 
-/// Checks every ancestor of `path` (not `path` itself) up to `/`: no symlink,
-/// owned by root or this user, not group- or world-writable unless sticky.
-/// A missing ancestor is an error. Errors: `invalid_argument` naming the
-/// ancestor and what is wrong with it, `io_error`.
-result<void> check_ancestors(const std::filesystem::path& path);
-
 /// Creates `dir` (mode 0700, missing parents with 0700 too) unless it exists,
-/// then checks it: its ancestors (`check_ancestors`), and that it is a real
-/// directory owned by this user with no group or world access. Returns
-/// whether this call created it.
+/// then checks it: its ancestors (`check_ancestors`) and itself
+/// (`check_private_dir`). Returns whether this call created it.
 result<bool> ensure_private_dir(const std::filesystem::path& dir);
 
 /// Whether the broker may bind an ipc socket at `file`, which ZeroMQ will

@@ -3,7 +3,8 @@
 The broker binary comes from $SLITHER_BROKER_BIN (set by scripts/test.sh), else
 <repo>/build/broker/slither-broker. Every broker gets a fresh runtime directory
 under pytest's tmp dir and a namespace unique to this test session, and is
-stopped (SIGTERM, then SIGKILL) when its fixture ends.
+stopped (SIGTERM, then SIGKILL) when its fixture ends. At the end of the
+session, whatever those namespaces left in /dev/shm is removed.
 """
 
 from __future__ import annotations
@@ -60,8 +61,28 @@ kind = "set"
 """
 
 
+#: Every namespace this session handed out, for the cleanup at its end.
+_NAMESPACES: set[str] = set()
+
+
 def unique_namespace(tag: str) -> str:
-    return f"pyt-{tag}-{os.getpid()}-{secrets.token_hex(3)}"
+    ns = f"pyt-{tag}-{os.getpid()}-{secrets.token_hex(3)}"
+    _NAMESPACES.add(ns)
+    return ns
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Removes the shared-memory objects of this session's namespaces.
+
+    A broker killed with SIGKILL (tests of crashes and restarts do that) leaves
+    its segments, registry and lock in /dev/shm. Only names of namespaces this
+    session made are touched: they are unique to it, so other runs sharing the
+    machine keep theirs.
+    """
+    shm = Path("/dev/shm")
+    for ns in _NAMESPACES:
+        for leftover in shm.glob(f"slither.{ns}.*"):
+            leftover.unlink(missing_ok=True)
 
 
 @dataclass

@@ -48,6 +48,115 @@ def test_bad_timeout_is_rejected(tmp_path):
         slither.connect(runtime_dir=tmp_path, timeout=0)
 
 
+@pytest.mark.parametrize("timeout", [0, -1, -0.5, float("nan"), float("inf"), -float("inf"),
+                                     9.2e9, 1e300, 10**400, 365 * 24 * 3600 + 1])
+def test_timeout_out_of_range_is_invalid_argument_at_once(tmp_path, timeout):
+    # Checked before anything else: no broker is needed to be told.
+    with pytest.raises(slither.InvalidArgument, match="timeout"):
+        slither.connect(runtime_dir=tmp_path, timeout=timeout)
+
+
+@pytest.mark.parametrize("timeout", ["5", b"5", True, None, [1]])
+def test_timeout_of_the_wrong_type_is_invalid_type(tmp_path, timeout):
+    with pytest.raises(slither.InvalidType, match="timeout"):
+        slither.connect(runtime_dir=tmp_path, timeout=timeout)
+
+
+def test_a_year_is_the_longest_timeout(broker):
+    slither.connect(runtime_dir=broker.runtime_dir, namespace=broker.namespace,
+                    timeout=365 * 24 * 3600).ping()
+    slither.connect(runtime_dir=broker.runtime_dir, namespace=broker.namespace,
+                    timeout=np.float32(2.5)).ping()
+
+
+def test_invalid_type_is_a_slither_error_and_a_type_error():
+    assert issubclass(slither.InvalidType, slither.InvalidArgument)
+    assert issubclass(slither.InvalidType, slither.SlitherError)
+    assert issubclass(slither.InvalidType, TypeError)
+    assert issubclass(slither.InvalidArgument, ValueError)
+    assert not issubclass(slither.Timeout, slither.BrokerUnavailable)
+
+
+@pytest.mark.parametrize("entries", [["ab", "cd"], "abcd", b"ab", [("a", 1, 2)], [("a",)], 5,
+                                     [{"a": 1}], [b"ab"], None])
+def test_put_many_takes_only_a_mapping_or_pairs(scratch, entries):
+    # ["ab", "cd"] once stored a -> "b" and c -> "d".
+    with pytest.raises(slither.InvalidType, match="entries"):
+        scratch.put_many("t", entries)
+    assert len(scratch.table("t")) == 0
+
+
+def test_put_many_accepts_mappings_tuples_lists_and_generators(scratch):
+    scratch.put_many("t", {"a": 1})
+    scratch.put_many("t", [("b", 2), ["c", 3]])
+    scratch.put_many("t", ((k, v) for k, v in [("d", 4)]))
+    scratch.put_many("t", {"e": 5}.items())
+    assert sorted(scratch.items("t")) == [("a", 1), ("b", 2), ("c", 3), ("d", 4), ("e", 5)]
+
+
+def test_an_iterable_that_fails_keeps_its_own_error(scratch):
+    def pairs():
+        yield ("a", 1)
+        raise RuntimeError("from the caller's generator")
+
+    with pytest.raises(RuntimeError, match="caller's generator"):
+        scratch.put_many("t", pairs())
+    assert "a" not in scratch.table("t")
+
+
+def test_bad_input_to_the_client_is_a_slither_error(client, scratch):
+    cases = [
+        lambda: scratch.put("t", 5, 1),                      # key: str or bytes
+        lambda: scratch.put(5, "k", 1),                      # table: str
+        lambda: scratch.delete("t", 1.5),
+        lambda: scratch.compare_and_set("t", "k", "1", 2),   # version: int
+        lambda: scratch.call_view(3),
+        lambda: client._native.put(None, "t", "k", 1),
+        lambda: slither.connect(namespace=3),
+        lambda: slither.connect(runtime_dir=3.5),
+    ]
+    for case in cases:
+        with pytest.raises(slither.InvalidType):
+            case()
+    with pytest.raises(slither.InvalidArgument, match="expected_version"):
+        scratch.compare_and_set("t", "k", -1, 2)
+    with pytest.raises(slither.InvalidArgument, match="expected_version"):
+        scratch.compare_and_set("t", "k", 2**64, 2)
+
+
+def test_bad_values_and_codec_input_are_slither_errors(scratch):
+    # The codec path the client encodes with raises InvalidType / InvalidArgument,
+    # never a bare TypeError or ValueError.
+    cases = [
+        (slither.InvalidType, lambda: scratch.put("t", "k", {"a": {1, 2}})),
+        (slither.InvalidType, lambda: scratch.put("t", "k", {1: "int key"})),
+        (slither.InvalidType, lambda: scratch.put("t", "k", np.zeros(2, dtype=np.float16))),
+        (slither.InvalidType, lambda: scratch.put_many("t", {"k": object()})),
+        (slither.InvalidArgument, lambda: scratch.put("t", "k", "lone \ud800 surrogate")),
+        (slither.InvalidArgument, lambda: scratch.put("t", "\ud800", 1)),
+        (slither.InvalidArgument, lambda: scratch.put("t", "k", np.zeros((1,) * 40))),
+        (slither.InvalidType, lambda: scratch.get("t", 3.5)),
+        (slither.InvalidType, lambda: slither.encode(object())),
+        (slither.InvalidType, lambda: slither.encode(1, buffers=())),
+        (slither.InvalidType, lambda: slither.decode(12)),
+    ]
+    for expected, call in cases:
+        with pytest.raises(expected) as info:
+            call()
+        assert isinstance(info.value, slither.SlitherError)
+    assert "k" not in scratch.table("t")
+
+
+def test_a_message_that_is_not_utf8_is_raised_as_itself(scratch):
+    # Keys are bytes: a message that quotes one is not always UTF-8. The error
+    # must still be the slither error, its bad bytes replaced.
+    with pytest.raises(slither.NotFound, match="no key '\ufffd\ufffd'") as info:
+        scratch.view("t", b"\xff\xfe")
+    assert isinstance(info.value, KeyError)
+    with pytest.raises(slither.InvalidType, match=r"entries\['\ufffd'\]: object of type 'set'"):
+        scratch.put_many("t", {b"\xff": {1}})
+
+
 def test_closed_client(broker):
     c = broker.connect()
     store = c.store("features")

@@ -1,21 +1,33 @@
 // Client: the broker's control socket. Every call is a round trip, made with
 // the GIL released; a mutex serializes threads that share one Client (the C++
-// client is not thread-safe).
+// client is not thread-safe). While a call waits, the GIL is taken back every
+// 50 ms to run signal handlers, so Ctrl-C interrupts it.
+//
+// fork(): a child must not touch the parent's connection. Its mutex may be
+// held by a parent thread that does not exist in the child (locking it would
+// hang forever), and its socket belongs to the parent's ZeroMQ threads. The
+// child leaves both behind and connects anew on its first call.
+#include <atomic>
 #include <chrono>
 #include <cmath>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
 #include <nanobind/nanobind.h>
+#include <nanobind/stl/optional.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/string_view.h>
 
+#include "args.hpp"
 #include "bindings.hpp"
 #include "convert.hpp"
 #include "errors.hpp"
+#include "fork.hpp"
 #include "pycodec.hpp"
 #include "slither/broker/client.hpp"
 
@@ -24,79 +36,182 @@ namespace nb = nanobind;
 namespace slither::py {
 namespace {
 
-struct py_client {
-  std::optional<client> conn;
-  std::string ns;
+// Runs pending signal handlers (the main thread's Ctrl-C) while a call waits.
+// An exception a handler raised is left set for `py_client::call` to raise.
+result<void> check_signals() {
+  nb::gil_scoped_acquire gil;
+  if (PyErr_CheckSignals() == 0) return {};
+  return fail(errc::unavailable, "interrupted by a signal");
+}
+
+// One process's connection: a fork child makes its own.
+struct connection {
   std::mutex mutex;
+  std::optional<client> conn;
+  bool closed = false;  // guarded by `mutex`
+  // The thread inside a call, so that a signal handler that runs during the
+  // wait and uses this Client gets an error instead of a self-deadlock.
+  std::atomic<std::thread::id> holder{};
+};
+
+// Marks the calling thread as inside a call on `c` (its mutex held).
+class holding {
+ public:
+  explicit holding(connection& c) : c_(c) {
+    c_.holder.store(std::this_thread::get_id(), std::memory_order_relaxed);
+  }
+  ~holding() { c_.holder.store({}, std::memory_order_relaxed); }
+  holding(const holding&) = delete;
+  holding& operator=(const holding&) = delete;
+
+ private:
+  connection& c_;
+};
+
+struct py_client {
+  client_options options;
+  std::string ns;
+  std::unique_ptr<connection> live = std::make_unique<connection>();
+  std::uint64_t forked = fork_generation();
 
   // Runs `fn(client&)` without the GIL and returns its result (or raises).
+  // Needs the GIL.
   template <class Fn>
   auto call(Fn&& fn) {
+    if (forked != fork_generation()) [[unlikely]] {
+      const bool closed = live->closed;  // the only thread of a new child: no race
+      (void)live.release();              // the parent's: see the file comment
+      live = std::make_unique<connection>();
+      live->closed = closed;
+      forked = fork_generation();
+    }
+    if (live->holder.load(std::memory_order_relaxed) == std::this_thread::get_id()) {
+      raise(fail(errc::busy,
+                 "this Client is already waiting for a reply on this thread (was it called from "
+                 "a signal handler?); use another Client there"));
+    }
     using R = std::invoke_result_t<Fn, client&>;
     std::optional<R> r;
     {
       nb::gil_scoped_release nogil;
-      std::lock_guard lock(mutex);
-      if (conn)
-        r.emplace(fn(*conn));
-      else
+      std::lock_guard lock(live->mutex);
+      const holding held(*live);
+      if (!live->conn && !live->closed) {
+        auto fresh = client::connect(options);
+        if (fresh)
+          live->conn.emplace(std::move(*fresh));
+        else
+          r.emplace(std::move(fresh).error());
+      }
+      if (live->conn)
+        r.emplace(fn(*live->conn));
+      else if (!r)
         r.emplace(fail(errc::unavailable, "client is closed"));
     }
+    if (!*r && PyErr_Occurred()) throw nb::python_error();  // a signal handler raised
     return take(std::move(*r));
   }
 };
 
-std::chrono::milliseconds to_timeout(double seconds) {
-  if (!(seconds > 0) || !std::isfinite(seconds))
-    throw nb::value_error("timeout must be a positive number of seconds");
+std::chrono::milliseconds to_timeout(nb::handle obj) {
+  if (PyBool_Check(obj.ptr()) || PyUnicode_Check(obj.ptr()) || PyBytes_Check(obj.ptr())) {
+    raise_invalid_type("timeout must be a number of seconds, not '" + python_type_name(obj) + "'");
+  }
+  const double seconds = PyFloat_AsDouble(obj.ptr());
+  if (seconds == -1.0 && PyErr_Occurred()) {
+    const bool wrong_type = PyErr_ExceptionMatches(PyExc_TypeError);
+    PyErr_Clear();
+    if (wrong_type)
+      raise_invalid_type("timeout must be a number of seconds, not '" + python_type_name(obj) +
+                         "'");
+    raise_invalid_argument("timeout " + std::string(nb::repr(obj).c_str()) + " is out of range");
+  }
+  constexpr double max_seconds = static_cast<double>(client_options::max_timeout.count()) / 1000.0;
+  if (!std::isfinite(seconds) || seconds <= 0 || seconds > max_seconds) {
+    raise_invalid_argument("timeout must be more than 0 and at most " +
+                           std::to_string(static_cast<std::int64_t>(max_seconds)) +
+                           " seconds (one year), got " + std::string(nb::repr(obj).c_str()));
+  }
   return std::chrono::milliseconds(static_cast<std::int64_t>(std::ceil(seconds * 1000.0)));
+}
+
+// An entry version: an int from 0 to 2**64 - 1.
+std::uint64_t version_arg(nb::handle obj) {
+  if (PyBool_Check(obj.ptr()) || !PyLong_Check(obj.ptr())) {
+    raise_invalid_type("expected_version must be an int, not '" + python_type_name(obj) + "'");
+  }
+  const unsigned long long v = PyLong_AsUnsignedLongLong(obj.ptr());
+  if (v == static_cast<unsigned long long>(-1) && PyErr_Occurred()) {
+    PyErr_Clear();
+    raise_invalid_argument("expected_version " + std::string(nb::repr(obj).c_str()) +
+                           " is not a version (0 to 2**64 - 1)");
+  }
+  return v;
+}
+
+// Requests of a store carry the incarnation of the store the caller reads, if given.
+void use_incarnation(client& cl, std::string_view store, std::optional<std::uint64_t> incarnation) {
+  if (incarnation) cl.set_incarnation(store, *incarnation);
 }
 
 }  // namespace
 
 void init_client(nb::module_& m) {
-  nb::class_<py_client>(m, "Client",
-                        "A connection to a broker's control socket: writes, view calls, stats.\n\n"
-                        "Each call is one round trip made without the GIL; a call that gets no\n"
-                        "answer within the timeout raises BrokerUnavailable. Safe to share\n"
-                        "between threads (calls are serialized); after fork(), connect again.")
+  nb::class_<py_client>(
+      m, "Client",
+      "A connection to a broker's control socket: writes, view calls, stats.\n\n"
+      "Each call is one round trip made without the GIL. A call with no answer within\n"
+      "the timeout raises Timeout if the broker still answers a ping (alive but slow),\n"
+      "else BrokerUnavailable. Ctrl-C interrupts a waiting call (KeyboardInterrupt); a\n"
+      "write interrupted or timed out may still have been applied: read the entry's\n"
+      "version to find out. Safe to share between threads (calls are serialized); a\n"
+      "fork() child connects anew on its first call.")
       .def(
           "__init__",
-          [](py_client* self, std::string endpoint, std::string runtime_dir, std::string ns,
-             double timeout, std::string curve_server_key, std::string curve_secret_key,
-             std::string curve_public_key) {
+          [](py_client* self, nb::handle endpoint, nb::handle runtime_dir, nb::handle ns,
+             nb::handle timeout, nb::handle curve_server_key, nb::handle curve_secret_key,
+             nb::handle curve_public_key) {
             client_options options;
-            options.endpoint = std::move(endpoint);
-            options.runtime_dir = std::move(runtime_dir);
-            options.ns = std::move(ns);
+            options.endpoint = name_arg(endpoint, "endpoint");
+            options.runtime_dir = path_arg(runtime_dir, "runtime_dir");
+            options.ns = name_arg(ns, "namespace");
             options.timeout = to_timeout(timeout);
-            options.curve_server_key = std::move(curve_server_key);
-            options.curve_secret_key = std::move(curve_secret_key);
-            options.curve_public_key = std::move(curve_public_key);
+            options.curve_server_key = name_arg(curve_server_key, "curve_server_key");
+            options.curve_secret_key = name_arg(curve_secret_key, "curve_secret_key");
+            options.curve_public_key = name_arg(curve_public_key, "curve_public_key");
+            options.interrupt = check_signals;
             std::optional<result<client>> r;
             {
               nb::gil_scoped_release nogil;
               r.emplace(client::connect(options));
             }
+            if (!*r && PyErr_Occurred()) throw nb::python_error();
             client connected = take(std::move(*r));
             new (self) py_client{};
-            self->conn.emplace(std::move(connected));
-            self->ns = self->conn->ns();
+            self->options = std::move(options);
+            self->ns = connected.ns();
+            self->live->conn.emplace(std::move(connected));
           },
-          nb::arg("endpoint") = "", nb::arg("runtime_dir") = "", nb::arg("namespace") = "default",
-          nb::arg("timeout") = 5.0, nb::arg("curve_server_key") = "",
-          nb::arg("curve_secret_key") = "", nb::arg("curve_public_key") = "",
+          nb::arg("endpoint").none() = "", nb::arg("runtime_dir").none() = "",
+          nb::arg("namespace").none() = "default", nb::arg("timeout").none() = 5.0,
+          nb::arg("curve_server_key").none() = "", nb::arg("curve_secret_key").none() = "",
+          nb::arg("curve_public_key").none() = "",
           "Connects to the broker at `endpoint`, or the control socket in `runtime_dir`,\n"
-          "or in the default runtime directory of `namespace`. Raises BrokerUnavailable if\n"
-          "no broker answers within `timeout` seconds, ProtocolError on a version mismatch.\n"
-          "A tcp endpoint needs CURVE keys (Z85 text): the broker's public key and this\n"
-          "client's secret key (its public key is derived unless given).")
+          "or in the default runtime directory of `namespace` (1-64 characters of\n"
+          "[A-Za-z0-9_-]). An ipc socket is used only if it, its directory and every\n"
+          "directory above belong to this user or root (see the README's security model):\n"
+          "else InvalidArgument names the path and what is wrong. `timeout` (seconds, more\n"
+          "than 0, at most a year) bounds every round trip. Raises BrokerUnavailable if no\n"
+          "broker answers, ProtocolError on a version mismatch. A tcp endpoint needs CURVE\n"
+          "keys (Z85 text): the broker's public key and this client's secret key (its\n"
+          "public key is derived unless given).")
       .def_prop_ro(
           "namespace", [](const py_client& c) { return c.ns; }, "The namespace the broker serves.")
       .def(
           "attach_info",
-          [](py_client& c, std::string_view store) {
-            store_info info = c.call([&](client& cl) { return cl.attach_info(store); });
+          [](py_client& c, nb::handle store) {
+            const std::string_view s = name_arg(store, "store");
+            store_info info = c.call([&](client& cl) { return cl.attach_info(s); });
             nb::dict out;
             out["namespace"] = info.ns;
             out["name"] = info.name;
@@ -104,69 +219,111 @@ void init_client(nb::module_& m) {
             for (const std::string& t : info.tables) tables.append(nb::str(t.c_str(), t.size()));
             out["tables"] = tables;
             out["layout_version"] = info.layout_version;
+            out["incarnation"] = info.incarnation;
             return out;
           },
-          nb::arg("store"),
+          nb::arg("store").none(),
           "What a reader needs to attach to `store`: a dict with namespace, name, tables,\n"
-          "layout_version. Raises NotFound for an unknown store.")
+          "layout_version and incarnation (0 if the broker does not say). Raises NotFound\n"
+          "for an unknown store.")
       .def(
           "put",
-          [](py_client& c, std::string_view store, std::string_view table, nb::handle key,
-             nb::handle value) {
-            const std::string k(key_view(key));
-            const buffer v = encode_object(value);
-            return c.call([&](client& cl) { return cl.put_encoded(store, table, k, v); });
-          },
-          nb::arg("store"), nb::arg("table"), nb::arg("key"), nb::arg("value").none(),
-          "Stores `value` under `key`; returns the entry's new version once readers see it.")
-      .def(
-          "put_many",
-          [](py_client& c, std::string_view store, std::string_view table, nb::handle entries) {
-            const buffer list = encode_entries(entries);
-            c.call([&](client& cl) { return cl.put_many_encoded(store, table, list); });
-          },
-          nb::arg("store"), nb::arg("table"), nb::arg("entries"),
-          "Stores many entries (a mapping or (key, value) pairs), all or nothing, in one\n"
-          "round trip.")
-      .def(
-          "erase",
-          [](py_client& c, std::string_view store, std::string_view table, nb::handle key) {
-            const std::string k(key_view(key));
-            return c.call([&](client& cl) { return cl.erase(store, table, k); });
-          },
-          nb::arg("store"), nb::arg("table"), nb::arg("key"),
-          "Removes `key`; returns whether it was present.")
-      .def(
-          "compare_and_set",
-          [](py_client& c, std::string_view store, std::string_view table, nb::handle key,
-             std::uint64_t expected_version, nb::handle value) {
+          [](py_client& c, nb::handle store, nb::handle table, nb::handle key, nb::handle value,
+             std::optional<std::uint64_t> incarnation) {
+            const std::string_view s = name_arg(store, "store");
+            const std::string_view t = name_arg(table, "table");
             const std::string k(key_view(key));
             const buffer v = encode_object(value);
             return c.call([&](client& cl) {
-              return cl.compare_and_set_encoded(store, table, k, expected_version, v);
+              use_incarnation(cl, s, incarnation);
+              return cl.put_encoded(s, t, k, v);
             });
           },
-          nb::arg("store"), nb::arg("table"), nb::arg("key"), nb::arg("expected_version"),
-          nb::arg("value").none(),
+          nb::arg("store").none(), nb::arg("table").none(), nb::arg("key").none(),
+          nb::arg("value").none(), nb::arg("incarnation").none() = nb::none(),
+          "Stores `value` under `key`; returns the entry's new version once readers see it.\n"
+          "With `incarnation` (a Reader's), a broker whose store is another one raises\n"
+          "WriterGone and applies nothing; so do the other writes.")
+      .def(
+          "put_many",
+          [](py_client& c, nb::handle store, nb::handle table, nb::handle entries,
+             std::optional<std::uint64_t> incarnation) {
+            const std::string_view s = name_arg(store, "store");
+            const std::string_view t = name_arg(table, "table");
+            const buffer list = encode_entries(entries);
+            c.call([&](client& cl) {
+              use_incarnation(cl, s, incarnation);
+              return cl.put_many_encoded(s, t, list);
+            });
+          },
+          nb::arg("store").none(), nb::arg("table").none(), nb::arg("entries").none(),
+          nb::arg("incarnation").none() = nb::none(),
+          "Stores many entries, all or nothing, in one round trip. `entries` is a mapping\n"
+          "or an iterable of (key, value) tuples or lists; anything else (a str, a list of\n"
+          "str) raises InvalidType.")
+      .def(
+          "erase",
+          [](py_client& c, nb::handle store, nb::handle table, nb::handle key,
+             std::optional<std::uint64_t> incarnation) {
+            const std::string_view s = name_arg(store, "store");
+            const std::string_view t = name_arg(table, "table");
+            const std::string k(key_view(key));
+            return c.call([&](client& cl) {
+              use_incarnation(cl, s, incarnation);
+              return cl.erase(s, t, k);
+            });
+          },
+          nb::arg("store").none(), nb::arg("table").none(), nb::arg("key").none(),
+          nb::arg("incarnation").none() = nb::none(),
+          "Removes `key`; returns whether it was present.")
+      .def(
+          "compare_and_set",
+          [](py_client& c, nb::handle store, nb::handle table, nb::handle key, nb::handle expected,
+             nb::handle value, std::optional<std::uint64_t> incarnation) {
+            const std::string_view s = name_arg(store, "store");
+            const std::string_view t = name_arg(table, "table");
+            const std::string k(key_view(key));
+            const std::uint64_t expected_version = version_arg(expected);
+            const buffer v = encode_object(value);
+            return c.call([&](client& cl) {
+              use_incarnation(cl, s, incarnation);
+              return cl.compare_and_set_encoded(s, t, k, expected_version, v);
+            });
+          },
+          nb::arg("store").none(), nb::arg("table").none(), nb::arg("key").none(),
+          nb::arg("expected_version").none(), nb::arg("value").none(),
+          nb::arg("incarnation").none() = nb::none(),
           "Writes `value` only if the entry's version is `expected_version` (0 = absent);\n"
           "returns the new version. Raises Conflict naming the version found.")
       .def(
           "clear",
-          [](py_client& c, std::string_view store, std::string_view table) {
-            c.call([&](client& cl) { return cl.clear(store, table); });
+          [](py_client& c, nb::handle store, nb::handle table,
+             std::optional<std::uint64_t> incarnation) {
+            const std::string_view s = name_arg(store, "store");
+            const std::string_view t = name_arg(table, "table");
+            c.call([&](client& cl) {
+              use_incarnation(cl, s, incarnation);
+              return cl.clear(s, t);
+            });
           },
-          nb::arg("store"), nb::arg("table"), "Removes every entry of `table`.")
+          nb::arg("store").none(), nb::arg("table").none(),
+          nb::arg("incarnation").none() = nb::none(), "Removes every entry of `table`.")
       .def(
           "call_view",
-          [](py_client& c, std::string_view store, std::string_view view, nb::handle arg,
-             std::string_view session_id) {
+          [](py_client& c, nb::handle store, nb::handle view, nb::handle arg, nb::handle session_id,
+             std::optional<std::uint64_t> incarnation) {
+            const std::string_view s = name_arg(store, "store");
+            const std::string_view v = name_arg(view, "view");
+            const std::string_view session = name_arg(session_id, "session_id");
             const buffer a = encode_object(arg, "arg");
-            const buffer out = c.call(
-                [&](client& cl) { return cl.call_view_encoded(store, view, a, session_id); });
+            const buffer out = c.call([&](client& cl) {
+              use_incarnation(cl, s, incarnation);
+              return cl.call_view_encoded(s, v, a, session);
+            });
             return decode_object(out);
           },
-          nb::arg("store"), nb::arg("view"), nb::arg("arg").none() = nb::none(),
-          nb::arg("session_id") = "",
+          nb::arg("store").none(), nb::arg("view").none(), nb::arg("arg").none() = nb::none(),
+          nb::arg("session_id").none() = "", nb::arg("incarnation").none() = nb::none(),
           "Calls the view `view` registered on `store` with `arg` and returns its result.")
       .def(
           "stats",
@@ -178,15 +335,34 @@ void init_client(nb::module_& m) {
       .def(
           "close",
           [](py_client& c) {
+            if (c.forked != fork_generation()) {
+              // Nothing of the parent's to close here (see `py_client::call`).
+              (void)c.live.release();
+              c.live = std::make_unique<connection>();
+              c.forked = fork_generation();
+            }
+            if (c.live->holder.load(std::memory_order_relaxed) == std::this_thread::get_id()) {
+              raise(fail(errc::busy, "this Client is waiting for a reply on this thread"));
+            }
             nb::gil_scoped_release nogil;
-            std::lock_guard lock(c.mutex);
-            c.conn.reset();
+            std::lock_guard lock(c.live->mutex);
+            c.live->closed = true;
+            c.live->conn.reset();
           },
           "Closes the connection; later calls raise BrokerUnavailable. Safe twice.");
 
   m.def(
-      "default_runtime_dir", [](std::string_view ns) { return default_runtime_dir(ns).string(); },
-      nb::arg("namespace"), "The runtime directory a broker of `namespace` uses by default.");
+      "default_runtime_dir",
+      [](nb::handle ns) {
+        const std::string_view n = name_arg(ns, "namespace");
+        if (!valid_namespace(n)) {
+          raise_invalid_argument("namespace '" + std::string(n) +
+                                 "' must be 1-64 characters of [A-Za-z0-9_-]");
+        }
+        return default_runtime_dir(n).string();
+      },
+      nb::arg("namespace").none(),
+      "The runtime directory a broker of `namespace` uses by default.");
 }
 
 }  // namespace slither::py

@@ -24,7 +24,7 @@ std::string render(const path_node& node) {
 }
 
 void raise_at(PyObject* type, const path_node& at, const std::string& what) {
-  PyErr_SetString(type, (render(at) + ": " + what).c_str());
+  set_error(type, render(at) + ": " + what);
   throw nb::python_error();
 }
 
@@ -111,7 +111,7 @@ Value buffer_to_value(nb::handle obj, const path_node& at) {
     if (!copied) {
       PyErr_Clear();
       raise_at(
-          PyExc_TypeError, at,
+          invalid_type(), at,
           "buffer of type '" + py_type_name(obj) + "' is not C-contiguous and has no Value form");
     }
   }
@@ -119,12 +119,12 @@ Value buffer_to_value(nb::handle obj, const path_node& at) {
   std::shared_ptr<Py_buffer> held(buf.release(), buffer_release{});
   const auto type = dtype_of_format(held->format, held->itemsize);
   if (!type || dtype_size(*type) != static_cast<std::size_t>(held->itemsize)) {
-    raise_at(PyExc_TypeError, at,
+    raise_at(invalid_type(), at,
              "array of element format '" + std::string(held->format ? held->format : "B") +
                  "' has no Value form (supported: uint8, int32, int64, float32, float64)");
   }
   if (static_cast<std::size_t>(held->ndim) > ndarray::max_ndim)
-    raise_at(PyExc_ValueError, at,
+    raise_at(exception_for(errc::invalid_argument), at,
              "array has " + std::to_string(held->ndim) + " dimensions, more than " +
                  std::to_string(ndarray::max_ndim));
   std::vector<std::uint64_t> shape(static_cast<std::size_t>(held->ndim));
@@ -151,7 +151,7 @@ Value convert(nb::handle obj, const path_node& at, std::uint32_t depth) {
   if (PyUnicode_Check(o)) {
     nb::object holder;
     const auto s = utf8_bytes(o, holder);
-    if (!s) raise_at(PyExc_ValueError, at, "str is not encodable as UTF-8");
+    if (!s) raise_at(exception_for(errc::invalid_argument), at, "str is not encodable as UTF-8");
     return std::string(*s);
   }
   if (PyBytes_Check(o))
@@ -184,13 +184,14 @@ Value convert(nb::handle obj, const path_node& at, std::uint32_t depth) {
     while (PyDict_Next(o, &pos, &key, &val)) {
       nb::object k = nb::borrow(key), v = nb::borrow(val);
       if (!PyUnicode_Check(key)) {
-        raise_at(PyExc_TypeError, at,
+        raise_at(invalid_type(), at,
                  "map key " + std::string(nb::repr(k).c_str()) + " of type '" + py_type_name(k) +
                      "' is not a str (Value maps have str keys)");
       }
       nb::object holder;
       const auto s = utf8_bytes(key, holder);
-      if (!s) raise_at(PyExc_ValueError, at, "map key is not encodable as UTF-8");
+      if (!s)
+        raise_at(exception_for(errc::invalid_argument), at, "map key is not encodable as UTF-8");
       const std::string_view name = *s;
       path_node child{&at, {}, name, -1};
       out.insert_or_assign(std::string(name), convert(v, child, depth + 1));
@@ -202,7 +203,7 @@ Value convert(nb::handle obj, const path_node& at, std::uint32_t depth) {
     return convert(obj.attr("item")(), at, depth);
   }
   if (PyObject_CheckBuffer(o)) return buffer_to_value(obj, at);
-  raise_at(PyExc_TypeError, at, "object of type '" + py_type_name(obj) + "' has no Value form");
+  raise_at(invalid_type(), at, "object of type '" + py_type_name(obj) + "' has no Value form");
 }
 
 nb::dlpack::dtype dlpack_dtype(dtype t) {
@@ -310,13 +311,15 @@ std::string_view key_view(nb::handle obj, const char* what) {
   if (PyUnicode_Check(o)) {
     Py_ssize_t size = 0;
     const char* s = PyUnicode_AsUTF8AndSize(o, &size);
-    if (!s) throw nb::python_error();
+    if (!s) {
+      PyErr_Clear();
+      raise_invalid_argument(std::string(what) + " is not encodable as UTF-8");
+    }
     return {s, static_cast<std::size_t>(size)};
   }
   if (PyBytes_Check(o))
     return {PyBytes_AS_STRING(o), static_cast<std::size_t>(PyBytes_GET_SIZE(o))};
-  throw nb::type_error(
-      (std::string(what) + " must be str or bytes, not '" + py_type_name(obj) + "'").c_str());
+  raise_invalid_type(std::string(what) + " must be str or bytes, not '" + py_type_name(obj) + "'");
 }
 
 nb::object key_to_python(std::string_view key) {

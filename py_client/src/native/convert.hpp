@@ -3,7 +3,8 @@
 // Python -> Value: None, bool, int (int64 range), float, str, bytes/bytearray,
 // list/tuple, dict with str keys, numpy scalars, and any C-contiguous buffer of
 // a supported dtype (numpy arrays, memoryviews) as an ndarray that refers to
-// the Python buffer without copying. Anything else raises TypeError naming the
+// the Python buffer without copying. Anything else raises InvalidType (a
+// SlitherError and a TypeError) naming the
 // type and the path of the offending element, e.g. "value['a'][2]".
 //
 // Value -> Python: the same kinds back; an ndarray becomes a numpy array when
@@ -68,7 +69,8 @@ inline std::optional<std::string_view> utf8_bytes(PyObject* s, nanobind::object&
 /// nullopt for one with no `ndarray` form.
 std::optional<dtype> dtype_of_format(const char* format, Py_ssize_t itemsize);
 
-/// A key given as str (encoded UTF-8) or bytes. Raises TypeError otherwise.
+/// A key given as str (encoded UTF-8) or bytes. Raises InvalidType otherwise
+/// (InvalidArgument for a str that has no UTF-8 form).
 /// The view is valid while `obj` lives.
 std::string_view key_view(nanobind::handle obj, const char* what = "key");
 

@@ -19,6 +19,7 @@ constexpr std::size_t errc_count = static_cast<std::size_t>(errc::shutting_down)
 
 // Filled once by init_errors; index = errc. Entry 0 (ok) is the base class.
 std::array<PyObject*, errc_count> classes{};
+PyObject* invalid_type_class = nullptr;
 
 std::array<exception_def, errc_count - 1> definitions() {
   return {{
@@ -65,9 +66,34 @@ PyObject* exception_for(errc code) noexcept {
   return i < classes.size() && classes[i] ? classes[i] : classes[0];
 }
 
+PyObject* invalid_type() noexcept {
+  return invalid_type_class;
+}
+
+void set_error(PyObject* type, std::string_view message) noexcept {
+  PyObject* text =
+      PyUnicode_DecodeUTF8(message.data(), static_cast<Py_ssize_t>(message.size()), "replace");
+  if (text == nullptr) return;  // no memory: that error is set instead
+  PyErr_SetObject(type, text);
+  Py_DECREF(text);
+}
+
 void raise(const error_info& info) {
-  PyErr_SetString(exception_for(info.code), info.message.c_str());
+  set_error(exception_for(info.code), info.message);
   throw nb::python_error();
+}
+
+void raise_invalid_argument(const std::string& message) {
+  raise(fail(errc::invalid_argument, message));
+}
+
+void raise_invalid_type(const std::string& message) {
+  set_error(invalid_type_class, message);
+  throw nb::python_error();
+}
+
+std::string python_type_name(nb::handle obj) {
+  return Py_TYPE(obj.ptr())->tp_name;
 }
 
 void init_errors(nb::module_& m) {
@@ -82,11 +108,19 @@ void init_errors(nb::module_& m) {
     classes[static_cast<std::size_t>(def.code)] = cls;
     m.attr(def.name) = nb::handle(cls);
   }
+  invalid_type_class =
+      make_class("InvalidType",
+                 "An argument of the wrong type (e.g. a str where (key, value) pairs belong).\n"
+                 "An InvalidArgument that is also a TypeError.",
+                 nb::make_tuple(nb::handle(exception_for(errc::invalid_argument)),
+                                nb::handle(PyExc_TypeError)),
+                 to_string(errc::invalid_argument));
+  m.attr("InvalidType") = nb::handle(invalid_type_class);
   nb::register_exception_translator([](const std::exception_ptr& p, void*) {
     try {
       std::rethrow_exception(p);
     } catch (const slither::error& e) {
-      PyErr_SetString(exception_for(e.code()), e.what());
+      set_error(exception_for(e.code()), e.what());
     }
   });
 }

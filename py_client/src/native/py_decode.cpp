@@ -138,8 +138,8 @@ std::shared_ptr<Py_buffer> hold_buffer(PyObject* obj, std::size_t index) {
   if (PyObject_GetBuffer(obj, view, PyBUF_C_CONTIGUOUS) != 0) {
     delete view;
     PyErr_Clear();
-    throw nb::type_error(
-        ("out-of-band buffer #" + std::to_string(index) + " is not a C-contiguous buffer").c_str());
+    raise_invalid_type("out-of-band buffer #" + std::to_string(index) +
+                       " is not a C-contiguous buffer");
   }
   return {view, [](Py_buffer* b) {
             const PyGILState_STATE state = PyGILState_Ensure();
@@ -304,9 +304,8 @@ input_bytes::input_bytes(nb::handle obj) {
   }
   if (PyObject_GetBuffer(o, &view_, PyBUF_C_CONTIGUOUS) != 0) {
     PyErr_Clear();
-    throw nb::type_error(("expected bytes or a C-contiguous buffer, not '" +
-                          std::string(nb::type_name(obj.type()).c_str()) + "'")
-                             .c_str());
+    raise_invalid_type("expected bytes or a C-contiguous buffer, not '" +
+                       std::string(nb::type_name(obj.type()).c_str()) + "'");
   }
   held_ = true;
   span_ = {static_cast<const std::byte*>(view_.buf), static_cast<std::size_t>(view_.len)};

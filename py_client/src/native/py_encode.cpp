@@ -17,7 +17,9 @@ constexpr std::uint32_t max_depth = decode_limits{}.max_depth;
 // A str's UTF-8 bytes (see utf8_bytes); `holder` keeps them alive if needed.
 std::string_view utf8_of(PyObject* s, nb::object& holder, const path_node& at, const char* what) {
   const auto bytes = utf8_bytes(s, holder);
-  if (!bytes) raise_at(PyExc_ValueError, at, std::string(what) + " is not encodable as UTF-8");
+  if (!bytes)
+    raise_at(exception_for(errc::invalid_argument), at,
+             std::string(what) + " is not encodable as UTF-8");
   return *bytes;
 }
 
@@ -85,7 +87,7 @@ class encoder {
       // Held while encoded: a finalizer run by an allocation may change the dict.
       const nb::object k = nb::borrow(key), v = nb::borrow(val);
       if (!PyUnicode_Check(key)) {
-        raise_at(PyExc_TypeError, at,
+        raise_at(invalid_type(), at,
                  "map key " + std::string(nb::repr(k).c_str()) + " of type '" + py_type_name(k) +
                      "' is not a str (Value maps have str keys)");
       }
@@ -146,7 +148,7 @@ class encoder {
       return value(item.ptr(), at, depth);
     }
     if (PyObject_CheckBuffer(o)) return array(o, at);
-    raise_at(PyExc_TypeError, at,
+    raise_at(invalid_type(), at,
              "object of type '" + py_type_name(nb::handle(o)) + "' has no Value form");
   }
 
@@ -163,7 +165,7 @@ class encoder {
       }
       if (!b.held) {
         PyErr_Clear();
-        raise_at(PyExc_TypeError, at,
+        raise_at(invalid_type(), at,
                  "buffer of type '" + py_type_name(nb::handle(o)) +
                      "' is not C-contiguous and has no Value form");
       }
@@ -173,12 +175,12 @@ class encoder {
     const Py_buffer& v = b.view;
     const auto type = dtype_of_format(v.format, v.itemsize);
     if (!type || dtype_size(*type) != static_cast<std::size_t>(v.itemsize)) {
-      raise_at(PyExc_TypeError, at,
+      raise_at(invalid_type(), at,
                "array of element format '" + std::string(v.format ? v.format : "B") +
                    "' has no Value form (supported: uint8, int32, int64, float32, float64)");
     }
     if (static_cast<std::size_t>(v.ndim) > ndarray::max_ndim) {
-      raise_at(PyExc_ValueError, at,
+      raise_at(exception_for(errc::invalid_argument), at,
                "array has " + std::to_string(v.ndim) + " dimensions, more than " +
                    std::to_string(ndarray::max_ndim));
     }
@@ -226,7 +228,7 @@ nb::bytes with_scratch(F&& fill) {
 
 void check_out_of_band(PyObject* out_of_band) {
   if (out_of_band != nullptr && !PyList_Check(out_of_band)) {
-    throw nb::type_error("buffers must be a list (out-of-band arrays are appended to it)");
+    raise_invalid_type("buffers must be a list (out-of-band arrays are appended to it)");
   }
 }
 
@@ -247,33 +249,45 @@ buffer encode_object(nb::handle obj, std::string_view root) {
 }
 
 buffer encode_entries(nb::handle entries) {
-  const nb::object pairs = PyMapping_Check(entries.ptr()) && nb::hasattr(entries, "items")
-                               ? entries.attr("items")()
-                               : nb::borrow(entries);
-  const nb::object seq = nb::steal(PySequence_Fast(
-      pairs.ptr(), "entries must be a mapping or an iterable of (key, value) pairs"));
-  if (!seq) throw nb::python_error();
+  // A str or bytes is refused whole, and so is a pair that is one: "ab"
+  // would otherwise read as the pair ('a', 'b').
+  const auto refuse = [&](const std::string& what) {
+    raise_invalid_type("entries must be a mapping or an iterable of (key, value) pairs" + what);
+  };
+  PyObject* e = entries.ptr();
+  if (PyUnicode_Check(e) || PyBytes_Check(e) || PyByteArray_Check(e) || PyMemoryView_Check(e)) {
+    refuse(", not '" + python_type_name(entries) + "'");
+  }
+  const bool mapping = PyDict_Check(e) || (PyMapping_Check(e) && nb::hasattr(entries, "items"));
+  const nb::object pairs = mapping ? entries.attr("items")() : nb::borrow(entries);
+  // Materialized first, so a generator that fails keeps its own error.
+  const nb::object seq = nb::steal(PySequence_Fast(pairs.ptr(), "entries"));
+  if (!seq) {
+    if (!PyErr_ExceptionMatches(PyExc_TypeError)) throw nb::python_error();
+    PyErr_Clear();
+    refuse(", not '" + python_type_name(entries) + "'");
+  }
   const Py_ssize_t n = PySequence_Fast_GET_SIZE(seq.ptr());
   buffer out;
   wire::writer w(out);
   w.list_header(static_cast<std::size_t>(n));
-  encoder e(w, nullptr);
+  encoder enc(w, nullptr);
   const path_node root{nullptr, "entries", {}, -1};
   for (Py_ssize_t i = 0; i < n; ++i) {
     PyObject* pair = PySequence_Fast_GET_ITEM(seq.ptr(), i);
-    if (!PySequence_Check(pair) || PySequence_Size(pair) != 2) {
-      PyErr_Clear();
-      throw nb::type_error("entries must be a mapping or an iterable of (key, value) pairs");
+    const bool two = (PyTuple_Check(pair) && PyTuple_GET_SIZE(pair) == 2) ||
+                     (PyList_Check(pair) && PyList_GET_SIZE(pair) == 2);
+    if (!two) {
+      const nb::handle h(pair);
+      refuse(": entries[" + std::to_string(i) + "] is '" + python_type_name(h) + "' " +
+             std::string(nb::repr(h).c_str()).substr(0, 60) + ", not a tuple or list of two");
     }
-    const nb::object key = nb::steal(PySequence_GetItem(pair, 0));
-    const nb::object value = nb::steal(PySequence_GetItem(pair, 1));
-    if (!key || !value) throw nb::python_error();
     // Keys are str (stored as UTF-8) or bytes (stored as they are).
-    const std::string_view k = key_view(key);
+    const std::string_view k = key_view(PySequence_Fast_GET_ITEM(pair, 0));
     w.list_header(2);
     w.string(k);
     const path_node at{&root, {}, k, -1};
-    e.value(value.ptr(), at, 0);
+    enc.value(PySequence_Fast_GET_ITEM(pair, 1), at, 0);
   }
   w.finish();
   return out;
@@ -339,13 +353,13 @@ nb::bytes encode_items_to_bytes(nb::handle items, PyObject* out_of_band) {
       PyObject* item = PySequence_Fast_GET_ITEM(seq.ptr(), i);
       const Py_ssize_t size = PyTuple_Check(item) ? PyTuple_GET_SIZE(item) : -1;
       if (size != 2 && size != 4) {
-        raise_at(PyExc_TypeError, at,
+        raise_at(invalid_type(), at,
                  "an item is a tuple (id, payload) or (id, payload, meta, route)");
       }
       const unsigned long long id = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(item, 0));
       if (id == static_cast<unsigned long long>(-1) && PyErr_Occurred()) {
         PyErr_Clear();
-        raise_at(PyExc_TypeError, at, "an item's id is an int in 0..2**64-1");
+        raise_at(invalid_type(), at, "an item's id is an int in 0..2**64-1");
       }
       w.uvar(id);
       e.value(PyTuple_GET_ITEM(item, 1), at, 0);
@@ -356,8 +370,8 @@ nb::bytes encode_items_to_bytes(nb::handle items, PyObject* out_of_band) {
       }
       PyObject* meta = PyTuple_GET_ITEM(item, 2);
       PyObject* route = PyTuple_GET_ITEM(item, 3);
-      if (!PyDict_Check(meta)) raise_at(PyExc_TypeError, at, "an item's meta is a dict");
-      if (!PyUnicode_Check(route)) raise_at(PyExc_TypeError, at, "an item's route is a str");
+      if (!PyDict_Check(meta)) raise_at(invalid_type(), at, "an item's meta is a dict");
+      if (!PyUnicode_Check(route)) raise_at(invalid_type(), at, "an item's route is a str");
       // meta is a map at depth 0, as the decoder reads it.
       e.value(meta, at, 0);
       nb::object holder;

@@ -1,5 +1,10 @@
 // Reader: read-only access to a store's shared memory, in this process, with
 // no broker round trip. Reads are lock-free and short, so they keep the GIL.
+//
+// A Reader follows its store across a broker restart and a fork(): before
+// each read, if the store was closed (a stopped or replaced broker) or this is
+// a fork child, it attaches again by name (views taken before stay valid over
+// the old mapping). If that fails, the read raises WriterGone.
 #include <algorithm>
 #include <exception>
 #include <optional>
@@ -11,9 +16,11 @@
 #include <nanobind/stl/string_view.h>
 #include <nanobind/stl/vector.h>
 
+#include "args.hpp"
 #include "bindings.hpp"
 #include "convert.hpp"
 #include "errors.hpp"
+#include "fork.hpp"
 #include "pycodec.hpp"
 #include "slither/core/codec.hpp"
 #include "slither/shm/store.hpp"
@@ -27,7 +34,38 @@ struct py_reader {
   shm::reader reader;
   std::string ns;
   std::string name;
+  std::uint64_t forked = fork_generation();
+  // Iterations under way (`items` calls back into Python, which may read
+  // again): the reader they iterate must not be replaced meanwhile.
+  int iterating = 0;
 };
+
+// Attaches `r` to its store again. Needs the GIL (which guards `r`). If that
+// fails, raises `code` (or the attach error's own code if `code` is nullopt).
+void reattach(py_reader& r, std::string_view why, std::optional<errc> code) {
+  auto fresh = shm::reader::attach(r.ns, r.name);
+  if (!fresh) {
+    raise(fail(code.value_or(fresh.error().code),
+               "store '" + r.name + "' of namespace '" + r.ns + "' " + std::string(why) +
+                   " and cannot be attached again: " + fresh.error().message));
+  }
+  r.reader = std::move(*fresh);
+  r.forked = fork_generation();
+}
+
+// The reader to read through: attached again first if the store was closed
+// (its broker stopped or was replaced) or this is a fork child.
+const shm::reader& live(py_reader& r) {
+  if (r.reader.store_closed() || r.forked != fork_generation()) [[unlikely]] {
+    if (r.iterating == 0) {
+      if (r.reader.store_closed())
+        reattach(r, "was closed by its broker", errc::writer_gone);
+      else
+        reattach(r, "was attached before a fork", std::nullopt);
+    }
+  }
+  return r.reader;
+}
 
 // Python object over a view's memory that keeps the view (and so the block's hold) alive.
 nb::object view_to_python(const shm::view& v) {
@@ -57,15 +95,19 @@ void init_reader(nb::module_& m) {
   nb::class_<py_reader>(m, "Reader",
                         "Read-only access to a store's shared memory from this process.\n\n"
                         "Reads never wait for the writer and make no broker round trip.\n"
-                        "Keys are str (UTF-8) or bytes. A Reader is bound to the process that\n"
-                        "created it: after fork(), attach again in the child.")
+                        "Keys are str (UTF-8) or bytes. When the store is closed (its broker\n"
+                        "stopped or restarted), and in a fork() child, the next read attaches\n"
+                        "again by name; if the store is not there, it raises WriterGone. Views\n"
+                        "taken before stay valid.")
       .def(
           "__init__",
-          [](py_reader* self, std::string_view ns, std::string_view name) {
+          [](py_reader* self, nb::handle ns_arg, nb::handle name_obj) {
+            const std::string_view ns = name_arg(ns_arg, "namespace");
+            const std::string_view name = name_arg(name_obj, "name");
             new (self)
                 py_reader{take(shm::reader::attach(ns, name)), std::string(ns), std::string(name)};
           },
-          nb::arg("namespace"), nb::arg("name"),
+          nb::arg("namespace").none(), nb::arg("name").none(),
           "Attaches to the store `name` of `namespace`. Raises NotFound, LayoutMismatch,\n"
           "WriterGone or LimitExceeded.")
       .def_prop_ro(
@@ -73,17 +115,29 @@ void init_reader(nb::module_& m) {
       .def_prop_ro(
           "name", [](const py_reader& r) { return r.name; }, "The store's name.")
       .def_prop_ro(
-          "tables", [](const py_reader& r) { return r.reader.tables(); }, "Names of the tables.")
+          "tables", [](py_reader& r) { return live(r).tables(); }, "Names of the tables.")
+      .def_prop_ro(
+          "incarnation", [](const py_reader& r) { return r.reader.incarnation(); },
+          "The incarnation of the store this Reader reads: a store re-created by a\n"
+          "restarted broker has another. Reading it never attaches again.")
+      .def(
+          "_reattach",
+          [](py_reader& r) {
+            if (r.iterating == 0) reattach(r, "was replaced", errc::writer_gone);
+          },
+          "Attaches to the store of this name again (after a write found it replaced).")
       .def(
           "get",
-          [](const py_reader& r, std::string_view table, nb::handle key, nb::handle default_) {
+          [](py_reader& r, nb::handle table_arg, nb::handle key, nb::handle default_) {
+            const std::string_view table = name_arg(table_arg, "table");
+            const shm::reader& rd = live(r);
             // The value becomes Python objects straight from its stored
             // encoding, inside the read (the bytes are only valid there). A
             // Python error must not unwind through the store: kept, raised after.
             const std::string_view k = key_view(key);
             nb::object out;
             std::exception_ptr failure;
-            const auto found = take(r.reader.peek(table, k, [&](std::span<const std::byte> enc) {
+            const auto found = take(rd.peek(table, k, [&](std::span<const std::byte> enc) {
               try {
                 out = decode_object(enc, stored_limits(enc.size()));
               } catch (...) {
@@ -94,73 +148,95 @@ void init_reader(nb::module_& m) {
             switch (found) {
               case shm::reader::peeked::absent:
                 return nb::borrow(default_);
-              case shm::reader::peeked::is_ndarray:
-                return to_python(*take(r.reader.get(table, k)));
+              case shm::reader::peeked::is_ndarray: {
+                // Erased between the two reads: gone meanwhile reads as absent.
+                std::optional<Value> array = take(rd.get(table, k));
+                if (!array) return nb::borrow(default_);
+                return to_python(*array);
+              }
               case shm::reader::peeked::visited:
                 break;
             }
             return out;
           },
-          nb::arg("table"), nb::arg("key"), nb::arg("default").none() = nb::none(),
+          nb::arg("table").none(), nb::arg("key").none(), nb::arg("default").none() = nb::none(),
           "A decoded copy of the value under `key` (the first one in a bag), or `default`.\n"
           "Raises NotFound for an unknown table.")
       .def(
           "get_all",
-          [](const py_reader& r, std::string_view table, nb::handle key) {
+          [](py_reader& r, nb::handle table_arg, nb::handle key) {
+            const std::string_view table = name_arg(table_arg, "table");
             nb::list out;
-            for (const Value& v : take(r.reader.get_all(table, key_view(key))))
+            for (const Value& v : take(live(r).get_all(table, key_view(key))))
               out.append(to_python(v));
             return out;
           },
-          nb::arg("table"), nb::arg("key"), "Every value under `key` (a bag's values in order).")
+          nb::arg("table").none(), nb::arg("key").none(),
+          "Every value under `key` (a bag's values in order).")
       .def(
           "view",
-          [](const py_reader& r, std::string_view table, nb::handle key) {
+          [](py_reader& r, nb::handle table_arg, nb::handle key) {
+            const std::string_view table = name_arg(table_arg, "table");
             const std::string_view k = key_view(key);
-            std::optional<shm::view> v = take(r.reader.get_view(table, k));
+            std::optional<shm::view> v = take(live(r).get_view(table, k));
             if (!v) raise_missing(r, table, k);
             return view_to_python(*v);
           },
-          nb::arg("table"), nb::arg("key"),
+          nb::arg("table").none(), nb::arg("key").none(),
           "A zero-copy, read-only view of the value under `key`: a numpy array (a\n"
           "memoryview without numpy) for an ndarray, else a memoryview of the stored\n"
           "encoding. The memory stays valid, and is never reused by the writer, until\n"
           "the returned object is released. Raises NotFound if `key` is absent.")
       .def(
           "version",
-          [](const py_reader& r, std::string_view table, nb::handle key) -> std::uint64_t {
-            std::optional<shm::view> v = take(r.reader.get_view(table, key_view(key)));
+          [](py_reader& r, nb::handle table_arg, nb::handle key) -> std::uint64_t {
+            const std::string_view table = name_arg(table_arg, "table");
+            std::optional<shm::view> v = take(live(r).get_view(table, key_view(key)));
             return v ? v->version() : 0;
           },
-          nb::arg("table"), nb::arg("key"),
+          nb::arg("table").none(), nb::arg("key").none(),
           "The entry's version (what compare_and_set expects), or 0 if absent.")
       .def(
           "contains",
-          [](const py_reader& r, std::string_view table, nb::handle key) {
-            return take(r.reader.contains(table, key_view(key)));
+          [](py_reader& r, nb::handle table_arg, nb::handle key) {
+            const std::string_view table = name_arg(table_arg, "table");
+            return take(live(r).contains(table, key_view(key)));
           },
-          nb::arg("table"), nb::arg("key"), "Whether `key` is present in `table`.")
+          nb::arg("table").none(), nb::arg("key").none(), "Whether `key` is present in `table`.")
       .def(
           "size",
-          [](const py_reader& r, std::string_view table) { return take(r.reader.size(table)); },
-          nb::arg("table"), "Number of entries (for a bag, of values) in `table`.")
+          [](py_reader& r, nb::handle table_arg) {
+            const std::string_view table = name_arg(table_arg, "table");
+            return take(live(r).size(table));
+          },
+          nb::arg("table").none(), "Number of entries (for a bag, of values) in `table`.")
       .def(
           "keys",
-          [](const py_reader& r, std::string_view table, nb::handle prefix) {
+          [](py_reader& r, nb::handle table_arg, nb::handle prefix) {
+            const std::string_view table = name_arg(table_arg, "table");
             nb::list out;
-            for (const std::string& k : take(r.reader.keys(table, key_view(prefix, "prefix"))))
+            for (const std::string& k : take(live(r).keys(table, key_view(prefix, "prefix"))))
               out.append(key_to_python(k));
             return out;
           },
-          nb::arg("table"), nb::arg("prefix") = "",
+          nb::arg("table").none(), nb::arg("prefix").none() = "",
           "Keys of `table` that start with `prefix`, as str (bytes if not UTF-8).")
       .def(
           "items",
-          [](const py_reader& r, std::string_view table) {
+          [](py_reader& r, nb::handle table_arg) {
+            const std::string_view table = name_arg(table_arg, "table");
             nb::list out;
+            const shm::reader& rd = live(r);
+            // Python code run by the callback (a finalizer) may read through
+            // this Reader: it must not replace the reader iterated here.
+            ++r.iterating;
+            struct done {
+              int& n;
+              ~done() { --n; }
+            } leave{r.iterating};
             // A Python error must not unwind through the store's iteration: stop it, rethrow after.
             std::exception_ptr failure;
-            take(r.reader.for_each(table, [&](std::string_view key, const shm::view& v) {
+            take(rd.for_each(table, [&](std::string_view key, const shm::view& v) {
               try {
                 nb::object value = v.is_ndarray()
                                        ? to_python(v.value())
@@ -175,7 +251,7 @@ void init_reader(nb::module_& m) {
             if (failure) std::rethrow_exception(failure);
             return out;
           },
-          nb::arg("table"), "Every (key, value) pair of `table`, values decoded.");
+          nb::arg("table").none(), "Every (key, value) pair of `table`, values decoded.");
 }
 
 }  // namespace slither::py

@@ -8,7 +8,9 @@
 >>> features.put("emb", "user:2", {"score": 0.5})   # through the broker
 
 Every error is a :class:`SlitherError`; each error code has its own subclass
-(:class:`NotFound`, :class:`BrokerUnavailable`, :class:`Conflict`, ...).
+(:class:`NotFound`, :class:`BrokerUnavailable`, :class:`Timeout`, :class:`Conflict`,
+...). Bad input raises :class:`InvalidArgument` (also a ``ValueError``) or its
+subclass :class:`InvalidType` (also a ``TypeError``).
 """
 
 from slither._api import Client, Key, Store, Table, Value, connect
@@ -21,6 +23,7 @@ from slither._native import (
     DecodeError,
     InternalError,
     InvalidArgument,
+    InvalidType,
     IoError,
     LayoutMismatch,
     LimitExceeded,
@@ -52,6 +55,7 @@ __all__ = [
     "FailureInfo",
     "InternalError",
     "InvalidArgument",
+    "InvalidType",
     "IoError",
     "ItemError",
     "Key",

@@ -34,19 +34,30 @@ def connect(
 
     Give the broker's ``runtime_dir`` (its control socket is ``<runtime_dir>/control``)
     or a ZeroMQ ``endpoint``; with neither, the default runtime directory of
-    ``namespace`` is used. ``timeout`` (seconds) bounds every round trip.
+    ``namespace`` (1-64 characters of ``[A-Za-z0-9_-]``) is used. ``timeout``
+    (seconds, more than 0, at most a year) bounds every round trip.
 
     A ``tcp://`` endpoint is authenticated with CURVE: give the broker's public key
     (``curve_server_key``, the text of its ``.pub`` file) and this client's secret key
     (``curve_secret_key``, its ``.key`` file, made by ``slither-broker keygen``), whose
     public key is on the broker's allow-list. A refused key looks like no broker.
 
-    Raises :class:`BrokerUnavailable` if no broker answers within ``timeout``, and
-    :class:`ProtocolError` if it speaks another protocol version.
+    An ``ipc://`` control socket is used only if it, its directory and every
+    directory above it belong to this user or root and no one else can replace
+    them; otherwise :class:`InvalidArgument` names the path and what is wrong.
+
+    Raises :class:`BrokerUnavailable` if no broker answers within ``timeout``,
+    :class:`Timeout` if one answers pings but not this call, :class:`ProtocolError`
+    if it speaks another protocol version, :class:`InvalidArgument` for a bad
+    namespace or timeout.
     """
     where = {
         "endpoint": endpoint or "",
-        "runtime_dir": os.fspath(runtime_dir) if runtime_dir is not None else "",
+        # A path of the wrong type goes on as it is: the native client names it.
+        "runtime_dir": (
+            os.fspath(runtime_dir) if isinstance(runtime_dir, os.PathLike)
+            else runtime_dir if runtime_dir is not None else ""
+        ),
         "namespace": namespace,
         "timeout": timeout,
         "curve_server_key": curve_server_key or "",
@@ -60,8 +71,9 @@ class Client:
     """A connection to a broker; opens stores and reports broker figures.
 
     Calls are serialized and made without the GIL, so a Client may be shared by
-    threads. After ``fork()``, connect again in the child. Use it as a context
-    manager, or call :meth:`close`, to drop the connection.
+    threads. A ``fork()`` child may keep using it: it connects anew on its first
+    call. Ctrl-C interrupts a call that waits for the broker (``KeyboardInterrupt``).
+    Use it as a context manager, or call :meth:`close`, to drop the connection.
     """
 
     __slots__ = ("_native", "_where")
@@ -144,12 +156,31 @@ class Store(_native.Reader):
     Reads (inherited from :class:`slither.Reader`: ``get``, ``get_all``, ``view``,
     ``version``, ``contains``, ``size``, ``keys``, ``items``, ``tables``) never
     leave this process. Writes return once every reader sees them.
+
+    A broker restart re-creates the store: reads then attach to the new one by
+    themselves (views taken before stay valid). A write carries the incarnation
+    of the store this Store reads, so the new broker refuses it: the write raises
+    :class:`WriterGone`, is not applied, and the Store reads the new store from
+    then on; read again and retry. So a ``compare_and_set`` on a version read
+    from the old store can never overwrite the new one.
+
+    A write interrupted (Ctrl-C) or timed out (:class:`Timeout`) may still have
+    been applied: ``version(table, key)`` tells (it changes with every write).
     """
 
     def __init__(self, client: Client, name: str) -> None:
         info = client._native.attach_info(name)
         super().__init__(info["namespace"], info["name"])
         self._client = client
+
+    def _replaced(self, error: _native.WriterGone, what: str) -> _native.WriterGone:
+        """The error a write that met a re-created store raises, once re-attached."""
+        try:
+            self._reattach()
+            now = "this Store now reads the new store: read again, then retry"
+        except _native.SlitherError as e:
+            now = f"attaching again failed: {e}"
+        return _native.WriterGone(f"{error}; the {what} was not applied ({now})")
 
     @property
     def client(self) -> Client:
@@ -164,17 +195,30 @@ class Store(_native.Reader):
 
     def put(self, table: str, key: Key, value: Value) -> int:
         """Stores ``value`` under ``key``; returns the entry's new version."""
-        return self._client._native.put(self.name, table, key, value)
+        try:
+            return self._client._native.put(self.name, table, key, value, self.incarnation)
+        except _native.WriterGone as e:
+            raise self._replaced(e, "put") from None
 
     def put_many(
         self, table: str, entries: Mapping[Key, Value] | Iterable[tuple[Key, Value]]
     ) -> None:
-        """Stores many entries (a mapping or ``(key, value)`` pairs), all or nothing."""
-        self._client._native.put_many(self.name, table, entries)
+        """Stores many entries, all or nothing.
+
+        ``entries`` is a mapping or an iterable of ``(key, value)`` tuples or lists;
+        anything else (a str, a list of str) raises :class:`InvalidType`.
+        """
+        try:
+            self._client._native.put_many(self.name, table, entries, self.incarnation)
+        except _native.WriterGone as e:
+            raise self._replaced(e, "put_many") from None
 
     def delete(self, table: str, key: Key) -> bool:
         """Removes ``key``; returns whether it was present."""
-        return self._client._native.erase(self.name, table, key)
+        try:
+            return self._client._native.erase(self.name, table, key, self.incarnation)
+        except _native.WriterGone as e:
+            raise self._replaced(e, "delete") from None
 
     def compare_and_set(self, table: str, key: Key, expected_version: int, value: Value) -> int:
         """Writes ``value`` only if the entry's version is ``expected_version``.
@@ -183,18 +227,31 @@ class Store(_native.Reader):
         naming the version found otherwise. ``version(table, key)`` reads the
         current one.
         """
-        return self._client._native.compare_and_set(self.name, table, key, expected_version, value)
+        try:
+            return self._client._native.compare_and_set(
+                self.name, table, key, expected_version, value, self.incarnation
+            )
+        except _native.WriterGone as e:
+            raise self._replaced(e, "compare_and_set") from None
 
     def clear(self, table: str) -> None:
         """Removes every entry of ``table``."""
-        self._client._native.clear(self.name, table)
+        try:
+            self._client._native.clear(self.name, table, self.incarnation)
+        except _native.WriterGone as e:
+            raise self._replaced(e, "clear") from None
 
     def call_view(self, name: str, arg: Value = None, session_id: str | None = None) -> Value:
         """Calls the broker view ``name`` of this store with ``arg`` and returns its result.
 
         Session-scoped views need a ``session_id``.
         """
-        return self._client._native.call_view(self.name, name, arg, session_id or "")
+        try:
+            return self._client._native.call_view(
+                self.name, name, arg, session_id or "", self.incarnation
+            )
+        except _native.WriterGone as e:
+            raise self._replaced(e, "view call") from None
 
     def __repr__(self) -> str:
         return f"<slither.Store {self.namespace}.{self.name} tables={self.tables!r}>"

@@ -43,7 +43,9 @@ class AdmissionTest : public ::testing::Test {
     }
     std::error_code ec;
     fs::remove_all(base_, ec);
-    for (const auto& name : {shm::segment_name(ns_, "main", 0), shm::registry_name(ns_, "main")}) {
+    // A killed broker leaves them all, its writer lock included.
+    for (const auto& name : {shm::segment_name(ns_, "main", 0), shm::registry_name(ns_, "main"),
+                             shm::lock_name(ns_, "main")}) {
       fs::remove("/dev/shm" + name, ec);
     }
   }

@@ -46,7 +46,9 @@ class BrokerProcessTest : public ::testing::Test {
     std::error_code ec;
     fs::remove_all(work_, ec);
     fs::remove_all(run_, ec);
-    for (const auto& name : {shm::segment_name(ns_, "main", 0), shm::registry_name(ns_, "main")}) {
+    // A SIGKILLed broker leaves them all, its writer lock included.
+    for (const auto& name : {shm::segment_name(ns_, "main", 0), shm::registry_name(ns_, "main"),
+                             shm::lock_name(ns_, "main")}) {
       fs::remove("/dev/shm" + name, ec);
     }
   }

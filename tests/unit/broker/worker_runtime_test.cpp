@@ -36,6 +36,8 @@ class FakePool {
     dir_ = fs::temp_directory_path() /
            ("slither-wrt" + std::to_string(::getpid()) + "-" + std::to_string(n++));
     fs::create_directories(dir_);
+    // Private, as a broker's runtime directory is: the worker checks it before joining.
+    fs::permissions(dir_, fs::perms::owner_all);
     control_.bind("ipc://" + (dir_ / "control").string());
     tasks_.bind("ipc://" + (dir_ / "tasks").string());
     results_.bind("ipc://" + (dir_ / "results").string());

@@ -4,16 +4,33 @@
 //
 // Caveats
 // - A `client` owns a ZeroMQ context and socket and is not thread-safe: use
-//   one per thread. After fork() the child must connect its own client.
-// - A request that gets no answer within `client_options::timeout` fails with
-//   `errc::unavailable`; the client then reopens its socket so a late answer
-//   is never taken for the answer to a later request. Whether the broker
-//   applied a write that timed out is unknown (it may have).
+//   one per thread.
+// - fork(): a child may go on using a client it inherited, provided no other
+//   thread was using it at the fork. On its first call in the child it leaves
+//   the parent's socket and context alone (never closing them, which would
+//   disturb the parent) and connects anew.
+// - Before connecting to an `ipc://` endpoint, the client checks that the
+//   socket file, its directory and every ancestor belong to this user or root
+//   (see `client::connect`): a socket another local user planted at the
+//   expected path is refused, never talked to.
+// - A request that gets no reply within `client_options::timeout` fails with
+//   `errc::timeout` if the broker still answers a ping within a second (or the
+//   timeout, if shorter): it is alive but slow; else with `errc::unavailable`. Either way the
+//   client then reopens its socket, so a late answer is never taken for the answer to a later
+//   request. Whether the broker applied a write that timed out, or one
+//   interrupted by `client_options::interrupt`, is unknown (it may have): read
+//   the entry's version to find out.
+// - A reply larger than `client_options::max_reply_bytes` makes ZeroMQ drop
+//   the connection before it is buffered; the call then fails as above. The
+//   limit is fixed when the client connects, not learnt from the broker:
+//   raising it would mean reconnecting, and a broker at `max_clients` may
+//   refuse the new connection before it sees the old one go.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -34,9 +51,11 @@ struct client_options {
   std::string endpoint;
   /// The broker's runtime directory; used when `endpoint` is empty.
   std::filesystem::path runtime_dir;
-  /// The broker's namespace; names the default runtime directory.
+  /// The broker's namespace; names the default runtime directory. 1-64
+  /// characters of [A-Za-z0-9_-] (see `valid_namespace`).
   std::string ns = "default";
-  /// Longest wait for one reply; past it a request fails with `errc::unavailable`.
+  /// Longest wait for one reply, more than zero and at most `max_timeout`;
+  /// past it a request fails with `errc::timeout` or `errc::unavailable`.
   std::chrono::milliseconds timeout{5000};
   /// For a tcp endpoint: the broker's CURVE public key (Z85, 40 characters,
   /// its `<name>.pub`). Setting it turns CURVE on.
@@ -46,6 +65,24 @@ struct client_options {
   std::string curve_secret_key;
   /// This client's CURVE public key; derived from the secret key if empty.
   std::string curve_public_key;
+  /// Called on the calling thread at least every `interrupt_interval` while a
+  /// call waits for the broker. An error it returns ends the call at once with
+  /// that error (the request may already have reached the broker and been
+  /// applied). The Python client checks for Ctrl-C here.
+  std::function<result<void>()> interrupt;
+  /// How often `interrupt` is called while waiting.
+  std::chrono::milliseconds interrupt_interval{50};
+  /// The largest reply accepted, in bytes (more than 0). The default takes any
+  /// reply of a broker with the default `max_message_bytes` (1 GiB) and its
+  /// framing; a client of a broker configured for larger messages needs more.
+  std::int64_t max_reply_bytes = default_max_reply_bytes;
+
+  /// 1 GiB (the default `max_message_bytes`) and 64 KiB for framing.
+  static constexpr std::int64_t default_max_reply_bytes =
+      (std::int64_t{1} << 30) + (std::int64_t{64} << 10);
+
+  /// The longest `timeout` accepted: one year ("wait as long as it takes").
+  static constexpr std::chrono::milliseconds max_timeout{std::chrono::hours(24 * 365)};
 };
 
 /// What a reader needs to attach to a store's shared memory.
@@ -59,15 +96,37 @@ struct store_info {
   /// Shared-memory layout version of the broker's build; a reader of another
   /// version cannot attach.
   std::uint32_t layout_version = 0;
+  /// The store's incarnation (`shm::reader::incarnation()` of a reader of it):
+  /// a store re-created by a restarted broker has another. 0 if the broker did
+  /// not say (a broker of an older build).
+  std::uint64_t incarnation = 0;
 };
 
 /// A connection to a broker's control socket (ZeroMQ DEALER). Not thread-safe: one per thread.
 /// Every call returns the broker's error unchanged (code and message), or
-/// `errc::unavailable` when the broker does not answer in time.
+/// `errc::timeout` / `errc::unavailable` when the broker does not answer in time.
+///
+/// Requests that act on a store (`put`, `put_many`, `erase`, `compare_and_set`,
+/// `clear`, `call_view`) carry the incarnation of that store this client last
+/// learnt (from `attach_info` or `set_incarnation`); a broker whose store has
+/// another incarnation (it was re-created by a restarted broker) refuses them
+/// with `errc::writer_gone` and applies nothing. A client that never asked
+/// about a store sends no incarnation for it.
 class client {
  public:
-  /// Connects and sends `hello`; fails with `unavailable` if no broker answers
-  /// within the timeout, `protocol_error` if it speaks another protocol version.
+  /// Checks `options`, then connects and sends `hello`.
+  ///
+  /// For an `ipc://` endpoint, before connecting: the socket file must be a
+  /// socket owned by this user (euid); a runtime directory (the one given, or
+  /// the default one of `ns`) must be a directory of this user with no group
+  /// or other access; every ancestor must be a real directory (no symlink)
+  /// owned by root or this user and writable by no one else unless sticky
+  /// (like /tmp): the rules the broker applies to its own runtime directory.
+  ///
+  /// Errors: `invalid_argument` (a bad namespace or timeout; an untrusted path,
+  /// naming it and what is wrong), `unavailable` (no socket file, or no broker
+  /// answers), `timeout` (a broker answers pings but not `hello`),
+  /// `protocol_error` (another protocol version), `io_error`.
   static result<client> connect(const client_options& options);
 
   /// Takes over the connection; `other` is left without one.
@@ -77,8 +136,12 @@ class client {
   /// Closes the socket; pending requests are abandoned.
   ~client();
 
-  /// Namespace, tables and layout version of `store`. Errors: `not_found`.
+  /// Namespace, tables, layout version and incarnation of `store`; remembers
+  /// the incarnation for this store's later requests. Errors: `not_found`.
   result<store_info> attach_info(std::string_view store);
+  /// Makes this store's later requests carry `incarnation` (pass a reader's
+  /// `incarnation()`, so that writes reach only the store that reader sees).
+  void set_incarnation(std::string_view store, std::uint64_t incarnation);
   /// Stores `value` under `key`; returns the entry's new version once readers see it.
   result<std::uint64_t> put(std::string_view store, std::string_view table, std::string_view key,
                             const Value& value);
@@ -134,6 +197,11 @@ class client {
 };
 
 /// $XDG_RUNTIME_DIR/slither/<ns> if XDG_RUNTIME_DIR is set, else /tmp/slither-<uid>/<ns>.
+/// `ns` should be valid (`valid_namespace`); the path is built as given.
 std::filesystem::path default_runtime_dir(std::string_view ns);
+
+/// True if `ns` is a valid namespace: 1-64 characters of [A-Za-z0-9_-]. It
+/// names a directory, so nothing else (no "/", no "..") is accepted.
+bool valid_namespace(std::string_view ns) noexcept;
 
 }  // namespace slither
