@@ -31,10 +31,13 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 reqs=(py_client/requirements-dev.txt examples/requirements.txt)
+# The stamp is compared whole: a stamp listing fewer files than reqs (one written
+# before a requirements file was added) must not pass as up to date.
 stamp=.venv/.requirements.sha1
-if ! sha1sum --status -c "$stamp" 2>/dev/null; then
+reqs_sum=$(sha1sum "${reqs[@]}")
+if [ "$(cat "$stamp" 2>/dev/null)" != "$reqs_sum" ]; then
   .venv/bin/pip install --quiet "${reqs[@]/#/--requirement=}"
-  sha1sum "${reqs[@]}" >"$stamp"
+  printf '%s\n' "$reqs_sum" >"$stamp"
 fi
 
 # The C++ tree, Release, with tests.
