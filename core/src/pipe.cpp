@@ -33,6 +33,9 @@ step step::fail(std::string message) {
   return step(error_info{errc::invalid_argument, std::move(message)});
 }
 
+stage_exception::stage_exception(std::string type, const std::string& message)
+    : std::runtime_error(message), type_(std::move(type)) {}
+
 std::string pipe_failure::describe() const {
   return "stage '" + stage + "', item " + std::to_string(item) + ": " + cause.describe();
 }

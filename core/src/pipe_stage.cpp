@@ -22,6 +22,13 @@ std::string type_name(const std::type_info& t) {
   return out;
 }
 
+// The exception's type as the failure reports it: a binding's own type name
+// for a `stage_exception`, the demangled C++ type otherwise.
+std::string type_name(const std::exception& e) {
+  if (const auto* s = dynamic_cast<const stage_exception*>(&e)) return s->type();
+  return type_name(typeid(e));
+}
+
 dispatch_error make_error(failure_kind kind, std::string type, std::string message) {
   dispatch_error e;
   e.kind = kind;
@@ -158,7 +165,7 @@ std::vector<step> evaluate(const stage_env& env, std::span<Item> items, Context&
         try {
           steps.push_back(d.item(item, ctx));
         } catch (const std::exception& e) {
-          steps.push_back(step(error_info{errc::internal, type_name(typeid(e)) + ": " + e.what()}));
+          steps.push_back(step(error_info{errc::internal, type_name(e) + ": " + e.what()}));
         } catch (...) {
           steps.push_back(step(error_info{errc::internal, "a non-std exception"}));
         }
@@ -172,7 +179,7 @@ std::vector<step> evaluate(const stage_env& env, std::span<Item> items, Context&
                                    " steps for " + std::to_string(items.size()) + " items");
         }
       } catch (const std::exception& e) {
-        thrown(type_name(typeid(e)), e.what());
+        thrown(type_name(e), e.what());
       } catch (...) {
         thrown("unknown", "a non-std exception");
       }
@@ -185,7 +192,7 @@ std::vector<step> evaluate(const stage_env& env, std::span<Item> items, Context&
           while (r < d.routes.size() && !d.routes[r].when(item, ctx)) ++r;
           steps.push_back(r < d.routes.size() ? step::route(d.routes[r].output) : step());
         } catch (const std::exception& e) {
-          steps.push_back(step(error_info{errc::internal, type_name(typeid(e)) + ": " + e.what()}));
+          steps.push_back(step(error_info{errc::internal, type_name(e) + ": " + e.what()}));
         }
       }
       break;

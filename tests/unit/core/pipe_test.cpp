@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <map>
 #include <mutex>
 #include <set>
 #include <stdexcept>
@@ -221,6 +222,40 @@ TEST(PipeRun, ABatchFunctionThatThrowsOrMiscountsFailsItsItems) {
   EXPECT_EQ(r.failures[0].cause.type, "std::runtime_error");
   EXPECT_EQ(r.failures[0].cause.message, "boom");
   EXPECT_NE(r.failures[2].cause.message.find("returned 0 steps for 2 items"), std::string::npos);
+}
+
+TEST(PipeRun, AStageExceptionReportsItsOwnTypeFromEveryStageKind) {
+  auto raise = [](const char* type) { throw stage_exception(type, "from a binding"); };
+  Pipe p("p");
+  p.native("item",
+           [&](Item& item, Context&) -> step {
+             if (as_int(item) == 0) raise("ValueError");
+             return step::keep();
+           })
+      .native_batch("batch",
+                    [&](std::span<Item> items, Context&) -> std::vector<step> {
+                      if (as_int(items[0]) == 1) raise("KeyError");
+                      return std::vector<step>(items.size());
+                    },
+                    {.batch_size = 1})
+      .router("route", {{[&](const Item& item, const Context&) -> bool {
+                           if (as_int(item) == 2) raise("TypeError");
+                           return false;
+                         },
+                         "default"}})
+      .on_error("*", on_error::skip());
+  auto r = run(p, numbered(4)).value();
+  ASSERT_EQ(r.failures.size(), 3u);
+  std::map<std::string, std::string> type_by_stage;
+  for (const auto& f : r.failures) {
+    EXPECT_EQ(f.cause.kind, failure_kind::exception);
+    EXPECT_EQ(f.cause.message, "from a binding");
+    type_by_stage[f.stage] = f.cause.type;
+  }
+  EXPECT_EQ(type_by_stage["item"], "ValueError");
+  EXPECT_EQ(type_by_stage["batch"], "KeyError");
+  EXPECT_EQ(type_by_stage["route"], "TypeError");
+  EXPECT_EQ(r.outputs["default"].size(), 1u);
 }
 
 TEST(PipeRun, HaltStopsTheRunWithTheErrorAndPartialOutputs) {

@@ -105,6 +105,7 @@
 #include <optional>
 #include <ranges>
 #include <span>
+#include <stdexcept>
 #include <string>
 #include <utility>
 #include <variant>
@@ -186,6 +187,19 @@ using predicate = std::function<bool(const Item&, const Context&)>;
 struct route {
   predicate when;
   std::string output;
+};
+
+/// An exception a stage function (or a router's predicate) may throw so that
+/// the item's failure carries a type of its own instead of the C++ exception's:
+/// a language binding reports its exceptions this way ("ValueError").
+class stage_exception : public std::runtime_error {
+ public:
+  stage_exception(std::string type, const std::string& message);
+  /// The type the failure reports.
+  const std::string& type() const noexcept { return type_; }
+
+ private:
+  std::string type_;
 };
 
 /// Options of a native stage.
