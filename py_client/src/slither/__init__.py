@@ -13,6 +13,18 @@ Every error is a :class:`SlitherError`; each error code has its own subclass
 
 from slither._api import Client, Key, Store, Table, Value, connect
 from slither.dispatch import Dispatch, DispatchError, Failed, FailureInfo, ItemError, Retry
+from slither.pipe import (
+    Many,
+    Pipe,
+    PipeContext,
+    PipeError,
+    PipeOutputs,
+    PipeStream,
+    Route,
+    Skip,
+    on_error,
+)
+from slither import telemetry
 from slither._native import (
     AlreadyExists,
     BrokerUnavailable,
@@ -57,12 +69,20 @@ __all__ = [
     "Key",
     "LayoutMismatch",
     "LimitExceeded",
+    "Many",
     "NoSpace",
     "NotFound",
+    "Pipe",
+    "PipeContext",
+    "PipeError",
+    "PipeOutputs",
+    "PipeStream",
     "ProtocolError",
     "Reader",
     "Retry",
+    "Route",
     "ShuttingDown",
+    "Skip",
     "SlitherError",
     "Store",
     "Table",
@@ -73,4 +93,6 @@ __all__ = [
     "decode",
     "default_runtime_dir",
     "encode",
+    "on_error",
+    "telemetry",
 ]
