@@ -158,6 +158,19 @@ std::vector<step> evaluate(const stage_env& env, std::span<Item> items, Context&
       steps.emplace_back(error_info{errc::internal, type + ": " + message});
     }
   };
+  auto call_batch = [&] {
+    try {
+      steps = d.batch(items, ctx);
+      if (steps.size() != items.size()) {
+        thrown("bad_result", "the stage returned " + std::to_string(steps.size()) + " steps for " +
+                                 std::to_string(items.size()) + " items");
+      }
+    } catch (const std::exception& e) {
+      thrown(type_name(e), e.what());
+    } catch (...) {
+      thrown("unknown", "a non-std exception");
+    }
+  };
   switch (d.kind) {
     case stage_kind::native:
       steps.reserve(items.size());
@@ -172,19 +185,13 @@ std::vector<step> evaluate(const stage_env& env, std::span<Item> items, Context&
       }
       break;
     case stage_kind::native_batch:
-      try {
-        steps = d.batch(items, ctx);
-        if (steps.size() != items.size()) {
-          thrown("bad_result", "the stage returned " + std::to_string(steps.size()) +
-                                   " steps for " + std::to_string(items.size()) + " items");
-        }
-      } catch (const std::exception& e) {
-        thrown(type_name(e), e.what());
-      } catch (...) {
-        thrown("unknown", "a non-std exception");
-      }
+      call_batch();
       break;
     case stage_kind::router:
+      if (d.batch) {  // router_batch
+        call_batch();
+        break;
+      }
       steps.reserve(items.size());
       for (Item& item : items) {
         try {

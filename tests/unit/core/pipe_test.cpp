@@ -258,6 +258,47 @@ TEST(PipeRun, AStageExceptionReportsItsOwnTypeFromEveryStageKind) {
   EXPECT_EQ(r.outputs["default"].size(), 1u);
 }
 
+TEST(PipeRun, ABatchRouterDecidesAChunkAtATime) {
+  std::atomic<std::size_t> calls{0};
+  Pipe p("p");
+  p.router_batch("route", {"even", "big"},
+                 [&](std::span<Item> items, Context& ctx) {
+                   ++calls;
+                   EXPECT_EQ(ctx.stage, "route");
+                   std::vector<step> out;
+                   for (Item& i : items) {
+                     if (as_int(i) == 7) {
+                       out.emplace_back(error_info{errc::internal, "ValueError: seven"});
+                     } else if (as_int(i) % 2 == 0) {
+                       out.push_back(step::route("even"));
+                     } else if (as_int(i) > 5) {
+                       out.push_back(step::route("big"));
+                     } else {
+                       out.emplace_back();  // unmatched: on to "default"
+                     }
+                   }
+                   return out;
+                 })
+      .output("even")
+      .output("big")
+      .on_error("*", on_error::skip());
+  auto r = run(p, numbered(10), {.chunk_items = 16}).value();
+  EXPECT_EQ(r.outputs["even"].size(), 5u);
+  ASSERT_EQ(r.outputs["big"].size(), 1u);
+  EXPECT_EQ(as_int(r.outputs["big"][0]), 9);
+  EXPECT_EQ(r.outputs["default"].size(), 3u);
+  ASSERT_EQ(r.failures.size(), 1u);
+  EXPECT_EQ(r.failures[0].item, 7u);
+  EXPECT_EQ(r.failures[0].cause.type, "ValueError");
+  EXPECT_EQ(calls.load(), 1u);  // one chunk, one call
+
+  Pipe bad("bad");
+  bad.router_batch("route", {"nowhere"},
+                   [](std::span<Item> items, Context&) { return std::vector<step>(items.size()); });
+  EXPECT_NE(error_of(bad).find("router 'route' routes to undeclared output 'nowhere'"),
+            std::string::npos);
+}
+
 TEST(PipeRun, HaltStopsTheRunWithTheErrorAndPartialOutputs) {
   Pipe p("p");
   p.native("a", plus_one).native("check", [](Item& item, Context&) -> step {
