@@ -12,8 +12,10 @@
 // taken per item. Every call into the engine that may wait (starting a run,
 // waiting for output, cancelling, destroying a run) releases the GIL first.
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <span>
 #include <stdexcept>
@@ -220,66 +222,62 @@ batch_fn local_batch_fn(PyObject* fn, bool with_context) {
   };
 }
 
-// A Python router: the engine asks route 0's predicate first for every item,
-// and the next routes only while the earlier ones said no. So route 0's
-// predicate evaluates every Python predicate for the item (one GIL hold, one
-// conversion), and the others read its verdict: first match wins, as in C++.
-struct router_preds {
-  std::vector<PyObject*> preds;  // borrowed, as stage functions
+struct py_pipe {
+  Pipe pipe;
+  nb::list refs;  // the callables the pipe's stages use
+  explicit py_pipe(std::string name) : pipe(std::move(name)) {}
 };
 
-struct router_verdict {
-  const router_preds* router = nullptr;
-  const Item* item = nullptr;
-  std::uint64_t id = 0;
-  std::size_t winner = 0;
-};
-thread_local router_verdict verdict;
-
-std::size_t evaluate_routes(const router_preds& r, const Item& item) {
-  if (python_gone()) throw stage_exception("ShuttingDown", gone_message);
-  nb::gil_scoped_acquire gil;
-  try {
-    nb::object arg = to_python(item.payload);
-    for (std::size_t k = 0; k < r.preds.size(); ++k) {
-      PyObject* got = PyObject_CallOneArg(r.preds[k], arg.ptr());
-      if (got == nullptr) throw nb::python_error();
-      const int truth = PyObject_IsTrue(got);
-      Py_DECREF(got);
-      if (truth < 0) throw nb::python_error();
-      if (truth == 1) return k;
+// A Python router decides a chunk at a time (the engine's router_batch): one
+// GIL hold and one conversion per item for all its predicates, in order, the
+// first that holds winning. A predicate that raises fails its item.
+batch_fn router_fn(std::vector<PyObject*> preds, std::vector<std::string> outputs) {
+  return [preds = std::move(preds), outputs = std::move(outputs)](std::span<Item> items, Context&) {
+    if (python_gone())
+      return std::vector<step>(items.size(), step(error_info{errc::internal, gone_message}));
+    std::vector<step> out;
+    out.reserve(items.size());
+    nb::gil_scoped_acquire gil;
+    for (Item& item : items) {
+      try {
+        nb::object arg = to_python(item.payload);
+        std::size_t k = 0;
+        for (; k < preds.size(); ++k) {
+          nb::object got = nb::steal(PyObject_CallOneArg(preds[k], arg.ptr()));
+          if (!got.is_valid()) throw nb::python_error();
+          const int truth = PyObject_IsTrue(got.ptr());
+          if (truth < 0) throw nb::python_error();
+          if (truth == 1) break;
+        }
+        out.push_back(k < preds.size() ? step::route(outputs[k]) : step());
+      } catch (const nb::python_error& e) {
+        out.push_back(failed_step(e));
+      } catch (const std::exception& e) {
+        out.push_back(failed_step(e));
+      }
     }
-    return r.preds.size();
-  } catch (const nb::python_error& e) {
-    throw stage_exception(type_qualname(e.type()), str_of(e.value()));
-  }
+    return out;
+  };
 }
 
-std::vector<route> make_routes(nb::handle routes, nb::list& refs) {
-  auto shared = std::make_shared<router_preds>();
+void add_router(py_pipe& p, std::string name, nb::handle routes) {
+  std::vector<PyObject*> preds;
   std::vector<std::string> outputs;
+  nb::list held;
   for (nb::handle r : routes) {
     if (!PyTuple_Check(r.ptr()) || PyTuple_GET_SIZE(r.ptr()) != 2) {
       throw nb::type_error("router: each route is a (predicate, output) tuple");
     }
     nb::handle pred = PyTuple_GET_ITEM(r.ptr(), 0);
     if (!PyCallable_Check(pred.ptr())) throw nb::type_error("router: a predicate must be callable");
-    refs.append(pred);
-    shared->preds.push_back(pred.ptr());
     outputs.push_back(nb::cast<std::string>(nb::handle(PyTuple_GET_ITEM(r.ptr(), 1))));
+    preds.push_back(pred.ptr());
+    held.append(pred);
   }
-  std::vector<route> out;
-  for (std::size_t k = 0; k < outputs.size(); ++k) {
-    out.push_back({[shared, k](const Item& item, const Context&) {
-                     router_verdict& v = verdict;
-                     if (k == 0 || v.router != shared.get() || v.item != &item || v.id != item.id) {
-                       v = {shared.get(), &item, item.id, evaluate_routes(*shared, item)};
-                     }
-                     return v.winner == k;
-                   },
-                   std::move(outputs[k])});
-  }
-  return out;
+  for (nb::handle h : held) p.refs.append(h);
+  std::vector<std::string> names = outputs;
+  p.pipe.router_batch(std::move(name), std::move(names),
+                      router_fn(std::move(preds), std::move(outputs)));
 }
 
 order_mode to_ordering(const std::string& s) {
@@ -368,12 +366,6 @@ nb::object output_value(const Item& item, nb::handle output) {
 
 // --- the builder ---------------------------------------------------------------
 
-struct py_pipe {
-  Pipe pipe;
-  nb::list refs;  // the callables the pipe's stages use
-  explicit py_pipe(std::string name) : pipe(std::move(name)) {}
-};
-
 int pipe_traverse(PyObject* self, visitproc visit, void* arg) {
   if (!nb::inst_ready(self)) return 0;
   Py_VISIT(nb::inst_ptr<py_pipe>(self)->refs.ptr());
@@ -402,6 +394,12 @@ struct source_state {
   nb::object iter;
   std::optional<nb::python_error> error;
   std::uint64_t next_id = 0;
+  // Items read ahead: one GIL hold reads up to `chunk` items, which the engine
+  // then takes one by one without it. Guarded by `mu` (the report reads it).
+  std::size_t chunk = 1;
+  mutable std::mutex mu;
+  std::deque<Item> ahead;
+  bool failed = false;  // `error` is raised once `ahead` is drained
 
   ~source_state() {
     if (python_gone()) {
@@ -412,28 +410,71 @@ struct source_state {
     iter.reset();
     error.reset();
   }
+
+  std::size_t read_ahead() const {
+    std::lock_guard lock(mu);
+    return ahead.size();
+  }
+
+  std::vector<std::uint64_t> ahead_ids() const {
+    std::lock_guard lock(mu);
+    std::vector<std::uint64_t> out;
+    for (const Item& item : ahead) out.push_back(item.id);
+    return out;
+  }
+
+  // Reads up to `chunk` items (GIL held); an error is kept for later.
+  void fill() {
+    nb::object it = iter;  // a strong reference: the collector may clear `iter`
+    if (!it.is_valid()) return;
+    std::deque<Item> got;
+    try {
+      while (got.size() < chunk) {
+        nb::object obj = nb::steal(PyIter_Next(it.ptr()));
+        if (!obj.is_valid()) {
+          if (PyErr_Occurred()) throw nb::python_error();
+          iter = nb::object();  // ended
+          break;
+        }
+        Item item;
+        item.id = next_id++;
+        item.payload = to_value(obj, "input item");
+        got.push_back(std::move(item));
+      }
+    } catch (nb::python_error& e) {
+      error.emplace(std::move(e));
+      failed = true;
+      iter = nb::object();
+    }
+    std::lock_guard lock(mu);
+    for (Item& item : got) ahead.push_back(std::move(item));
+  }
 };
 
 std::function<std::optional<Item>()> python_source(std::shared_ptr<source_state> src) {
   return [src = std::move(src)]() -> std::optional<Item> {
-    if (python_gone()) return std::nullopt;
-    nb::gil_scoped_acquire gil;
-    nb::object iter = src->iter;  // a strong reference: the collector may clear src->iter
-    if (!iter.is_valid()) return std::nullopt;
-    nb::object obj = nb::steal(PyIter_Next(iter.ptr()));
-    try {
-      if (!obj.is_valid()) {
-        if (PyErr_Occurred()) throw nb::python_error();
-        return std::nullopt;
+    {
+      std::lock_guard lock(src->mu);
+      if (!src->ahead.empty()) {
+        Item item = std::move(src->ahead.front());
+        src->ahead.pop_front();
+        return item;
       }
-      Item item;
-      item.id = src->next_id++;
-      item.payload = to_value(obj, "input item");
-      return item;
-    } catch (nb::python_error& e) {
-      src->error.emplace(std::move(e));
-      throw std::runtime_error("the input raised a Python exception");
+      if (src->failed) throw std::runtime_error("the input raised a Python exception");
     }
+    if (python_gone()) return std::nullopt;
+    {
+      nb::gil_scoped_acquire gil;
+      src->fill();
+    }
+    std::lock_guard lock(src->mu);
+    if (!src->ahead.empty()) {
+      Item item = std::move(src->ahead.front());
+      src->ahead.pop_front();
+      return item;
+    }
+    if (src->failed) throw std::runtime_error("the input raised a Python exception");
+    return std::nullopt;
   };
 }
 
@@ -471,14 +512,27 @@ struct py_stream {
   }
 
   const pipe_run& report() const { return s ? s->report() : last_report; }
-  std::uint64_t pulled() const { return s ? s->pulled() : last_pulled; }
+  // Items read from the input: taken by the run, or read ahead for it.
+  std::uint64_t pulled() const {
+    return (s ? s->pulled() : last_pulled) + (src ? src->read_ahead() : 0);
+  }
+  // The run's report, items read ahead and never taken counted unfinished.
+  nb::dict report_now() const {
+    pipe_run r = report();
+    if (src) {
+      for (std::uint64_t id : src->ahead_ids()) r.unfinished.push_back(id);
+    }
+    return report_dict(r, pulled());
+  }
 
   // The next output, or nullopt at the end; raises the input's exception, a
   // broker's error, or (at the end of a halted run) PipeError with `outputs`.
   std::optional<pipe_output> next_output(nb::handle outputs) {
     if (ended || !s) return std::nullopt;
     std::optional<result<std::optional<pipe_output>>> r;
-    {
+    if (s->buffered() > 0) {
+      r.emplace(s->try_next());  // at hand: no wait, so the GIL stays
+    } else {
       nb::gil_scoped_release nogil;
       r.emplace(s->try_next());
     }
@@ -495,7 +549,7 @@ struct py_stream {
     if (**r) return std::move(**r);
     ended = true;
     if (s->report().error) {
-      nb::object report = report_dict(s->report(), s->pulled());
+      nb::object report = report_now();
       nb::object exc = nb::steal(PyObject_CallFunctionObjArgs(
           types.halted, report.ptr(), outputs.is_valid() ? outputs.ptr() : Py_None, nullptr));
       if (!exc.is_valid()) throw nb::python_error();
@@ -672,7 +726,7 @@ void init_pipe(nb::module_& m) {
       .def(
           "router",
           [](py_pipe& p, std::string name, nb::handle routes) {
-            p.pipe.router(std::move(name), make_routes(routes, p.refs));
+            add_router(p, std::move(name), routes);
           },
           nb::arg("name"), nb::arg("routes"), "Adds a router of (predicate, output) routes.")
       .def(
@@ -712,6 +766,7 @@ void init_pipe(nb::module_& m) {
             if (!out->refs.is_valid()) throw nb::python_error();
             out->src = std::make_shared<source_state>();
             out->src->iter = nb::steal(PyObject_GetIter(source.ptr()));
+            out->src->chunk = chunk_items;
             if (!out->src->iter.is_valid()) throw nb::python_error();
             Pipe snapshot = p.pipe;
             for (const auto& name : snapshot.outputs()) out->index_of(name);
@@ -750,7 +805,7 @@ void init_pipe(nb::module_& m) {
           "pulled", [](const py_stream& s) { return s.pulled(); },
           "Items taken from the input so far.")
       .def_prop_ro(
-          "report", [](const py_stream& s) { return report_dict(s.report(), s.pulled()); },
+          "report", [](const py_stream& s) { return s.report_now(); },
           "dict: error, failures, skipped, unfinished, pulled (complete at the end).");
 }
 

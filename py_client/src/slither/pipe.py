@@ -57,8 +57,9 @@ exactly once, in an output, in ``skipped``, in ``failures``, as the halting
 error, or in ``unfinished``.
 
 Threads: local stages and predicates run on the engine's stage threads, taking
-the GIL (a local stage once per chunk of items, a router once per item); the
-input is read on the thread that iterates. ``concurrency=n`` gives a local
+the GIL once per chunk of items; the input is read on the thread that iterates,
+``chunk_items`` at a time, only when the first stage has room for them; outputs
+come out a chunk per wait. ``concurrency=n`` gives a local
 stage n threads, but Python code under the GIL still runs one call at a time:
 it pays off only for functions that release the GIL (numpy, I/O), and makes
 outputs interleave. Stages still overlap with the python stages' workers and
