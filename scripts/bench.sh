@@ -61,6 +61,14 @@ run_dispatch() {
   rm -f "$cxx"
 }
 
+# The pipe driven from Python (local stage -> python stage -> router) against
+# multiprocessing.Pool.imap plus plain Python for the local stages.
+run_pipe_python() {
+  echo "## bench: the pipe driven from Python"
+  SLITHER_BENCH_REPS="${SLITHER_BENCH_REPS:-5}" \
+    SLITHER_BROKER_BIN="$root/build/broker/slither-broker" .venv/bin/python tests/bench/python/bench_pipe.py
+}
+
 run_python() {
   local reqs=tests/bench/python/requirements.txt
   if ! command -v redis-server >/dev/null; then
@@ -79,8 +87,9 @@ for area in "${areas[@]}"; do
     # the Python client against its baselines.
     dispatch) run_dispatch ;;
     # Native stages against a plain loop, then a pipe with a python stage on
-    # a broker's workers against raw dispatch (same worker variables).
-    pipe) run_cxx pipe ;;
+    # a broker's workers against raw dispatch (same worker variables), then
+    # the same kind of pipe driven from Python against Pool.imap.
+    pipe) run_cxx pipe; run_pipe_python ;;
     python) run_python ;;
     *) echo "bench.sh: unknown area '$area' (codec, store, dispatch, pipe, python)" >&2; exit 2 ;;
   esac

@@ -33,6 +33,9 @@ step step::fail(std::string message) {
   return step(error_info{errc::invalid_argument, std::move(message)});
 }
 
+stage_exception::stage_exception(std::string type, const std::string& message)
+    : std::runtime_error(message), type_(std::move(type)) {}
+
 std::string pipe_failure::describe() const {
   return "stage '" + stage + "', item " + std::to_string(item) + ": " + cause.describe();
 }
@@ -99,6 +102,19 @@ Pipe& Pipe::router(std::string name, std::vector<route> routes) & {
 }
 Pipe&& Pipe::router(std::string name, std::vector<route> routes) && {
   return std::move(router(std::move(name), std::move(routes)));
+}
+
+Pipe& Pipe::router_batch(std::string name, std::vector<std::string> outputs, batch_fn fn) & {
+  detail::stage_def s;
+  s.name = std::move(name);
+  s.kind = detail::stage_kind::router;
+  s.batch = std::move(fn);
+  for (auto& o : outputs) s.routes.push_back({nullptr, std::move(o)});
+  def_->stages.push_back(std::move(s));
+  return *this;
+}
+Pipe&& Pipe::router_batch(std::string name, std::vector<std::string> outputs, batch_fn fn) && {
+  return std::move(router_batch(std::move(name), std::move(outputs), std::move(fn)));
 }
 
 Pipe& Pipe::output(std::string name) & {
@@ -237,7 +253,9 @@ result<compiled_pipe> compile(const pipe_def& def) {
       case stage_kind::router:
         if (s.routes.empty()) return bad("router '" + s.name + "' has no routes");
         for (const auto& r : s.routes) {
-          if (!r.when) return bad("router '" + s.name + "' has a route without a predicate");
+          if (!r.when && !s.batch) {
+            return bad("router '" + s.name + "' has a route without a predicate");
+          }
           auto i = index_of(r.output, "router '" + s.name + "' routes");
           if (!i) return std::move(i).error();
           c.route_outputs.push_back(*i);

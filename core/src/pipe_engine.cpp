@@ -302,6 +302,10 @@ std::uint64_t pipe_stream::pulled() const noexcept {
   return p_->report.items_in;
 }
 
+std::size_t pipe_stream::buffered() const noexcept {
+  return p_->buffer.size();
+}
+
 const pipe_run& pipe_stream::report() const noexcept {
   return p_->report;
 }

@@ -22,6 +22,13 @@ std::string type_name(const std::type_info& t) {
   return out;
 }
 
+// The exception's type as the failure reports it: a binding's own type name
+// for a `stage_exception`, the demangled C++ type otherwise.
+std::string type_name(const std::exception& e) {
+  if (const auto* s = dynamic_cast<const stage_exception*>(&e)) return s->type();
+  return type_name(typeid(e));
+}
+
 dispatch_error make_error(failure_kind kind, std::string type, std::string message) {
   dispatch_error e;
   e.kind = kind;
@@ -151,6 +158,19 @@ std::vector<step> evaluate(const stage_env& env, std::span<Item> items, Context&
       steps.emplace_back(error_info{errc::internal, type + ": " + message});
     }
   };
+  auto call_batch = [&] {
+    try {
+      steps = d.batch(items, ctx);
+      if (steps.size() != items.size()) {
+        thrown("bad_result", "the stage returned " + std::to_string(steps.size()) + " steps for " +
+                                 std::to_string(items.size()) + " items");
+      }
+    } catch (const std::exception& e) {
+      thrown(type_name(e), e.what());
+    } catch (...) {
+      thrown("unknown", "a non-std exception");
+    }
+  };
   switch (d.kind) {
     case stage_kind::native:
       steps.reserve(items.size());
@@ -158,26 +178,20 @@ std::vector<step> evaluate(const stage_env& env, std::span<Item> items, Context&
         try {
           steps.push_back(d.item(item, ctx));
         } catch (const std::exception& e) {
-          steps.push_back(step(error_info{errc::internal, type_name(typeid(e)) + ": " + e.what()}));
+          steps.push_back(step(error_info{errc::internal, type_name(e) + ": " + e.what()}));
         } catch (...) {
           steps.push_back(step(error_info{errc::internal, "a non-std exception"}));
         }
       }
       break;
     case stage_kind::native_batch:
-      try {
-        steps = d.batch(items, ctx);
-        if (steps.size() != items.size()) {
-          thrown("bad_result", "the stage returned " + std::to_string(steps.size()) +
-                                   " steps for " + std::to_string(items.size()) + " items");
-        }
-      } catch (const std::exception& e) {
-        thrown(type_name(typeid(e)), e.what());
-      } catch (...) {
-        thrown("unknown", "a non-std exception");
-      }
+      call_batch();
       break;
     case stage_kind::router:
+      if (d.batch) {  // router_batch
+        call_batch();
+        break;
+      }
       steps.reserve(items.size());
       for (Item& item : items) {
         try {
@@ -185,7 +199,7 @@ std::vector<step> evaluate(const stage_env& env, std::span<Item> items, Context&
           while (r < d.routes.size() && !d.routes[r].when(item, ctx)) ++r;
           steps.push_back(r < d.routes.size() ? step::route(d.routes[r].output) : step());
         } catch (const std::exception& e) {
-          steps.push_back(step(error_info{errc::internal, type_name(typeid(e)) + ": " + e.what()}));
+          steps.push_back(step(error_info{errc::internal, type_name(e) + ": " + e.what()}));
         }
       }
       break;

@@ -10,5 +10,7 @@ void init_reader(nanobind::module_& m);
 void init_client(nanobind::module_& m);
 void init_worker(nanobind::module_& m);
 void init_dispatch(nanobind::module_& m);
+void init_pipe(nanobind::module_& m);
+void init_telemetry(nanobind::module_& m);
 
 }  // namespace slither::py

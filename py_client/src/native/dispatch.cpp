@@ -19,6 +19,7 @@
 #include "bindings.hpp"
 #include "convert.hpp"
 #include "errors.hpp"
+#include "options.hpp"
 #include "pycodec.hpp"
 #include "slither/broker/dispatch.hpp"
 
@@ -43,39 +44,6 @@ struct report_types {
 report_types types;
 
 enum class batching_kind { fixed, weighted, keyed };
-
-std::chrono::milliseconds seconds_to_ms(double s, const char* what) {
-  if (!(s > 0) || !std::isfinite(s)) {
-    throw nb::value_error((std::string(what) + " must be a positive number of seconds").c_str());
-  }
-  return std::chrono::milliseconds(static_cast<std::int64_t>(std::ceil(s * 1000.0)));
-}
-
-// ("halt",) | ("skip",) | ("route", output) as a fallback.
-fallback_policy to_fallback(nb::handle spec) {
-  const auto kind = nb::cast<std::string>(spec[0]);
-  if (kind == "halt") return halt_policy{};
-  if (kind == "skip") return skip_policy{};
-  if (kind == "route") return route_policy{nb::cast<std::string>(spec[1])};
-  throw nb::value_error(("on_error: unknown policy '" + kind + "'").c_str());
-}
-
-// The fallbacks plus ("retry", max_attempts, initial_s, multiplier, max_s, then).
-error_policy to_policy(nb::handle spec) {
-  const auto kind = nb::cast<std::string>(spec[0]);
-  if (kind != "retry") {
-    return std::visit([](auto p) -> error_policy { return p; }, to_fallback(spec));
-  }
-  retry_policy r;
-  r.max_attempts = nb::cast<std::uint32_t>(spec[1]);
-  r.delay.initial = std::chrono::milliseconds(
-      static_cast<std::int64_t>(std::ceil(nb::cast<double>(spec[2]) * 1000.0)));
-  r.delay.multiplier = nb::cast<double>(spec[3]);
-  r.delay.max = std::chrono::milliseconds(
-      static_cast<std::int64_t>(std::ceil(nb::cast<double>(spec[4]) * 1000.0)));
-  r.then = to_fallback(spec[5]);
-  return r;
-}
 
 struct py_dispatch {
   std::optional<dispatch_job> job;
@@ -535,14 +503,7 @@ void init_dispatch(nb::module_& m) {
             if (types.failure_info == nullptr) {
               throw nb::type_error("import slither.dispatch first (it registers its types)");
             }
-            client_options where_opts;
-            where_opts.endpoint = nb::cast<std::string>(where["endpoint"]);
-            where_opts.runtime_dir = nb::cast<std::string>(where["runtime_dir"]);
-            where_opts.ns = nb::cast<std::string>(where["namespace"]);
-            where_opts.timeout = seconds_to_ms(nb::cast<double>(where["timeout"]), "timeout");
-            where_opts.curve_server_key = nb::cast<std::string>(where["curve_server_key"]);
-            where_opts.curve_secret_key = nb::cast<std::string>(where["curve_secret_key"]);
-            where_opts.curve_public_key = nb::cast<std::string>(where["curve_public_key"]);
+            const client_options where_opts = client_where(where);
 
             job_options o;
             o.function = std::move(function);

@@ -12,4 +12,6 @@ NB_MODULE(_native, m) {
   slither::py::init_client(m);
   slither::py::init_worker(m);
   slither::py::init_dispatch(m);
+  slither::py::init_pipe(m);
+  slither::py::init_telemetry(m);
 }

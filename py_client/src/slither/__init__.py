@@ -15,6 +15,18 @@ subclass :class:`InvalidType` (also a ``TypeError``).
 
 from slither._api import Client, Key, Store, Table, Value, connect
 from slither.dispatch import Dispatch, DispatchError, Failed, FailureInfo, ItemError, Retry
+from slither.pipe import (
+    Many,
+    Pipe,
+    PipeContext,
+    PipeError,
+    PipeOutputs,
+    PipeStream,
+    Route,
+    Skip,
+    on_error,
+)
+from slither import telemetry
 from slither._native import (
     AlreadyExists,
     BrokerUnavailable,
@@ -61,12 +73,20 @@ __all__ = [
     "Key",
     "LayoutMismatch",
     "LimitExceeded",
+    "Many",
     "NoSpace",
     "NotFound",
+    "Pipe",
+    "PipeContext",
+    "PipeError",
+    "PipeOutputs",
+    "PipeStream",
     "ProtocolError",
     "Reader",
     "Retry",
+    "Route",
     "ShuttingDown",
+    "Skip",
     "SlitherError",
     "Store",
     "Table",
@@ -77,4 +97,6 @@ __all__ = [
     "decode",
     "default_runtime_dir",
     "encode",
+    "on_error",
+    "telemetry",
 ]

@@ -203,3 +203,94 @@ class Dispatch:
     def yielded(self) -> int: ...
     @property
     def ended_count(self) -> int: ...
+
+def _set_pipe_types(
+    many: type,
+    route: type,
+    skip: object,
+    unset: object,
+    context: type,
+    failure_info: type,
+    failed: type,
+    halted: Callable[..., BaseException],
+) -> None: ...
+
+class Pipe:
+    """A pipe's definition (the engine of ``slither.Pipe``): local stages and router
+    predicates are Python callables, python stages run on a broker's pool."""
+
+    def __init__(self, name: str) -> None: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def stages(self) -> list[str]: ...
+    @property
+    def outputs(self) -> list[str]:
+        """'default' and the declared outputs."""
+    def local(
+        self,
+        name: str,
+        fn: Callable[..., Any],
+        context: bool,
+        batch: bool,
+        concurrency: int,
+        batch_size: int,
+    ) -> None: ...
+    def python(
+        self,
+        name: str,
+        module: str,
+        function: str,
+        batch_size: int,
+        max_in_flight: int,
+        ordering: str,
+        timeout: float | None,
+        affinity: str,
+        pool: str,
+    ) -> None: ...
+    def router(self, name: str, routes: Sequence[tuple[Callable[[Any], Any], str]]) -> None: ...
+    def output(self, name: str) -> None: ...
+    def on_error(self, stage: str, policy: tuple[Any, ...]) -> None: ...
+    def store(self, name: str) -> None: ...
+    def validate(self) -> None:
+        """Raises InvalidArgument naming the bad part of the definition."""
+    def stream(
+        self,
+        where: dict[str, Any] | None,
+        source: Iterable[Any],
+        session_id: str,
+        metadata: dict[str, Any] | None,
+        queue_items: int,
+        chunk_items: int,
+    ) -> PipeStream:
+        """Starts a run over `source`; python stages on the broker `where` describes."""
+
+class PipeStream:
+    """A running pipe, as an iterator of (output, value) pairs."""
+
+    def __iter__(self) -> PipeStream: ...
+    def __next__(self) -> tuple[str, Any]:
+        """The next output; waits without the GIL."""
+    def collect(self, buckets: dict[str, list[Any]]) -> None:
+        """Appends every remaining output to buckets[output]; raises PipeError (with the
+        buckets as its outputs) if the run halted."""
+    def cancel(self) -> None: ...
+    def close(self) -> None:
+        """Cancels what still runs and waits for the stage threads. Safe twice."""
+    @property
+    def pulled(self) -> int:
+        """Items read from the input so far."""
+    @property
+    def report(self) -> dict[str, Any]:
+        """error, failures, skipped, unfinished, pulled (complete at the end)."""
+
+class TelemetryAttachment:
+    """A handler attached to telemetry events."""
+
+    def detach(self) -> None:
+        """Stops delivery to the handler. Safe twice."""
+
+def telemetry_attach(
+    prefix: str, handler: Callable[[str, dict[str, Any], dict[str, Any]], Any]
+) -> TelemetryAttachment:
+    """Calls handler(event, measurements, metadata) for events whose name starts with prefix."""

@@ -64,10 +64,10 @@ class FailureInfo:
     ``timeout``, ``quarantined``, ``circuit_open`` or ``cancelled``; ``type`` and
     ``message``: the exception's (or the kind's); ``traceback``: the worker's,
     when it sent one; ``batch``, ``attempt``, ``worker``: where it happened (0
-    when unknown).
+    when unknown); ``stage``: the pipe stage it failed at ("" outside a pipe).
     """
 
-    __slots__ = ("attempt", "batch", "kind", "message", "traceback", "type", "worker")
+    __slots__ = ("attempt", "batch", "kind", "message", "stage", "traceback", "type", "worker")
 
     def __init__(
         self,
@@ -78,6 +78,7 @@ class FailureInfo:
         batch: int = 0,
         attempt: int = 0,
         worker: int = 0,
+        stage: str = "",
     ) -> None:
         self.kind = kind
         self.type = type
@@ -86,6 +87,7 @@ class FailureInfo:
         self.batch = batch
         self.attempt = attempt
         self.worker = worker
+        self.stage = stage
 
     def __str__(self) -> str:
         where = ", ".join(
@@ -95,7 +97,9 @@ class FailureInfo:
         return f"{self.type}: {self.message}" + (f" ({where})" if where else "")
 
     def __repr__(self) -> str:
-        return f"FailureInfo(kind={self.kind!r}, type={self.type!r}, message={self.message!r})"
+        stage = f", stage={self.stage!r}" if self.stage else ""
+        return (f"FailureInfo(kind={self.kind!r}, type={self.type!r}, message={self.message!r}"
+                f"{stage})")
 
 
 class Failed:

@@ -74,6 +74,24 @@ TEST(PipeStream, TheFirstOutputArrivesBeforeTheInputEnds) {
   EXPECT_EQ(s.pulled(), 100'000u);
 }
 
+TEST(PipeStream, BufferedCountsWhatNextHandsOutWithoutWaiting) {
+  Pipe p("buffered");
+  p.native("a", plus_one);
+  std::vector<Item> input = numbered(10);
+  auto s = stream(p, input, {.queue_items = 16, .chunk_items = 16}).value();
+  EXPECT_EQ(s.buffered(), 0u);
+  ASSERT_TRUE(s.next());
+  // The first wait took the run's whole chunk of outputs; the rest is at hand.
+  std::size_t n = 1;
+  while (s.buffered() > 0) {
+    ASSERT_TRUE(s.next());
+    ++n;
+  }
+  while (s.next()) ++n;
+  EXPECT_EQ(n, 10u);
+  EXPECT_EQ(s.buffered(), 0u);
+}
+
 TEST(PipeStream, ASourceThatThrowsCancelsTheRunAndSaysSo) {
   Pipe p("p");
   p.native("a", plus_one);

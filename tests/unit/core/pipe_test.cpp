@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <map>
 #include <mutex>
 #include <set>
 #include <stdexcept>
@@ -221,6 +222,81 @@ TEST(PipeRun, ABatchFunctionThatThrowsOrMiscountsFailsItsItems) {
   EXPECT_EQ(r.failures[0].cause.type, "std::runtime_error");
   EXPECT_EQ(r.failures[0].cause.message, "boom");
   EXPECT_NE(r.failures[2].cause.message.find("returned 0 steps for 2 items"), std::string::npos);
+}
+
+TEST(PipeRun, AStageExceptionReportsItsOwnTypeFromEveryStageKind) {
+  auto raise = [](const char* type) { throw stage_exception(type, "from a binding"); };
+  Pipe p("p");
+  p.native("item",
+           [&](Item& item, Context&) -> step {
+             if (as_int(item) == 0) raise("ValueError");
+             return step::keep();
+           })
+      .native_batch("batch",
+                    [&](std::span<Item> items, Context&) -> std::vector<step> {
+                      if (as_int(items[0]) == 1) raise("KeyError");
+                      return std::vector<step>(items.size());
+                    },
+                    {.batch_size = 1})
+      .router("route", {{[&](const Item& item, const Context&) -> bool {
+                           if (as_int(item) == 2) raise("TypeError");
+                           return false;
+                         },
+                         "default"}})
+      .on_error("*", on_error::skip());
+  auto r = run(p, numbered(4)).value();
+  ASSERT_EQ(r.failures.size(), 3u);
+  std::map<std::string, std::string> type_by_stage;
+  for (const auto& f : r.failures) {
+    EXPECT_EQ(f.cause.kind, failure_kind::exception);
+    EXPECT_EQ(f.cause.message, "from a binding");
+    type_by_stage[f.stage] = f.cause.type;
+  }
+  EXPECT_EQ(type_by_stage["item"], "ValueError");
+  EXPECT_EQ(type_by_stage["batch"], "KeyError");
+  EXPECT_EQ(type_by_stage["route"], "TypeError");
+  EXPECT_EQ(r.outputs["default"].size(), 1u);
+}
+
+TEST(PipeRun, ABatchRouterDecidesAChunkAtATime) {
+  std::atomic<std::size_t> calls{0};
+  Pipe p("p");
+  p.router_batch("route", {"even", "big"},
+                 [&](std::span<Item> items, Context& ctx) {
+                   ++calls;
+                   EXPECT_EQ(ctx.stage, "route");
+                   std::vector<step> out;
+                   for (Item& i : items) {
+                     if (as_int(i) == 7) {
+                       out.emplace_back(error_info{errc::internal, "ValueError: seven"});
+                     } else if (as_int(i) % 2 == 0) {
+                       out.push_back(step::route("even"));
+                     } else if (as_int(i) > 5) {
+                       out.push_back(step::route("big"));
+                     } else {
+                       out.emplace_back();  // unmatched: on to "default"
+                     }
+                   }
+                   return out;
+                 })
+      .output("even")
+      .output("big")
+      .on_error("*", on_error::skip());
+  auto r = run(p, numbered(10), {.chunk_items = 16}).value();
+  EXPECT_EQ(r.outputs["even"].size(), 5u);
+  ASSERT_EQ(r.outputs["big"].size(), 1u);
+  EXPECT_EQ(as_int(r.outputs["big"][0]), 9);
+  EXPECT_EQ(r.outputs["default"].size(), 3u);
+  ASSERT_EQ(r.failures.size(), 1u);
+  EXPECT_EQ(r.failures[0].item, 7u);
+  EXPECT_EQ(r.failures[0].cause.type, "ValueError");
+  EXPECT_EQ(calls.load(), 1u);  // one chunk, one call
+
+  Pipe bad("bad");
+  bad.router_batch("route", {"nowhere"},
+                   [](std::span<Item> items, Context&) { return std::vector<step>(items.size()); });
+  EXPECT_NE(error_of(bad).find("router 'route' routes to undeclared output 'nowhere'"),
+            std::string::npos);
 }
 
 TEST(PipeRun, HaltStopsTheRunWithTheErrorAndPartialOutputs) {

@@ -36,7 +36,8 @@
 //   with the run's session id (affinity), pipe, stage and metadata.
 // - `router(name, {{pred, output}, ...})`: the first predicate that holds
 //   sends the item to its output (it leaves the pipe); unmatched items go on
-//   to the next stage, and from the last stage to `default`.
+//   to the next stage, and from the last stage to `default`. `router_batch`
+//   decides a chunk at a time.
 //
 // Items that pass the last stage land in `default`.
 //
@@ -105,6 +106,7 @@
 #include <optional>
 #include <ranges>
 #include <span>
+#include <stdexcept>
 #include <string>
 #include <utility>
 #include <variant>
@@ -186,6 +188,19 @@ using predicate = std::function<bool(const Item&, const Context&)>;
 struct route {
   predicate when;
   std::string output;
+};
+
+/// An exception a stage function (or a router's predicate) may throw so that
+/// the item's failure carries a type of its own instead of the C++ exception's:
+/// a language binding reports its exceptions this way ("ValueError").
+class stage_exception : public std::runtime_error {
+ public:
+  stage_exception(std::string type, const std::string& message);
+  /// The type the failure reports.
+  const std::string& type() const noexcept { return type_; }
+
+ private:
+  std::string type_;
 };
 
 /// Options of a native stage.
@@ -270,6 +285,13 @@ class Pipe {
   /// Adds a router: ordered routes, first match wins.
   Pipe& router(std::string name, std::vector<route> routes) &;
   Pipe&& router(std::string name, std::vector<route> routes) &&;
+  /// Adds a router that decides a chunk at a time: `fn` returns one step per
+  /// item, `step::route(output)` for a match (one of `outputs`, which are
+  /// validated as a router's routes are), `keep` for none, or a failure. For
+  /// predicates that are costly to enter one at a time (a binding's, which
+  /// take an interpreter lock).
+  Pipe& router_batch(std::string name, std::vector<std::string> outputs, batch_fn fn) &;
+  Pipe&& router_batch(std::string name, std::vector<std::string> outputs, batch_fn fn) &&;
   /// Declares an output ("default" always exists).
   Pipe& output(std::string name) &;
   Pipe&& output(std::string name) &&;
@@ -425,6 +447,8 @@ class pipe_stream {
   void cancel();
   /// Items taken from the input so far.
   std::uint64_t pulled() const noexcept;
+  /// Outputs `next` hands out without waiting: taken from the run already.
+  std::size_t buffered() const noexcept;
   /// The run's report without outputs (they were streamed): its error,
   /// failures, skipped and unfinished items. Complete once `next` returned nullopt.
   const pipe_run& report() const noexcept;
