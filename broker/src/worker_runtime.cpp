@@ -132,6 +132,7 @@ struct worker_runtime::impl {
   std::deque<worker_batch> queue;  // batches read while the caller was busy
   reader_role reader = reader_role::none;
   bool caller_wants = false;
+  clock::time_point rest_until{};  // the receiving thread takes no socket before
   std::optional<std::string> stop_reason;
   bool closed = false;
   bool broker_gone = false;  // nothing will take our last messages: do not linger
@@ -395,10 +396,12 @@ struct worker_runtime::impl {
       {
         std::unique_lock lock(mu);
         if (closed || stop_reason) return;
-        if (reader != reader_role::none || caller_wants) {
-          // The caller reads (or is about to): look again a little later,
-          // and not on each of its batches, which would wake this thread.
-          cv.wait_until(lock, std::min(until, clock::now() + reader_check));
+        const auto now_locked = clock::now();
+        if (reader != reader_role::none || caller_wants || now_locked < rest_until) {
+          // The caller reads (or is about to), or has a batch this thread
+          // queued for it: look again a little later, and not on each of
+          // its batches, which would hand every batch over between threads.
+          cv.wait_until(lock, std::min(until, std::max(rest_until, now_locked + reader_check)));
           continue;
         }
         reader = reader_role::receiver;
@@ -411,6 +414,9 @@ struct worker_runtime::impl {
       {
         std::lock_guard lock(mu);
         reader = reader_role::none;
+        // A batch waits for the caller: it takes it, and reads the next
+        // itself, unless it is still busy when this thread looks again.
+        if (!queue.empty()) rest_until = clock::now() + reader_check;
       }
       cv.notify_all();  // a caller waiting for the socket takes it
       if (!ok) return;
