@@ -199,8 +199,11 @@ struct worker_runtime::impl {
       }
       tasks.connect(tasks_endpoint);
       results = zmq::socket_t(context, zmq::socket_type::push);
-      // Long enough for the last results and the goodbye to leave.
-      results.set(zmq::sockopt::linger, 1000);
+      // Long enough for the last results and the goodbye to leave to a
+      // broker that listens (they take well under a millisecond); not so long
+      // that a worker whose broker stopped (and told it to) waits a second
+      // at exit for a goodbye nobody will read.
+      results.set(zmq::sockopt::linger, 200);
       if (tcp) {
         if (auto r = detail::set_curve_client(results, options.broker); !r) return r;
       }
