@@ -41,8 +41,10 @@ TEST_P(DispatchChaosTest, EveryItemEndsExactlyOnceWhileWorkersDie) {
   Broker& b = start(options({p}));
   ASSERT_TRUE(wait_workers(3));
   auto o = job("work", 64, 8);
-  o.context.metadata =
-      Map{{"raise_mod", 9973}, {"raise_rem", 17}, {"bad_mod", 997}, {"bad_rem", 5}};
+  // Batches take 0-2 ms (by their first item), so that the job lasts long
+  // enough (about 0.5 s) for the kills to land however fast dispatch gets.
+  o.context.metadata = Map{
+      {"raise_mod", 9973}, {"raise_rem", 17}, {"bad_mod", 997}, {"bad_rem", 5}, {"delay_mod", 3}};
   o.on_error = GetParam().policy;
 
   std::atomic<bool> done{false};
