@@ -272,6 +272,9 @@ result<dispatch_report> run_to_end(result<dispatch_results> stream,
                                    const std::shared_ptr<std::size_t>& next) {
   if (!stream) return std::move(stream).error();
   dispatch_report report;
+  // Every item ends once in the report: growing it result by result would
+  // move all of them again at each doubling (and fault in fresh pages twice).
+  report.results.reserve(items->size());
   for (;;) {
     auto r = stream->try_next();
     if (!r) return std::move(r).error();

@@ -33,6 +33,9 @@ namespace {
 constexpr int killed_status = 70;
 // Longest a result may wait for the results socket to take it.
 constexpr std::chrono::milliseconds send_timeout{10'000};
+// How soon the receiving thread reads for a caller that left next(): a stop
+// reaches a busy handler's worker within it.
+constexpr std::chrono::milliseconds reader_check{50};
 
 std::string demangled(const std::type_info& t) {
   int status = 0;
@@ -117,14 +120,19 @@ struct worker_runtime::impl {
   std::mutex send_mu;
   std::thread receiver;
 
-  // Who reads `tasks` (and `wake_in`): the receiving thread, or the caller's
-  // thread while it waits in next(), so that a batch reaches the handler
-  // without a hand-off between threads. Handed over under `mu`.
+  // Who reads `tasks` (and `wake_in`), under `mu`: the caller's thread while
+  // it waits in next(), so that a batch reaches the handler without a
+  // hand-off between threads; the receiving thread while the caller is busy
+  // with a batch (it looks every `reader_check`); or nobody, and messages
+  // wait in the socket. The caller takes a free socket without waking
+  // anyone: only one the receiving thread holds costs a hand-over.
+  enum class reader_role { none, caller, receiver };
   mutable std::mutex mu;
   std::condition_variable cv;
   std::deque<worker_batch> queue;  // batches read while the caller was busy
-  bool caller_reads = false;
+  reader_role reader = reader_role::none;
   bool caller_wants = false;
+  clock::time_point rest_until{};  // the receiving thread takes no socket before
   std::optional<std::string> stop_reason;
   bool closed = false;
   bool broker_gone = false;  // nothing will take our last messages: do not linger
@@ -191,8 +199,11 @@ struct worker_runtime::impl {
       }
       tasks.connect(tasks_endpoint);
       results = zmq::socket_t(context, zmq::socket_type::push);
-      // Long enough for the last results and the goodbye to leave.
-      results.set(zmq::sockopt::linger, 1000);
+      // Long enough for the last results and the goodbye to leave to a
+      // broker that listens (they take well under a millisecond); not so long
+      // that a worker whose broker stopped (and told it to) waits a second
+      // at exit for a goodbye nobody will read.
+      results.set(zmq::sockopt::linger, 200);
       if (tcp) {
         if (auto r = detail::set_curve_client(results, options.broker); !r) return r;
       }
@@ -358,8 +369,8 @@ struct worker_runtime::impl {
     return first;
   }
 
-  // The receiving thread: reads batches while the caller is busy, sends
-  // heartbeats always, and watches the broker's silence.
+  // The receiving thread: sends heartbeats always, watches the broker's
+  // silence, and reads for the caller while it is busy with a batch.
   void receive_loop() {
     const auto beat = info.heartbeat;
     const auto silence = beat * info.heartbeat_misses;
@@ -388,42 +399,66 @@ struct worker_runtime::impl {
       {
         std::unique_lock lock(mu);
         if (closed || stop_reason) return;
-        if (caller_wants && !caller_reads) {
-          caller_reads = true;  // hand the sockets over
-          cv.notify_all();
-        }
-        if (caller_reads) {
-          cv.wait_until(lock, until);
+        const auto now_locked = clock::now();
+        if (reader != reader_role::none || caller_wants || now_locked < rest_until) {
+          // The caller reads (or is about to), or has a batch this thread
+          // queued for it: look again a little later, and not on each of
+          // its batches, which would hand every batch over between threads.
+          cv.wait_until(lock, std::min(until, std::max(rest_until, now_locked + reader_check)));
           continue;
         }
+        reader = reader_role::receiver;
       }
       const auto wait = std::max<std::chrono::milliseconds>(
           std::chrono::milliseconds(1),
           std::chrono::ceil<std::chrono::milliseconds>(until - clock::now()));
-      if (!poll_reader(wait)) return;
-      (void)read_ready(false);
+      const bool ok = poll_reader(wait);
+      if (ok) (void)read_ready(false);
+      {
+        std::lock_guard lock(mu);
+        reader = reader_role::none;
+        // A batch waits for the caller: it takes it, and reads the next
+        // itself, unless it is still busy when this thread looks again.
+        if (!queue.empty()) rest_until = clock::now() + reader_check;
+      }
+      cv.notify_all();  // a caller waiting for the socket takes it
+      if (!ok) return;
     }
   }
 
-  // The caller's side of next(): takes the sockets over, reads until a
-  // batch comes, the deadline passes or the worker stops, and gives them back.
+  // The caller's side of next(): takes the sockets (from the receiving
+  // thread if it holds them), reads until a batch comes, the deadline
+  // passes or the worker stops, and leaves them free.
   std::optional<worker_batch> read_as_caller(std::optional<clock::time_point> deadline) {
-    {
-      std::unique_lock lock(mu);
-      caller_wants = true;
-    }
-    wake();
-    const auto done = [&] { return caller_reads || !queue.empty() || stop_reason || closed; };
+    const auto settled = [&] {
+      return reader != reader_role::receiver || !queue.empty() || stop_reason || closed;
+    };
     std::unique_lock lock(mu);
-    if (deadline) {
-      cv.wait_until(lock, *deadline, done);
-    } else {
-      cv.wait(lock, done);
+    if (!settled()) {
+      caller_wants = true;
+      lock.unlock();
+      wake();  // the receiving thread waits in a poll, not on `cv`
+      lock.lock();
+      if (deadline) {
+        cv.wait_until(lock, *deadline, settled);
+      } else {
+        cv.wait(lock, settled);
+      }
+      caller_wants = false;
     }
     std::optional<worker_batch> out;
-    if (caller_reads && queue.empty() && !stop_reason && !closed) {
+    if (reader == reader_role::none && queue.empty() && !stop_reason && !closed) {
+      reader = reader_role::caller;
       lock.unlock();
+      // A batch that is already here (a worker with credit to spare often
+      // has the next one waiting) is taken without a poll of both sockets,
+      // which costs four system calls.
+      out = read_ready(true);
       while (!out) {
+        {
+          std::lock_guard check(mu);
+          if (stop_reason || closed) break;
+        }
         auto wait = std::chrono::milliseconds(-1);
         if (deadline) {
           wait = std::chrono::ceil<std::chrono::milliseconds>(*deadline - clock::now());
@@ -431,19 +466,14 @@ struct worker_runtime::impl {
         }
         if (!poll_reader(wait)) break;
         out = read_ready(true);
-        std::lock_guard check(mu);
-        if (stop_reason || closed) break;
       }
       lock.lock();
+      reader = reader_role::none;
     }
-    caller_reads = false;
-    caller_wants = false;
     if (!out && !queue.empty() && !stop_reason && !closed) {
       out = std::move(queue.front());
       queue.pop_front();
     }
-    lock.unlock();
-    cv.notify_all();  // the receiving thread reads again
     return out;
   }
 };

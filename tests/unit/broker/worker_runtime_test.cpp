@@ -272,6 +272,61 @@ TEST(WorkerRuntime, StopsWhenToldAndWhenKilled) {
   }
 }
 
+// The caller runs a batch (it is not in next()): the receiving thread reads
+// for it, so batches sent meanwhile wait in its queue, and a stop is acted on
+// without the caller coming back. Then next() takes the socket back.
+TEST(WorkerRuntime, ReadsForACallerBusyWithABatch) {
+  FakePool pool;
+  auto w = worker_runtime::connect(pool.options()).value();
+  ASSERT_TRUE(pool.receive());  // hello
+  pool.send(batch_header(1, 1), batch_frames("mod:fn", {1}));
+  auto b = w.next(5s);
+  ASSERT_TRUE(b);
+  pool.send(batch_header(2, 1), batch_frames("mod:fn", {2}));
+  pool.send(batch_header(3, 1), batch_frames("mod:fn", {3}));
+  ASSERT_TRUE(w.respond(*b, batch_results{}));
+  for (const std::uint64_t want : {2u, 3u}) {
+    auto next = w.next(5s);
+    ASSERT_TRUE(next);
+    EXPECT_EQ(next->batch(), want);
+  }
+  // Busy again, for a long time: the stop still comes through.
+  pool.send(batch_header(4, 1), batch_frames("mod:fn", {4}));
+  auto busy = w.next(5s);
+  ASSERT_TRUE(busy);
+  wp::header stop;
+  stop.type = wp::message_type::stop;
+  pool.send(stop);
+  const auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (!w.stopped() && std::chrono::steady_clock::now() < deadline) {
+    pool.heartbeat();  // the broker lives: only its stop may end the worker
+    std::this_thread::sleep_for(5ms);
+  }
+  ASSERT_TRUE(w.stopped()) << "a stop reaches a worker whose caller is busy";
+  EXPECT_NE(w.stopped()->find("stopped by the broker"), std::string::npos) << *w.stopped();
+}
+
+// A caller that comes back to next() while the receiving thread reads for
+// it takes the socket over, again and again, and misses no batch.
+TEST(WorkerRuntime, HandsTheSocketBackAndForth) {
+  FakePool pool;
+  auto w = worker_runtime::connect(pool.options()).value();
+  ASSERT_TRUE(pool.receive());  // hello
+  for (std::uint64_t i = 1; i <= 20; ++i) {
+    pool.send(batch_header(i, 1), batch_frames("mod:fn", {1}));
+    auto b = w.next(5s);
+    ASSERT_TRUE(b) << "batch " << i;
+    EXPECT_EQ(b->batch(), i);
+    if (i % 2 == 0) {
+      // Longer than the receiving thread takes to look: it holds the socket by now.
+      pool.heartbeat();
+      std::this_thread::sleep_for(80ms);
+    }
+    ASSERT_TRUE(w.respond(*b, batch_results{}));
+  }
+  EXPECT_FALSE(w.stopped());
+}
+
 TEST(WorkerRuntime, IgnoresMalformedAndMisaddressedMessages) {
   FakePool pool;
   auto w = worker_runtime::connect(pool.options()).value();

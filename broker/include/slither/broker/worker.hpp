@@ -6,10 +6,11 @@
 // pool's results socket (PUSH), and says hello. From then on the caller
 // runs batches on its own thread (`next`, then `respond`; or `serve` with a
 // handler). While it waits in `next` it reads the tasks socket itself, so a
-// batch reaches it without a hand-off between threads; while it runs a
-// batch, a receiving thread reads for it (queueing batches, and acting on a
-// stop at once). That thread also sends the heartbeats, so a handler that
-// holds a lock for a long time (Python's GIL) never makes the worker look dead.
+// batch reaches it without a hand-off between threads (nor a wake-up of
+// another one); while it runs a batch, a receiving thread reads for it
+// (queueing batches, and acting on a stop within 50 ms). That thread also
+// sends the heartbeats, so a handler that holds a lock for a long time
+// (Python's GIL) never makes the worker look dead.
 //
 //   auto w = slither::worker_runtime::connect(slither::worker_options::from_environment().value())
 //                .value();
