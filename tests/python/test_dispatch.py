@@ -127,8 +127,11 @@ def test_stats_length_hint_and_progress(pclient: slither.Client) -> None:
 
 
 def test_bad_options_are_named(pclient: slither.Client) -> None:
-    with pytest.raises(ValueError, match="batch_size"):
+    # Slither's own errors, which are ValueError / TypeError too.
+    with pytest.raises(slither.InvalidArgument, match="batch_size"):
         pclient.dispatch([1], f"{H}:identity", batch_size=0)
+    with pytest.raises(slither.InvalidType, match="metadata"):
+        pclient.dispatch([1], f"{H}:identity", metadata=["not", "a", "dict"])
     with pytest.raises(ValueError, match="ordering"):
         pclient.dispatch([1], f"{H}:identity", ordering="random")
     with pytest.raises(ValueError, match="on_error"):

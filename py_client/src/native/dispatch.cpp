@@ -77,7 +77,7 @@ struct py_dispatch {
                 cancelled = 0;
 
   dispatch_job& live() {
-    if (!job) throw nb::value_error("the dispatch is closed");
+    if (!job) raise_invalid_argument("the dispatch is closed");
     return *job;
   }
 
@@ -262,7 +262,7 @@ struct py_dispatch {
         const double w = nb::cast<double>(weight_fn(item));
         if (!(w >= 0) || !std::isfinite(w)) {
           --open_items;
-          throw nb::value_error(
+          raise_invalid_argument(
               ("weight_fn returned " + std::to_string(w) + ": weights must be finite and >= 0")
                   .c_str());
         }
@@ -501,13 +501,13 @@ void init_dispatch(nb::module_& m) {
              std::string pool, nb::handle weight_fn, nb::handle max_weight, nb::handle key_fn,
              nb::handle stage, nb::handle metadata, double idle_timeout) {
             if (types.failure_info == nullptr) {
-              throw nb::type_error("import slither.dispatch first (it registers its types)");
+              raise_invalid_type("import slither.dispatch first (it registers its types)");
             }
             const client_options where_opts = client_where(where);
 
             job_options o;
             o.function = std::move(function);
-            if (batch_size == 0) throw nb::value_error("batch_size must be at least 1 (got 0)");
+            if (batch_size == 0) raise_invalid_argument("batch_size must be at least 1 (got 0)");
             o.batching = fixed_batch{batch_size};
             o.max_in_flight = max_in_flight;
             if (ordering == "preserve")
@@ -515,7 +515,7 @@ void init_dispatch(nb::module_& m) {
             else if (ordering == "as_completed")
               o.ordering = order_mode::as_completed;
             else
-              throw nb::value_error(
+              raise_invalid_argument(
                   ("ordering must be 'preserve' or 'as_completed' (got '" + ordering + "')")
                       .c_str());
             o.on_error = to_policy(on_error);
@@ -524,7 +524,7 @@ void init_dispatch(nb::module_& m) {
             if (!stage.is_none()) o.context.stage = nb::cast<std::string>(stage);
             if (!metadata.is_none()) {
               Value meta = to_value(metadata, "metadata");
-              if (!meta.is_map()) throw nb::type_error("metadata must be a dict with str keys");
+              if (!meta.is_map()) raise_invalid_type("metadata must be a dict with str keys");
               o.context.metadata = meta.as<Map>();
             }
             if (affinity == "hint")
@@ -532,7 +532,7 @@ void init_dispatch(nb::module_& m) {
             else if (affinity == "strict")
               o.affinity = affinity_mode::strict;
             else
-              throw nb::value_error(
+              raise_invalid_argument(
                   ("affinity must be 'hint' or 'strict' (got '" + affinity + "')").c_str());
             o.pool = std::move(pool);
             o.idle_timeout = std::chrono::milliseconds(

@@ -1,4 +1,5 @@
 #include "options.hpp"
+#include "errors.hpp"
 
 #include <cmath>
 #include <cstdint>
@@ -12,7 +13,7 @@ namespace slither::py {
 
 std::chrono::milliseconds seconds_to_ms(double s, const char* what) {
   if (!(s > 0) || !std::isfinite(s)) {
-    throw nb::value_error((std::string(what) + " must be a positive number of seconds").c_str());
+    raise_invalid_argument((std::string(what) + " must be a positive number of seconds").c_str());
   }
   return std::chrono::milliseconds(static_cast<std::int64_t>(std::ceil(s * 1000.0)));
 }
@@ -34,7 +35,7 @@ fallback_policy to_fallback(nb::handle spec) {
   if (kind == "halt") return halt_policy{};
   if (kind == "skip") return skip_policy{};
   if (kind == "route") return route_policy{nb::cast<std::string>(spec[1])};
-  throw nb::value_error(("on_error: unknown policy '" + kind + "'").c_str());
+  raise_invalid_argument(("on_error: unknown policy '" + kind + "'").c_str());
 }
 
 error_policy to_policy(nb::handle spec) {

@@ -266,10 +266,10 @@ void add_router(py_pipe& p, std::string name, nb::handle routes) {
   nb::list held;
   for (nb::handle r : routes) {
     if (!PyTuple_Check(r.ptr()) || PyTuple_GET_SIZE(r.ptr()) != 2) {
-      throw nb::type_error("router: each route is a (predicate, output) tuple");
+      raise_invalid_type("router: each route is a (predicate, output) tuple");
     }
     nb::handle pred = PyTuple_GET_ITEM(r.ptr(), 0);
-    if (!PyCallable_Check(pred.ptr())) throw nb::type_error("router: a predicate must be callable");
+    if (!PyCallable_Check(pred.ptr())) raise_invalid_type("router: a predicate must be callable");
     outputs.push_back(nb::cast<std::string>(nb::handle(PyTuple_GET_ITEM(r.ptr(), 1))));
     preds.push_back(pred.ptr());
     held.append(pred);
@@ -283,14 +283,14 @@ void add_router(py_pipe& p, std::string name, nb::handle routes) {
 order_mode to_ordering(const std::string& s) {
   if (s == "preserve") return order_mode::preserve;
   if (s == "as_completed") return order_mode::as_completed;
-  throw nb::value_error(
+  raise_invalid_argument(
       ("ordering must be 'preserve' or 'as_completed' (got '" + s + "')").c_str());
 }
 
 affinity_mode to_affinity(const std::string& s) {
   if (s == "hint") return affinity_mode::hint;
   if (s == "strict") return affinity_mode::strict;
-  throw nb::value_error(("affinity must be 'hint' or 'strict' (got '" + s + "')").c_str());
+  raise_invalid_argument(("affinity must be 'hint' or 'strict' (got '" + s + "')").c_str());
 }
 
 // --- reports -----------------------------------------------------------------
@@ -692,7 +692,7 @@ void init_pipe(nb::module_& m) {
           [](py_pipe& p, std::string name, nb::handle fn, bool context, bool batch,
              std::size_t concurrency, std::size_t batch_size) {
             if (!PyCallable_Check(fn.ptr())) {
-              throw nb::type_error(("local stage '" + name + "': fn must be callable").c_str());
+              raise_invalid_type(("local stage '" + name + "': fn must be callable").c_str());
             }
             native_options o;
             o.concurrency = concurrency;
@@ -752,7 +752,7 @@ void init_pipe(nb::module_& m) {
             o.session_id = std::move(session_id);
             if (!metadata.is_none()) {
               Value meta = to_value(metadata, "metadata");
-              if (!meta.is_map()) throw nb::type_error("metadata must be a dict with str keys");
+              if (!meta.is_map()) raise_invalid_type("metadata must be a dict with str keys");
               o.metadata = meta.as<Map>();
             }
             o.queue_items = queue_items;

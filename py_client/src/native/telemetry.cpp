@@ -9,6 +9,7 @@
 
 #include "bindings.hpp"
 #include "convert.hpp"
+#include "errors.hpp"
 #include "py_ref.hpp"
 #include "slither/core/telemetry.hpp"
 
@@ -34,7 +35,7 @@ void init_telemetry(nb::module_& m) {
   m.def(
       "telemetry_attach",
       [](std::string prefix, nb::handle handler) {
-        if (!PyCallable_Check(handler.ptr())) throw nb::type_error("handler must be callable");
+        if (!PyCallable_Check(handler.ptr())) raise_invalid_type("handler must be callable");
         auto fn = share(handler);
         return telemetry::attach(
             std::move(prefix),

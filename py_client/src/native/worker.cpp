@@ -61,7 +61,7 @@ struct py_worker {
   std::uint64_t batches = 0;
 
   worker_runtime& runtime() {
-    if (!rt) throw nb::value_error("the worker is closed");
+    if (!rt) raise_invalid_argument("the worker is closed");
     return *rt;
   }
 

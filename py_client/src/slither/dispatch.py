@@ -135,9 +135,9 @@ class Retry:
         max_backoff: float = 10.0,
     ) -> None:
         if max_attempts < 1:
-            raise ValueError(f"Retry: max_attempts must be at least 1 (got {max_attempts})")
+            raise _native.InvalidArgument(f"Retry: max_attempts must be at least 1 (got {max_attempts})")
         if backoff < 0 or multiplier < 1 or max_backoff < 0:
-            raise ValueError("Retry: backoff and max_backoff must be >= 0, multiplier >= 1")
+            raise _native.InvalidArgument("Retry: backoff and max_backoff must be >= 0, multiplier >= 1")
         self.max_attempts = max_attempts
         self.backoff = backoff
         self.then = then
@@ -181,7 +181,7 @@ def _policy(on_error: Any) -> tuple[Any, ...]:
             return (p,)
         if isinstance(p, tuple) and len(p) == 2 and p[0] == "route" and isinstance(p[1], str):
             return ("route", p[1])
-        raise ValueError(
+        raise _native.InvalidArgument(
             f"on_error must be 'halt', 'skip', ('route', output) or slither.Retry(...) (got {p!r})"
         )
 
@@ -262,15 +262,15 @@ def dispatch(
 ) -> Dispatch:
     """Opens a dispatch job; see :meth:`slither.Client.dispatch`."""
     if not isinstance(function, str):
-        raise TypeError(f"function must be a 'module:function' string (got {type(function).__name__})")
+        raise _native.InvalidType(f"function must be a 'module:function' string (got {type(function).__name__})")
     if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1 (got {batch_size})")
+        raise _native.InvalidArgument(f"batch_size must be at least 1 (got {batch_size})")
     if max_in_flight < 1:
-        raise ValueError(f"max_in_flight must be at least 1 (got {max_in_flight})")
+        raise _native.InvalidArgument(f"max_in_flight must be at least 1 (got {max_in_flight})")
     if key_fn is not None and weight_fn is not None:
-        raise ValueError("give key_fn or weight_fn, not both")
+        raise _native.InvalidArgument("give key_fn or weight_fn, not both")
     if max_weight is not None and weight_fn is None:
-        raise ValueError("max_weight needs a weight_fn")
+        raise _native.InvalidArgument("max_weight needs a weight_fn")
     hint = operator.length_hint(iterable, -1)
     total = hint if hint >= 0 and hasattr(iterable, "__len__") else None
     args = (where, iterable, function, batch_size, max_in_flight, ordering, _policy(on_error),

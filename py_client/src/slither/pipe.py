@@ -137,7 +137,7 @@ class Route:
 
     def __init__(self, output: str, value: Any = _UNSET) -> None:
         if not isinstance(output, str):
-            raise TypeError(f"Route: output must be a str (got {type(output).__name__})")
+            raise _native.InvalidType(f"Route: output must be a str (got {type(output).__name__})")
         self.output = output
         self.value = value
 
@@ -240,7 +240,7 @@ def _where(client: Any) -> dict[str, Any] | None:
         return None
     where = getattr(client, "_where", None)
     if not isinstance(where, dict):
-        raise TypeError(f"client must be a slither.Client or None (got {type(client).__name__})")
+        raise _native.InvalidType(f"client must be a slither.Client or None (got {type(client).__name__})")
     return where
 
 
@@ -335,7 +335,7 @@ class Pipe(_native.Pipe):
         ``timeout`` (seconds per batch) and ``affinity`` as in :meth:`Client.dispatch`;
         the run's session id, the pipe and stage names and metadata reach ``ctx``."""
         if not isinstance(function, str):
-            raise TypeError(f"python stage '{name}': function must be a 'module:function' string")
+            raise _native.InvalidType(f"python stage '{name}': function must be a 'module:function' string")
         module, _, func = function.rpartition(":")
         super().python(name, module, func, _count(batch_size, "batch_size"),
                        _count(max_in_flight, "max_in_flight"), ordering, timeout, affinity, pool)
@@ -405,5 +405,5 @@ class Pipe(_native.Pipe):
 
 def _count(n: int, what: str) -> int:
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise ValueError(f"{what} must be an int of at least 1 (got {n!r})")
+        raise _native.InvalidArgument(f"{what} must be an int of at least 1 (got {n!r})")
     return n

@@ -71,7 +71,7 @@ def attach(prefix: str, handler: Handler) -> Attachment:
     """Calls ``handler(event, measurements, metadata)`` for every event whose name
     starts with ``prefix`` (``""``: all), until the attachment is detached."""
     if not callable(handler):
-        raise TypeError("handler must be callable")
+        raise _native.InvalidType("handler must be callable")
     a = Attachment(prefix, handler)
     _live.add(a)
     return a
