@@ -50,7 +50,8 @@ std::string text_of(const Map& m, std::string_view key) {
   return {};
 }
 
-// Builds sampled families in the order they are first named.
+// Builds sampled families in the order they are first named. Labels are
+// given sorted by name, as the registry's are, so that a series prints one way.
 class families {
  public:
   explicit families(std::vector<pm::MetricFamily>& out) : out_(out) {}
@@ -118,7 +119,7 @@ void sample_pool(families& f, const std::string& pool, const Map& p) {
     for (const auto& jv : *js) {
       if (!jv.is_map()) continue;
       const Map& j = jv.as<Map>();
-      const std::vector<pm::ClientMetric::Label> by_job{{"pool", pool}, {"job", text_of(j, "id")}};
+      const std::vector<pm::ClientMetric::Label> by_job{{"job", text_of(j, "id")}, {"pool", pool}};
       f.gauge("slither_job_queued_batches", "Batches of a dispatch job waiting for a credit",
               by_job, number(j, "queued_batches"));
       f.gauge("slither_job_in_flight_batches", "Batches of a dispatch job at workers", by_job,

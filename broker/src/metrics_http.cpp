@@ -64,9 +64,12 @@ std::string shown(const tcp::endpoint& ep) {
 class session : public std::enable_shared_from_this<session> {
  public:
   session(tcp::socket socket, const metrics_http::collector& collect,
-          std::shared_ptr<loop_link> link, std::atomic<std::size_t>& count)
+          std::shared_ptr<loop_link> link, std::atomic<std::size_t>& count,
+          const metrics_http_limits& limits)
       : stream_(std::move(socket)),
         timer_(stream_.get_executor()),
+        buffer_(limits.max_request_bytes),
+        limits_(limits),
         collect_(collect),
         link_(std::move(link)),
         count_(count) {
@@ -78,9 +81,9 @@ class session : public std::enable_shared_from_this<session> {
 
   void start() {
     parser_.emplace();
-    parser_->header_limit(static_cast<std::uint32_t>(max_request_bytes));
+    parser_->header_limit(static_cast<std::uint32_t>(limits_.max_request_bytes));
     parser_->body_limit(0);
-    stream_.expires_after(io_timeout);
+    stream_.expires_after(limits_.io_timeout);
     http::async_read(
         stream_, buffer_, *parser_,
         [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_read(ec); });
@@ -104,7 +107,7 @@ class session : public std::enable_shared_from_this<session> {
     }
     // The collector answers on whatever thread it likes; the answer comes
     // back here through the link, unless the server has stopped by then.
-    timer_.expires_after(collect_timeout);
+    timer_.expires_after(limits_.collect_timeout);
     timer_.async_wait([self = shared_from_this()](const boost::system::error_code& e) {
       if (!e && !self->answered_) {
         self->respond(http::status::service_unavailable, "the broker did not answer in time\n");
@@ -136,7 +139,7 @@ class session : public std::enable_shared_from_this<session> {
     response_.keep_alive(false);
     response_.body() = std::move(body);
     response_.prepare_payload();
-    stream_.expires_after(io_timeout);
+    stream_.expires_after(limits_.io_timeout);
     http::async_write(
         stream_, response_,
         [self = shared_from_this()](beast::error_code, std::size_t) { self->close(); });
@@ -150,7 +153,8 @@ class session : public std::enable_shared_from_this<session> {
 
   beast::tcp_stream stream_;
   asio::steady_timer timer_;
-  beast::flat_buffer buffer_{max_request_bytes};
+  beast::flat_buffer buffer_;
+  const metrics_http_limits& limits_;
   std::optional<http::request_parser<http::empty_body>> parser_;
   http::response<http::string_body> response_;
   const metrics_http::collector& collect_;
@@ -165,6 +169,7 @@ struct metrics_http::impl {
   // Sessions count themselves here, to their last destructor: declared first,
   // so that it outlives the io_context that destroys them.
   std::atomic<std::size_t> sessions{0};
+  metrics_http_limits limits;
   collector collect;
   // Optional, so that `stop` can destroy them: the sessions still waiting in
   // the io_context (and their connections) go with it.
@@ -179,11 +184,11 @@ struct metrics_http::impl {
     acceptor->async_accept([this](boost::system::error_code ec, tcp::socket socket) {
       if (ec == asio::error::operation_aborted || !acceptor->is_open()) return;
       if (!ec) {
-        if (sessions.load() >= max_sessions) {
+        if (sessions.load() >= limits.max_sessions) {
           boost::system::error_code ignored;
           socket.close(ignored);
         } else {
-          std::make_shared<session>(std::move(socket), collect, link, sessions)->start();
+          std::make_shared<session>(std::move(socket), collect, link, sessions, limits)->start();
         }
       }
       accept();
@@ -197,8 +202,10 @@ metrics_http::~metrics_http() {
   stop();
 }
 
-result<std::unique_ptr<metrics_http>> metrics_http::bind(const tcp::endpoint& where) {
+result<std::unique_ptr<metrics_http>> metrics_http::bind(const tcp::endpoint& where,
+                                                         metrics_http_limits limits) {
   auto p = std::make_unique<impl>();
+  p->limits = limits;
   boost::system::error_code ec;
   p->acceptor->open(where.protocol(), ec);
   if (!ec) p->acceptor->set_option(asio::socket_base::reuse_address(true), ec);

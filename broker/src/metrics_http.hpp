@@ -2,13 +2,12 @@
 // own thread that answers `GET /metrics` with the Prometheus text exposition
 // and everything else with 404.
 //
-// Bounds: requests are read with a header limit (`max_request_bytes`) and no
-// body, within `io_timeout`; at most `max_sessions` connections are served at
-// once (more are closed as they arrive); every response closes its
-// connection. The text comes from a collector that may answer on any thread;
-// a collector that does not answer within `collect_timeout` gets the client a
-// 503. Nothing here ever waits for the broker's serving loop, and the loop
-// never waits for a client.
+// Bounds (`metrics_http_limits`): requests are read with a header limit and
+// no body, within a timeout; a few connections are served at once (more are
+// closed as they arrive); every response closes its connection. The text
+// comes from a collector that may answer on any thread; one that does not
+// answer in time gets the client a 503. Nothing here ever waits for the
+// broker's serving loop, and the loop never waits for a client.
 #pragma once
 
 #include <boost/asio/ip/tcp.hpp>
@@ -23,14 +22,17 @@
 
 namespace slither::detail {
 
-/// Largest request (request line and headers) the endpoint reads.
-inline constexpr std::size_t max_request_bytes = 8 * 1024;
-/// Connections served at once.
-inline constexpr std::size_t max_sessions = 16;
-/// Longest a client may take to send its request or read the response.
-inline constexpr std::chrono::seconds io_timeout{10};
-/// Longest the endpoint waits for the broker's figures.
-inline constexpr std::chrono::seconds collect_timeout{10};
+/// What the endpoint allows a client.
+struct metrics_http_limits {
+  /// Largest request (request line and headers) it reads.
+  std::size_t max_request_bytes = 8 * 1024;
+  /// Connections served at once.
+  std::size_t max_sessions = 16;
+  /// Longest a client may take to send its request, or to read the response.
+  std::chrono::milliseconds io_timeout{10'000};
+  /// Longest it waits for the broker's figures before answering 503.
+  std::chrono::milliseconds collect_timeout{10'000};
+};
 
 /// Parses "HOST:PORT" (IPv4 literal, "[IPv6 literal]" or "localhost"; port 0
 /// picks a free one) and refuses an address that is not loopback unless
@@ -48,7 +50,8 @@ class metrics_http {
 
   /// Binds and listens on `where`; serves nothing until `serve`. Errors:
   /// `io_error` naming the address (in use, not local...).
-  static result<std::unique_ptr<metrics_http>> bind(const boost::asio::ip::tcp::endpoint& where);
+  static result<std::unique_ptr<metrics_http>> bind(const boost::asio::ip::tcp::endpoint& where,
+                                                    metrics_http_limits limits = {});
   ~metrics_http();
   metrics_http(const metrics_http&) = delete;
   metrics_http& operator=(const metrics_http&) = delete;
