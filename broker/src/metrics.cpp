@@ -207,8 +207,11 @@ struct broker_metrics::core {
 
   void on_stage(const Map& measurements, const Map& meta, bool failed) {
     std::pair<std::string, std::string> key{text_of(meta, "pipe"), text_of(meta, "stage")};
+    // The Pipe engine's stop events carry the chunk's or batch's `size`.
     double items = 1;
-    if (const auto it = measurements.find("items"); !failed && it != measurements.end()) {
+    auto it = measurements.find("items");
+    if (it == measurements.end()) it = measurements.find("size");
+    if (!failed && it != measurements.end()) {
       items = number(&it->second);
       if (!(items >= 0) || !std::isfinite(items)) return;
     }

@@ -62,7 +62,8 @@ class broker_metrics {
   /// Starts counting telemetry events: "slither.dispatch.batch.stop" and
   /// ".exception" (their `duration_us` into the batch latency histogram),
   /// "slither.pipe.stage.stop" (metadata `pipe` and `stage`; measurement
-  /// `items`, 1 if absent) and "slither.pipe.stage.exception". Safe twice.
+  /// `items`, else `size` (the Pipe engine's), else 1) and
+  /// "slither.pipe.stage.exception" (one failure each). Safe twice.
   void attach_telemetry();
   /// Stops counting them (a handler call in progress may still finish).
   void detach_telemetry() noexcept;

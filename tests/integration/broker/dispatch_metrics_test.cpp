@@ -1,10 +1,12 @@
-// Dispatch figures on the metrics endpoint of an embedded broker with real
-// worker processes: batches and their latency, workers and credits, restarts.
+// Dispatch and Pipe figures on the metrics endpoint of an embedded broker with
+// real worker processes: batches and their latency, workers and credits,
+// restarts, items per pipe stage.
 #include <gtest/gtest.h>
 #include <signal.h>
 
 #include "../../unit/broker/http_client.hpp"
 #include "dispatch_fixture.hpp"
+#include "slither/broker/pipe.hpp"
 
 namespace slither {
 namespace {
@@ -51,6 +53,35 @@ TEST_F(DispatchMetricsTest, BatchesWorkersAndRestartsShowOnTheEndpoint) {
     return sample(text, "slither_pool_worker_restarts_total{pool=\"default\"}").value_or(0) >= 1 &&
            sample(text, "slither_pool_worker_deaths_total{pool=\"default\"}").value_or(0) >= 1;
   }));
+}
+
+TEST_F(DispatchMetricsTest, ItemsPerPipeStageAreCounted) {
+  Broker& b = start_with_metrics();
+  Pipe p("score");
+  p.native("prepare", [](Item& item, Context&) -> step { return item.payload.as<std::int64_t>(); })
+      .python("predict",
+              [] {
+                python_options o;
+                o.module = "test";
+                o.function = "double";
+                o.batch_size = 8;
+                return o;
+              }())
+      .router("route",
+              {{[](const Item& i, const Context&) { return i.payload.as<std::int64_t>() % 4 == 0; },
+                "accept"}})
+      .output("accept");
+  auto r = run(b, p, numbered(200), {.session_id = "s1"}).value();
+  ASSERT_TRUE(r.ok()) << r.error->describe();
+  const auto text = scrape();
+  for (const char* stage : {"prepare", "predict", "route"}) {
+    EXPECT_EQ(sample(text, "slither_pipe_stage_items_total{pipe=\"score\",stage=\"" +
+                               std::string(stage) + "\"}"),
+              200)
+        << stage << "\n"
+        << text;
+  }
+  EXPECT_GE(sample(text, "slither_dispatch_batch_duration_seconds_count").value(), 25);
 }
 
 }  // namespace

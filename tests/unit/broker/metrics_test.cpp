@@ -202,9 +202,14 @@ TEST(Metrics, PipeStageEventsCountItemsAndErrorsByStage) {
   telemetry::emit("slither.pipe.stage.start", {}, {{"pipe", "score"}, {"stage", "a"}});
   telemetry::emit("slither.pipe.stage.exception", {}, {{"pipe", "score"}, {"stage", "b"}});
   telemetry::emit("slither.pipe.stage.stop", {{"items", -1}}, {{"pipe", "score"}, {"stage", "a"}});
+  // The Pipe engine's form: a chunk's size.
+  telemetry::emit("slither.pipe.stage.stop", {{"size", 10}, {"duration_us", 3}},
+                  {{"pipe", "score"}, {"stage", "c"}});
   auto fams = m.collect({});
   EXPECT_EQ(value_of(fams, "slither_pipe_stage_items_total", {{"pipe", "score"}, {"stage", "a"}}),
             6);
+  EXPECT_EQ(value_of(fams, "slither_pipe_stage_items_total", {{"pipe", "score"}, {"stage", "c"}}),
+            10);
   EXPECT_EQ(value_of(fams, "slither_pipe_stage_errors_total", {{"pipe", "score"}, {"stage", "b"}}),
             1);
   m.detach_telemetry();
