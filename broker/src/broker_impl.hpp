@@ -260,7 +260,7 @@ struct Broker::impl {
   void collect_stats(std::function<void(result<Value>)> done);
   // Binds the metrics endpoint, if one is configured (before the threads start).
   result<void> open_metrics();
-  // Starts serving it and counting telemetry (once the broker runs).
+  // Starts serving it and, with it, counting telemetry (once the broker runs).
   void serve_metrics();
   // Stops both (first thing at a stop).
   void close_metrics() noexcept;

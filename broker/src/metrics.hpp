@@ -9,10 +9,11 @@
 // (metrics_http.hpp) and from `slither-broker stats`.
 //
 // Caveats
-// - Telemetry handlers are process-wide: once a broker starts, every
-//   "slither.pipe.stage.*" and "slither.dispatch.batch.*" event of its process
-//   is counted, whoever emits it, and `telemetry::enabled()` is true from then
-//   on (so emitters build their events' payloads).
+// - Telemetry handlers are process-wide: once `attach_telemetry` is called
+//   (the broker does so only when it serves a metrics endpoint), every
+//   "slither.pipe.stage.*" and "slither.dispatch.batch.*" event of the
+//   process is counted, whoever emits it, and `telemetry::enabled()` is true
+//   until `detach_telemetry` (so every emitter builds its events' payloads).
 #pragma once
 
 #include <prometheus/metric_family.h>

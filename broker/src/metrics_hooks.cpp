@@ -51,8 +51,11 @@ result<void> Broker::impl::open_metrics() {
 }
 
 void Broker::impl::serve_metrics() {
-  metrics.attach_telemetry();
   if (!s->metrics_http) return;
+  // Only with an endpoint: a handler makes telemetry::enabled() true for the
+  // whole process, so that every store write and view builds and emits its
+  // events, a cost (and, with large keys, a slowdown) not paid by default.
+  metrics.attach_telemetry();
   s->metrics_http->serve([this, link = s->link](detail::metrics_http::reply_fn done) {
     // From the endpoint's thread to the serving thread, which starts the
     // collection; the answer goes back from whichever thread finishes it.

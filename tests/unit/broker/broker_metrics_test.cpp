@@ -87,6 +87,15 @@ TEST_F(BrokerMetricsTest, TheEndpointServesFiguresThatMove) {
   EXPECT_FALSE(http_connection(ep).connected());
 }
 
+TEST_F(BrokerMetricsTest, WithoutTheEndpointTelemetryStaysOff) {
+  // An attached handler would make every store write build its events.
+  start();
+  EXPECT_FALSE(telemetry::enabled());
+  telemetry::emit("slither.pipe.stage.stop", {{"size", 3}}, {{"pipe", "p"}, {"stage", "s"}});
+  auto st = connect().stats().value();
+  EXPECT_EQ(metric(st, "slither_pipe_stage_items_total", {{"pipe", "p"}, {"stage", "s"}}), -1);
+}
+
 TEST_F(BrokerMetricsTest, PipeStageEventsOfTheProcessAreCounted) {
   auto o = options();
   o.metrics_endpoint = "127.0.0.1:0";

@@ -19,9 +19,11 @@
 // queue depths, in-flight batches, credits, batch latency, worker restarts,
 // store bytes and garbage, clients, items per pipe stage) in the `stats`
 // reply's "metrics" map, and as Prometheus text on the optional HTTP endpoint
-// `broker_options::metrics_endpoint`. A running broker counts the
-// "slither.dispatch.batch.*" and "slither.pipe.stage.*" telemetry events of its
-// whole process (a telemetry handler stays attached while it runs).
+// `broker_options::metrics_endpoint`. With the endpoint on, the broker also
+// counts the "slither.dispatch.batch.*" and "slither.pipe.stage.*" telemetry
+// events of its whole process (batch latency, items per pipe stage): a
+// telemetry handler stays attached while it runs, so every emitter in the
+// process builds its events. Without the endpoint those metrics stay at zero.
 //
 // Caveats
 // - One broker per namespace per machine: a lock file in the runtime
