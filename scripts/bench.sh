@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the benchmarks of one area (codec, store, dispatch, pipe, python) or of all of them,
+# Runs the benchmarks of one area (codec, store, dispatch, pipe, telemetry, python) or of all of them,
 # and prints a markdown table of medians plus BENCH/RATIO lines.
 #   scripts/bench.sh [area] [--repetitions N]
 set -euo pipefail
@@ -90,7 +90,9 @@ for area in "${areas[@]}"; do
     # a broker's workers against raw dispatch (same worker variables), then
     # the same kind of pipe driven from Python against Pool.imap.
     pipe) run_cxx pipe; run_pipe_python ;;
+    # What emitting costs with no handler, with one, with the broker's metrics.
+    telemetry) run_cxx telemetry ;;
     python) run_python ;;
-    *) echo "bench.sh: unknown area '$area' (codec, store, dispatch, pipe, python)" >&2; exit 2 ;;
+    *) echo "bench.sh: unknown area '$area' (codec, store, dispatch, pipe, telemetry, python)" >&2; exit 2 ;;
   esac
 done

@@ -9,7 +9,7 @@ debian_packages=(
   build-essential cmake ninja-build pkg-config git python3 python3-venv
   libboost-dev libzmq3-dev cppzmq-dev libcereal-dev libgtest-dev libgmock-dev libbenchmark-dev
   libtomlplusplus-dev libcli11-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libxxhash-dev
-  liblmdb-dev libmsgpack-cxx-dev clang libclang-rt-14-dev clang-format
+  liblmdb-dev libmsgpack-cxx-dev clang libclang-rt-14-dev clang-format prometheus-cpp-dev
 )
 
 missing=()

@@ -36,4 +36,8 @@ const std::filesystem::path& Broker::runtime_dir() const noexcept {
   return p_->dir;
 }
 
+const std::string& Broker::metrics_endpoint() const noexcept {
+  return p_->metrics_address;
+}
+
 }  // namespace slither

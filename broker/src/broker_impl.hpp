@@ -27,6 +27,8 @@
 
 #include "admission.hpp"
 #include "dispatch_server.hpp"
+#include "metrics.hpp"
+#include "metrics_http.hpp"
 #include "polled_socket.hpp"
 #include "runtime_dir.hpp"
 #include "slither/broker/broker.hpp"
@@ -135,6 +137,9 @@ struct serving_state {
   // Views.
   std::unique_ptr<detail::view_runner> views;
 
+  // The metrics endpoint, if asked for: stopped first at a stop.
+  std::unique_ptr<detail::metrics_http> metrics_http;
+
   // Dispatch: worker pools and jobs, on the serving thread. Declared last,
   // so that it goes first.
   std::unique_ptr<detail::dispatch_server> dispatch;
@@ -180,6 +185,10 @@ struct Broker::impl {
   std::atomic<std::uint64_t> requests{0};
   std::atomic<std::uint64_t> errors{0};
   std::atomic<std::uint64_t> busy{0};
+  // Counters and histograms fed by events; they live as long as the Broker.
+  detail::broker_metrics metrics;
+  // The metrics endpoint's address while it serves ("127.0.0.1:9464").
+  std::string metrics_address;
 
   static std::string view_key(std::string_view store, std::string_view name) {
     return std::string(store) + "/" + std::string(name);
@@ -241,6 +250,20 @@ struct Broker::impl {
   // A dispatch request: answered here unless it is a notification that succeeded.
   void handle_dispatch(std::string identity, int fd, std::uint64_t id, protocol::message_type type,
                        const Map& args, zmq::message_t* batch);
+
+  // ---- metrics (metrics_hooks.cpp) ----------------------------------------------
+  // `stats()` with the pools' figures (`dispatch`, read on the serving
+  // thread), the metrics map and the endpoint: on the writer's side.
+  result<Value> full_stats(Value dispatch);
+  // Gathers `full_stats` from the serving thread and answers `done` on
+  // whichever thread has them (errors: busy, shutting_down).
+  void collect_stats(std::function<void(result<Value>)> done);
+  // Binds the metrics endpoint, if one is configured (before the threads start).
+  result<void> open_metrics();
+  // Starts serving it and, with it, counting telemetry (once the broker runs).
+  void serve_metrics();
+  // Stops both (first thing at a stop).
+  void close_metrics() noexcept;
 
   // ---- lifecycle (lifecycle.cpp) ----------------------------------------------
   void request_stop();

@@ -423,10 +423,10 @@ result<void> read_broker(const config_reader& cfg, const toml::table& t, broker_
   if (auto r = cfg.only_keys(
           t, "broker",
           {"namespace", "runtime_dir", "control_endpoint", "curve_secret_key_file",
-           "curve_allowed_clients_file", "allow_remote", "max_clients", "write_queue_limit",
-           "write_queue_bytes", "client_write_queue_bytes", "inline_write_bytes",
-           "max_message_bytes", "max_decoded_bytes", "max_reply_bytes", "view_timeout_ms",
-           "view_concurrency", "stop_grace_ms"});
+           "curve_allowed_clients_file", "allow_remote", "metrics_endpoint", "max_clients",
+           "write_queue_limit", "write_queue_bytes", "client_write_queue_bytes",
+           "inline_write_bytes", "max_message_bytes", "max_decoded_bytes", "max_reply_bytes",
+           "view_timeout_ms", "view_concurrency", "stop_grace_ms"});
       !r) {
     return r;
   }
@@ -455,6 +455,7 @@ result<void> read_broker(const config_reader& cfg, const toml::table& t, broker_
         text("runtime_dir",
              [&](const std::string& v) { out.runtime_dir = cfg.relative_to_config(v); }),
         text("control_endpoint", [&](const std::string& v) { out.control_endpoint = v; }),
+        text("metrics_endpoint", [&](const std::string& v) { out.metrics_endpoint = v; }),
         text("curve_secret_key_file",
              [&](const std::string& v) { out.curve_secret_key_file = cfg.relative_to_config(v); }),
         text("curve_allowed_clients_file",

@@ -158,6 +158,7 @@ result<void> Broker::impl::start() {
   if (auto r = prepare_pools(); !r) return abandon(std::move(r).error());
   if (auto r = open_socket(); !r) return abandon(std::move(r).error());
   if (auto r = start_dispatch(); !r) return abandon(std::move(r).error());
+  if (auto r = open_metrics(); !r) return abandon(std::move(r).error());
 
   s->link = std::make_shared<detail::loop_link>(s->io);
   // A few threads per store, and one for decoding large view arguments.
@@ -199,6 +200,7 @@ result<void> Broker::impl::start() {
       }
     }
   });
+  serve_metrics();
   spdlog::info("broker for namespace '{}' serving {} store(s) at {}", options.ns, s->stores.size(),
                endpoint);
   return {};
@@ -283,6 +285,8 @@ void Broker::impl::remove_runtime_dir() noexcept {
 
 void Broker::impl::shutdown() noexcept {
   serving_state& st = *s;
+  // Scrapes end first: they reach into what the rest of the stop tears down.
+  close_metrics();
   // From here on every request that arrives is answered `shutting_down`.
   asio::post(st.io, [this] {
     s->stopping = true;

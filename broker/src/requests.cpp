@@ -95,9 +95,7 @@ void Broker::impl::handle(std::string identity, std::uint64_t id, message_type t
       enqueue_job(
           std::move(identity), id, "stats",
           [this, dispatch = std::move(dispatch)]() mutable -> result<Value> {
-            auto r = stats();
-            if (r) r->as_mut<Map>().emplace("dispatch", std::move(dispatch));
-            return r;
+            return full_stats(std::move(dispatch));
           },
           0, true);
       return;

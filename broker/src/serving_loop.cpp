@@ -59,7 +59,11 @@ std::vector<buffer> Broker::impl::reply_frames(std::uint64_t id, const result<Va
                   detail::capped_message(r.error().message));
   }
   auto frames = detail::encode_reply(id, r, options.max_reply_bytes);
-  if (protocol::decode_header(frames[0])->type == message_type::reply_error) ++errors;
+  if (protocol::decode_header(frames[0])->type == message_type::reply_error) {
+    ++errors;
+    // An ok result turned into an error is one past the reply limits.
+    metrics.count_error(r ? errc::limit_exceeded : r.error().code);
+  }
   return frames;
 }
 
@@ -130,7 +134,10 @@ void Broker::impl::on_request(std::string identity, zmq::message_t& header, zmq:
   ++requests;
   const protocol::frame head_bytes(header.data<std::byte>(), header.size());
   auto head = protocol::decode_request_header(head_bytes);
-  if (!head) {
+  if (head) {
+    metrics.count_request(head->type);
+  } else {
+    metrics.count_invalid_request();
     const auto raw = protocol::decode_header(head_bytes);
     return reply(identity, raw ? raw->request_id : id_of_bad_header(header),
                  std::move(head).error());

@@ -93,6 +93,7 @@ class Broker:
     runtime_dir: Path
     config: Path
     log: Path
+    extra_args: list[str] = field(default_factory=list)
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     def start(self) -> None:
@@ -101,7 +102,7 @@ class Broker:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 [str(BROKER_BIN), "--config", str(self.config), "--runtime-dir",
-                 str(self.runtime_dir), "--namespace", self.namespace],
+                 str(self.runtime_dir), "--namespace", self.namespace, *self.extra_args],
                 stdout=log, stderr=subprocess.STDOUT, cwd=self.config.parent)
         deadline = time.monotonic() + START_TIMEOUT
         while True:

@@ -15,6 +15,16 @@
 // around every view call; stop events carry duration_us and ok, both carry the
 // store, table or view, and session_id as metadata.
 //
+// Metrics: counters, gauges and histograms (requests by type, errors by code,
+// queue depths, in-flight batches, credits, batch latency, worker restarts,
+// store bytes and garbage, clients, items per pipe stage) in the `stats`
+// reply's "metrics" map, and as Prometheus text on the optional HTTP endpoint
+// `broker_options::metrics_endpoint`. With the endpoint on, the broker also
+// counts the "slither.dispatch.batch.*" and "slither.pipe.stage.*" telemetry
+// events of its whole process (batch latency, items per pipe stage): a
+// telemetry handler stays attached while it runs, so every emitter in the
+// process builds its events. Without the endpoint those metrics stay at zero.
+//
 // Caveats
 // - One broker per namespace per machine: a lock file in the runtime
 //   directory makes a second one refuse (`errc::already_exists`) while the
@@ -145,8 +155,15 @@ struct broker_options {
   /// tcp only: the public keys (Z85, one per line, `#` comments) of the
   /// clients let in, in an owner-only file.
   std::filesystem::path curve_allowed_clients_file;
-  /// tcp only: allow binding an address other machines can reach.
+  /// Allow binding an address other machines can reach: for a tcp control
+  /// endpoint, and for `metrics_endpoint`.
   bool allow_remote = false;
+  /// "HOST:PORT" of an HTTP endpoint serving the broker's metrics at
+  /// `GET /metrics` (Prometheus text format 0.0.4); empty: none. HOST is an
+  /// IP address or localhost, loopback unless `allow_remote`; port 0 picks a
+  /// free one (see `Broker::metrics_endpoint`). Anyone who can reach it can
+  /// read the figures: it has no authentication.
+  std::string metrics_endpoint;
   /// The stores to create (their `options.ns` is set to `ns`).
   std::vector<shm::store_definition> stores;
   /// Pending writes; past it requests get errc::busy.
@@ -233,6 +250,9 @@ class Broker {
   const std::string& control_endpoint() const noexcept;
   /// The runtime directory in use (set by `start()`).
   const std::filesystem::path& runtime_dir() const noexcept;
+  /// Where the metrics endpoint listens ("127.0.0.1:9464", with the port
+  /// chosen if 0 was asked for; set by `start()`), or empty without one.
+  const std::string& metrics_endpoint() const noexcept;
 
   struct impl;                          ///< implementation detail
   friend struct detail::broker_access;  ///< the embedded dispatch API reaches the broker's loop
@@ -242,7 +262,7 @@ class Broker {
 };
 
 /// Parses a slither.toml: [broker] namespace, runtime_dir, control_endpoint,
-/// curve_secret_key_file, curve_allowed_clients_file, allow_remote,
+/// curve_secret_key_file, curve_allowed_clients_file, allow_remote, metrics_endpoint,
 /// max_clients, write_queue_limit, write_queue_bytes,
 /// client_write_queue_bytes, inline_write_bytes, max_message_bytes,
 /// max_decoded_bytes, max_reply_bytes, view_timeout_ms, view_concurrency,
