@@ -29,7 +29,7 @@ dispatch_options python_dispatch(const detail::compiled_pipe& pipe, std::size_t 
   const python_options& p = st.def.python;
   dispatch_options o;
   o.function = p.module + ":" + p.function;
-  o.batching = fixed_batch{p.batch_size};
+  o.batching = detail::python_batching(p);
   o.max_in_flight = p.max_in_flight;
   o.ordering = p.ordering;
   o.on_error = st.policy;

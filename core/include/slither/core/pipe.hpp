@@ -32,8 +32,9 @@
 //   fresh id from 2^63 up), skips it, fails it, or routes it to an output
 //   (it leaves the pipe there). `concurrency` threads run one native stage.
 // - `python(name, {module, function, ...})`: the items go through Dispatch in
-//   batches of `batch_size`, at most `max_in_flight` batches at workers,
-//   with the run's session id (affinity), pipe, stage and metadata.
+//   batches of `batch_size` (or by weight: `weight_fn`, or by key:
+//   `key_fn`), at most `max_in_flight` batches at workers, with the run's
+//   session id (affinity), pipe, stage and metadata.
 // - `router(name, {{pred, output}, ...})`: the first predicate that holds
 //   sends the item to its output (it leaves the pipe); unmatched items go on
 //   to the next stage, and from the last stage to `default`. `router_batch`
@@ -223,6 +224,20 @@ struct python_options {
   affinity_mode affinity = affinity_mode::hint;
   /// The broker's pool; empty: its only pool.
   std::string pool{};
+  /// Weighted batching (Dispatch's `weighted_batch`): with a `weight_fn`,
+  /// batches in input order whose items' weights add up to at most
+  /// `max_weight`, and hold at most `batch_size` items.
+  std::function<double(const Item&)> weight_fn{};
+  double max_weight = 0;
+  /// Key partition (Dispatch's `key_partition`): with a `key_fn`, each batch
+  /// holds the items of one key, at most `batch_size` of them.
+  ///
+  /// `weight_fn` and `key_fn` run on the stage's thread (a binding takes its
+  /// interpreter lock there). An item whose weight or key cannot be had (the
+  /// function threw, or gave a negative or non-finite weight) fails at this
+  /// stage under its error policy; a retry does not apply, the answer would
+  /// be the same.
+  std::function<std::string(const Item&)> key_fn{};
 };
 
 /// Error policies for `Pipe::on_error` (Dispatch's own policy types).
@@ -361,7 +376,8 @@ class batch_runner {
 
 /// A runner over an in-process `local_pool` (C++ handlers registered under
 /// "module:function" names stand in for Python). The pool must outlive the
-/// runner's jobs. Each job has a thread feeding the pool.
+/// runner's jobs. A job runs its batches one at a time, each as it was
+/// formed, on a thread of its own.
 std::unique_ptr<batch_runner> local_runner(local_pool& pool);
 
 /// Options of one run.
