@@ -226,41 +226,59 @@ result<std::unique_ptr<pipe_stream::impl>> start(const Pipe& pipe,
     s->jobs[i] = std::move(*job);
   }
 
+  // The threads: a python stage has one; a native stage or router has
+  // `concurrency`, except that adjacent ones with one thread each (and no
+  // retry backoff to sleep) share one.
+  struct segment {
+    std::size_t first = 0;
+    std::size_t last = 0;
+    std::size_t threads = 1;
+    bool python = false;
+    bool fusable = false;
+  };
+  std::vector<segment> segments;
+  for (std::size_t i = 0; i < n; ++i) {
+    const auto& st = s->pipe.stages[i];
+    const bool python = st.def.kind == detail::stage_kind::python;
+    const std::size_t threads = python ? 1 : st.def.native.concurrency;
+    const bool fusable = options.fuse_stages && !python && threads == 1 &&
+                         !std::holds_alternative<retry_policy>(st.policy);
+    if (fusable && !segments.empty() && segments.back().fusable) {
+      segments.back().last = i;
+      continue;
+    }
+    segments.push_back({i, i, threads, python, fusable});
+  }
+
   auto p = std::make_unique<pipe_stream::impl>();
   p->source = std::move(source);
   s->started = dispatch_clock::now();
   if (telemetry::enabled()) telemetry::emit("slither.pipe.run.start", Map{}, run_meta(*s, ""));
   std::unique_lock lock(s->mu);
   s->queues[0].producers = 1;  // the consumer, feeding the input
-  for (std::size_t i = 0; i < n; ++i) {
-    const auto& st = s->pipe.stages[i];
-    const std::size_t threads =
-        st.def.kind == detail::stage_kind::python ? 1 : st.def.native.concurrency;
-    if (i + 1 < n) s->queues[i + 1].producers = threads;
-    s->running += threads;
+  for (const segment& g : segments) {
+    if (g.last + 1 < n) s->queues[g.last + 1].producers = g.threads;
+    s->running += g.threads;
   }
   p->s = s;
+  std::size_t started = 0;
   try {
-    for (std::size_t i = 0; i < n; ++i) {
-      const auto& st = s->pipe.stages[i];
-      if (st.def.kind == detail::stage_kind::python) {
-        s->threads.emplace_back([raw = s.get(), i] { raw->python_main(i); });
-        continue;
-      }
-      for (std::size_t t = 0; t < st.def.native.concurrency; ++t) {
-        s->threads.emplace_back([raw = s.get(), i] { raw->native_main(i); });
+    for (const segment& g : segments) {
+      for (std::size_t t = 0; t < g.threads; ++t) {
+        if (g.python) {
+          s->threads.emplace_back([raw = s.get(), i = g.first] { raw->python_main(i); });
+        } else {
+          s->threads.emplace_back([raw = s.get(), g] { raw->native_main(g.first, g.last); });
+        }
+        ++started;
       }
     }
   } catch (const std::system_error& e) {
     // Threads never started count as done, so the ones that did can finish.
-    std::size_t started = s->threads.size();
     std::size_t counted = 0;
-    for (std::size_t i = 0; i < n; ++i) {
-      const auto& st = s->pipe.stages[i];
-      const std::size_t threads =
-          st.def.kind == detail::stage_kind::python ? 1 : st.def.native.concurrency;
-      for (std::size_t t = 0; t < threads; ++t, ++counted) {
-        if (counted >= started) s->thread_done(i);
+    for (const segment& g : segments) {
+      for (std::size_t t = 0; t < g.threads; ++t, ++counted) {
+        if (counted >= started) s->thread_done(g.last);
       }
     }
     s->stop(std::nullopt);

@@ -76,8 +76,9 @@ struct pipe_run_state {
   /// A thread of stage `i` is done.
   void thread_done(std::size_t i);
 
-  /// The thread bodies.
-  void native_main(std::size_t i);
+  /// The thread bodies: native stages and routers `first` to `last` (one
+  /// stage, or several fused), and a python stage.
+  void native_main(std::size_t first, std::size_t last);
   void python_main(std::size_t i);
 };
 

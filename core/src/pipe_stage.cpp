@@ -25,67 +25,41 @@ std::string type_name(const std::exception& e) {
   return type_name(typeid(e));
 }
 
-// Runs the handler (or the router's predicates) over `items`: one step each.
-// An exception becomes a `fail` step with code `internal`, "type: what".
-std::vector<step> evaluate(const stage_env& env, std::span<Item> items, Context& ctx) {
+// A batch function's steps over `items`, one each. A function that throws
+// (or miscounts) fails every item it was given: an exception becomes a
+// `fail` step with code `internal`, "type: what".
+std::vector<step> evaluate_batch(const stage_env& env, std::span<Item> items, Context& ctx) {
   std::vector<step> steps;
-  const stage_def& d = env.st.def;
-  // A batch function that throws (or miscounts) fails every item it was given.
   auto thrown = [&](const std::string& type, const std::string& message) {
     steps.clear();
     for (std::size_t i = 0; i < items.size(); ++i) {
       steps.emplace_back(error_info{errc::internal, type + ": " + message});
     }
   };
-  auto call_batch = [&] {
-    try {
-      steps = d.batch(items, ctx);
-      if (steps.size() != items.size()) {
-        thrown("bad_result", "the stage returned " + std::to_string(steps.size()) + " steps for " +
-                                 std::to_string(items.size()) + " items");
-      }
-    } catch (const std::exception& e) {
-      thrown(type_name(e), e.what());
-    } catch (...) {
-      thrown("unknown", "a non-std exception");
+  try {
+    steps = env.st.def.batch(items, ctx);
+    if (steps.size() != items.size()) {
+      thrown("bad_result", "the stage returned " + std::to_string(steps.size()) + " steps for " +
+                               std::to_string(items.size()) + " items");
     }
-  };
-  switch (d.kind) {
-    case stage_kind::native:
-      steps.reserve(items.size());
-      for (Item& item : items) {
-        try {
-          steps.push_back(d.item(item, ctx));
-        } catch (const std::exception& e) {
-          steps.push_back(step(error_info{errc::internal, type_name(e) + ": " + e.what()}));
-        } catch (...) {
-          steps.push_back(step(error_info{errc::internal, "a non-std exception"}));
-        }
-      }
-      break;
-    case stage_kind::native_batch:
-      call_batch();
-      break;
-    case stage_kind::router:
-      if (d.batch) {  // router_batch
-        call_batch();
-        break;
-      }
-      steps.reserve(items.size());
-      for (Item& item : items) {
-        try {
-          std::size_t r = 0;
-          while (r < d.routes.size() && !d.routes[r].when(item, ctx)) ++r;
-          steps.push_back(r < d.routes.size() ? step::route(d.routes[r].output) : step());
-        } catch (const std::exception& e) {
-          steps.push_back(step(error_info{errc::internal, type_name(e) + ": " + e.what()}));
-        }
-      }
-      break;
-    case stage_kind::python:
-      break;
+  } catch (const std::exception& e) {
+    thrown(type_name(e), e.what());
+  } catch (...) {
+    thrown("unknown", "a non-std exception");
   }
   return steps;
+}
+
+// A per-item handler's step; an exception becomes a `fail` step with code
+// `internal`, "type: what".
+step evaluate(const stage_env& env, Item& item, Context& ctx) {
+  try {
+    return env.st.def.item(item, ctx);
+  } catch (const std::exception& e) {
+    return step(error_info{errc::internal, type_name(e) + ": " + e.what()});
+  } catch (...) {
+    return step(error_info{errc::internal, "a non-std exception"});
+  }
 }
 
 dispatch_error step_error(const step& s) {
@@ -140,6 +114,29 @@ std::optional<dispatch_error> apply(const stage_env& env, stage_io& io, Item& it
   return std::nullopt;
 }
 
+// Sends the item to the first route whose predicate holds, or on. Returns
+// the error if a predicate threw.
+std::optional<dispatch_error> route_item(const stage_env& env, stage_io& io, Item& item,
+                                         Context& ctx) {
+  const auto& routes = env.st.def.routes;
+  std::size_t r = 0;
+  try {
+    while (r < routes.size() && !routes[r].when(item, ctx)) ++r;
+  } catch (const std::exception& e) {
+    return make_error(failure_kind::exception, type_name(e), e.what());
+  } catch (...) {
+    return make_error(failure_kind::exception, "unknown", "a non-std exception");
+  }
+  if (r == routes.size()) {
+    env.go_on(io, std::move(item));
+    return std::nullopt;
+  }
+  const std::uint32_t o = env.st.route_outputs[r];
+  item.route = env.s.pipe.outputs[o];
+  io.outputs.push_back({o, std::move(item)});
+  return std::nullopt;
+}
+
 // One chunk through a native stage or router, retries included.
 void process(const stage_env& env, stage_io& io, std::vector<Item>&& chunk, Context& ctx) {
   const auto* retry = std::get_if<retry_policy>(&env.st.policy);
@@ -159,12 +156,33 @@ void process(const stage_env& env, stage_io& io, std::vector<Item>&& chunk, Cont
                                   ? env.st.def.native.batch_size
                                   : std::max<std::size_t>(todo.size(), 1);
     std::vector<std::pair<std::size_t, dispatch_error>> failed;
-    for (std::size_t from = 0; from < todo.size(); from += batch) {
-      const std::size_t n = std::min(batch, todo.size() - from);
-      std::vector<step> steps = evaluate(env, std::span<Item>(todo.data() + from, n), ctx);
-      for (std::size_t k = 0; k < n; ++k) {
-        if (auto e = apply(env, io, todo[from + k], steps[k])) failed.emplace_back(from + k, *e);
-      }
+    switch (env.st.def.kind) {
+      case stage_kind::native:
+        for (std::size_t k = 0; k < todo.size(); ++k) {
+          step st = evaluate(env, todo[k], ctx);
+          if (auto e = apply(env, io, todo[k], st)) failed.emplace_back(k, std::move(*e));
+        }
+        break;
+      case stage_kind::router:
+        if (!env.st.def.batch) {
+          for (std::size_t k = 0; k < todo.size(); ++k) {
+            if (auto e = route_item(env, io, todo[k], ctx)) failed.emplace_back(k, std::move(*e));
+          }
+          break;
+        }
+        [[fallthrough]];  // router_batch: its function decides a chunk at a time
+      default:
+        for (std::size_t from = 0; from < todo.size(); from += batch) {
+          const std::size_t n = std::min(batch, todo.size() - from);
+          std::vector<step> steps =
+              evaluate_batch(env, std::span<Item>(todo.data() + from, n), ctx);
+          for (std::size_t k = 0; k < n; ++k) {
+            if (auto e = apply(env, io, todo[from + k], steps[k])) {
+              failed.emplace_back(from + k, std::move(*e));
+            }
+          }
+        }
+        break;
     }
     if (failed.empty()) return;
     const bool again = retry != nullptr && attempt < retry->max_attempts;
@@ -198,42 +216,68 @@ void process(const stage_env& env, stage_io& io, std::vector<Item>&& chunk, Cont
 
 }  // namespace
 
-void pipe_run_state::native_main(std::size_t i) {
-  stage_env env(*this, i);
-  Context ctx = env.ctx;
-  stage_io io;
-  chunk_queue& q = queues[i];
+void pipe_run_state::native_main(std::size_t first, std::size_t last) {
+  const std::size_t n = last - first + 1;
+  std::vector<stage_env> envs;
+  envs.reserve(n);
+  std::vector<Context> contexts;
+  contexts.reserve(n);
+  for (std::size_t i = first; i <= last; ++i) {
+    envs.emplace_back(*this, i);
+    contexts.push_back(envs.back().ctx);
+  }
+  std::vector<stage_io> ios(n);
+  stage_io& tail = ios.back();  // what leaves the last stage goes to the next queue
+  chunk_queue& q = queues[first];
+  auto holding = [&](std::size_t at_least) {
+    if (tail.forward.size() >= at_least) return true;
+    for (const stage_io& io : ios) {
+      if (io.outputs.size() >= at_least) return true;
+    }
+    return false;
+  };
+  auto flush_all = [&](std::unique_lock<std::mutex>& lock) {
+    for (std::size_t k = 0; k < n; ++k) flush(*this, lock, first + k, ios[k]);
+  };
   std::unique_lock lock(mu);
   for (;;) {
-    if (q.chunks.empty() && (!io.forward.empty() || !io.outputs.empty())) {
-      flush(*this, lock, i, io);  // before waiting: nothing lingers while the input is idle
+    if (q.chunks.empty() && holding(1)) {
+      flush_all(lock);  // before waiting: nothing lingers while the input is idle
       continue;
     }
     q.not_empty.wait(lock, [&] { return !q.chunks.empty() || q.producers == 0; });
     if (q.chunks.empty()) break;
-    std::vector<Item> chunk = pop(i);
+    std::vector<Item> chunk = pop(first);
     if (stopping) {
       for (const Item& item : chunk) unfinished.push_back(item.id);
       continue;
     }
     lock.unlock();
-    const bool observed = telemetry::enabled();
-    const auto t0 = observed ? stage_clock::now() : stage_clock::time_point{};
-    const auto size = static_cast<std::int64_t>(chunk.size());
-    if (observed) telemetry::emit("slither.pipe.stage.start", Map{{"size", size}}, env.meta);
-    process(env, io, std::move(chunk), ctx);
-    if (observed) {
-      telemetry::emit("slither.pipe.stage.stop",
-                      Map{{"size", size}, {"duration_us", micros_since(t0)}}, env.meta);
+    bool unfinished_items = false;
+    // The chunk through each stage in turn; what one stage passes on is the
+    // next one's chunk.
+    for (std::size_t k = 0; k < n && !chunk.empty(); ++k) {
+      const bool observed = telemetry::enabled();
+      const auto t0 = observed ? stage_clock::now() : stage_clock::time_point{};
+      const auto size = static_cast<std::int64_t>(chunk.size());
+      if (observed) telemetry::emit("slither.pipe.stage.start", Map{{"size", size}}, envs[k].meta);
+      process(envs[k], ios[k], std::move(chunk), contexts[k]);
+      if (observed) {
+        telemetry::emit("slither.pipe.stage.stop",
+                        Map{{"size", size}, {"duration_us", micros_since(t0)}}, envs[k].meta);
+      }
+      unfinished_items = unfinished_items || !ios[k].unfinished.empty();
+      if (k + 1 < n) {
+        chunk = std::move(ios[k].forward);
+        ios[k].forward = {};
+        ios[k].forward.reserve(opts.chunk_items);
+      }
     }
     lock.lock();
-    if (io.forward.size() >= opts.chunk_items || io.outputs.size() >= opts.chunk_items ||
-        !io.unfinished.empty()) {
-      flush(*this, lock, i, io);
-    }
+    if (unfinished_items || holding(opts.chunk_items)) flush_all(lock);
   }
-  flush(*this, lock, i, io);
-  thread_done(i);
+  flush_all(lock);
+  thread_done(last);
 }
 
 void flush(pipe_run_state& s, std::unique_lock<std::mutex>& lock, std::size_t i, stage_io& io) {

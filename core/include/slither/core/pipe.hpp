@@ -64,7 +64,8 @@
 //
 // - Native handlers and router predicates run on the stage's threads, several
 //   at once for `concurrency > 1`, and for concurrent runs of one pipe: they
-//   must be thread-safe. They may block and may take locks the caller of
+//   must be thread-safe. Adjacent stages with one thread each share it
+//   (`run_options::fuse_stages`). They may block and may take locks the caller of
 //   `run`/`next` does not hold while it waits (a binding releases the GIL
 //   there, and its handlers take it).
 // - The input source is called on the thread that calls `run` or
@@ -393,6 +394,12 @@ struct run_options {
   std::size_t queue_items = 1024;
   /// Items moved between stages at once (at least 1).
   std::size_t chunk_items = 128;
+  /// Adjacent native stages and routers with `concurrency == 1` and no
+  /// `retry` policy share one thread, each chunk going through them in turn:
+  /// no queue or thread hand-off between them. False: every stage on its own
+  /// thread(s), which pays when two such stages are each heavy enough to
+  /// want a core of their own.
+  bool fuse_stages = true;
 };
 
 /// What a run produced.
