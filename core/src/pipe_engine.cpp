@@ -44,11 +44,16 @@ dispatch_options python_dispatch(const detail::compiled_pipe& pipe, std::size_t 
 
 }  // namespace
 
+// Reads up to `room` items into `chunk` (which it may find partly filled);
+// true once the input has ended.
+using chunk_source = std::function<bool(std::vector<Item>& chunk, std::size_t room)>;
+
 struct pipe_stream::impl {
   std::shared_ptr<pipe_run_state> s;
-  std::function<std::optional<Item>()> source;
+  chunk_source source;
   bool source_done = false;
-  std::deque<out_entry> buffer;
+  std::vector<out_entry> buffer;  // the outputs being handed out, from buffer_at on
+  std::size_t buffer_at = 0;
   bool ended = false;
   pipe_run report;
 
@@ -72,23 +77,29 @@ struct pipe_stream::impl {
 
   // The next output, with its output's index; nullopt at the end.
   result<std::optional<out_entry>> next_entry() {
+    while (buffer_at == buffer.size()) {
+      buffer.clear();
+      buffer_at = 0;
+      auto more = next_outputs(buffer);
+      if (!more) return std::move(more).error();
+      if (!*more) return std::optional<out_entry>();
+    }
+    return std::optional<out_entry>(std::move(buffer[buffer_at++]));
+  }
+
+  // The next chunk of outputs, swapped into `out` (empty); false at the end.
+  // Meanwhile feeds the input as the first queue has room.
+  result<bool> next_outputs(std::vector<out_entry>& out) {
     for (;;) {
-      if (!buffer.empty()) {
-        out_entry e = std::move(buffer.front());
-        buffer.pop_front();
-        return std::optional<out_entry>(std::move(e));
-      }
-      if (ended) return std::optional<out_entry>();
       std::unique_lock lock(s->mu);
       if (!s->sink.empty()) {
-        std::vector<out_entry> chunk = std::move(s->sink.front());
+        std::swap(out, s->sink.front());
         s->sink.pop_front();
-        s->sink_items -= chunk.size();
+        s->sink_items -= out.size();
         s->sink_not_full.notify_all();
-        lock.unlock();
-        for (auto& e : chunk) buffer.push_back(std::move(e));
-        continue;
+        return true;
       }
+      if (ended) return false;
       if (s->running == 0) {
         lock.unlock();
         finish();
@@ -107,14 +118,7 @@ struct pipe_stream::impl {
         bool done = false;
         std::optional<error_info> bad;
         try {
-          while (chunk.size() < room) {
-            auto item = source();
-            if (!item) {
-              done = true;
-              break;
-            }
-            chunk.push_back(std::move(*item));
-          }
+          done = source(chunk, room);
         } catch (const std::exception& e) {
           bad = fail(errc::invalid_argument,
                      std::string("the pipe's input source threw: ") + e.what());
@@ -151,10 +155,6 @@ struct pipe_stream::impl {
       }
       q.chunks.clear();
     }
-    for (auto& chunk : s->sink) {
-      for (auto& e : chunk) buffer.push_back(std::move(e));
-    }
-    s->sink.clear();
     report.error = s->error;
     report.failures = std::move(s->failures);
     report.skipped = std::move(s->skipped);
@@ -186,8 +186,7 @@ struct pipe_stream::impl {
 
 namespace {
 
-result<std::unique_ptr<pipe_stream::impl>> start(const Pipe& pipe,
-                                                 std::function<std::optional<Item>()> source,
+result<std::unique_ptr<pipe_stream::impl>> start(const Pipe& pipe, chunk_source source,
                                                  const run_options& options) {
   auto compiled = detail::compile(*pipe.definition());
   if (!compiled) return std::move(compiled).error();
@@ -321,7 +320,7 @@ std::uint64_t pipe_stream::pulled() const noexcept {
 }
 
 std::size_t pipe_stream::buffered() const noexcept {
-  return p_->buffer.size();
+  return p_->buffer.size() - p_->buffer_at;
 }
 
 const pipe_run& pipe_stream::report() const noexcept {
@@ -330,7 +329,17 @@ const pipe_run& pipe_stream::report() const noexcept {
 
 result<pipe_stream> stream(const Pipe& pipe, std::function<std::optional<Item>()> source,
                            const run_options& options) {
-  auto p = start(pipe, std::move(source), options);
+  auto p = start(
+      pipe,
+      [source = std::move(source)](std::vector<Item>& chunk, std::size_t room) {
+        while (chunk.size() < room) {
+          auto item = source();
+          if (!item) return true;
+          chunk.push_back(std::move(*item));
+        }
+        return false;
+      },
+      options);
   if (!p) return std::move(p).error();
   return pipe_stream(std::move(*p));
 }
@@ -339,19 +348,25 @@ result<pipe_run> run(const Pipe& pipe, std::vector<Item> input, const run_option
   std::size_t next = 0;
   auto p = start(
       pipe,
-      [&]() -> std::optional<Item> {
-        if (next == input.size()) return std::nullopt;
-        return std::move(input[next++]);
+      [&](std::vector<Item>& chunk, std::size_t room) {
+        const std::size_t n = std::min(room - chunk.size(), input.size() - next);
+        const auto from = input.begin() + static_cast<std::ptrdiff_t>(next);
+        chunk.insert(chunk.end(), std::make_move_iterator(from),
+                     std::make_move_iterator(from + static_cast<std::ptrdiff_t>(n)));
+        next += n;
+        return next == input.size();
       },
       options);
   if (!p) return std::move(p).error();
   auto& s = **p;
   std::vector<std::vector<Item>> buckets(s.s->pipe.outputs.size());
+  std::vector<out_entry> chunk;
   for (;;) {
-    auto e = s.next_entry();
-    if (!e) return std::move(e).error();
-    if (!*e) break;
-    buckets[(*e)->output].push_back(std::move((*e)->item));
+    chunk.clear();
+    auto more = s.next_outputs(chunk);
+    if (!more) return std::move(more).error();
+    if (!*more) break;
+    for (out_entry& e : chunk) buckets[e.output].push_back(std::move(e.item));
   }
   pipe_run out = std::move(s.report);
   for (; next < input.size(); ++next) out.unfinished.push_back(input[next].id);
