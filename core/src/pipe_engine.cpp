@@ -227,26 +227,29 @@ result<std::unique_ptr<pipe_stream::impl>> start(const Pipe& pipe, chunk_source 
 
   // The threads: a python stage has one; a native stage or router has
   // `concurrency`, except that adjacent ones with one thread each (and no
-  // retry backoff to sleep) share one.
+  // retry backoff to sleep) share one, and share a python stage's next to them.
   struct segment {
     std::size_t first = 0;
     std::size_t last = 0;
     std::size_t threads = 1;
-    bool python = false;
-    bool fusable = false;
+    std::optional<std::size_t> python;  // the python stage among them
+    bool fusable = false;               // natives and routers may join it
   };
   std::vector<segment> segments;
   for (std::size_t i = 0; i < n; ++i) {
     const auto& st = s->pipe.stages[i];
     const bool python = st.def.kind == detail::stage_kind::python;
     const std::size_t threads = python ? 1 : st.def.native.concurrency;
-    const bool fusable = options.fuse_stages && !python && threads == 1 &&
-                         !std::holds_alternative<retry_policy>(st.policy);
-    if (fusable && !segments.empty() && segments.back().fusable) {
-      segments.back().last = i;
+    const bool single = threads == 1 && !std::holds_alternative<retry_policy>(st.policy);
+    segment* last = segments.empty() ? nullptr : &segments.back();
+    if (options.fuse_stages && last != nullptr && last->fusable &&
+        (python ? !last->python.has_value() : single)) {
+      last->last = i;
+      if (python) last->python = i;
       continue;
     }
-    segments.push_back({i, i, threads, python, fusable});
+    segments.push_back({i, i, threads, python ? std::optional<std::size_t>(i) : std::nullopt,
+                        options.fuse_stages && (python || single)});
   }
 
   auto p = std::make_unique<pipe_stream::impl>();
@@ -265,7 +268,8 @@ result<std::unique_ptr<pipe_stream::impl>> start(const Pipe& pipe, chunk_source 
     for (const segment& g : segments) {
       for (std::size_t t = 0; t < g.threads; ++t) {
         if (g.python) {
-          s->threads.emplace_back([raw = s.get(), i = g.first] { raw->python_main(i); });
+          s->threads.emplace_back(
+              [raw = s.get(), g] { raw->python_main(g.first, *g.python, g.last); });
         } else {
           s->threads.emplace_back([raw = s.get(), g] { raw->native_main(g.first, g.last); });
         }

@@ -10,10 +10,14 @@
 
 namespace slither::detail {
 
-void pipe_run_state::python_main(std::size_t i) {
+void pipe_run_state::python_main(std::size_t first, std::size_t i, std::size_t last) {
   stage_env env(*this, i);
   batch_job& job = *jobs[i];
-  chunk_queue& q = queues[i];
+  chunk_queue& q = queues[first];
+  // Native stages fused with this one: before it (on what comes from the
+  // queue) and after it (on what its batches give back).
+  stage_chain before(*this, first, i - first);
+  stage_chain after(*this, i + 1, last - i);
   // Valid: the pipe was compiled.
   batcher batches = batcher::create(python_batching(env.st.def.python)).value();
   const std::size_t max_items = max_batch_items(batches.strategy());
@@ -46,6 +50,11 @@ void pipe_run_state::python_main(std::size_t i) {
   // Items into the batcher (lock not held: weight and key functions are the
   // user's). An item without a usable weight or key fails here.
   auto feed = [&](std::vector<Item>&& chunk) {
+    if (!before.empty()) {
+      before.run(std::move(chunk));
+      chunk = std::move(before.passed());
+      before.passed() = {};
+    }
     for (Item& item : chunk) {
       if (auto r = batches.push(std::move(item)); !r) {
         dispatch_error e = make_error(failure_kind::exception,
@@ -149,6 +158,17 @@ void pipe_run_state::python_main(std::size_t i) {
           break;
       }
     }
+    if (!after.empty() && !io.forward.empty()) {
+      std::vector<Item> passed = std::move(io.forward);
+      io.forward = {};
+      after.run(std::move(passed));
+    }
+  };
+
+  auto flush_all = [&](std::unique_lock<std::mutex>& lock) {
+    before.flush(lock);
+    flush(*this, lock, i, io);
+    after.flush(lock);
   };
 
   for (;;) {
@@ -168,15 +188,15 @@ void pipe_run_state::python_main(std::size_t i) {
         // group within it), and at least one batch's worth.
         const std::size_t want = std::max(max_items, job.capacity());
         for (std::size_t h = held(); h < want && !q.chunks.empty();) {
-          taken.push_back(pop(i));
+          taken.push_back(pop(first));
           h += taken.back().size();
         }
       }
       queue_empty = q.chunks.empty();
       upstream_done = queue_empty && q.producers == 0;
       if (!cancelling && taken.empty() && outstanding == 0 && held() == 0 && !upstream_done) {
-        if (!io.forward.empty() || !io.outputs.empty()) {
-          flush(*this, lock, i, io);
+        if (!io.forward.empty() || !io.outputs.empty() || before.holding(1) || after.holding(1)) {
+          flush_all(lock);
           continue;
         }
         q.not_empty.wait(lock, [&] { return !q.chunks.empty() || q.producers == 0 || stopping; });
@@ -235,12 +255,12 @@ void pipe_run_state::python_main(std::size_t i) {
     if (r->empty()) continue;
     take(std::move(*r));
     std::unique_lock lock(mu);
-    flush(*this, lock, i, io);
+    flush_all(lock);
   }
   std::unique_lock lock(mu);
   drop_held();
-  flush(*this, lock, i, io);
-  thread_done(i);
+  flush_all(lock);
+  thread_done(last);
 }
 
 }  // namespace slither::detail

@@ -216,33 +216,59 @@ void process(const stage_env& env, stage_io& io, std::vector<Item>&& chunk, Cont
 
 }  // namespace
 
-void pipe_run_state::native_main(std::size_t first, std::size_t last) {
-  const std::size_t n = last - first + 1;
-  std::vector<stage_env> envs;
-  envs.reserve(n);
-  std::vector<Context> contexts;
-  contexts.reserve(n);
-  for (std::size_t i = first; i <= last; ++i) {
-    envs.emplace_back(*this, i);
-    contexts.push_back(envs.back().ctx);
+stage_chain::stage_chain(pipe_run_state& s, std::size_t first, std::size_t count)
+    : s_(s), first_(first) {
+  envs_.reserve(count);
+  contexts_.reserve(count);
+  for (std::size_t i = first; i < first + count; ++i) {
+    envs_.emplace_back(s, i);
+    contexts_.push_back(envs_.back().ctx);
   }
-  std::vector<stage_io> ios(n);
-  stage_io& tail = ios.back();  // what leaves the last stage goes to the next queue
-  chunk_queue& q = queues[first];
-  auto holding = [&](std::size_t at_least) {
-    if (tail.forward.size() >= at_least) return true;
-    for (const stage_io& io : ios) {
-      if (io.outputs.size() >= at_least) return true;
+  ios_.resize(count);
+}
+
+bool stage_chain::run(std::vector<Item>&& chunk) {
+  bool unfinished_items = false;
+  for (std::size_t k = 0; k < ios_.size() && !chunk.empty(); ++k) {
+    const bool observed = telemetry::enabled();
+    const auto t0 = observed ? stage_clock::now() : stage_clock::time_point{};
+    const auto size = static_cast<std::int64_t>(chunk.size());
+    if (observed) telemetry::emit("slither.pipe.stage.start", Map{{"size", size}}, envs_[k].meta);
+    process(envs_[k], ios_[k], std::move(chunk), contexts_[k]);
+    if (observed) {
+      telemetry::emit("slither.pipe.stage.stop",
+                      Map{{"size", size}, {"duration_us", micros_since(t0)}}, envs_[k].meta);
     }
-    return false;
-  };
-  auto flush_all = [&](std::unique_lock<std::mutex>& lock) {
-    for (std::size_t k = 0; k < n; ++k) flush(*this, lock, first + k, ios[k]);
-  };
+    unfinished_items = unfinished_items || !ios_[k].unfinished.empty();
+    if (k + 1 < ios_.size()) {
+      chunk = std::move(ios_[k].forward);
+      ios_[k].forward = {};
+      ios_[k].forward.reserve(s_.opts.chunk_items);
+    }
+  }
+  return unfinished_items;
+}
+
+bool stage_chain::holding(std::size_t at_least) const noexcept {
+  if (ios_.empty()) return false;
+  if (ios_.back().forward.size() >= at_least) return true;
+  for (const stage_io& io : ios_) {
+    if (io.outputs.size() >= at_least) return true;
+  }
+  return false;
+}
+
+void stage_chain::flush(std::unique_lock<std::mutex>& lock) {
+  for (std::size_t k = 0; k < ios_.size(); ++k) detail::flush(s_, lock, first_ + k, ios_[k]);
+}
+
+void pipe_run_state::native_main(std::size_t first, std::size_t last) {
+  stage_chain chain(*this, first, last - first + 1);
+  chunk_queue& q = queues[first];
   std::unique_lock lock(mu);
   for (;;) {
-    if (q.chunks.empty() && holding(1)) {
-      flush_all(lock);  // before waiting: nothing lingers while the input is idle
+    if (q.chunks.empty() && chain.holding(1)) {
+      chain.flush(lock);  // before waiting: nothing lingers while the input is idle
       continue;
     }
     q.not_empty.wait(lock, [&] { return !q.chunks.empty() || q.producers == 0; });
@@ -253,30 +279,11 @@ void pipe_run_state::native_main(std::size_t first, std::size_t last) {
       continue;
     }
     lock.unlock();
-    bool unfinished_items = false;
-    // The chunk through each stage in turn; what one stage passes on is the
-    // next one's chunk.
-    for (std::size_t k = 0; k < n && !chunk.empty(); ++k) {
-      const bool observed = telemetry::enabled();
-      const auto t0 = observed ? stage_clock::now() : stage_clock::time_point{};
-      const auto size = static_cast<std::int64_t>(chunk.size());
-      if (observed) telemetry::emit("slither.pipe.stage.start", Map{{"size", size}}, envs[k].meta);
-      process(envs[k], ios[k], std::move(chunk), contexts[k]);
-      if (observed) {
-        telemetry::emit("slither.pipe.stage.stop",
-                        Map{{"size", size}, {"duration_us", micros_since(t0)}}, envs[k].meta);
-      }
-      unfinished_items = unfinished_items || !ios[k].unfinished.empty();
-      if (k + 1 < n) {
-        chunk = std::move(ios[k].forward);
-        ios[k].forward = {};
-        ios[k].forward.reserve(opts.chunk_items);
-      }
-    }
+    const bool unfinished_items = chain.run(std::move(chunk));
     lock.lock();
-    if (unfinished_items || holding(opts.chunk_items)) flush_all(lock);
+    if (unfinished_items || chain.holding(opts.chunk_items)) chain.flush(lock);
   }
-  flush_all(lock);
+  chain.flush(lock);
   thread_done(last);
 }
 

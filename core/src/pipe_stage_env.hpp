@@ -137,4 +137,30 @@ struct stage_env {
 /// Hands what a thread holds to the next queue and the sink, and merges its books.
 void flush(pipe_run_state& s, std::unique_lock<std::mutex>& lock, std::size_t i, stage_io& io);
 
+/// `count` native stages and routers from `first` on (maybe none), on one
+/// thread, each chunk going through them in turn: what one passes on is
+/// the next one's chunk, and what the last passes on waits in `passed()`.
+class stage_chain {
+ public:
+  stage_chain(pipe_run_state& s, std::size_t first, std::size_t count);
+
+  bool empty() const noexcept { return ios_.empty(); }
+  /// Runs `chunk` through the stages. True if an item ended unfinished (the
+  /// run stopped during a retry's backoff).
+  bool run(std::vector<Item>&& chunk);
+  /// What the last stage passed on.
+  std::vector<Item>& passed() noexcept { return ios_.back().forward; }
+  /// True if the last stage passed on, or any stage output, `at_least` items.
+  bool holding(std::size_t at_least) const noexcept;
+  /// Flushes every stage's outputs and books, and what the last passed on.
+  void flush(std::unique_lock<std::mutex>& lock);
+
+ private:
+  pipe_run_state& s_;
+  std::size_t first_;
+  std::vector<stage_env> envs_;
+  std::vector<Context> contexts_;
+  std::vector<stage_io> ios_;
+};
+
 }  // namespace slither::detail
