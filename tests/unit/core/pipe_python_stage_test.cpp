@@ -5,7 +5,9 @@
 #include <gtest/gtest.h>
 
 #include <set>
+#include <sstream>
 #include <stdexcept>
+#include <thread>
 
 #include "slither/core/local_pool.hpp"
 #include "slither/core/pipe.hpp"
@@ -173,6 +175,29 @@ TEST_F(PipeBatching, AnItemWithoutAWeightOrKeyFailsUnderTheStagePolicy) {
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.error->stage, "model");
   EXPECT_EQ(r.error->item, 3u);
+}
+
+TEST_F(PipeBatching, NativeStagesNextToAPythonStageRunOnItsThread) {
+  auto mark = [](std::string stage) {
+    return [stage](Item& item, Context&) -> step {
+      std::ostringstream id;
+      id << std::this_thread::get_id();
+      item.meta.insert_or_assign(stage, id.str());
+      return step::keep();
+    };
+  };
+  Pipe p("around");
+  p.native("before", mark("before"))
+      .python("model", {.module = "model", .function = "batch_of", .batch_size = 4})
+      .native("after", mark("after"));
+  auto r = run(p, numbered(100), opts()).value();
+  ASSERT_EQ(r.outputs["default"].size(), 100u);
+  for (const Item& i : r.outputs["default"]) EXPECT_EQ(i.meta.at("before"), i.meta.at("after"));
+  auto o = opts();
+  o.fuse_stages = false;
+  r = run(p, numbered(100), o).value();
+  ASSERT_EQ(r.outputs["default"].size(), 100u);
+  for (const Item& i : r.outputs["default"]) EXPECT_NE(i.meta.at("before"), i.meta.at("after"));
 }
 
 TEST_F(PipeBatching, ValidationNamesTheBadBatchingOption) {
