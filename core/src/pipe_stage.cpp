@@ -354,7 +354,9 @@ std::vector<Item> pipe_run_state::pop(std::size_t i) {
   q.chunks.pop_front();
   q.items -= chunk.size();
   q.not_full.notify_all();
-  if (i == 0) consumer.notify_one();
+  // The consumer refills the first queue: waking it once the queue is half
+  // empty lets it refill several chunks per wake-up, not one per chunk taken.
+  if (i == 0 && q.items <= opts.queue_items / 2) consumer.notify_one();
   return chunk;
 }
 
