@@ -177,6 +177,14 @@ result<void> Pipe::validate() const {
 
 namespace detail {
 
+batch_strategy python_batching(const python_options& options) {
+  if (options.key_fn) return key_partition{options.key_fn, options.batch_size};
+  if (options.weight_fn) {
+    return weighted_batch{options.max_weight, options.weight_fn, options.batch_size};
+  }
+  return fixed_batch{options.batch_size};
+}
+
 std::string_view policy_name(const error_policy& policy) noexcept {
   static constexpr std::string_view names[] = {"halt", "skip", "route", "retry"};
   return names[policy.index()];
@@ -249,6 +257,15 @@ result<compiled_pipe> compile(const pipe_def& def) {
         }
         if (s.python.batch_size == 0) return bad(stage + ": batch_size must be at least 1");
         if (s.python.max_in_flight == 0) return bad(stage + ": max_in_flight must be at least 1");
+        if (s.python.weight_fn && s.python.key_fn) {
+          return bad(stage + ": give a weight_fn or a key_fn, not both");
+        }
+        if (s.python.max_weight != 0 && !s.python.weight_fn) {
+          return bad(stage + ": max_weight needs a weight_fn");
+        }
+        if (auto v = validate(python_batching(s.python)); !v) {
+          return bad(stage + ": " + v.error().message);
+        }
         break;
       case stage_kind::router:
         if (s.routes.empty()) return bad("router '" + s.name + "' has no routes");

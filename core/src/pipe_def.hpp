@@ -59,6 +59,9 @@ struct compiled_pipe {
 /// Validates `def` and resolves it for a run.
 result<compiled_pipe> compile(const pipe_def& def);
 
+/// The batching of a python stage: by key, by weight, or fixed batches of `batch_size`.
+batch_strategy python_batching(const python_options& options);
+
 /// The policy's name ("halt", "skip", "route", "retry").
 std::string_view policy_name(const error_policy& policy) noexcept;
 

@@ -29,7 +29,7 @@ dispatch_options python_dispatch(const detail::compiled_pipe& pipe, std::size_t 
   const python_options& p = st.def.python;
   dispatch_options o;
   o.function = p.module + ":" + p.function;
-  o.batching = fixed_batch{p.batch_size};
+  o.batching = detail::python_batching(p);
   o.max_in_flight = p.max_in_flight;
   o.ordering = p.ordering;
   o.on_error = st.policy;
@@ -44,11 +44,16 @@ dispatch_options python_dispatch(const detail::compiled_pipe& pipe, std::size_t 
 
 }  // namespace
 
+// Reads up to `room` items into `chunk` (which it may find partly filled);
+// true once the input has ended.
+using chunk_source = std::function<bool(std::vector<Item>& chunk, std::size_t room)>;
+
 struct pipe_stream::impl {
   std::shared_ptr<pipe_run_state> s;
-  std::function<std::optional<Item>()> source;
+  chunk_source source;
   bool source_done = false;
-  std::deque<out_entry> buffer;
+  std::vector<out_entry> buffer;  // the outputs being handed out, from buffer_at on
+  std::size_t buffer_at = 0;
   bool ended = false;
   pipe_run report;
 
@@ -72,23 +77,29 @@ struct pipe_stream::impl {
 
   // The next output, with its output's index; nullopt at the end.
   result<std::optional<out_entry>> next_entry() {
+    while (buffer_at == buffer.size()) {
+      buffer.clear();
+      buffer_at = 0;
+      auto more = next_outputs(buffer);
+      if (!more) return std::move(more).error();
+      if (!*more) return std::optional<out_entry>();
+    }
+    return std::optional<out_entry>(std::move(buffer[buffer_at++]));
+  }
+
+  // The next chunk of outputs, swapped into `out` (empty); false at the end.
+  // Meanwhile feeds the input as the first queue has room.
+  result<bool> next_outputs(std::vector<out_entry>& out) {
     for (;;) {
-      if (!buffer.empty()) {
-        out_entry e = std::move(buffer.front());
-        buffer.pop_front();
-        return std::optional<out_entry>(std::move(e));
-      }
-      if (ended) return std::optional<out_entry>();
       std::unique_lock lock(s->mu);
       if (!s->sink.empty()) {
-        std::vector<out_entry> chunk = std::move(s->sink.front());
+        std::swap(out, s->sink.front());
         s->sink.pop_front();
-        s->sink_items -= chunk.size();
+        s->sink_items -= out.size();
         s->sink_not_full.notify_all();
-        lock.unlock();
-        for (auto& e : chunk) buffer.push_back(std::move(e));
-        continue;
+        return true;
       }
+      if (ended) return false;
       if (s->running == 0) {
         lock.unlock();
         finish();
@@ -107,14 +118,7 @@ struct pipe_stream::impl {
         bool done = false;
         std::optional<error_info> bad;
         try {
-          while (chunk.size() < room) {
-            auto item = source();
-            if (!item) {
-              done = true;
-              break;
-            }
-            chunk.push_back(std::move(*item));
-          }
+          done = source(chunk, room);
         } catch (const std::exception& e) {
           bad = fail(errc::invalid_argument,
                      std::string("the pipe's input source threw: ") + e.what());
@@ -151,10 +155,6 @@ struct pipe_stream::impl {
       }
       q.chunks.clear();
     }
-    for (auto& chunk : s->sink) {
-      for (auto& e : chunk) buffer.push_back(std::move(e));
-    }
-    s->sink.clear();
     report.error = s->error;
     report.failures = std::move(s->failures);
     report.skipped = std::move(s->skipped);
@@ -186,8 +186,7 @@ struct pipe_stream::impl {
 
 namespace {
 
-result<std::unique_ptr<pipe_stream::impl>> start(const Pipe& pipe,
-                                                 std::function<std::optional<Item>()> source,
+result<std::unique_ptr<pipe_stream::impl>> start(const Pipe& pipe, chunk_source source,
                                                  const run_options& options) {
   auto compiled = detail::compile(*pipe.definition());
   if (!compiled) return std::move(compiled).error();
@@ -226,41 +225,63 @@ result<std::unique_ptr<pipe_stream::impl>> start(const Pipe& pipe,
     s->jobs[i] = std::move(*job);
   }
 
+  // The threads: a python stage has one; a native stage or router has
+  // `concurrency`, except that adjacent ones with one thread each (and no
+  // retry backoff to sleep) share one, and share a python stage's next to them.
+  struct segment {
+    std::size_t first = 0;
+    std::size_t last = 0;
+    std::size_t threads = 1;
+    std::optional<std::size_t> python;  // the python stage among them
+    bool fusable = false;               // natives and routers may join it
+  };
+  std::vector<segment> segments;
+  for (std::size_t i = 0; i < n; ++i) {
+    const auto& st = s->pipe.stages[i];
+    const bool python = st.def.kind == detail::stage_kind::python;
+    const std::size_t threads = python ? 1 : st.def.native.concurrency;
+    const bool single = threads == 1 && !std::holds_alternative<retry_policy>(st.policy);
+    segment* last = segments.empty() ? nullptr : &segments.back();
+    if (options.fuse_stages && last != nullptr && last->fusable &&
+        (python ? !last->python.has_value() : single)) {
+      last->last = i;
+      if (python) last->python = i;
+      continue;
+    }
+    segments.push_back({i, i, threads, python ? std::optional<std::size_t>(i) : std::nullopt,
+                        options.fuse_stages && (python || single)});
+  }
+
   auto p = std::make_unique<pipe_stream::impl>();
   p->source = std::move(source);
   s->started = dispatch_clock::now();
   if (telemetry::enabled()) telemetry::emit("slither.pipe.run.start", Map{}, run_meta(*s, ""));
   std::unique_lock lock(s->mu);
   s->queues[0].producers = 1;  // the consumer, feeding the input
-  for (std::size_t i = 0; i < n; ++i) {
-    const auto& st = s->pipe.stages[i];
-    const std::size_t threads =
-        st.def.kind == detail::stage_kind::python ? 1 : st.def.native.concurrency;
-    if (i + 1 < n) s->queues[i + 1].producers = threads;
-    s->running += threads;
+  for (const segment& g : segments) {
+    if (g.last + 1 < n) s->queues[g.last + 1].producers = g.threads;
+    s->running += g.threads;
   }
   p->s = s;
+  std::size_t started = 0;
   try {
-    for (std::size_t i = 0; i < n; ++i) {
-      const auto& st = s->pipe.stages[i];
-      if (st.def.kind == detail::stage_kind::python) {
-        s->threads.emplace_back([raw = s.get(), i] { raw->python_main(i); });
-        continue;
-      }
-      for (std::size_t t = 0; t < st.def.native.concurrency; ++t) {
-        s->threads.emplace_back([raw = s.get(), i] { raw->native_main(i); });
+    for (const segment& g : segments) {
+      for (std::size_t t = 0; t < g.threads; ++t) {
+        if (g.python) {
+          s->threads.emplace_back(
+              [raw = s.get(), g] { raw->python_main(g.first, *g.python, g.last); });
+        } else {
+          s->threads.emplace_back([raw = s.get(), g] { raw->native_main(g.first, g.last); });
+        }
+        ++started;
       }
     }
   } catch (const std::system_error& e) {
     // Threads never started count as done, so the ones that did can finish.
-    std::size_t started = s->threads.size();
     std::size_t counted = 0;
-    for (std::size_t i = 0; i < n; ++i) {
-      const auto& st = s->pipe.stages[i];
-      const std::size_t threads =
-          st.def.kind == detail::stage_kind::python ? 1 : st.def.native.concurrency;
-      for (std::size_t t = 0; t < threads; ++t, ++counted) {
-        if (counted >= started) s->thread_done(i);
+    for (const segment& g : segments) {
+      for (std::size_t t = 0; t < g.threads; ++t, ++counted) {
+        if (counted >= started) s->thread_done(g.last);
       }
     }
     s->stop(std::nullopt);
@@ -303,7 +324,7 @@ std::uint64_t pipe_stream::pulled() const noexcept {
 }
 
 std::size_t pipe_stream::buffered() const noexcept {
-  return p_->buffer.size();
+  return p_->buffer.size() - p_->buffer_at;
 }
 
 const pipe_run& pipe_stream::report() const noexcept {
@@ -312,7 +333,17 @@ const pipe_run& pipe_stream::report() const noexcept {
 
 result<pipe_stream> stream(const Pipe& pipe, std::function<std::optional<Item>()> source,
                            const run_options& options) {
-  auto p = start(pipe, std::move(source), options);
+  auto p = start(
+      pipe,
+      [source = std::move(source)](std::vector<Item>& chunk, std::size_t room) {
+        while (chunk.size() < room) {
+          auto item = source();
+          if (!item) return true;
+          chunk.push_back(std::move(*item));
+        }
+        return false;
+      },
+      options);
   if (!p) return std::move(p).error();
   return pipe_stream(std::move(*p));
 }
@@ -321,19 +352,25 @@ result<pipe_run> run(const Pipe& pipe, std::vector<Item> input, const run_option
   std::size_t next = 0;
   auto p = start(
       pipe,
-      [&]() -> std::optional<Item> {
-        if (next == input.size()) return std::nullopt;
-        return std::move(input[next++]);
+      [&](std::vector<Item>& chunk, std::size_t room) {
+        const std::size_t n = std::min(room - chunk.size(), input.size() - next);
+        const auto from = input.begin() + static_cast<std::ptrdiff_t>(next);
+        chunk.insert(chunk.end(), std::make_move_iterator(from),
+                     std::make_move_iterator(from + static_cast<std::ptrdiff_t>(n)));
+        next += n;
+        return next == input.size();
       },
       options);
   if (!p) return std::move(p).error();
   auto& s = **p;
   std::vector<std::vector<Item>> buckets(s.s->pipe.outputs.size());
+  std::vector<out_entry> chunk;
   for (;;) {
-    auto e = s.next_entry();
-    if (!e) return std::move(e).error();
-    if (!*e) break;
-    buckets[(*e)->output].push_back(std::move((*e)->item));
+    chunk.clear();
+    auto more = s.next_outputs(chunk);
+    if (!more) return std::move(more).error();
+    if (!*more) break;
+    for (out_entry& e : chunk) buckets[e.output].push_back(std::move(e.item));
   }
   pipe_run out = std::move(s.report);
   for (; next < input.size(); ++next) out.unfinished.push_back(input[next].id);

@@ -1,5 +1,5 @@
-// A batch_runner over a local_pool: each job is a local_job whose source is
-// fed by `submit`, with a thread pumping its results into an outbox.
+// A batch_runner over a local_pool: each submitted batch runs as a local_job,
+// on a thread that pumps its results into an outbox.
 #include <condition_variable>
 #include <deque>
 #include <mutex>
@@ -12,49 +12,23 @@
 namespace slither {
 namespace {
 
+// Each submitted batch runs as a local_job of its own (one batch of its
+// size), one after the other on a pump thread: the pool sees the batches as
+// the pipe formed them, and the pump never waits for input that only a later
+// batch would bring. A batch that halts its job stops the ones after it.
 class local_batch_job final : public batch_job {
  public:
-  explicit local_batch_job(std::size_t window) : window_(window) {}
+  local_batch_job(local_pool& pool, dispatch_options options, std::size_t window)
+      : pool_(pool), options_(std::move(options)), window_(window) {}
 
   ~local_batch_job() override {
     cancel();
     if (pump_.joinable()) pump_.join();
   }
 
-  // Starts pumping `job`'s results (called once, right after construction).
-  void start(local_job job) {
-    job_ = std::make_unique<local_job>(std::move(job));
-    pump_ = std::thread([this] {
-      for (;;) {
-        std::optional<dispatch_result> r;
-        try {
-          r = job_->next();
-        } catch (const slither::error&) {
-          r.reset();
-        }
-        std::lock_guard lock(mu_);
-        if (!r) {
-          done_ = true;
-          error_ = job_->error();
-          give_back_lost();
-          out_cv_.notify_all();
-          return;
-        }
-        if (const auto it = pending_.find(r->item.id); it != pending_.end()) pending_.erase(it);
-        outbox_.push_back(std::move(*r));
-        out_cv_.notify_all();
-      }
-    });
-  }
-
-  // The local_job's source: waits for a submitted item, or the end.
-  std::optional<Item> take_input() {
-    std::unique_lock lock(mu_);
-    in_cv_.wait(lock, [&] { return !inbox_.empty() || closed_; });
-    if (inbox_.empty()) return std::nullopt;
-    Item item = std::move(inbox_.front());
-    inbox_.pop_front();
-    return item;
+  // Starts the pump (called once, right after construction).
+  void start() {
+    pump_ = std::thread([this] { pump(); });
   }
 
   std::size_t capacity() const override {
@@ -66,15 +40,13 @@ class local_batch_job final : public batch_job {
   result<void> submit(std::vector<Item> batch) override {
     std::lock_guard lock(mu_);
     if (closed_) return fail(errc::invalid_argument, "the job's input is closed");
+    if (stopped_) return fail(errc::invalid_argument, "the job stopped");
     if (batch.empty() || submitted_ - consumed_ + batch.size() > window_) {
       return fail(errc::busy, "a batch of " + std::to_string(batch.size()) +
                                   " items does not fit the job's capacity");
     }
     submitted_ += batch.size();
-    for (Item& item : batch) {
-      pending_.insert(item.id);
-      inbox_.push_back(std::move(item));
-    }
+    inbox_.push_back(std::move(batch));
     in_cv_.notify_all();
     return {};
   }
@@ -107,48 +79,124 @@ class local_batch_job final : public batch_job {
   }
 
   void cancel() override {
-    {
-      std::lock_guard lock(mu_);
-      if (done_) return;
-      closed_ = true;
-      in_cv_.notify_all();
+    std::lock_guard lock(mu_);
+    if (done_) return;
+    closed_ = true;
+    if (!stopped_) {
+      stopped_ = true;
+      error_ = cancelled("the job was cancelled");
     }
-    if (job_) job_->cancel();
+    in_cv_.notify_all();
+    if (current_ != nullptr) current_->cancel();
   }
 
  private:
-  // A local_job drops what its source gave it after a cancel, and never sees
-  // what is still in the inbox: those items come back cancelled from here,
-  // so every submitted item comes back once.
-  void give_back_lost() {
-    if (pending_.empty()) return;
+  static dispatch_error cancelled(std::string message) {
     dispatch_error e;
     e.kind = failure_kind::cancelled;
     e.type = "cancelled";
-    e.message = "the job stopped before it ran this item";
-    const auto shared = std::make_shared<const dispatch_error>(std::move(e));
-    for (const std::uint64_t id : pending_) {
+    e.message = std::move(message);
+    return e;
+  }
+
+  // Items that will not run come back cancelled (lock held), so every
+  // submitted item comes back once.
+  void give_back(const std::vector<std::uint64_t>& ids) {
+    if (ids.empty()) return;
+    const auto shared = std::make_shared<const dispatch_error>(
+        cancelled("the job stopped before it ran this item"));
+    for (const std::uint64_t id : ids) {
       Item item;
       item.id = id;
       outbox_.push_back({std::move(item), item_status::cancelled, shared});
     }
-    pending_.clear();
-    inbox_.clear();
+    out_cv_.notify_all();
   }
 
+  void pump() {
+    for (;;) {
+      std::vector<Item> batch;
+      {
+        std::unique_lock lock(mu_);
+        in_cv_.wait(lock, [&] { return !inbox_.empty() || closed_; });
+        if (inbox_.empty()) {
+          done_ = true;
+          out_cv_.notify_all();
+          return;
+        }
+        batch = std::move(inbox_.front());
+        inbox_.pop_front();
+      }
+      run_one(std::move(batch));
+    }
+  }
+
+  // Runs one batch to its end, its results into the outbox.
+  void run_one(std::vector<Item> batch) {
+    std::unordered_multiset<std::uint64_t> pending;
+    for (const Item& item : batch) pending.insert(item.id);
+    auto give_back_pending = [&] {
+      give_back(std::vector<std::uint64_t>(pending.begin(), pending.end()));
+    };
+    {
+      std::lock_guard lock(mu_);
+      if (stopped_) return give_back_pending();
+    }
+    dispatch_options o = options_;
+    o.batching = fixed_batch{batch.size()};
+    std::size_t at = 0;
+    auto job = pool_.stream(std::move(o), [&]() -> std::optional<Item> {
+      if (at == batch.size()) return std::nullopt;
+      return std::move(batch[at++]);
+    });
+    if (!job) {
+      std::lock_guard lock(mu_);
+      stopped_ = true;
+      error_ = cancelled(job.error().message);
+      return give_back_pending();
+    }
+    {
+      std::lock_guard lock(mu_);
+      current_ = &*job;
+      if (stopped_) job->cancel();
+    }
+    for (;;) {
+      std::optional<dispatch_result> r;
+      try {
+        r = job->next();
+      } catch (const slither::error&) {
+        r.reset();
+      }
+      if (!r) break;
+      if (const auto it = pending.find(r->item.id); it != pending.end()) pending.erase(it);
+      std::lock_guard lock(mu_);
+      outbox_.push_back(std::move(*r));
+      out_cv_.notify_all();
+    }
+    std::lock_guard lock(mu_);
+    current_ = nullptr;
+    if (job->error() && !stopped_) {
+      stopped_ = true;
+      error_ = job->error();
+    }
+    give_back_pending();
+  }
+
+  local_pool& pool_;
+  const dispatch_options options_;
   const std::size_t window_;
   mutable std::mutex mu_;
   std::condition_variable in_cv_;
   std::condition_variable out_cv_;
-  std::deque<Item> inbox_;
+  std::deque<std::vector<Item>> inbox_;
   std::deque<dispatch_result> outbox_;
-  std::unordered_multiset<std::uint64_t> pending_;  // ids submitted, not yet come back
   std::size_t submitted_ = 0;
   std::size_t consumed_ = 0;
   bool closed_ = false;
+  bool stopped_ = false;  // halted or cancelled: batches still to run come back cancelled
   bool done_ = false;
   std::optional<dispatch_error> error_;
-  std::unique_ptr<local_job> job_;
+  local_job* current_ = nullptr;  // the batch running now
   std::thread pump_;
 };
 
@@ -159,11 +207,12 @@ class local_batch_runner final : public batch_runner {
   result<std::unique_ptr<batch_job>> open(const dispatch_options& options,
                                           const std::string&) override {
     if (auto v = validate(options); !v) return std::move(v).error();
-    auto job = std::make_unique<local_batch_job>(job_window(options));
-    local_batch_job* raw = job.get();
-    auto stream = pool_.stream(options, [raw] { return raw->take_input(); });
-    if (!stream) return std::move(stream).error();
-    job->start(std::move(*stream));
+    // An empty job checks the function's name now, as a broker's open does.
+    if (auto probe = pool_.stream(options, [] { return std::optional<Item>(); }); !probe) {
+      return std::move(probe).error();
+    }
+    auto job = std::make_unique<local_batch_job>(pool_, options, job_window(options));
+    job->start();
     return std::unique_ptr<batch_job>(std::move(job));
   }
 

@@ -76,9 +76,11 @@ struct pipe_run_state {
   /// A thread of stage `i` is done.
   void thread_done(std::size_t i);
 
-  /// The thread bodies.
-  void native_main(std::size_t i);
-  void python_main(std::size_t i);
+  /// The thread bodies: native stages and routers `first` to `last` (one
+  /// stage, or several fused), and python stage `i` with the native stages
+  /// fused before and after it (`first` to `last`).
+  void native_main(std::size_t first, std::size_t last);
+  void python_main(std::size_t first, std::size_t i, std::size_t last);
 };
 
 }  // namespace slither::detail

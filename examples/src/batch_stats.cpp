@@ -2,9 +2,8 @@
 // workers computing Welford statistics; `on_error: skip` isolates the poison
 // ones. The same job runs with each batching strategy (fixed, weighted by
 // dataset length, partitioned by sensor), and the results merge (Chan et
-// al.) into statistics that must match a two-pass computation. Driven with
-// Dispatch directly (`slither::dispatch`): a Pipe's python stage batches by
-// count only, and this demo is about the batching strategies.
+// al.) into statistics that must match a two-pass computation. Each run is a
+// Pipe whose python stage batches with one strategy.
 #include <chrono>
 #include <cmath>
 #include <map>
@@ -13,7 +12,7 @@
 
 #include "registry.hpp"
 #include "session.hpp"
-#include "slither/broker/dispatch.hpp"
+#include "slither/broker/pipe.hpp"
 
 namespace slither::examples {
 namespace {
@@ -39,7 +38,7 @@ bool close(double a, double b) {
 
 struct strategy_run {
   std::string name;
-  batch_strategy batching;
+  python_options stage;
 };
 
 int run(const run_options& opts, example_report& report) {
@@ -75,17 +74,25 @@ int run(const run_options& opts, example_report& report) {
   }
 
   const std::vector<strategy_run> strategies = {
-      {"fixed", fixed_batch{32}},
-      {"weighted", weighted_batch{.max_weight = 16000,
-                                  .weight_fn =
-                                      [](const Item& item) {
-                                        return static_cast<double>(item.payload["values"].size());
-                                      },
-                                  .max_items = 64}},
+      {"fixed",
+       {.module = "batch_stats_worker",
+        .function = "welford",
+        .batch_size = 32,
+        .max_in_flight = 8}},
+      {"weighted",
+       {.module = "batch_stats_worker",
+        .function = "welford",
+        .batch_size = 64,
+        .max_in_flight = 8,
+        .weight_fn =
+            [](const Item& item) { return static_cast<double>(item.payload["values"].size()); },
+        .max_weight = 16000}},
       {"key_partition",
-       key_partition{
-           .key_fn = [](const Item& item) { return item.payload["sensor"].as<std::string>(); },
-           .max_items = 32}},
+       {.module = "batch_stats_worker",
+        .function = "welford",
+        .batch_size = 32,
+        .max_in_flight = 8,
+        .key_fn = [](const Item& item) { return item.payload["sensor"].as<std::string>(); }}},
   };
   mode_result m;
   m.items = datasets.size();
@@ -94,26 +101,27 @@ int run(const run_options& opts, example_report& report) {
   bool statistics = true;
   nlohmann::json per_strategy = nlohmann::json::object();
   for (const auto& strategy : strategies) {
-    auto job = python_stage("batch_stats", "welford", "batch_stats_worker:welford", 32, 8);
-    job.batching = strategy.batching;
-    job.on_error = skip_policy{};
+    Pipe pipe("batch_stats");
+    pipe.python("welford", strategy.stage).on_error("welford", on_error::skip());
     const auto start = std::chrono::steady_clock::now();
-    auto done = dispatch(s.broker(), items_of(s.data()["datasets"]), job);
-    if (!done) return s.fail("dispatch (" + strategy.name + "): " + done.error().message);
+    auto done = slither::run(s.broker(), pipe, items_of(s.data()["datasets"]));
+    if (!done) return s.fail("pipe (" + strategy.name + "): " + done.error().message);
+    if (done->error) {
+      return s.fail("pipe (" + strategy.name + ") halted: " + done->error->describe());
+    }
     const double seconds = seconds_since(start);
     if (strategy.name == "fixed") m.seconds = seconds;
 
+    // The skipped ones: items are numbered by their place in the input.
     std::set<std::int64_t> skipped;
+    for (const auto& f : done->failures) {
+      if (f.item < datasets.size()) skipped.insert(datasets[f.item]["id"].as<std::int64_t>());
+    }
     std::size_t ok = 0;
     welford overall;
     std::map<std::string, welford> by_sensor;
-    for (const auto& r : done->results) {
-      if (r.status == item_status::skipped) {
-        skipped.insert(r.item.payload["id"].as<std::int64_t>());
-        continue;
-      }
-      if (!r.ok()) continue;
-      const Value& out = r.item.payload;
+    for (const Item& item : done->outputs["default"]) {
+      const Value& out = item.payload;
       const welford w{static_cast<double>(out["n"].as<std::int64_t>()), out["mean"].as<double>(),
                       out["m2"].as<double>()};
       overall.merge(w);

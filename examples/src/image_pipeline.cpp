@@ -2,8 +2,7 @@
 // in batches weighted by pixel count with at most two batches in flight, so
 // the memory a worker needs stays bounded whatever the images' sizes; the
 // thumbnails are written to disk and checked there; peak memory reported.
-// Driven with Dispatch directly (`slither::dispatch_stream`): a Pipe's python
-// stage batches by count only, and this demo needs batches weighed by pixels.
+// A Pipe streamed on the broker: its python stage batches by weight.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -16,7 +15,7 @@
 
 #include "registry.hpp"
 #include "session.hpp"
-#include "slither/broker/dispatch.hpp"
+#include "slither/broker/pipe.hpp"
 
 namespace slither::examples {
 namespace {
@@ -46,39 +45,42 @@ int run(const run_options& opts, example_report& report) {
   fs::create_directory(thumbs);
 
   const auto& images = s.data()["images"].as<List>();
-  auto job = python_stage("image_pipeline", "thumbnail", "image_pipeline_worker:thumbnail", 16, 2);
-  job.batching =
-      weighted_batch{.max_weight = 2'000'000,
-                     .weight_fn =
-                         [](const Item& item) {
-                           return static_cast<double>(item.payload["pixels"].as<std::int64_t>());
-                         },
-                     .max_items = 16};
-  job.context.metadata = Map{{"thumbs_dir", Value(thumbs.string())}};
+  Pipe pipe("image_pipeline");
+  pipe.python("thumbnail",
+              {.module = "image_pipeline_worker",
+               .function = "thumbnail",
+               .batch_size = 16,
+               .max_in_flight = 2,
+               .weight_fn =
+                   [](const Item& item) {
+                     return static_cast<double>(item.payload["pixels"].as<std::int64_t>());
+                   },
+               .max_weight = 2'000'000});
+  slither::run_options options;
+  options.metadata = Map{{"thumbs_dir", Value(thumbs.string())}};
 
   const auto start = std::chrono::steady_clock::now();
-  auto stream = dispatch_stream(s.broker(), items_of(s.data()["images"]), job);
-  if (!stream) return s.fail("dispatch: " + stream.error().message);
+  const auto input = items_of(s.data()["images"]);
+  auto stream = slither::stream(s.broker(), pipe, input, options);
+  if (!stream) return s.fail("pipe: " + stream.error().message);
   std::map<std::int64_t, int> seen;
   std::map<std::int64_t, Value> results;
   std::int64_t worker_peak_kib = 0;
-  std::int64_t failed = 0;
   progress_bar bar(images.size());
   while (true) {
     auto r = stream->try_next();
-    if (!r) return s.fail("dispatch: " + r.error().message);
+    if (!r) return s.fail("pipe: " + r.error().message);
     if (!*r) break;
     bar.tick();
-    if (!(**r).ok()) {
-      ++failed;
-      continue;
-    }
     const Value& out = (**r).item.payload;
     const auto id = out["id"].as<std::int64_t>();
     ++seen[id];
     worker_peak_kib = std::max(worker_peak_kib, out["peak_rss_kib"].as<std::int64_t>());
     results.emplace(id, out);
   }
+  const pipe_run& ended = stream->report();
+  const auto failed = static_cast<std::int64_t>(ended.failures.size() + ended.skipped.size() +
+                                                ended.unfinished.size() + (ended.error ? 1 : 0));
   mode_result m;
   m.seconds = seconds_since(start);
   m.items = images.size();

@@ -83,18 +83,6 @@ std::vector<Item> items_of(const Value& list) {
   return out;
 }
 
-job_options python_stage(const std::string& example, const std::string& stage,
-                         const std::string& function, std::size_t batch_size,
-                         std::uint32_t max_in_flight) {
-  job_options job;
-  job.function = function;
-  job.batching = fixed_batch{batch_size};
-  job.max_in_flight = max_in_flight;
-  job.context.pipe = example;
-  job.context.stage = stage;
-  return job;
-}
-
 example_session::example_session(std::string name, const run_options& options,
                                  example_report& report)
     : name_(std::move(name)), options_(options), report_(report) {

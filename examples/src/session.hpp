@@ -95,12 +95,6 @@ class example_session {
 /// Items from a list of payloads, with ids 0..n-1.
 std::vector<Item> items_of(const Value& list);
 
-/// The job options every example's python stage starts from: `function`,
-/// fixed batches of `batch_size`, `max_in_flight`, the example as the pipe.
-job_options python_stage(const std::string& example, const std::string& stage,
-                         const std::string& function, std::size_t batch_size,
-                         std::uint32_t max_in_flight);
-
 /// Peak resident memory of this process, in MiB.
 double peak_rss_mib();
 

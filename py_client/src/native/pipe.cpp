@@ -757,6 +757,10 @@ void init_pipe(nb::module_& m) {
             }
             o.queue_items = queue_items;
             o.chunk_items = chunk_items;
+            // Local stages and predicates take the interpreter lock: fused
+            // onto a python stage's thread, waiting for it would stall that
+            // stage's batches. Each keeps a thread of its own.
+            o.fuse_stages = false;
             std::optional<client_options> broker;
             if (!where.is_none()) broker = client_where(where);
             // The run owns the callables too (copied before it starts), and the

@@ -84,6 +84,48 @@ TEST_F(PipeBroker, NativePythonRouterOnWorkerProcesses) {
   expect_accounted(r, 2000);
 }
 
+TEST_F(PipeBroker, PythonStagesBatchByWeightAndByKeyOnWorkerProcesses) {
+  Broker& b = start(2);
+  // Each item comes back as the list of the values its batch held.
+  auto batches = [](const pipe_run& r) {
+    std::set<std::vector<std::int64_t>> out;
+    for (const Item& i : r.outputs.at("default")) {
+      std::vector<std::int64_t> batch;
+      for (const auto& v : i.payload.as<List>()) batch.push_back(v.as<std::int64_t>());
+      out.insert(batch);
+    }
+    return out;
+  };
+  python_options weighted = py("batch_of", 6, 2);
+  weighted.weight_fn = [](const Item& i) { return static_cast<double>(as_int(i) % 10); };
+  weighted.max_weight = 12;
+  auto r = run(b, Pipe("weighted").python("model", weighted), numbered(1000)).value();
+  ASSERT_TRUE(r.ok()) << r.error->describe();
+  std::size_t seen = 0;
+  for (const auto& batch : batches(r)) {
+    std::int64_t weight = 0;
+    for (auto v : batch) weight += v % 10;
+    EXPECT_TRUE(weight <= 12 || batch.size() == 1) << "a batch of weight " << weight;
+    EXPECT_LE(batch.size(), 6u);
+    seen += batch.size();
+  }
+  EXPECT_EQ(seen, 1000u);
+  expect_accounted(r, 1000);
+
+  python_options keyed = py("batch_of", 5, 4);
+  keyed.key_fn = [](const Item& i) { return std::to_string(as_int(i) % 3); };
+  r = run(b, Pipe("keyed").native("same", plus_one).python("model", keyed), numbered(1000)).value();
+  ASSERT_TRUE(r.ok()) << r.error->describe();
+  seen = 0;
+  for (const auto& batch : batches(r)) {
+    for (auto v : batch) EXPECT_EQ(v % 3, batch.front() % 3) << "a batch mixes keys";
+    EXPECT_LE(batch.size(), 5u);
+    seen += batch.size();
+  }
+  EXPECT_EQ(seen, 1000u);
+  expect_accounted(r, 1000);
+}
+
 TEST_F(PipeBroker, PoisonItemsUnderSkipAreReportedAndTheRestComeOut) {
   Broker& b = start(2);
   Pipe p("poison");

@@ -8,6 +8,7 @@
 //   echo          the payload back, unchanged
 //   double        each int times 2
 //   pid           this process's pid for each item
+//   batch_of      for each item, the list of the items its batch held
 //   work          each int times 2; with metadata "raise_mod"/"raise_rem" the
 //                 batch raises when an item matches, with "bad_mod"/"bad_rem"
 //                 matching items fail alone (ItemError), with "delay_mod" it
@@ -118,6 +119,10 @@ batch_outcome handle(const worker_batch& b) {
     for (std::size_t i = 0; i < items.size(); ++i) {
       results.emplace_back(static_cast<std::int64_t>(::getpid()));
     }
+    return encoded(std::move(results));
+  }
+  if (fn == "batch_of") {
+    for (std::size_t i = 0; i < items.size(); ++i) results.emplace_back(Value(items));
     return encoded(std::move(results));
   }
   if (fn == "wrong_length") {

@@ -8,6 +8,7 @@
 #include <map>
 #include <mutex>
 #include <set>
+#include <sstream>
 #include <stdexcept>
 #include <thread>
 
@@ -417,6 +418,36 @@ TEST(PipeRun, HandlersSeeTheirContextAndConcurrencyUsesThreads) {
   EXPECT_EQ(i.meta.at("user"), Value("ann"));
   EXPECT_EQ(i.meta.at("stores"), Value::list({Value("features")}));
   EXPECT_GT(threads.size(), 1u);
+}
+
+TEST(PipeRun, AdjacentSingleThreadStagesShareAThreadUnlessFusingIsOff) {
+  // Each stage records the thread it ran on in the item's meta.
+  auto mark = [](std::string stage) {
+    return [stage](Item& item, Context&) -> step {
+      std::ostringstream id;
+      id << std::this_thread::get_id();
+      item.meta.insert_or_assign(stage, id.str());
+      return step::keep();
+    };
+  };
+  Pipe p("fused");
+  p.native("a", mark("a"))
+      .native("b", mark("b"))
+      .native("c", mark("c"), {.concurrency = 2})
+      .native("d", mark("d"))
+      .native("e", mark("e"))
+      .on_error("e", on_error::retry(2, {}, skip_policy{}));
+  auto r = run(p, numbered(300), {.chunk_items = 16}).value();
+  ASSERT_EQ(r.outputs["default"].size(), 300u);
+  for (const Item& i : r.outputs["default"]) {
+    EXPECT_EQ(i.meta.at("a"), i.meta.at("b"));  // fused
+    EXPECT_NE(i.meta.at("b"), i.meta.at("c"));  // c has two threads of its own
+    EXPECT_NE(i.meta.at("c"), i.meta.at("d"));
+    EXPECT_NE(i.meta.at("d"), i.meta.at("e"));  // e sleeps its retry backoff on its own
+  }
+  auto apart = run(p, numbered(300), {.chunk_items = 16, .fuse_stages = false}).value();
+  ASSERT_EQ(apart.outputs["default"].size(), 300u);
+  for (const Item& i : apart.outputs["default"]) EXPECT_NE(i.meta.at("a"), i.meta.at("b"));
 }
 
 TEST(PipeRun, ConcurrentRunsOfOnePipeDoNotInterfere) {

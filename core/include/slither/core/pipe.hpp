@@ -32,8 +32,9 @@
 //   fresh id from 2^63 up), skips it, fails it, or routes it to an output
 //   (it leaves the pipe there). `concurrency` threads run one native stage.
 // - `python(name, {module, function, ...})`: the items go through Dispatch in
-//   batches of `batch_size`, at most `max_in_flight` batches at workers,
-//   with the run's session id (affinity), pipe, stage and metadata.
+//   batches of `batch_size` (or by weight: `weight_fn`, or by key:
+//   `key_fn`), at most `max_in_flight` batches at workers, with the run's
+//   session id (affinity), pipe, stage and metadata.
 // - `router(name, {{pred, output}, ...})`: the first predicate that holds
 //   sends the item to its output (it leaves the pipe); unmatched items go on
 //   to the next stage, and from the last stage to `default`. `router_batch`
@@ -63,7 +64,8 @@
 //
 // - Native handlers and router predicates run on the stage's threads, several
 //   at once for `concurrency > 1`, and for concurrent runs of one pipe: they
-//   must be thread-safe. They may block and may take locks the caller of
+//   must be thread-safe. Adjacent stages with one thread each share it
+//   (`run_options::fuse_stages`). They may block and may take locks the caller of
 //   `run`/`next` does not hold while it waits (a binding releases the GIL
 //   there, and its handlers take it).
 // - The input source is called on the thread that calls `run` or
@@ -223,6 +225,20 @@ struct python_options {
   affinity_mode affinity = affinity_mode::hint;
   /// The broker's pool; empty: its only pool.
   std::string pool{};
+  /// Weighted batching (Dispatch's `weighted_batch`): with a `weight_fn`,
+  /// batches in input order whose items' weights add up to at most
+  /// `max_weight`, and hold at most `batch_size` items.
+  std::function<double(const Item&)> weight_fn{};
+  double max_weight = 0;
+  /// Key partition (Dispatch's `key_partition`): with a `key_fn`, each batch
+  /// holds the items of one key, at most `batch_size` of them.
+  ///
+  /// `weight_fn` and `key_fn` run on the stage's thread (a binding takes its
+  /// interpreter lock there). An item whose weight or key cannot be had (the
+  /// function threw, or gave a negative or non-finite weight) fails at this
+  /// stage under its error policy; a retry does not apply, the answer would
+  /// be the same.
+  std::function<std::string(const Item&)> key_fn{};
 };
 
 /// Error policies for `Pipe::on_error` (Dispatch's own policy types).
@@ -361,7 +377,8 @@ class batch_runner {
 
 /// A runner over an in-process `local_pool` (C++ handlers registered under
 /// "module:function" names stand in for Python). The pool must outlive the
-/// runner's jobs. Each job has a thread feeding the pool.
+/// runner's jobs. A job runs its batches one at a time, each as it was
+/// formed, on a thread of its own.
 std::unique_ptr<batch_runner> local_runner(local_pool& pool);
 
 /// Options of one run.
@@ -377,6 +394,12 @@ struct run_options {
   std::size_t queue_items = 1024;
   /// Items moved between stages at once (at least 1).
   std::size_t chunk_items = 128;
+  /// Adjacent native stages and routers with `concurrency == 1` and no
+  /// `retry` policy share one thread, each chunk going through them in turn:
+  /// no queue or thread hand-off between them. False: every stage on its own
+  /// thread(s), which pays when two such stages are each heavy enough to
+  /// want a core of their own.
+  bool fuse_stages = true;
 };
 
 /// What a run produced.
