@@ -133,7 +133,7 @@ std::optional<dispatch_error> route_item(const stage_env& env, stage_io& io, Ite
   }
   const std::uint32_t o = env.st.route_outputs[r];
   item.route = env.s.pipe.outputs[o];
-  io.outputs.emplace_back(o, std::move(item));
+  io.outputs.push_back(out_entry{o, std::move(item)});
   return std::nullopt;
 }
 

@@ -92,7 +92,7 @@ struct stage_env {
 
   void go_on(stage_io& io, Item&& item) const {
     if (last) {
-      io.outputs.emplace_back(0, std::move(item));
+      io.outputs.push_back(out_entry{0, std::move(item)});
     } else {
       io.forward.push_back(std::move(item));
     }

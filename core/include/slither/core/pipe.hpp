@@ -496,15 +496,17 @@ namespace detail {
 // Keeps a range (or a view of it) and walks it, for `stream`.
 template <class V>
 struct pipe_range_source {
-  explicit pipe_range_source(V v) : view(std::move(v)), it(std::ranges::begin(view)) {}
+  explicit pipe_range_source(V v) : view(std::move(v)), it(view.begin()) {}
   std::optional<Item> next() {
-    if (it == std::ranges::end(view)) return std::nullopt;
+    if (it == view.end()) return std::nullopt;
     Item item = *it;
     ++it;
     return item;
   }
   V view;
-  std::ranges::iterator_t<V> it;
+  // The view's own begin()/end(): clang 14 fails on std::ranges::begin
+  // of libstdc++ 12's ref_view.
+  decltype(std::declval<V&>().begin()) it;
 };
 
 }  // namespace detail
