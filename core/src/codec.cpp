@@ -153,7 +153,7 @@ class value_builder {
         ndarray::from_bytes(head.type, {head.dims, head.dims + head.ndim}, oob_[index]));
   }
   std::size_t buffer_count() const noexcept { return oob_.size(); }
-  std::size_t buffer_size(std::size_t index) const noexcept { return oob_[index].size(); }
+  std::span<const std::byte> buffer(std::size_t index) const noexcept { return oob_[index]; }
 
   List& begin_list(Value& out, std::size_t n) {
     List& l = out.emplace<List>();

@@ -7,53 +7,69 @@
 
 namespace slither {
 
-std::size_t dtype_size(dtype t) noexcept {
-  switch (t) {
-    case dtype::u8:
-      return 1;
-    case dtype::i32:
-      return 4;
-    case dtype::f32:
-      return 4;
-    case dtype::i64:
-      return 8;
-    case dtype::f64:
-      return 8;
+namespace {
+
+// One row per dtype: its element size, numpy name and the other names parse_dtype accepts.
+struct dtype_info {
+  dtype type;
+  std::size_t size;
+  std::string_view name;
+  std::string_view aliases[3];
+};
+
+constexpr dtype_info dtype_table[] = {
+    {dtype::u8, 1, "uint8", {"u1", "u8", "B"}},
+    {dtype::i32, 4, "int32", {"i4", "i32", "i"}},
+    {dtype::i64, 8, "int64", {"i8", "i64", "q"}},
+    {dtype::f32, 4, "float32", {"f4", "f32", "f"}},
+    {dtype::f64, 8, "float64", {"f8", "f64", "d"}},
+    {dtype::boolean, 1, "bool", {"b1", "?", "boolean"}},
+    {dtype::i8, 1, "int8", {"i1", "b", {}}},
+    {dtype::i16, 2, "int16", {"i2", "i16", "h"}},
+    {dtype::u16, 2, "uint16", {"u2", "u16", "H"}},
+    {dtype::u32, 4, "uint32", {"u4", "u32", "I"}},
+    {dtype::u64, 8, "uint64", {"u64", "Q", {}}},
+    {dtype::f16, 2, "float16", {"f2", "f16", "e"}},
+};
+
+const dtype_info* info_of(dtype t) noexcept {
+  for (const auto& row : dtype_table) {
+    if (row.type == t) return &row;
   }
-  return 1;
+  return nullptr;
+}
+
+}  // namespace
+
+std::size_t dtype_size(dtype t) noexcept {
+  const dtype_info* row = info_of(t);
+  return row ? row->size : 1;
 }
 
 std::string_view to_string(dtype t) noexcept {
-  switch (t) {
-    case dtype::u8:
-      return "uint8";
-    case dtype::i32:
-      return "int32";
-    case dtype::i64:
-      return "int64";
-    case dtype::f32:
-      return "float32";
-    case dtype::f64:
-      return "float64";
-  }
-  return "unknown";
+  const dtype_info* row = info_of(t);
+  return row ? row->name : "unknown";
 }
 
 std::optional<dtype> parse_dtype(std::string_view name) noexcept {
   if (!name.empty() && (name.front() == '<' || name.front() == '=' || name.front() == '|')) {
     name.remove_prefix(1);
+    // A numpy type string: "u8" is its uint64 (the enumerator dtype::u8 is uint8).
+    if (name == "u8") return dtype::u64;
   }
-  if (name == "uint8" || name == "u1" || name == "u8" || name == "B") return dtype::u8;
-  if (name == "int32" || name == "i4" || name == "i32") return dtype::i32;
-  if (name == "int64" || name == "i8" || name == "i64") return dtype::i64;
-  if (name == "float32" || name == "f4" || name == "f32") return dtype::f32;
-  if (name == "float64" || name == "f8" || name == "f64") return dtype::f64;
+  if (name.empty()) return std::nullopt;
+  for (const auto& row : dtype_table) {
+    if (name == row.name) return row.type;
+    for (std::string_view alias : row.aliases) {
+      if (!alias.empty() && name == alias) return row.type;
+    }
+  }
   return std::nullopt;
 }
 
 bool is_valid_dtype(std::uint8_t raw) noexcept {
   return raw >= static_cast<std::uint8_t>(dtype::u8) &&
-         raw <= static_cast<std::uint8_t>(dtype::f64);
+         raw <= static_cast<std::uint8_t>(dtype::f16);
 }
 
 // ---- ndarray ---------------------------------------------------------------
@@ -148,13 +164,10 @@ std::byte* ndarray::mutable_data() {
   return const_cast<std::byte*>(data_);
 }
 
-void ndarray::check_element_size(std::size_t size, std::string_view name) const {
-  const bool ok = (name == "u8" && type_ == dtype::u8) || (name == "i32" && type_ == dtype::i32) ||
-                  (name == "i64" && type_ == dtype::i64) ||
-                  (name == "f32" && type_ == dtype::f32) || (name == "f64" && type_ == dtype::f64);
-  if (!ok || size != dtype_size(type_)) {
-    throw error(errc::invalid_argument,
-                "ndarray holds " + std::string(to_string(type_)) + ", not " + std::string(name));
+void ndarray::check_element_type(dtype expected) const {
+  if (type_ != expected) {
+    throw error(errc::invalid_argument, "ndarray holds " + std::string(to_string(type_)) +
+                                            ", not " + std::string(to_string(expected)));
   }
 }
 

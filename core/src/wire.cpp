@@ -157,7 +157,7 @@ class splice_builder {
   }
   void oob_array(none, const array_head&, std::size_t) {}
   std::size_t buffer_count() const noexcept { return 0; }
-  std::size_t buffer_size(std::size_t) const noexcept { return 0; }
+  std::span<const std::byte> buffer(std::size_t) const noexcept { return {}; }
 
   none begin_list(none, std::size_t n) {
     w_.list_header(n);

@@ -37,13 +37,43 @@ def test_tuple_becomes_list_and_bytearray_becomes_bytes():
     assert roundtrip(bytearray(b"ab")) == b"ab"
 
 
-@pytest.mark.parametrize("dtype", ["uint8", "int32", "int64", "float32", "float64"])
+DTYPES = ["bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+          "float16", "float32", "float64"]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_arrays_round_trip_with_dtype_and_shape(dtype):
     a = (np.arange(24) * 3).astype(dtype).reshape(2, 3, 4)
     b = roundtrip(a)
     assert isinstance(b, np.ndarray)
     assert b.dtype == a.dtype and b.shape == a.shape
     np.testing.assert_array_equal(a, b)
+    # Out of band as well: the view decoded over the buffer keeps the dtype.
+    buffers: list = []
+    c = decode(encode(a, buffers=buffers), buffers=buffers)
+    assert c.dtype == a.dtype
+    np.testing.assert_array_equal(a, c)
+
+
+def test_extreme_values_of_the_small_and_unsigned_dtypes_survive():
+    for dtype in ["int8", "int16", "uint16", "uint32", "uint64"]:
+        info = np.iinfo(dtype)
+        a = np.array([info.min, info.max, 0], dtype=dtype)
+        np.testing.assert_array_equal(roundtrip(a), a)
+    h = np.array([np.inf, -0.0, 65504.0, 6e-8, np.nan], dtype=np.float16)
+    assert roundtrip(h).tobytes() == h.tobytes()
+    assert roundtrip(np.array([True, False, True])).tolist() == [True, False, True]
+
+
+def test_a_bool_array_with_a_byte_other_than_0_or_1_is_refused():
+    data = bytearray(encode(np.array([False, True, False])))
+    data[-1] = 2
+    with pytest.raises(slither.DecodeError, match="bool ndarray element 2 is 2"):
+        decode(bytes(data))
+    buffers: list = []
+    head = encode(np.array([False, True]), buffers=buffers)
+    with pytest.raises(slither.DecodeError, match="bool ndarray element 0 is 9"):
+        decode(head, buffers=[b"\x09\x01"])
 
 
 def test_zero_dim_and_empty_arrays():
@@ -89,8 +119,10 @@ def test_non_str_map_key_is_named():
 
 
 def test_unsupported_dtype_is_named():
-    with pytest.raises(TypeError, match=r"value\[0\]: array of element format"):
-        encode([np.zeros(3, dtype=np.int16)])
+    for a in [np.zeros(3, dtype=np.complex64), np.zeros(3, dtype=np.float128),
+              np.zeros(3, dtype="datetime64[s]"), np.zeros(2, dtype="U3")]:
+        with pytest.raises(slither.InvalidType, match=r"value\[0\]: .*(format|has no Value form)"):
+            encode([a])
 
 
 def test_int_out_of_int64_range_names_path():

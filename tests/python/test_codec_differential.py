@@ -26,7 +26,8 @@ from slither._native import _testing, decode_items, encode_items
 CASES = int(os.environ.get("SLITHER_CODEC_FUZZ_CASES", "1500"))
 SEED = int(os.environ.get("SLITHER_CODEC_FUZZ_SEED", "20240601"))
 
-DTYPES = [np.uint8, np.int32, np.int64, np.float32, np.float64]
+DTYPES = [np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32,
+          np.uint64, np.float16, np.float32, np.float64]
 INT_EDGES = [0, 1, -1, 127, 128, -32, -33, 255, 256, 2**14 - 1, 2**14, 2**31, -(2**31),
              2**63 - 1, -(2**63), 2**56, -(2**56) - 1]
 FLOAT_EDGES = [0.0, -0.0, 1.5, math.inf, -math.inf, math.nan, 5e-324, 1.7976931348623157e308]

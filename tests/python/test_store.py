@@ -61,13 +61,17 @@ def test_every_value_kind_round_trips_through_the_broker(scratch, name):
     assert scratch.version("t", name) == version
 
 
-@pytest.mark.parametrize("dtype", ["uint8", "int32", "int64", "float32", "float64"])
+@pytest.mark.parametrize("dtype", ["bool", "int8", "int16", "int32", "int64", "uint8", "uint16",
+                                   "uint32", "uint64", "float16", "float32", "float64"])
 def test_arrays_round_trip_through_the_broker(scratch, dtype):
     a = np.arange(60).astype(dtype).reshape(3, 4, 5)
     scratch.put("t", "arr", a)
     b = scratch.get("t", "arr")
     assert b.dtype == a.dtype and b.shape == a.shape
     np.testing.assert_array_equal(a, b)
+    v = scratch.view("t", "arr")  # zero-copy over the store's block
+    assert v.dtype == a.dtype and v.shape == a.shape
+    np.testing.assert_array_equal(a, v)
 
 
 def test_arrays_nested_in_maps(scratch):

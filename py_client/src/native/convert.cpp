@@ -78,22 +78,48 @@ std::optional<dtype> dtype_of_format(const char* format, Py_ssize_t itemsize) {
   std::string_view f = format ? format : "B";
   if (!f.empty() && (f[0] == '@' || f[0] == '=' || f[0] == '<')) f.remove_prefix(1);
   if (f.size() != 1) return std::nullopt;
+  // Integer codes name C types whose size varies ('l' is 8 bytes here, 4 on
+  // Windows), so the item size decides; the others have one size each.
+  constexpr dtype signed_of[] = {dtype::i8, dtype::i16, dtype::i32, dtype::i64};
+  constexpr dtype unsigned_of[] = {dtype::u8, dtype::u16, dtype::u32, dtype::u64};
+  const int log2 = itemsize == 1   ? 0
+                   : itemsize == 2 ? 1
+                   : itemsize == 4 ? 2
+                   : itemsize == 8 ? 3
+                                   : -1;
+  std::optional<dtype> out;
   switch (f[0]) {
-    case 'B':
-      return dtype::u8;
+    case 'b':
+    case 'h':
     case 'i':
     case 'l':
     case 'q':
-      if (itemsize == 4) return dtype::i32;
-      if (itemsize == 8) return dtype::i64;
-      return std::nullopt;
+      if (log2 >= 0) out = signed_of[log2];
+      break;
+    case 'B':
+    case 'H':
+    case 'I':
+    case 'L':
+    case 'Q':
+      if (log2 >= 0) out = unsigned_of[log2];
+      break;
+    case '?':
+      out = dtype::boolean;
+      break;
+    case 'e':
+      out = dtype::f16;
+      break;
     case 'f':
-      return dtype::f32;
+      out = dtype::f32;
+      break;
     case 'd':
-      return dtype::f64;
+      out = dtype::f64;
+      break;
     default:
-      return std::nullopt;
+      break;
   }
+  if (out && dtype_size(*out) != static_cast<std::size_t>(itemsize)) return std::nullopt;
+  return out;
 }
 
 namespace {
@@ -118,10 +144,10 @@ Value buffer_to_value(nb::handle obj, const path_node& at) {
   // From here on the buffer is held: it is released (with the GIL) with the Value.
   std::shared_ptr<Py_buffer> held(buf.release(), buffer_release{});
   const auto type = dtype_of_format(held->format, held->itemsize);
-  if (!type || dtype_size(*type) != static_cast<std::size_t>(held->itemsize)) {
+  if (!type) {
     raise_at(invalid_type(), at,
              "array of element format '" + std::string(held->format ? held->format : "B") +
-                 "' has no Value form (supported: uint8, int32, int64, float32, float64)");
+                 "' has no Value form (supported: " + supported_dtypes + ")");
   }
   if (static_cast<std::size_t>(held->ndim) > ndarray::max_ndim)
     raise_at(exception_for(errc::invalid_argument), at,
@@ -141,7 +167,7 @@ Value convert(nb::handle obj, const path_node& at, std::uint32_t depth) {
     int overflow = 0;
     const long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
     if (overflow != 0) {
-      raise_at(PyExc_OverflowError, at,
+      raise_at(out_of_range(), at,
                "int " + std::string(nb::str(obj).c_str()) + " is out of the int64 range");
     }
     if (v == -1 && PyErr_Occurred()) throw nb::python_error();
@@ -218,6 +244,20 @@ nb::dlpack::dtype dlpack_dtype(dtype t) {
       return nb::dtype<float>();
     case dtype::f64:
       return nb::dtype<double>();
+    case dtype::boolean:
+      return nb::dtype<bool>();
+    case dtype::i8:
+      return nb::dtype<std::int8_t>();
+    case dtype::i16:
+      return nb::dtype<std::int16_t>();
+    case dtype::u16:
+      return nb::dtype<std::uint16_t>();
+    case dtype::u32:
+      return nb::dtype<std::uint32_t>();
+    case dtype::u64:
+      return nb::dtype<std::uint64_t>();
+    case dtype::f16:
+      return {static_cast<std::uint8_t>(nb::dlpack::dtype_code::Float), 16, 1};
   }
   return nb::dtype<std::uint8_t>();
 }

@@ -68,6 +68,9 @@ inline std::optional<std::string_view> utf8_bytes(PyObject* s, nanobind::object&
 /// The element type of a buffer of struct-module `format` and `itemsize`, or
 /// nullopt for one with no `ndarray` form.
 std::optional<dtype> dtype_of_format(const char* format, Py_ssize_t itemsize);
+/// The element types an array may have, for error messages.
+inline constexpr const char* supported_dtypes =
+    "bool, int8, int16, int32, int64, uint8, uint16, uint32, uint64, float16, float32, float64";
 
 /// A key given as str (encoded UTF-8) or bytes. Raises InvalidType otherwise
 /// (InvalidArgument for a str that has no UTF-8 form).

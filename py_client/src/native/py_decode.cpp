@@ -228,8 +228,9 @@ class py_builder {
     out = array_to_python(a).release().ptr();
   }
   std::size_t buffer_count() const noexcept { return buffers_.size(); }
-  std::size_t buffer_size(std::size_t index) const noexcept {
-    return static_cast<std::size_t>(buffers_[index]->len);
+  std::span<const std::byte> buffer(std::size_t index) const noexcept {
+    return {static_cast<const std::byte*>(buffers_[index]->buf),
+            static_cast<std::size_t>(buffers_[index]->len)};
   }
 
   PyObject* begin_list(PyObject*& out, std::size_t n) {

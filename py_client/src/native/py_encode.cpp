@@ -63,7 +63,7 @@ class encoder {
     int overflow = 0;
     const long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
     if (overflow != 0) {
-      raise_at(PyExc_OverflowError, at,
+      raise_at(out_of_range(), at,
                "int " + std::string(nb::str(o).c_str()) + " is out of the int64 range");
     }
     if (v == -1 && PyErr_Occurred()) throw nb::python_error();
@@ -174,10 +174,10 @@ class encoder {
     }
     const Py_buffer& v = b.view;
     const auto type = dtype_of_format(v.format, v.itemsize);
-    if (!type || dtype_size(*type) != static_cast<std::size_t>(v.itemsize)) {
+    if (!type) {
       raise_at(invalid_type(), at,
                "array of element format '" + std::string(v.format ? v.format : "B") +
-                   "' has no Value form (supported: uint8, int32, int64, float32, float64)");
+                   "' has no Value form (supported: " + supported_dtypes + ")");
     }
     if (static_cast<std::size_t>(v.ndim) > ndarray::max_ndim) {
       raise_at(exception_for(errc::invalid_argument), at,

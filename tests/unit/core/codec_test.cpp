@@ -48,12 +48,13 @@ class value_gen {
   }
 
   ndarray array() {
-    const auto type = static_cast<dtype>(1 + pick(5));
-    std::vector<std::uint64_t> shape(static_cast<std::size_t>(pick(4)));  // 0-d included
-    for (auto& d : shape) d = static_cast<std::uint64_t>(pick(9));        // empty dims too
+    const auto type = static_cast<dtype>(1 + pick(static_cast<int>(dtype::f16)));  // every dtype
+    std::vector<std::uint64_t> shape(static_cast<std::size_t>(pick(4)));           // 0-d included
+    for (auto& d : shape) d = static_cast<std::uint64_t>(pick(9));                 // empty dims too
     auto a = ndarray::zeros(type, shape);
     auto* p = a.mutable_data();
-    for (std::size_t i = 0; i < a.nbytes(); ++i) p[i] = static_cast<std::byte>(rng_());
+    const unsigned mask = type == dtype::boolean ? 1u : 0xffu;  // a bool byte is 0 or 1
+    for (std::size_t i = 0; i < a.nbytes(); ++i) p[i] = static_cast<std::byte>(rng_() & mask);
     return a;
   }
 
@@ -160,6 +161,51 @@ TEST(Codec, HugeArrayShapeIsRejected) {
   auto r = decode(span_of(b));
   ASSERT_FALSE(r);
   EXPECT_NE(r.error().message.find("ndarray"), std::string::npos) << r.error().message;
+}
+
+TEST(Codec, EveryDtypeRoundTripsWithItsCode) {
+  // The codes are the wire format's and the store layout's: they must not move.
+  const std::pair<dtype, int> codes[] = {{dtype::u8, 1},   {dtype::i32, 2},  {dtype::i64, 3},
+                                         {dtype::f32, 4},  {dtype::f64, 5},  {dtype::boolean, 6},
+                                         {dtype::i8, 7},   {dtype::i16, 8},  {dtype::u16, 9},
+                                         {dtype::u32, 10}, {dtype::u64, 11}, {dtype::f16, 12}};
+  for (const auto& [type, code] : codes) {
+    SCOPED_TRACE(std::string(to_string(type)));
+    auto a = ndarray::zeros(type, {3});
+    a.mutable_data()[0] = std::byte{1};
+    const buffer b = encode(Value(a));
+    EXPECT_EQ(std::to_integer<int>(b[2]), code);
+    auto back = decode(span_of(b));
+    ASSERT_TRUE(back) << back.error().message;
+    EXPECT_EQ(back->as<ndarray>(), a);
+  }
+  EXPECT_FALSE(is_valid_dtype(13));
+}
+
+TEST(Codec, BoolArrayBytesOtherThanZeroOrOneAreRefused) {
+  auto a = ndarray::zeros(dtype::boolean, {4});
+  a.mutable_values<bool>()[3] = true;
+  buffer b = encode(Value(a));
+  auto ok = decode(span_of(b));
+  ASSERT_TRUE(ok) << ok.error().message;
+  EXPECT_EQ(ok->as<ndarray>().values<bool>()[3], true);
+
+  b.back() = std::byte{2};  // the last element's byte
+  auto r = decode(span_of(b));
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, errc::decode_error);
+  EXPECT_NE(r.error().message.find("bool ndarray element 3 is 2"), std::string::npos)
+      << r.error().message;
+
+  // Out of band too: the frame is checked before an array is made over it.
+  std::vector<ndarray> arrays;
+  const buffer head = encode(Value(a), arrays);
+  std::vector<std::byte> frame(4, std::byte{0});
+  frame[1] = std::byte{7};
+  auto oob = decode(span_of(head), std::vector<std::span<const std::byte>>{frame});
+  ASSERT_FALSE(oob);
+  EXPECT_NE(oob.error().message.find("bool ndarray element 1 is 7"), std::string::npos)
+      << oob.error().message;
 }
 
 TEST(Codec, DeepNestingIsRejected) {

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <tuple>
 
 namespace slither {
 namespace {
@@ -166,6 +167,49 @@ TEST(Dtype, ParsesNumpyNames) {
   EXPECT_EQ(parse_dtype("float64"), dtype::f64);
   EXPECT_EQ(parse_dtype("|u1"), dtype::u8);
   EXPECT_EQ(parse_dtype("complex64"), std::nullopt);
+  EXPECT_EQ(parse_dtype("|b1"), dtype::boolean);
+  EXPECT_EQ(parse_dtype("bool"), dtype::boolean);
+  EXPECT_EQ(parse_dtype("|i1"), dtype::i8);
+  EXPECT_EQ(parse_dtype("<i2"), dtype::i16);
+  EXPECT_EQ(parse_dtype("<u2"), dtype::u16);
+  EXPECT_EQ(parse_dtype("<u4"), dtype::u32);
+  EXPECT_EQ(parse_dtype("<u8"), dtype::u64);  // numpy's typestr: 8 bytes
+  EXPECT_EQ(parse_dtype("u8"), dtype::u8);    // the enumerator's name, as before
+  EXPECT_EQ(parse_dtype("<f2"), dtype::f16);
+  EXPECT_EQ(parse_dtype("uint64"), dtype::u64);
+  EXPECT_EQ(parse_dtype(""), std::nullopt);
+  EXPECT_EQ(parse_dtype("<"), std::nullopt);
+}
+
+TEST(Dtype, EveryTypeHasANameThatParsesBackAndASize) {
+  const std::tuple<dtype, std::string_view, std::size_t> rows[] = {
+      {dtype::u8, "uint8", 1},    {dtype::i32, "int32", 4},   {dtype::i64, "int64", 8},
+      {dtype::f32, "float32", 4}, {dtype::f64, "float64", 8}, {dtype::boolean, "bool", 1},
+      {dtype::i8, "int8", 1},     {dtype::i16, "int16", 2},   {dtype::u16, "uint16", 2},
+      {dtype::u32, "uint32", 4},  {dtype::u64, "uint64", 8},  {dtype::f16, "float16", 2}};
+  for (const auto& [type, name, size] : rows) {
+    EXPECT_TRUE(is_valid_dtype(static_cast<std::uint8_t>(type))) << name;
+    EXPECT_EQ(to_string(type), name);
+    EXPECT_EQ(parse_dtype(name), type) << name;
+    EXPECT_EQ(dtype_size(type), size) << name;
+  }
+  EXPECT_FALSE(is_valid_dtype(0));
+  EXPECT_FALSE(is_valid_dtype(static_cast<std::uint8_t>(dtype::f16) + 1));
+}
+
+TEST(Dtype, TypedAccessMatchesTheElementType) {
+  auto a = ndarray::zeros(dtype::u16, {2});
+  a.mutable_values<std::uint16_t>()[1] = 65535;
+  EXPECT_EQ(a.values<std::uint16_t>()[1], 65535);
+  EXPECT_THROW((void)a.values<std::int16_t>(), error);
+  auto b = ndarray::zeros(dtype::boolean, {1});
+  b.mutable_values<bool>()[0] = true;
+  EXPECT_TRUE(b.values<bool>()[0]);
+  EXPECT_THROW((void)b.values<std::uint8_t>(), error);
+  EXPECT_EQ(ndarray::zeros(dtype::u64, {3}).values<std::uint64_t>().size(), 3u);
+  EXPECT_EQ(ndarray::zeros(dtype::i8, {3}).values<std::int8_t>().size(), 3u);
+  EXPECT_EQ(ndarray::zeros(dtype::u32, {3}).values<std::uint32_t>().size(), 3u);
+  EXPECT_EQ(ndarray::zeros(dtype::f16, {3}).nbytes(), 6u);
 }
 
 }  // namespace

@@ -21,14 +21,35 @@
 
 namespace slither {
 
-/// Element type of an `ndarray`.
-enum class dtype : std::uint8_t { u8 = 1, i32 = 2, i64 = 3, f32 = 4, f64 = 5 };
+/// Element type of an `ndarray`. The numeric values are part of the wire
+/// format and the shared-memory layout: never renumber them.
+///
+/// `boolean` elements are bytes holding 0 or 1 (numpy's `bool`; decoders refuse
+/// any other byte). `f16` is IEEE 754 binary16 (numpy's `float16`); C++20 has no
+/// type for it, so its elements are read through `bytes()`.
+enum class dtype : std::uint8_t {
+  u8 = 1,
+  i32 = 2,
+  i64 = 3,
+  f32 = 4,
+  f64 = 5,
+  boolean = 6,
+  i8 = 7,
+  i16 = 8,
+  u16 = 9,
+  u32 = 10,
+  u64 = 11,
+  f16 = 12,
+};
 
 /// Size in bytes of one element of `t`.
 std::size_t dtype_size(dtype t) noexcept;
 /// numpy-style name of `t` ("float32").
 std::string_view to_string(dtype t) noexcept;
-/// Parses a name produced by `to_string(dtype)` or a numpy type string ("<f4", "f4").
+/// Parses a name produced by `to_string(dtype)`, an enumerator's name ("f32"), or
+/// a numpy type string ("<f4", "f4", "|b1"). With a byte-order prefix the
+/// string is read as numpy's (so "<u8" is uint64); without one, "u8" names the
+/// enumerator `dtype::u8` (uint8) and "i8" numpy's int64, as before.
 std::optional<dtype> parse_dtype(std::string_view name) noexcept;
 /// True if `raw` is the numeric value of a `dtype` enumerator.
 bool is_valid_dtype(std::uint8_t raw) noexcept;
@@ -81,7 +102,8 @@ class ndarray {
   /// The handle that keeps the buffer alive (shared by all copies).
   const std::shared_ptr<const void>& owner() const noexcept { return owner_; }
 
-  /// Typed read access; throws if `T` does not match `type()`.
+  /// Typed read access; throws if `T` does not match `type()` (`std::byte`
+  /// and `std::uint8_t` read `u8`, `bool` reads `boolean`; `f16` has no `T`).
   template <class T>
   std::span<const T> values() const {
     check_element<T>();
@@ -100,7 +122,7 @@ class ndarray {
  private:
   template <class T>
   void check_element() const;
-  void check_element_size(std::size_t size, std::string_view name) const;
+  void check_element_type(dtype expected) const;
 
   dtype type_ = dtype::u8;
   std::vector<std::uint64_t> shape_;
@@ -393,17 +415,31 @@ std::string_view to_string(Value::kind k) noexcept;
 template <class T>
 void ndarray::check_element() const {
   if constexpr (std::is_same_v<T, std::uint8_t> || std::is_same_v<T, std::byte>) {
-    check_element_size(1, "u8");
+    check_element_type(dtype::u8);
+  } else if constexpr (std::is_same_v<T, bool>) {
+    static_assert(sizeof(bool) == 1, "boolean arrays are read as one-byte bools");
+    check_element_type(dtype::boolean);
+  } else if constexpr (std::is_same_v<T, std::int8_t>) {
+    check_element_type(dtype::i8);
+  } else if constexpr (std::is_same_v<T, std::int16_t>) {
+    check_element_type(dtype::i16);
+  } else if constexpr (std::is_same_v<T, std::uint16_t>) {
+    check_element_type(dtype::u16);
   } else if constexpr (std::is_same_v<T, std::int32_t>) {
-    check_element_size(4, "i32");
+    check_element_type(dtype::i32);
+  } else if constexpr (std::is_same_v<T, std::uint32_t>) {
+    check_element_type(dtype::u32);
   } else if constexpr (std::is_same_v<T, std::int64_t>) {
-    check_element_size(8, "i64");
+    check_element_type(dtype::i64);
+  } else if constexpr (std::is_same_v<T, std::uint64_t>) {
+    check_element_type(dtype::u64);
   } else if constexpr (std::is_same_v<T, float>) {
-    check_element_size(4, "f32");
+    check_element_type(dtype::f32);
   } else if constexpr (std::is_same_v<T, double>) {
-    check_element_size(8, "f64");
+    check_element_type(dtype::f64);
   } else {
-    static_assert(sizeof(T) == 0, "ndarray element type must be u8, i32, i64, float or double");
+    static_assert(sizeof(T) == 0,
+                  "ndarray element type must be bool, a fixed-width integer, float or double");
   }
 }
 

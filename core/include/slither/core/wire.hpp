@@ -373,7 +373,8 @@ array_head read_array_head(cursor& c, std::size_t at, std::size_t available);
 ///   void bytes(slot, std::string_view);
 ///   void array(slot, const array_head&, const std::byte* data);
 ///   void oob_array(slot, const array_head&, std::size_t buffer_index);
-///   std::size_t buffer_count() const; std::size_t buffer_size(std::size_t index);
+///   std::size_t buffer_count() const;
+///   std::span<const std::byte> buffer(std::size_t index);  // out-of-band data
 ///   L begin_list(slot, std::size_t n);   slot element(L&, std::size_t i);
 ///   M begin_map(slot, std::size_t n);    E entry(M&, std::string_view key, std::size_t at);
 ///   slot value_of(E&);                   void commit(M&, E&, std::string_view key, std::size_t
@@ -531,7 +532,9 @@ class parser {
     }
     c_.charge(head.nbytes + head.ndim * sizeof(std::uint64_t));
     const char* data = c_.take(head.nbytes, "ndarray data");
-    b_.array(out, head, reinterpret_cast<const std::byte*>(data));
+    const auto* bytes = reinterpret_cast<const std::byte*>(data);
+    check_booleans(head, {bytes, head.nbytes}, at);
+    b_.array(out, head, bytes);
   }
 
   [[gnu::noinline]] void oob_array(slot out, std::size_t at) {
@@ -541,14 +544,28 @@ class parser {
       c_.malformed(at, "out-of-band ndarray #" + std::to_string(index) + " but " +
                            std::to_string(b_.buffer_count()) + " buffers were given");
     }
-    const std::size_t size = b_.buffer_size(index);
+    const std::span<const std::byte> data = b_.buffer(index);
+    const std::size_t size = data.size();
     if (size != head.nbytes) {
       c_.malformed(at, "out-of-band ndarray of " + std::to_string(head.nbytes) +
                            " bytes given buffer #" + std::to_string(index) + " of " +
                            std::to_string(size) + " bytes");
     }
+    check_booleans(head, data, at);
     c_.charge(head.nbytes + head.ndim * sizeof(std::uint64_t));
     b_.oob_array(out, head, index);
+  }
+
+  // A bool element is a byte of 0 or 1: any other byte would make a C++ `bool`
+  // read from it undefined, and has no second encoding to stand for.
+  void check_booleans(const array_head& head, std::span<const std::byte> data, std::size_t at) {
+    if (head.type != dtype::boolean) return;
+    for (std::size_t i = 0; i < data.size(); ++i) {
+      if (std::to_integer<unsigned>(data[i]) > 1) {
+        c_.malformed(at, "bool ndarray element " + std::to_string(i) + " is " +
+                             std::to_string(std::to_integer<unsigned>(data[i])) + ", not 0 or 1");
+      }
+    }
   }
 
   std::string_view key(std::size_t& at) {

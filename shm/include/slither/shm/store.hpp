@@ -108,8 +108,10 @@ struct store_stats {
 /// Version of the shared-memory layout this build writes and reads. A reader
 /// refuses (`errc::layout_mismatch`) a store written with another version.
 // 2: codec version 2 values. 3: reader liveness by OFD locks (owner words in
-// the registry), the writer's lock object, a per-store hash seed.
-inline constexpr std::uint64_t layout_version = 3;
+// the registry), the writer's lock object, a per-store hash seed. 4: array
+// blocks may hold the dtypes bool, int8, int16, uint16, uint32, uint64 and
+// float16, which a version-3 reader would refuse only when it met one.
+inline constexpr std::uint64_t layout_version = 4;
 
 /// Shared-memory object name of segment `n` of a store: "/slither.<ns>.<store>.<n>".
 std::string segment_name(std::string_view ns, std::string_view store, std::uint32_t n);
