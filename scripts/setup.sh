@@ -49,6 +49,12 @@ if [ -f py_client/pyproject.toml ]; then
   src_hash=$(git ls-files -co --exclude-standard core shm broker py_client CMakeLists.txt cmake |
     sort | xargs sha1sum | sha1sum | cut -d' ' -f1)
   if [ "$(cat .venv/.slither-src.sha1 2>/dev/null)" != "$src_hash" ]; then
+    # Before the distribution was named slither-coordinator it was "slither": that
+    # one owns the same files, so it goes first (any other "slither" in this
+    # project's venv would shadow `import slither` all the same).
+    if .venv/bin/python -m pip show --quiet slither >/dev/null 2>&1; then
+      .venv/bin/python -m pip uninstall --quiet --yes slither
+    fi
     CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) .venv/bin/pip install --quiet --no-build-isolation \
       --config-settings=build-dir="$root/build/py" ./py_client
     echo "$src_hash" >.venv/.slither-src.sha1
