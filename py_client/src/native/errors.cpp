@@ -20,6 +20,7 @@ constexpr std::size_t errc_count = static_cast<std::size_t>(errc::shutting_down)
 // Filled once by init_errors; index = errc. Entry 0 (ok) is the base class.
 std::array<PyObject*, errc_count> classes{};
 PyObject* invalid_type_class = nullptr;
+PyObject* out_of_range_class = nullptr;
 
 std::array<exception_def, errc_count - 1> definitions() {
   return {{
@@ -70,6 +71,10 @@ PyObject* invalid_type() noexcept {
   return invalid_type_class;
 }
 
+PyObject* out_of_range() noexcept {
+  return out_of_range_class;
+}
+
 void set_error(PyObject* type, std::string_view message) noexcept {
   PyObject* text =
       PyUnicode_DecodeUTF8(message.data(), static_cast<Py_ssize_t>(message.size()), "replace");
@@ -116,6 +121,13 @@ void init_errors(nb::module_& m) {
                                 nb::handle(PyExc_TypeError)),
                  to_string(errc::invalid_argument));
   m.attr("InvalidType") = nb::handle(invalid_type_class);
+  out_of_range_class = make_class("OutOfRange",
+                                  "A number outside what a Value holds (an int beyond int64).\n"
+                                  "An InvalidArgument that is also an OverflowError.",
+                                  nb::make_tuple(nb::handle(exception_for(errc::invalid_argument)),
+                                                 nb::handle(PyExc_OverflowError)),
+                                  to_string(errc::invalid_argument));
+  m.attr("OutOfRange") = nb::handle(out_of_range_class);
   nb::register_exception_translator([](const std::exception_ptr& p, void*) {
     try {
       std::rethrow_exception(p);

@@ -26,6 +26,8 @@ PyObject* exception_for(errc code) noexcept;
 
 /// `slither.InvalidType`: an `InvalidArgument` that is also a `TypeError` (borrowed).
 PyObject* invalid_type() noexcept;
+/// `slither.OutOfRange`: an InvalidArgument that is also an OverflowError.
+PyObject* out_of_range() noexcept;
 
 /// Sets the Python error indicator to `type` with `message`, decoded as UTF-8
 /// with invalid bytes replaced (U+FFFD): a message may quote a key or path
