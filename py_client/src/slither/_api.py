@@ -24,7 +24,7 @@ __all__ = ["Client", "Key", "Store", "Table", "Value", "connect"]
 def connect(
     runtime_dir: str | os.PathLike[str] | None = None,
     endpoint: str | None = None,
-    namespace: str = "default",
+    namespace: str | None = None,
     timeout: float = 5.0,
     curve_server_key: str | None = None,
     curve_secret_key: str | None = None,
@@ -36,6 +36,13 @@ def connect(
     or a ZeroMQ ``endpoint``; with neither, the default runtime directory of
     ``namespace`` (1-64 characters of ``[A-Za-z0-9_-]``) is used. ``timeout``
     (seconds, more than 0, at most a year) bounds every round trip.
+
+    What is not given comes from the environment, under the names the broker
+    sets for its workers: ``SLITHER_CONTROL_ENDPOINT``, else ``SLITHER_RUNTIME_DIR``
+    (only when neither ``runtime_dir`` nor ``endpoint`` is given), and
+    ``SLITHER_NAMESPACE``; else the namespace is ``"default"``. So code that
+    calls ``slither.connect()`` runs unchanged against another broker, and a
+    worker's handler reaches its own broker.
 
     A ``tcp://`` endpoint is authenticated with CURVE: give the broker's public key
     (``curve_server_key``, the text of its ``.pub`` file) and this client's secret key
@@ -51,6 +58,12 @@ def connect(
     if it speaks another protocol version, :class:`InvalidArgument` for a bad
     namespace or timeout.
     """
+    if runtime_dir is None and endpoint is None:
+        endpoint = os.environ.get("SLITHER_CONTROL_ENDPOINT") or None
+        if endpoint is None:
+            runtime_dir = os.environ.get("SLITHER_RUNTIME_DIR") or None
+    if namespace is None:
+        namespace = os.environ.get("SLITHER_NAMESPACE") or "default"
     where = {
         "endpoint": endpoint or "",
         # A path of the wrong type goes on as it is: the native client names it.
