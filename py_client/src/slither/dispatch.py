@@ -134,6 +134,11 @@ class Retry:
         multiplier: float = 2.0,
         max_backoff: float = 10.0,
     ) -> None:
+        if not isinstance(max_attempts, int) or isinstance(max_attempts, bool):
+            raise _native.InvalidType(f"Retry: max_attempts must be an int, not '{type(max_attempts).__name__}'")
+        for what, v in (("backoff", backoff), ("multiplier", multiplier), ("max_backoff", max_backoff)):
+            if not isinstance(v, (int, float)) or isinstance(v, bool):
+                raise _native.InvalidType(f"Retry: {what} must be a number, not '{type(v).__name__}'")
         if max_attempts < 1:
             raise _native.InvalidArgument(f"Retry: max_attempts must be at least 1 (got {max_attempts})")
         if backoff < 0 or multiplier < 1 or max_backoff < 0:
@@ -263,6 +268,25 @@ def dispatch(
     """Opens a dispatch job; see :meth:`slither.Client.dispatch`."""
     if not isinstance(function, str):
         raise _native.InvalidType(f"function must be a 'module:function' string (got {type(function).__name__})")
+    _check_iterable(iterable, "the input")
+    for what, n in (("batch_size", batch_size), ("max_in_flight", max_in_flight)):
+        if not isinstance(n, int) or isinstance(n, bool):
+            raise _native.InvalidType(f"{what} must be an int, not '{type(n).__name__}'")
+    for what, x in (("timeout", timeout), ("max_weight", max_weight), ("idle_timeout", idle_timeout)):
+        if x is not None and (not isinstance(x, (int, float)) or isinstance(x, bool)):
+            raise _native.InvalidType(f"{what} must be a number of seconds, not '{type(x).__name__}'"
+                                      if "timeout" in what else
+                                      f"{what} must be a number, not '{type(x).__name__}'")
+    for what, t, optional in (("ordering", ordering, False), ("affinity", affinity, False),
+                              ("pool", pool, False), ("session_id", session_id, True),
+                              ("stage", stage, True)):
+        if not isinstance(t, str) and not (optional and t is None):
+            raise _native.InvalidType(f"{what} must be a str, not '{type(t).__name__}'")
+    for what, fn in (("weight_fn", weight_fn), ("key_fn", key_fn), ("progress", progress)):
+        if fn is not None and not callable(fn):
+            raise _native.InvalidType(f"{what} must be callable, not '{type(fn).__name__}'")
+    if metadata is not None and not isinstance(metadata, dict):
+        raise _native.InvalidType(f"metadata must be a dict, not '{type(metadata).__name__}'")
     if batch_size < 1:
         raise _native.InvalidArgument(f"batch_size must be at least 1 (got {batch_size})")
     if max_in_flight < 1:
@@ -279,6 +303,14 @@ def dispatch(
     if progress is not None:
         return _ProgressDispatch(*args, total=total, progress=progress)
     return Dispatch(*args, total=total)
+
+
+def _check_iterable(iterable: Any, what: str) -> None:
+    """InvalidType (also a TypeError) for an input that cannot be iterated."""
+    try:
+        iter(iterable)
+    except TypeError:
+        raise _native.InvalidType(f"{what} must be iterable, not '{type(iterable).__name__}'") from None
 
 
 def map_list(where: dict[str, Any], function: str, iterable: Iterable[Any], **kwargs: Any) -> list[Any]:

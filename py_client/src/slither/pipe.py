@@ -78,7 +78,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from slither import _native
-from slither.dispatch import Failed, FailureInfo, Retry, _policy
+from slither.dispatch import Failed, FailureInfo, Retry, _check_iterable, _policy
 
 __all__ = [
     "Many",
@@ -317,12 +317,15 @@ class Pipe(_native.Pipe):
     pipe may run many times at once (with different sessions).
     """
 
+    def __init__(self, name: str) -> None:
+        super().__init__(_text(name, "pipe name"))
+
     def local(self, name: str, fn: Callable[..., Any], *, context: bool = False,
               batch: bool = False, concurrency: int = 1, batch_size: int = 64) -> Pipe:
         """Adds a local stage: ``fn(value)`` per item (``fn(values)`` per list of up
         to ``batch_size`` with ``batch=True``; an extra ``ctx`` argument with
         ``context=True``), run in this process on ``concurrency`` threads."""
-        super().local(name, fn, context, batch, _count(concurrency, "concurrency"),
+        super().local(_text(name, "stage name"), fn, context, batch, _count(concurrency, "concurrency"),
                       _count(batch_size, "batch_size"))
         return self
 
@@ -337,7 +340,7 @@ class Pipe(_native.Pipe):
         if not isinstance(function, str):
             raise _native.InvalidType(f"python stage '{name}': function must be a 'module:function' string")
         module, _, func = function.rpartition(":")
-        super().python(name, module, func, _count(batch_size, "batch_size"),
+        super().python(_text(name, "stage name"), module, func, _count(batch_size, "batch_size"),
                        _count(max_in_flight, "max_in_flight"), ordering, timeout, affinity, pool)
         return self
 
@@ -346,23 +349,29 @@ class Pipe(_native.Pipe):
         holds for a value sends the item to its output (it leaves the pipe);
         unmatched items go on (from the last stage, to ``"default"``). A predicate
         that raises fails the item."""
-        super().router(name, [tuple(r) for r in routes])
+        try:
+            pairs = [tuple(r) for r in routes]
+        except TypeError:
+            raise _native.InvalidType(
+                f"router '{name}': routes must be an iterable of (predicate, output) pairs, "
+                f"not '{type(routes).__name__}'") from None
+        super().router(_text(name, "router name"), pairs)
         return self
 
     def output(self, name: str) -> Pipe:
         """Declares an output (``"default"`` always exists)."""
-        super().output(name)
+        super().output(_text(name, "output name"))
         return self
 
     def on_error(self, stage: str, policy: Any) -> Pipe:  # type: ignore[override]
         """Sets the error policy of ``stage``, or of every stage without one (``"*"``)."""
-        super().on_error(stage, _policy(policy))
+        super().on_error(_text(stage, "stage name"), _policy(policy))
         return self
 
     def store(self, name: str) -> Pipe:
         """Attaches a broker store by name: a run checks that it exists, and
         stages see it in ``metadata["stores"]``."""
-        super().store(name)
+        super().store(_text(name, "store name"))
         return self
 
     def stream(self, client: Any, iterable: Iterable[Any], *, session_id: str = "",  # type: ignore[override]
@@ -374,7 +383,11 @@ class Pipe(_native.Pipe):
         an endless input keeps memory bounded and outputs come before it ends.
         ``client`` (a :class:`slither.Client`) runs the python stages; ``None`` for
         a pipe without any."""
-        return PipeStream(super().stream(_where(client), iterable, session_id, metadata,
+        if metadata is not None and not isinstance(metadata, dict):
+            raise _native.InvalidType(f"metadata must be a dict, not '{type(metadata).__name__}'")
+        _check_iterable(iterable, "the input")
+        return PipeStream(super().stream(_where(client), iterable, _text(session_id, "session_id"),
+                                         metadata,
                                          _count(queue_items, "queue_items"),
                                          _count(chunk_items, "chunk_items")))
 
@@ -401,6 +414,13 @@ class Pipe(_native.Pipe):
 
     def __repr__(self) -> str:
         return f"<slither.Pipe {self.name!r} stages={self.stages!r} outputs={self.outputs!r}>"
+
+
+def _text(value: Any, what: str) -> str:
+    """``value`` if it is a str; else InvalidType naming ``what`` (not nanobind's TypeError)."""
+    if not isinstance(value, str):
+        raise _native.InvalidType(f"{what} must be a str, not '{type(value).__name__}'")
+    return value
 
 
 def _count(n: int, what: str) -> int:

@@ -70,6 +70,8 @@ class Attachment:
 def attach(prefix: str, handler: Handler) -> Attachment:
     """Calls ``handler(event, measurements, metadata)`` for every event whose name
     starts with ``prefix`` (``""``: all), until the attachment is detached."""
+    if not isinstance(prefix, str):
+        raise _native.InvalidType(f"prefix must be a str, not '{type(prefix).__name__}'")
     if not callable(handler):
         raise _native.InvalidType("handler must be callable")
     a = Attachment(prefix, handler)
