@@ -101,6 +101,14 @@ def test_dispatch_returns_results_in_order(pclient: slither.Client) -> None:
     assert pclient.map(f"{H}:identity", []) == []
 
 
+def test_dict_key_order_survives_the_trip_to_a_worker_and_back(pclient: slither.Client) -> None:
+    keys = ["zeta", "alpha", "mid", "beta"] + [f"k{i}" for i in range(30, 10, -1)]
+    item = {k: {"y": i, "x": -i} for i, k in enumerate(keys)}
+    assert pclient.map(f"{H}:keys", [item]) == [keys]           # as the worker saw it
+    back = pclient.map(f"{H}:identity", [item])[0]              # and as it came back
+    assert list(back) == keys and all(list(v) == ["y", "x"] for v in back.values())
+
+
 def test_context_fields_reach_the_handler(pclient: slither.Client) -> None:
     out = pclient.map(f"{H}:context", [1, 2], session_id="s1", stage="score",
                       metadata={"k": [1, "v"]})

@@ -196,7 +196,9 @@ def test_ctrl_c_interrupts_a_blocked_call_promptly(fresh_broker, scratch_of):
         proc.kill()
     assert proc.returncode == 3, (out, err)
     assert "interrupted" in out
-    assert elapsed < 5, elapsed  # not the 60 s timeout
+    # Signals are looked at every 50 ms: well under a second, 3 s for a loaded
+    # machine (and the child's exit), never the 60 s timeout.
+    assert elapsed < 3, elapsed
     # An interrupted write may already be applied: the entry's version tells.
     store = scratch_of(fresh_broker)
     deadline = time.monotonic() + 10

@@ -177,3 +177,39 @@ def test_stats_and_ping(client):
     client.ping()
     stats = client.stats()
     assert isinstance(stats, dict) and stats
+
+
+def test_connect_takes_what_it_is_not_given_from_the_environment(broker, monkeypatch):
+    # The variables a broker sets for its workers: code calling slither.connect()
+    # runs unchanged against another broker (the README's blocks rely on it).
+    for name in ("SLITHER_CONTROL_ENDPOINT", "SLITHER_RUNTIME_DIR", "SLITHER_NAMESPACE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SLITHER_RUNTIME_DIR", str(broker.runtime_dir))
+    monkeypatch.setenv("SLITHER_NAMESPACE", broker.namespace)
+    with slither.connect(timeout=2) as c:
+        assert c.namespace == broker.namespace
+        c.ping()
+    # The endpoint wins over the runtime directory, and arguments over both.
+    monkeypatch.setenv("SLITHER_CONTROL_ENDPOINT", f"ipc://{broker.runtime_dir}/control")
+    monkeypatch.setenv("SLITHER_RUNTIME_DIR", "/nonexistent/slither")
+    with slither.connect(timeout=2) as c:
+        c.ping()
+    with pytest.raises(slither.SlitherError):
+        slither.connect(runtime_dir="/nonexistent/slither", timeout=0.5).ping()
+    monkeypatch.setenv("SLITHER_NAMESPACE", "not a namespace!")
+    with pytest.raises(slither.InvalidArgument):
+        slither.connect()
+
+
+def test_dict_key_order_survives_the_store(scratch):
+    # Python users rely on insertion order: keys come back as written, not sorted.
+    keys = ["zeta", "alpha", "mid", "beta", "0", "Z"] + [f"k{i}" for i in range(40, 10, -1)]
+    row = {k: {"b": i, "a": [{"q": 1, "p": 2}]} for i, k in enumerate(keys)}
+    scratch.put("t", "row", row)
+    scratch.put_many("t", {"many": row})
+    for key in ("row", "many"):
+        got = scratch.get("t", key)
+        assert list(got) == keys
+        assert all(list(v) == ["b", "a"] and list(v["a"][0]) == ["q", "p"] for v in got.values())
+    assert list(slither.decode(bytes(scratch.view("t", "row")))) == keys  # the stored bytes
+    assert list(dict(scratch.items("t"))["row"]) == keys

@@ -18,6 +18,11 @@ def double(items: list[int], ctx: Any) -> list[int]:
     return [x * 2 for x in items]
 
 
+def keys(items: list[dict[str, Any]], ctx: Any) -> list[list[str]]:
+    """Each dict's keys in the order the worker received them."""
+    return [list(x) for x in items]
+
+
 def pid(items: list[Any], ctx: Any) -> list[list[Any]]:
     """[worker pid, item] for each item."""
     return [[os.getpid(), x] for x in items]
