@@ -106,11 +106,28 @@ def test_killed_broker_is_unavailable_then_restart_serves(fresh_broker):
 # ---- fork, Ctrl-C and a broker restart --------------------------------------
 
 
+def _is_stopped(pid: int) -> bool:
+    """Every thread of the process is in the stopped state."""
+    tasks = Path(f"/proc/{pid}/task")
+    for task in tasks.iterdir():
+        stat = (task / "stat").read_text()
+        if stat[stat.rindex(")") + 2] != "T":
+            return False
+    return True
+
+
 @contextlib.contextmanager
 def stopped(broker) -> Iterator[None]:
     """The broker process is SIGSTOPped (alive, answering nothing) for the block."""
     broker.proc.send_signal(signal.SIGSTOP)
     try:
+        # kill() returns before every thread has stopped: wait until the
+        # kernel reports the whole process stopped, or a loaded machine lets
+        # the broker answer one more request.
+        deadline = time.monotonic() + 10
+        while not _is_stopped(broker.proc.pid):
+            assert time.monotonic() < deadline, "the broker did not stop"
+            time.sleep(0.01)
         yield
     finally:
         broker.proc.send_signal(signal.SIGCONT)
@@ -176,6 +193,7 @@ def test_ctrl_c_interrupts_a_blocked_call_promptly(fresh_broker, scratch_of):
         store = c.store("scratch")
         print("ready", flush=True)
         sys.stdin.readline()
+        print("putting", flush=True)
         try:
             store.put("t", "interrupted", 1)
         except KeyboardInterrupt:
@@ -187,6 +205,7 @@ def test_ctrl_c_interrupts_a_blocked_call_promptly(fresh_broker, scratch_of):
         with stopped(fresh_broker):
             proc.stdin.write("go\n")
             proc.stdin.flush()
+            assert proc.stdout.readline().strip() == "putting"
             time.sleep(0.3)  # the put is now waiting for a reply
             start = time.monotonic()
             proc.send_signal(signal.SIGINT)
