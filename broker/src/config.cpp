@@ -345,9 +345,11 @@ result<shm::table_spec> read_table(const config_reader& cfg, const toml::table& 
       spec.kind = shm::table_kind::set;
     } else if (**kind == "bag") {
       spec.kind = shm::table_kind::bag;
+    } else if (**kind == "ordered_set") {
+      spec.kind = shm::table_kind::ordered_set;
     } else {
       return cfg.error(t.get("kind")->source(), prefix + ".kind",
-                       "'" + **kind + "' is not a table kind (set, bag)");
+                       "'" + **kind + "' is not a table kind (set, bag, ordered_set)");
     }
   }
   auto capacity = cfg.size(t, prefix, "initial_capacity");

@@ -27,6 +27,12 @@
 // - ndarray values are stored raw, 64-byte aligned inside their block, with
 //   dtype and shape in the block; other values are stored as slither::encode
 //   bytes.
+// - An ordered table (kind ordered_set) has, besides its index, a B+tree of
+//   immutable nodes (btree.hpp) whose leaves hold its keys, sorted bytewise,
+//   with their entry blocks' references; the store header's `tree_roots`
+//   holds each table's current root (null: empty). The writer rebuilds the
+//   path a write changes and publishes the new root with one store, so a
+//   scan that loaded a root sees one consistent snapshot.
 // - The reader registry "/slither.<ns>.<store>.readers" is the only segment a
 //   reader maps writable: one cache-line-padded slot per attached reader with
 //   an owner word (generation + state), one epoch lane per concurrently
@@ -136,13 +142,15 @@ struct store_header {
   std::uint64_t reserved;
   shared_u64 segment_bytes[max_segments];
   table_entry tables[max_tables];
+  shared_u64 tree_roots[max_tables];  ///< ordered tables: the B+tree root (null if empty)
 };
 static_assert(std::is_standard_layout_v<store_header>);
 static_assert(offsetof(store_header, hash_seed) == 8 && offsetof(store_header, state) == 16);
 static_assert(offsetof(store_header, global_epoch) == 24);
 static_assert(offsetof(store_header, segment_bytes) == 64);
 static_assert(offsetof(store_header, tables) == 64 + 8 * max_segments);
-static_assert(sizeof(store_header) == 64 + 8 * max_segments + 64 * max_tables);
+static_assert(offsetof(store_header, tree_roots) == 64 + 8 * max_segments + 64 * max_tables);
+static_assert(sizeof(store_header) == 64 + 8 * max_segments + 72 * max_tables);
 
 inline constexpr std::uint64_t store_header_offset = sizeof(segment_header);
 inline constexpr std::uint64_t segment0_data_start =

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "btree.hpp"
 #include "epoch.hpp"
 #include "reader_core.hpp"
 #include "registry.hpp"
@@ -216,7 +217,8 @@ result<void> attach_header(reader_core& c) {
   for (std::uint64_t i = 0; i < hdr->table_count; ++i) {
     const auto& t = hdr->tables[i];
     if (t.kind != static_cast<std::uint64_t>(table_kind::set) &&
-        t.kind != static_cast<std::uint64_t>(table_kind::bag)) {
+        t.kind != static_cast<std::uint64_t>(table_kind::bag) &&
+        t.kind != static_cast<std::uint64_t>(table_kind::ordered_set)) {
       return corrupt("table " + std::to_string(i) + " has an unknown kind");
     }
     c.table_names.emplace_back(t.name, strnlen(t.name, sizeof(t.name)));
@@ -461,9 +463,61 @@ result<void> reader::for_each(std::string_view table,
       });
 }
 
+namespace {
+
+// What every read of an ordered table starts with (`with_index`, plus a check
+// of the table's kind): a cursor over the tree published when the read began,
+// moved over `range`; `visit(key, block, guard)` returns whether to go on.
+template <class F>
+result<void> visit_range(reader_core& c, std::string_view table, const reader::key_range& range,
+                         F&& visit) {
+  return with_index<void>(
+      c, table, [&](std::uint32_t t, const index_header*, epoch_guard& guard) -> result<void> {
+        if (c.table_kinds[t] != table_kind::ordered_set) {
+          return fail(errc::invalid_argument,
+                      "table '" + std::string(table) + "' in store '" + c.label + "' is a " +
+                          std::string(to_string(c.table_kinds[t])) +
+                          " table, not an ordered_set: it keeps no key order");
+        }
+        const std::uint64_t root = c.header->tree_roots[t].load(std::memory_order_seq_cst);
+        detail::tree_cursor cur(c);
+        auto ok = range.reverse ? cur.seek_lt(root, range.hi) : cur.seek_ge(root, range.lo);
+        for (std::size_t n = 0; n < range.limit; ++n) {
+          if (!ok) return std::move(ok).error();
+          if (!*ok) break;
+          const std::string_view key = cur.key();
+          if (range.reverse ? !range.lo.empty() && key < range.lo
+                            : !range.hi.empty() && key >= range.hi) {
+            break;
+          }
+          const std::uint64_t ref = cur.ref();
+          const entry_header* e = c.entry(ref);
+          if (e == nullptr) return c.unreadable(ref);
+          if (key_of(e) != key) return c.corrupt(ref, "its key is not the one the B+tree says");
+          if (auto valid = check_value(e); !valid) return std::move(valid).error();
+          if (!visit(key, located{ref, e}, guard)) break;
+          ok = range.reverse ? cur.prev() : cur.next();
+        }
+        return {};
+      });
+}
+
+}  // namespace
+
 result<std::vector<std::string>> reader::keys(std::string_view table,
                                               std::string_view prefix) const {
   reader_core& c = *p_->core;
+  if (const auto t = c.table_index(table); t && c.table_kinds[*t] == table_kind::ordered_set) {
+    std::vector<std::string> out;
+    auto r = visit_range(c, table, key_range{prefix, {}, SIZE_MAX, false},
+                         [&](std::string_view key, const located&, epoch_guard&) {
+                           if (!key.starts_with(prefix)) return false;
+                           out.emplace_back(key);
+                           return true;
+                         });
+    if (!r) return std::move(r).error();
+    return out;
+  }
   return with_index<std::vector<std::string>>(
       c, table,
       [&](std::uint32_t, const index_header* ix, epoch_guard&) -> result<std::vector<std::string>> {
@@ -479,6 +533,65 @@ result<std::vector<std::string>> reader::keys(std::string_view table,
         }
         return out;
       });
+}
+
+// ---------------------------------------------------------------------------
+// ordered tables
+
+Value reader::scanned::value() const {
+  auto v = decode_entry(static_cast<const entry_header*>(entry));
+  if (!v) throw slither::error(v.error());
+  return std::move(*v);
+}
+
+result<void> reader::scan(std::string_view table, const key_range& range,
+                          const std::function<bool(const scanned&)>& fn) const {
+  return visit_range(
+      *p_->core, table, range, [&](std::string_view key, const located& at, epoch_guard&) {
+        scanned s;
+        s.key = key;
+        s.bytes = value_of(at.e);
+        s.is_ndarray = at.e->format == static_cast<std::uint8_t>(detail::value_format::ndarray);
+        s.version = at.e->version;
+        s.entry = at.e;
+        return fn(s);
+      });
+}
+
+result<std::vector<std::pair<std::string, Value>>> reader::range(std::string_view table,
+                                                                 std::string_view lo,
+                                                                 std::string_view hi,
+                                                                 std::size_t limit,
+                                                                 bool reverse) const {
+  std::vector<std::pair<std::string, Value>> out;
+  std::optional<error_info> failed;
+  auto r = visit_range(*p_->core, table, key_range{lo, hi, limit, reverse},
+                       [&](std::string_view key, const located& at, epoch_guard&) {
+                         auto v = decode_entry(at.e);
+                         if (!v) {
+                           failed = std::move(v).error();
+                           return false;
+                         }
+                         out.emplace_back(std::string(key), std::move(*v));
+                         return true;
+                       });
+  if (!r) return std::move(r).error();
+  if (failed) return std::move(*failed);
+  return out;
+}
+
+result<std::optional<std::pair<std::string, Value>>> reader::first(std::string_view table) const {
+  auto r = range(table, {}, {}, 1, false);
+  if (!r) return std::move(r).error();
+  if (r->empty()) return std::optional<std::pair<std::string, Value>>{};
+  return std::optional<std::pair<std::string, Value>>(std::move(r->front()));
+}
+
+result<std::optional<std::pair<std::string, Value>>> reader::last(std::string_view table) const {
+  auto r = range(table, {}, {}, 1, true);
+  if (!r) return std::move(r).error();
+  if (r->empty()) return std::optional<std::pair<std::string, Value>>{};
+  return std::optional<std::pair<std::string, Value>>(std::move(r->front()));
 }
 
 }  // namespace slither::shm

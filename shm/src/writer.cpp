@@ -104,6 +104,18 @@ void writer::impl::dispose_table(const table_state& t, std::uint64_t root, std::
   dispose(t, root, size_class(index_bytes(capacity)));
 }
 
+std::string_view to_string(table_kind kind) noexcept {
+  switch (kind) {
+    case table_kind::set:
+      return "set";
+    case table_kind::bag:
+      return "bag";
+    case table_kind::ordered_set:
+      return "ordered_set";
+  }
+  return "unknown";
+}
+
 result<std::uint64_t> writer::impl::new_index(std::uint64_t capacity) {
   auto b = allocate(index_bytes(capacity));
   if (!b) return std::move(b).error();
@@ -266,7 +278,16 @@ result<std::uint64_t> writer::impl::put(table_state& t, std::string_view key, co
   __builtin_prefetch(&slots(t.root)[hash & (t.capacity - 1)]);  // overlaps the encoding
   auto b = build_entry(t, key, hash, value);
   if (!b) return std::move(b).error();
-  return link(t, *b, hash, key);
+  if (t.kind != table_kind::ordered_set) return link(t, *b, hash, key);
+  // The tree is published after the link, which gives the entry its version.
+  if (auto r = tree_apply(t, key, b->ref); !r) {
+    tree_abort(t);
+    release(b->ref, b->bytes);
+    return std::move(r).error();
+  }
+  const std::uint64_t version = link(t, *b, hash, key);
+  tree_commit(t);
+  return version;
 }
 
 void writer::impl::unlink_all() noexcept {
@@ -340,7 +361,8 @@ result<void> check_specs(const store_options& o, std::span<const table_spec> tab
                                               "': use 1-" + std::to_string(detail::max_table_name) +
                                               " characters");
     }
-    if (t.kind != table_kind::set && t.kind != table_kind::bag) {
+    if (t.kind != table_kind::set && t.kind != table_kind::bag &&
+        t.kind != table_kind::ordered_set) {
       return fail(errc::invalid_argument, "table '" + t.name + "' has an unknown kind");
     }
     if (t.initial_capacity > (std::uint64_t{1} << 32)) {
@@ -489,6 +511,14 @@ result<void> writer::put_many(std::string_view table,
     }
     built.push_back(*b);
   }
+  const bool ordered = t.kind == table_kind::ordered_set;
+  for (std::size_t i = 0; ordered && i < entries.size(); ++i) {
+    if (auto r = p_->tree_apply(t, entries[i].first, built[i].ref); !r) {
+      p_->tree_abort(t);
+      for (const block& done : built) p_->release(done.ref, done.bytes);
+      return std::move(r).error();
+    }
+  }
   // Random keys miss the cache twice (index slot, then the key's block):
   // prefetch slots 16 entries ahead and, once a slot is in, its block 8 ahead.
   constexpr std::size_t slot_ahead = 16, block_ahead = 8;
@@ -504,6 +534,7 @@ result<void> writer::put_many(std::string_view table,
     }
     p_->link(t, built[i], hashes[i], entries[i].first);
   }
+  if (ordered) p_->tree_commit(t);
   p_->maybe_reclaim();
   return {};
 }
@@ -515,10 +546,19 @@ result<bool> writer::erase(std::string_view table, std::string_view key) {
   if (auto r = p_->check_key(t, key); !r) return std::move(r).error();
   const slot_position pos = p_->find_slot(t, hash_key(p_->hash_seed, key), key);
   if (pos.ref == detail::null_ref) return false;
+  const bool ordered = t.kind == table_kind::ordered_set;
+  if (ordered) {
+    // Copying the tree's path may need memory: fail before anything changes.
+    if (auto r = p_->tree_apply(t, key, detail::null_ref); !r) {
+      p_->tree_abort(t);
+      return std::move(r).error();
+    }
+  }
   p_->slots(t.root)[pos.slot].store(detail::tombstone, std::memory_order_seq_cst);
   --t.keys;
   t.values -= p_->entry(pos.ref)->count;
   p_->publish_counts(t);
+  if (ordered) p_->tree_commit(t);
   p_->dispose_chain(t, pos.ref);
   p_->maybe_reclaim();
   return true;
@@ -529,7 +569,7 @@ result<std::uint64_t> writer::update(std::string_view table, std::string_view ke
   auto tr = p_->table(table);
   if (!tr) return std::move(tr).error();
   table_state& t = **tr;
-  if (t.kind != table_kind::set) {
+  if (t.kind == table_kind::bag) {
     return fail(errc::invalid_argument, "update needs a set table; '" + t.name + "' is a bag");
   }
   if (auto r = p_->check_key(t, key); !r) return std::move(r).error();
@@ -560,7 +600,7 @@ result<std::uint64_t> writer::compare_and_set(std::string_view table, std::strin
   auto tr = p_->table(table);
   if (!tr) return std::move(tr).error();
   table_state& t = **tr;
-  if (t.kind != table_kind::set) {
+  if (t.kind == table_kind::bag) {
     return fail(errc::invalid_argument,
                 "compare_and_set needs a set table; '" + t.name + "' is a bag");
   }
@@ -585,10 +625,15 @@ result<void> writer::clear(std::string_view table) {
   if (!root) return std::move(root).error();
   const std::uint64_t old_root = t.root;
   const std::uint64_t old_capacity = t.capacity;
+  const std::uint64_t old_tree = t.tree_root;
   t.root = *root;
   t.capacity = t.initial_slots;
   t.keys = t.values = t.used = 0;
+  t.tree_root = detail::null_ref;
+  t.tree_keys = 0;
   p_->publish_root(t);
+  p_->tree_commit(t);
+  p_->dispose_tree(t, old_tree);
   p_->dispose_table(t, old_root, old_capacity);
   p_->maybe_reclaim();
   return {};
@@ -606,6 +651,8 @@ result<void> writer::reload(std::string_view table,
   next.root = *root;
   next.capacity = t.initial_slots;
   next.keys = next.values = next.used = 0;
+  next.tree_root = next.tree_committed = detail::null_ref;
+  next.tree_keys = next.tree_committed_keys = 0;
 
   table_loader load(*p_, next);
   result<void> filled;
@@ -617,6 +664,7 @@ result<void> writer::reload(std::string_view table,
     filled = fail(errc::invalid_argument, std::string("the fill function threw: ") + e.what());
   }
   if (!filled) {
+    p_->dispose_tree(next, next.tree_root);
     p_->dispose_table(next, next.root, next.capacity);
     error_info e = std::move(filled).error();
     e.message = "reload of table '" + t.name + "' in store '" + p_->label +
@@ -627,6 +675,8 @@ result<void> writer::reload(std::string_view table,
   next.published = true;
   t = next;
   p_->publish_root(t);
+  p_->tree_commit(t);
+  p_->dispose_tree(old, old.tree_root);
   p_->dispose_table(old, old.root, old.capacity);
   p_->maybe_reclaim();
   return {};

@@ -4,8 +4,10 @@
 #include <chrono>
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "allocator.hpp"
@@ -31,7 +33,20 @@ struct table_state {
   std::uint64_t values = 0;
   std::uint64_t used = 0;  // keys + tombstones
   bool published = true;   // false while a reload builds it
+  // Ordered tables: the B+tree root being changed, and the one readers see.
+  std::uint64_t tree_root = null_ref;
+  std::uint64_t tree_keys = 0;
+  std::uint64_t tree_committed = null_ref;
+  std::uint64_t tree_committed_keys = 0;
 };
+
+/// A B+tree slot as the writer edits it: a key and the block it references.
+struct tree_item {
+  std::string key;
+  std::uint64_t ref;
+};
+
+struct btree_node;
 
 struct retired_block {
   std::uint64_t ref;
@@ -63,6 +78,10 @@ struct writer::impl final : detail::fork_aware {
   std::vector<detail::table_state> tables;
   std::vector<detail::retired_block> retired;
   std::vector<std::uint64_t> held;  // scratch for reclaim
+  // B+tree nodes written since the last publish (no reader can see them yet),
+  // and published nodes replaced since then (retired once the new root is out).
+  std::unordered_map<std::uint64_t, std::uint64_t> tree_fresh;
+  std::vector<detail::block> tree_replaced;
   std::uint64_t epoch = 1;
   std::uint64_t last_version = 0;  // store-wide: a version is never given twice
   std::uint64_t bytes_used = 0;
@@ -126,6 +145,23 @@ struct writer::impl final : detail::fork_aware {
   std::uint64_t link(detail::table_state& t, const detail::block& b, std::uint64_t hash,
                      std::string_view key);
   result<std::uint64_t> put(detail::table_state& t, std::string_view key, const Value& value);
+
+  // Ordered tables' B+tree (btree.cpp). `tree_apply` changes the working
+  // tree of `t` (`entry` null: erase `key`) and returns whether it changed;
+  // `tree_commit` publishes it, `tree_abort` returns to the published one.
+  const detail::btree_node* node(std::uint64_t ref) noexcept;
+  std::vector<detail::tree_item> node_items(std::uint64_t ref);
+  void replace_node(std::uint64_t ref);
+  result<std::vector<detail::tree_item>> write_nodes(unsigned level,
+                                                     std::span<const detail::tree_item> items);
+  result<std::vector<detail::tree_item>> tree_modify(std::uint64_t ref, std::string_view key,
+                                                     std::uint64_t entry, bool& changed,
+                                                     std::int64_t& added);
+  result<bool> tree_apply(detail::table_state& t, std::string_view key, std::uint64_t entry);
+  void tree_commit(detail::table_state& t);
+  void tree_abort(detail::table_state& t);
+  /// Disposes of every node of the tree at `root` (not the entries it references).
+  void dispose_tree(const detail::table_state& t, std::uint64_t root);
 
   // Reclamation (epoch.cpp).
   /// Frees what no reader can see and, if `check_liveness` (or it is time

@@ -65,7 +65,13 @@ namespace slither::shm {
 enum class table_kind : std::uint8_t {
   set = 1,  ///< one value per key
   bag = 2,  ///< several values per key, in insertion order
+  /// One value per key, like `set`, with keys also kept sorted bytewise, so
+  /// `range`, `first`, `last` and `keys` read them in order.
+  ordered_set = 3,
 };
+
+/// Stable lower-case name of a table kind ("set", "bag", "ordered_set").
+std::string_view to_string(table_kind kind) noexcept;
 
 /// Declares one table of a store.
 struct table_spec {
@@ -110,8 +116,9 @@ struct store_stats {
 // 2: codec version 2 values. 3: reader liveness by OFD locks (owner words in
 // the registry), the writer's lock object, a per-store hash seed. 4: array
 // blocks may hold the dtypes bool, int8, int16, uint16, uint32, uint64 and
-// float16, which a version-3 reader would refuse only when it met one.
-inline constexpr std::uint64_t layout_version = 4;
+// float16, which a version-3 reader would refuse only when it met one. 5:
+// ordered tables (a B+tree root per table after the table directory).
+inline constexpr std::uint64_t layout_version = 5;
 
 /// Shared-memory object name of segment `n` of a store: "/slither.<ns>.<store>.<n>".
 std::string segment_name(std::string_view ns, std::string_view store, std::uint32_t n);
@@ -207,8 +214,50 @@ class reader {
   /// the freeing of blocks the writer retires meanwhile.
   result<void> for_each(std::string_view table,
                         const std::function<bool(std::string_view, const view&)>& fn) const;
-  /// Keys that start with `prefix` (all keys for an empty prefix).
+  /// Keys that start with `prefix` (all keys for an empty prefix); sorted
+  /// bytewise in an ordered table, in no particular order in others.
   result<std::vector<std::string>> keys(std::string_view table, std::string_view prefix = {}) const;
+
+  // Ordered tables (`table_kind::ordered_set`). Each call reads one snapshot
+  // of the table: the keys it returns were all present together at one
+  // moment, sorted bytewise. On a table of another kind they fail with
+  // `invalid_argument` naming the table and its kind.
+
+  /// The part of an ordered table a scan reads: keys in [lo, hi) (an empty
+  /// bound is no bound), at most `limit` of them, from the largest if `reverse`.
+  struct key_range {
+    std::string_view lo;
+    std::string_view hi;
+    std::size_t limit = SIZE_MAX;
+    bool reverse = false;
+  };
+  /// An entry met by `scan`, in place: valid only during the callback.
+  struct scanned {
+    std::string_view key;
+    /// The stored `slither::encode` bytes; for an ndarray, its raw elements.
+    std::span<const std::byte> bytes;
+    bool is_ndarray = false;
+    std::uint64_t version = 0;
+    /// A decoded copy of the value (ndarrays included). Throws `slither::error` if corrupt.
+    Value value() const;
+    const void* entry = nullptr;  ///< implementation detail
+  };
+  /// Calls `fn` for each entry of `range` in order, in place and without
+  /// taking holds (the fastest scan); return false from `fn` to stop. `fn`
+  /// must not throw; the scan holds this reader's epoch throughout.
+  result<void> scan(std::string_view table, const key_range& range,
+                    const std::function<bool(const scanned&)>& fn) const;
+  /// Decoded copies of the entries with keys in [lo, hi) (empty = unbounded),
+  /// at most `limit`, in ascending order (descending if `reverse`).
+  result<std::vector<std::pair<std::string, Value>>> range(std::string_view table,
+                                                           std::string_view lo = {},
+                                                           std::string_view hi = {},
+                                                           std::size_t limit = SIZE_MAX,
+                                                           bool reverse = false) const;
+  /// The entry with the smallest key; nullopt if the table is empty.
+  result<std::optional<std::pair<std::string, Value>>> first(std::string_view table) const;
+  /// The entry with the largest key; nullopt if the table is empty.
+  result<std::optional<std::pair<std::string, Value>>> last(std::string_view table) const;
 
   struct impl;  ///< implementation detail
 

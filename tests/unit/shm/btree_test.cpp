@@ -1,0 +1,374 @@
+// Ordered tables (kind ordered_set): the B+tree behind range, first, last
+// and sorted keys, checked against std::map; a forked reader scanning while
+// the writer mutates; reclamation of replaced nodes.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <map>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "shm_test_util.hpp"
+#include "slither/shm/store.hpp"
+
+namespace slither::shm {
+namespace {
+
+using testing::test_options;
+
+const std::vector<table_spec> kTables = {{"ord", table_kind::ordered_set, 16},
+                                         {"kv", table_kind::set, 16},
+                                         {"log", table_kind::bag, 16}};
+
+writer make_writer(const store_options& o) {
+  auto w = writer::create(o, kTables);
+  if (!w) throw slither::error(w.error());
+  return std::move(*w);
+}
+
+/// `a` then `b`, appended piecewise (GCC 12 warns falsely, -Wrestrict, on "literal" + std::string).
+std::string cat(std::string a, std::string_view b) {
+  a += b;
+  return a;
+}
+
+/// Keys that sort like their numbers: "k000042".
+std::string key_of(std::uint64_t i) {
+  const std::string n = std::to_string(i);
+  std::string k = "k";
+  k.append(n.size() < 6 ? 6 - n.size() : 0, '0');
+  return cat(k, n);
+}
+
+using entries = std::vector<std::pair<std::string, Value>>;
+
+/// The oracle's answer to range(lo, hi, limit, reverse).
+entries expected(const std::map<std::string, std::int64_t>& m, const std::string& lo,
+                 const std::string& hi, std::size_t limit, bool reverse) {
+  entries out;
+  auto begin = lo.empty() ? m.begin() : m.lower_bound(lo);
+  auto end = hi.empty() ? m.end() : m.lower_bound(hi);
+  if (begin != m.end() && !hi.empty() && begin->first >= hi) return out;
+  if (!reverse) {
+    for (auto it = begin; it != end && out.size() < limit; ++it)
+      out.emplace_back(it->first, it->second);
+  } else {
+    for (auto it = end; it != begin && out.size() < limit;) {
+      --it;
+      out.emplace_back(it->first, it->second);
+    }
+  }
+  return out;
+}
+
+TEST(Ordered, RangeFirstLastAndKeysInOrder) {
+  auto w = make_writer(test_options("ord-basic"));
+  const reader& r = w.read();
+  EXPECT_EQ(r.first("ord").value(), std::nullopt);
+  EXPECT_EQ(r.last("ord").value(), std::nullopt);
+  EXPECT_TRUE(r.range("ord").value().empty());
+  // Inserted out of order; "" and bytes above 0x7f are keys like any other.
+  for (const char* k : {"b", "a", "ab", "", "c", "\xff", "aa"})
+    ASSERT_TRUE(w.put("ord", k, cat("v", k)));
+  const entries all = r.range("ord").value();
+  std::vector<std::string> order;
+  for (const auto& [k, v] : all) order.push_back(k);
+  EXPECT_EQ(order, (std::vector<std::string>{"", "a", "aa", "ab", "b", "c", "\xff"}));
+  EXPECT_EQ(all[2].second, Value("vaa"));
+  EXPECT_EQ(r.first("ord").value()->first, "");
+  EXPECT_EQ(r.last("ord").value()->first, "\xff");
+  EXPECT_EQ(r.keys("ord", "a").value(), (std::vector<std::string>{"a", "aa", "ab"}));
+  // [lo, hi), limit and reverse.
+  auto keys = [](const entries& e) {
+    std::vector<std::string> k;
+    for (const auto& p : e) k.push_back(p.first);
+    return k;
+  };
+  EXPECT_EQ(keys(r.range("ord", "aa", "b").value()), (std::vector<std::string>{"aa", "ab"}));
+  EXPECT_EQ(keys(r.range("ord", "a", "c", 2, true).value()), (std::vector<std::string>{"b", "ab"}));
+  EXPECT_EQ(keys(r.range("ord", "ab0", {}, 1).value()), (std::vector<std::string>{"b"}));
+  EXPECT_TRUE(r.range("ord", "d", "e").value().empty());
+  EXPECT_TRUE(r.range("ord", "b", "a").value().empty());
+  EXPECT_TRUE(r.range("ord", {}, {}, 0).value().empty());
+  // Replacing a value keeps one key; erasing removes it from the order.
+  ASSERT_TRUE(w.put("ord", "a", "new"));
+  ASSERT_TRUE(w.erase("ord", "b").value());
+  EXPECT_FALSE(w.erase("ord", "b").value());
+  EXPECT_EQ(keys(r.range("ord", "a", "c").value()), (std::vector<std::string>{"a", "aa", "ab"}));
+  EXPECT_EQ(r.range("ord", "a", "aa").value()[0].second, Value("new"));
+  EXPECT_EQ(r.size("ord").value(), 6u);
+  EXPECT_EQ(r.get("ord", "a").value(), std::optional<Value>("new"));
+}
+
+TEST(Ordered, OtherKindsRefuseRangeNamingTableAndKind) {
+  auto w = make_writer(test_options("ord-kind"));
+  ASSERT_TRUE(w.put("kv", "x", 1));
+  for (const char* table : {"kv", "log"}) {
+    auto e = w.read().range(table);
+    ASSERT_FALSE(e);
+    EXPECT_EQ(e.error().code, errc::invalid_argument);
+    EXPECT_NE(e.error().message.find(cat(cat("'", table), "'")), std::string::npos);
+    EXPECT_NE(e.error().message.find(table == std::string("kv") ? "a set" : "a bag"),
+              std::string::npos)
+        << e.error().message;
+    EXPECT_EQ(w.read().first(table).error().code, errc::invalid_argument);
+    EXPECT_EQ(w.read().last(table).error().code, errc::invalid_argument);
+  }
+  EXPECT_EQ(w.read().range("nope").error().code, errc::not_found);
+  // keys() still works on other kinds (unordered).
+  EXPECT_EQ(w.read().keys("kv").value(), (std::vector<std::string>{"x"}));
+}
+
+TEST(Ordered, RandomOpsMatchAStdMap) {
+  auto w = make_writer(test_options("ord-oracle"));
+  const reader& r = w.read();
+  std::map<std::string, std::int64_t> oracle;
+  std::mt19937_64 rng(42);
+  const std::uint64_t ops = testing::scaled(20000, 3000);
+  const std::uint64_t space = 3000;  // keys reused: replaces, erases, splits and merges
+  for (std::uint64_t i = 0; i < ops; ++i) {
+    const std::string k = key_of(rng() % space);
+    switch (rng() % 8) {
+      case 0:
+      case 1: {
+        EXPECT_EQ(w.erase("ord", k).value(), oracle.erase(k) == 1);
+        break;
+      }
+      case 2: {  // a batch
+        std::vector<std::pair<std::string, Value>> batch;
+        for (int j = 0; j < 20; ++j) {
+          const std::string bk = key_of(rng() % space);
+          batch.emplace_back(bk, static_cast<std::int64_t>(i * 100 + j));
+          oracle[bk] = static_cast<std::int64_t>(i * 100 + j);
+        }
+        ASSERT_TRUE(w.put_many("ord", batch));
+        break;
+      }
+      default:
+        ASSERT_TRUE(w.put("ord", k, static_cast<std::int64_t>(i)));
+        oracle[k] = static_cast<std::int64_t>(i);
+    }
+    if (i % 500 == 0 || i + 1 == ops) {
+      ASSERT_EQ(r.range("ord").value(), expected(oracle, {}, {}, SIZE_MAX, false)) << "op " << i;
+      for (int q = 0; q < 20; ++q) {
+        std::string lo = rng() % 4 == 0 ? "" : key_of(rng() % space);
+        std::string hi = rng() % 4 == 0 ? "" : key_of(rng() % space);
+        if (rng() % 2 == 0) lo += "5";  // bounds between keys too
+        const std::size_t limit = rng() % 3 == 0 ? SIZE_MAX : rng() % 150;
+        const bool reverse = rng() % 2 == 0;
+        ASSERT_EQ(r.range("ord", lo, hi, limit, reverse).value(),
+                  expected(oracle, lo, hi, limit, reverse))
+            << "op " << i << " [" << lo << ", " << hi << ") limit " << limit << " reverse "
+            << reverse;
+      }
+      EXPECT_EQ(r.size("ord").value(), oracle.size());
+    }
+  }
+  std::vector<std::string> prefixed;
+  for (const auto& [k, v] : oracle)
+    if (k.starts_with("k0012")) prefixed.push_back(k);
+  EXPECT_EQ(r.keys("ord", "k0012").value(), prefixed);
+}
+
+TEST(Ordered, AHundredThousandKeysThenDeletesGiveTheirNodesBack) {
+  auto w = make_writer(test_options("ord-many"));
+  // The same writes to a set table: what the hash index and entries take.
+  auto plain = make_writer(test_options("ord-many-set"));
+  const reader& r = w.read();
+  const std::uint64_t n = testing::scaled(100000, 10000);
+  std::vector<std::uint64_t> order(n);
+  for (std::uint64_t i = 0; i < n; ++i) order[i] = i;
+  std::shuffle(order.begin(), order.end(), std::mt19937_64(7));
+  for (std::size_t at = 0; at < n; at += 1000) {
+    std::vector<std::pair<std::string, Value>> batch;
+    for (std::size_t i = at; i < std::min<std::size_t>(n, at + 1000); ++i)
+      batch.emplace_back(key_of(order[i]), static_cast<std::int64_t>(order[i]));
+    ASSERT_TRUE(w.put_many("ord", batch));
+    ASSERT_TRUE(plain.put_many("kv", batch));
+  }
+  ASSERT_EQ(r.size("ord").value(), n);
+  std::uint64_t expect = 0;
+  bool sorted = true;
+  ASSERT_TRUE(r.scan("ord", {}, [&](const reader::scanned& s) {
+    sorted = sorted && s.key == key_of(expect) && s.value() == Value(std::int64_t(expect));
+    ++expect;
+    return true;
+  }));
+  EXPECT_TRUE(sorted);
+  EXPECT_EQ(expect, n);
+  const auto mid = r.range("ord", key_of(n / 2), {}, 100).value();
+  ASSERT_EQ(mid.size(), 100u);
+  EXPECT_EQ(mid.back().first, key_of(n / 2 + 99));
+  const auto back = r.range("ord", {}, key_of(n / 2), 100, true).value();
+  ASSERT_EQ(back.size(), 100u);
+  EXPECT_EQ(back.front().first, key_of(n / 2 - 1));
+  EXPECT_EQ(back.back().first, key_of(n / 2 - 100));
+
+  // Delete all but 10 keys: underflowing nodes merge, so what stays is about
+  // one leaf (plus entries), not a spine of near-empty nodes.
+  for (std::uint64_t i = 0; i < n - 10; ++i) {
+    ASSERT_TRUE(w.erase("ord", key_of(order[i])).value());
+    ASSERT_TRUE(plain.erase("kv", key_of(order[i])).value());
+  }
+  w.reclaim();
+  EXPECT_EQ(r.range("ord").value().size(), 10u);
+  EXPECT_EQ(w.stats().bytes_retired, 0u);
+  // Ten keys in one leaf; unmerged, they would sit in ten leaves under a spine.
+  const std::uint64_t tree_bytes = w.stats().bytes_used - plain.stats().bytes_used;
+  EXPECT_GT(tree_bytes, 0u);
+  EXPECT_LE(tree_bytes, 1024u) << "nodes of deleted keys were not merged away";
+}
+
+TEST(Ordered, ClearReloadUpdateAndCompareAndSetKeepTheOrder) {
+  auto w = make_writer(test_options("ord-reload"));
+  const reader& r = w.read();
+  for (int i = 0; i < 500; ++i) ASSERT_TRUE(w.put("ord", key_of(i), i));
+  ASSERT_TRUE(w.clear("ord"));
+  EXPECT_EQ(r.first("ord").value(), std::nullopt);
+  ASSERT_TRUE(w.put("ord", "z", 1));
+  ASSERT_TRUE(w.reload("ord", [](loader& l) -> result<void> {
+    for (int i = 300; i-- > 0;) {
+      if (auto p = l.put(key_of(i), i); !p) return p;
+    }
+    return {};
+  }));
+  EXPECT_EQ(r.size("ord").value(), 300u);
+  EXPECT_EQ(r.first("ord").value()->first, key_of(0));
+  EXPECT_EQ(r.last("ord").value()->first, key_of(299));
+  // A failed reload leaves the tree as it was.
+  EXPECT_FALSE(w.reload("ord", [](loader& l) -> result<void> {
+    (void)l.put("a", 1);
+    return fail(errc::invalid_argument, "no");
+  }));
+  EXPECT_EQ(r.first("ord").value()->first, key_of(0));
+  ASSERT_TRUE(w.update("ord", key_of(5), [](const std::optional<Value>& v) {
+    return Value(v->as<std::int64_t>() + 1000);
+  }));
+  const std::uint64_t version = r.get_view("ord", key_of(7)).value()->version();
+  ASSERT_TRUE(w.compare_and_set("ord", key_of(7), version, 77));
+  const auto part = r.range("ord", key_of(5), key_of(8)).value();
+  ASSERT_EQ(part.size(), 3u);
+  EXPECT_EQ(part[0].second, Value(std::int64_t(1005)));
+  EXPECT_EQ(part[2].second, Value(std::int64_t(77)));
+  w.reclaim();
+  EXPECT_EQ(w.stats().bytes_retired, 0u);
+}
+
+// A scan holds its epoch: nodes and entries the writer replaces meanwhile stay
+// readable (the scan sees its snapshot), and are freed once it ends.
+TEST(Ordered, ReplacedNodesRetireUntilTheScanLeaves) {
+  auto w = make_writer(test_options("ord-reclaim"));
+  const reader& r = w.read();
+  for (int i = 0; i < 2000; ++i) ASSERT_TRUE(w.put("ord", key_of(i), i));
+  w.reclaim();
+  ASSERT_EQ(w.stats().bytes_retired, 0u);
+  int seen = 0;
+  bool snapshot = true;
+  std::uint64_t retired_during = 0;
+  ASSERT_TRUE(r.scan("ord", {}, [&](const reader::scanned& s) {
+    if (seen == 10) {
+      for (int i = 0; i < 2000; i += 3) {
+        EXPECT_TRUE(w.put("ord", key_of(i), -1));
+        EXPECT_TRUE(w.erase("ord", key_of(i + 1)));
+      }
+      w.reclaim();
+      retired_during = w.stats().bytes_retired;
+    }
+    snapshot = snapshot && s.key == key_of(seen) && s.value() == Value(std::int64_t(seen));
+    ++seen;
+    return true;
+  }));
+  EXPECT_EQ(seen, 2000);
+  EXPECT_TRUE(snapshot);
+  EXPECT_GT(retired_during, 0u);
+  w.reclaim();
+  EXPECT_EQ(w.stats().bytes_retired, 0u);
+  EXPECT_EQ(r.range("ord", {}, {}, 3).value(), (entries{{key_of(0), Value(std::int64_t(-1))},
+                                                        {key_of(2), Value(std::int64_t(2))},
+                                                        {key_of(3), Value(std::int64_t(-1))}}));
+}
+
+// A reader process scans while the writer rewrites the table: every scan is
+// sorted and one snapshot (each round rewrites all "g" keys in one batch, so a
+// scan sees one round's value in all of them), while inserts and erases of
+// other keys split and merge nodes around them.
+TEST(Ordered, ForkedReaderScansConsistentSnapshotsWhileTheWriterMutates) {
+  const auto o = test_options("ord-fork");
+  auto w = make_writer(o);
+  constexpr int kGroup = 300;
+  auto group_batch = [](std::int64_t round) {
+    std::vector<std::pair<std::string, Value>> b;
+    for (int i = 0; i < kGroup; ++i) b.emplace_back(cat("g", key_of(i * 7)), round);
+    return b;
+  };
+  ASSERT_TRUE(w.put_many("ord", group_batch(0)));
+  int ready[2];
+  ASSERT_EQ(::pipe(ready), 0);
+  const pid_t child = ::fork();
+  if (child == 0) {
+    ::close(ready[0]);
+    auto r = reader::attach(o.ns, o.name);
+    if (!r) ::_exit(2);
+    (void)!::write(ready[1], "x", 1);
+    const int scans = static_cast<int>(testing::scaled(400, 60));
+    for (int s = 0; s < scans; ++s) {
+      std::string prev;
+      bool first = true;
+      int group = 0;
+      std::int64_t round = -1;
+      bool ok = true;
+      auto done = r->scan("ord", {}, [&](const reader::scanned& e) {
+        if (!first && !(prev < e.key)) ok = false;
+        first = false;
+        prev = std::string(e.key);
+        if (e.key.starts_with("g")) {
+          const std::int64_t v = e.value().as<std::int64_t>();
+          if (round == -1) round = v;
+          if (v != round) ok = false;
+          ++group;
+        }
+        return true;
+      });
+      if (!done) ::_exit(4);
+      if (!ok) ::_exit(3);
+      if (group != kGroup) ::_exit(5);
+    }
+    ::_exit(0);
+  }
+  ::close(ready[1]);
+  char c;
+  ASSERT_EQ(::read(ready[0], &c, 1), 1);
+  ::close(ready[0]);
+  std::mt19937_64 rng(3);
+  int status = 0;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  for (std::int64_t round = 1;; ++round) {
+    if (::waitpid(child, &status, WNOHANG) != 0) break;
+    if (std::chrono::steady_clock::now() > deadline) {
+      ::kill(child, SIGKILL);
+      ::waitpid(child, &status, 0);
+      FAIL() << "the reader did not finish its scans in 120 s";
+    }
+    ASSERT_TRUE(w.put_many("ord", group_batch(round)));
+    for (int i = 0; i < 40; ++i) {
+      const std::string k = cat("h", key_of(rng() % 2000));
+      if (rng() % 2 == 0) {
+        ASSERT_TRUE(w.put("ord", k, round));
+      } else {
+        ASSERT_TRUE(w.erase("ord", k));
+      }
+    }
+  }
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "2: attach, 3: unsorted or torn scan, 4: scan error, "
+                                       "5: missing keys";
+  w.reclaim();
+}
+
+}  // namespace
+}  // namespace slither::shm
