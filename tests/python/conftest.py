@@ -58,6 +58,10 @@ name = "scratch"
 [[stores.tables]]
 name = "t"
 kind = "set"
+
+[[stores.tables]]
+name = "ord"
+kind = "ordered_set"
 """
 
 
@@ -182,7 +186,8 @@ def features(client: slither.Client) -> slither.Store:
 
 @pytest.fixture
 def scratch(client: slither.Client) -> Iterator[slither.Store]:
-    """The `scratch` store with table `t` emptied before each test."""
+    """The `scratch` store with tables `t` and `ord` emptied before each test."""
     store = client.store("scratch")
     store.clear("t")
+    store.clear("ord")
     yield store

@@ -6,6 +6,7 @@
 // a fork child, it attaches again by name (views taken before stay valid over
 // the old mapping). If that fails, the read raises WriterGone.
 #include <algorithm>
+#include <cstdint>
 #include <exception>
 #include <optional>
 #include <string>
@@ -82,6 +83,56 @@ decode_limits stored_limits(std::size_t size) {
   decode_limits limits;
   limits.max_message_bytes = std::max(limits.max_message_bytes, size);
   return limits;
+}
+
+// A scan's `limit`: None (no limit) or an int >= 0.
+std::size_t limit_arg(nb::handle limit) {
+  if (limit.is_none()) return SIZE_MAX;
+  if (!PyLong_Check(limit.ptr()) || PyBool_Check(limit.ptr())) {
+    raise_invalid_type("limit must be an int or None, not " + python_type_name(limit));
+  }
+  const long long n = PyLong_AsLongLong(limit.ptr());
+  if (n == -1 && PyErr_Occurred()) {
+    PyErr_Clear();
+    return SIZE_MAX;  // larger than any table
+  }
+  if (n < 0) raise_invalid_argument("limit must be >= 0, not " + std::to_string(n));
+  return static_cast<std::size_t>(n);
+}
+
+// The (key, value) pairs of `range` of an ordered table, values decoded
+// straight from their stored encoding inside the scan.
+nb::list scan_to_python(py_reader& r, std::string_view table, const shm::reader::key_range& range) {
+  nb::list out;
+  const shm::reader& rd = live(r);
+  ++r.iterating;  // Python code run meanwhile must not replace the reader scanned
+  struct done {
+    int& n;
+    ~done() { --n; }
+  } leave{r.iterating};
+  // A Python error must not unwind through the store's scan: stop it, rethrow after.
+  std::exception_ptr failure;
+  take(rd.scan(table, range, [&](const shm::reader::scanned& e) {
+    try {
+      nb::object value = e.is_ndarray ? to_python(e.value())
+                                      : decode_object(e.bytes, stored_limits(e.bytes.size()));
+      out.append(nb::make_tuple(key_to_python(e.key), std::move(value)));
+      return true;
+    } catch (...) {
+      failure = std::current_exception();
+      return false;
+    }
+  }));
+  if (failure) std::rethrow_exception(failure);
+  return out;
+}
+
+// The first (or last) entry of an ordered table as (key, value), or None.
+nb::object end_to_python(py_reader& r, nb::handle table_arg, bool reverse) {
+  const std::string_view table = name_arg(table_arg, "table");
+  nb::list one = scan_to_python(r, table, shm::reader::key_range{{}, {}, 1, reverse});
+  if (one.size() == 0) return nb::none();
+  return one[0];
 }
 
 [[noreturn]] void raise_missing(const py_reader& r, std::string_view table, std::string_view key) {
@@ -220,7 +271,8 @@ void init_reader(nb::module_& m) {
             return out;
           },
           nb::arg("table").none(), nb::arg("prefix").none() = "",
-          "Keys of `table` that start with `prefix`, as str (bytes if not UTF-8).")
+          "Keys of `table` that start with `prefix`, as str (bytes if not UTF-8); sorted\n"
+          "bytewise in an ordered_set table.")
       .def(
           "items",
           [](py_reader& r, nb::handle table_arg) {
@@ -251,7 +303,34 @@ void init_reader(nb::module_& m) {
             if (failure) std::rethrow_exception(failure);
             return out;
           },
-          nb::arg("table").none(), "Every (key, value) pair of `table`, values decoded.");
+          nb::arg("table").none(), "Every (key, value) pair of `table`, values decoded.")
+      .def(
+          "range",
+          [](py_reader& r, nb::handle table_arg, nb::handle lo, nb::handle hi, nb::handle limit,
+             bool reverse) {
+            const std::string_view table = name_arg(table_arg, "table");
+            shm::reader::key_range range;
+            if (!lo.is_none()) range.lo = key_view(lo, "lo");
+            if (!hi.is_none()) range.hi = key_view(hi, "hi");
+            range.limit = limit_arg(limit);
+            range.reverse = reverse;
+            return scan_to_python(r, table, range);
+          },
+          nb::arg("table").none(), nb::arg("lo").none() = nb::none(),
+          nb::arg("hi").none() = nb::none(), nb::arg("limit").none() = nb::none(),
+          nb::arg("reverse") = false,
+          "The (key, value) pairs of the ordered table `table` whose keys are in [lo, hi)\n"
+          "(None: unbounded), sorted bytewise, at most `limit` of them, from the largest\n"
+          "key if `reverse`; one snapshot of the table. Raises InvalidArgument for a\n"
+          "table that is not an ordered_set.")
+      .def(
+          "first", [](py_reader& r, nb::handle table) { return end_to_python(r, table, false); },
+          nb::arg("table").none(),
+          "The (key, value) pair with the smallest key of the ordered table `table`, or None.")
+      .def(
+          "last", [](py_reader& r, nb::handle table) { return end_to_python(r, table, true); },
+          nb::arg("table").none(),
+          "The (key, value) pair with the largest key of the ordered table `table`, or None.");
 }
 
 }  // namespace slither::py

@@ -327,8 +327,31 @@ class Table:
         return self._store.version(self._name, key)
 
     def keys(self, prefix: Key = "") -> list[Key]:
-        """Keys starting with ``prefix``."""
+        """Keys starting with ``prefix`` (sorted bytewise in an ``ordered_set`` table)."""
         return self._store.keys(self._name, prefix)
+
+    def range(
+        self,
+        lo: Key | None = None,
+        hi: Key | None = None,
+        limit: int | None = None,
+        reverse: bool = False,
+    ) -> list[tuple[Key, Value]]:
+        """The ``(key, value)`` pairs with ``lo <= key < hi`` of an ``ordered_set`` table.
+
+        Keys are sorted bytewise (str keys by their UTF-8 bytes); ``None`` leaves a
+        bound open; at most ``limit`` pairs, from the largest key if ``reverse``. One
+        snapshot of the table. Raises :class:`InvalidArgument` for other table kinds.
+        """
+        return self._store.range(self._name, lo, hi, limit, reverse)
+
+    def first(self) -> tuple[Key, Value] | None:
+        """The ``(key, value)`` pair with the smallest key of an ``ordered_set`` table, or None."""
+        return self._store.first(self._name)
+
+    def last(self) -> tuple[Key, Value] | None:
+        """The ``(key, value)`` pair with the largest key of an ``ordered_set`` table, or None."""
+        return self._store.last(self._name)
 
     def items(self) -> list[tuple[Key, Value]]:
         """Every ``(key, value)`` pair, values decoded."""
