@@ -29,25 +29,31 @@ const btree_node* tree_node(reader_core& c, std::uint64_t ref, unsigned level) n
   const std::uint64_t bytes = n->block_bytes;
   if (bytes < keys_at || c.resolve(ref, bytes) == nullptr) return nullptr;
   const btree_slot* s = slots_of(n);
+  // Without early exits: every node a scan meets runs this, and it vectorizes.
+  bool outside = false;
   for (unsigned i = 0; i < n->count; ++i) {
-    if (s[i].key_offset < keys_at || s[i].key_offset > bytes ||
-        s[i].key_bytes > bytes - s[i].key_offset) {
-      return nullptr;
-    }
+    const std::uint64_t at = s[i].key_offset;
+    outside |= (at < keys_at) | (at + s[i].key_bytes > bytes);
   }
-  return n;
+  return outside ? nullptr : n;
 }
 
-error_info tree_cursor::bad(std::uint64_t ref) const {
-  return c_.corrupt(ref, "not a B+tree node where the tree expects one");
+bool tree_cursor::failed(error_info e) {
+  error_ = std::move(e);
+  depth_ = 0;
+  return false;
 }
 
-result<bool> tree_cursor::start(std::uint64_t root) {
+bool tree_cursor::bad(std::uint64_t ref) {
+  return failed(c_.corrupt(ref, "not a B+tree node where the tree expects one"));
+}
+
+bool tree_cursor::start(std::uint64_t root) {
   depth_ = 0;
   root_ = root;
   if (root == null_ref) return false;
   const auto* head = reinterpret_cast<const btree_node*>(c_.resolve(root, sizeof(btree_node)));
-  if (head == nullptr) return c_.unreadable(root);
+  if (head == nullptr) return failed(c_.unreadable(root));
   const unsigned level = head->level;
   if (level >= btree_max_depth) return bad(root);
   const btree_node* n = tree_node(c_, root, level);
@@ -59,7 +65,7 @@ result<bool> tree_cursor::start(std::uint64_t root) {
   for (std::uint64_t i = 0; i < segments; ++i)
     mapped += c_.header->segment_bytes[i].load(std::memory_order_relaxed);
   if (n->entries > mapped / sizeof(btree_slot)) {
-    return c_.corrupt(root, "a B+tree root claims more keys than the store can hold");
+    return failed(c_.corrupt(root, "a B+tree root claims more keys than the store can hold"));
   }
   steps_left_ = n->entries;
   path_[0] = frame{n, root, 0};
@@ -67,10 +73,10 @@ result<bool> tree_cursor::start(std::uint64_t root) {
   return true;
 }
 
-result<void> tree_cursor::descend(bool last) {
+bool tree_cursor::descend(bool last) {
   for (;;) {
     const frame& f = path_[depth_ - 1];
-    if (f.node->level == 0) return {};
+    if (f.node->level == 0) return true;
     const std::uint64_t child = slots_of(f.node)[f.slot].ref;
     const btree_node* n = tree_node(c_, child, f.node->level - 1u);
     if (n == nullptr) return bad(child);
@@ -78,9 +84,8 @@ result<void> tree_cursor::descend(bool last) {
   }
 }
 
-result<bool> tree_cursor::seek_ge(std::uint64_t root, std::string_view key) {
-  auto ok = start(root);
-  if (!ok || !*ok) return ok;
+bool tree_cursor::seek_ge(std::uint64_t root, std::string_view key) {
+  if (!start(root)) return false;
   for (;;) {
     frame& f = path_[depth_ - 1];
     const btree_node* n = f.node;
@@ -111,9 +116,8 @@ result<bool> tree_cursor::seek_ge(std::uint64_t root, std::string_view key) {
   }
 }
 
-result<bool> tree_cursor::seek_lt(std::uint64_t root, std::string_view key) {
-  auto ok = start(root);
-  if (!ok || !*ok) return ok;
+bool tree_cursor::seek_lt(std::uint64_t root, std::string_view key) {
+  if (!start(root)) return false;
   for (;;) {
     frame& f = path_[depth_ - 1];
     const btree_node* n = f.node;
@@ -147,9 +151,11 @@ result<bool> tree_cursor::seek_lt(std::uint64_t root, std::string_view key) {
   }
 }
 
-result<bool> tree_cursor::next() {
+bool tree_cursor::next() {
   if (depth_ == 0) return false;
-  if (steps_left_ == 0) return c_.corrupt(root_, "a B+tree holds more keys than its root says");
+  if (steps_left_ == 0) {
+    return failed(c_.corrupt(root_, "a B+tree holds more keys than its root says"));
+  }
   --steps_left_;
   unsigned d = depth_ - 1;
   if (++path_[d].slot < path_[d].node->count) return true;
@@ -158,17 +164,18 @@ result<bool> tree_cursor::next() {
     if (path_[d].slot + 1u < path_[d].node->count) {
       ++path_[d].slot;
       depth_ = d + 1;
-      if (auto r = descend(false); !r) return std::move(r).error();
-      return true;
+      return descend(false);
     }
   }
   depth_ = 0;
   return false;
 }
 
-result<bool> tree_cursor::prev() {
+bool tree_cursor::prev() {
   if (depth_ == 0) return false;
-  if (steps_left_ == 0) return c_.corrupt(root_, "a B+tree holds more keys than its root says");
+  if (steps_left_ == 0) {
+    return failed(c_.corrupt(root_, "a B+tree holds more keys than its root says"));
+  }
   --steps_left_;
   unsigned d = depth_ - 1;
   if (path_[d].slot > 0) {
@@ -180,8 +187,7 @@ result<bool> tree_cursor::prev() {
     if (path_[d].slot > 0) {
       --path_[d].slot;
       depth_ = d + 1;
-      if (auto r = descend(true); !r) return std::move(r).error();
-      return true;
+      return descend(true);
     }
   }
   depth_ = 0;

@@ -60,24 +60,34 @@ inline std::string_view slot_key(const btree_node* n, unsigned i) noexcept {
 const btree_node* tree_node(reader_core& c, std::uint64_t ref, unsigned level) noexcept;
 
 /// A position in a B+tree, read inside one epoch: the nodes from the root down
-/// to a leaf and the slot taken in each. Moves report corrupt or unreadable
-/// nodes as errors; a tree whose root is null is empty.
+/// to a leaf and the slot taken in each. A move returns whether it found a
+/// key; one that meets a corrupt or unreadable node returns false and leaves
+/// the error in `error()`. A tree whose root is null is empty.
 class tree_cursor {
  public:
   explicit tree_cursor(reader_core& c) noexcept : c_(c) {}
 
-  /// The first key >= `key` (the first key for an empty `key`). False: none.
-  result<bool> seek_ge(std::uint64_t root, std::string_view key);
-  /// The last key < `key` (the last key for an empty `key`). False: none.
-  result<bool> seek_lt(std::uint64_t root, std::string_view key);
-  /// The next key (false at the end).
-  result<bool> next();
-  /// The previous key (false at the start).
-  result<bool> prev();
+  /// The first key >= `key` (the first key for an empty `key`).
+  bool seek_ge(std::uint64_t root, std::string_view key);
+  /// The last key < `key` (the last key for an empty `key`).
+  bool seek_lt(std::uint64_t root, std::string_view key);
+  /// The next key.
+  bool next();
+  /// The previous key.
+  bool prev();
+  /// Why the last move returned false, if not for lack of keys.
+  std::optional<error_info>& error() noexcept { return error_; }
 
   std::string_view key() const noexcept { return slot_key(leaf(), path_[depth_ - 1].slot); }
   /// The entry block of the current key.
   std::uint64_t ref() const noexcept { return slots_of(leaf())[path_[depth_ - 1].slot].ref; }
+  /// The entry block `ahead` keys on (back if `reverse`) in the current leaf,
+  /// or null past its end: for prefetching.
+  std::uint64_t ref_ahead(unsigned ahead, bool reverse) const noexcept {
+    const frame& f = path_[depth_ - 1];
+    if (reverse) return f.slot >= ahead ? slots_of(f.node)[f.slot - ahead].ref : null_ref;
+    return f.slot + ahead < f.node->count ? slots_of(f.node)[f.slot + ahead].ref : null_ref;
+  }
 
  private:
   struct frame {
@@ -87,17 +97,20 @@ class tree_cursor {
   };
   const btree_node* leaf() const noexcept { return path_[depth_ - 1].node; }
   /// Loads the root (its level bounds the walk) into path_[0].
-  result<bool> start(std::uint64_t root);
+  bool start(std::uint64_t root);
   /// Descends from the last frame's chosen slot down to a leaf, taking the
   /// first (or last) slot of each node below.
-  result<void> descend(bool last);
-  error_info bad(std::uint64_t ref) const;
+  bool descend(bool last);
+  /// Records that the node at `ref` is not one (returns false).
+  bool bad(std::uint64_t ref);
+  bool failed(error_info e);
 
   reader_core& c_;
   frame path_[btree_max_depth];
   unsigned depth_ = 0;
   std::uint64_t steps_left_ = 0;
   std::uint64_t root_ = null_ref;
+  std::optional<error_info> error_;
 };
 
 }  // namespace slither::shm::detail

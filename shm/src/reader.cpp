@@ -481,23 +481,37 @@ result<void> visit_range(reader_core& c, std::string_view table, const reader::k
         }
         const std::uint64_t root = c.header->tree_roots[t].load(std::memory_order_seq_cst);
         detail::tree_cursor cur(c);
-        auto ok = range.reverse ? cur.seek_lt(root, range.hi) : cur.seek_ge(root, range.lo);
-        for (std::size_t n = 0; n < range.limit; ++n) {
-          if (!ok) return std::move(ok).error();
-          if (!*ok) break;
+        bool ok = range.reverse ? cur.seek_lt(root, range.hi) : cur.seek_ge(root, range.lo);
+        for (std::size_t n = 0; ok && n < range.limit; ++n) {
           const std::string_view key = cur.key();
           if (range.reverse ? !range.lo.empty() && key < range.lo
                             : !range.hi.empty() && key >= range.hi) {
             break;
           }
+          // Entry blocks lie outside the leaf: fetch a few ahead of the scan,
+          // header, key and a small value together.
+          if (const std::uint64_t next = cur.ref_ahead(4, range.reverse);
+              next != detail::null_ref) {
+            if (const std::byte* p = c.resolve(next, sizeof(entry_header))) {
+              __builtin_prefetch(p);
+              __builtin_prefetch(p + 64);
+              __builtin_prefetch(p + 128);
+            }
+          }
           const std::uint64_t ref = cur.ref();
           const entry_header* e = c.entry(ref);
           if (e == nullptr) return c.unreadable(ref);
-          if (key_of(e) != key) return c.corrupt(ref, "its key is not the one the B+tree says");
-          if (auto valid = check_value(e); !valid) return std::move(valid).error();
-          if (!visit(key, located{ref, e}, guard)) break;
+          // The leaf's key is the one returned; a block of another size is not its entry.
+          if (e->key_bytes != key.size()) {
+            return c.corrupt(ref, "its key is not the one the B+tree says");
+          }
+          if (e->format == static_cast<std::uint8_t>(detail::value_format::ndarray)) {
+            if (auto valid = check_value(e); !valid) return std::move(valid).error();
+          }
+          if (!visit(key, located{ref, e}, guard)) return {};
           ok = range.reverse ? cur.prev() : cur.next();
         }
+        if (cur.error()) return std::move(*cur.error());
         return {};
       });
 }

@@ -1,5 +1,6 @@
 // libFuzzer target: a reader on damaged segments. A real store (a set with
-// strings and arrays, a bag with a chain, a second segment) is built once;
+// strings and arrays, a bag with a chain, an ordered table whose B+tree has
+// two levels, a second segment) is built once;
 // each input overwrites parts of its segments, then a fresh reader attaches
 // and runs every read. Errors are fine; crashes, hangs, huge allocations and
 // exceptions (other than the slither::error `view::value` documents) are not.
@@ -51,7 +52,8 @@ struct fuzz_store {
     o.initial_segment_bytes = 64 << 10;
     o.max_readers = 4;
     const std::vector<table_spec> tables = {{"kv", table_kind::set, 16},
-                                            {"log", table_kind::bag, 4}};
+                                            {"log", table_kind::bag, 4},
+                                            {"ord", table_kind::ordered_set, 16}};
     w.emplace(writer::create(o, tables).value());
     w->put("kv", "s", "text").value();
     w->put("kv", "s2", Value::map({{"a", 1}, {"b", Value::list({1.5, "x", Bytes{"yz"}})}})).value();
@@ -62,6 +64,11 @@ struct fuzz_store {
     w->put("kv", "nd3", ndarray::zeros(dtype::i64, {2, 2, 2})).value();
     for (int i = 0; i < 4; ++i) w->put("log", "k", i).value();
     w->put("log", "s", "one").value();
+    for (int i = 0; i < 100; ++i) {
+      std::string k = "o";
+      k += std::to_string(i);
+      w->put("ord", k, i).value();
+    }
     // Past the first segment: references into segment 1 too.
     w->put("kv", "big", Bytes{std::string(60 << 10, 'z')}).value();
     for (int n = 0; n < 2; ++n) map_segment(segment_name(ns, "seg", n), segments[n]);
@@ -122,6 +129,21 @@ void read_everything(const reader& r, const std::vector<std::string>& keys) {
     (void)r.size(table);
     (void)r.keys(table);
     (void)r.keys(table, "n");
+    (void)r.range(table);
+    (void)r.range(table, "o3", "o7", 20, true);
+    (void)r.first(table);
+    (void)r.last(table);
+    (void)r.scan(table, {"o5", {}, 30, false}, [](const reader::scanned& e) {
+      volatile std::size_t n = e.key.size() + e.bytes.size();
+      (void)n;
+      if (e.is_ndarray) {
+        try {
+          (void)e.value();
+        } catch (const slither::error&) {
+        }
+      }
+      return true;
+    });
     (void)r.for_each(table, [](std::string_view, const view& v) {
       use(v);
       return true;

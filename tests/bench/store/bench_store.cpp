@@ -6,6 +6,12 @@
 // transaction; its environment lives in /dev/shm with MDB_NOSYNC, so neither
 // side touches a disk. Our get returns a decoded copy (a slither::Value); the
 // unordered_map get copies the std::string value; mdb_get returns a pointer.
+//
+// Ordered tables: the same keys and values in an ordered_set table. A point
+// get against mdb_get; a 100-key range scan (our `scan`, in place, against an
+// LMDB cursor's MDB_SET_RANGE then MDB_NEXT, both touching each key and value)
+// from a random start; single puts, each visible on return (ours) against
+// one committed write transaction per put (LMDB).
 #include <benchmark/benchmark.h>
 #include <lmdb.h>
 #include <unistd.h>
@@ -74,9 +80,15 @@ struct bench_env {
     o.ns = "bench" + std::to_string(::getpid());
     o.name = "store";
     o.initial_segment_bytes = std::uint64_t{256} << 20;
-    std::vector<table_spec> tables = {{"kv", table_kind::set, kKeys}};
+    std::vector<table_spec> tables = {{"kv", table_kind::set, kKeys},
+                                      {"ord", table_kind::ordered_set, kKeys}};
     w.emplace(writer::create(o, tables).value());
     for (std::size_t i = 0; i < kKeys; ++i) w->put("kv", keys[i], Value(Bytes{values[i]})).value();
+    for (std::size_t i = 0; i < kKeys; i += kBatch) {
+      std::vector<std::pair<std::string, Value>> batch;
+      for (std::size_t j = i; j < i + kBatch; ++j) batch.emplace_back(keys[j], Bytes{values[j]});
+      w->put_many("ord", batch).value();
+    }
     w->put("kv", "nd1k", ndarray::zeros(dtype::u8, {1024})).value();
     w->put("kv", "nd64m", ndarray::zeros(dtype::u8, {std::uint64_t{64} << 20})).value();
     r.emplace(reader::attach(o.ns, o.name).value());
@@ -222,6 +234,126 @@ void lmdb_put_batched(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations() * kBatch);
 }
 
+// In place, as mdb_get returns a pointer: the value's stored bytes, no decoded copy.
+void store_ordered_peek(benchmark::State& state) {
+  auto& e = env();
+  std::size_t i = 0, bytes = 0;
+  for (auto _ : state) {
+    e.r->peek("ord", e.shuffled[i],
+              [&](std::span<const std::byte> v) { bytes += static_cast<std::size_t>(v[0]); })
+        .value();
+    if (++i == kKeys) i = 0;
+  }
+  benchmark::DoNotOptimize(bytes);
+  state.SetItemsProcessed(state.iterations());
+}
+
+void store_ordered_get(benchmark::State& state) {
+  auto& e = env();
+  std::size_t i = 0;
+  for (auto _ : state) {
+    auto v = e.r->get("ord", e.shuffled[i]);
+    benchmark::DoNotOptimize(v);
+    if (++i == kKeys) i = 0;
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+
+constexpr std::size_t kRange = 100;
+
+/// Where the i-th range scan starts: a random key with kRange keys after it.
+const std::string& range_start(std::size_t i) {
+  auto& e = env();
+  return e.keys[e.order[i] % (kKeys - kRange)];
+}
+
+void store_range100(benchmark::State& state) {
+  auto& e = env();
+  std::size_t i = 0;
+  for (auto _ : state) {
+    std::size_t n = 0, bytes = 0;
+    e.r->scan("ord", reader::key_range{range_start(i), {}, kRange, false},
+              [&](const reader::scanned& s) {
+                bytes += s.key.size() + static_cast<std::size_t>(s.bytes[0]);
+                ++n;
+                return true;
+              })
+        .value();
+    if (n != kRange) state.SkipWithError("a range scan missed keys");
+    benchmark::DoNotOptimize(bytes);
+    if (++i == kKeys) i = 0;
+  }
+  state.SetItemsProcessed(state.iterations() * kRange);
+}
+
+void lmdb_range100(benchmark::State& state) {
+  auto& e = env();
+  MDB_txn* txn = nullptr;
+  check_mdb(mdb_txn_begin(e.env, nullptr, MDB_RDONLY, &txn), "mdb_txn_begin");
+  MDB_cursor* cur = nullptr;
+  check_mdb(mdb_cursor_open(txn, e.dbi, &cur), "mdb_cursor_open");
+  std::size_t i = 0;
+  for (auto _ : state) {
+    const std::string& start = range_start(i);
+    MDB_val k{start.size(), const_cast<char*>(start.data())};
+    MDB_val v;
+    std::size_t n = 0, bytes = 0;
+    for (int rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == MDB_SUCCESS && n < kRange;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+      bytes +=
+          k.mv_size + static_cast<std::size_t>(static_cast<const unsigned char*>(v.mv_data)[0]);
+      ++n;
+    }
+    if (n != kRange) state.SkipWithError("a range scan missed keys");
+    benchmark::DoNotOptimize(bytes);
+    if (++i == kKeys) i = 0;
+  }
+  mdb_cursor_close(cur);
+  mdb_txn_abort(txn);
+  state.SetItemsProcessed(state.iterations() * kRange);
+}
+
+void store_ordered_put(benchmark::State& state) {
+  auto& e = env();
+  std::vector<Value> vals;
+  for (std::size_t j = 0; j < 16; ++j) vals.emplace_back(Bytes{value_bytes(j + 1)});
+  std::size_t i = 0;
+  for (auto _ : state) {
+    auto v = e.w->put("ord", e.shuffled[i], vals[i & 15]);
+    benchmark::DoNotOptimize(v);
+    if (++i == kKeys) i = 0;
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+
+void lmdb_put(benchmark::State& state) {
+  auto& e = env();
+  std::size_t i = 0;
+  for (auto _ : state) {
+    MDB_txn* txn = nullptr;
+    check_mdb(mdb_txn_begin(e.env, nullptr, 0, &txn), "mdb_txn_begin");
+    const std::string& key = e.shuffled[i];
+    const std::string& value = e.values[(i + 1) % kKeys];
+    MDB_val k{key.size(), const_cast<char*>(key.data())};
+    MDB_val v{value.size(), const_cast<char*>(value.data())};
+    check_mdb(mdb_put(txn, e.dbi, &k, &v, 0), "mdb_put");
+    check_mdb(mdb_txn_commit(txn), "mdb_txn_commit");
+    if (++i == kKeys) i = 0;
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+
+void store_ordered_put_many(benchmark::State& state) {
+  auto& e = env();
+  const auto batches = make_batches();
+  std::size_t b = 0;
+  for (auto _ : state) {
+    e.w->put_many("ord", batches[b]).value();
+    if (++b == batches.size()) b = 0;
+  }
+  state.SetItemsProcessed(state.iterations() * kBatch);
+}
+
 }  // namespace
 
 BENCHMARK(store_get);
@@ -232,5 +364,12 @@ BENCHMARK(store_view_64m);
 BENCHMARK(store_put);
 BENCHMARK(store_put_many);
 BENCHMARK(lmdb_put_batched);
+BENCHMARK(store_ordered_get);
+BENCHMARK(store_ordered_peek);
+BENCHMARK(store_range100);
+BENCHMARK(lmdb_range100);
+BENCHMARK(store_ordered_put);
+BENCHMARK(lmdb_put);
+BENCHMARK(store_ordered_put_many);
 
 BENCHMARK_MAIN();
