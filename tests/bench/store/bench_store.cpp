@@ -8,7 +8,8 @@
 // unordered_map get copies the std::string value; mdb_get returns a pointer.
 //
 // Ordered tables: the same keys and values in an ordered_set table. A point
-// get against mdb_get; a 100-key range scan (our `scan`, in place, against an
+// read in place (`peek`, as mdb_get returns a pointer; the decoded `get` is
+// reported too) against mdb_get; a 100-key range scan (our `scan`, in place, against an
 // LMDB cursor's MDB_SET_RANGE then MDB_NEXT, both touching each key and value)
 // from a random start; single puts, each visible on return (ours) against
 // one committed write transaction per put (LMDB).
