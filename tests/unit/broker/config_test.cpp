@@ -72,6 +72,9 @@ initial_segment_bytes = 2097152
   name = "tags"
   kind = "bag"
   initial_capacity = 8
+  [[stores.tables]]
+  name = "events"
+  kind = "ordered_set"
 
 [[pools]]
 name = "default"
@@ -89,10 +92,11 @@ name = "default"
   EXPECT_EQ(s.options.name, "features");
   EXPECT_EQ(s.options.ns, "demo");
   EXPECT_EQ(s.options.initial_segment_bytes, 2097152u);
-  ASSERT_EQ(s.tables.size(), 2u);
+  ASSERT_EQ(s.tables.size(), 3u);
   EXPECT_EQ(s.tables[1].name, "tags");
   EXPECT_EQ(s.tables[1].kind, shm::table_kind::bag);
   EXPECT_EQ(s.tables[1].initial_capacity, 8u);
+  EXPECT_EQ(s.tables[2].kind, shm::table_kind::ordered_set);
   EXPECT_FALSE(s.load);
   ASSERT_EQ(o->pools.size(), 1u);
   EXPECT_EQ(o->pools[0].name, "default");
