@@ -1,8 +1,11 @@
 // Ordered tables (kind ordered_set): the B+tree behind range, first, last
 // and sorted keys, checked against std::map; a forked reader scanning while
 // the writer mutates; reclamation of replaced nodes.
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -13,6 +16,8 @@
 #include <thread>
 #include <vector>
 
+#include "btree.hpp"
+#include "layout.hpp"
 #include "shm_test_util.hpp"
 #include "slither/shm/store.hpp"
 
@@ -291,6 +296,58 @@ TEST(Ordered, ReplacedNodesRetireUntilTheScanLeaves) {
   EXPECT_EQ(r.range("ord", {}, {}, 3).value(), (entries{{key_of(0), Value(std::int64_t(-1))},
                                                         {key_of(2), Value(std::int64_t(2))},
                                                         {key_of(3), Value(std::int64_t(-1))}}));
+}
+
+// A damaged tree (root, levels, counts) gives errors, never a crash or a
+// walk longer than the store.
+TEST(Ordered, CorruptTreesGiveErrorsNotCrashes) {
+  const auto o = test_options("ord-corrupt");
+  auto w = make_writer(o);
+  for (int i = 0; i < 200; ++i) ASSERT_TRUE(w.put("ord", key_of(i), i));  // two levels
+  const std::string seg = segment_name(o.ns, o.name, 0);
+  const int fd = ::shm_open(seg.c_str(), O_RDWR, 0);
+  ASSERT_GE(fd, 0);
+  struct stat st {};
+  ASSERT_EQ(::fstat(fd, &st), 0);
+  const auto size = static_cast<std::size_t>(st.st_size);
+  void* map = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  ::close(fd);
+  ASSERT_NE(map, MAP_FAILED);
+  auto* base = static_cast<std::byte*>(map);
+  auto* hdr = reinterpret_cast<detail::store_header*>(base + detail::store_header_offset);
+  const std::uint64_t root = hdr->tree_roots[0].load();
+  ASSERT_EQ(detail::ref_segment(root), 0u);
+  auto* node = reinterpret_cast<detail::btree_node*>(base + detail::ref_offset(root));
+  ASSERT_EQ(node->level, 1u);
+  const reader& r = w.read();
+  auto fails = [&](const char* what) {
+    auto all = r.range("ord");
+    EXPECT_FALSE(all) << what;
+    auto back = r.range("ord", {}, {}, SIZE_MAX, true);
+    EXPECT_FALSE(back) << what;
+  };
+  hdr->tree_roots[0].store(detail::make_ref(0, 64));  // the store header
+  fails("root in the header");
+  hdr->tree_roots[0].store(detail::make_ref(0, size - 8));
+  fails("root at the segment's end");
+  hdr->tree_roots[0].store(root);
+  node->level = 0;  // its children read as entries
+  fails("root level 0");
+  node->level = detail::btree_max_depth;
+  fails("root too deep");
+  node->level = 1;
+  const std::uint64_t entries = node->entries;
+  node->entries = 50;  // fewer keys than the tree holds: the walk stops
+  fails("root count too low");
+  node->entries = ~std::uint64_t{0};
+  fails("root count beyond the store");
+  node->entries = entries;
+  const std::uint32_t offset = detail::slots_of(node)[1].key_offset;
+  const_cast<detail::btree_slot*>(detail::slots_of(node))[1].key_offset = 1u << 30;
+  fails("a key outside its node");
+  const_cast<detail::btree_slot*>(detail::slots_of(node))[1].key_offset = offset;
+  ASSERT_EQ(r.range("ord").value().size(), 200u);
+  ::munmap(map, size);
 }
 
 // A reader process scans while the writer rewrites the table: every scan is
