@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -31,6 +32,11 @@ struct table_state {
   std::uint64_t values = 0;
   std::uint64_t used = 0;  // keys + tombstones
   bool published = true;   // false while a reload builds it
+  // An index an atomic put_many builds beside the published one: its blocks
+  // may be shared with that one (so they retire, never free at once), but its
+  // root is published only when the batch is complete.
+  bool shadow = false;
+  bool declared = true;  // given when the store was created (not droppable)
 };
 
 struct retired_block {
@@ -119,6 +125,10 @@ struct writer::impl final : detail::fork_aware {
   void publish_root(const detail::table_state& t);
   void publish_counts(const detail::table_state& t);
   result<void> ensure_capacity(detail::table_state& t, std::uint64_t extra);
+  /// A new index of `capacity` slots holding every entry of `t`'s (unpublished).
+  result<std::uint64_t> rehash(const detail::table_state& t, std::uint64_t capacity);
+  /// The slot count an index needs for `keys` keys (at most half full).
+  result<std::uint64_t> capacity_for(const detail::table_state& t, std::uint64_t keys) const;
   detail::slot_position find_slot(const detail::table_state& t, std::uint64_t hash,
                                   std::string_view key);
   result<detail::block> build_entry(const detail::table_state& t, std::string_view key,
@@ -126,6 +136,11 @@ struct writer::impl final : detail::fork_aware {
   std::uint64_t link(detail::table_state& t, const detail::block& b, std::uint64_t hash,
                      std::string_view key);
   result<std::uint64_t> put(detail::table_state& t, std::string_view key, const Value& value);
+  /// Links `built` (blocks for `entries`) into a copy of `t`'s index and
+  /// publishes it with one store; gives the blocks back if it cannot.
+  result<void> put_many_at_once(detail::table_state& t, std::span<const detail::block> built,
+                                std::span<const std::uint64_t> hashes,
+                                std::span<const std::pair<std::string, Value>> entries);
 
   // Reclamation (epoch.cpp).
   /// Frees what no reader can see and, if `check_liveness` (or it is time
