@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -118,3 +119,13 @@ def test_cli_clean_removes_only_what_dead_brokers_left(config: Path) -> None:
         assert shm_objects(alive_ns) and (alive.runtime_dir / "control").exists()
         alive.store("scratch").put("t", "k", 1)
         dead.stop()
+
+
+def test_the_installed_package_ships_the_broker(monkeypatch: pytest.MonkeyPatch) -> None:
+    # pip installs slither-broker from the wheel into this interpreter's scripts dir.
+    monkeypatch.delenv("SLITHER_BROKER_BIN", raising=False)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    found = Path(slither.find_broker())
+    assert found.parent == Path(sysconfig.get_path("scripts"))
+    out = subprocess.run([str(found), "--help"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0 and "SIGHUP" in out.stdout
