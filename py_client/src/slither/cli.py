@@ -29,8 +29,11 @@ _LOCK_MAGIC = b"slither-broker lock\n"
 
 
 def _connection_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--namespace", default="default", help="the broker's namespace (default: %(default)s)")
-    p.add_argument("--runtime-dir", help="the broker's runtime directory (default: the namespace's)")
+    p.add_argument("--namespace",
+                   help="the broker's namespace (default: $SLITHER_NAMESPACE, else 'default')")
+    p.add_argument("--runtime-dir",
+                   help="the broker's runtime directory (default: $SLITHER_RUNTIME_DIR, else "
+                        "the namespace's)")
     p.add_argument("--endpoint", help="a ZeroMQ endpoint instead of the runtime directory")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the broker")
 
