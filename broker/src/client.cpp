@@ -386,15 +386,53 @@ result<std::uint64_t> client::put(std::string_view store, std::string_view table
   return as_version(*reply, "put");
 }
 
-result<void> client::put_many(std::string_view store, std::string_view table,
-                              std::span<const std::pair<std::string, Value>> entries) {
+namespace {
+
+Value entry_list(std::span<const std::pair<std::string, Value>> entries) {
   List list;
   list.reserve(entries.size());
   for (const auto& [key, value] : entries) list.push_back(Value::list({key, value}));
+  return Value(std::move(list));
+}
+
+}  // namespace
+
+result<void> client::put_many(std::string_view store, std::string_view table,
+                              std::span<const std::pair<std::string, Value>> entries, bool atomic) {
   Map args = p_->store_args(store);
   args.emplace("table", table);
-  args.emplace("entries", std::move(list));
+  args.emplace("entries", entry_list(entries));
+  if (atomic) args.emplace("atomic", true);
   auto reply = p_->request(message_type::put_many, Value(std::move(args)));
+  if (!reply) return std::move(reply).error();
+  return {};
+}
+
+result<void> client::reload(std::string_view store, std::string_view table,
+                            std::span<const std::pair<std::string, Value>> entries) {
+  Map args = p_->store_args(store);
+  args.emplace("table", table);
+  args.emplace("entries", entry_list(entries));
+  auto reply = p_->request(message_type::reload, Value(std::move(args)));
+  if (!reply) return std::move(reply).error();
+  return {};
+}
+
+result<void> client::create_table(std::string_view store, std::string_view table,
+                                  std::string_view kind, std::uint64_t capacity) {
+  Map args = p_->store_args(store);
+  args.emplace("table", table);
+  args.emplace("kind", kind);
+  args.emplace("capacity", static_cast<std::int64_t>(capacity));
+  auto reply = p_->request(message_type::create_table, Value(std::move(args)));
+  if (!reply) return std::move(reply).error();
+  return {};
+}
+
+result<void> client::drop_table(std::string_view store, std::string_view table) {
+  Map args = p_->store_args(store);
+  args.emplace("table", table);
+  auto reply = p_->request(message_type::drop_table, Value(std::move(args)));
   if (!reply) return std::move(reply).error();
   return {};
 }
@@ -446,11 +484,16 @@ namespace {
 result<buffer> splice_args(
     std::initializer_list<std::pair<std::string_view, std::string_view>> fields,
     std::span<const std::pair<std::string_view, std::int64_t>> ints, std::string_view name,
-    std::span<const std::byte> encoded) {
+    std::span<const std::byte> encoded,
+    std::optional<std::pair<std::string_view, bool>> flag = std::nullopt) {
   buffer payload;
   try {
     wire::writer w(payload);
-    w.map_header(fields.size() + ints.size() + 1);
+    w.map_header(fields.size() + ints.size() + 1 + (flag ? 1 : 0));
+    if (flag) {
+      w.string(flag->first);
+      w.boolean(flag->second);
+    }
     for (const auto& [k, v] : fields) {
       w.string(k);
       w.string(v);
@@ -482,11 +525,22 @@ result<std::uint64_t> client::put_encoded(std::string_view store, std::string_vi
 }
 
 result<void> client::put_many_encoded(std::string_view store, std::string_view table,
-                                      std::span<const std::byte> entries) {
+                                      std::span<const std::byte> entries, bool atomic) {
+  auto payload = splice_args(
+      {{"store", store}, {"table", table}}, p_->store_ints(store), "entries", entries,
+      atomic ? std::optional<std::pair<std::string_view, bool>>({"atomic", true}) : std::nullopt);
+  if (!payload) return std::move(payload).error();
+  auto reply = p_->request_encoded(message_type::put_many, std::move(*payload));
+  if (!reply) return std::move(reply).error();
+  return {};
+}
+
+result<void> client::reload_encoded(std::string_view store, std::string_view table,
+                                    std::span<const std::byte> entries) {
   auto payload =
       splice_args({{"store", store}, {"table", table}}, p_->store_ints(store), "entries", entries);
   if (!payload) return std::move(payload).error();
-  auto reply = p_->request_encoded(message_type::put_many, std::move(*payload));
+  auto reply = p_->request_encoded(message_type::reload, std::move(*payload));
   if (!reply) return std::move(reply).error();
   return {};
 }

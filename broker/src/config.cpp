@@ -341,16 +341,12 @@ result<shm::table_spec> read_table(const config_reader& cfg, const toml::table& 
   auto kind = cfg.text(t, prefix, "kind");
   if (!kind) return std::move(kind).error();
   if (*kind) {
-    if (**kind == "set") {
-      spec.kind = shm::table_kind::set;
-    } else if (**kind == "bag") {
-      spec.kind = shm::table_kind::bag;
-    } else if (**kind == "ordered_set") {
-      spec.kind = shm::table_kind::ordered_set;
-    } else {
+    const auto parsed = shm::parse_table_kind(**kind);
+    if (!parsed) {
       return cfg.error(t.get("kind")->source(), prefix + ".kind",
                        "'" + **kind + "' is not a table kind (set, bag, ordered_set)");
     }
+    spec.kind = *parsed;
   }
   auto capacity = cfg.size(t, prefix, "initial_capacity");
   if (!capacity) return std::move(capacity).error();

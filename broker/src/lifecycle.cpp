@@ -40,7 +40,9 @@ void Broker::impl::request_stop() {
 }
 
 void Broker::impl::install_signals() {
-  s->signals.emplace(s->io, SIGINT, SIGTERM);
+  // SIGHUP too: a broker started from a terminal that closes stops cleanly
+  // (segments and runtime directory removed) instead of dying with them in place.
+  s->signals.emplace(s->io, SIGINT, SIGTERM, SIGHUP);
   auto handler = std::make_shared<std::function<void(const boost::system::error_code&, int)>>();
   *handler = [this, handler = std::weak_ptr(handler)](const boost::system::error_code& ec,
                                                       int signo) {

@@ -1,7 +1,7 @@
 // slither-broker: parses arguments and the config file, then runs a Broker
-// until SIGINT/SIGTERM. `slither-broker keygen --out NAME` writes a CURVE key
-// pair for tcp endpoints instead; `slither-broker stats` prints a running
-// broker's stats and metrics.
+// until SIGINT/SIGTERM/SIGHUP (each a graceful stop). `slither-broker keygen --out NAME` writes a
+// CURVE key pair for tcp endpoints instead; `slither-broker stats` prints a running broker's stats
+// and metrics.
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 #include <CLI/CLI.hpp>
@@ -12,7 +12,10 @@
 #include "stats_command.hpp"
 
 int main(int argc, char** argv) {
-  CLI::App app{"slither-broker: owns a namespace's shared-memory stores and serves its clients"};
+  CLI::App app{
+      "slither-broker: owns a namespace's shared-memory stores and serves its clients.\n"
+      "SIGINT, SIGTERM and SIGHUP stop it gracefully: queued writes finish, its segments\n"
+      "and runtime directory are removed (a second signal stops at once)."};
   app.set_version_flag("--version", std::string("slither-broker ") + SLITHER_VERSION);
   std::string config, runtime_dir, ns, level = "info";
   app.add_option("--config", config, "slither.toml declaring the broker and its stores")

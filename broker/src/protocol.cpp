@@ -22,8 +22,7 @@ void write_le(std::byte* out, std::uint64_t v, std::size_t width) noexcept {
 }
 
 bool is_known(std::uint8_t raw) noexcept {
-  return (raw >= static_cast<std::uint8_t>(message_type::hello) &&
-          raw <= static_cast<std::uint8_t>(message_type::dispatch_close)) ||
+  return is_request(static_cast<message_type>(raw)) ||
          raw == static_cast<std::uint8_t>(message_type::reply_ok) ||
          raw == static_cast<std::uint8_t>(message_type::reply_error);
 }
@@ -125,6 +124,12 @@ std::string_view to_string(message_type type) noexcept {
       return "dispatch_cancel";
     case message_type::dispatch_close:
       return "dispatch_close";
+    case message_type::reload:
+      return "reload";
+    case message_type::create_table:
+      return "create_table";
+    case message_type::drop_table:
+      return "drop_table";
     case message_type::reply_ok:
       return "reply_ok";
     case message_type::reply_error:
@@ -140,7 +145,8 @@ std::string_view to_string(message_type type) noexcept {
 }
 
 bool is_request(message_type type) noexcept {
-  return type >= message_type::hello && type <= message_type::dispatch_close;
+  return (type >= message_type::hello && type <= message_type::dispatch_close) ||
+         (type >= message_type::reload && type <= message_type::drop_table);
 }
 
 bool is_notification(message_type type) noexcept {

@@ -87,6 +87,9 @@ void Broker::impl::handle(std::string identity, std::uint64_t id, message_type t
     case message_type::erase:
     case message_type::compare_and_set:
     case message_type::clear:
+    case message_type::reload:
+    case message_type::create_table:
+    case message_type::drop_table:
       enqueue_write(std::move(identity), id, type, std::move(args), bytes);
       return;
     case message_type::stats: {

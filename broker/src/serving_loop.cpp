@@ -173,6 +173,9 @@ void Broker::impl::on_request(std::string identity, zmq::message_t& header, zmq:
     case message_type::erase:
     case message_type::compare_and_set:
     case message_type::clear:
+    case message_type::reload:
+    case message_type::create_table:
+    case message_type::drop_table:
       if (large) return enqueue_large_write(std::move(identity), id, type, std::move(*payload));
       break;
     case message_type::call_view:

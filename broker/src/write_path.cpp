@@ -19,6 +19,65 @@ using protocol::message_type;
 // queue (on the writer thread, or inline when the writer is idle).
 using write_op = std::function<result<Value>(shm::writer&)>;
 
+using entry_list = std::vector<std::pair<std::string, Value>>;
+
+// The "entries" argument of put_many and reload: a list of [key (string), value] pairs.
+result<entry_list> take_entries(Map& args, message_type type) {
+  auto list = take(args, type, "entries", Value::kind::list, "a list");
+  if (!list) return std::move(list).error();
+  entry_list entries;
+  entries.reserve(list->size());
+  auto& items = list->as_mut<List>();
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    auto& e = items[i];
+    if (!e.is_list() || e.size() != 2 || !e[0].is_string()) {
+      return fail(errc::invalid_argument, "'" + std::string(protocol::to_string(type)) +
+                                              "' entry " + std::to_string(i) +
+                                              " is not a [key (string), value] pair");
+    }
+    entries.emplace_back(std::move(e[0].as_mut<std::string>()), std::move(e[1]));
+  }
+  return entries;
+}
+
+// An optional argument of kind `kind`; nullopt when absent.
+result<std::optional<Value>> take_optional(Map& args, message_type type, std::string_view name,
+                                           Value::kind kind, std::string_view wanted) {
+  if (args.find(name) == args.end()) return std::optional<Value>{};
+  auto v = take(args, type, name, kind, wanted);
+  if (!v) return std::move(v).error();
+  return std::optional<Value>(std::move(*v));
+}
+
+// The table a create_table request describes.
+result<shm::table_spec> take_table_spec(Map& args, const std::string& table) {
+  constexpr auto type = message_type::create_table;
+  shm::table_spec spec;
+  spec.name = table;
+  auto kind = take_optional(args, type, "kind", Value::kind::string, "a string");
+  if (!kind) return std::move(kind).error();
+  if (*kind) {
+    const auto& k = (*kind)->as<std::string>();
+    const auto parsed = shm::parse_table_kind(k);
+    if (!parsed) {
+      return fail(errc::invalid_argument, "'create_table' kind " + detail::quoted(k) +
+                                              " is not a table kind (set, bag, ordered_set)");
+    }
+    spec.kind = *parsed;
+  }
+  auto capacity = take_optional(args, type, "capacity", Value::kind::int64, "an int");
+  if (!capacity) return std::move(capacity).error();
+  if (*capacity) {
+    const auto c = (*capacity)->as<std::int64_t>();
+    if (c < 1 || c > (std::int64_t{1} << 32)) {
+      return fail(errc::invalid_argument,
+                  "'create_table' capacity " + std::to_string(c) + " is not in 1..2^32");
+    }
+    spec.initial_capacity = static_cast<std::uint64_t>(c);
+  }
+  return spec;
+}
+
 result<write_op> prepare_write(message_type type, Map& args, std::string& table) {
   auto t = take_text(args, type, "table");
   if (!t) return std::move(t).error();
@@ -37,25 +96,48 @@ result<write_op> prepare_write(message_type type, Map& args, std::string& table)
       });
     }
     case message_type::put_many: {
-      auto list = take(args, type, "entries", Value::kind::list, "a list");
-      if (!list) return std::move(list).error();
-      std::vector<std::pair<std::string, Value>> entries;
-      entries.reserve(list->size());
-      auto& items = list->as_mut<List>();
-      for (std::size_t i = 0; i < items.size(); ++i) {
-        auto& e = items[i];
-        if (!e.is_list() || e.size() != 2 || !e[0].is_string()) {
-          return fail(errc::invalid_argument, "'put_many' entry " + std::to_string(i) +
-                                                  " is not a [key (string), value] pair");
-        }
-        entries.emplace_back(std::move(e[0].as_mut<std::string>()), std::move(e[1]));
-      }
-      return write_op([table, entries = std::move(entries)](shm::writer& w) -> result<Value> {
-        auto r = w.put_many(table, entries);
+      auto entries = take_entries(args, type);
+      if (!entries) return std::move(entries).error();
+      auto atomic = take_optional(args, type, "atomic", Value::kind::boolean, "a bool");
+      if (!atomic) return std::move(atomic).error();
+      const auto publish = *atomic && (*atomic)->as<bool>() ? shm::batch_publish::at_once
+                                                            : shm::batch_publish::per_entry;
+      return write_op(
+          [table, entries = std::move(*entries), publish](shm::writer& w) -> result<Value> {
+            auto r = w.put_many(table, entries, publish);
+            if (!r) return std::move(r).error();
+            return Value{};
+          });
+    }
+    case message_type::reload: {
+      auto entries = take_entries(args, type);
+      if (!entries) return std::move(entries).error();
+      return write_op([table, entries = std::move(*entries)](shm::writer& w) -> result<Value> {
+        auto r = w.reload(table, [&](shm::loader& l) -> result<void> {
+          for (const auto& [key, value] : entries) {
+            if (auto put = l.put(key, value); !put) return put;
+          }
+          return {};
+        });
         if (!r) return std::move(r).error();
         return Value{};
       });
     }
+    case message_type::create_table: {
+      auto spec = take_table_spec(args, table);
+      if (!spec) return std::move(spec).error();
+      return write_op([spec = std::move(*spec)](shm::writer& w) -> result<Value> {
+        auto r = w.create_table(spec);
+        if (!r) return std::move(r).error();
+        return Value{};
+      });
+    }
+    case message_type::drop_table:
+      return write_op([table](shm::writer& w) -> result<Value> {
+        auto r = w.drop_table(table);
+        if (!r) return std::move(r).error();
+        return Value{};
+      });
     case message_type::erase: {
       auto key = take_text(args, type, "key");
       if (!key) return std::move(key).error();
@@ -161,10 +243,13 @@ namespace {
 // The job that applies a prepared write, with its telemetry.
 std::function<result<Value>()> write_job_for(shm::writer* w, message_type type, std::string store,
                                              std::string table, write_op op) {
-  return [w, name = protocol::to_string(type), store = std::move(store), table = std::move(table),
-          op = std::move(op)]() -> result<Value> {
+  // A reload has events of its own, as in the original; every other write is a store write.
+  const std::string_view event =
+      type == message_type::reload ? "slither.store.reload" : "slither.store.write";
+  return [w, event, name = protocol::to_string(type), store = std::move(store),
+          table = std::move(table), op = std::move(op)]() -> result<Value> {
     return detail::with_telemetry(
-        "slither.store.write",
+        event,
         [&] {
           return Map{{"store", store}, {"table", table}, {"op", name}};
         },

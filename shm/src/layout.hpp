@@ -120,12 +120,19 @@ static_assert(std::is_standard_layout_v<segment_header> && sizeof(segment_header
 enum class store_state : std::uint64_t { creating = 0, ready = 1, closed = 2 };
 
 /// One table of the directory. `root` references the table's current index block.
+/// Entries are appended while the store lives (a table created at run time):
+/// the writer fills one, then release-stores the larger `table_count`, and
+/// never changes its name afterwards. A dropped table's `kind` becomes
+/// `dropped_kind` and its `root` null; its entry is never reused, so a name
+/// a reader found at an index always means the same table.
 struct table_entry {
   char name[max_table_name + 1];
-  std::uint64_t kind;
+  shared_u64 kind;  ///< table_kind, or dropped_kind
   shared_u64 root;
 };
 static_assert(std::is_standard_layout_v<table_entry> && sizeof(table_entry) == 64);
+/// `table_entry::kind` of a dropped table.
+inline constexpr std::uint64_t dropped_kind = 0;
 
 /// At offset 64 of segment 0. `state` stays at offset 16 (segment offset 80)
 /// in every layout version, so a reader can tell "still being created" from
@@ -137,7 +144,7 @@ struct store_header {
   shared_u64 state;          ///< store_state
   shared_u64 global_epoch;
   shared_u64 segment_count;
-  std::uint64_t table_count;
+  shared_u64 table_count;  ///< directory entries in use, dropped ones included; only grows
   std::uint64_t max_readers;
   std::uint64_t reserved;
   shared_u64 segment_bytes[max_segments];

@@ -128,6 +128,45 @@ result<located> reader_core::first(located head) {
   return blocks->front();
 }
 
+bool reader_core::refresh_tables() noexcept {
+  std::lock_guard lock(tables_mutex);
+  const std::uint64_t count = header->table_count.load(std::memory_order_acquire);
+  if (count > detail::max_tables) return false;
+  std::uint32_t known = tables_known.load(std::memory_order_relaxed);
+  for (; known < count; ++known) {
+    const auto& t = header->tables[known];
+    // A dropped entry's kind reads as dropped: such a table is never found,
+    // so the kind it had does not matter.
+    const std::uint64_t kind = t.kind.load(std::memory_order_acquire);
+    if (kind != detail::dropped_kind && kind != static_cast<std::uint64_t>(table_kind::set) &&
+        kind != static_cast<std::uint64_t>(table_kind::bag) &&
+        kind != static_cast<std::uint64_t>(table_kind::ordered_set)) {
+      return false;
+    }
+    try {
+      table_names[known].assign(t.name, strnlen(t.name, sizeof(t.name)));
+    } catch (const std::bad_alloc&) {
+      return false;
+    }
+    table_kinds[known] = static_cast<table_kind>(kind);
+  }
+  tables_known.store(known, std::memory_order_release);
+  return true;
+}
+
+std::vector<std::string> reader_core::live_tables() noexcept {
+  (void)refresh_tables();  // a corrupt newer entry leaves the ones known
+  std::vector<std::string> out;
+  const std::uint32_t known = tables_known.load(std::memory_order_acquire);
+  try {
+    for (std::uint32_t i = 0; i < known; ++i) {
+      if (table_live(i)) out.push_back(table_names[i]);
+    }
+  } catch (const std::bad_alloc&) {
+  }
+  return out;
+}
+
 // ---------------------------------------------------------------------------
 // view
 
@@ -213,17 +252,8 @@ result<void> attach_header(reader_core& c) {
                                            std::to_string(obj->bytes) + " bytes, its header says " +
                                            std::to_string(sh->bytes));
   }
-  if (hdr->table_count > detail::max_tables) return corrupt("too many tables");
-  for (std::uint64_t i = 0; i < hdr->table_count; ++i) {
-    const auto& t = hdr->tables[i];
-    if (t.kind != static_cast<std::uint64_t>(table_kind::set) &&
-        t.kind != static_cast<std::uint64_t>(table_kind::bag) &&
-        t.kind != static_cast<std::uint64_t>(table_kind::ordered_set)) {
-      return corrupt("table " + std::to_string(i) + " has an unknown kind");
-    }
-    c.table_names.emplace_back(t.name, strnlen(t.name, sizeof(t.name)));
-    c.table_kinds.push_back(static_cast<table_kind>(t.kind));
-  }
+  c.header = hdr;
+  if (!c.refresh_tables()) return corrupt("a table count over the limit, or an unknown kind");
   if (detail::check_writer(c.ns, c.name, sh->incarnation, c.owner_uid) ==
       detail::writer_seen::gone) {
     return fail(errc::writer_gone, "the writer of store '" + c.label + "' (pid " +
@@ -231,7 +261,6 @@ result<void> attach_header(reader_core& c) {
   }
   c.incarnation = sh->incarnation;
   c.hash_seed = hdr->hash_seed;
-  c.header = hdr;
   c.sizes[0].store(sh->bytes, std::memory_order_relaxed);
   c.bases[0].store(base, std::memory_order_release);
   c.regions[0] = std::move(*map);
@@ -314,7 +343,7 @@ result<reader> reader::attach(std::string_view ns, std::string_view name,
 }
 
 std::vector<std::string> reader::tables() const {
-  return p_->core->table_names;
+  return p_->core->live_tables();
 }
 
 std::uint64_t reader::incarnation() const noexcept {
@@ -346,7 +375,11 @@ result<T> with_index(reader_core& c, std::string_view table, F&& use) {
   }
   epoch_guard guard(c, slot);
   const index_header* ix = c.index(*t);
-  if (ix == nullptr) return c.unreadable(c.header->tables[*t].root.load());
+  if (ix == nullptr) {
+    const std::uint64_t root = c.header->tables[*t].root.load();
+    if (root == detail::null_ref) return c.unknown_table(table);  // dropped meanwhile
+    return c.unreadable(root);
+  }
   return use(*t, ix, guard);
 }
 
@@ -375,6 +408,31 @@ result<std::optional<Value>> reader::get(std::string_view table, std::string_vie
         auto v = decode_entry(first->e);
         if (!v) return std::move(v).error();
         return std::optional<Value>(std::move(*v));
+      });
+}
+
+result<std::vector<std::optional<Value>>> reader::get_many(
+    std::string_view table, std::span<const std::string_view> keys) const {
+  using out_t = std::vector<std::optional<Value>>;
+  reader_core& c = *p_->core;
+  return with_index<out_t>(
+      c, table, [&](std::uint32_t, const index_header* ix, epoch_guard&) -> result<out_t> {
+        out_t out;
+        out.reserve(keys.size());
+        for (const std::string_view key : keys) {
+          auto found = c.find(ix, hash_key(c.hash_seed, key), key);
+          if (!found) return std::move(found).error();
+          if (found->e == nullptr) {
+            out.emplace_back();
+            continue;
+          }
+          auto first = c.first(*found);
+          if (!first) return std::move(first).error();
+          auto v = decode_entry(first->e);
+          if (!v) return std::move(v).error();
+          out.emplace_back(std::move(*v));
+        }
+        return out;
       });
 }
 

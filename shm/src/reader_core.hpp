@@ -44,8 +44,14 @@ struct reader_core final : fork_aware {
   std::uint64_t incarnation = 0;
   std::uint64_t hash_seed = 0;
   const store_header* header = nullptr;
-  std::vector<std::string> table_names;
-  std::vector<table_kind> table_kinds;
+  // What this reader knows of the table directory: entries [0, tables_known)
+  // are copied from it and never change (the writer never renames or reuses
+  // an entry). A name not found there sends the reader back to the directory
+  // (`refresh_tables`), so tables created after attach are found.
+  std::array<std::string, max_tables> table_names;
+  std::array<table_kind, max_tables> table_kinds{};
+  std::atomic<std::uint32_t> tables_known{0};
+  std::mutex tables_mutex;  // only taken to copy new directory entries
 
   std::array<std::atomic<const std::byte*>, max_segments> bases{};
   std::array<std::atomic<std::uint64_t>, max_segments> sizes{};
@@ -103,12 +109,29 @@ struct reader_core final : fork_aware {
   /// Blocks while a fork() of this process is filling a slot for its child.
   void wait_for_fork() const noexcept;
 
-  std::optional<std::uint32_t> table_index(std::string_view table) const noexcept {
-    for (std::uint32_t i = 0; i < table_names.size(); ++i) {
-      if (table_names[i] == table) return i;
+  /// Whether directory entry `i` is a live (not dropped) table.
+  bool table_live(std::uint32_t i) const noexcept {
+    return header->tables[i].kind.load(std::memory_order_acquire) != dropped_kind;
+  }
+  /// Copies directory entries the writer added since the last call. False
+  /// if the directory is corrupt (a count past `max_tables`, an unknown kind).
+  bool refresh_tables() noexcept;
+  /// The directory entry of the live table `table`, looking at the directory
+  /// again if it is not among those known.
+  std::optional<std::uint32_t> table_index(std::string_view table) noexcept {
+    std::uint32_t known = tables_known.load(std::memory_order_acquire);
+    for (std::uint32_t i = 0; i < known; ++i) {
+      if (table_names[i] == table && table_live(i)) return i;
+    }
+    if (!refresh_tables()) return std::nullopt;
+    const std::uint32_t now = tables_known.load(std::memory_order_acquire);
+    for (std::uint32_t i = known; i < now; ++i) {
+      if (table_names[i] == table && table_live(i)) return i;
     }
     return std::nullopt;
   }
+  /// Names of the live tables, in the order they were created.
+  std::vector<std::string> live_tables() noexcept;
 
   error_info unknown_table(std::string_view table) const;
   error_info inherited() const;
@@ -148,6 +171,7 @@ struct reader_core final : fork_aware {
   /// The current index of `table`; call inside an epoch.
   const index_header* index(std::uint32_t table) noexcept {
     const std::uint64_t root = header->tables[table].root.load(std::memory_order_seq_cst);
+    if (root == null_ref) return nullptr;  // dropped meanwhile
     const auto* ix = reinterpret_cast<const index_header*>(resolve(root, sizeof(index_header)));
     if (ix == nullptr || ix->capacity == 0 || (ix->capacity & (ix->capacity - 1)) != 0 ||
         ix->capacity > max_index_capacity || resolve(root, index_bytes(ix->capacity)) == nullptr) {

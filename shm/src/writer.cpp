@@ -36,6 +36,23 @@ using detail::valid_name;
 
 namespace {
 constexpr std::uint64_t max_key_limit = std::uint64_t{1} << 20;
+
+result<void> check_table_spec(const store_options& o, const table_spec& t) {
+  if (t.name.empty() || t.name.size() > detail::max_table_name ||
+      t.name.find('\0') != std::string::npos) {
+    return fail(errc::invalid_argument, "bad table name " + printable(t.name) + " in store '" +
+                                            o.name + "': use 1-" +
+                                            std::to_string(detail::max_table_name) + " characters");
+  }
+  if (t.kind != table_kind::set && t.kind != table_kind::bag && t.kind != table_kind::ordered_set) {
+    return fail(errc::invalid_argument, "table '" + t.name + "' has an unknown kind");
+  }
+  if (t.initial_capacity > (std::uint64_t{1} << 32)) {
+    return fail(errc::invalid_argument,
+                "initial_capacity of table '" + t.name + "' is over the limit of 2^32");
+  }
+  return {};
+}
 }  // namespace
 
 result<block> writer::impl::allocate(std::uint64_t bytes) {
@@ -116,6 +133,13 @@ std::string_view to_string(table_kind kind) noexcept {
   return "unknown";
 }
 
+std::optional<table_kind> parse_table_kind(std::string_view name) noexcept {
+  for (table_kind k : {table_kind::set, table_kind::bag, table_kind::ordered_set}) {
+    if (name == to_string(k)) return k;
+  }
+  return std::nullopt;
+}
+
 result<std::uint64_t> writer::impl::new_index(std::uint64_t capacity) {
   auto b = allocate(index_bytes(capacity));
   if (!b) return std::move(b).error();
@@ -126,7 +150,8 @@ result<std::uint64_t> writer::impl::new_index(std::uint64_t capacity) {
 }
 
 void writer::impl::publish_root(const table_state& t) {
-  if (t.published) header->tables[t.index].root.store(t.root, std::memory_order_seq_cst);
+  if (t.published && !t.shadow)
+    header->tables[t.index].root.store(t.root, std::memory_order_seq_cst);
 }
 
 void writer::impl::publish_counts(const table_state& t) {
@@ -137,15 +162,16 @@ void writer::impl::publish_counts(const table_state& t) {
 
 /// Makes room for `extra` more keys, rebuilding the index into a larger
 /// (or tombstone-free) array and publishing it if it would pass half full.
-result<void> writer::impl::ensure_capacity(table_state& t, std::uint64_t extra) {
-  if ((t.used + extra) * 2 <= t.capacity) return {};
-  const std::uint64_t want = (t.keys + extra) * 4;
+result<std::uint64_t> writer::impl::capacity_for(const table_state& t, std::uint64_t keys) const {
+  const std::uint64_t want = keys * 4;
   if (want > max_index_capacity) {
     return fail(errc::limit_exceeded, "table '" + t.name + "' in store '" + label +
-                                          "' cannot index " + std::to_string(t.keys + extra) +
-                                          " keys");
+                                          "' cannot index " + std::to_string(keys) + " keys");
   }
-  const std::uint64_t capacity = std::bit_ceil(std::max(t.initial_slots, want));
+  return std::bit_ceil(std::max(t.initial_slots, want));
+}
+
+result<std::uint64_t> writer::impl::rehash(const table_state& t, std::uint64_t capacity) {
   auto root = new_index(capacity);
   if (!root) return std::move(root).error();
   shared_u64* from = slots(t.root);
@@ -158,10 +184,19 @@ result<void> writer::impl::ensure_capacity(table_state& t, std::uint64_t extra) 
     while (to[j].load(std::memory_order_relaxed) != detail::null_ref) j = (j + 1) & mask;
     to[j].store(v, std::memory_order_relaxed);
   }
+  return root;
+}
+
+result<void> writer::impl::ensure_capacity(table_state& t, std::uint64_t extra) {
+  if ((t.used + extra) * 2 <= t.capacity) return {};
+  auto capacity = capacity_for(t, t.keys + extra);
+  if (!capacity) return std::move(capacity).error();
+  auto root = rehash(t, *capacity);
+  if (!root) return std::move(root).error();
   const std::uint64_t old_root = t.root;
   const std::uint64_t old_capacity = t.capacity;
   t.root = *root;
-  t.capacity = capacity;
+  t.capacity = *capacity;
   t.used = t.keys;
   publish_counts(t);
   publish_root(t);
@@ -355,20 +390,7 @@ result<void> check_specs(const store_options& o, std::span<const table_spec> tab
   }
   for (std::size_t i = 0; i < tables.size(); ++i) {
     const table_spec& t = tables[i];
-    if (t.name.empty() || t.name.size() > detail::max_table_name ||
-        t.name.find('\0') != std::string::npos) {
-      return fail(errc::invalid_argument, "bad table name '" + t.name + "' in store '" + o.name +
-                                              "': use 1-" + std::to_string(detail::max_table_name) +
-                                              " characters");
-    }
-    if (t.kind != table_kind::set && t.kind != table_kind::bag &&
-        t.kind != table_kind::ordered_set) {
-      return fail(errc::invalid_argument, "table '" + t.name + "' has an unknown kind");
-    }
-    if (t.initial_capacity > (std::uint64_t{1} << 32)) {
-      return fail(errc::invalid_argument,
-                  "initial_capacity of table '" + t.name + "' is over the limit of 2^32");
-    }
+    if (auto r = check_table_spec(o, t); !r) return std::move(r).error();
     for (std::size_t j = 0; j < i; ++j) {
       if (tables[j].name == t.name) {
         return fail(errc::invalid_argument,
@@ -436,7 +458,7 @@ result<writer> writer::create(const store_options& options, std::span<const tabl
   hdr->global_epoch.store(p->epoch, std::memory_order_relaxed);
   hdr->segment_bytes[0].store(p->alloc.segments()[0].bytes, std::memory_order_relaxed);
   hdr->segment_count.store(1, std::memory_order_relaxed);
-  hdr->table_count = tables.size();
+  hdr->table_count.store(tables.size(), std::memory_order_relaxed);
   hdr->max_readers = options.max_readers;
   p->header = hdr;
   p->alloc.announce_in(hdr);
@@ -467,7 +489,7 @@ result<writer> writer::create(const store_options& options, std::span<const tabl
     t.capacity = t.initial_slots;
     detail::table_entry& dir = hdr->tables[i];
     std::memcpy(dir.name, t.name.data(), t.name.size());
-    dir.kind = static_cast<std::uint64_t>(t.kind);
+    dir.kind.store(static_cast<std::uint64_t>(t.kind), std::memory_order_relaxed);
     dir.root.store(t.root, std::memory_order_relaxed);
     p->tables.push_back(std::move(t));
   }
@@ -490,7 +512,8 @@ result<std::uint64_t> writer::put(std::string_view table, std::string_view key,
 }
 
 result<void> writer::put_many(std::string_view table,
-                              std::span<const std::pair<std::string, Value>> entries) {
+                              std::span<const std::pair<std::string, Value>> entries,
+                              batch_publish publish) {
   auto tr = p_->table(table);
   if (!tr) return std::move(tr).error();
   table_state& t = **tr;
@@ -511,6 +534,9 @@ result<void> writer::put_many(std::string_view table,
     }
     built.push_back(*b);
   }
+  // Before the tree changes: an atomic batch is refused by kinds that cannot
+  // publish it with one switch (an ordered table's tree would need its own).
+  if (publish == batch_publish::at_once) return p_->put_many_at_once(t, built, hashes, entries);
   const bool ordered = t.kind == table_kind::ordered_set;
   for (std::size_t i = 0; ordered && i < entries.size(); ++i) {
     if (auto r = p_->tree_apply(t, entries[i].first, built[i].ref); !r) {
@@ -535,6 +561,99 @@ result<void> writer::put_many(std::string_view table,
     p_->link(t, built[i], hashes[i], entries[i].first);
   }
   if (ordered) p_->tree_commit(t);
+  p_->maybe_reclaim();
+  return {};
+}
+
+result<void> writer::impl::put_many_at_once(
+    table_state& t, std::span<const block> built, std::span<const std::uint64_t> hashes,
+    std::span<const std::pair<std::string, Value>> entries) {
+  auto give_back = [&](error_info e) {
+    for (const block& b : built) release(b.ref, b.bytes);
+    return e;
+  };
+  if (t.kind != table_kind::set && t.kind != table_kind::bag) {
+    return give_back(fail(errc::invalid_argument,
+                          "an atomic put_many is not supported by table kind '" +
+                              std::string(to_string(t.kind)) + "' (table '" + t.name + "')"));
+  }
+  auto capacity = capacity_for(t, t.keys + entries.size());
+  if (!capacity) return give_back(std::move(capacity).error());
+  auto root = rehash(t, *capacity);
+  if (!root) return give_back(std::move(root).error());
+  // The copy shares every block of the published index: a block it replaces
+  // retires (it is still visible there), and no reclaim runs before the switch.
+  table_state next = t;
+  next.root = *root;
+  next.capacity = *capacity;
+  next.used = t.keys;
+  next.shadow = true;
+  for (std::size_t i = 0; i < entries.size(); ++i)
+    link(next, built[i], hashes[i], entries[i].first);
+  const std::uint64_t old_root = t.root;
+  const std::uint64_t old_capacity = t.capacity;
+  next.shadow = false;
+  t = next;
+  publish_root(t);
+  dispose(t, old_root, size_class(index_bytes(old_capacity)));
+  maybe_reclaim();
+  return {};
+}
+
+result<void> writer::create_table(const table_spec& spec) {
+  if (auto existing = p_->table(spec.name); existing) {
+    return fail(errc::already_exists,
+                "table '" + spec.name + "' already exists in store '" + p_->label + "'");
+  } else if (existing.error().code != errc::not_found) {
+    return std::move(existing).error();
+  }
+  if (auto r = check_table_spec(p_->options, spec); !r) return std::move(r).error();
+  const std::uint64_t n = p_->header->table_count.load(std::memory_order_relaxed);
+  if (n >= detail::max_tables) {
+    return fail(errc::limit_exceeded,
+                "store '" + p_->label + "' has used all " + std::to_string(detail::max_tables) +
+                    " entries of its table directory (a dropped table's entry is not reused); "
+                    "cannot create table '" +
+                    spec.name + "'");
+  }
+  table_state t;
+  t.index = static_cast<std::uint32_t>(n);
+  t.name = spec.name;
+  t.kind = spec.kind;
+  t.initial_slots = initial_slots(spec.initial_capacity);
+  t.declared = false;
+  auto root = p_->new_index(t.initial_slots);
+  if (!root) return std::move(root).error();
+  t.root = *root;
+  t.capacity = t.initial_slots;
+  p_->tables.push_back(t);
+  detail::table_entry& dir = p_->header->tables[n];
+  std::memset(dir.name, 0, sizeof dir.name);
+  std::memcpy(dir.name, t.name.data(), t.name.size());
+  dir.kind.store(static_cast<std::uint64_t>(t.kind), std::memory_order_relaxed);
+  dir.root.store(t.root, std::memory_order_relaxed);
+  p_->header->tree_roots[n].store(detail::null_ref, std::memory_order_relaxed);
+  // Readers copy an entry only once they see the count that includes it.
+  p_->header->table_count.store(n + 1, std::memory_order_release);
+  return {};
+}
+
+result<void> writer::drop_table(std::string_view table) {
+  auto tr = p_->table(table);
+  if (!tr) return std::move(tr).error();
+  const table_state t = **tr;
+  if (t.declared) {
+    return fail(errc::invalid_argument,
+                "table '" + t.name + "' was declared when store '" + p_->label +
+                    "' was created (its config); only tables created at run time can be dropped");
+  }
+  detail::table_entry& dir = p_->header->tables[t.index];
+  dir.kind.store(detail::dropped_kind, std::memory_order_seq_cst);
+  dir.root.store(detail::null_ref, std::memory_order_seq_cst);
+  p_->header->tree_roots[t.index].store(detail::null_ref, std::memory_order_seq_cst);
+  std::erase_if(p_->tables, [&](const table_state& s) { return s.index == t.index; });
+  if (t.tree_root != detail::null_ref) p_->dispose_tree(t, t.tree_root);
+  p_->dispose_table(t, t.root, t.capacity);
   p_->maybe_reclaim();
   return {};
 }

@@ -38,6 +38,11 @@ struct table_state {
   std::uint64_t tree_keys = 0;
   std::uint64_t tree_committed = null_ref;
   std::uint64_t tree_committed_keys = 0;
+  // An index an atomic put_many builds beside the published one: its blocks
+  // may be shared with that one (so they retire, never free at once), but its
+  // root is published only when the batch is complete.
+  bool shadow = false;
+  bool declared = true;  // given when the store was created (not droppable)
 };
 
 /// A B+tree slot as the writer edits it: a key and the block it references.
@@ -138,6 +143,10 @@ struct writer::impl final : detail::fork_aware {
   void publish_root(const detail::table_state& t);
   void publish_counts(const detail::table_state& t);
   result<void> ensure_capacity(detail::table_state& t, std::uint64_t extra);
+  /// A new index of `capacity` slots holding every entry of `t`'s (unpublished).
+  result<std::uint64_t> rehash(const detail::table_state& t, std::uint64_t capacity);
+  /// The slot count an index needs for `keys` keys (at most half full).
+  result<std::uint64_t> capacity_for(const detail::table_state& t, std::uint64_t keys) const;
   detail::slot_position find_slot(const detail::table_state& t, std::uint64_t hash,
                                   std::string_view key);
   result<detail::block> build_entry(const detail::table_state& t, std::string_view key,
@@ -145,6 +154,11 @@ struct writer::impl final : detail::fork_aware {
   std::uint64_t link(detail::table_state& t, const detail::block& b, std::uint64_t hash,
                      std::string_view key);
   result<std::uint64_t> put(detail::table_state& t, std::string_view key, const Value& value);
+  /// Links `built` (blocks for `entries`) into a copy of `t`'s index and
+  /// publishes it with one store; gives the blocks back if it cannot.
+  result<void> put_many_at_once(detail::table_state& t, std::span<const detail::block> built,
+                                std::span<const std::uint64_t> hashes,
+                                std::span<const std::pair<std::string, Value>> entries);
 
   // Ordered tables' B+tree (btree.cpp). `tree_apply` changes the working
   // tree of `t` (`entry` null: erase `key`) and returns whether it changed;

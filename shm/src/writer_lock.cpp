@@ -150,3 +150,24 @@ result<void> remove_stale_store(std::string_view ns, std::string_view name) {
 }
 
 }  // namespace slither::shm::detail
+
+namespace slither::shm {
+
+result<bool> remove_dead_store(std::string_view ns, std::string_view name) {
+  if (!detail::valid_name(ns) || !detail::valid_name(name)) {
+    return fail(errc::invalid_argument, "bad store name '" + std::string(ns) + "." +
+                                            std::string(name) +
+                                            "': use 1-64 characters of [A-Za-z0-9_-]");
+  }
+  auto lock = detail::writer_lock::acquire(ns, name);
+  if (!lock) {
+    if (lock.error().code == errc::already_exists) return false;  // its writer lives
+    return std::move(lock).error();
+  }
+  // The lock is ours: whatever is left under the name is a dead writer's.
+  if (auto r = detail::remove_stale_store(ns, name); !r) return std::move(r).error();
+  lock->release();  // unlinks the lock object, then unlocks it
+  return true;
+}
+
+}  // namespace slither::shm

@@ -247,20 +247,68 @@ void init_client(nb::module_& m) {
       .def(
           "put_many",
           [](py_client& c, nb::handle store, nb::handle table, nb::handle entries,
+             std::optional<std::uint64_t> incarnation, bool atomic) {
+            const std::string_view s = name_arg(store, "store");
+            const std::string_view t = name_arg(table, "table");
+            const buffer list = encode_entries(entries);
+            c.call([&](client& cl) {
+              use_incarnation(cl, s, incarnation);
+              return cl.put_many_encoded(s, t, list, atomic);
+            });
+          },
+          nb::arg("store").none(), nb::arg("table").none(), nb::arg("entries").none(),
+          nb::arg("incarnation").none() = nb::none(), nb::arg("atomic") = false,
+          "Stores many entries, all or nothing, in one round trip. `entries` is a mapping\n"
+          "or an iterable of (key, value) tuples or lists; anything else (a str, a list of\n"
+          "str) raises InvalidType. Readers may see part of the batch until the call\n"
+          "returns, unless `atomic`: then they see none or all of it.")
+      .def(
+          "reload",
+          [](py_client& c, nb::handle store, nb::handle table, nb::handle entries,
              std::optional<std::uint64_t> incarnation) {
             const std::string_view s = name_arg(store, "store");
             const std::string_view t = name_arg(table, "table");
             const buffer list = encode_entries(entries);
             c.call([&](client& cl) {
               use_incarnation(cl, s, incarnation);
-              return cl.put_many_encoded(s, t, list);
+              return cl.reload_encoded(s, t, list);
             });
           },
           nb::arg("store").none(), nb::arg("table").none(), nb::arg("entries").none(),
           nb::arg("incarnation").none() = nb::none(),
-          "Stores many entries, all or nothing, in one round trip. `entries` is a mapping\n"
-          "or an iterable of (key, value) tuples or lists; anything else (a str, a list of\n"
-          "str) raises InvalidType.")
+          "Replaces every entry of `table` with `entries` atomically: readers see the old\n"
+          "or the new contents, never a mix. If an entry fails, the old contents stay.")
+      .def(
+          "create_table",
+          [](py_client& c, nb::handle store, nb::handle table, nb::handle kind,
+             std::uint64_t capacity, std::optional<std::uint64_t> incarnation) {
+            const std::string_view s = name_arg(store, "store");
+            const std::string_view t = name_arg(table, "table");
+            const std::string_view k = name_arg(kind, "kind");
+            c.call([&](client& cl) {
+              use_incarnation(cl, s, incarnation);
+              return cl.create_table(s, t, k, capacity);
+            });
+          },
+          nb::arg("store").none(), nb::arg("table").none(), nb::arg("kind").none() = "set",
+          nb::arg("capacity") = 1024, nb::arg("incarnation").none() = nb::none(),
+          "Adds the table `table` (kind 'set' or 'bag') to `store` while the broker runs.\n"
+          "Raises AlreadyExists, InvalidArgument or LimitExceeded (64 tables per store).")
+      .def(
+          "drop_table",
+          [](py_client& c, nb::handle store, nb::handle table,
+             std::optional<std::uint64_t> incarnation) {
+            const std::string_view s = name_arg(store, "store");
+            const std::string_view t = name_arg(table, "table");
+            c.call([&](client& cl) {
+              use_incarnation(cl, s, incarnation);
+              return cl.drop_table(s, t);
+            });
+          },
+          nb::arg("store").none(), nb::arg("table").none(),
+          nb::arg("incarnation").none() = nb::none(),
+          "Removes a table created at run time, with its entries. A table declared in the\n"
+          "broker's config cannot be dropped (InvalidArgument).")
       .def(
           "erase",
           [](py_client& c, nb::handle store, nb::handle table, nb::handle key,

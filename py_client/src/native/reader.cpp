@@ -32,7 +32,7 @@ namespace slither::py {
 namespace {
 
 struct py_reader {
-  shm::reader reader;
+  std::optional<shm::reader> reader;  // empty once closed
   std::string ns;
   std::string name;
   std::uint64_t forked = fork_generation();
@@ -56,16 +56,23 @@ void reattach(py_reader& r, std::string_view why, std::optional<errc> code) {
 
 // The reader to read through: attached again first if the store was closed
 // (its broker stopped or was replaced) or this is a fork child.
+[[noreturn]] void raise_closed(const py_reader& r) {
+  raise(fail(errc::invalid_argument, "store '" + r.name + "' of namespace '" + r.ns +
+                                         "' was closed by this process (Store.close)"));
+}
+
 const shm::reader& live(py_reader& r) {
-  if (r.reader.store_closed() || r.forked != fork_generation()) [[unlikely]] {
+  if (!r.reader) [[unlikely]]
+    raise_closed(r);
+  if (r.reader->store_closed() || r.forked != fork_generation()) [[unlikely]] {
     if (r.iterating == 0) {
-      if (r.reader.store_closed())
+      if (r.reader->store_closed())
         reattach(r, "was closed by its broker", errc::writer_gone);
       else
         reattach(r, "was attached before a fork", std::nullopt);
     }
   }
-  return r.reader;
+  return *r.reader;
 }
 
 // Python object over a view's memory that keeps the view (and so the block's hold) alive.
@@ -155,8 +162,8 @@ void init_reader(nb::module_& m) {
           [](py_reader* self, nb::handle ns_arg, nb::handle name_obj) {
             const std::string_view ns = name_arg(ns_arg, "namespace");
             const std::string_view name = name_arg(name_obj, "name");
-            new (self)
-                py_reader{take(shm::reader::attach(ns, name)), std::string(ns), std::string(name)};
+            new (self) py_reader{std::optional<shm::reader>(take(shm::reader::attach(ns, name))),
+                                 std::string(ns), std::string(name)};
           },
           nb::arg("namespace").none(), nb::arg("name").none(),
           "Attaches to the store `name` of `namespace`. Raises NotFound, LayoutMismatch,\n"
@@ -168,12 +175,17 @@ void init_reader(nb::module_& m) {
       .def_prop_ro(
           "tables", [](py_reader& r) { return live(r).tables(); }, "Names of the tables.")
       .def_prop_ro(
-          "incarnation", [](const py_reader& r) { return r.reader.incarnation(); },
+          "incarnation",
+          [](const py_reader& r) {
+            if (!r.reader) raise_closed(r);
+            return r.reader->incarnation();
+          },
           "The incarnation of the store this Reader reads: a store re-created by a\n"
           "restarted broker has another. Reading it never attaches again.")
       .def(
           "_reattach",
           [](py_reader& r) {
+            if (!r.reader) raise_closed(r);
             if (r.iterating == 0) reattach(r, "was replaced", errc::writer_gone);
           },
           "Attaches to the store of this name again (after a write found it replaced).")
@@ -213,6 +225,51 @@ void init_reader(nb::module_& m) {
           nb::arg("table").none(), nb::arg("key").none(), nb::arg("default").none() = nb::none(),
           "A decoded copy of the value under `key` (the first one in a bag), or `default`.\n"
           "Raises NotFound for an unknown table.")
+      .def(
+          "get_many",
+          [](py_reader& r, nb::handle table_arg, nb::handle keys, nb::handle default_) {
+            const std::string_view table = name_arg(table_arg, "table");
+            if (PyUnicode_Check(keys.ptr()) || PyBytes_Check(keys.ptr())) {
+              raise_invalid_type("keys must be an iterable of keys, not a single '" +
+                                 python_type_name(keys) + "'");
+            }
+            // The key objects stay referenced in `held` while their views are used.
+            nb::object it = nb::steal(PyObject_GetIter(keys.ptr()));
+            if (!it) {
+              PyErr_Clear();
+              raise_invalid_type("keys must be an iterable of keys, not '" +
+                                 python_type_name(keys) + "'");
+            }
+            std::vector<nb::object> held;
+            std::vector<std::string_view> ks;
+            while (PyObject* k = PyIter_Next(it.ptr())) {
+              held.push_back(nb::steal(k));
+              ks.push_back(key_view(held.back()));
+            }
+            if (PyErr_Occurred()) throw nb::python_error();
+            nb::list out;
+            for (const std::optional<Value>& v : take(live(r).get_many(table, ks)))
+              out.append(v ? to_python(*v) : nb::borrow(default_));
+            return out;
+          },
+          nb::arg("table").none(), nb::arg("keys").none(), nb::arg("default").none() = nb::none(),
+          "Decoded copies of the values under `keys`, in order (`default` where absent),\n"
+          "read in one call and one epoch through one index: a reload or an atomic\n"
+          "put_many is seen whole or not at all.")
+      .def(
+          "close",
+          [](py_reader& r) {
+            // Not from inside this Reader's own `items` (a finalizer it ran):
+            // the reader iterated there must live until the iteration ends.
+            if (r.iterating != 0) {
+              raise(fail(errc::busy, "store '" + r.name + "' cannot be closed while it iterates"));
+            }
+            r.reader.reset();
+          },
+          "Detaches from the store (its registry slot is given back); later reads raise\n"
+          "InvalidArgument. Views taken stay valid. Safe twice.")
+      .def_prop_ro(
+          "closed", [](const py_reader& r) { return !r.reader; }, "Whether close() was called.")
       .def(
           "get_all",
           [](py_reader& r, nb::handle table_arg, nb::handle key) {
@@ -331,6 +388,22 @@ void init_reader(nb::module_& m) {
           "last", [](py_reader& r, nb::handle table) { return end_to_python(r, table, true); },
           nb::arg("table").none(),
           "The (key, value) pair with the largest key of the ordered table `table`, or None.");
+
+  m.def(
+      "_remove_dead_store",
+      [](nb::handle ns_arg, nb::handle name_arg_) {
+        const std::string_view ns = name_arg(ns_arg, "namespace");
+        const std::string_view name = name_arg(name_arg_, "name");
+        std::optional<result<bool>> r;
+        {
+          nb::gil_scoped_release nogil;
+          r.emplace(shm::remove_dead_store(ns, name));
+        }
+        return take(std::move(*r));
+      },
+      nb::arg("namespace").none(), nb::arg("name").none(),
+      "Removes the shared-memory objects a dead writer left of store `name`; False\n"
+      "(nothing touched) if its writer is alive. For `python -m slither clean`.");
 }
 
 }  // namespace slither::py

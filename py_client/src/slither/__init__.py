@@ -7,6 +7,10 @@
 >>> features.view("emb", "matrix")         # zero-copy, read-only numpy array
 >>> features.put("emb", "user:2", {"score": 0.5})   # through the broker
 
+Without a broker running, ``slither.launch(config="slither.toml")`` starts one
+(the ``slither-broker`` the wheel ships) and returns a client of it; ``python -m
+slither --help`` lists the operator's commands (stats, ls, get, clean).
+
 Every error is a :class:`SlitherError`; each error code has its own subclass
 (:class:`NotFound`, :class:`BrokerUnavailable`, :class:`Timeout`, :class:`Conflict`,
 ...). Bad input raises :class:`InvalidArgument` (also a ``ValueError``) or its
@@ -14,6 +18,7 @@ subclass :class:`InvalidType` (also a ``TypeError``).
 """
 
 from slither._api import Client, Key, Store, Table, Value, connect
+from slither._launch import LaunchedClient, find_broker, launch
 from slither.dispatch import Dispatch, DispatchError, Failed, FailureInfo, ItemError, Retry
 from slither.pipe import (
     Many,
@@ -72,6 +77,7 @@ __all__ = [
     "IoError",
     "ItemError",
     "Key",
+    "LaunchedClient",
     "LayoutMismatch",
     "LimitExceeded",
     "Many",
@@ -99,6 +105,8 @@ __all__ = [
     "decode",
     "default_runtime_dir",
     "encode",
+    "find_broker",
+    "launch",
     "on_error",
     "telemetry",
 ]

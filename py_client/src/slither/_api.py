@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from slither import _native
@@ -149,6 +149,31 @@ class Client:
 
         return map_list(self._where, function, iterable, **options)
 
+    def create_table(
+        self, store: str, name: str, kind: str = "set", capacity: int = 1024
+    ) -> None:
+        """Adds the table ``name`` to ``store`` while the broker runs.
+
+        ``kind`` is ``"set"`` (one value per key), ``"bag"`` (several) or ``"ordered_set"`` (sorted keys);
+        ``capacity`` is the number of keys to reserve room for (the table grows past
+        it). Readers attached before see the table on their next read, without
+        attaching again. A store has at most 64 tables over its life (a dropped
+        table's directory entry is not reused): past that, :class:`LimitExceeded`.
+        Raises :class:`AlreadyExists` if the table exists, :class:`NotFound` for an
+        unknown store.
+        """
+        self._native.create_table(store, name, kind, _capacity(capacity))
+
+    def drop_table(self, store: str, name: str) -> None:
+        """Removes the table ``name`` of ``store``, created with :meth:`create_table`.
+
+        Its entries go with it; readers then get :class:`NotFound` for it (views
+        taken before stay valid). Tables declared in the broker's config are the
+        store's declared shape and cannot be dropped: :class:`InvalidArgument`
+        (clear them instead).
+        """
+        self._native.drop_table(store, name)
+
     def close(self) -> None:
         """Closes the connection; stores already attached stay readable. Safe twice."""
         self._native.close()
@@ -159,8 +184,28 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Re-connects by where the broker is (runtime dir or endpoint, namespace),
+        # as SharedMemory re-attaches by name. A tcp Client's pickle carries its
+        # CURVE secret key: keep such pickles as private as the key file.
+        return (_connect_where, (dict(self._where),))
+
     def __repr__(self) -> str:
         return f"<slither.Client namespace={self.namespace!r}>"
+
+
+def _capacity(capacity: Any) -> int:
+    """A table's capacity argument, checked before it reaches the native layer."""
+    if isinstance(capacity, bool) or not isinstance(capacity, int):
+        raise _native.InvalidType(f"capacity must be an int, not '{type(capacity).__name__}'")
+    if not 1 <= capacity <= 2**32:
+        raise _native.InvalidArgument(f"capacity {capacity} is not in 1..2**32")
+    return capacity
+
+
+def _connect_where(where: dict[str, Any]) -> Client:
+    """Unpickles a :class:`Client`: connects again to the broker ``where`` names."""
+    return Client(_native.Client(**where), where)
 
 
 class Store(_native.Reader):
@@ -206,6 +251,43 @@ class Store(_native.Reader):
             raise _native.NotFound(f"no table '{name}' in store '{self.name}'")
         return Table(self, name)
 
+    def create_table(self, name: str, kind: str = "set", capacity: int = 1024) -> Table:
+        """Adds the table ``name`` through the broker and returns it (see
+        :meth:`Client.create_table`)."""
+        try:
+            self._client._native.create_table(
+                self.name, name, kind, _capacity(capacity), self.incarnation
+            )
+        except _native.WriterGone as e:
+            raise self._replaced(e, "create_table") from None
+        return Table(self, name)
+
+    def drop_table(self, name: str) -> None:
+        """Removes the table ``name``, created at run time (see :meth:`Client.drop_table`)."""
+        try:
+            self._client._native.drop_table(self.name, name, self.incarnation)
+        except _native.WriterGone as e:
+            raise self._replaced(e, "drop_table") from None
+
+    def close(self) -> None:
+        """Detaches from the store's shared memory; the client stays connected.
+
+        Later reads and writes through this Store raise :class:`InvalidArgument`;
+        views taken before stay valid. Safe twice. A ``with`` block closes it.
+        """
+        super().close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Attaches again by (broker location, namespace, store name) in the process
+        # that unpickles it, e.g. a spawned worker or a Pool initializer.
+        return (Store, (self._client, self.name))
+
     def put(self, table: str, key: Key, value: Value) -> int:
         """Stores ``value`` under ``key``; returns the entry's new version."""
         try:
@@ -214,17 +296,45 @@ class Store(_native.Reader):
             raise self._replaced(e, "put") from None
 
     def put_many(
-        self, table: str, entries: Mapping[Key, Value] | Iterable[tuple[Key, Value]]
+        self,
+        table: str,
+        entries: Mapping[Key, Value] | Iterable[tuple[Key, Value]],
+        atomic: bool = False,
     ) -> None:
-        """Stores many entries, all or nothing.
+        """Stores many entries, all or nothing, in one round trip.
 
         ``entries`` is a mapping or an iterable of ``(key, value)`` tuples or lists;
-        anything else (a str, a list of str) raises :class:`InvalidType`.
+        anything else (a str, a list of str) raises :class:`InvalidType`. If one
+        entry is refused, none is stored.
+
+        What readers see meanwhile: by default the entries become visible one by
+        one while the broker applies the batch, so a reader may see part of it
+        until this call returns. With ``atomic=True`` the batch is published as one
+        switch (a copy of the table's index, O(table size) extra work): readers see
+        none of it, then all of it. A table kind that cannot do that raises
+        :class:`InvalidArgument` naming the kind.
         """
         try:
-            self._client._native.put_many(self.name, table, entries, self.incarnation)
+            self._client._native.put_many(
+                self.name, table, entries, self.incarnation, atomic=bool(atomic)
+            )
         except _native.WriterGone as e:
             raise self._replaced(e, "put_many") from None
+
+    def reload(
+        self, table: str, entries: Mapping[Key, Value] | Iterable[tuple[Key, Value]]
+    ) -> None:
+        """Replaces every entry of ``table`` with ``entries``, atomically.
+
+        The broker builds the new contents beside the old ones and switches with
+        one store: readers see the old or the new contents, never a mix, and a read
+        under way finishes on the old. If an entry is refused, the old contents stay.
+        Emits the ``slither.store.reload`` start/stop telemetry events on the broker.
+        """
+        try:
+            self._client._native.reload(self.name, table, entries, self.incarnation)
+        except _native.WriterGone as e:
+            raise self._replaced(e, "reload") from None
 
     def delete(self, table: str, key: Key) -> bool:
         """Removes ``key``; returns whether it was present."""
@@ -270,12 +380,18 @@ class Store(_native.Reader):
         return f"<slither.Store {self.namespace}.{self.name} tables={self.tables!r}>"
 
 
-class Table:
-    """One table of a store, with mapping-style reads and write shortcuts.
+class Table(MutableMapping):  # type: ignore[type-arg]
+    """One table of a store, as a :class:`collections.abc.MutableMapping`.
 
-    ``key in table``, ``len(table)``, ``iter(table)`` (keys), ``table[key]``
-    (raises :class:`NotFound`), plus ``get``, ``view``, ``keys``, ``items`` and
-    the store's writes bound to this table.
+    Reads come from shared memory (``key in table``, ``len(table)``, ``iter(table)``
+    over keys, ``table[key]`` raising :class:`NotFound`, which is a ``KeyError``);
+    ``table[key] = value``, ``del table[key]`` (``KeyError`` if absent),
+    ``update``, ``pop``, ``setdefault`` and ``clear`` write through the broker.
+    ``==`` compares contents with any mapping. In a bag table, ``table[key] = v``
+    appends a value and ``table[key]`` reads the first one.
+
+    ``keys(prefix)``, ``items()`` and ``values()`` return lists (a snapshot), not
+    views.
     """
 
     __slots__ = ("_store", "_name")
@@ -294,7 +410,7 @@ class Table:
         """The store this table belongs to."""
         return self._store
 
-    def __contains__(self, key: Key) -> bool:
+    def __contains__(self, key: object) -> bool:
         return self._store.contains(self._name, key)
 
     def __len__(self) -> int:
@@ -310,9 +426,23 @@ class Table:
             raise _native.NotFound(f"no key {key!r} in table '{self._name}'")
         return value
 
+    def __setitem__(self, key: Key, value: Value) -> None:
+        self._store.put(self._name, key, value)
+
+    def __delitem__(self, key: Key) -> None:
+        if not self._store.delete(self._name, key):
+            raise _native.NotFound(f"no key {key!r} in table '{self._name}'")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Table, (self._store, self._name))
+
     def get(self, key: Key, default: Value = None) -> Value:
         """A decoded copy of the value under ``key``, or ``default``."""
         return self._store.get(self._name, key, default)
+
+    def get_many(self, keys: Iterable[Key], default: Value = None) -> list[Value]:
+        """The values under ``keys`` in one call and one epoch (see :meth:`Store.get_many`)."""
+        return self._store.get_many(self._name, keys, default)
 
     def get_all(self, key: Key) -> list[Value]:
         """Every value under ``key`` (a bag's values, in insertion order)."""
@@ -326,7 +456,7 @@ class Table:
         """The entry's version, or 0 if absent."""
         return self._store.version(self._name, key)
 
-    def keys(self, prefix: Key = "") -> list[Key]:
+    def keys(self, prefix: Key = "") -> list[Key]:  # type: ignore[override]
         """Keys starting with ``prefix`` (sorted bytewise in an ``ordered_set`` table)."""
         return self._store.keys(self._name, prefix)
 
@@ -353,17 +483,35 @@ class Table:
         """The ``(key, value)`` pair with the largest key of an ``ordered_set`` table, or None."""
         return self._store.last(self._name)
 
-    def items(self) -> list[tuple[Key, Value]]:
+    def items(self) -> list[tuple[Key, Value]]:  # type: ignore[override]
         """Every ``(key, value)`` pair, values decoded."""
         return self._store.items(self._name)
+
+    def values(self) -> list[Value]:  # type: ignore[override]
+        """Every value, decoded."""
+        return [v for _, v in self._store.items(self._name)]
 
     def put(self, key: Key, value: Value) -> int:
         """Stores ``value`` under ``key`` through the broker; returns the new version."""
         return self._store.put(self._name, key, value)
 
-    def put_many(self, entries: Mapping[Key, Value] | Iterable[tuple[Key, Value]]) -> None:
-        """Stores many entries, all or nothing."""
-        self._store.put_many(self._name, entries)
+    def put_many(
+        self, entries: Mapping[Key, Value] | Iterable[tuple[Key, Value]], atomic: bool = False
+    ) -> None:
+        """Stores many entries, all or nothing (see :meth:`Store.put_many` for what
+        readers see meanwhile, and ``atomic``)."""
+        self._store.put_many(self._name, entries, atomic=atomic)
+
+    def update(self, other: Any = (), /, **kwds: Value) -> None:
+        """Stores the entries of ``other`` and ``kwds`` in one :meth:`put_many`."""
+        entries = list(other.items()) if isinstance(other, Mapping) else list(other)
+        entries.extend(kwds.items())
+        if entries:
+            self.put_many(entries)
+
+    def reload(self, entries: Mapping[Key, Value] | Iterable[tuple[Key, Value]]) -> None:
+        """Replaces every entry atomically (see :meth:`Store.reload`)."""
+        self._store.reload(self._name, entries)
 
     def delete(self, key: Key) -> bool:
         """Removes ``key``; returns whether it was present."""

@@ -228,10 +228,14 @@ class Broker {
   /// Safe twice, and before `start()`.
   void stop() noexcept;
   /// Blocks until the broker is stopped: by `stop()` from another thread, or
-  /// by SIGINT/SIGTERM when `handle_signals(true)`; then finishes the stop.
+  /// by SIGINT/SIGTERM/SIGHUP when `handle_signals(true)`; then finishes the stop.
   void wait();
-  /// SIGINT/SIGTERM → graceful stop (for the executable): the signal wakes
-  /// `wait()`, which then stops the broker, so call `wait()` when this is on.
+  /// SIGINT/SIGTERM/SIGHUP → graceful stop (for the executable): the signal
+  /// wakes `wait()`, which then stops the broker (segments unlinked, runtime
+  /// directory removed), so call `wait()` when this is on. SIGHUP stops rather
+  /// than reloading the config: a closed terminal must not leave files behind,
+  /// and stores cannot change shape under attached readers. A second signal
+  /// stops at once.
   /// May be called before or after `start()`.
   void handle_signals(bool on);
 

@@ -107,11 +107,11 @@ struct store_info {
 /// `errc::timeout` / `errc::unavailable` when the broker does not answer in time.
 ///
 /// Requests that act on a store (`put`, `put_many`, `erase`, `compare_and_set`,
-/// `clear`, `call_view`) carry the incarnation of that store this client last
-/// learnt (from `attach_info` or `set_incarnation`); a broker whose store has
-/// another incarnation (it was re-created by a restarted broker) refuses them
-/// with `errc::writer_gone` and applies nothing. A client that never asked
-/// about a store sends no incarnation for it.
+/// `clear`, `reload`, `create_table`, `drop_table`, `call_view`) carry the incarnation of that
+/// store this client last learnt (from `attach_info` or `set_incarnation`); a broker whose store
+/// has another incarnation (it was re-created by a restarted broker) refuses them with
+/// `errc::writer_gone` and applies nothing. A client that never asked about a store sends no
+/// incarnation for it.
 class client {
  public:
   /// Checks `options`, then connects and sends `hello`.
@@ -145,9 +145,27 @@ class client {
   /// Stores `value` under `key`; returns the entry's new version once readers see it.
   result<std::uint64_t> put(std::string_view store, std::string_view table, std::string_view key,
                             const Value& value);
-  /// Stores many entries, all or nothing, in one round trip.
+  /// Stores many entries, all or nothing, in one round trip. Readers may see
+  /// part of the batch until the reply comes, unless `atomic`: then they see
+  /// none or all of it (`invalid_argument` naming the kind for a table kind
+  /// that cannot publish a batch at once).
   result<void> put_many(std::string_view store, std::string_view table,
-                        std::span<const std::pair<std::string, Value>> entries);
+                        std::span<const std::pair<std::string, Value>> entries,
+                        bool atomic = false);
+  /// Replaces every entry of `table` with `entries`, atomically: readers see
+  /// the old or the new contents, never a mix. If an entry fails, the old
+  /// contents stay.
+  result<void> reload(std::string_view store, std::string_view table,
+                      std::span<const std::pair<std::string, Value>> entries);
+  /// Adds the table `table` (kind "set" or "bag", `capacity` slots reserved)
+  /// to `store` at run time; readers attached before find it on their next
+  /// read. Errors: `already_exists`, `invalid_argument`, `limit_exceeded`
+  /// (64 tables per store over its life: a dropped table's slot is not reused).
+  result<void> create_table(std::string_view store, std::string_view table,
+                            std::string_view kind = "set", std::uint64_t capacity = 1024);
+  /// Removes a table created at run time, with its entries. A table declared
+  /// in the broker's config cannot be dropped (`invalid_argument`).
+  result<void> drop_table(std::string_view store, std::string_view table);
   /// Removes `key`; returns whether it was present.
   result<bool> erase(std::string_view store, std::string_view table, std::string_view key);
   /// Writes `value` only if the entry's version is `expected_version` (0 = absent);
@@ -171,7 +189,10 @@ class client {
   /// `put_many` with `entries` given as the encoding of a list of
   /// `[key, value]` lists.
   result<void> put_many_encoded(std::string_view store, std::string_view table,
-                                std::span<const std::byte> entries);
+                                std::span<const std::byte> entries, bool atomic = false);
+  /// `reload` with `entries` given as the encoding of a list of `[key, value]` lists.
+  result<void> reload_encoded(std::string_view store, std::string_view table,
+                              std::span<const std::byte> entries);
   /// `compare_and_set` with `value` given as its encoding.
   result<std::uint64_t> compare_and_set_encoded(std::string_view store, std::string_view table,
                                                 std::string_view key,

@@ -54,10 +54,12 @@ inline constexpr std::size_t header_size = 16;
 
 /// Every message type of the control protocol: requests, then the two replies.
 enum class message_type : std::uint8_t {
-  hello = 1,            ///< {protocol} → {protocol, ns, pid, max_message_bytes, stores}
-  attach_info = 2,      ///< {store} → {ns, name, tables, layout_version, incarnation}
-  put = 3,              ///< {store, table, key, value, [incarnation]} → new version (int)
-  put_many = 4,         ///< {store, table, entries: [[key, value], ...], [incarnation]} → null
+  hello = 1,        ///< {protocol} → {protocol, ns, pid, max_message_bytes, stores}
+  attach_info = 2,  ///< {store} → {ns, name, tables, layout_version, incarnation}
+  put = 3,          ///< {store, table, key, value, [incarnation]} → new version (int)
+  /// {store, table, entries: [[key, value], ...], [atomic: bool], [incarnation]} → null;
+  /// with atomic = true readers see none or all of the batch (`shm::batch_publish::at_once`).
+  put_many = 4,
   erase = 5,            ///< {store, table, key, [incarnation]} → bool (was present)
   compare_and_set = 6,  ///< {store, table, key, expected_version, value, [incarnation]} → version
   clear = 7,            ///< {store, table, [incarnation]} → null
@@ -82,6 +84,19 @@ enum class message_type : std::uint8_t {
   dispatch_cancel = 16,
   /// {job} → null: the job is forgotten (cancelled first if it runs).
   dispatch_close = 17,
+  // 18-19 are left to the large-write (reserve/commit) requests.
+  /// Replaces a table's contents atomically (readers see the old or the new
+  /// contents, never a mix): {store, table, entries: [[key, value], ...],
+  /// [incarnation]} → null.
+  reload = 20,
+  /// Adds a table at run time: {store, table, [kind: "set" | "bag"],
+  /// [capacity: int], [incarnation]} → null. Errors: `already_exists`,
+  /// `limit_exceeded` (the store's 64 directory entries are used up).
+  create_table = 21,
+  /// Removes a table created at run time, with its entries: {store, table,
+  /// [incarnation]} → null. A table declared in the config cannot be dropped
+  /// (`invalid_argument`).
+  drop_table = 22,
   reply_ok = 100,     ///< the result Value
   reply_error = 101,  ///< {code, message}
   /// Broker → client, request id = job: a status frame, then the batch's
@@ -96,7 +111,7 @@ enum class message_type : std::uint8_t {
 
 /// Stable lower-case name of a message type ("put"), or "unknown".
 std::string_view to_string(message_type type) noexcept;
-/// True for the request types (hello .. dispatch_close).
+/// True for the request types (hello .. dispatch_close, reload .. drop_table).
 bool is_request(message_type type) noexcept;
 /// True for the requests that get no reply unless they fail
 /// (dispatch_submit, dispatch_ack, dispatch_input_end, dispatch_cancel).

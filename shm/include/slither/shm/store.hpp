@@ -73,6 +73,19 @@ enum class table_kind : std::uint8_t {
 /// Stable lower-case name of a table kind ("set", "bag", "ordered_set").
 std::string_view to_string(table_kind kind) noexcept;
 
+/// The table kind named `name` (as `to_string` spells it), or nullopt.
+std::optional<table_kind> parse_table_kind(std::string_view name) noexcept;
+
+/// How `writer::put_many` makes a batch visible to readers.
+enum class batch_publish : std::uint8_t {
+  /// Entry by entry: a reader may see part of the batch until the call returns.
+  per_entry,
+  /// As one switch: the batch goes into a copy of the table's index, which is
+  /// then published with one store, so a reader sees none or all of it. Costs
+  /// a pass over the index (O(table size)) on top of the entries.
+  at_once,
+};
+
 /// Declares one table of a store.
 struct table_spec {
   std::string name;
@@ -117,8 +130,9 @@ struct store_stats {
 // the registry), the writer's lock object, a per-store hash seed. 4: array
 // blocks may hold the dtypes bool, int8, int16, uint16, uint32, uint64 and
 // float16, which a version-3 reader would refuse only when it met one. 5:
-// ordered tables (a B+tree root per table after the table directory).
-inline constexpr std::uint64_t layout_version = 5;
+// ordered tables (a B+tree root per table after the table directory). 6:
+// tables created and dropped at run time (an atomic, growing table directory).
+inline constexpr std::uint64_t layout_version = 6;
 
 /// Shared-memory object name of segment `n` of a store: "/slither.<ns>.<store>.<n>".
 std::string segment_name(std::string_view ns, std::string_view store, std::uint32_t n);
@@ -187,6 +201,11 @@ class reader {
   /// A decoded copy of the value under `key` (for a bag, the first value);
   /// nullopt if absent. Errors: `not_found` for an unknown table.
   result<std::optional<Value>> get(std::string_view table, std::string_view key) const;
+  /// Decoded copies of the values under `keys` (for a bag, each key's first
+  /// value; nullopt where absent), read in one epoch through one index: a
+  /// `reload` or an atomic `put_many` is seen whole or not at all.
+  result<std::vector<std::optional<Value>>> get_many(std::string_view table,
+                                                     std::span<const std::string_view> keys) const;
   /// All values under `key` in a bag (one or none for a set).
   result<std::vector<Value>> get_all(std::string_view table, std::string_view key) const;
   /// A zero-copy view of the value under `key`; nullopt if absent.
@@ -295,9 +314,24 @@ class writer {
 
   /// Stores `value` under `key` (for a bag, appends it). Returns the entry's new version.
   result<std::uint64_t> put(std::string_view table, std::string_view key, const Value& value);
-  /// Stores many entries; all or nothing.
+  /// Stores many entries; all or nothing (nothing is stored if one entry
+  /// fails). With `batch_publish::per_entry` a reader may see part of the
+  /// batch until the call returns; with `at_once` it sees none or all of it
+  /// (`invalid_argument` naming the kind for a table kind that cannot).
   result<void> put_many(std::string_view table,
-                        std::span<const std::pair<std::string, Value>> entries);
+                        std::span<const std::pair<std::string, Value>> entries,
+                        batch_publish publish = batch_publish::per_entry);
+  /// Adds a table while the store lives; readers attached before find it by
+  /// name on their next read. Errors: `already_exists`, `invalid_argument`
+  /// (bad name, kind or capacity), `limit_exceeded` (the store's directory of
+  /// 64 tables is used up: a dropped table's entry is not reused), `no_space`.
+  result<void> create_table(const table_spec& spec);
+  /// Removes a table created with `create_table`, with its entries: readers
+  /// then get `not_found` for it (a read under way finishes on the old
+  /// contents; views taken stay valid). Tables given to `create` are the
+  /// store's declared shape and cannot be dropped (`invalid_argument`).
+  /// Errors: `not_found`.
+  result<void> drop_table(std::string_view table);
   /// Removes `key` (all its values in a bag). Returns whether it was present.
   result<bool> erase(std::string_view table, std::string_view key);
   /// Read-modify-write: `fn` gets the current value (nullopt if absent) and returns the new one.
@@ -335,6 +369,14 @@ class writer {
   explicit writer(std::unique_ptr<impl> p) noexcept;
   std::unique_ptr<impl> p_;
 };
+
+/// Removes what a dead writer left of store `<ns>.<name>` (segments, reader
+/// registry, lock object), as a new writer of the name would, without
+/// creating anything. Returns false, touching nothing, if a live writer holds
+/// the store's lock. Only objects of this process's user are removed.
+/// Errors: `invalid_argument` for bad names, `io_error` for objects of
+/// another user under the name.
+result<bool> remove_dead_store(std::string_view ns, std::string_view name);
 
 /// A store as a C++ user declares it: its tables and an optional `load`
 /// function that fills it when its writer starts.

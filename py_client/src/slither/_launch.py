@@ -1,0 +1,208 @@
+"""``slither.launch``: a ``slither-broker`` child process and a client connected to it."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sysconfig
+import tempfile
+import time
+import weakref
+from pathlib import Path
+from typing import Any
+
+from slither import _native
+from slither._api import Client
+
+__all__ = ["LaunchedClient", "find_broker", "launch"]
+
+#: How many bytes of the broker's log an error quotes.
+_LOG_TAIL_BYTES = 4000
+
+
+def find_broker() -> str:
+    """The ``slither-broker`` executable to start.
+
+    In order: ``$SLITHER_BROKER_BIN``; the one the wheel installed beside this
+    interpreter's scripts (the venv's ``bin``); the first on ``PATH``. Raises
+    :class:`NotFound` naming where it looked.
+    """
+    env = os.environ.get("SLITHER_BROKER_BIN")
+    if env:
+        if not os.access(env, os.X_OK):
+            raise _native.NotFound(f"$SLITHER_BROKER_BIN={env!r} is not an executable file")
+        return env
+    scripts = Path(sysconfig.get_path("scripts")) / "slither-broker"
+    if os.access(scripts, os.X_OK):
+        return str(scripts)
+    found = shutil.which("slither-broker")
+    if found:
+        return found
+    raise _native.NotFound(
+        f"no slither-broker executable: not in $SLITHER_BROKER_BIN, {scripts.parent} or PATH "
+        "(it ships in the slither wheel; a source build has it in build/broker/)"
+    )
+
+
+class _Process:
+    """The broker process and what was made for it; stopped when collected or at exit."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], log: Path, scratch: Path | None) -> None:
+        self.proc = proc
+        self.log = log
+        self.scratch = scratch
+        self._finalizer = weakref.finalize(self, _stop, proc, scratch, 10.0)
+
+    def stop(self, timeout: float) -> int | None:
+        self._finalizer.detach()
+        return _stop(self.proc, self.scratch, timeout)
+
+
+def _stop(proc: subprocess.Popen[bytes], scratch: Path | None, timeout: float) -> int | None:
+    """SIGTERM (a graceful stop: the broker unlinks its segments and runtime
+    directory), SIGKILL after ``timeout`` seconds; then removes ``scratch``."""
+    try:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        return proc.returncode
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _tail(log: Path) -> str:
+    try:
+        with open(log, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - _LOG_TAIL_BYTES))
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+class LaunchedClient(Client):
+    """A :class:`Client` of a broker that :func:`launch` started as a child process.
+
+    :meth:`close` (or leaving a ``with`` block) closes the connection and stops
+    the broker gracefully. A pickled LaunchedClient unpickles as a plain
+    :class:`Client` of the same broker: only this process stops it.
+    """
+
+    __slots__ = ("_process",)
+
+    def __init__(self, native: _native.Client, where: dict[str, Any], process: _Process) -> None:
+        super().__init__(native, where)
+        self._process = process
+
+    @property
+    def process(self) -> subprocess.Popen[bytes]:
+        """The broker's process."""
+        return self._process.proc
+
+    @property
+    def runtime_dir(self) -> Path:
+        """The broker's runtime directory (its control socket is ``control`` in it)."""
+        return Path(self._where["runtime_dir"])
+
+    @property
+    def log_path(self) -> Path:
+        """The file the broker's output goes to."""
+        return self._process.log
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """Closes the connection and stops the broker: SIGTERM, then SIGKILL after
+        ``timeout`` seconds. Returns its exit code (0 after a graceful stop). Safe twice."""
+        super().close()
+        return self._process.stop(timeout)
+
+    def close(self) -> None:
+        """Same as :meth:`stop`."""
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"<slither.LaunchedClient namespace={self.namespace!r} pid={self.process.pid}>"
+
+
+def launch(
+    config: str | os.PathLike[str] | None = None,
+    namespace: str | None = None,
+    runtime_dir: str | os.PathLike[str] | None = None,
+    timeout: float = 20.0,
+    broker: str | os.PathLike[str] | None = None,
+    args: list[str] | None = None,
+    client_timeout: float = 5.0,
+) -> LaunchedClient:
+    """Starts a ``slither-broker`` as a child process and returns a client connected to it.
+
+    ``config`` is a ``slither.toml`` declaring its stores and pools (without one
+    the broker serves no stores). ``namespace`` defaults to one unique to this
+    call, so two launches never meet; ``runtime_dir`` defaults to a new private
+    directory under the temp dir, removed when the broker stops. ``timeout``
+    bounds the wait for the broker's first answer; ``client_timeout`` is the
+    returned client's per-call timeout. ``broker`` overrides :func:`find_broker`;
+    ``args`` are passed on to it (``["--log-level", "debug"]``).
+
+    Use it as a context manager: leaving the block stops the broker gracefully
+    (SIGTERM; its segments and runtime directory are removed). It is also
+    stopped when the client is garbage-collected or the interpreter exits.
+
+    Raises :class:`BrokerUnavailable` with the tail of the broker's log if it
+    exits before answering or does not answer within ``timeout`` (it is then
+    killed), :class:`NotFound` if there is no ``slither-broker`` executable.
+    """
+    exe = os.fspath(broker) if broker is not None else find_broker()
+    ns = namespace if namespace is not None else f"py-{os.getpid()}-{secrets.token_hex(4)}"
+    scratch = Path(tempfile.mkdtemp(prefix="slither-launch-"))  # 0700
+    run_dir = Path(runtime_dir) if runtime_dir is not None else scratch / "run"
+    log = scratch / "broker.log"
+    cmd = [exe, "--runtime-dir", str(run_dir), "--namespace", ns]
+    if config is not None:
+        cmd += ["--config", os.fspath(config)]
+    cmd += list(args or [])
+    with open(log, "ab") as out:
+        try:
+            proc = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
+            )
+        except OSError as e:
+            shutil.rmtree(scratch, ignore_errors=True)
+            raise _native.BrokerUnavailable(f"cannot start {exe!r}: {e}") from None
+    process = _Process(proc, log, scratch)
+    where = {
+        "endpoint": "", "runtime_dir": str(run_dir), "namespace": ns, "timeout": client_timeout,
+        "curve_server_key": "", "curve_secret_key": "", "curve_public_key": "",
+    }
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            tail = _tail(log)
+            process.stop(0)
+            raise _native.BrokerUnavailable(
+                f"slither-broker exited with code {proc.returncode} before answering; "
+                f"its log ends with:\n{tail}"
+            )
+        try:
+            native = _native.Client(**{**where, "timeout": 0.5})
+            native.close()
+            native = _native.Client(**where)
+            return LaunchedClient(native, where, process)
+        except _native.BrokerUnavailable:
+            if time.monotonic() > deadline:
+                tail = _tail(log)
+                process.stop(0)
+                raise _native.BrokerUnavailable(
+                    f"slither-broker (pid {proc.pid}) did not answer within {timeout} s; "
+                    f"killed; its log ends with:\n{tail}"
+                ) from None
+            time.sleep(0.05)
+        except BaseException:
+            process.stop(1.0)
+            raise

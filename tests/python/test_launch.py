@@ -1,0 +1,131 @@
+"""slither.launch, the operator's commands (python -m slither) and SIGHUP, with real brokers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+import slither
+from conftest import BROKER_BIN, unique_namespace
+
+CONFIG_FILE = """\
+[[stores]]
+name = "scratch"
+
+[[stores.tables]]
+name = "t"
+kind = "set"
+"""
+
+
+@pytest.fixture
+def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("SLITHER_BROKER_BIN", str(BROKER_BIN))
+    path = tmp_path / "slither.toml"
+    path.write_text(CONFIG_FILE)
+    return path
+
+
+def shm_objects(ns: str) -> list[str]:
+    return sorted(p.name for p in Path("/dev/shm").glob(f"slither.{ns}.*"))
+
+
+def run_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "SLITHER_BROKER_BIN": str(BROKER_BIN)}
+    return subprocess.run([sys.executable, "-m", "slither", *args], capture_output=True,
+                          text=True, timeout=60, check=check, env=env)
+
+
+def test_launch_starts_a_broker_and_stops_it_gracefully(config: Path) -> None:
+    ns = unique_namespace("launch")
+    with slither.launch(config=config, namespace=ns) as client:
+        assert isinstance(client, slither.LaunchedClient)
+        store = client.store("scratch")
+        store.put("t", "k", "v")
+        assert store.get("t", "k") == "v"
+        proc, run_dir = client.process, client.runtime_dir
+        assert run_dir.is_dir() and shm_objects(ns)
+    assert proc.returncode == 0
+    assert not run_dir.exists()
+    assert shm_objects(ns) == []
+
+
+def test_a_broker_that_dies_early_raises_with_its_log(tmp_path: Path, config: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[[stores]]\nname = 'x'\n[[stores.tables]]\nname = 't'\nkind = 'tree'\n")
+    with pytest.raises(slither.BrokerUnavailable, match="tree"):
+        slither.launch(config=bad, namespace=unique_namespace("bad"))
+
+
+def test_find_broker_says_where_it_looked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLITHER_BROKER_BIN", "/nonexistent/slither-broker")
+    with pytest.raises(slither.NotFound, match="SLITHER_BROKER_BIN"):
+        slither.find_broker()
+
+
+def test_sighup_stops_the_broker_and_removes_its_files(config: Path) -> None:
+    ns = unique_namespace("hup")
+    client = slither.launch(config=config, namespace=ns)
+    proc, run_dir = client.process, client.runtime_dir
+    assert shm_objects(ns)
+    proc.send_signal(signal.SIGHUP)
+    assert proc.wait(timeout=30) == 0
+    assert not run_dir.exists()
+    assert shm_objects(ns) == []
+    client.stop()
+
+
+def test_cli_stats_ls_get(config: Path) -> None:
+    ns = unique_namespace("cli")
+    with slither.launch(config=config, namespace=ns) as client:
+        client.store("scratch").put_many("t", {"a": {"x": 1}, "b": 2})
+        where = ["--namespace", ns, "--runtime-dir", str(client.runtime_dir)]
+        stats = run_cli("stats", *where).stdout
+        assert f"ns: {ns}" in stats and "store scratch:" in stats
+        assert '"stores"' in run_cli("stats", "--json", *where).stdout
+        ls = run_cli("ls", *where).stdout
+        assert "scratch" in ls and "READERS" in ls
+        table_line = next(line for line in ls.splitlines() if line.split()[:1] == ["t"])
+        assert table_line.split()[1] == "2"
+        assert run_cli("get", *where, "scratch", "t", "a").stdout.strip() == "{'x': 1}"
+        assert run_cli("get", *where, "--json", "scratch", "t", "a").stdout.strip() == '{"x": 1}'
+        missing = run_cli("get", *where, "scratch", "t", "zz", check=False)
+        assert missing.returncode == 1 and "no key" in missing.stderr
+    for command in ("stats", "ls", "get", "clean"):
+        assert "usage" in run_cli(command, "--help").stdout
+
+
+def test_cli_clean_removes_only_what_dead_brokers_left(config: Path) -> None:
+    alive_ns, dead_ns = unique_namespace("alive"), unique_namespace("dead")
+    with slither.launch(config=config, namespace=alive_ns) as alive:
+        dead = slither.launch(config=config, namespace=dead_ns)
+        dead_dir = dead.runtime_dir
+        dead.process.kill()
+        dead.process.wait()
+        assert shm_objects(dead_ns) and (dead_dir / "lock").exists()
+        for ns, run_dir in ((dead_ns, dead_dir), (alive_ns, alive.runtime_dir)):
+            out = run_cli("clean", "--namespace", ns, "--runtime-dir", str(run_dir)).stdout
+            if ns == alive_ns:
+                assert "alive" in out
+        assert shm_objects(dead_ns) == []
+        assert not dead_dir.exists()
+        # The live broker lost nothing.
+        assert shm_objects(alive_ns) and (alive.runtime_dir / "control").exists()
+        alive.store("scratch").put("t", "k", 1)
+        dead.stop()
+
+
+def test_the_installed_package_ships_the_broker(monkeypatch: pytest.MonkeyPatch) -> None:
+    # pip installs slither-broker from the wheel into this interpreter's scripts dir.
+    monkeypatch.delenv("SLITHER_BROKER_BIN", raising=False)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    found = Path(slither.find_broker())
+    assert found.parent == Path(sysconfig.get_path("scripts"))
+    out = subprocess.run([str(found), "--help"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0 and "SIGHUP" in out.stdout

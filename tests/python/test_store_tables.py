@@ -1,0 +1,218 @@
+"""Reload, tables created at run time, atomic batches, Table as a mapping,
+get_many, Store.close and handles that pickle, against a real broker."""
+
+from __future__ import annotations
+
+import multiprocessing
+import pickle
+import secrets
+import threading
+from collections.abc import MutableMapping
+
+import pytest
+
+import slither
+
+import pickle_worker
+
+
+def _name(tag: str) -> str:
+    return f"{tag}_{secrets.token_hex(3)}"
+
+
+def test_reload_replaces_contents_atomically(scratch: slither.Store) -> None:
+    scratch.put_many("t", {"a": 1, "b": 2})
+    scratch.reload("t", [("b", 20), ("c", 30)])
+    assert sorted(scratch.items("t")) == [("b", 20), ("c", 30)]
+    # A refused entry leaves the old contents.
+    with pytest.raises(slither.LimitExceeded):
+        scratch.reload("t", {"d": 1, "k" * 5000: 2})
+    assert sorted(scratch.keys("t")) == ["b", "c"]
+    with pytest.raises(slither.NotFound):
+        scratch.reload("nope", {})
+
+
+def test_reload_is_never_seen_half_done(client: slither.Client, scratch: slither.Store) -> None:
+    keys = [f"k{i}" for i in range(200)]
+    scratch.reload("t", {k: 0 for k in keys})
+    reader = client.store("scratch")
+    stop = threading.Event()
+    mixed: list[list[object]] = []
+
+    def read() -> None:
+        while not stop.is_set():
+            got = reader.get_many("t", keys)
+            if len(set(got)) != 1:
+                mixed.append(got)
+
+    t = threading.Thread(target=read)
+    t.start()
+    try:
+        for generation in range(1, 30):
+            scratch.reload("t", {k: generation for k in keys})
+    finally:
+        stop.set()
+        t.join()
+    assert not mixed
+    assert reader.get_many("t", keys[:2]) == [29, 29]
+
+
+def test_atomic_put_many_is_seen_whole(client: slither.Client, scratch: slither.Store) -> None:
+    keys = [f"k{i}" for i in range(100)]
+    scratch.put_many("t", {k: 0 for k in keys}, atomic=True)
+    reader = client.store("scratch")
+    stop = threading.Event()
+    mixed = []
+
+    def read() -> None:
+        while not stop.is_set():
+            got = reader.get_many("t", keys)
+            if len(set(got)) != 1:
+                mixed.append(got)
+
+    t = threading.Thread(target=read)
+    t.start()
+    try:
+        for generation in range(1, 30):
+            scratch.table("t").put_many({k: generation for k in keys}, atomic=True)
+    finally:
+        stop.set()
+        t.join()
+    assert not mixed
+    assert scratch.size("t") == 100
+
+
+def test_get_many(features: slither.Store) -> None:
+    got = features.get_many("emb", ["user:1", "missing", "user:2"], default="?")
+    assert got[0]["name"] == "ada" and got[1] == "?" and got[2]["name"] == "bob"
+    assert features.table("emb").get_many([]) == []
+    with pytest.raises(slither.InvalidType):
+        features.get_many("emb", "user:1")
+    with pytest.raises(slither.InvalidType):
+        features.get_many("emb", 5)
+    with pytest.raises(slither.InvalidType):
+        features.get_many("emb", ["ok", 5])
+    with pytest.raises(slither.NotFound):
+        features.get_many("nope", ["a"])
+
+
+def test_tables_created_at_run_time_are_seen_without_attaching_again(
+    client: slither.Client,
+) -> None:
+    name = _name("made")
+    reader = client.store("scratch")  # attached before the table exists
+    assert name not in reader.tables
+    client.create_table("scratch", name, kind="bag", capacity=16)
+    assert name in reader.tables
+    writer = client.store("scratch")
+    writer.put(name, "k", 1)
+    writer.put(name, "k", 2)
+    assert reader.get_all(name, "k") == [1, 2]
+    with pytest.raises(slither.AlreadyExists):
+        client.create_table("scratch", name)
+    with pytest.raises(slither.InvalidArgument):
+        client.create_table("scratch", _name("x"), kind="tree")
+
+    client.drop_table("scratch", name)
+    assert name not in reader.tables
+    with pytest.raises(slither.NotFound):
+        reader.get(name, "k")
+    with pytest.raises(slither.NotFound):
+        client.drop_table("scratch", name)
+
+
+def test_a_declared_table_cannot_be_dropped(client: slither.Client) -> None:
+    with pytest.raises(slither.InvalidArgument, match="declared"):
+        client.drop_table("scratch", "t")
+    store = client.store("scratch")
+    table = store.create_table(_name("own"))
+    table["k"] = "v"
+    assert table["k"] == "v"
+    store.drop_table(table.name)
+
+
+def test_table_is_a_mutable_mapping(scratch: slither.Store) -> None:
+    t = scratch.table("t")
+    assert isinstance(t, MutableMapping)
+    t["a"] = 1
+    t["b"] = {"x": [1, 2]}
+    assert t["a"] == 1 and len(t) == 2 and "a" in t
+    assert sorted(t.values(), key=repr) == sorted([1, {"x": [1, 2]}], key=repr)
+    assert t == {"a": 1, "b": {"x": [1, 2]}}
+    assert t != {"a": 1}
+    del t["a"]
+    with pytest.raises(KeyError):
+        del t["a"]
+    with pytest.raises(KeyError):
+        t["a"]
+    assert t.pop("b") == {"x": [1, 2]}
+    assert t.pop("b", "gone") == "gone"
+    assert t.setdefault("c", 3) == 3 and t.setdefault("c", 4) == 3
+    t.update({"d": 4}, e=5)
+    assert dict(t.items()) == {"c": 3, "d": 4, "e": 5}
+    assert sorted(t) == ["c", "d", "e"] == sorted(t.keys())
+    assert t.keys("d") == ["d"]  # the prefix form still works
+    t.clear()
+    assert len(t) == 0 and t == {}
+
+
+def test_store_close_and_context_manager(client: slither.Client) -> None:
+    with client.store("features") as store:
+        assert store.get("emb", "user:1")["name"] == "ada"
+        view = store.view("emb", "user:1")
+    assert store.closed
+    with pytest.raises(slither.InvalidArgument, match="closed"):
+        store.get("emb", "user:1")
+    assert bytes(view)  # views taken before stay valid
+    store.close()  # safe twice
+
+
+def test_handles_pickle_and_attach_again(client: slither.Client, scratch: slither.Store) -> None:
+    scratch.put("t", "k", "v")
+    table = scratch.table("t")
+    store2 = pickle.loads(pickle.dumps(scratch))
+    assert store2.name == "scratch" and store2.get("t", "k") == "v"
+    table2 = pickle.loads(pickle.dumps(table))
+    assert table2.name == "t" and table2["k"] == "v"
+    client2 = pickle.loads(pickle.dumps(client))
+    assert client2.namespace == client.namespace
+    client2.ping()
+    client2.close()
+
+
+def test_handles_reach_a_spawned_pool_initializer(
+    client: slither.Client, scratch: slither.Store
+) -> None:
+    scratch.put_many("t", {"a": 1, "b": 2})
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(2, initializer=pickle_worker.init,
+                  initargs=(scratch, scratch.table("t"), client)) as pool:
+        assert pool.map(pickle_worker.read, ["a", "b"]) == [
+            (1, 1, client.namespace), (2, 2, client.namespace)]
+        versions = pool.map(pickle_worker.write, ["x", "y"])
+    assert all(v > 0 for v in versions)
+    assert scratch.get("t", "x") == "from-x" and scratch.get("t", "y") == "from-y"
+
+
+def test_create_table_checks_its_arguments(client: slither.Client) -> None:
+    with pytest.raises(slither.InvalidType):
+        client.create_table("scratch", _name("c"), capacity="10")
+    with pytest.raises(slither.InvalidArgument):
+        client.create_table("scratch", _name("c"), capacity=0)
+    with pytest.raises(slither.NotFound):
+        client.create_table("nope", _name("c"))
+
+
+def test_an_ordered_table_made_at_run_time(client: slither.Client) -> None:
+    store = client.store("scratch")
+    table = store.create_table(_name("ord"), kind="ordered_set")
+    table.put_many([("b", 2), ("a", 1), ("c", 3)])
+    assert table.range(lo="b") == [("b", 2), ("c", 3)]
+    # Its tree cannot switch with the index in one store: refused by name,
+    # and nothing of the batch applied.
+    with pytest.raises(slither.InvalidArgument, match="ordered_set"):
+        table.put_many([("d", 4), ("a", 0)], atomic=True)
+    assert table.range() == [("a", 1), ("b", 2), ("c", 3)]
+    store.drop_table(table.name)
+    with pytest.raises(slither.NotFound):
+        table.first()
