@@ -140,12 +140,17 @@ result<Value> Broker::impl::stats() {
   Map stores;
   for (const auto& [name, w] : s->stores) {
     const auto st = w.stats();
-    stores.emplace(name, Value::map({{"entries", static_cast<std::int64_t>(st.entries)},
-                                     {"bytes_used", static_cast<std::int64_t>(st.bytes_used)},
-                                     {"bytes_retired", static_cast<std::int64_t>(st.bytes_retired)},
-                                     {"segments", static_cast<std::int64_t>(st.segments)},
-                                     {"segment_bytes", static_cast<std::int64_t>(st.segment_bytes)},
-                                     {"readers", static_cast<std::int64_t>(st.readers)}}));
+    stores.emplace(name,
+                   Value::map({{"entries", static_cast<std::int64_t>(st.entries)},
+                               {"bytes_used", static_cast<std::int64_t>(st.bytes_used)},
+                               {"bytes_retired", static_cast<std::int64_t>(st.bytes_retired)},
+                               {"bytes_free", static_cast<std::int64_t>(st.bytes_free)},
+                               {"bytes_pinned", static_cast<std::int64_t>(st.bytes_pinned)},
+                               {"oldest_epoch_pid", static_cast<std::int64_t>(st.oldest_epoch_pid)},
+                               {"bytes_resident", static_cast<std::int64_t>(st.bytes_resident)},
+                               {"segments", static_cast<std::int64_t>(st.segments)},
+                               {"segment_bytes", static_cast<std::int64_t>(st.segment_bytes)},
+                               {"readers", static_cast<std::int64_t>(st.readers)}}));
   }
   return Value(Map{
       {"ns", options.ns},

@@ -643,8 +643,12 @@ store_stats writer::stats() const {
   for (const auto& t : p_->tables) s.entries += t.values;
   s.bytes_used = p_->bytes_used;
   s.bytes_retired = p_->bytes_retired;
+  s.bytes_free = p_->alloc.free_bytes();
+  s.bytes_pinned = std::min(p_->bytes_pinned, p_->bytes_retired);
+  s.oldest_epoch_pid = p_->oldest_epoch_pid;
   s.segments = p_->alloc.segments().size();
   for (const auto& seg : p_->alloc.segments()) s.segment_bytes += seg.bytes;
+  s.bytes_resident = p_->alloc.resident_bytes();
   for (std::uint64_t i = 0; i < p_->options.max_readers; ++i) {
     const std::uint64_t owner = p_->reader_slots[i].owner.load(std::memory_order_acquire);
     if (detail::owner_state(owner) == detail::slot_state::owned) ++s.readers;

@@ -67,6 +67,8 @@ struct writer::impl final : detail::fork_aware {
   std::uint64_t last_version = 0;  // store-wide: a version is never given twice
   std::uint64_t bytes_used = 0;
   std::uint64_t bytes_retired = 0;
+  std::uint64_t bytes_pinned = 0;      // what the last reclaim left on the retire list
+  std::uint64_t oldest_epoch_pid = 0;  // the reader whose epoch was oldest then
   std::uint64_t retires_since_reclaim = 0;
   std::uint64_t retired_bytes_since_reclaim = 0;
   std::chrono::steady_clock::time_point last_liveness_check{};

@@ -81,7 +81,9 @@ struct store_options {
   std::string ns = "default";
   /// Store name. [A-Za-z0-9_-]+.
   std::string name;
-  /// Size of the first data segment; later segments double.
+  /// Size of the first data segment. Later ones hold what the write that
+  /// needs them asks for, and at least half of what the store already has
+  /// (at most 1 GiB); their unused pages are not reserved in /dev/shm.
   std::uint64_t initial_segment_bytes = std::uint64_t{4} << 20;
   std::uint64_t max_key_bytes = 4096;
   std::uint64_t max_value_bytes = std::uint64_t{1} << 32;
@@ -95,14 +97,26 @@ struct reclaim_report {
   std::uint32_t readers_cleared = 0;  ///< registry slots of dead readers freed
 };
 
-/// Figures a writer reports about its store.
+/// Figures a writer reports about its store. Every byte of the data
+/// segments is live (`bytes_used`), garbage (`bytes_retired`), free
+/// (`bytes_free`) or headers.
 struct store_stats {
   std::uint64_t entries = 0;        ///< live entries over all tables
-  std::uint64_t bytes_used = 0;     ///< bytes in live entry blocks and indexes
-  std::uint64_t bytes_retired = 0;  ///< replaced/deleted bytes not yet freed
+  std::uint64_t bytes_used = 0;     ///< live: bytes in entry blocks and indexes readers can reach
+  std::uint64_t bytes_retired = 0;  ///< garbage: replaced/deleted bytes not yet freed
+  std::uint64_t bytes_free = 0;     ///< free space in the segments, reusable by any size
+  /// Of `bytes_retired`, what the last `reclaim` could not free because a
+  /// reader still held it (a view's hold, or a read or views in an old epoch).
+  std::uint64_t bytes_pinned = 0;
+  /// The pid of the reader whose epoch was the oldest still announced at the
+  /// last `reclaim` (what pins garbage retired since); 0 if none was.
+  std::uint64_t oldest_epoch_pid = 0;
   std::uint64_t segments = 0;       ///< data segments
   std::uint64_t segment_bytes = 0;  ///< total size of the data segments
-  std::uint64_t readers = 0;        ///< registry slots owned (dead readers until swept)
+  /// Bytes of the segments backed by memory (/dev/shm use): pages of large
+  /// free runs are handed back to the system, so this follows live bytes.
+  std::uint64_t bytes_resident = 0;
+  std::uint64_t readers = 0;  ///< registry slots owned (dead readers until swept)
 };
 
 /// Version of the shared-memory layout this build writes and reads. A reader
