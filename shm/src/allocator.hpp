@@ -37,12 +37,14 @@
 namespace slither::shm::detail {
 
 /// The size a request of `bytes` is rounded to: 64-byte steps up to 4 KiB,
-/// then 8 steps per power of two. Deterministic, so a block's size can be
-/// recomputed from what was asked (index blocks are freed that way).
+/// then 64 steps per power of two (at most 1.6% more than asked: free
+/// extents are split and merged, so classes need not be coarse for reuse).
+/// Deterministic, so a block's size can be recomputed from what was asked
+/// (index blocks are freed that way).
 inline std::uint64_t size_class(std::uint64_t bytes) noexcept {
   const std::uint64_t n = align_up(std::max<std::uint64_t>(bytes, 64), 64);
   if (n <= 4096) return n;
-  return align_up(n, std::bit_floor(n) / 8);
+  return align_up(n, std::bit_floor(n) / 64);
 }
 
 /// A data segment as its writer maps it (read-write).
@@ -66,7 +68,7 @@ class allocator {
   static constexpr std::uint64_t punch_min_bytes = std::uint64_t{64} << 10;
   /// Pages are reserved again in runs of at least this much, so that a run
   /// of small allocations out of a hole makes one system call, not one each.
-  static constexpr std::uint64_t reserve_chunk_bytes = std::uint64_t{1} << 20;
+  static constexpr std::uint64_t reserve_chunk_bytes = std::uint64_t{256} << 10;
   /// A new segment is at least half the store's size so far, at most this
   /// much (unless a request needs more): its unused pages are holes, so the
   /// size only bounds how many segments a store needs.
