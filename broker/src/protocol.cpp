@@ -24,6 +24,8 @@ void write_le(std::byte* out, std::uint64_t v, std::size_t width) noexcept {
 bool is_known(std::uint8_t raw) noexcept {
   return (raw >= static_cast<std::uint8_t>(message_type::hello) &&
           raw <= static_cast<std::uint8_t>(message_type::dispatch_close)) ||
+         (raw >= static_cast<std::uint8_t>(message_type::put_reserve) &&
+          raw <= static_cast<std::uint8_t>(message_type::put_abort)) ||
          raw == static_cast<std::uint8_t>(message_type::reply_ok) ||
          raw == static_cast<std::uint8_t>(message_type::reply_error);
 }
@@ -125,6 +127,12 @@ std::string_view to_string(message_type type) noexcept {
       return "dispatch_cancel";
     case message_type::dispatch_close:
       return "dispatch_close";
+    case message_type::put_reserve:
+      return "put_reserve";
+    case message_type::put_commit:
+      return "put_commit";
+    case message_type::put_abort:
+      return "put_abort";
     case message_type::reply_ok:
       return "reply_ok";
     case message_type::reply_error:
@@ -140,7 +148,8 @@ std::string_view to_string(message_type type) noexcept {
 }
 
 bool is_request(message_type type) noexcept {
-  return type >= message_type::hello && type <= message_type::dispatch_close;
+  return (type >= message_type::hello && type <= message_type::dispatch_close) ||
+         (type >= message_type::put_reserve && type <= message_type::put_abort);
 }
 
 bool is_notification(message_type type) noexcept {

@@ -89,6 +89,11 @@ void Broker::impl::handle(std::string identity, std::uint64_t id, message_type t
     case message_type::clear:
       enqueue_write(std::move(identity), id, type, std::move(args), bytes);
       return;
+    case message_type::put_reserve:
+    case message_type::put_commit:
+    case message_type::put_abort:
+      enqueue_reservation(std::move(identity), id, type, std::move(args));
+      return;
     case message_type::stats: {
       // The pools live on this thread; the stores' figures are read on the writer's.
       Value dispatch = s->dispatch ? s->dispatch->stats() : Value(Map{});

@@ -259,6 +259,15 @@ inline std::uint64_t writer::impl::link(table_state& t, const block& b, std::uin
   return e->version;
 }
 
+result<std::uint64_t> writer::impl::link_built(table_state& t, const block& b, std::uint64_t hash,
+                                               std::string_view key) {
+  if (auto r = ensure_capacity(t, 1); !r) {
+    release(b.ref, b.bytes);
+    return std::move(r).error();
+  }
+  return link(t, b, hash, key);
+}
+
 result<std::uint64_t> writer::impl::put(table_state& t, std::string_view key, const Value& value) {
   if (auto r = check_key(t, key); !r) return std::move(r).error();
   const std::uint64_t hash = hash_key(hash_seed, key);

@@ -6,6 +6,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "allocator.hpp"
@@ -39,6 +40,15 @@ struct retired_block {
   std::uint64_t epoch;
 };
 
+/// A block reserved for a value its client writes in place (large_write.cpp).
+struct pending_write {
+  std::uint32_t table;  // index in `tables`
+  std::string key;
+  std::uint64_t hash;
+  block b;
+  std::uint64_t value_bytes;
+};
+
 struct slot_position {
   std::uint64_t slot;  // where the key is, or where it would be inserted
   std::uint64_t ref;   // its newest block, or null
@@ -62,6 +72,8 @@ struct writer::impl final : detail::fork_aware {
   detail::reader_slot* reader_slots = nullptr;
   std::vector<detail::table_state> tables;
   std::vector<detail::retired_block> retired;
+  std::unordered_map<std::uint64_t, detail::pending_write> pending;  // by reservation id
+  std::uint64_t last_reservation = 0;
   std::vector<std::uint64_t> held;  // scratch for reclaim
   std::uint64_t epoch = 1;
   std::uint64_t last_version = 0;  // store-wide: a version is never given twice
@@ -128,6 +140,10 @@ struct writer::impl final : detail::fork_aware {
   std::uint64_t link(detail::table_state& t, const detail::block& b, std::uint64_t hash,
                      std::string_view key);
   result<std::uint64_t> put(detail::table_state& t, std::string_view key, const Value& value);
+  /// Links a block built elsewhere (a committed reservation), making room
+  /// first; releases the block if there is none.
+  result<std::uint64_t> link_built(detail::table_state& t, const detail::block& b,
+                                   std::uint64_t hash, std::string_view key);
 
   // Reclamation (epoch.cpp).
   /// Frees what no reader can see and, if `check_liveness` (or it is time

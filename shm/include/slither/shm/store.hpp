@@ -239,6 +239,16 @@ class loader {
   virtual result<void> put(std::string_view key, const Value& value) = 0;
 };
 
+/// A block reserved for a large ndarray that a client writes in place
+/// (`writer::reserve`), then publishes with `writer::commit`.
+struct reservation {
+  std::uint64_t id = 0;         ///< names the reservation to `commit` and `abandon`
+  std::string object;           ///< shared-memory object holding the block ("/slither.<ns>...")
+  std::uint64_t offset = 0;     ///< where the value's bytes start in the object (page-aligned)
+  std::uint64_t bytes = 0;      ///< the value's size
+  std::uint64_t map_bytes = 0;  ///< bytes to map read-write from `offset`: the block's own pages
+};
+
 /// The one process that owns a store: creates its segments, applies writes,
 /// reclaims memory, and unlinks what it created on `close`. Every write returns
 /// only after it is visible to readers. A failed write changes nothing.
@@ -275,6 +285,26 @@ class writer {
                                         std::uint64_t expected_version, const Value& value);
   /// Removes every entry of `table`.
   result<void> clear(std::string_view table);
+  /// Reserves a block for an ndarray of `type` and `shape` under `key`,
+  /// unpublished: readers cannot reach it until `commit`. Its value's pages
+  /// (`reservation::offset`, `map_bytes`) belong to the block alone, so a
+  /// client that maps exactly them and fills them touches nothing else.
+  /// Errors as `put` (unknown table, key or value over its limit, `no_space`).
+  ///
+  /// Caveats: the writer cannot tell whether the client is done writing: a
+  /// client unmaps before it asks for the commit (sealing the block), and a
+  /// reservation never committed stays allocated until `abandon` (the
+  /// broker abandons those of clients whose lease ends).
+  result<reservation> reserve(std::string_view table, std::string_view key, dtype type,
+                              std::span<const std::uint64_t> shape);
+  /// Publishes a reserved block under its key (replacing, or appending in a
+  /// bag), after checking that its header still describes the value it was
+  /// reserved for. Returns the entry's new version. Errors: `not_found` for
+  /// an unknown or finished reservation, `decode_error` for a damaged block
+  /// (then abandoned).
+  result<std::uint64_t> commit(std::uint64_t id);
+  /// Frees a reserved block readers never saw. Errors: `not_found`.
+  result<void> abandon(std::uint64_t id);
   /// Builds new contents with `fill`, then switches to them atomically:
   /// readers see the old or the new table, never a mix. If `fill` fails, the
   /// old contents stay.
