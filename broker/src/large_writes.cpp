@@ -104,7 +104,9 @@ void Broker::impl::enqueue_reservation(std::string identity, std::uint64_t id, m
             },
             job);
       },
-      0, true);
+      // A reservation reserves its pages (a large one takes a while): on the
+      // writer thread, never inline on the serving one.
+      0, type != message_type::put_reserve);
 }
 
 void Broker::impl::expire_leases() {

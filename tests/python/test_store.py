@@ -233,3 +233,26 @@ def test_stats_say_where_a_stores_memory_is(client, scratch):
     assert st["bytes_retired"] == 0
     assert st["bytes_free"] >= 24 << 20
     assert st["segment_bytes"] - st["bytes_resident"] >= 20 << 20
+
+
+def test_large_arrays_are_put_in_place(scratch):
+    """Arrays of LARGE_PUT_BYTES and more go through shared memory (reserve, copy, commit),
+    smaller or non-contiguous ones through the socket; readers see the same either way."""
+    big = np.arange(1 << 20, dtype=np.float32).reshape(1024, 1024)  # 4 MiB
+    assert big.nbytes >= slither._api.LARGE_PUT_BYTES
+    v1 = scratch.put("t", "big", big)
+    got = scratch.get("t", "big")
+    assert got.dtype == np.float32 and got.shape == (1024, 1024)
+    assert np.array_equal(got, big)
+    strided = big[:, ::2]  # not C-contiguous: the socket path
+    v2 = scratch.put("t", "big", strided)
+    assert v2 > v1
+    assert np.array_equal(scratch.get("t", "big"), strided)
+    native = scratch._client._native
+    v3 = native.put_in_place("scratch", "t", "small", np.ones(10, dtype=np.int64))
+    assert v3 > v2
+    assert scratch.get("t", "small").tolist() == [1] * 10
+    with pytest.raises(slither.SlitherError):
+        native.put_in_place("scratch", "t", "x", "not an array")
+    with pytest.raises(slither.SlitherError):
+        native.put_in_place("scratch", "nope", "x", np.ones(10))
