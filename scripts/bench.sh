@@ -77,6 +77,8 @@ run_python() {
   .venv/bin/pip install --quiet -r "$reqs"
   echo "## bench: python"
   SLITHER_BROKER_BIN="$root/build/broker/slither-broker" .venv/bin/python tests/bench/python/bench_python.py
+  echo "## bench: a 256 MiB array put from python against a memcpy into fresh shared memory"
+  SLITHER_BROKER_BIN="$root/build/broker/slither-broker" .venv/bin/python tests/bench/python/bench_large_put.py
 }
 
 for area in "${areas[@]}"; do

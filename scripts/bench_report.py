@@ -31,6 +31,8 @@ def metric(entry, kind):
         return entry["real_time"] * TIME_TO_NS[entry.get("time_unit", "ns")]
     if kind in ("items_per_second", "bytes_per_second"):
         return float(entry[kind])
+    if kind.startswith("counter:"):  # a user counter the benchmark set (state.counters)
+        return float(entry[kind[len("counter:"):]])
     raise SystemExit(f"bench_report: unknown metric '{kind}'")
 
 

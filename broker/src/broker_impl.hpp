@@ -97,11 +97,20 @@ struct pending_view {
 };
 
 // Everything that exists only while the broker runs, torn down by `shutdown`.
+/// A large write reserved by a client (large_writes.cpp): only that client
+/// may commit it, and it is abandoned when its lease ends.
+struct write_lease {
+  std::string identity;
+  std::chrono::steady_clock::time_point deadline;
+};
+
 struct serving_state {
   explicit serving_state(const detail::write_queue_limits& limits) : queue(limits) {}
 
   std::optional<detail::namespace_lock> lock;
   std::map<std::string, shm::writer, std::less<>> stores;
+  // Reservations of large writes by (store, id); touched by writer jobs only.
+  std::map<std::pair<std::string, std::uint64_t>, write_lease> leases;
   // Readers of the stores for views: shared, so that a view the broker
   // abandons at stop keeps its mapping (see view_runner).
   std::map<std::string, std::shared_ptr<const shm::reader>, std::less<>> view_readers;
@@ -234,6 +243,11 @@ struct Broker::impl {
                    std::function<result<Value>()> job, std::size_t bytes, bool may_run_inline);
   // Sweeps dead readers of every store, as a write-queue job, on a timer.
   void schedule_reclaim();
+  /// put_reserve, put_commit, put_abort: run as writer jobs (large_writes.cpp).
+  void enqueue_reservation(std::string identity, std::uint64_t id, protocol::message_type type,
+                           Map args);
+  /// Abandons the reservations whose lease has ended; on the writer.
+  void expire_leases();
 
   // ---- views (views.cpp) ------------------------------------------------------
   void start_view(std::string identity, std::uint64_t id, Map args);

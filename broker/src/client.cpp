@@ -1,12 +1,16 @@
 #include "slither/broker/client.hpp"
 
+#include <fcntl.h>
 #include <pthread.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <iterator>
 #include <map>
 #include <optional>
@@ -458,6 +462,106 @@ result<std::uint64_t> client::compare_and_set(std::string_view store, std::strin
   auto reply = p_->request(message_type::compare_and_set, Value(std::move(args)));
   if (!reply) return std::move(reply).error();
   return as_version(*reply, "compare_and_set");
+}
+
+namespace {
+
+result<std::uint64_t> int_field(const Value& reply, std::string_view name) {
+  const Value* v = reply.is_map() ? reply.find(name) : nullptr;
+  if (v == nullptr || !v->is_int() || v->as<std::int64_t>() < 0) {
+    return fail(errc::protocol_error,
+                "put_reserve reply has no non-negative int '" + std::string(name) + "'");
+  }
+  return static_cast<std::uint64_t>(v->as<std::int64_t>());
+}
+
+}  // namespace
+
+result<put_reservation> client::reserve_put(std::string_view store, std::string_view table,
+                                            std::string_view key, dtype type,
+                                            std::span<const std::uint64_t> shape) {
+  Map args = p_->store_args(store);
+  args.emplace("table", table);
+  args.emplace("key", key);
+  args.emplace("dtype", static_cast<std::int64_t>(type));
+  List dims;
+  for (const std::uint64_t d : shape) dims.emplace_back(static_cast<std::int64_t>(d));
+  args.emplace("shape", std::move(dims));
+  auto reply = p_->request(message_type::put_reserve, Value(std::move(args)));
+  if (!reply) return std::move(reply).error();
+  put_reservation r;
+  const Value* object = reply->is_map() ? reply->find("object") : nullptr;
+  if (object == nullptr || !object->is_string()) {
+    return fail(errc::protocol_error, "put_reserve reply has no 'object'");
+  }
+  r.object = object->as<std::string>();
+  std::uint64_t lease_ms = 0;
+  for (auto [name, field] :
+       {std::pair{"id", &r.id}, std::pair{"offset", &r.offset}, std::pair{"bytes", &r.bytes},
+        std::pair{"map_bytes", &r.map_bytes}, std::pair{"lease_ms", &lease_ms}}) {
+    auto v = int_field(*reply, name);
+    if (!v) return std::move(v).error();
+    *field = *v;
+  }
+  r.lease = std::chrono::milliseconds(lease_ms);
+  return r;
+}
+
+result<std::uint64_t> client::commit_put(std::string_view store, std::uint64_t id) {
+  auto reply = p_->request(message_type::put_commit,
+                           Value::map({{"store", store}, {"id", static_cast<std::int64_t>(id)}}));
+  if (!reply) return std::move(reply).error();
+  return as_version(*reply, "put_commit");
+}
+
+result<void> client::abort_put(std::string_view store, std::uint64_t id) {
+  auto reply = p_->request(message_type::put_abort,
+                           Value::map({{"store", store}, {"id", static_cast<std::int64_t>(id)}}));
+  if (!reply) return std::move(reply).error();
+  return {};
+}
+
+result<std::uint64_t> client::put_in_place(std::string_view store, std::string_view table,
+                                           std::string_view key, const ndarray& array) {
+  auto r = reserve_put(store, table, key, array.type(), array.shape());
+  if (!r) return std::move(r).error();
+  auto give_up = [&](error_info e) -> error_info {
+    (void)abort_put(store, r->id);
+    return e;
+  };
+  const std::span<const std::byte> data = array.bytes();
+  if (r->bytes != data.size() || r->map_bytes < r->bytes) {
+    return give_up(fail(errc::protocol_error, "the broker reserved " + std::to_string(r->bytes) +
+                                                  " bytes for an array of " +
+                                                  std::to_string(data.size())));
+  }
+  // Verified before it is written through: this user's object, writable by
+  // no one else, and as large as what is mapped (or the copy would SIGBUS).
+  const int fd = ::shm_open(r->object.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC, 0);
+  if (fd < 0) {
+    return give_up(fail(errc::io_error, "cannot open shared memory '" + r->object +
+                                            "' for a large write: " + std::strerror(errno)));
+  }
+  struct stat st {};
+  const bool trusted = ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == ::geteuid() &&
+                       (st.st_mode & (S_IWGRP | S_IWOTH)) == 0 &&
+                       static_cast<std::uint64_t>(st.st_size) >= r->offset + r->map_bytes;
+  void* p = trusted ? ::mmap(nullptr, r->map_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd,
+                             static_cast<off_t>(r->offset))
+                    : MAP_FAILED;
+  ::close(fd);
+  if (!trusted) {
+    return give_up(fail(errc::io_error, "shared memory '" + r->object +
+                                            "' is not this user's, is writable by others, or is "
+                                            "smaller than the reservation: refusing to write it"));
+  }
+  if (p == MAP_FAILED) {
+    return give_up(fail(errc::io_error, "cannot map shared memory '" + r->object +
+                                            "' for a large write: " + std::strerror(errno)));
+  }
+  if (!data.empty()) std::memcpy(p, data.data(), data.size());
+  ::munmap(p, r->map_bytes);  // sealed: nothing of ours writes to it after the commit
+  return commit_put(store, r->id);
 }
 
 result<void> client::clear(std::string_view store, std::string_view table) {

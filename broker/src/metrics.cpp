@@ -336,6 +336,14 @@ std::vector<pm::MetricFamily> sampled_families(const Map& stats) {
       f.gauge("slither_store_garbage_bytes",
               "Bytes of replaced or deleted blocks not yet reclaimed (readers may hold them)",
               by_store, number(st, "bytes_retired"));
+      f.gauge("slither_store_free_bytes", "Free bytes in a store's segments, reusable by any size",
+              by_store, number(st, "bytes_free"));
+      f.gauge("slither_store_pinned_bytes",
+              "Garbage bytes the last reclaim could not free because a reader held them", by_store,
+              number(st, "bytes_pinned"));
+      f.gauge("slither_store_resident_bytes",
+              "Bytes of a store's segments backed by memory (its /dev/shm use)", by_store,
+              number(st, "bytes_resident"));
       f.gauge("slither_store_segment_bytes", "Bytes of a store's shared-memory segments", by_store,
               number(st, "segment_bytes"));
       f.gauge("slither_store_segments", "A store's shared-memory segments", by_store,

@@ -130,6 +130,12 @@ std::string_view to_string(message_type type) noexcept {
       return "create_table";
     case message_type::drop_table:
       return "drop_table";
+    case message_type::put_reserve:
+      return "put_reserve";
+    case message_type::put_commit:
+      return "put_commit";
+    case message_type::put_abort:
+      return "put_abort";
     case message_type::reply_ok:
       return "reply_ok";
     case message_type::reply_error:
@@ -146,7 +152,8 @@ std::string_view to_string(message_type type) noexcept {
 
 bool is_request(message_type type) noexcept {
   return (type >= message_type::hello && type <= message_type::dispatch_close) ||
-         (type >= message_type::reload && type <= message_type::drop_table);
+         (type >= message_type::reload && type <= message_type::drop_table) ||
+         (type >= message_type::put_reserve && type <= message_type::put_abort);
 }
 
 bool is_notification(message_type type) noexcept {

@@ -92,6 +92,11 @@ void Broker::impl::handle(std::string identity, std::uint64_t id, message_type t
     case message_type::drop_table:
       enqueue_write(std::move(identity), id, type, std::move(args), bytes);
       return;
+    case message_type::put_reserve:
+    case message_type::put_commit:
+    case message_type::put_abort:
+      enqueue_reservation(std::move(identity), id, type, std::move(args));
+      return;
     case message_type::stats: {
       // The pools live on this thread; the stores' figures are read on the writer's.
       Value dispatch = s->dispatch ? s->dispatch->stats() : Value(Map{});
@@ -143,12 +148,17 @@ result<Value> Broker::impl::stats() {
   Map stores;
   for (const auto& [name, w] : s->stores) {
     const auto st = w.stats();
-    stores.emplace(name, Value::map({{"entries", static_cast<std::int64_t>(st.entries)},
-                                     {"bytes_used", static_cast<std::int64_t>(st.bytes_used)},
-                                     {"bytes_retired", static_cast<std::int64_t>(st.bytes_retired)},
-                                     {"segments", static_cast<std::int64_t>(st.segments)},
-                                     {"segment_bytes", static_cast<std::int64_t>(st.segment_bytes)},
-                                     {"readers", static_cast<std::int64_t>(st.readers)}}));
+    stores.emplace(name,
+                   Value::map({{"entries", static_cast<std::int64_t>(st.entries)},
+                               {"bytes_used", static_cast<std::int64_t>(st.bytes_used)},
+                               {"bytes_retired", static_cast<std::int64_t>(st.bytes_retired)},
+                               {"bytes_free", static_cast<std::int64_t>(st.bytes_free)},
+                               {"bytes_pinned", static_cast<std::int64_t>(st.bytes_pinned)},
+                               {"oldest_epoch_pid", static_cast<std::int64_t>(st.oldest_epoch_pid)},
+                               {"bytes_resident", static_cast<std::int64_t>(st.bytes_resident)},
+                               {"segments", static_cast<std::int64_t>(st.segments)},
+                               {"segment_bytes", static_cast<std::int64_t>(st.segment_bytes)},
+                               {"readers", static_cast<std::int64_t>(st.readers)}}));
   }
   return Value(Map{
       {"ns", options.ns},

@@ -304,6 +304,7 @@ void Broker::impl::schedule_reclaim() {
     if (s->queue.depth() == 0) {
       detail::write_job j;
       j.run = [this] {
+        expire_leases();
         for (auto& [name, w] : s->stores) (void)w.reclaim();
       };
       (void)s->queue.try_push(std::move(j));

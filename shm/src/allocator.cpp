@@ -1,15 +1,21 @@
 #include "allocator.hpp"
 
 #include <algorithm>
-#include <bit>
+#include <cerrno>
+#include <iterator>
 #include <new>
 
+#include "slither/shm/detail/sys.hpp"
 #include "slither/shm/store.hpp"
 
 namespace slither::shm::detail {
 
 namespace {
 constexpr std::uint64_t min_segment_bytes = std::uint64_t{64} << 10;
+
+constexpr std::uint64_t align_down(std::uint64_t v, std::uint64_t a) noexcept {
+  return v / a * a;
+}
 }  // namespace
 
 void allocator::init(std::string ns, std::string name, std::string label, std::uint64_t incarnation,
@@ -21,31 +27,196 @@ void allocator::init(std::string ns, std::string name, std::string label, std::u
   initial_segment_bytes_ = initial_segment_bytes;
 }
 
+std::uint64_t allocator::resident_bytes() const noexcept {
+  return segment_total_ - hole_total_;
+}
+
 result<void> allocator::add_segment(std::uint64_t payload_bytes) {
   const auto n = static_cast<std::uint32_t>(segments_.size());
   if (n >= max_segments) {
     return fail(errc::no_space, "store '" + label_ + "' has reached its limit of " +
                                     std::to_string(max_segments) + " segments");
   }
-  std::uint64_t bytes;
+  const std::uint64_t data_start = n == 0 ? segment0_data_start : segment_data_start;
+  // By what the request needs, or by a share of what the store holds: not
+  // by doubling the last segment, which made one large value double every
+  // segment after it.
+  std::uint64_t bytes = data_start + payload_bytes;
   if (n == 0) {
-    bytes =
-        std::max({initial_segment_bytes_, min_segment_bytes, segment0_data_start + payload_bytes});
+    bytes = std::max({initial_segment_bytes_, min_segment_bytes, bytes});
   } else {
-    bytes = std::max(segments_.back().bytes * 2, segment_data_start + payload_bytes);
+    const std::uint64_t step =
+        std::clamp(segment_total_ / 2, std::max(initial_segment_bytes_, min_segment_bytes),
+                   std::max(max_growth_bytes, initial_segment_bytes_));
+    bytes = std::max(step, bytes);
   }
   bytes = align_up(bytes, page_bytes);
+  // The header's and the request's pages are reserved now (the request is
+  // served from the front); the rest is a hole until used.
+  const std::uint64_t reserved = std::min(bytes, align_up(data_start + payload_bytes, page_bytes));
   std::string name = segment_name(ns_, name_, n);
-  auto obj = create_object(name, bytes);
+  auto obj = create_object(name, bytes, reserved);
   if (!obj) return std::move(obj).error();
   created_.push_back(std::move(name));
   std::byte* base = obj->map.data();
   new (base) segment_header{store_magic, layout_version, incarnation_, n, bytes, {}};
-  segments_.push_back(
-      {std::move(obj->map), base, bytes, n == 0 ? segment0_data_start : segment_data_start});
+  segments_.push_back({std::move(obj->fd), std::move(obj->map), base, bytes});
+  segment_total_ += bytes;
+  if (reserved < bytes) add_hole(make_ref(n, reserved), bytes - reserved);
+  add_free(make_ref(n, data_start), bytes - data_start);
   if (header_ != nullptr) {
     header_->segment_bytes[n].store(bytes, std::memory_order_release);
     header_->segment_count.store(n + 1, std::memory_order_release);
+  }
+  return {};
+}
+
+result<block> allocator::allocate(std::uint64_t bytes) {
+  const std::uint64_t cls = size_class(bytes);
+  auto it = free_by_size_.lower_bound({cls, 0});
+  if (it == free_by_size_.end()) {
+    if (auto r = add_segment(cls); !r) return std::move(r).error();
+    it = free_by_size_.lower_bound({cls, 0});
+  }
+  const auto [len, start] = *it;
+  if (!holes_.empty()) {
+    if (auto r = reserve(start, cls); !r) return std::move(r).error();
+  }
+  auto by_size = free_by_size_.extract(it);
+  auto by_ref = free_by_ref_.extract(start);
+  if (len != cls) {
+    by_size.value() = {len - cls, start + cls};
+    by_ref.key() = start + cls;
+    by_ref.mapped() = len - cls;
+    free_by_size_.insert(std::move(by_size));
+    free_by_ref_.insert(std::move(by_ref));
+  }
+  free_total_ -= cls;
+  return block{start, cls};
+}
+
+void allocator::free(std::uint64_t ref, std::uint64_t bytes) {
+  free_total_ += bytes;
+  std::uint64_t start = ref, end = ref + bytes;
+  auto next = free_by_ref_.lower_bound(ref);
+  // Extents never span segments: an offset is below 2^48, so the end of one
+  // segment's extent never equals a reference into the next segment.
+  if (next != free_by_ref_.end() && next->first == end) {
+    end += next->second;
+    free_by_size_.erase({next->second, next->first});
+    next = free_by_ref_.erase(next);
+  }
+  if (next != free_by_ref_.begin()) {
+    auto prev = std::prev(next);
+    if (prev->first + prev->second == start) {
+      start = prev->first;
+      free_by_size_.erase({prev->second, prev->first});
+      free_by_ref_.erase(prev);
+    }
+  }
+  free_by_ref_.emplace(start, end - start);
+  free_by_size_.emplace(end - start, start);
+  if (end - start >= punch_min_bytes) {
+    // Only near the block just freed: the rest of the extent was looked at
+    // when it was freed, and a large extent may hold many holes.
+    const std::uint64_t from = std::max(start, ref - std::min(ref, reserve_chunk_bytes));
+    const std::uint64_t to = std::min(end, ref + bytes + reserve_chunk_bytes);
+    punch(from, to - from);
+  }
+}
+
+void allocator::add_free(std::uint64_t start, std::uint64_t bytes) {
+  free_total_ += bytes;
+  free_by_ref_.emplace(start, bytes);
+  free_by_size_.emplace(bytes, start);
+}
+
+void allocator::add_hole(std::uint64_t start, std::uint64_t bytes) {
+  hole_total_ += bytes;
+  std::uint64_t end = start + bytes;
+  auto next = holes_.lower_bound(start);
+  if (next != holes_.end() && next->first == end) {
+    end += next->second;
+    next = holes_.erase(next);
+  }
+  if (next != holes_.begin()) {
+    auto prev = std::prev(next);
+    if (prev->first + prev->second == start) {
+      start = prev->first;
+      holes_.erase(prev);
+    }
+  }
+  holes_.emplace(start, end - start);
+}
+
+void allocator::punch(std::uint64_t start, std::uint64_t bytes) {
+  // [start, start + bytes) lies in one free extent.
+  const std::uint64_t s = align_up(start, page_bytes);
+  const std::uint64_t e = align_down(start + bytes, page_bytes);
+  if (e <= s || e - s < punch_min_bytes) return;
+  const int fd = segments_[ref_segment(start)].fd.get();
+  const std::uint64_t seg_base = make_ref(ref_segment(start), 0);
+  // The runs of [s, e) not yet holes; short ones stay (a system call each
+  // for a few pages would cost more than the pages).
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> gaps;
+  auto it = holes_.upper_bound(s);
+  if (it != holes_.begin()) --it;
+  std::uint64_t cursor = s;
+  for (; it != holes_.end() && it->first < e; ++it) {
+    const std::uint64_t hole_end = it->first + it->second;
+    if (hole_end <= cursor) continue;
+    if (it->first > cursor) gaps.emplace_back(cursor, it->first - cursor);
+    cursor = hole_end;
+  }
+  if (cursor < e) gaps.emplace_back(cursor, e - cursor);
+  for (const auto& [at, len] : gaps) {
+    if (len < punch_min_bytes) continue;
+    // A file system that cannot punch keeps the pages: they are still free
+    // space, only not handed back.
+    if (sys().punch_hole(fd, static_cast<off_t>(at - seg_base), static_cast<off_t>(len)) != 0) {
+      return;
+    }
+    add_hole(at, len);
+  }
+}
+
+result<void> allocator::reserve(std::uint64_t at, std::uint64_t bytes) {
+  const std::uint64_t seg_base = make_ref(ref_segment(at), 0);
+  const std::uint64_t s = align_down(at, page_bytes);
+  std::uint64_t e = align_up(at + bytes, page_bytes);
+  // Extents are used from their start up: reserve a chunk beyond, too.
+  const std::uint64_t seg_end = seg_base + segments_[ref_segment(at)].bytes;
+  if (e - s < reserve_chunk_bytes) e = std::min(seg_end, s + reserve_chunk_bytes);
+  auto it = holes_.upper_bound(s);
+  if (it != holes_.begin()) --it;
+  const int fd = segments_[ref_segment(at)].fd.get();
+  while (it != holes_.end() && it->first < e) {
+    const std::uint64_t hole_start = it->first;
+    const std::uint64_t hole_end = hole_start + it->second;
+    if (hole_end <= s) {
+      ++it;
+      continue;
+    }
+    // Holes lie in free extents only, so reserving any part of one is safe.
+    const std::uint64_t from = std::max(s, hole_start);
+    const std::uint64_t to = std::min(e, hole_end);
+    if (const int err =
+            sys().fallocate(fd, static_cast<off_t>(from - seg_base), static_cast<off_t>(to - from));
+        err != 0) {
+      return fail(err == ENOSPC ? errc::no_space : errc::io_error,
+                  "cannot reserve " + std::to_string(to - from) + " bytes in segment " +
+                      std::to_string(ref_segment(at)) + " of store '" + label_ +
+                      "' (/dev/shm): " + errno_text(err));
+    }
+    it = holes_.erase(it);
+    hole_total_ -= hole_end - hole_start;
+    if (hole_start < from) add_hole(hole_start, from - hole_start);
+    if (to < hole_end) {
+      add_hole(to, hole_end - to);
+      break;
+    }
+    it = holes_.upper_bound(to);
+    if (it != holes_.begin()) --it;
   }
   return {};
 }

@@ -67,7 +67,11 @@ reclaim_report writer::impl::reclaim(bool check_liveness) {
   }
   retires_since_reclaim = 0;
   retired_bytes_since_reclaim = 0;
-  if (retired.empty()) return report;  // what a timer finds most of the time
+  if (retired.empty()) {  // what a timer finds most of the time
+    bytes_pinned = 0;
+    oldest_epoch_pid = 0;
+    return report;
+  }
 
   // Every retired block was unlinked by a seq_cst store (a slot or a table
   // root) before the seq_cst loads below, and readers claim their slot and
@@ -77,18 +81,24 @@ reclaim_report writer::impl::reclaim(bool check_liveness) {
   ++epoch;
   header->global_epoch.store(epoch, std::memory_order_seq_cst);
   std::uint64_t oldest = epoch;
+  std::uint64_t oldest_pid = 0;
   held.clear();
   for (std::uint64_t i = 0; i < options.max_readers; ++i) {
     detail::reader_slot& s = reader_slots[i];
     if (detail::owner_state(s.owner.load(std::memory_order_seq_cst)) == detail::slot_state::free) {
       continue;  // zeroed before it was freed
     }
+    std::uint64_t slot_oldest = UINT64_MAX;
     for (const auto& lane : s.lanes) {
       const std::uint64_t e = lane.load(std::memory_order_seq_cst);
-      if (e != 0) oldest = std::min(oldest, e);
+      if (e != 0) slot_oldest = std::min(slot_oldest, e);
     }
     if (const std::uint64_t e = s.overflow_epoch.load(std::memory_order_seq_cst); e != 0) {
-      oldest = std::min(oldest, e);
+      slot_oldest = std::min(slot_oldest, e);
+    }
+    if (slot_oldest < oldest) {
+      oldest = slot_oldest;
+      oldest_pid = s.pid.load(std::memory_order_relaxed);
     }
     for (const auto& h : s.holds) {
       if (const std::uint64_t r = h.load(std::memory_order_acquire); r != 0) held.push_back(r);
@@ -103,6 +113,8 @@ reclaim_report writer::impl::reclaim(bool check_liveness) {
     report.bytes_freed += r.bytes;
     return true;
   });
+  bytes_pinned = bytes_retired;
+  oldest_epoch_pid = oldest_pid;
   return report;
 }
 

@@ -9,8 +9,8 @@
 //   a segment_header (magic, layout version, the writer's random incarnation,
 //   n, size). Segment 0 then holds the store_header: writer pid, hash seed,
 //   state, global epoch, segment sizes, and the table directory, whose entries
-//   reference each table's current index block. Segment n+1 is (at least)
-//   twice as large as segment n; readers map a segment when they first meet a
+//   reference each table's current index block. Segments are sized by the writer (allocator.hpp);
+//   readers take each one's size from the header and map a segment when they first meet a
 //   reference into it. References are (segment << 48 | offset), never pointers.
 // - An index block is an open-addressing, linear-probing array of slots
 //   (null, tombstone or a reference to an entry block tagged with 6 bits of the

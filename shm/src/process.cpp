@@ -1,11 +1,13 @@
 #include "process.hpp"
 
 #include <fcntl.h>
+#include <linux/falloc.h>
 #include <pthread.h>
 #include <sys/stat.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <mutex>
 #include <vector>
 
@@ -16,6 +18,11 @@ namespace slither::shm::detail {
 sys_calls& sys() noexcept {
   static sys_calls calls{
       [](int fd, off_t offset, off_t length) { return ::posix_fallocate(fd, offset, length); },
+      [](int fd, off_t offset, off_t length) {
+        return ::fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length) == 0
+                   ? 0
+                   : errno;
+      },
       [](int fd, struct statvfs* out) { return ::fstatvfs(fd, out); },
       [](int fd, struct stat* out) { return ::fstat(fd, out); },
       [](int fd, int cmd, struct flock* lock) { return ::fcntl(fd, cmd, lock); },

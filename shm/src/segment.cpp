@@ -112,7 +112,8 @@ bool unmap_in_place(std::byte* addr, std::uint64_t bytes) noexcept {
   return p == addr;
 }
 
-result<created_object> create_object(const std::string& name, std::uint64_t bytes) {
+result<created_object> create_object(const std::string& name, std::uint64_t bytes,
+                                     std::uint64_t reserve_bytes) {
   unique_fd fd(::shm_open(name.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
   if (!fd) {
     const int err = errno;
@@ -130,10 +131,11 @@ result<created_object> create_object(const std::string& name, std::uint64_t byte
   struct statvfs fs {};
   if (sys().fstatvfs(fd.get(), &fs) == 0) {
     const std::uint64_t avail = std::uint64_t{fs.f_bavail} * fs.f_frsize;
-    if (avail < bytes) {
+    if (avail < reserve_bytes) {
       return abandon(fail(errc::no_space, "no space for shared memory '" + name + "': it needs " +
-                                              std::to_string(bytes) + " bytes, /dev/shm has " +
-                                              std::to_string(avail) + " free"));
+                                              std::to_string(reserve_bytes) +
+                                              " bytes, /dev/shm has " + std::to_string(avail) +
+                                              " free"));
     }
   }
   if (::ftruncate(fd.get(), static_cast<off_t>(bytes)) != 0) {
@@ -141,10 +143,10 @@ result<created_object> create_object(const std::string& name, std::uint64_t byte
                         "cannot size shared memory '" + name + "' to " + std::to_string(bytes) +
                             " bytes: " + errno_text(errno)));
   }
-  if (const int err = sys().fallocate(fd.get(), 0, static_cast<off_t>(bytes)); err != 0) {
+  if (const int err = sys().fallocate(fd.get(), 0, static_cast<off_t>(reserve_bytes)); err != 0) {
     return abandon(fail(err == ENOSPC ? errc::no_space : errc::io_error,
-                        "cannot reserve " + std::to_string(bytes) + " bytes for shared memory '" +
-                            name + "': " + std::strerror(err)));
+                        "cannot reserve " + std::to_string(reserve_bytes) +
+                            " bytes for shared memory '" + name + "': " + std::strerror(err)));
   }
   auto map = map_object(fd.get(), bytes, true, name);
   if (!map) return abandon(std::move(map).error());

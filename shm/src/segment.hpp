@@ -117,15 +117,20 @@ result<opened_object> open_object(const std::string& name, bool writable, uid_t 
 result<mapping> map_object(int fd, std::uint64_t bytes, bool writable, const std::string& name);
 
 /// A new object of `bytes` bytes: created exclusively, owner-only (0600
-/// whatever the umask), its pages reserved so that stores into it cannot
-/// fault for lack of space, and mapped read-write.
+/// whatever the umask), its first `reserve_bytes` bytes' pages reserved so
+/// that stores into them cannot fault for lack of space (the writer reserves
+/// the rest before it uses it), and mapped read-write.
 struct created_object {
   unique_fd fd;
   mapping map;
 };
 /// Errors: `already_exists` if the name is taken, `no_space`, `io_error`.
 /// On failure nothing is left behind.
-result<created_object> create_object(const std::string& name, std::uint64_t bytes);
+result<created_object> create_object(const std::string& name, std::uint64_t bytes,
+                                     std::uint64_t reserve_bytes);
+inline result<created_object> create_object(const std::string& name, std::uint64_t bytes) {
+  return create_object(name, bytes, bytes);
+}
 
 /// Removes the name `name`; existing mappings and descriptors stay valid.
 void unlink_object(const std::string& name) noexcept;

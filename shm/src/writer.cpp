@@ -306,6 +306,29 @@ inline std::uint64_t writer::impl::link(table_state& t, const block& b, std::uin
   return e->version;
 }
 
+result<std::uint64_t> writer::impl::link_built(table_state& t, const block& b, std::uint64_t hash,
+                                               std::string_view key) {
+  if (auto r = ensure_capacity(t, 1); !r) {
+    release(b.ref, b.bytes);
+    return std::move(r).error();
+  }
+  return link_entry(t, b, hash, key);
+}
+
+result<std::uint64_t> writer::impl::link_entry(table_state& t, const block& b, std::uint64_t hash,
+                                               std::string_view key) {
+  if (t.kind != table_kind::ordered_set) return link(t, b, hash, key);
+  // The tree is published after the link, which gives the entry its version.
+  if (auto r = tree_apply(t, key, b.ref); !r) {
+    tree_abort(t);
+    release(b.ref, b.bytes);
+    return std::move(r).error();
+  }
+  const std::uint64_t version = link(t, b, hash, key);
+  tree_commit(t);
+  return version;
+}
+
 result<std::uint64_t> writer::impl::put(table_state& t, std::string_view key, const Value& value) {
   if (auto r = check_key(t, key); !r) return std::move(r).error();
   const std::uint64_t hash = hash_key(hash_seed, key);
@@ -313,16 +336,7 @@ result<std::uint64_t> writer::impl::put(table_state& t, std::string_view key, co
   __builtin_prefetch(&slots(t.root)[hash & (t.capacity - 1)]);  // overlaps the encoding
   auto b = build_entry(t, key, hash, value);
   if (!b) return std::move(b).error();
-  if (t.kind != table_kind::ordered_set) return link(t, *b, hash, key);
-  // The tree is published after the link, which gives the entry its version.
-  if (auto r = tree_apply(t, key, b->ref); !r) {
-    tree_abort(t);
-    release(b->ref, b->bytes);
-    return std::move(r).error();
-  }
-  const std::uint64_t version = link(t, *b, hash, key);
-  tree_commit(t);
-  return version;
+  return link_entry(t, *b, hash, key);
 }
 
 void writer::impl::unlink_all() noexcept {
@@ -812,8 +826,12 @@ store_stats writer::stats() const {
   for (const auto& t : p_->tables) s.entries += t.values;
   s.bytes_used = p_->bytes_used;
   s.bytes_retired = p_->bytes_retired;
+  s.bytes_free = p_->alloc.free_bytes();
+  s.bytes_pinned = std::min(p_->bytes_pinned, p_->bytes_retired);
+  s.oldest_epoch_pid = p_->oldest_epoch_pid;
   s.segments = p_->alloc.segments().size();
   for (const auto& seg : p_->alloc.segments()) s.segment_bytes += seg.bytes;
+  s.bytes_resident = p_->alloc.resident_bytes();
   for (std::uint64_t i = 0; i < p_->options.max_readers; ++i) {
     const std::uint64_t owner = p_->reader_slots[i].owner.load(std::memory_order_acquire);
     if (detail::owner_state(owner) == detail::slot_state::owned) ++s.readers;

@@ -59,6 +59,15 @@ struct retired_block {
   std::uint64_t epoch;
 };
 
+/// A block reserved for a value its client writes in place (large_write.cpp).
+struct pending_write {
+  std::uint32_t table;  // index in `tables`
+  std::string key;
+  std::uint64_t hash;
+  block b;
+  std::uint64_t value_bytes;
+};
+
 struct slot_position {
   std::uint64_t slot;  // where the key is, or where it would be inserted
   std::uint64_t ref;   // its newest block, or null
@@ -82,6 +91,8 @@ struct writer::impl final : detail::fork_aware {
   detail::reader_slot* reader_slots = nullptr;
   std::vector<detail::table_state> tables;
   std::vector<detail::retired_block> retired;
+  std::unordered_map<std::uint64_t, detail::pending_write> pending;  // by reservation id
+  std::uint64_t last_reservation = 0;
   std::vector<std::uint64_t> held;  // scratch for reclaim
   // B+tree nodes written since the last publish (no reader can see them yet),
   // and published nodes replaced since then (retired once the new root is out).
@@ -91,6 +102,8 @@ struct writer::impl final : detail::fork_aware {
   std::uint64_t last_version = 0;  // store-wide: a version is never given twice
   std::uint64_t bytes_used = 0;
   std::uint64_t bytes_retired = 0;
+  std::uint64_t bytes_pinned = 0;      // what the last reclaim left on the retire list
+  std::uint64_t oldest_epoch_pid = 0;  // the reader whose epoch was oldest then
   std::uint64_t retires_since_reclaim = 0;
   std::uint64_t retired_bytes_since_reclaim = 0;
   std::chrono::steady_clock::time_point last_liveness_check{};
@@ -176,6 +189,14 @@ struct writer::impl final : detail::fork_aware {
   void tree_abort(detail::table_state& t);
   /// Disposes of every node of the tree at `root` (not the entries it references).
   void dispose_tree(const detail::table_state& t, std::uint64_t root);
+  /// Links a block built elsewhere (a committed reservation), making room
+  /// first; releases the block if there is none.
+  /// Links a new entry block, into the tree too in an ordered table; gives
+  /// the block back if it cannot.
+  result<std::uint64_t> link_entry(detail::table_state& t, const detail::block& b,
+                                   std::uint64_t hash, std::string_view key);
+  result<std::uint64_t> link_built(detail::table_state& t, const detail::block& b,
+                                   std::uint64_t hash, std::string_view key);
 
   // Reclamation (epoch.cpp).
   /// Frees what no reader can see and, if `check_liveness` (or it is time

@@ -245,6 +245,31 @@ void init_client(nb::module_& m) {
           "With `incarnation` (a Reader's), a broker whose store is another one raises\n"
           "WriterGone and applies nothing; so do the other writes.")
       .def(
+          "put_in_place",
+          [](py_client& c, nb::handle store, nb::handle table, nb::handle key, nb::handle value,
+             std::optional<std::uint64_t> incarnation) {
+            const std::string_view s = name_arg(store, "store");
+            const std::string_view t = name_arg(table, "table");
+            const std::string k(key_view(key));
+            // Refers to the Python buffer, which `value` keeps alive: the copy
+            // into shared memory below is the only one.
+            const Value v = to_value(value);
+            if (!v.is_ndarray()) {
+              throw slither::error(errc::invalid_argument,
+                                   "put_in_place needs an array (a C-contiguous buffer of a "
+                                   "supported dtype)");
+            }
+            const ndarray& a = v.as<ndarray>();
+            return c.call([&](client& cl) {
+              use_incarnation(cl, s, incarnation);
+              return cl.put_in_place(s, t, k, a);
+            });
+          },
+          nb::arg("store").none(), nb::arg("table").none(), nb::arg("key").none(),
+          nb::arg("value").none(), nb::arg("incarnation").none() = nb::none(),
+          "`put` of an array through shared memory: the broker reserves a block, this\n"
+          "process copies the array into it and commits; the array never crosses the socket.")
+      .def(
           "put_many",
           [](py_client& c, nb::handle store, nb::handle table, nb::handle entries,
              std::optional<std::uint64_t> incarnation, bool atomic) {

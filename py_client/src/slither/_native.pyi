@@ -118,6 +118,11 @@ class Client:
     def put(
         self, store: str, table: str, key: str | bytes, value: Any, incarnation: int | None = None
     ) -> int: ...
+    def put_in_place(
+        self, store: str, table: str, key: str | bytes, value: Any, incarnation: int | None = None
+    ) -> int:
+        """`put` of an array through shared memory: the broker reserves a block, this
+        process copies the array into it and commits."""
     def put_many(
         self, store: str, table: str, entries: Any, incarnation: int | None = None,
         atomic: bool = False,

@@ -13,9 +13,22 @@
 // LMDB cursor's MDB_SET_RANGE then MDB_NEXT, both touching each key and value)
 // from a random start; single puts, each visible on return (ours) against
 // one committed write transaction per put (LMDB).
+//
+// churn: a store of its own with 1 GiB of live values, 64 B to 64 KiB, whose
+// size mix drifts from round to round (small values, then large, then back),
+// every key rewritten (or erased, as the mix needs fewer keys) in each of 10
+// rounds, reclaimed after each. `shm_per_live` is the most /dev/shm held by
+// its segments (their pages, st_blocks) after any round, over the live key
+// and value bytes then.
 #include <benchmark/benchmark.h>
+#include <fcntl.h>
 #include <lmdb.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
+
+#include <chrono>
+#include <cmath>
 
 #include <algorithm>
 #include <cstdio>
@@ -78,7 +91,8 @@ struct bench_env {
     for (std::size_t i : order) shuffled.push_back(keys[i]);
 
     store_options o;
-    o.ns = "bench" + std::to_string(::getpid());
+    o.ns = "bench";  // appended piecewise: GCC 12 warns falsely (-Wrestrict) on "literal" + string
+    o.ns += std::to_string(::getpid());
     o.name = "store";
     o.initial_segment_bytes = std::uint64_t{256} << 20;
     std::vector<table_spec> tables = {{"kv", table_kind::set, kKeys},
@@ -355,8 +369,77 @@ void store_ordered_put_many(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations() * kBatch);
 }
 
+/// Bytes the segments of a store take in /dev/shm (pages, not sizes).
+std::uint64_t shm_pages_bytes(const store_options& o, std::uint64_t segments) {
+  std::uint64_t total = 0;
+  for (std::uint32_t n = 0; n < segments; ++n) {
+    const int fd = ::shm_open(segment_name(o.ns, o.name, n).c_str(), O_RDONLY, 0);
+    if (fd < 0) continue;
+    struct stat st {};
+    if (::fstat(fd, &st) == 0) total += static_cast<std::uint64_t>(st.st_blocks) * 512;
+    ::close(fd);
+  }
+  return total;
+}
+
+void store_churn(benchmark::State& state) {
+  constexpr std::uint64_t live_target = std::uint64_t{1} << 30;
+  constexpr int rounds = 10;
+  store_options o;
+  o.ns = "bench";  // appended piecewise: GCC 12 warns falsely (-Wrestrict) on "literal" + string
+  o.ns += std::to_string(::getpid());
+  o.name = "churn";
+  o.max_value_bytes = std::uint64_t{1} << 20;
+  std::vector<table_spec> tables = {{"kv", table_kind::set, 1 << 16}};
+  std::mt19937_64 rng(42);
+  double worst = 0;
+  std::uint64_t puts = 0;
+  double seconds = 0;
+  for (auto _ : state) {
+    auto w = writer::create(o, tables).value();
+    std::vector<std::uint32_t> sizes;  // of each key's value; 0 = absent
+    std::uint64_t live = 0;
+    std::string payload(64 << 10, 'c');
+    for (int round = 0; round < rounds; ++round) {
+      // log2 of the sizes: uniform over 4 octaves whose start drifts 6 -> 12 -> 6.
+      const double lo = 6.0 + 6.0 * (1.0 - std::abs(round - 4.5) / 4.5);
+      std::uniform_real_distribution<double> octave(lo, std::min(lo + 4.0, 16.0));
+      const double mean = (std::exp2(std::min(lo + 4.0, 16.0)) - std::exp2(lo)) /
+                          (std::log(2.0) * (std::min(lo + 4.0, 16.0) - lo));
+      const auto keys = static_cast<std::size_t>(static_cast<double>(live_target) / mean);
+      const auto start = std::chrono::steady_clock::now();
+      if (sizes.size() < keys) sizes.resize(keys, 0);
+      for (std::size_t k = 0; k < sizes.size(); ++k) {
+        std::string key = "k";
+        key += std::to_string(k);
+        if (sizes[k] != 0) live -= sizes[k] + key.size();
+        if (k >= keys) {
+          if (sizes[k] != 0) w.erase("kv", key).value();
+          sizes[k] = 0;
+          continue;
+        }
+        const auto n = static_cast<std::uint32_t>(std::exp2(octave(rng)));
+        payload[0] = static_cast<char>(round);
+        w.put("kv", key, Value(Bytes{payload.substr(0, n)})).value();
+        sizes[k] = n;
+        live += n + key.size();
+        ++puts;
+      }
+      w.reclaim();
+      seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      const auto st = w.stats();
+      worst = std::max(
+          worst, static_cast<double>(shm_pages_bytes(o, st.segments)) / static_cast<double>(live));
+    }
+  }
+  state.counters["shm_per_live"] = worst;
+  state.counters["puts_per_second"] = static_cast<double>(puts) / seconds;
+}
+
 }  // namespace
 
+// One run: its figure is a ratio of sizes, not a time, and a run takes a minute.
+BENCHMARK(store_churn)->Iterations(1)->Repetitions(1)->Unit(benchmark::kSecond);
 BENCHMARK(store_get);
 BENCHMARK(lmdb_get);
 BENCHMARK(umap_get);

@@ -179,6 +179,10 @@ struct broker_options {
   /// larger writes are decoded and applied on the writer thread, so that
   /// other clients' requests are not held up meanwhile.
   std::size_t inline_write_bytes = 64 * 1024;
+  /// How long a large write reserved in place (`client::reserve_put`) may
+  /// stay uncommitted; then its block is freed. Bounds what a client that
+  /// dies between reserving and committing holds.
+  std::chrono::milliseconds large_write_lease{60000};
   /// Largest encoded reply; a view result past it gets errc::limit_exceeded.
   std::size_t max_reply_bytes = std::size_t{64} << 20;
   /// Client connections admitted at once; further handshakes are refused (the

@@ -102,6 +102,16 @@ struct store_info {
   std::uint64_t incarnation = 0;
 };
 
+/// A block a broker reserved for a large write in place (`client::reserve_put`).
+struct put_reservation {
+  std::uint64_t id = 0;                ///< names it to `commit_put` / `abort_put`
+  std::string object;                  ///< the shared-memory object ("/slither.<ns>.<store>.<n>")
+  std::uint64_t offset = 0;            ///< where the value's bytes go in it (page-aligned)
+  std::uint64_t bytes = 0;             ///< the value's size
+  std::uint64_t map_bytes = 0;         ///< bytes to map from `offset`
+  std::chrono::milliseconds lease{0};  ///< how long the broker keeps it uncommitted
+};
+
 /// A connection to a broker's control socket (ZeroMQ DEALER). Not thread-safe: one per thread.
 /// Every call returns the broker's error unchanged (code and message), or
 /// `errc::timeout` / `errc::unavailable` when the broker does not answer in time.
@@ -203,6 +213,26 @@ class client {
   result<buffer> call_view_encoded(std::string_view store, std::string_view view,
                                    std::span<const std::byte> arg,
                                    std::string_view session_id = {});
+  /// Reserves a block on `store` for an ndarray of `type` and `shape` under
+  /// `key` (a large write in place, `protocol::message_type::put_reserve`):
+  /// the caller maps `map_bytes` of the shared-memory object `object` at
+  /// `offset` read-write, writes the array's bytes, unmaps, and calls
+  /// `commit_put` within `lease`. Readers see nothing before the commit.
+  /// Errors as `put`.
+  result<put_reservation> reserve_put(std::string_view store, std::string_view table,
+                                      std::string_view key, dtype type,
+                                      std::span<const std::uint64_t> shape);
+  /// Publishes a reservation of this client; returns the entry's new version.
+  /// Errors: `not_found` (not this client's, already finished, or its lease ended).
+  result<std::uint64_t> commit_put(std::string_view store, std::uint64_t id);
+  /// Gives a reservation of this client up. Errors: `not_found`.
+  result<void> abort_put(std::string_view store, std::uint64_t id);
+  /// `put` of an ndarray through shared memory, without sending its bytes:
+  /// reserve, copy into the block (mapped after checking that the object
+  /// is this user's and writable by no one else), commit. A failure after
+  /// the reservation gives it up. Worth it for arrays of a few MiB and up.
+  result<std::uint64_t> put_in_place(std::string_view store, std::string_view table,
+                                     std::string_view key, const ndarray& array);
   /// Broker and store figures (queue depth, entries, bytes...) as a map.
   result<Value> stats();
   /// A round trip that touches nothing.

@@ -84,12 +84,11 @@ enum class message_type : std::uint8_t {
   dispatch_cancel = 16,
   /// {job} → null: the job is forgotten (cancelled first if it runs).
   dispatch_close = 17,
-  // 18-19 are left to the large-write (reserve/commit) requests.
   /// Replaces a table's contents atomically (readers see the old or the new
   /// contents, never a mix): {store, table, entries: [[key, value], ...],
   /// [incarnation]} → null.
   reload = 20,
-  /// Adds a table at run time: {store, table, [kind: "set" | "bag"],
+  /// Adds a table at run time: {store, table, [kind: "set" | "bag" | "ordered_set"],
   /// [capacity: int], [incarnation]} → null. Errors: `already_exists`,
   /// `limit_exceeded` (the store's 64 directory entries are used up).
   create_table = 21,
@@ -97,6 +96,17 @@ enum class message_type : std::uint8_t {
   /// [incarnation]} → null. A table declared in the config cannot be dropped
   /// (`invalid_argument`).
   drop_table = 22,
+  /// Large writes in place (create/seal). Reserve: {store, table, key, dtype
+  /// (int, slither::dtype), shape: [int, ...], [incarnation]} → {id, object,
+  /// offset, bytes, map_bytes, lease_ms}: the client maps `map_bytes` of the
+  /// shared-memory object `object` read-write at `offset`, writes the
+  /// array's `bytes` there, unmaps, and commits before the lease ends.
+  put_reserve = 40,
+  /// {store, id} → new version (int): the reserved block is published. Only
+  /// the client that reserved it may commit it.
+  put_commit = 41,
+  /// {store, id} → null: the reservation is given up (its client's only).
+  put_abort = 42,
   reply_ok = 100,     ///< the result Value
   reply_error = 101,  ///< {code, message}
   /// Broker → client, request id = job: a status frame, then the batch's
@@ -111,7 +121,8 @@ enum class message_type : std::uint8_t {
 
 /// Stable lower-case name of a message type ("put"), or "unknown".
 std::string_view to_string(message_type type) noexcept;
-/// True for the request types (hello .. dispatch_close, reload .. drop_table).
+/// True for the request types (hello .. dispatch_close, reload .. drop_table,
+/// put_reserve .. put_abort).
 bool is_request(message_type type) noexcept;
 /// True for the requests that get no reply unless they fail
 /// (dispatch_submit, dispatch_ack, dispatch_input_end, dispatch_cancel).

@@ -100,7 +100,9 @@ struct store_options {
   std::string ns = "default";
   /// Store name. [A-Za-z0-9_-]+.
   std::string name;
-  /// Size of the first data segment; later segments double.
+  /// Size of the first data segment. Later ones hold what the write that
+  /// needs them asks for, and at least half of what the store already has
+  /// (at most 1 GiB); their unused pages are not reserved in /dev/shm.
   std::uint64_t initial_segment_bytes = std::uint64_t{4} << 20;
   std::uint64_t max_key_bytes = 4096;
   std::uint64_t max_value_bytes = std::uint64_t{1} << 32;
@@ -114,14 +116,26 @@ struct reclaim_report {
   std::uint32_t readers_cleared = 0;  ///< registry slots of dead readers freed
 };
 
-/// Figures a writer reports about its store.
+/// Figures a writer reports about its store. Every byte of the data
+/// segments is live (`bytes_used`), garbage (`bytes_retired`), free
+/// (`bytes_free`) or headers.
 struct store_stats {
   std::uint64_t entries = 0;        ///< live entries over all tables
-  std::uint64_t bytes_used = 0;     ///< bytes in live entry blocks and indexes
-  std::uint64_t bytes_retired = 0;  ///< replaced/deleted bytes not yet freed
+  std::uint64_t bytes_used = 0;     ///< live: bytes in entry blocks and indexes readers can reach
+  std::uint64_t bytes_retired = 0;  ///< garbage: replaced/deleted bytes not yet freed
+  std::uint64_t bytes_free = 0;     ///< free space in the segments, reusable by any size
+  /// Of `bytes_retired`, what the last `reclaim` could not free because a
+  /// reader still held it (a view's hold, or a read or views in an old epoch).
+  std::uint64_t bytes_pinned = 0;
+  /// The pid of the reader whose epoch was the oldest still announced at the
+  /// last `reclaim` (what pins garbage retired since); 0 if none was.
+  std::uint64_t oldest_epoch_pid = 0;
   std::uint64_t segments = 0;       ///< data segments
   std::uint64_t segment_bytes = 0;  ///< total size of the data segments
-  std::uint64_t readers = 0;        ///< registry slots owned (dead readers until swept)
+  /// Bytes of the segments backed by memory (/dev/shm use): pages of large
+  /// free runs are handed back to the system, so this follows live bytes.
+  std::uint64_t bytes_resident = 0;
+  std::uint64_t readers = 0;  ///< registry slots owned (dead readers until swept)
 };
 
 /// Version of the shared-memory layout this build writes and reads. A reader
@@ -293,6 +307,16 @@ class loader {
   virtual result<void> put(std::string_view key, const Value& value) = 0;
 };
 
+/// A block reserved for a large ndarray that a client writes in place
+/// (`writer::reserve`), then publishes with `writer::commit`.
+struct reservation {
+  std::uint64_t id = 0;         ///< names the reservation to `commit` and `abandon`
+  std::string object;           ///< shared-memory object holding the block ("/slither.<ns>...")
+  std::uint64_t offset = 0;     ///< where the value's bytes start in the object (page-aligned)
+  std::uint64_t bytes = 0;      ///< the value's size
+  std::uint64_t map_bytes = 0;  ///< bytes to map read-write from `offset`: the block's own pages
+};
+
 /// The one process that owns a store: creates its segments, applies writes,
 /// reclaims memory, and unlinks what it created on `close`. Every write returns
 /// only after it is visible to readers. A failed write changes nothing.
@@ -344,6 +368,26 @@ class writer {
                                         std::uint64_t expected_version, const Value& value);
   /// Removes every entry of `table`.
   result<void> clear(std::string_view table);
+  /// Reserves a block for an ndarray of `type` and `shape` under `key`,
+  /// unpublished: readers cannot reach it until `commit`. Its value's pages
+  /// (`reservation::offset`, `map_bytes`) belong to the block alone, so a
+  /// client that maps exactly them and fills them touches nothing else.
+  /// Errors as `put` (unknown table, key or value over its limit, `no_space`).
+  ///
+  /// Caveats: the writer cannot tell whether the client is done writing: a
+  /// client unmaps before it asks for the commit (sealing the block), and a
+  /// reservation never committed stays allocated until `abandon` (the
+  /// broker abandons those of clients whose lease ends).
+  result<reservation> reserve(std::string_view table, std::string_view key, dtype type,
+                              std::span<const std::uint64_t> shape);
+  /// Publishes a reserved block under its key (replacing, or appending in a
+  /// bag), after checking that its header still describes the value it was
+  /// reserved for. Returns the entry's new version. Errors: `not_found` for
+  /// an unknown or finished reservation, `decode_error` for a damaged block
+  /// (then abandoned).
+  result<std::uint64_t> commit(std::uint64_t id);
+  /// Frees a reserved block readers never saw. Errors: `not_found`.
+  result<void> abandon(std::uint64_t id);
   /// Builds new contents with `fill`, then switches to them atomically:
   /// readers see the old or the new table, never a mix. If `fill` fails, the
   /// old contents stay.

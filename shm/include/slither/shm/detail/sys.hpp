@@ -14,6 +14,9 @@ namespace slither::shm::detail {
 struct sys_calls {
   /// Reserves a segment's pages; returns 0 or an errno value (ENOSPC).
   int (*fallocate)(int fd, off_t offset, off_t length);
+  /// Hands a range of a segment's pages back (FALLOC_FL_PUNCH_HOLE, size
+  /// kept); returns 0 or an errno value.
+  int (*punch_hole)(int fd, off_t offset, off_t length);
   /// Reports free space of the file system holding `fd`; 0 or -1 with errno set.
   int (*fstatvfs)(int fd, struct statvfs* out);
   /// Describes an object before it is mapped; 0 or -1 with errno set.

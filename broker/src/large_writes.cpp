@@ -1,0 +1,124 @@
+// Large writes in place (Plasma's create/seal): a client reserves a block,
+// maps the block's value pages read-write, fills them and commits; the
+// writer links the block without copying it. The broker remains the only
+// publisher; a reservation belongs to the client that made it and lapses
+// (its block freed) when its lease ends, so a client that dies before its
+// commit leaks nothing for longer than the lease.
+#include "broker_impl.hpp"
+#include "guarded.hpp"
+#include "request_args.hpp"
+
+namespace slither {
+
+using detail::take;
+using detail::take_text;
+using protocol::message_type;
+
+namespace {
+
+constexpr std::size_t max_shape_dims = 32;
+
+result<std::uint64_t> take_id(Map& args, message_type type) {
+  auto id = take(args, type, "id", Value::kind::int64, "an int");
+  if (!id) return std::move(id).error();
+  if (id->as<std::int64_t>() <= 0) return detail::bad_arg(type, "id", "a positive int", &*id);
+  return static_cast<std::uint64_t>(id->as<std::int64_t>());
+}
+
+}  // namespace
+
+void Broker::impl::enqueue_reservation(std::string identity, std::uint64_t id, message_type type,
+                                       Map args) {
+  std::string store;
+  auto w = target_store(type, args, store);
+  if (!w) return reply(identity, id, std::move(w).error());
+  std::function<result<Value>()> job;
+  if (type == message_type::put_reserve) {
+    auto table = take_text(args, type, "table");
+    if (!table) return reply(identity, id, std::move(table).error());
+    auto key = take_text(args, type, "key");
+    if (!key) return reply(identity, id, std::move(key).error());
+    auto dt = take(args, type, "dtype", Value::kind::int64, "an int");
+    if (!dt) return reply(identity, id, std::move(dt).error());
+    if (dt->as<std::int64_t>() < 0 || dt->as<std::int64_t>() > 255 ||
+        !is_valid_dtype(static_cast<std::uint8_t>(dt->as<std::int64_t>()))) {
+      return reply(identity, id, detail::bad_arg(type, "dtype", "a dtype number", &*dt));
+    }
+    auto shape_arg = take(args, type, "shape", Value::kind::list, "a list");
+    if (!shape_arg) return reply(identity, id, std::move(shape_arg).error());
+    if (shape_arg->size() > max_shape_dims) {
+      return reply(identity, id,
+                   detail::bad_arg(type, "shape", "a list of at most 32 sizes", &*shape_arg));
+    }
+    std::vector<std::uint64_t> shape;
+    for (const Value& d : shape_arg->as<List>()) {
+      if (!d.is_int() || d.as<std::int64_t>() < 0) {
+        return reply(identity, id,
+                     detail::bad_arg(type, "shape", "a list of sizes (ints >= 0)", &d));
+      }
+      shape.push_back(static_cast<std::uint64_t>(d.as<std::int64_t>()));
+    }
+    job = [this, w = *w, store, identity, table = std::move(*table), key = std::move(*key),
+           type = static_cast<dtype>(dt->as<std::int64_t>()),
+           shape = std::move(shape)]() -> result<Value> {
+      auto r = w->reserve(table, key, type, shape);
+      if (!r) return std::move(r).error();
+      s->leases[{store, r->id}] =
+          write_lease{identity, std::chrono::steady_clock::now() + options.large_write_lease};
+      return Value(Map{{"id", static_cast<std::int64_t>(r->id)},
+                       {"object", r->object},
+                       {"offset", static_cast<std::int64_t>(r->offset)},
+                       {"bytes", static_cast<std::int64_t>(r->bytes)},
+                       {"map_bytes", static_cast<std::int64_t>(r->map_bytes)},
+                       {"lease_ms", static_cast<std::int64_t>(options.large_write_lease.count())}});
+    };
+  } else {
+    auto rid = take_id(args, type);
+    if (!rid) return reply(identity, id, std::move(rid).error());
+    job = [this, w = *w, store, identity, type, rid = *rid]() -> result<Value> {
+      const auto it = s->leases.find({store, rid});
+      if (it == s->leases.end() || it->second.identity != identity) {
+        // Another client's reservation is as good as none to this one.
+        return fail(errc::not_found,
+                    "no reservation " + std::to_string(rid) + " of this client in store '" + store +
+                        "' (committed, given up, lease ended, or another client's)");
+      }
+      s->leases.erase(it);
+      if (type == message_type::put_abort) {
+        auto r = w->abandon(rid);
+        if (!r) return std::move(r).error();
+        return Value{};
+      }
+      auto v = w->commit(rid);
+      if (!v) return std::move(v).error();
+      return Value(static_cast<std::int64_t>(*v));
+    };
+  }
+  enqueue_job(
+      std::move(identity), id, protocol::to_string(type),
+      [job = std::move(job), name = protocol::to_string(type), store]() {
+        return detail::with_telemetry(
+            "slither.store.write",
+            [&] {
+              return Map{{"store", store}, {"op", name}};
+            },
+            job);
+      },
+      // A reservation reserves its pages (a large one takes a while): on the
+      // writer thread, never inline on the serving one.
+      0, type != message_type::put_reserve);
+}
+
+void Broker::impl::expire_leases() {
+  const auto now = std::chrono::steady_clock::now();
+  for (auto it = s->leases.begin(); it != s->leases.end();) {
+    if (it->second.deadline > now) {
+      ++it;
+      continue;
+    }
+    if (auto* w = find_store(it->first.first)) (void)w->abandon(it->first.second);
+    it = s->leases.erase(it);
+  }
+}
+
+}  // namespace slither

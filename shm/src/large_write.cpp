@@ -1,0 +1,120 @@
+// Large values written in place (create/seal): the writer reserves an
+// unpublished block whose value has pages of its own, a client fills them
+// through its own mapping, and `commit` links the block like any put. Only
+// the writer publishes; readers cannot reach a block before its commit.
+#include <algorithm>
+#include <cstring>
+#include <new>
+
+#include "block.hpp"
+#include "segment.hpp"
+#include "writer_impl.hpp"
+
+namespace slither::shm {
+
+using detail::align_up;
+using detail::entry_header;
+using detail::page_bytes;
+
+result<reservation> writer::reserve(std::string_view table, std::string_view key, dtype type,
+                                    std::span<const std::uint64_t> shape) {
+  auto tr = p_->table(table);
+  if (!tr) return std::move(tr).error();
+  detail::table_state& t = **tr;
+  if (auto r = p_->check_key(t, key); !r) return std::move(r).error();
+  if (!is_valid_dtype(static_cast<std::uint8_t>(type)) || shape.size() > ndarray::max_ndim) {
+    return fail(errc::invalid_argument, "cannot reserve key " + detail::printable(key) +
+                                            " in table '" + t.name + "': bad dtype or " +
+                                            std::to_string(shape.size()) + " dimensions");
+  }
+  std::uint64_t bytes = dtype_size(type);
+  bool overflow = false;
+  for (const std::uint64_t d : shape) overflow |= __builtin_mul_overflow(bytes, d, &bytes);
+  if (overflow || bytes > p_->options.max_value_bytes) {
+    return fail(errc::limit_exceeded,
+                "value for key " + detail::printable(key) + " is over the limit of " +
+                    std::to_string(p_->options.max_value_bytes) + " bytes (table '" + t.name +
+                    "' in store '" + p_->label + "')");
+  }
+  // Header, key and shape, then the value on a page boundary of the
+  // segment, and the value's last page: all the block's own.
+  const std::uint64_t shape_at = detail::shape_offset(key.size());
+  const std::uint64_t min_value_at = align_up(shape_at + shape.size() * 8, ndarray::alignment);
+  const std::uint64_t value_pages = align_up(std::max<std::uint64_t>(bytes, 1), page_bytes);
+  auto b = p_->allocate(min_value_at + page_bytes + value_pages);
+  if (!b) return std::move(b).error();
+  const std::uint64_t block_offset = detail::ref_offset(b->ref);
+  const std::uint64_t value_at = align_up(block_offset + min_value_at, page_bytes) - block_offset;
+
+  std::byte* p = p_->ptr(b->ref);
+  auto* e = new (p) entry_header{};
+  const std::uint64_t hash = detail::hash_key(p_->hash_seed, key);
+  e->hash = hash;
+  e->count = 1;
+  e->value_bytes = bytes;
+  e->key_bytes = static_cast<std::uint32_t>(key.size());
+  e->value_offset = static_cast<std::uint32_t>(value_at);
+  e->format = static_cast<std::uint8_t>(detail::value_format::ndarray);
+  e->dtype = static_cast<std::uint8_t>(type);
+  e->ndim = static_cast<std::uint8_t>(shape.size());
+  e->block_bytes = b->bytes;
+  std::memcpy(p + sizeof(entry_header), key.data(), key.size());
+  if (!shape.empty()) std::memcpy(p + shape_at, shape.data(), shape.size_bytes());
+
+  const std::uint64_t id = ++p_->last_reservation;
+  p_->pending.emplace(id, detail::pending_write{t.index, std::string(key), hash, *b, bytes});
+  reservation out;
+  out.id = id;
+  out.object = segment_name(p_->options.ns, p_->options.name, detail::ref_segment(b->ref));
+  out.offset = block_offset + value_at;
+  out.bytes = bytes;
+  out.map_bytes = value_pages;
+  return out;
+}
+
+result<std::uint64_t> writer::commit(std::uint64_t id) {
+  if (p_->closed) return p_->closed_error();
+  if (!p_->owned()) return p_->table("").error();  // the fork child's error
+  const auto it = p_->pending.find(id);
+  if (it == p_->pending.end()) {
+    return fail(errc::not_found, "no reservation " + std::to_string(id) + " in store '" +
+                                     p_->label + "' (committed, abandoned or never made)");
+  }
+  detail::pending_write w = std::move(it->second);
+  p_->pending.erase(it);
+  // Found by directory index, not position: dropping a table shifts the others.
+  const auto found = std::find_if(p_->tables.begin(), p_->tables.end(),
+                                  [&](const detail::table_state& s) { return s.index == w.table; });
+  if (found == p_->tables.end()) {
+    p_->release(w.b.ref, w.b.bytes);
+    return fail(errc::not_found, "the table of reservation " + std::to_string(id) +
+                                     " was dropped before its commit; it was abandoned");
+  }
+  detail::table_state& t = *found;
+  const entry_header* e = p_->entry(w.b.ref);
+  if (e->hash != w.hash || e->value_bytes != w.value_bytes || e->block_bytes != w.b.bytes ||
+      detail::key_of(e) != w.key || !detail::check_value(e)) {
+    p_->release(w.b.ref, w.b.bytes);
+    return fail(errc::decode_error, "reservation " + std::to_string(id) + " for key " +
+                                        detail::printable(w.key) +
+                                        " was damaged before its commit; it was abandoned");
+  }
+  auto version = p_->link_built(t, w.b, w.hash, w.key);
+  if (version) p_->maybe_reclaim();
+  return version;
+}
+
+result<void> writer::abandon(std::uint64_t id) {
+  if (p_->closed) return p_->closed_error();
+  if (!p_->owned()) return p_->table("").error();
+  const auto it = p_->pending.find(id);
+  if (it == p_->pending.end()) {
+    return fail(errc::not_found,
+                "no reservation " + std::to_string(id) + " in store '" + p_->label + "'");
+  }
+  p_->release(it->second.b.ref, it->second.b.bytes);
+  p_->pending.erase(it);
+  return {};
+}
+
+}  // namespace slither::shm

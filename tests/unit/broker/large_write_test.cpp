@@ -1,0 +1,114 @@
+// Large writes in place through a broker: reserve, fill, commit; only the
+// reserving client may finish a reservation; one never committed (its client
+// died) is freed when its lease ends.
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <thread>
+
+#include "broker_fixture.hpp"
+#include "slither/shm/store.hpp"
+
+namespace slither {
+namespace {
+
+using test_support::BrokerTest;
+using namespace std::chrono_literals;
+
+ndarray ramp(std::uint64_t n) {
+  auto a = ndarray::zeros(dtype::f32, {n / 4, 4});
+  auto f = a.mutable_values<float>();
+  for (std::size_t i = 0; i < f.size(); ++i) f[i] = static_cast<float>(i);
+  return a;
+}
+
+std::uint64_t bytes_used(client& c) {
+  auto st = c.stats().value();
+  return static_cast<std::uint64_t>((*st.find("stores"))["main"]["bytes_used"].as<std::int64_t>());
+}
+
+TEST_F(BrokerTest, PutInPlaceIsSeenByReadersLikeAPut) {
+  start();
+  auto c = connect();
+  const ndarray a = ramp(std::uint64_t{2} << 20);
+  const auto v = c.put_in_place("main", "kv", "arr", a).value();
+  EXPECT_GT(v, 0u);
+  auto r = shm::reader::attach(ns_, "main").value();
+  const auto got = r.get("kv", "arr").value();
+  ASSERT_TRUE(got && got->is_ndarray());
+  EXPECT_EQ(got->as<ndarray>().shape(), a.shape());
+  EXPECT_EQ(got->as<ndarray>().values<float>()[123456], 123456.0f);
+  // Replaced by a later one, in place or not.
+  ASSERT_TRUE(c.put_in_place("main", "kv", "arr", ramp(4096)));
+  EXPECT_EQ(r.get("kv", "arr").value()->as<ndarray>().shape()[0], 1024u);
+}
+
+TEST_F(BrokerTest, OnlyTheReservingClientFinishesAReservation) {
+  start();
+  auto mine = connect();
+  auto other = connect();
+  const std::uint64_t shape[] = {1024};
+  auto r = mine.reserve_put("main", "kv", "x", dtype::f64, shape).value();
+  EXPECT_EQ(r.bytes, 8192u);
+  EXPECT_EQ(r.offset % 4096, 0u);
+  EXPECT_EQ(other.commit_put("main", r.id).error().code, errc::not_found);
+  EXPECT_EQ(other.abort_put("main", r.id).error().code, errc::not_found);
+  auto reader = shm::reader::attach(ns_, "main").value();
+  EXPECT_FALSE(reader.contains("kv", "x").value());
+  ASSERT_TRUE(mine.commit_put("main", r.id));
+  EXPECT_TRUE(reader.contains("kv", "x").value());
+  EXPECT_EQ(mine.commit_put("main", r.id).error().code, errc::not_found);
+  // Given up: nothing published, nothing held.
+  const std::uint64_t before = bytes_used(mine);
+  auto r2 = mine.reserve_put("main", "kv", "y", dtype::u8, shape).value();
+  ASSERT_TRUE(mine.abort_put("main", r2.id));
+  EXPECT_EQ(bytes_used(mine), before);
+  EXPECT_FALSE(reader.contains("kv", "y").value());
+}
+
+TEST_F(BrokerTest, BadReservationsAreRefused) {
+  start();
+  auto c = connect();
+  const std::uint64_t shape[] = {16};
+  EXPECT_EQ(c.reserve_put("main", "kv", "x", static_cast<dtype>(99), shape).error().code,
+            errc::invalid_argument);
+  EXPECT_EQ(c.reserve_put("main", "nope", "x", dtype::u8, shape).error().code, errc::not_found);
+  EXPECT_EQ(c.reserve_put("nope", "kv", "x", dtype::u8, shape).error().code, errc::not_found);
+  const std::uint64_t huge[] = {std::uint64_t{1} << 62, 4};
+  EXPECT_EQ(c.reserve_put("main", "kv", "x", dtype::f32, huge).error().code, errc::limit_exceeded);
+  EXPECT_EQ(c.commit_put("main", 0).error().code, errc::invalid_argument);
+  EXPECT_EQ(c.commit_put("main", 77).error().code, errc::not_found);
+}
+
+TEST_F(BrokerTest, AClientThatDiesBeforeItsCommitLeaksNothing) {
+  auto o = options();
+  o.large_write_lease = 200ms;
+  start(std::move(o));
+  ASSERT_TRUE(broker_->start());
+  auto c = connect();
+  const std::uint64_t before = bytes_used(c);
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    client_options co;
+    co.runtime_dir = dir_;
+    co.ns = ns_;
+    auto cc = client::connect(co);
+    const std::uint64_t shape[] = {std::uint64_t{4} << 20};
+    const bool ok = cc && cc->reserve_put("main", "kv", "orphan", dtype::u8, shape);
+    ::_exit(ok ? 0 : 1);  // dies without committing
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  EXPECT_GT(bytes_used(c), before + (std::uint64_t{4} << 20));
+  const auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (bytes_used(c) != before && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(20ms);
+  }
+  EXPECT_EQ(bytes_used(c), before);
+  EXPECT_FALSE(shm::reader::attach(ns_, "main").value().contains("kv", "orphan").value());
+}
+
+}  // namespace
+}  // namespace slither
