@@ -206,8 +206,34 @@ Value Value::map(std::initializer_list<Map::value_type> entries) {
   return Value(Map(entries));
 }
 
+Value Value::map(std::vector<Map::value_type> entries) {
+  Map m;
+  m.reserve(entries.size());
+  for (auto& [k, v] : entries) m.try_emplace(std::move(k), std::move(v));
+  return Value(std::move(m));
+}
+
+Value Value::map(Map entries) noexcept {
+  return Value(std::move(entries));
+}
+
 Value Value::list(std::initializer_list<Value> entries) {
   return Value(List(entries));
+}
+
+Value Value::list(std::vector<Value> entries) {
+  return Value(
+      List(std::make_move_iterator(entries.begin()), std::make_move_iterator(entries.end())));
+}
+
+Value Value::list(List entries) noexcept {
+  return Value(std::move(entries));
+}
+
+void Value::throw_out_of_int64(unsigned long long i) {
+  throw error(errc::invalid_argument, "integer " + std::to_string(i) +
+                                          " does not fit a Value's int64 (at most " +
+                                          std::to_string(INT64_MAX) + ")");
 }
 
 void Value::throw_kind_mismatch(kind wanted) const {
