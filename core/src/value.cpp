@@ -471,9 +471,8 @@ result<Value> from_json(const json& j, std::uint32_t depth) {
       List l;
       l.reserve(j.size());
       for (const auto& e : j) {
-        auto r = from_json(e, depth + 1);
-        if (!r) return std::move(r).error();
-        l.push_back(std::move(*r));
+        SLITHER_TRY_ASSIGN(Value v, from_json(e, depth + 1));
+        l.push_back(std::move(v));
       }
       return Value(std::move(l));
     }
@@ -481,9 +480,8 @@ result<Value> from_json(const json& j, std::uint32_t depth) {
       Map m;
       m.reserve(j.size());
       for (const auto& [k, e] : j.items()) {
-        auto r = from_json(e, depth + 1);
-        if (!r) return std::move(r).error();
-        m.emplace(k, std::move(*r));
+        SLITHER_TRY_ASSIGN(Value v, from_json(e, depth + 1));
+        m.emplace(k, std::move(v));
       }
       return Value(std::move(m));
     }
