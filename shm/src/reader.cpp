@@ -275,6 +275,14 @@ struct reader::impl {
   std::shared_ptr<reader_core> core;
 };
 
+namespace {
+// What every read of a moved-from reader returns (its state went with the move).
+error_info moved_from() {
+  return fail(errc::invalid_argument,
+              "this shm::reader was moved from: use the reader it was moved to, or attach again");
+}
+}  // namespace
+
 reader::reader(std::unique_ptr<impl> p) noexcept : p_(std::move(p)) {}
 reader::reader(reader&&) noexcept = default;
 reader& reader::operator=(reader&&) noexcept = default;
@@ -312,16 +320,17 @@ result<reader> reader::attach(std::string_view ns, std::string_view name,
 }
 
 std::vector<std::string> reader::tables() const {
+  if (!p_) throw error(moved_from());
   return p_->core->table_names;
 }
 
 std::uint64_t reader::incarnation() const noexcept {
-  return p_->core->incarnation;
+  return p_ ? p_->core->incarnation : 0;
 }
 
 bool reader::store_closed() const noexcept {
-  return p_->core->header->state.load(std::memory_order_acquire) !=
-         static_cast<std::uint64_t>(detail::store_state::ready);
+  return !p_ || p_->core->header->state.load(std::memory_order_acquire) !=
+                    static_cast<std::uint64_t>(detail::store_state::ready);
 }
 
 namespace {
@@ -364,6 +373,7 @@ result<T> with_entry(reader_core& c, std::string_view table, std::string_view ke
 }  // namespace
 
 result<std::optional<Value>> reader::get(std::string_view table, std::string_view key) const {
+  if (!p_) return moved_from();
   reader_core& c = *p_->core;
   return with_entry<std::optional<Value>>(
       c, table, key, [&](const located& found, epoch_guard&) -> result<std::optional<Value>> {
@@ -377,6 +387,7 @@ result<std::optional<Value>> reader::get(std::string_view table, std::string_vie
 }
 
 result<std::vector<Value>> reader::get_all(std::string_view table, std::string_view key) const {
+  if (!p_) return moved_from();
   reader_core& c = *p_->core;
   return with_entry<std::vector<Value>>(
       c, table, key, [&](const located& found, epoch_guard&) -> result<std::vector<Value>> {
@@ -395,6 +406,7 @@ result<std::vector<Value>> reader::get_all(std::string_view table, std::string_v
 }
 
 result<std::optional<view>> reader::get_view(std::string_view table, std::string_view key) const {
+  if (!p_) return moved_from();
   reader_core& c = *p_->core;
   return with_entry<std::optional<view>>(
       c, table, key, [&](const located& found, epoch_guard& guard) -> result<std::optional<view>> {
@@ -406,9 +418,9 @@ result<std::optional<view>> reader::get_view(std::string_view table, std::string
       });
 }
 
-result<reader::peeked> reader::peek(
-    std::string_view table, std::string_view key,
-    const std::function<void(std::span<const std::byte>)>& fn) const {
+result<reader::peeked> reader::peek(std::string_view table, std::string_view key,
+                                    function_ref<void(std::span<const std::byte>)> fn) const {
+  if (!p_) return moved_from();
   reader_core& c = *p_->core;
   return with_entry<peeked>(
       c, table, key, [&](const located& found, epoch_guard&) -> result<peeked> {
@@ -424,12 +436,14 @@ result<reader::peeked> reader::peek(
 }
 
 result<bool> reader::contains(std::string_view table, std::string_view key) const {
+  if (!p_) return moved_from();
   return with_entry<bool>(
       *p_->core, table, key,
       [](const located& found, epoch_guard&) -> result<bool> { return found.e != nullptr; });
 }
 
 result<std::size_t> reader::size(std::string_view table) const {
+  if (!p_) return moved_from();
   reader_core& c = *p_->core;
   return with_index<std::size_t>(
       c, table, [&](std::uint32_t t, const index_header* ix, epoch_guard&) -> result<std::size_t> {
@@ -439,7 +453,8 @@ result<std::size_t> reader::size(std::string_view table) const {
 }
 
 result<void> reader::for_each(std::string_view table,
-                              const std::function<bool(std::string_view, const view&)>& fn) const {
+                              function_ref<bool(std::string_view, const view&)> fn) const {
+  if (!p_) return moved_from();
   reader_core& c = *p_->core;
   return with_index<void>(
       c, table, [&](std::uint32_t, const index_header* ix, epoch_guard& guard) -> result<void> {
@@ -463,6 +478,7 @@ result<void> reader::for_each(std::string_view table,
 
 result<std::vector<std::string>> reader::keys(std::string_view table,
                                               std::string_view prefix) const {
+  if (!p_) return moved_from();
   reader_core& c = *p_->core;
   return with_index<std::vector<std::string>>(
       c, table,
