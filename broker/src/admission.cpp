@@ -4,7 +4,6 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
-#include <spdlog/spdlog.h>
 #include <algorithm>
 #include <array>
 #include <charconv>
@@ -12,6 +11,8 @@
 #include <iterator>
 #include <vector>
 #include <zmq_addon.hpp>
+
+#include "broker_log.hpp"
 
 namespace slither::detail {
 namespace {
@@ -168,8 +169,9 @@ void admission::on_monitor() {
   }
   if (event == ZMQ_EVENT_ACCEPTED) connections_.emplace(fd, connection{peer_of_fd(fd)});
   if (event == ZMQ_EVENT_DISCONNECTED && on_close_) on_close_(fd);
-  spdlog::trace("connection event {} on descriptor {}: {} live, {} in use, {} approvals pending",
-                event, fd, connections_.size(), in_use_, approvals_);
+  broker_log().trace(
+      "connection event {} on descriptor {}: {} live, {} in use, {} approvals pending", event, fd,
+      connections_.size(), in_use_, approvals_);
   publish();
 }
 
@@ -261,8 +263,8 @@ void admission::on_zap() {
       }
     }
   }
-  spdlog::trace("handshake {}: {} in use, {} approvals pending", refusal ? "refused" : "admitted",
-                in_use_, approvals_);
+  broker_log().trace("handshake {}: {} in use, {} approvals pending",
+                     refusal ? "refused" : "admitted", in_use_, approvals_);
   if (refusal) {
     ++refused_;
     log_refusal(*refusal);
@@ -283,10 +285,10 @@ void admission::log_refusal(const std::string& reason) {
     return;
   }
   if (unlogged_ > 0) {
-    spdlog::warn("refused a connection: {} ({} more refused since the last report)", reason,
-                 unlogged_);
+    broker_log().warn("refused a connection: {} ({} more refused since the last report)", reason,
+                      unlogged_);
   } else {
-    spdlog::warn("refused a connection: {}", reason);
+    broker_log().warn("refused a connection: {}", reason);
   }
   last_log_ = now;
   unlogged_ = 0;

@@ -11,10 +11,12 @@ Broker::~Broker() {
 }
 
 result<void> Broker::start() {
+  detail::log_scope scope(p_->logger);
   return p_->start();
 }
 
 void Broker::stop() noexcept {
+  detail::log_scope scope(p_->logger);
   p_->stop();
 }
 

@@ -26,6 +26,7 @@
 #include <zmq.hpp>
 
 #include "admission.hpp"
+#include "broker_log.hpp"
 #include "dispatch_server.hpp"
 #include "metrics.hpp"
 #include "metrics_http.hpp"
@@ -155,7 +156,8 @@ struct serving_state {
 };
 
 struct Broker::impl {
-  explicit impl(broker_options o) : options(std::move(o)) {}
+  explicit impl(broker_options o)
+      : options(std::move(o)), logger(detail::make_broker_logger(options)) {}
 
   struct view_entry {
     view_scope scope;
@@ -164,6 +166,8 @@ struct Broker::impl {
   enum class phase { idle, running, stopping };
 
   broker_options options;
+  /// From `options.log`; null: spdlog's default logger (see broker_log.hpp).
+  std::shared_ptr<spdlog::logger> logger;
   std::string endpoint;
   std::filesystem::path dir;
   // This broker, or the dead one whose lock it took over, created `dir`.
@@ -296,5 +300,11 @@ struct Broker::impl {
   void shutdown() noexcept;
   void stop() noexcept;
 };
+
+namespace detail {
+/// The broker whose writer or serving thread this is (null on other threads):
+/// `Broker::write` from there would wait for the very thread that waits.
+inline thread_local const Broker::impl* own_thread_of = nullptr;
+}  // namespace detail
 
 }  // namespace slither

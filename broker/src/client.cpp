@@ -13,6 +13,8 @@
 #include <cstring>
 #include <iterator>
 #include <map>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <utility>
 #include <variant>
@@ -44,6 +46,26 @@ std::uint64_t fork_generation() noexcept {
   }();
   (void)registered;
   return forks.load(std::memory_order_relaxed);
+}
+
+// The ZeroMQ context every client of this process shares (one I/O thread and
+// one reaper, not two threads per client). A fork() child makes its own: the
+// parent's belongs to threads that do not exist there, and terminating it
+// could hang, so the child leaves it behind as clients do their sockets.
+std::shared_ptr<zmq::context_t> shared_context() {
+  static std::mutex mutex;
+  static std::shared_ptr<zmq::context_t> context;
+  static std::uint64_t generation = 0;
+  std::lock_guard lock(mutex);
+  const std::uint64_t now = fork_generation();
+  if (context && generation != now) {
+    (void)new std::shared_ptr<zmq::context_t>(std::move(context));
+  }
+  if (!context) {
+    context = std::make_shared<zmq::context_t>(1);
+    generation = now;
+  }
+  return context;
 }
 
 result<void> check_options(const client_options& options) {
@@ -86,7 +108,7 @@ std::string ms_text(std::chrono::milliseconds ms) {
 struct client::impl {
   client_options options;
   std::string endpoint;
-  zmq::context_t context{1};
+  std::shared_ptr<zmq::context_t> context = shared_context();
   zmq::socket_t socket;
   std::uint64_t next_id = 1;
   std::string ns;
@@ -97,7 +119,7 @@ struct client::impl {
 
   result<void> open() {
     try {
-      socket = zmq::socket_t(context, zmq::socket_type::dealer);
+      socket = zmq::socket_t(*context, zmq::socket_type::dealer);
       socket.set(zmq::sockopt::linger, 0);
       // Queue a request only on a finished connection: a send that cannot go
       // out before the deadline then means "no broker", with no ping needed.
@@ -126,8 +148,8 @@ struct client::impl {
   void renew_after_fork() {
     forked = fork_generation();
     (void)new zmq::socket_t(std::move(socket));
-    (void)new zmq::context_t(std::move(context));
-    context = zmq::context_t(1);
+    (void)new std::shared_ptr<zmq::context_t>(std::move(context));
+    context = shared_context();
     (void)open();
   }
 

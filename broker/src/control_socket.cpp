@@ -5,7 +5,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <spdlog/spdlog.h>
 #include <algorithm>
 
 #include "broker_impl.hpp"
@@ -71,15 +70,16 @@ std::size_t Broker::impl::fit_max_clients() const {
     if (::setrlimit(RLIMIT_NOFILE, &lim) != 0) {
       lim.rlim_cur = before;
     } else {
-      spdlog::debug("open-file limit raised from {} to {}", before, lim.rlim_cur);
+      detail::broker_log().debug("open-file limit raised from {} to {}", before, lim.rlim_cur);
     }
   }
   if (lim.rlim_cur == RLIM_INFINITY) return options.max_clients;
   const auto fds = static_cast<std::size_t>(lim.rlim_cur);
   const std::size_t fit = fds > detail::reserved_fds ? (fds - detail::reserved_fds) / 2 : 1;
   if (options.max_clients <= fit) return options.max_clients;
-  spdlog::warn("max_clients {} lowered to {}: the open-file limit is {} (raise it with ulimit -n)",
-               options.max_clients, std::max<std::size_t>(fit, 1), fds);
+  detail::broker_log().warn(
+      "max_clients {} lowered to {}: the open-file limit is {} (raise it with ulimit -n)",
+      options.max_clients, std::max<std::size_t>(fit, 1), fds);
   return std::max<std::size_t>(fit, 1);
 }
 

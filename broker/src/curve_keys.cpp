@@ -155,12 +155,11 @@ result<std::string> curve_public_of(const std::string& secret_key) {
 }
 
 result<std::string> read_key_file(const fs::path& file) {
-  auto text = read_private(file, "key file");
-  if (!text) return std::move(text).error();
+  SLITHER_TRY_ASSIGN(const std::string text, read_private(file, "key file"));
   std::string key;
   const std::string label = "key file " + quote(file);
-  auto r = for_each_key_line(
-      *text, label, [&](std::size_t line, std::string_view found) -> result<void> {
+  SLITHER_TRY(
+      for_each_key_line(text, label, [&](std::size_t line, std::string_view found) -> result<void> {
         if (!key.empty()) {
           return fail(errc::invalid_argument,
                       "key file " + quote(file) + ":" + std::to_string(line) + ": a second key");
@@ -172,19 +171,17 @@ result<std::string> read_key_file(const fs::path& file) {
         }
         key = found;
         return {};
-      });
-  if (!r) return std::move(r).error();
+      }));
   if (key.empty()) return fail(errc::invalid_argument, "key file " + quote(file) + " holds no key");
   return key;
 }
 
 result<std::set<std::string>> read_allow_list(const fs::path& file) {
-  auto text = read_private(file, "allow-list");
-  if (!text) return std::move(text).error();
+  SLITHER_TRY_ASSIGN(const std::string text, read_private(file, "allow-list"));
   std::set<std::string> keys;
   const std::string label = "allow-list " + quote(file);
-  auto r = for_each_key_line(
-      *text, label, [&](std::size_t line, std::string_view found) -> result<void> {
+  SLITHER_TRY(
+      for_each_key_line(text, label, [&](std::size_t line, std::string_view found) -> result<void> {
         if (!is_z85_key(found)) {
           return fail(errc::invalid_argument, "allow-list " + quote(file) + ":" +
                                                   std::to_string(line) +
@@ -192,8 +189,7 @@ result<std::set<std::string>> read_allow_list(const fs::path& file) {
         }
         keys.emplace(found);
         return {};
-      });
-  if (!r) return std::move(r).error();
+      }));
   if (keys.empty()) {
     return fail(errc::invalid_argument,
                 "allow-list " + quote(file) + " holds no key: no client could connect");
@@ -213,7 +209,7 @@ result<curve_key_pair> write_key_pair(const fs::path& base) {
   if (std::error_code ec; fs::exists(public_file, ec)) {
     return fail(errc::already_exists, quote(public_file) + " exists; not replacing a key file");
   }
-  if (auto r = write_new(secret_file, pair.secret_key + "\n"); !r) return std::move(r).error();
+  SLITHER_TRY(write_new(secret_file, pair.secret_key + "\n"));
   if (auto r = write_new(public_file, pair.public_key + "\n"); !r) {
     ::unlink(secret_file.c_str());
     return std::move(r).error();

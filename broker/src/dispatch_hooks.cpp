@@ -4,7 +4,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <spdlog/spdlog.h>
 #include <regex>
 
 #include "broker_impl.hpp"
@@ -26,8 +25,8 @@ bool is_pool_socket_name(const std::string& name) {
 result<void> Broker::impl::prepare_pools() {
   // The namespace lock is held: whatever a broker left here is a dead one's.
   if (const auto killed = detail::worker_records(dir).kill_leftovers(); killed > 0) {
-    spdlog::warn("killed {} worker(s) left behind by a dead broker of namespace '{}'", killed,
-                 options.ns);
+    detail::broker_log().warn("killed {} worker(s) left behind by a dead broker of namespace '{}'",
+                              killed, options.ns);
   }
   std::error_code ec;
   for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {

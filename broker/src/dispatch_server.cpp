@@ -1,7 +1,6 @@
 #include "dispatch_server.hpp"
 
-#include <spdlog/spdlog.h>
-
+#include "broker_log.hpp"
 #include "job_wire.hpp"
 #include "zmq_frames.hpp"
 
@@ -332,7 +331,7 @@ void dispatch_server::send(const std::string& identity, std::vector<zmq::message
                                         : zmq::send_flags::dontwait);
     }
   } catch (const zmq::error_t& e) {
-    spdlog::debug("a dispatch message to a client was dropped: {}", e.what());
+    broker_log().debug("a dispatch message to a client was dropped: {}", e.what());
   }
   if (kick_) kick_();
 }
@@ -345,7 +344,7 @@ void dispatch_server::on_connection_closed(int fd) {
   }
   for (const auto id : gone) {
     job& j = jobs_.at(id);
-    spdlog::info("dispatch job {}: its client's connection closed; cancelling it", id);
+    broker_log().info("dispatch job {}: its client's connection closed; cancelling it", id);
     worker_pool* pool = j.pool;
     pool->engine().close_job(j.engine_job, clock::now());
     forget(j);
@@ -364,8 +363,8 @@ void dispatch_server::check_idle() {
   }
   for (const auto id : idle) {
     job& j = jobs_.at(id);
-    spdlog::warn("dispatch job {}: its client read nothing for {} ms; cancelling it", id,
-                 j.idle_timeout.count());
+    broker_log().warn("dispatch job {}: its client read nothing for {} ms; cancelling it", id,
+                      j.idle_timeout.count());
     end(j, failure_of(failure_kind::cancelled, "the client read no results for " +
                                                    std::to_string(j.idle_timeout.count()) + " ms"));
     worker_pool* pool = j.pool;

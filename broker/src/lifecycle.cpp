@@ -5,7 +5,6 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include <spdlog/spdlog.h>
 #include <boost/asio/post.hpp>
 #include <cerrno>
 #include <csignal>
@@ -53,11 +52,12 @@ void Broker::impl::install_signals() {
       again = stop_requested || state == phase::stopping;
     }
     if (again) {
-      spdlog::warn("signal {} received again: stopping at once", signo);
+      detail::broker_log().warn("signal {} received again: stopping at once", signo);
       stop_at_once();
       return;
     }
-    spdlog::info("signal {} received: stopping (send it again to stop at once)", signo);
+    detail::broker_log().info("signal {} received: stopping (send it again to stop at once)",
+                              signo);
     request_stop();
     // Listen on: a second signal must not wait for the graceful stop.
     if (auto h = handler.lock()) s->signals->async_wait(*h);
@@ -175,6 +175,8 @@ result<void> Broker::impl::start() {
     if (signals_wanted) install_signals();
   }
   s->writer_thread = std::thread([this] {
+    detail::log_scope scope(logger);
+    detail::own_thread_of = this;
     while (auto job = s->queue.pop()) {
       job->run();
       s->queue.finish();
@@ -190,6 +192,8 @@ result<void> Broker::impl::start() {
   s->control->start();
   schedule_reclaim();
   s->serving_thread = std::thread([this] {
+    detail::log_scope scope(logger);
+    detail::own_thread_of = this;
     auto guard = asio::make_work_guard(s->io);
     // A handler that throws is a bug, but it must not take the broker down:
     // log it and keep serving (io_context::run may be called again).
@@ -198,13 +202,13 @@ result<void> Broker::impl::start() {
         s->io.run();
         return;
       } catch (const std::exception& e) {
-        spdlog::error("broker event loop: unexpected exception: {}", e.what());
+        detail::broker_log().error("broker event loop: unexpected exception: {}", e.what());
       }
     }
   });
   serve_metrics();
-  spdlog::info("broker for namespace '{}' serving {} store(s) at {}", options.ns, s->stores.size(),
-               endpoint);
+  detail::broker_log().info("broker for namespace '{}' serving {} store(s) at {}", options.ns,
+                            s->stores.size(), endpoint);
   return {};
 }
 
@@ -230,7 +234,7 @@ result<void> Broker::impl::claim_runtime_dir(serving_state& st) {
     return refuse(fail(errc::invalid_argument,
                        "control_endpoint '" + endpoint + "' must be ipc:// or tcp://"));
   } else if (!options.curve_secret_key_file.empty()) {
-    spdlog::warn(
+    detail::broker_log().warn(
         "CURVE keys apply to tcp endpoints only; the ipc endpoint '{}' is guarded by "
         "its owner-only directory and the peer's uid",
         endpoint);
@@ -280,7 +284,8 @@ void Broker::impl::remove_runtime_dir() noexcept {
   if (!owns_dir) return;
   // Only what we made: a runtime directory that holds anything else stays.
   if (::rmdir(dir.c_str()) != 0 && errno != ENOENT) {
-    spdlog::warn("runtime directory '{}' not removed: {}", dir.string(), std::strerror(errno));
+    detail::broker_log().warn("runtime directory '{}' not removed: {}", dir.string(),
+                              std::strerror(errno));
   }
   owns_dir = false;
 }
@@ -299,7 +304,7 @@ void Broker::impl::shutdown() noexcept {
   st.queue.close();
   st.writer_thread.join();
   if (const auto abandoned = st.views->stop(options.stop_grace); abandoned > 0) {
-    spdlog::warn(
+    detail::broker_log().warn(
         "{} view call(s) still running {}: abandoned to their threads", abandoned,
         hurry ? "at a stop at once"
               : "after the stop grace of " + std::to_string(options.stop_grace.count()) + " ms");
@@ -328,7 +333,7 @@ void Broker::impl::shutdown() noexcept {
   for (auto& [name, w] : st.stores) w.close();
   s.reset();  // unlinks the lock file, then unlocks
   remove_runtime_dir();
-  spdlog::info("broker for namespace '{}' stopped", options.ns);
+  detail::broker_log().info("broker for namespace '{}' stopped", options.ns);
 }
 
 void Broker::impl::stop() noexcept {
@@ -348,6 +353,7 @@ void Broker::impl::stop() noexcept {
 }
 
 void Broker::wait() {
+  detail::log_scope scope(p_->logger);
   {
     std::unique_lock lock(p_->life_mutex);
     p_->life_cv.wait(lock, [&] { return p_->state != impl::phase::running || p_->stop_requested; });

@@ -1,7 +1,6 @@
 // Where metrics join the broker: the `stats` reply's "metrics" map, the
 // metrics endpoint's figures gathered through the serving and writer
 // threads, and the endpoint's place in start and stop.
-#include <spdlog/spdlog.h>
 
 #include "broker_impl.hpp"
 #include "guarded.hpp"
@@ -71,7 +70,7 @@ void Broker::impl::serve_metrics() {
     });
     if (!posted) done(fail(errc::shutting_down, "the broker is stopping"));
   });
-  spdlog::info("metrics at http://{}/metrics", metrics_address);
+  detail::broker_log().info("metrics at http://{}/metrics", metrics_address);
 }
 
 void Broker::impl::close_metrics() noexcept {

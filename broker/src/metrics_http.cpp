@@ -1,6 +1,5 @@
 #include "metrics_http.hpp"
 
-#include <spdlog/spdlog.h>
 #include <atomic>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -10,6 +9,7 @@
 #include <optional>
 #include <thread>
 
+#include "broker_log.hpp"
 #include "view_runner.hpp"
 
 namespace slither::detail {
@@ -96,7 +96,7 @@ class session : public std::enable_shared_from_this<session> {
       return close();
     }
     if (ec) {
-      spdlog::debug("metrics endpoint: bad request: {}", ec.message());
+      broker_log().debug("metrics endpoint: bad request: {}", ec.message());
       return respond(http::status::bad_request, "bad request\n");
     }
     const auto& req = parser_->get();
@@ -223,13 +223,14 @@ void metrics_http::serve(collector collect) {
   if (p_->thread.joinable() || p_->stopped) return;
   p_->collect = std::move(collect);
   p_->accept();
-  p_->thread = std::thread([p = p_.get()] {
+  p_->thread = std::thread([p = p_.get(), logger = current_broker_logger()] {
+    log_scope scope(logger);
     for (;;) {
       try {
         p->io->run();
         return;
       } catch (const std::exception& e) {
-        spdlog::error("metrics endpoint: unexpected exception: {}", e.what());
+        broker_log().error("metrics endpoint: unexpected exception: {}", e.what());
       }
     }
   });

@@ -1,7 +1,8 @@
 #include "polled_socket.hpp"
 
-#include <spdlog/spdlog.h>
 #include <boost/asio/post.hpp>
+
+#include "broker_log.hpp"
 
 namespace slither::detail {
 
@@ -68,7 +69,7 @@ void polled_socket::drain() {
     try {
       on_message_(socket_);
     } catch (const zmq::error_t& e) {
-      spdlog::warn("socket receive failed: {}", e.what());
+      broker_log().warn("socket receive failed: {}", e.what());
       return;
     }
   }

@@ -3,13 +3,13 @@
 // whose workers cannot start apart from one whose workers merely die.
 #include <unistd.h>
 
-#include <spdlog/spdlog.h>
 #include <array>
 #include <csignal>
 #include <cstdlib>
 #include <random>
 #include <thread>
 
+#include "broker_log.hpp"
 #include "worker_pool.hpp"
 
 extern char** environ;  // NOLINT: POSIX
@@ -89,7 +89,7 @@ void worker_pool::spawn(slot& s) {
   s.pid = child->pid();
   s.child.emplace(std::move(*child));
   records_.add(s.pid);
-  spdlog::debug("pool '{}': spawned worker process {} ({})", opts_.name, s.pid, spec.argv[0]);
+  broker_log().debug("pool '{}': spawned worker process {} ({})", opts_.name, s.pid, spec.argv[0]);
   s.output.reset();
   if (const int fd = s.child->take_output(); fd >= 0) s.output.emplace(*host_.io, fd);
   read_output(s);
@@ -122,12 +122,13 @@ void worker_pool::read_output(slot& s) {
         if (s.tail.size() > tail_bytes) s.tail.erase(0, s.tail.size() - tail_bytes);
         for (auto nl = s.partial_line.find('\n'); nl != std::string::npos;
              nl = s.partial_line.find('\n')) {
-          spdlog::info("[{}/{}] {}", opts_.name, pid, s.partial_line.substr(0, nl));
+          broker_log().info("[{}/{}] {}", opts_.name, pid, s.partial_line.substr(0, nl));
           s.partial_line.erase(0, nl + 1);
         }
         if (!ec) return read_output(s);
         // The end of its output: it exited (or the pool stops).
-        if (!s.partial_line.empty()) spdlog::info("[{}/{}] {}", opts_.name, pid, s.partial_line);
+        if (!s.partial_line.empty())
+          broker_log().info("[{}/{}] {}", opts_.name, pid, s.partial_line);
         s.partial_line.clear();
       });
 }
@@ -158,7 +159,7 @@ void worker_pool::on_exit(slot& s, int status) {
 void worker_pool::start_failed(slot& s, const std::string& why) {
   ++s.failures;
   ++start_failures_;
-  spdlog::warn("pool '{}': {}", opts_.name, why);
+  broker_log().warn("pool '{}': {}", opts_.name, why);
   if (start_failures_ >= opts_.max_start_failures) {
     dispatch_error e = failure_of(
         failure_kind::circuit_open,
@@ -167,7 +168,7 @@ void worker_pool::start_failed(slot& s, const std::string& why) {
     e.type = "pool_failed";
     const bool first = !failing_;
     failing_ = e;
-    if (first) spdlog::error("{}", e.message);
+    if (first) broker_log().error("{}", e.message);
     (void)engine_.handle(pool_failed{std::move(e)}, clock::now());
     apply();
   }

@@ -68,14 +68,14 @@ std::string holder_pid(int fd) {
 }  // namespace
 
 result<bool> ensure_private_dir(const fs::path& dir) {
-  if (auto r = check_ancestors(dir, true); !r) return std::move(r).error();
+  SLITHER_TRY(check_ancestors(dir, true));
   bool created = true;
   if (::mkdir(dir.c_str(), 0700) != 0) {
     if (errno != EEXIST)
       return io_fail("cannot create runtime directory " + quote_path(dir), errno);
     created = false;
   }
-  if (auto r = check_private_dir(dir); !r) return std::move(r).error();
+  SLITHER_TRY(check_private_dir(dir));
   return created;
 }
 

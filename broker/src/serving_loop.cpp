@@ -1,6 +1,5 @@
 // The serving loop: the control socket (ROUTER) read on the serving thread's
 // Asio loop frame by frame, each request framed and routed, replies sent.
-#include <spdlog/spdlog.h>
 #include <boost/asio/post.hpp>
 
 #include "broker_impl.hpp"
@@ -55,8 +54,8 @@ std::vector<buffer> encode_reply(std::uint64_t id, const result<Value>& r,
 
 std::vector<buffer> Broker::impl::reply_frames(std::uint64_t id, const result<Value>& r) {
   if (!r) {
-    spdlog::debug("request {} failed: {}: {}", id, to_string(r.error().code),
-                  detail::capped_message(r.error().message));
+    detail::broker_log().debug("request {} failed: {}: {}", id, to_string(r.error().code),
+                               detail::capped_message(r.error().message));
   }
   auto frames = detail::encode_reply(id, r, options.max_reply_bytes);
   if (protocol::decode_header(frames[0])->type == message_type::reply_error) {
@@ -81,7 +80,7 @@ void Broker::impl::send(const std::string& identity, const std::vector<buffer>& 
     (void)s->router.send(zmq::buffer(frames[1].data(), frames[1].size()),
                          zmq::send_flags::dontwait);
   } catch (const zmq::error_t& e) {
-    spdlog::debug("a reply to a peer was dropped: {}", e.what());
+    detail::broker_log().debug("a reply to a peer was dropped: {}", e.what());
   }
   // ZMQ_FD is edge-like: a send may have consumed the edge of a waiting request.
   if (s->control) s->control->kick();
@@ -193,7 +192,7 @@ void Broker::impl::on_request(std::string identity, zmq::message_t& header, zmq:
   }
   auto args = decode_args(type, *payload);
   if (!args) return reply(identity, id, std::move(args).error());
-  spdlog::debug("request {} '{}'", id, protocol::to_string(type));
+  detail::broker_log().debug("request {} '{}'", id, protocol::to_string(type));
   if (detail::is_dispatch_request(type)) {
     return handle_dispatch(std::move(identity), fd, id, type, *args, batch);
   }

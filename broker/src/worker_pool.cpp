@@ -1,12 +1,12 @@
 // The worker pool's sockets and workers: joins, batches out, answers in,
 // heartbeats both ways, recycling, and the engine it drives.
 #include "worker_pool.hpp"
+#include "broker_log.hpp"
 
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
-#include <spdlog/spdlog.h>
 #include <algorithm>
 #include <boost/asio/post.hpp>
 #include <csignal>
@@ -110,7 +110,8 @@ result<void> worker_pool::start() {
     }
     arm_tick();
   });
-  spdlog::info("pool '{}': {} worker(s), results at {}", opts_.name, opts_.size, results_endpoint_);
+  broker_log().info("pool '{}': {} worker(s), results at {}", opts_.name, opts_.size,
+                    results_endpoint_);
   return {};
 }
 
@@ -222,8 +223,8 @@ result<Value> worker_pool::join(const Map& args) {
                   {"ns", host_.ns},
                   {"stores", std::move(stores)},
                   {"pool", opts_.name}});
-  spdlog::debug("pool '{}': worker {} (pid {}{}) joined at {}", opts_.name, w->id, w->pid,
-                spawned != nullptr ? ", spawned" : "", w->endpoint);
+  broker_log().debug("pool '{}': worker {} (pid {}{}) joined at {}", opts_.name, w->id, w->pid,
+                     spawned != nullptr ? ", spawned" : "", w->endpoint);
   workers_.emplace(w->id, std::move(w));
   return reply;
 }
@@ -243,7 +244,7 @@ bool worker_pool::try_send(worker& w, std::vector<zmq::message_t>& frames) {
                          i + 1 < frames.size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
     }
   } catch (const zmq::error_t& e) {
-    spdlog::debug("pool '{}': sending to worker {} failed: {}", opts_.name, w.id, e.what());
+    broker_log().debug("pool '{}': sending to worker {} failed: {}", opts_.name, w.id, e.what());
     return true;  // dropped: the worker is going away, its batches with it
   }
   w.last_sent = clock::now();
@@ -265,7 +266,8 @@ void worker_pool::wait_writable(worker& w) {
     try {
       w.fd.emplace(*host_.io, w.tasks.get(zmq::sockopt::fd));
     } catch (const std::exception& e) {
-      spdlog::warn("pool '{}': cannot wait on worker {}'s socket: {}", opts_.name, w.id, e.what());
+      broker_log().warn("pool '{}': cannot wait on worker {}'s socket: {}", opts_.name, w.id,
+                        e.what());
       return;
     }
   }
@@ -340,8 +342,8 @@ void worker_pool::kill(worker_id id, const dispatch_error& reason) {
   const auto it = workers_.find(id);
   if (it == workers_.end()) return;
   worker& w = *it->second;
-  spdlog::warn("pool '{}': killing worker {} (pid {}): {}", opts_.name, w.id, w.pid,
-               reason.describe());
+  broker_log().warn("pool '{}': killing worker {} (pid {}): {}", opts_.name, w.id, w.pid,
+                    reason.describe());
   if (w.spawned != nullptr && w.spawned->child) {
     w.spawned->child->signal(SIGKILL);
   } else {
@@ -359,7 +361,7 @@ void worker_pool::retire(worker_id id) {
   w.retiring = true;
   w.retired_at = clock::now();
   ++recycled_;
-  spdlog::debug("pool '{}': retiring worker {} after {} batches", opts_.name, w.id, w.batches);
+  broker_log().debug("pool '{}': retiring worker {} after {} batches", opts_.name, w.id, w.batches);
   send_control(w, wp::message_type::stop, 0);
 }
 
@@ -372,7 +374,7 @@ void worker_pool::on_results(zmq::socket_t& socket) {
   const auto h = wp::decode_message(frames, wp::direction::to_broker);
   if (!h) {
     ++rejected_;
-    spdlog::debug("pool '{}': dropped a worker message: {}", opts_.name, h.error().message);
+    broker_log().debug("pool '{}': dropped a worker message: {}", opts_.name, h.error().message);
     return;
   }
   const auto it = workers_.find(h->worker);
@@ -463,9 +465,9 @@ void worker_pool::check_recycling(worker& w) {
   const bool too_big = opts_.max_rss_mib > 0 && w.rss > opts_.max_rss_mib * 1024 * 1024;
   if (!too_many && !too_big) return;
   w.retiring = true;  // the engine's retire_worker action follows once it is empty
-  spdlog::debug("pool '{}': recycling worker {}: {}", opts_.name, w.id,
-                too_many ? std::to_string(w.batches) + " batches"
-                         : std::to_string(w.rss >> 20) + " MiB resident");
+  broker_log().debug("pool '{}': recycling worker {}: {}", opts_.name, w.id,
+                     too_many ? std::to_string(w.batches) + " batches"
+                              : std::to_string(w.rss >> 20) + " MiB resident");
   (void)engine_.drain_worker(w.id, clock::now());
 }
 
@@ -486,7 +488,7 @@ void worker_pool::drop(worker_id id, const std::string& why, bool expected, bool
   if (tell && w->hello) {
     (void)engine_.handle(worker_left{id, why, expected}, clock::now());
   }
-  spdlog::debug("pool '{}': worker {} (pid {}) left: {}", opts_.name, id, w->pid, why);
+  broker_log().debug("pool '{}': worker {} (pid {}) left: {}", opts_.name, id, w->pid, why);
 }
 
 // --- time ---
@@ -524,7 +526,7 @@ void worker_pool::on_tick() {
   }
   for (const auto& [id, why] : dead) {
     worker& w = *workers_.at(id);
-    spdlog::warn("pool '{}': worker {} (pid {}) {}: replacing it", opts_.name, id, w.pid, why);
+    broker_log().warn("pool '{}': worker {} (pid {}) {}: replacing it", opts_.name, id, w.pid, why);
     if (w.spawned != nullptr && w.spawned->child) w.spawned->child->signal(SIGKILL);
     drop(id, why, w.retiring);
   }
@@ -569,7 +571,7 @@ void worker_pool::apply() {
       listener_.on_moved(*this, *m);
     } else if (auto* c = std::get_if<circuit_opened>(&*a)) {
       if (!stopping_)
-        spdlog::error("pool '{}': dispatch paused: {}", opts_.name, c->error.describe());
+        broker_log().error("pool '{}': dispatch paused: {}", opts_.name, c->error.describe());
     }
     // input_wanted: clients count their own window (see dispatch.hpp).
   }

@@ -7,7 +7,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <spdlog/spdlog.h>
 #include <cerrno>
 #include <csignal>
 #include <cstdlib>
@@ -15,6 +14,8 @@
 #include <fstream>
 #include <sstream>
 #include <utility>
+
+#include "broker_log.hpp"
 
 namespace slither::detail {
 namespace {
@@ -233,14 +234,15 @@ worker_records::worker_records(std::filesystem::path runtime_dir)
 void worker_records::add(pid_t pid) const {
   std::error_code ec;
   if (::mkdir(dir_.c_str(), 0700) != 0 && errno != EEXIST) {
-    spdlog::warn("cannot record worker {} in '{}': {}", pid, dir_.string(), std::strerror(errno));
+    broker_log().warn("cannot record worker {} in '{}': {}", pid, dir_.string(),
+                      std::strerror(errno));
     return;
   }
   const auto start = process_start_time(pid);
   const auto file = dir_ / std::to_string(pid);
   const int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
   if (fd < 0) {
-    spdlog::warn("cannot record worker {}: {}", pid, std::strerror(errno));
+    broker_log().warn("cannot record worker {}: {}", pid, std::strerror(errno));
     return;
   }
   const std::string text = std::to_string(start.value_or(0)) + "\n";
@@ -276,7 +278,7 @@ std::size_t worker_records::kill_leftovers() const {
     if (recorded != 0 && actual && *actual == recorded) {
       if (::kill(static_cast<pid_t>(pid), SIGKILL) == 0) {
         ++killed;
-        spdlog::warn("killed worker {} left behind by a dead broker", pid);
+        broker_log().warn("killed worker {} left behind by a dead broker", pid);
       }
     }
     ::unlink(entry.path().c_str());

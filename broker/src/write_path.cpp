@@ -313,8 +313,14 @@ void Broker::impl::schedule_reclaim() {
   });
 }
 
-result<void> Broker::write(std::string_view store,
-                           const std::function<result<void>(shm::writer&)>& fn) {
+result<void> Broker::write(std::string_view store, function_ref<result<void>(shm::writer&)> fn) {
+  if (detail::own_thread_of == p_.get()) {
+    return fail(errc::invalid_argument,
+                "Broker::write to '" + std::string(store) +
+                    "' from the broker's own writer or serving thread (inside a write's "
+                    "function, or a telemetry handler it runs): it would wait for itself; use "
+                    "the shm::writer the running write was given, or another thread");
+  }
   std::promise<result<void>> done;
   auto answer = done.get_future();
   {

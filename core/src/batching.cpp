@@ -77,7 +77,7 @@ batcher::batcher(batch_strategy strategy)
     : strategy_(std::move(strategy)), max_items_(max_batch_items(strategy_)) {}
 
 result<batcher> batcher::create(batch_strategy strategy) {
-  if (auto v = validate(strategy); !v) return std::move(v).error();
+  SLITHER_TRY(validate(strategy));
   return batcher(std::move(strategy));
 }
 
@@ -212,14 +212,11 @@ result<std::vector<std::vector<Item>>> make_batches(std::vector<Item> items,
   if (std::holds_alternative<preformed_batch>(strategy)) {
     return fail(errc::invalid_argument, "make_batches: preformed batches are already made");
   }
-  auto b = batcher::create(strategy);
-  if (!b) return std::move(b).error();
-  for (auto& item : items) {
-    if (auto r = b->push(std::move(item)); !r) return std::move(r).error();
-  }
-  b->flush();
+  SLITHER_TRY_ASSIGN(batcher b, batcher::create(strategy));
+  for (auto& item : items) SLITHER_TRY(b.push(std::move(item)));
+  b.flush();
   std::vector<std::vector<Item>> out;
-  while (auto batch = b->pop()) out.push_back(std::move(batch->items));
+  while (auto batch = b.pop()) out.push_back(std::move(batch->items));
   return out;
 }
 

@@ -469,12 +469,11 @@ result<job_id> dispatch_engine::open_job(dispatch_options options, time_point no
   if (s_->circuit_until) {
     return fail(errc::unavailable, "dispatch is paused: " + s_->circuit_error.describe());
   }
-  if (auto v = validate(options); !v) return std::move(v).error();
-  auto input = batcher::create(options.batching);
-  if (!input) return std::move(input).error();
+  SLITHER_TRY(validate(options));
+  SLITHER_TRY_ASSIGN(batcher input, batcher::create(options.batching));
   const job_id id = s_->next_job++;
   s_->jobs.emplace(std::piecewise_construct, std::forward_as_tuple(id),
-                   std::forward_as_tuple(id, std::move(options), std::move(*input)));
+                   std::forward_as_tuple(id, std::move(options), std::move(input)));
   s_->after_call(now);
   return id;
 }

@@ -59,6 +59,12 @@ const std::error_category& slither_category() noexcept {
   return instance;
 }
 
+namespace detail {
+void throw_bad_result_access(const char* what) {
+  throw error(errc::internal, what);
+}
+}  // namespace detail
+
 error::error(errc code, const std::string& message)
     : std::runtime_error(std::string(to_string(code)) + ": " + message), code_(code) {}
 

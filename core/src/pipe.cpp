@@ -170,8 +170,7 @@ std::vector<std::pair<std::string, python_options>> Pipe::python_stages() const 
 }
 
 result<void> Pipe::validate() const {
-  auto c = detail::compile(*def_);
-  if (!c) return std::move(c).error();
+  SLITHER_TRY(detail::compile(*def_));
   return {};
 }
 

@@ -206,7 +206,7 @@ class local_batch_runner final : public batch_runner {
 
   result<std::unique_ptr<batch_job>> open(const dispatch_options& options,
                                           const std::string&) override {
-    if (auto v = validate(options); !v) return std::move(v).error();
+    SLITHER_TRY(validate(options));
     // An empty job checks the function's name now, as a broker's open does.
     if (auto probe = pool_.stream(options, [] { return std::optional<Item>(); }); !probe) {
       return std::move(probe).error();

@@ -206,8 +206,34 @@ Value Value::map(std::initializer_list<Map::value_type> entries) {
   return Value(Map(entries));
 }
 
+Value Value::map(std::vector<Map::value_type> entries) {
+  Map m;
+  m.reserve(entries.size());
+  for (auto& [k, v] : entries) m.try_emplace(std::move(k), std::move(v));
+  return Value(std::move(m));
+}
+
+Value Value::map(Map entries) noexcept {
+  return Value(std::move(entries));
+}
+
 Value Value::list(std::initializer_list<Value> entries) {
   return Value(List(entries));
+}
+
+Value Value::list(std::vector<Value> entries) {
+  return Value(
+      List(std::make_move_iterator(entries.begin()), std::make_move_iterator(entries.end())));
+}
+
+Value Value::list(List entries) noexcept {
+  return Value(std::move(entries));
+}
+
+void Value::throw_out_of_int64(unsigned long long i) {
+  throw error(errc::invalid_argument, "integer " + std::to_string(i) +
+                                          " does not fit a Value's int64 (at most " +
+                                          std::to_string(INT64_MAX) + ")");
 }
 
 void Value::throw_kind_mismatch(kind wanted) const {
@@ -445,9 +471,8 @@ result<Value> from_json(const json& j, std::uint32_t depth) {
       List l;
       l.reserve(j.size());
       for (const auto& e : j) {
-        auto r = from_json(e, depth + 1);
-        if (!r) return std::move(r).error();
-        l.push_back(std::move(*r));
+        SLITHER_TRY_ASSIGN(Value v, from_json(e, depth + 1));
+        l.push_back(std::move(v));
       }
       return Value(std::move(l));
     }
@@ -455,9 +480,8 @@ result<Value> from_json(const json& j, std::uint32_t depth) {
       Map m;
       m.reserve(j.size());
       for (const auto& [k, e] : j.items()) {
-        auto r = from_json(e, depth + 1);
-        if (!r) return std::move(r).error();
-        m.emplace(k, std::move(*r));
+        SLITHER_TRY_ASSIGN(Value v, from_json(e, depth + 1));
+        m.emplace(k, std::move(v));
       }
       return Value(std::move(m));
     }

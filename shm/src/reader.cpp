@@ -306,6 +306,14 @@ struct reader::impl {
   std::shared_ptr<reader_core> core;
 };
 
+namespace {
+// What every read of a moved-from reader returns (its state went with the move).
+error_info moved_from() {
+  return fail(errc::invalid_argument,
+              "this shm::reader was moved from: use the reader it was moved to, or attach again");
+}
+}  // namespace
+
 reader::reader(std::unique_ptr<impl> p) noexcept : p_(std::move(p)) {}
 reader::reader(reader&&) noexcept = default;
 reader& reader::operator=(reader&&) noexcept = default;
@@ -343,16 +351,17 @@ result<reader> reader::attach(std::string_view ns, std::string_view name,
 }
 
 std::vector<std::string> reader::tables() const {
+  if (!p_) throw error(moved_from());
   return p_->core->live_tables();
 }
 
 std::uint64_t reader::incarnation() const noexcept {
-  return p_->core->incarnation;
+  return p_ ? p_->core->incarnation : 0;
 }
 
 bool reader::store_closed() const noexcept {
-  return p_->core->header->state.load(std::memory_order_acquire) !=
-         static_cast<std::uint64_t>(detail::store_state::ready);
+  return !p_ || p_->core->header->state.load(std::memory_order_acquire) !=
+                    static_cast<std::uint64_t>(detail::store_state::ready);
 }
 
 namespace {
@@ -399,6 +408,7 @@ result<T> with_entry(reader_core& c, std::string_view table, std::string_view ke
 }  // namespace
 
 result<std::optional<Value>> reader::get(std::string_view table, std::string_view key) const {
+  if (!p_) return moved_from();
   reader_core& c = *p_->core;
   return with_entry<std::optional<Value>>(
       c, table, key, [&](const located& found, epoch_guard&) -> result<std::optional<Value>> {
@@ -414,6 +424,7 @@ result<std::optional<Value>> reader::get(std::string_view table, std::string_vie
 result<std::vector<std::optional<Value>>> reader::get_many(
     std::string_view table, std::span<const std::string_view> keys) const {
   using out_t = std::vector<std::optional<Value>>;
+  if (!p_) return moved_from();
   reader_core& c = *p_->core;
   return with_index<out_t>(
       c, table, [&](std::uint32_t, const index_header* ix, epoch_guard&) -> result<out_t> {
@@ -437,6 +448,7 @@ result<std::vector<std::optional<Value>>> reader::get_many(
 }
 
 result<std::vector<Value>> reader::get_all(std::string_view table, std::string_view key) const {
+  if (!p_) return moved_from();
   reader_core& c = *p_->core;
   return with_entry<std::vector<Value>>(
       c, table, key, [&](const located& found, epoch_guard&) -> result<std::vector<Value>> {
@@ -455,6 +467,7 @@ result<std::vector<Value>> reader::get_all(std::string_view table, std::string_v
 }
 
 result<std::optional<view>> reader::get_view(std::string_view table, std::string_view key) const {
+  if (!p_) return moved_from();
   reader_core& c = *p_->core;
   return with_entry<std::optional<view>>(
       c, table, key, [&](const located& found, epoch_guard& guard) -> result<std::optional<view>> {
@@ -466,9 +479,9 @@ result<std::optional<view>> reader::get_view(std::string_view table, std::string
       });
 }
 
-result<reader::peeked> reader::peek(
-    std::string_view table, std::string_view key,
-    const std::function<void(std::span<const std::byte>)>& fn) const {
+result<reader::peeked> reader::peek(std::string_view table, std::string_view key,
+                                    function_ref<void(std::span<const std::byte>)> fn) const {
+  if (!p_) return moved_from();
   reader_core& c = *p_->core;
   return with_entry<peeked>(
       c, table, key, [&](const located& found, epoch_guard&) -> result<peeked> {
@@ -484,12 +497,14 @@ result<reader::peeked> reader::peek(
 }
 
 result<bool> reader::contains(std::string_view table, std::string_view key) const {
+  if (!p_) return moved_from();
   return with_entry<bool>(
       *p_->core, table, key,
       [](const located& found, epoch_guard&) -> result<bool> { return found.e != nullptr; });
 }
 
 result<std::size_t> reader::size(std::string_view table) const {
+  if (!p_) return moved_from();
   reader_core& c = *p_->core;
   return with_index<std::size_t>(
       c, table, [&](std::uint32_t t, const index_header* ix, epoch_guard&) -> result<std::size_t> {
@@ -499,7 +514,8 @@ result<std::size_t> reader::size(std::string_view table) const {
 }
 
 result<void> reader::for_each(std::string_view table,
-                              const std::function<bool(std::string_view, const view&)>& fn) const {
+                              function_ref<bool(std::string_view, const view&)> fn) const {
+  if (!p_) return moved_from();
   reader_core& c = *p_->core;
   return with_index<void>(
       c, table, [&](std::uint32_t, const index_header* ix, epoch_guard& guard) -> result<void> {
@@ -578,6 +594,7 @@ result<void> visit_range(reader_core& c, std::string_view table, const reader::k
 
 result<std::vector<std::string>> reader::keys(std::string_view table,
                                               std::string_view prefix) const {
+  if (!p_) return moved_from();
   reader_core& c = *p_->core;
   if (const auto t = c.table_index(table); t && c.table_kinds[*t] == table_kind::ordered_set) {
     std::vector<std::string> out;
@@ -617,7 +634,8 @@ Value reader::scanned::value() const {
 }
 
 result<void> reader::scan(std::string_view table, const key_range& range,
-                          const std::function<bool(const scanned&)>& fn) const {
+                          function_ref<bool(const scanned&)> fn) const {
+  if (!p_) return moved_from();
   return visit_range(
       *p_->core, table, range, [&](std::string_view key, const located& at, epoch_guard&) {
         scanned s;
@@ -635,6 +653,7 @@ result<std::vector<std::pair<std::string, Value>>> reader::range(std::string_vie
                                                                  std::string_view hi,
                                                                  std::size_t limit,
                                                                  bool reverse) const {
+  if (!p_) return moved_from();
   std::vector<std::pair<std::string, Value>> out;
   std::optional<error_info> failed;
   auto r = visit_range(*p_->core, table, key_range{lo, hi, limit, reverse},

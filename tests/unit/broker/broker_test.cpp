@@ -337,6 +337,52 @@ TEST_F(BrokerTest, EmbeddedWritesRunOnTheWriterThread) {
   EXPECT_THROW((void)b.reader("other"), slither::error);
 }
 
+TEST_F(BrokerTest, AWriteFromInsideAWriteIsAClearErrorNotAHang) {
+  auto& b = start();
+  result<void> inner = fail(errc::internal, "not called");
+  auto outer = std::async(std::launch::async, [&] {
+    return b.write("main", [&](shm::writer& w) -> result<void> {
+      inner = b.write("main", [](shm::writer&) -> result<void> { return {}; });
+      SLITHER_TRY(w.put("kv", "outer", Value(1)));
+      return {};
+    });
+  });
+  ASSERT_EQ(outer.wait_for(10s), std::future_status::ready) << "the nested write hung";
+  EXPECT_TRUE(outer.get());
+  ASSERT_FALSE(inner);
+  EXPECT_EQ(inner.error().code, errc::invalid_argument);
+  EXPECT_NE(inner.error().message.find("wait for itself"), std::string::npos)
+      << inner.error().message;
+  // The broker writes on.
+  EXPECT_TRUE(b.write("main", [](shm::writer& w) -> result<void> {
+    SLITHER_TRY(w.put("kv", "after", Value(2)));
+    return {};
+  }));
+  EXPECT_EQ(b.reader("main").get("kv", "after").value(), std::optional(Value(2)));
+}
+
+TEST_F(BrokerTest, AWriteFromATelemetryHandlerOfAClientsWriteIsRefusedNotAHang) {
+  auto& b = start();
+  std::mutex mutex;
+  std::vector<result<void>> nested;
+  // The client's small put runs on the serving thread (writer idle) or the
+  // writer thread: from either, a Broker::write would wait for itself.
+  auto handler = telemetry::attach(
+      "slither.store.write.start", [&](std::string_view, const Map&, const Map& meta) {
+        if (meta.contains("op") && meta.at("op") == Value("write")) return;
+        auto r = b.write("main", [](shm::writer&) -> result<void> { return {}; });
+        std::lock_guard lock(mutex);
+        nested.push_back(std::move(r));
+      });
+  auto c = connect();
+  ASSERT_TRUE(c.put("main", "kv", "k", Value(1)));
+  handler.detach();
+  std::lock_guard lock(mutex);
+  ASSERT_EQ(nested.size(), 1u);
+  ASSERT_FALSE(nested[0]);
+  EXPECT_EQ(nested[0].error().code, errc::invalid_argument);
+}
+
 TEST_F(BrokerTest, MalformedMessagesAreAnsweredAndServingGoesOn) {
   auto o = options();
   o.limits.max_message_bytes = 4096;

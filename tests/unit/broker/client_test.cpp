@@ -10,6 +10,7 @@
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <functional>
 #include <future>
 #include <mutex>
@@ -347,6 +348,33 @@ TEST(ClientLimitsTest, AClientUsesOneConnectionFromTheStart) {
   ASSERT_TRUE(c->ping());
   ASSERT_TRUE(c->ping());
   EXPECT_EQ(fake.peers().size(), 1u);
+}
+
+// Threads of this process now (each ZeroMQ context has an I/O thread and a reaper).
+std::size_t thread_count() {
+  std::size_t n = 0;
+  for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator("/proc/self/task")) ++n;
+  return n;
+}
+
+TEST(ClientContextTest, ClientsShareOneZeroMqContext) {
+  temp_dir tmp;
+  fake_broker fake(tmp.path(), [&](const protocol::message& m) -> std::optional<Value> {
+    if (m.head.type == protocol::message_type::hello) return hello_reply();
+    return Value{};
+  });
+  auto first = client::connect(client_opts("fake", tmp.path())).value();
+  ASSERT_TRUE(first.ping());
+  const std::size_t before = thread_count();
+  std::vector<client> more;
+  for (int i = 0; i < 4; ++i) {
+    more.push_back(client::connect(client_opts("fake", tmp.path())).value());
+    ASSERT_TRUE(more.back().ping());
+  }
+  // A context each would have started two threads per client (eight here).
+  EXPECT_LT(thread_count(), before + 2);
+  // Every one still has its own connection.
+  EXPECT_EQ(fake.peers().size(), 5u);
 }
 
 TEST(ClientIncarnationTest, StoreRequestsCarryTheIncarnationAttachInfoGave) {

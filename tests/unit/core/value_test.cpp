@@ -2,8 +2,13 @@
 
 #include <gtest/gtest.h>
 
+#include <climits>
 #include <cstdint>
+#include <optional>
+#include <string>
 #include <tuple>
+#include <type_traits>
+#include <vector>
 
 namespace slither {
 namespace {
@@ -160,6 +165,124 @@ TEST(Ndarray, RejectsOverflowingShapesAndTooManyDims) {
   EXPECT_EQ(ndarray::nbytes_for(dtype::f64, std::vector<std::uint64_t>{0, 1ull << 62}),
             std::nullopt);
   EXPECT_EQ(ndarray::nbytes_for(dtype::f64, std::vector<std::uint64_t>{0, 1ull << 20}), 0u);
+}
+
+TEST(Value, UnsignedIntegersConvertUpToInt64MaxAndThrowAbove) {
+  EXPECT_EQ(Value(std::uint64_t{5}), Value(5));
+  EXPECT_EQ(Value(std::size_t{7}).as<std::int64_t>(), 7);
+  EXPECT_EQ(Value(static_cast<unsigned long long>(INT64_MAX)).as<std::int64_t>(), INT64_MAX);
+  const std::uint64_t version = std::uint64_t{1} << 63;
+  try {
+    const Value v(version);
+    FAIL() << "2^63 became " << v.to_string();
+  } catch (const error& e) {
+    EXPECT_EQ(e.code(), errc::invalid_argument);
+    EXPECT_NE(std::string(e.what()).find("9223372036854775808"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(Value(static_cast<unsigned long long>(-1)), error);
+}
+
+TEST(Value, PointersOtherThanStringsDoNotConvert) {
+  static_assert(!std::is_constructible_v<Value, int*>);
+  static_assert(!std::is_constructible_v<Value, const void*>);
+  static_assert(!std::is_constructible_v<Value, const Value*>);
+  static_assert(!std::is_convertible_v<double*, Value>);
+  static_assert(std::is_constructible_v<Value, const char*>);
+  static_assert(std::is_constructible_v<Value, char*>);
+  char text[] = "abc";
+  EXPECT_EQ(Value(text), Value("abc"));
+  const char* p = text;
+  EXPECT_TRUE(Value(p).is_string());
+  EXPECT_TRUE(Value(nullptr).is_null());
+  EXPECT_TRUE(Value(std::nullopt).is_null());
+}
+
+TEST(Value, MapAndListMoveTheirEntriesWhenGivenAVectorOrContainer) {
+  std::string big(1 << 20, 'x');
+  const char* big_data = big.data();
+  std::vector<Map::value_type> entries;
+  entries.emplace_back("big", std::move(big));
+  entries.emplace_back("n", 1);
+  entries.emplace_back("big", "ignored: the first of repeated keys wins");
+  const Value m = Value::map(std::move(entries));
+  ASSERT_EQ(m.size(), 2u);
+  EXPECT_EQ(m["big"].as<std::string>().data(), big_data) << "the string was copied";
+  EXPECT_EQ(m["n"], Value(1));
+
+  std::string other(1 << 20, 'y');
+  const char* other_data = other.data();
+  std::vector<Value> items;
+  items.emplace_back(std::move(other));
+  items.emplace_back(2);
+  const Value l = Value::list(std::move(items));
+  ASSERT_EQ(l.size(), 2u);
+  EXPECT_EQ(l[0].as<std::string>().data(), other_data) << "the string was copied";
+
+  Map built;
+  built.emplace("k", Value::list({1, 2}));
+  const Value from_map = Value::map(std::move(built));
+  EXPECT_EQ(from_map["k"], Value::list({1, 2}));
+  List list_entries{Value(1), Value("two")};
+  EXPECT_EQ(Value::list(std::move(list_entries)), Value::list({1, "two"}));
+  // The initializer-list forms still read as before.
+  EXPECT_EQ(Value::map({{"a", 1}})["a"], Value(1));
+  EXPECT_EQ(Value::map({}).size(), 0u);
+  EXPECT_EQ(Value::list({}).size(), 0u);
+}
+
+TEST(Value, TryAsGivesThePointerOfTheHeldKindOnly) {
+  Value i = 3;
+  ASSERT_NE(i.try_as<std::int64_t>(), nullptr);
+  EXPECT_EQ(*i.try_as<std::int64_t>(), 3);
+  EXPECT_EQ(i.try_as<double>(), nullptr) << "no widening, unlike as<double>()";
+  EXPECT_EQ(i.try_as<std::string>(), nullptr);
+  Value s = "text";
+  ASSERT_NE(s.try_as<std::string>(), nullptr);
+  *s.try_as<std::string>() += "!";
+  EXPECT_EQ(s, Value("text!"));
+  const Value n;
+  EXPECT_EQ(n.try_as<bool>(), nullptr);
+}
+
+TEST(Value, VisitCallsWithTheHeldAlternative) {
+  const auto name = [](const Value& v) {
+    return v.visit([](const auto& held) -> std::string {
+      using H = std::remove_cvref_t<decltype(held)>;
+      if constexpr (std::is_same_v<H, std::nullptr_t>) return "null";
+      if constexpr (std::is_same_v<H, bool>) return held ? "true" : "false";
+      if constexpr (std::is_same_v<H, std::int64_t>) return "int " + std::to_string(held);
+      if constexpr (std::is_same_v<H, double>) return "float";
+      if constexpr (std::is_same_v<H, std::string>) return "string " + held;
+      if constexpr (std::is_same_v<H, Bytes>) return "bytes";
+      if constexpr (std::is_same_v<H, List>) return "list of " + std::to_string(held.size());
+      if constexpr (std::is_same_v<H, Map>) return "map of " + std::to_string(held.size());
+      if constexpr (std::is_same_v<H, ndarray>) return "ndarray";
+    });
+  };
+  EXPECT_EQ(name(Value()), "null");
+  EXPECT_EQ(name(Value(true)), "true");
+  EXPECT_EQ(name(Value(4)), "int 4");
+  EXPECT_EQ(name(Value(0.5)), "float");
+  EXPECT_EQ(name(Value("s")), "string s");
+  EXPECT_EQ(name(Value(Bytes{"b"})), "bytes");
+  EXPECT_EQ(name(Value::list({1, 2})), "list of 2");
+  EXPECT_EQ(name(Value::map({{"a", 1}})), "map of 1");
+  EXPECT_EQ(name(Value(ndarray::zeros(dtype::u8, {2}))), "ndarray");
+  // The mutable form hands out the containers themselves.
+  Value l = Value::list({1});
+  l.visit([](auto&& held) {
+    if constexpr (std::is_same_v<std::remove_cvref_t<decltype(held)>, List>) held.emplace_back(2);
+  });
+  EXPECT_EQ(l, Value::list({1, 2}));
+}
+
+TEST(Value, CopiesOfAnNdarrayValueShareItsBuffer) {
+  Value a(ndarray::zeros(dtype::u8, {4}));
+  const Value b = a;
+  const Value in_list = Value::list({a});
+  a.as_mut<ndarray>().mutable_data()[0] = std::byte{7};
+  EXPECT_EQ(b.as<ndarray>().data()[0], std::byte{7});
+  EXPECT_EQ(in_list[0].as<ndarray>().data(), a.as<ndarray>().data());
 }
 
 TEST(Dtype, ParsesNumpyNames) {

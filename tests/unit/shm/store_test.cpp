@@ -56,6 +56,36 @@ TEST(Store, IncarnationTellsARecreatedStoreApart) {
   EXPECT_EQ(again.read().incarnation(), again.incarnation());
 }
 
+TEST(Store, AMovedFromReaderGivesAClearErrorNotACrash) {
+  const auto o = test_options("movedfrom");
+  writer w = make_writer(o);
+  ASSERT_TRUE(w.put("kv", "k", Value(1)));
+  auto attached = reader::attach(o.ns, o.name);
+  ASSERT_TRUE(attached) << attached.error().message;
+  reader r = std::move(*attached);
+  reader& gone = *attached;  // moved from
+  const auto is_moved_from = [](const error_info& e) {
+    return e.code == errc::invalid_argument && e.message.find("moved from") != std::string::npos;
+  };
+  ASSERT_FALSE(gone.get("kv", "k"));
+  EXPECT_TRUE(is_moved_from(gone.get("kv", "k").error())) << gone.get("kv", "k").error().message;
+  EXPECT_TRUE(is_moved_from(gone.get_all("kv", "k").error()));
+  EXPECT_TRUE(is_moved_from(gone.get_view("kv", "k").error()));
+  EXPECT_TRUE(is_moved_from(gone.contains("kv", "k").error()));
+  EXPECT_TRUE(is_moved_from(gone.size("kv").error()));
+  EXPECT_TRUE(is_moved_from(gone.keys("kv").error()));
+  EXPECT_TRUE(is_moved_from(gone.peek("kv", "k", [](std::span<const std::byte>) {}).error()));
+  EXPECT_TRUE(is_moved_from(
+      gone.for_each("kv", [](std::string_view, const view&) { return true; }).error()));
+  EXPECT_THROW((void)gone.tables(), slither::error);
+  EXPECT_TRUE(gone.store_closed());
+  EXPECT_EQ(gone.incarnation(), 0u);
+  // The reader it moved to reads on; a moved-from one can be assigned anew.
+  EXPECT_EQ(r.get("kv", "k").value(), Value(1));
+  gone = std::move(r);
+  EXPECT_EQ(gone.get("kv", "k").value(), Value(1));
+}
+
 TEST(Store, PutGetContainsSizeErase) {
   auto w = make_writer(test_options("basic"));
   const reader& r = w.read();

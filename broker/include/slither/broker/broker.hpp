@@ -59,6 +59,7 @@
 #include "slither/core/codec.hpp"
 #include "slither/core/dispatch.hpp"
 #include "slither/core/error.hpp"
+#include "slither/core/function_ref.hpp"
 #include "slither/core/value.hpp"
 #include "slither/shm/store.hpp"
 
@@ -73,6 +74,13 @@ enum class view_scope : std::uint8_t {
 /// A C++ function Python can call by name. `session_id` is empty for global views.
 using view_fn = std::function<result<Value>(const Value& arg, const shm::reader& store,
                                             std::string_view session_id)>;
+
+/// Severity of a line the broker logs.
+enum class log_level : std::uint8_t { trace, debug, info, warn, error, critical, off };
+
+/// Receives one line the broker logs: its level and its text (no timestamp,
+/// no logger name). The text is valid only during the call.
+using log_fn = std::function<void(log_level level, std::string_view message)>;
 
 /// Longest duration a broker option may hold (about 31 years): a longer one
 /// would overflow a deadline computed on the steady clock.
@@ -204,10 +212,29 @@ struct broker_options {
   decode_limits limits;
   /// Worker pools for Dispatch (slither/broker/dispatch.hpp).
   std::vector<pool_options> pools;
+  /// Where this broker's log lines go (its own, and its spawned workers'
+  /// output); empty: spdlog's default logger. Called from the broker's
+  /// threads and from the thread inside `start()`, `stop()` and `wait()`,
+  /// one line at a time (calls never overlap), so it needs no locking of its
+  /// own; it must not call into this Broker. Lines from other brokers in
+  /// the process go to their own `log`.
+  log_fn log;
+  /// Lowest level passed to `log` (ignored without it).
+  log_level log_min_level = log_level::info;
 };
 
 /// A broker embedded in this process. Construct, `register_view` as needed,
 /// `start()`, then `wait()` or `stop()`.
+///
+/// Thread safety: `write`, `register_view`, `handle_signals`, `stop` and
+/// `wait` may be called from any threads at once (`stop` from several waits
+/// for the one that stops). `start` must not run at the same time as another
+/// member call. `reader`, `control_endpoint`, `runtime_dir` and
+/// `metrics_endpoint` read what `start` set: call them after it returned, and
+/// use what they return only until `stop` (or the destructor) begins. Views
+/// and write functions run on the broker's own threads, never on the
+/// caller's (`write` waits for its function, which must not call `write` of
+/// this broker); see `broker_options::log` for where log lines are passed.
 namespace detail {
 struct broker_access;
 }  // namespace detail
@@ -248,9 +275,11 @@ class Broker {
   result<void> register_view(std::string store, std::string name, view_scope scope, view_fn fn);
   /// Runs `fn` on the broker's writer thread against the store's writer and
   /// waits for it (C++ embedding writes). Blocks while the write queue is
-  /// full. Must not be called from inside a write. Errors: `not_found`,
-  /// `unavailable` (not running), or `fn`'s error.
-  result<void> write(std::string_view store, const std::function<result<void>(shm::writer&)>& fn);
+  /// full. Errors: `not_found`, `unavailable` (not running), `shutting_down`,
+  /// `invalid_argument` when called from this broker's writer or serving
+  /// thread (from inside `fn` or a telemetry handler of a write: it would
+  /// wait for itself; use the `shm::writer` `fn` was given), or `fn`'s error.
+  result<void> write(std::string_view store, function_ref<result<void>(shm::writer&)> fn);
   /// A reader over a running store; throws slither::error(not_found).
   const shm::reader& reader(std::string_view store) const;
   /// The endpoint clients connect to (set by `start()`; a tcp port given as

@@ -3,8 +3,9 @@
 // names `attach_info` returns and read shared memory directly.
 //
 // Caveats
-// - A `client` owns a ZeroMQ context and socket and is not thread-safe: use
-//   one per thread.
+// - A `client` owns a ZeroMQ socket and is not thread-safe: use one per
+//   thread. The clients of a process share one ZeroMQ context (its I/O
+//   thread), made by the first and ended with the last.
 // - fork(): a child may go on using a client it inherited, provided no other
 //   thread was using it at the fork. On its first call in the child it leaves
 //   the parent's socket and context alone (never closing them, which would

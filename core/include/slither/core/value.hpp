@@ -1,6 +1,7 @@
 // slither::Value: the dynamic value that flows through stores, dispatch and pipes.
 #pragma once
 
+#include <climits>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -259,6 +260,15 @@ class Map {
 /// A tagged union of 40 bytes: scalars are stored inline and copied, moved and
 /// destroyed without a call; an ndarray is held through a pointer (it is the
 /// largest alternative and the rarest). A moved-from `Value` is null.
+///
+/// Copying a `Value` deep-copies strings, bytes, lists and maps, but not an
+/// ndarray's buffer: copies of an ndarray `Value` (or of a list or map holding
+/// one) share its memory, as `ndarray` copies do, so writing through
+/// `as_mut<ndarray>().mutable_data()` of one copy shows in the others.
+///
+/// Integers are int64: unsigned ones up to INT64_MAX convert, larger ones throw
+/// (never wrap to a negative number). A pointer other than `const char*` does
+/// not convert (it would silently become a bool).
 class Value {
  public:
   enum class kind : std::uint8_t {
@@ -280,14 +290,24 @@ class Value {
   Value(long i) noexcept : i_(i), k_(kind::int64) {}       // NOLINT
   Value(long long i) noexcept : i_(i), k_(kind::int64) {}  // NOLINT
   Value(unsigned i) noexcept : i_(i), k_(kind::int64) {}   // NOLINT
-  Value(double d) noexcept : d_(d), k_(kind::float64) {}   // NOLINT
-  Value(const char* s) : s_(s), k_(kind::string) {}        // NOLINT
+  /// Throws `slither::error(invalid_argument)` above INT64_MAX.
+  Value(unsigned long i) : i_(checked_int64(i)), k_(kind::int64) {}  // NOLINT
+  /// Throws `slither::error(invalid_argument)` above INT64_MAX.
+  Value(unsigned long long i) : i_(checked_int64(i)), k_(kind::int64) {}  // NOLINT
+  /// Null, as for nullptr: `return std::nullopt;` into a `result<Value>`.
+  Value(std::nullopt_t) noexcept : i_(0) {}                               // NOLINT
+  Value(double d) noexcept : d_(d), k_(kind::float64) {}                  // NOLINT
+  Value(const char* s) : s_(s), k_(kind::string) {}                       // NOLINT
   Value(std::string s) noexcept : s_(std::move(s)), k_(kind::string) {}   // NOLINT
   Value(std::string_view s) : s_(s), k_(kind::string) {}                  // NOLINT
   Value(Bytes b) noexcept : y_(std::move(b)), k_(kind::bytes) {}          // NOLINT
   Value(List l) noexcept : l_(std::move(l)), k_(kind::list) {}            // NOLINT
   Value(Map m) noexcept : m_(std::move(m)), k_(kind::map) {}              // NOLINT
   Value(ndarray a) : a_(new ndarray(std::move(a))), k_(kind::ndarray) {}  // NOLINT
+  /// Deleted: a pointer (other than a string) would otherwise become a bool.
+  template <class P>
+  requires(!std::is_same_v<std::remove_cv_t<P>, char>) Value(P*)
+  = delete;
 
   Value(const Value& other) : i_(0) { copy_from(other); }
   Value(Value&& other) noexcept : k_(other.k_) {
@@ -325,9 +345,20 @@ class Value {
   }
 
   /// A map from `{key, value}` pairs, in that order: `Value::map({{"score", 0.5}})`.
+  /// The entries are copied (an initializer list cannot be moved from): for
+  /// large values use the overloads below, which move.
   static Value map(std::initializer_list<Map::value_type> entries);
-  /// A list: `Value::list({1, "two", 3.0})`.
+  /// A map from entries moved out of `entries`, in order (of repeated keys the first wins).
+  static Value map(std::vector<Map::value_type> entries);
+  /// A map value holding `entries` (moved).
+  static Value map(Map entries) noexcept;
+  /// A list: `Value::list({1, "two", 3.0})`. The elements are copied: for
+  /// large values use the overloads below, which move.
   static Value list(std::initializer_list<Value> entries);
+  /// A list of the elements moved out of `entries`.
+  static Value list(std::vector<Value> entries);
+  /// A list value holding `entries` (moved).
+  static Value list(List entries) noexcept;
 
   kind type() const noexcept { return k_; }
   bool is_null() const noexcept { return type() == kind::null; }
@@ -347,6 +378,25 @@ class Value {
   std::conditional_t<std::is_arithmetic_v<T>, T, const T&> as() const;
   template <class T>
   T& as_mut();
+  /// The `T` this value holds, or nullptr for another kind (no conversion:
+  /// `try_as<double>()` of an int64 is nullptr). `T` as for `as<T>()`.
+  template <class T>
+  const T* try_as() const noexcept {
+    return get_if<T>();
+  }
+  template <class T>
+  T* try_as() noexcept {
+    return get_if<T>();
+  }
+  /// Calls `f` with what this value holds: `std::nullptr_t` for null, then
+  /// `bool`, `std::int64_t`, `double`, `const std::string&`, `const Bytes&`,
+  /// `const List&`, `const Map&` or `const ndarray&`; returns what `f`
+  /// returns (the same type for every kind).
+  template <class F>
+  decltype(auto) visit(F&& f) const;
+  /// As above, with mutable references to the non-scalar kinds.
+  template <class F>
+  decltype(auto) visit(F&& f);
   /// Replaces this value with a `T` built from `args` and returns it; `T` is
   /// one of the types `as<T>()` accepts. Lets a decoder build values in place.
   template <class T, class... Args>
@@ -395,6 +445,13 @@ class Value {
   // Copy-constructs from `other` into this null value.
   void copy_from(const Value& other);
   [[noreturn]] void throw_kind_mismatch(kind wanted) const;
+  [[noreturn]] static void throw_out_of_int64(unsigned long long i);
+  static std::int64_t checked_int64(unsigned long long i) {
+    if (i > static_cast<unsigned long long>(INT64_MAX)) throw_out_of_int64(i);
+    return static_cast<std::int64_t>(i);
+  }
+  template <class Self, class F>
+  static decltype(auto) visit_impl(Self& self, F&& f);
 
   union {
     bool b_;
@@ -506,6 +563,49 @@ template <class T>
 T& Value::as_mut() {
   if (T* p = get_if<T>()) return *p;
   throw_kind_mismatch(detail::kind_of<T>());
+}
+
+template <class Self, class F>
+decltype(auto) Value::visit_impl(Self& self, F&& f) {
+  switch (self.k_) {
+    case kind::boolean:
+      return std::forward<F>(f)(self.b_);
+    case kind::int64:
+      return std::forward<F>(f)(self.i_);
+    case kind::float64:
+      return std::forward<F>(f)(self.d_);
+    case kind::string:
+      return std::forward<F>(f)(self.s_);
+    case kind::bytes:
+      return std::forward<F>(f)(self.y_);
+    case kind::list:
+      return std::forward<F>(f)(self.l_);
+    case kind::map:
+      return std::forward<F>(f)(self.m_);
+    case kind::ndarray:
+      return std::forward<F>(f)(*self.a_);
+    case kind::null:
+      break;
+  }
+  return std::forward<F>(f)(nullptr);
+}
+
+template <class F>
+decltype(auto) Value::visit(F&& f) const {
+  return visit_impl(*this, std::forward<F>(f));
+}
+
+template <class F>
+decltype(auto) Value::visit(F&& f) {
+  // Scalars go by value, as from the const overload.
+  return visit_impl(*this, [&f](auto&& held) -> decltype(auto) {
+    using H = std::remove_cvref_t<decltype(held)>;
+    if constexpr (std::is_arithmetic_v<H>) {
+      return std::forward<F>(f)(H(held));
+    } else {
+      return std::forward<F>(f)(held);
+    }
+  });
 }
 
 template <class T, class... Args>

@@ -57,6 +57,7 @@
 #include <vector>
 
 #include "slither/core/error.hpp"
+#include "slither/core/function_ref.hpp"
 #include "slither/core/value.hpp"
 
 namespace slither::shm {
@@ -188,6 +189,11 @@ class view {
 /// Read access to a store from any process: attach by name, map read-only.
 /// Reads are lock-free and never wait for the writer. A reader may be used
 /// by several threads of its process at once.
+///
+/// A moved-from reader holds nothing: its reads fail with
+/// `errc::invalid_argument` (saying it was moved from), `tables()` throws
+/// that as `slither::error`, `store_closed()` is true and `incarnation()` 0;
+/// assigning another reader to it makes it usable again.
 class reader {
  public:
   /// Attaches to the store `<ns>.<name>`, whose objects must belong to `owner`
@@ -236,7 +242,7 @@ class reader {
   /// throw. The fastest read for callers that convert the encoding themselves
   /// (the Python binding builds `bytes`/`str` straight from it).
   result<peeked> peek(std::string_view table, std::string_view key,
-                      const std::function<void(std::span<const std::byte>)>& fn) const;
+                      function_ref<void(std::span<const std::byte>)> fn) const;
   /// Whether `key` is present.
   result<bool> contains(std::string_view table, std::string_view key) const;
   /// Number of entries (for a bag, of values).
@@ -246,7 +252,7 @@ class reader {
   /// The iteration holds this reader's epoch throughout: a slow `fn` delays
   /// the freeing of blocks the writer retires meanwhile.
   result<void> for_each(std::string_view table,
-                        const std::function<bool(std::string_view, const view&)>& fn) const;
+                        function_ref<bool(std::string_view, const view&)> fn) const;
   /// Keys that start with `prefix` (all keys for an empty prefix); sorted
   /// bytewise in an ordered table, in no particular order in others.
   result<std::vector<std::string>> keys(std::string_view table, std::string_view prefix = {}) const;
@@ -279,7 +285,7 @@ class reader {
   /// taking holds (the fastest scan); return false from `fn` to stop. `fn`
   /// must not throw; the scan holds this reader's epoch throughout.
   result<void> scan(std::string_view table, const key_range& range,
-                    const std::function<bool(const scanned&)>& fn) const;
+                    function_ref<bool(const scanned&)> fn) const;
   /// Decoded copies of the entries with keys in [lo, hi) (empty = unbounded),
   /// at most `limit`, in ascending order (descending if `reverse`).
   result<std::vector<std::pair<std::string, Value>>> range(std::string_view table,
