@@ -356,7 +356,9 @@ result<shm::table_spec> read_table(const config_reader& cfg, const toml::table& 
 
 result<shm::store_definition> read_store(const config_reader& cfg, const toml::table& t,
                                          const std::string& prefix) {
-  if (auto r = cfg.only_keys(t, prefix, {"name", "initial_segment_bytes", "tables", "load"}); !r) {
+  if (auto r = cfg.only_keys(t, prefix,
+                             {"name", "initial_segment_bytes", "max_readers", "tables", "load"});
+      !r) {
     return std::move(r).error();
   }
   shm::store_definition def;
@@ -367,6 +369,9 @@ result<shm::store_definition> read_store(const config_reader& cfg, const toml::t
   auto segment = cfg.size(t, prefix, "initial_segment_bytes");
   if (!segment) return std::move(segment).error();
   if (*segment) def.options.initial_segment_bytes = static_cast<std::uint64_t>(**segment);
+  auto readers = cfg.integer(t, prefix, "max_readers", 1, shm::max_readers_limit, "readers");
+  if (!readers) return std::move(readers).error();
+  if (*readers) def.options.max_readers = static_cast<std::uint32_t>(**readers);
 
   const toml::array* tables = t.get_as<toml::array>("tables");
   if (tables == nullptr || tables->empty()) {

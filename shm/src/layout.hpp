@@ -22,8 +22,9 @@
 //   it the same way, so a reader sees either the old or the new table.
 // - Bag tables chain blocks: each appended value gets its own block whose
 //   `next` references the previous value's block, and the slot references the
-//   newest. Appending is O(1) and never copies earlier values; reads walk the
-//   chain (oldest first is "first").
+//   newest; each block also references the chain's oldest block. Appending
+//   is O(1) and never copies earlier values; `get` (the oldest value) is O(1),
+//   `get_all` walks the chain.
 // - ndarray values are stored raw, 64-byte aligned inside their block, with
 //   dtype and shape in the block; other values are stored as slither::encode
 //   bytes.
@@ -64,8 +65,8 @@ using shm::layout_version;  // public in store.hpp: the broker reports it to cli
 
 inline constexpr std::uint32_t max_segments = 64;
 inline constexpr std::uint32_t max_tables = 64;
-inline constexpr std::size_t max_table_name = 47;          // plus a NUL in 48 bytes
-inline constexpr std::uint64_t max_readers_limit = 65536;  // registry slots
+inline constexpr std::size_t max_table_name = 47;  // plus a NUL in 48 bytes
+inline constexpr std::uint64_t max_readers_limit = shm::max_readers_limit;  // registry slots
 inline constexpr std::uint32_t lanes_per_reader = 8;
 inline constexpr std::uint32_t holds_per_reader = 120;
 inline constexpr std::uint64_t block_alignment = 64;
@@ -188,19 +189,25 @@ enum class value_format : std::uint8_t { encoded = 1, ndarray = 2 };
 struct entry_header {
   std::uint64_t hash;
   std::uint64_t version;
-  std::uint64_t next;   ///< bag: the block of the previous value; else null
-  std::uint64_t count;  ///< values in the chain from here (1 in a set)
+  std::uint64_t next;  ///< bag: the block of the previous value; else null
+  /// Bag: the block of the oldest value (the chain's end), so `get` reads it
+  /// without walking the chain; null in a set and in a chain of one block.
+  std::uint64_t first;
   std::uint64_t value_bytes;
   std::uint32_t key_bytes;
   std::uint32_t value_offset;
+  std::uint32_t count;  ///< values in the chain from here (1 in a set)
   std::uint8_t format;  ///< value_format
   std::uint8_t dtype;
   std::uint8_t ndim;
-  std::uint8_t reserved[5];
+  std::uint8_t reserved;
   std::uint64_t block_bytes;  ///< allocation size of the block
 };
 static_assert(std::is_standard_layout_v<entry_header> && sizeof(entry_header) == 64);
+static_assert(offsetof(entry_header, first) == 24 && offsetof(entry_header, count) == 48);
 static_assert(offsetof(entry_header, key_bytes) == 40 && offsetof(entry_header, block_bytes) == 56);
+/// Values one key of a bag may hold (`entry_header::count` is 32 bits).
+inline constexpr std::uint64_t max_bag_values = UINT32_MAX;
 
 /// Start of the reader registry segment.
 struct registry_header {

@@ -123,9 +123,14 @@ result<std::vector<located>> reader_core::chain(located head) {
 
 result<located> reader_core::first(located head) {
   if (head.e->next == detail::null_ref) return head;
-  auto blocks = chain(head);
-  if (!blocks) return std::move(blocks).error();
-  return blocks->front();
+  // The head references the chain's end: it must be a last block (count 1,
+  // no next) of the same key's hash, else the store is corrupt.
+  const entry_header* oldest = entry(head.e->first);
+  if (oldest == nullptr) return unreadable(head.e->first);
+  if (oldest->count != 1 || oldest->next != detail::null_ref || oldest->hash != head.e->hash) {
+    return corrupt(head.ref, "a bag's first value is not its chain's end");
+  }
+  return located{head.e->first, oldest};
 }
 
 bool reader_core::refresh_tables() noexcept {
@@ -372,10 +377,8 @@ namespace {
 // (a reader a fork child shares with its parent, an unknown table, an
 // unreadable index) come back as errors.
 template <class T, class F>
-result<T> with_index(reader_core& c, std::string_view table, F&& use) {
+result<T> with_index(reader_core& c, std::uint32_t t, F&& use) {
   if (!c.usable) return c.inherited();
-  const auto t = c.table_index(table);
-  if (!t) return c.unknown_table(table);
   detail::reader_slot* slot = c.slot.load(std::memory_order_acquire);
   if (slot == nullptr) {  // a fork child's first read
     auto claimed = c.claim_lazily();
@@ -383,19 +386,26 @@ result<T> with_index(reader_core& c, std::string_view table, F&& use) {
     slot = *claimed;
   }
   epoch_guard guard(c, slot);
-  const index_header* ix = c.index(*t);
+  const index_header* ix = c.index(t);
   if (ix == nullptr) {
-    const std::uint64_t root = c.header->tables[*t].root.load();
-    if (root == detail::null_ref) return c.unknown_table(table);  // dropped meanwhile
+    const std::uint64_t root = c.header->tables[t].root.load();
+    if (root == detail::null_ref) return c.unknown_table(c.table_names[t]);  // dropped meanwhile
     return c.unreadable(root);
   }
-  return use(*t, ix, guard);
+  return use(t, ix, guard);
+}
+
+template <class T, class F>
+result<T> with_index(reader_core& c, std::string_view table, F&& use) {
+  const auto t = c.table_index(table);
+  if (!t) return c.unknown_table(table);
+  return with_index<T>(c, *t, std::forward<F>(use));
 }
 
 // The lookup every keyed read starts with: find `key` in `table` and hand what
 // was found (`e == nullptr` if absent) to `use`, whose result is returned.
-template <class T, class F>
-result<T> with_entry(reader_core& c, std::string_view table, std::string_view key, F&& use) {
+template <class T, class Table, class F>
+result<T> with_entry(reader_core& c, Table table, std::string_view key, F&& use) {
   const std::uint64_t hash = hash_key(c.hash_seed, key);
   return with_index<T>(c, table,
                        [&](std::uint32_t, const index_header* ix, epoch_guard& guard) -> result<T> {
@@ -479,21 +489,48 @@ result<std::optional<view>> reader::get_view(std::string_view table, std::string
       });
 }
 
-result<reader::peeked> reader::peek(std::string_view table, std::string_view key,
-                                    function_ref<void(std::span<const std::byte>)> fn) const {
-  if (!p_) return moved_from();
-  reader_core& c = *p_->core;
-  return with_entry<peeked>(
-      c, table, key, [&](const located& found, epoch_guard&) -> result<peeked> {
-        if (found.e == nullptr) return peeked::absent;
+namespace {
+
+template <class Table, class F>
+result<reader::peeked> peek_at(reader_core& c, Table table, std::string_view key, F&& fn) {
+  return with_entry<reader::peeked>(
+      c, table, key, [&](const located& found, epoch_guard&) -> result<reader::peeked> {
+        if (found.e == nullptr) return reader::peeked::absent;
         auto first = c.first(found);
         if (!first) return std::move(first).error();
         if (first->e->format == static_cast<std::uint8_t>(detail::value_format::ndarray)) {
-          return peeked::is_ndarray;
+          return reader::peeked::is_ndarray;
         }
         fn(value_of(first->e));
-        return peeked::visited;
+        return reader::peeked::visited;
       });
+}
+
+}  // namespace
+
+result<reader::peeked> reader::peek(std::string_view table, std::string_view key,
+                                    function_ref<void(std::span<const std::byte>)> fn) const {
+  if (!p_) return moved_from();
+  return peek_at(*p_->core, table, key, fn);
+}
+
+std::optional<std::uint32_t> reader::table_number(std::string_view table) const noexcept {
+  if (!p_) return std::nullopt;
+  return p_->core->table_index(table);
+}
+
+result<reader::peeked> reader::peek(std::uint32_t table, std::string_view key, peek_callback fn,
+                                    void* context) const {
+  if (!p_) return moved_from();
+  reader_core& c = *p_->core;
+  // Numbers are never reused: a dropped table's number reads as unknown.
+  const std::uint32_t known = c.tables_known.load(std::memory_order_acquire);
+  if (table >= known) {
+    return fail(errc::not_found, "no table number " + std::to_string(table) + " in store '" +
+                                     c.label + "' (it has " + std::to_string(known) + ")");
+  }
+  return peek_at(c, table, key,
+                 [&](std::span<const std::byte> encoding) { fn(context, encoding); });
 }
 
 result<bool> reader::contains(std::string_view table, std::string_view key) const {

@@ -206,7 +206,8 @@ struct reader_core final : fork_aware {
   /// block must count one value fewer than the one before it, down to 1, so
   /// a chain that loops or lies about its length is an error.
   result<std::vector<located>> chain(located head);
-  /// The first (oldest) value's block of the key found at `head`.
+  /// The first (oldest) value's block of the key found at `head`, in O(1):
+  /// the head references it (`entry_header::first`).
   result<located> first(located head);
 
   /// Pins `epoch` for a view that found no free hold.

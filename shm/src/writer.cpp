@@ -287,6 +287,7 @@ inline std::uint64_t writer::impl::link(table_state& t, const block& b, std::uin
     e->version = ++last_version;
     if (t.kind == table_kind::bag) {
       e->next = pos.ref;
+      e->first = old->first != detail::null_ref ? old->first : pos.ref;
       e->count = old->count + 1;
       ++t.values;
       slot.store(detail::slot_value(b.ref, hash), std::memory_order_seq_cst);
@@ -308,9 +309,11 @@ inline std::uint64_t writer::impl::link(table_state& t, const block& b, std::uin
 
 result<std::uint64_t> writer::impl::link_built(table_state& t, const block& b, std::uint64_t hash,
                                                std::string_view key) {
-  if (auto r = ensure_capacity(t, 1); !r) {
+  auto room = check_room(t, hash, key, 1);
+  if (room) room = ensure_capacity(t, 1);
+  if (!room) {
     release(b.ref, b.bytes);
-    return std::move(r).error();
+    return std::move(room).error();
   }
   return link_entry(t, b, hash, key);
 }
@@ -329,9 +332,23 @@ result<std::uint64_t> writer::impl::link_entry(table_state& t, const block& b, s
   return version;
 }
 
+result<void> writer::impl::check_room(const table_state& t, std::uint64_t hash,
+                                      std::string_view key, std::uint64_t appends) {
+  if (t.kind != table_kind::bag) return {};
+  const slot_position pos = find_slot(t, hash, key);
+  const std::uint64_t count = pos.ref == detail::null_ref ? 0 : entry(pos.ref)->count;
+  if (appends > detail::max_bag_values - count) {
+    return fail(errc::limit_exceeded, "key " + printable(key) + " of bag '" + t.name +
+                                          "' in store '" + label + "' already holds " +
+                                          std::to_string(count) + " values, the most one key can");
+  }
+  return {};
+}
+
 result<std::uint64_t> writer::impl::put(table_state& t, std::string_view key, const Value& value) {
   if (auto r = check_key(t, key); !r) return std::move(r).error();
   const std::uint64_t hash = hash_key(hash_seed, key);
+  if (auto r = check_room(t, hash, key, 1); !r) return std::move(r).error();
   if (auto r = ensure_capacity(t, 1); !r) return std::move(r).error();
   __builtin_prefetch(&slots(t.root)[hash & (t.capacity - 1)]);  // overlaps the encoding
   auto b = build_entry(t, key, hash, value);
@@ -533,6 +550,10 @@ result<void> writer::put_many(std::string_view table,
   table_state& t = **tr;
   for (const auto& [key, value] : entries) {
     if (auto r = p_->check_key(t, key); !r) return std::move(r).error();
+    // As if every entry appended to this key: exact enough for a limit of 2^32.
+    if (auto r = p_->check_room(t, hash_key(p_->hash_seed, key), key, entries.size()); !r) {
+      return std::move(r).error();
+    }
   }
   if (auto r = p_->ensure_capacity(t, entries.size()); !r) return std::move(r).error();
   std::vector<block> built;

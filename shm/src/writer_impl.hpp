@@ -166,6 +166,9 @@ struct writer::impl final : detail::fork_aware {
                                     std::uint64_t hash, const Value& value);
   std::uint64_t link(detail::table_state& t, const detail::block& b, std::uint64_t hash,
                      std::string_view key);
+  /// A bag key must have room for `appends` more values (`max_bag_values`).
+  result<void> check_room(const detail::table_state& t, std::uint64_t hash, std::string_view key,
+                          std::uint64_t appends);
   result<std::uint64_t> put(detail::table_state& t, std::string_view key, const Value& value);
   /// Links `built` (blocks for `entries`) into a copy of `t`'s index and
   /// publishes it with one store; gives the blocks back if it cannot.

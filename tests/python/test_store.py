@@ -256,3 +256,32 @@ def test_large_arrays_are_put_in_place(scratch):
         native.put_in_place("scratch", "t", "x", "not an array")
     with pytest.raises(slither.SlitherError):
         native.put_in_place("scratch", "nope", "x", np.ones(10))
+
+
+def test_get_names_its_table_by_any_equal_str(features):
+    # get remembers the table it read last by its str object: another object
+    # with the same text, and another table in between, read the right table.
+    features.put("docs", "k", "in docs")
+    features.put("bag", "k", "in bag")
+    docs = "".join(["do", "cs"])  # equal to "docs", not the same object
+    try:
+        for _ in range(3):
+            assert features.get("docs", "k") == "in docs"
+            assert features.get("bag", "k") == "in bag"
+            assert features.get(docs, "k") == "in docs"
+        with pytest.raises(slither.NotFound, match="unknown table 'nope'"):
+            features.get("nope", "k")
+        assert features.get("docs", "k") == "in docs"
+        with pytest.raises(slither.InvalidType):
+            features.get(b"docs", "k")
+    finally:
+        features.delete("docs", "k")
+        features.clear("bag")
+
+
+@pytest.mark.parametrize("size", [0, 1, 64, 127, 128, 300])
+def test_get_of_bytes_around_the_short_form(scratch, size):
+    value = bytes(range(256))[:size] if size <= 256 else bytes(size)
+    scratch.put("t", "b", value)
+    got = scratch.get("t", "b")
+    assert type(got) is bytes and got == value

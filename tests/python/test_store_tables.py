@@ -9,6 +9,7 @@ import secrets
 import threading
 from collections.abc import MutableMapping
 
+import numpy as np
 import pytest
 
 import slither
@@ -216,3 +217,25 @@ def test_an_ordered_table_made_at_run_time(client: slither.Client) -> None:
     store.drop_table(table.name)
     with pytest.raises(slither.NotFound):
         table.first()
+
+
+def test_get_follows_a_table_dropped_and_made_again(client: slither.Client) -> None:
+    # get remembers a table's number by its name object: a table dropped and
+    # made again under that name has a new number, and an array read after a
+    # drop of an earlier table finds its own table.
+    store = client.store("scratch")
+    first = store.create_table(_name("gone"))
+    name = _name("again")
+    store.create_table(name)
+    store.put(name, "k", "old")
+    assert store.get(name, "k") == "old"
+    store.drop_table(first.name)  # numbers after it no longer match positions in tables
+    store.put(name, "a", np.arange(4))
+    assert store.get(name, "a").tolist() == [0, 1, 2, 3]
+    store.drop_table(name)
+    store.create_table(name)
+    store.put(name, "k", "new")
+    assert store.get(name, "k") == "new"
+    store.drop_table(name)
+    with pytest.raises(slither.NotFound):
+        store.get(name, "k")

@@ -39,6 +39,11 @@ struct py_reader {
   // Iterations under way (`items` calls back into Python, which may read
   // again): the reader they iterate must not be replaced meanwhile.
   int iterating = 0;
+  // The table `get` read last: the same str object (a Table's name, a
+  // literal) names the same table, so its lookup is skipped. Cleared when
+  // `reader` is replaced, whose store may number its tables otherwise.
+  nb::object last_table;
+  std::uint32_t last_number = 0;
 };
 
 // Attaches `r` to its store again. Needs the GIL (which guards `r`). If that
@@ -52,6 +57,7 @@ void reattach(py_reader& r, std::string_view why, std::optional<errc> code) {
   }
   r.reader = std::move(*fresh);
   r.forked = fork_generation();
+  r.last_table = nb::object();
 }
 
 // The reader to read through: attached again first if the store was closed
@@ -142,6 +148,48 @@ nb::object end_to_python(py_reader& r, nb::handle table_arg, bool reverse) {
   return one[0];
 }
 
+// The number of the table `table_arg` names, looked up once per str object.
+std::uint32_t table_number(py_reader& r, const shm::reader& rd, nb::handle table_arg) {
+  if (table_arg.ptr() == r.last_table.ptr()) [[likely]]
+    return r.last_number;
+  const std::string_view table = name_arg(table_arg, "table");
+  const auto n = rd.table_number(table);
+  if (!n) {
+    raise(fail(errc::not_found, "unknown table '" + std::string(table) + "' in store '" + r.ns +
+                                    "." + r.name + "'"));
+  }
+  r.last_table = nb::borrow(table_arg);
+  r.last_number = *n;
+  return *n;
+}
+
+// What `get`'s peek callback fills: the value, or the error it must not
+// unwind through the store with.
+struct peek_result {
+  nb::object out;
+  std::exception_ptr failure;
+};
+
+// A `bytes` value is the codec's version byte, its bytes tag, a one-byte
+// length (under 128) and the bytes: built directly, it skips the decoder's
+// set-up. Anything else (and every malformed form) takes the decoder.
+void decode_peeked(void* context, std::span<const std::byte> enc) noexcept {
+  auto& res = *static_cast<peek_result*>(context);
+  try {
+    const auto* b = reinterpret_cast<const std::uint8_t*>(enc.data());
+    if (enc.size() >= 3 && b[0] == codec_version && b[1] == wire::bytes_tag && b[2] < 0x80 &&
+        enc.size() == 3u + b[2]) {
+      PyObject* o = PyBytes_FromStringAndSize(reinterpret_cast<const char*>(b + 3), b[2]);
+      if (o == nullptr) throw nb::python_error();
+      res.out = nb::steal(o);
+      return;
+    }
+    res.out = decode_object(enc, stored_limits(enc.size()));
+  } catch (...) {
+    res.failure = std::current_exception();
+  }
+}
+
 [[noreturn]] void raise_missing(const py_reader& r, std::string_view table, std::string_view key) {
   raise(fail(errc::not_found, "no key '" + std::string(key) + "' in table '" + std::string(table) +
                                   "' of store '" + r.name + "'"));
@@ -192,35 +240,36 @@ void init_reader(nb::module_& m) {
       .def(
           "get",
           [](py_reader& r, nb::handle table_arg, nb::handle key, nb::handle default_) {
-            const std::string_view table = name_arg(table_arg, "table");
             const shm::reader& rd = live(r);
+            const bool cached = table_arg.ptr() == r.last_table.ptr();
+            std::uint32_t table = table_number(r, rd, table_arg);
             // The value becomes Python objects straight from its stored
             // encoding, inside the read (the bytes are only valid there). A
             // Python error must not unwind through the store: kept, raised after.
             const std::string_view k = key_view(key);
-            nb::object out;
-            std::exception_ptr failure;
-            const auto found = take(rd.peek(table, k, [&](std::span<const std::byte> enc) {
-              try {
-                out = decode_object(enc, stored_limits(enc.size()));
-              } catch (...) {
-                failure = std::current_exception();
-              }
-            }));
-            if (failure) std::rethrow_exception(failure);
+            peek_result res;
+            auto peeked = rd.peek(table, k, decode_peeked, &res);
+            if (!peeked && peeked.error().code == errc::not_found && cached) {
+              // The remembered table was dropped (a new one may have its name).
+              r.last_table = nb::object();
+              table = table_number(r, rd, table_arg);
+              peeked = rd.peek(table, k, decode_peeked, &res);
+            }
+            const auto found = take(std::move(peeked));
+            if (res.failure) std::rethrow_exception(res.failure);
             switch (found) {
               case shm::reader::peeked::absent:
                 return nb::borrow(default_);
               case shm::reader::peeked::is_ndarray: {
                 // Erased between the two reads: gone meanwhile reads as absent.
-                std::optional<Value> array = take(rd.get(table, k));
+                std::optional<Value> array = take(rd.get(name_arg(table_arg, "table"), k));
                 if (!array) return nb::borrow(default_);
                 return to_python(*array);
               }
               case shm::reader::peeked::visited:
                 break;
             }
-            return out;
+            return std::move(res.out);
           },
           nb::arg("table").none(), nb::arg("key").none(), nb::arg("default").none() = nb::none(),
           "A decoded copy of the value under `key` (the first one in a bag), or `default`.\n"

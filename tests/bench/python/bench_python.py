@@ -395,6 +395,7 @@ def report() -> None:
 
     get_ns = value("get 64 B", "slither store.get")
     print(f"BENCH py.get {get_ns:.0f} ns")
+    print(f"BENCH py.get.hot64 {get_ns:.0f} ns")  # the same case: a hot key, a 64-byte value
     print(f"RATIO py.get.vs_dict {ratio(value('get 64 B', 'dict.get'), get_ns)}")
     print(f"RATIO py.get.vs_lmdb {ratio(value('get 64 B', 'lmdb txn.get(buffers=True)'), get_ns)}")
     print(f"RATIO py.get.vs_redis {ratio(value('get 64 B', 'redis GET (unix socket)'), get_ns)}")

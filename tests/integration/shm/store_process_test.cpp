@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -87,6 +88,47 @@ TEST(StoreProcesses, TornReadHunt) {
               static_cast<unsigned long long>(writes));
   w.reclaim();
   EXPECT_EQ(w.stats().bytes_retired, 0u);
+  EXPECT_EQ(w.stats().readers, 1u);
+}
+
+TEST(StoreProcesses, FiveHundredReaderProcessesAttachAtOnce) {
+  constexpr unsigned readers = 520;
+  auto o = test_options("many");
+  o.max_readers = 1024;  // past the default 256
+  std::vector<table_spec> tables = {{"kv", table_kind::set, 16}};
+  auto w = writer::create(o, tables).value();
+  ASSERT_TRUE(w.put("kv", "k", testing::checked_value(7, 0)));
+  shared_block st;
+  // Children wait on a pipe, not a timer: closing its write end releases them all.
+  int release[2];
+  ASSERT_EQ(::pipe(release), 0);
+  std::vector<pid_t> children;
+  for (unsigned i = 0; i < readers; ++i) {
+    children.push_back(spawn([&] {
+      ::close(release[1]);
+      auto r = reader::attach(o.ns, o.name);
+      if (!r) return 2;
+      auto v = r->get("kv", "k");
+      if (!v || !*v || !testing::verify(7, **v)) return 3;
+      st->ready.fetch_add(1);
+      char c;
+      while (::read(release[0], &c, 1) < 0 && errno == EINTR) {
+      }
+      return 0;
+    }));
+    ASSERT_GT(children.back(), 0) << "fork " << i;
+  }
+  ::close(release[0]);
+  ASSERT_TRUE(wait_until([&] { return st->ready.load() == readers; }))
+      << st->ready.load() << " of " << readers << " attached";
+  EXPECT_EQ(w.stats().readers, readers + 1);  // and the writer's own
+  // Writes and reclamation go on with every slot in use.
+  ASSERT_TRUE(w.put("kv", "k", testing::checked_value(7, 1)));
+  w.reclaim();
+  EXPECT_EQ(w.stats().bytes_retired, 0u);
+  ::close(release[1]);
+  for (pid_t c : children) EXPECT_EQ(wait_for(c), 0);
+  w.reclaim();
   EXPECT_EQ(w.stats().readers, 1u);
 }
 

@@ -66,6 +66,7 @@ max_message_bytes = 65536
 [[stores]]
 name = "features"
 initial_segment_bytes = 2097152
+max_readers = 1500
   [[stores.tables]]
   name = "users"
   [[stores.tables]]
@@ -92,6 +93,7 @@ name = "default"
   EXPECT_EQ(s.options.name, "features");
   EXPECT_EQ(s.options.ns, "demo");
   EXPECT_EQ(s.options.initial_segment_bytes, 2097152u);
+  EXPECT_EQ(s.options.max_readers, 1500u);
   ASSERT_EQ(s.tables.size(), 3u);
   EXPECT_EQ(s.tables[1].name, "tags");
   EXPECT_EQ(s.tables[1].kind, shm::table_kind::bag);
@@ -205,6 +207,10 @@ TEST_F(ConfigTest, DurationsAndSizesPastTheirRangeAreErrorsNamingTheKey) {
       {"[[stores]]\nname = \"s\"\ninitial_segment_bytes = 9223372036854775807\n"
        "[[stores.tables]]\nname = \"t\"\n",
        "field 'stores[0].initial_segment_bytes'"},
+      {"[[stores]]\nname = \"s\"\nmax_readers = 65537\n[[stores.tables]]\nname = \"t\"\n",
+       "field 'stores[0].max_readers': 65537 is past the largest value, 65536 readers"},
+      {"[[stores]]\nname = \"s\"\nmax_readers = 0\n[[stores.tables]]\nname = \"t\"\n",
+       "field 'stores[0].max_readers': 0 is below the least value, 1"},
   };
   for (const auto& c : cases) {
     auto r = load_config(write("a.toml", c.toml));

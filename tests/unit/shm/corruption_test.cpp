@@ -66,29 +66,57 @@ void expect_every_read_fails(const reader& r, std::string_view table, std::strin
   EXPECT_FALSE(r.for_each(table, [](std::string_view, const view&) { return true; }));
 }
 
+/// Every read that walks the chain of `key` in `table` fails cleanly (`get`,
+/// `get_view` and `peek` read only the oldest block, through the head's `first`).
+void expect_chain_reads_fail(const reader& r, std::string_view table, std::string_view key) {
+  EXPECT_FALSE(r.get_all(table, key));
+  EXPECT_FALSE(r.for_each(table, [](std::string_view, const view&) { return true; }));
+}
+
 TEST(Corruption, ABagChainThatLoopsIsAnError) {
   damaged_store s;
   entry_header* newest = s.entry(1, "k");
   newest->next = s.ref_of(newest);  // points at itself, count unchanged
   auto r = reader::attach(s.o.ns, s.o.name).value();
-  expect_every_read_fails(r, "log", "k");
+  expect_chain_reads_fail(r, "log", "k");
   auto all = r.get_all("log", "k");
   ASSERT_FALSE(all);
   EXPECT_EQ(all.error().code, errc::layout_mismatch);
   EXPECT_NE(all.error().message.find("bag chain"), std::string::npos) << all.error().message;
   newest->next = s.ref_of(newest);
   newest->count = 1u << 20;  // a loop that also claims a long chain
-  expect_every_read_fails(r, "log", "k");
+  expect_chain_reads_fail(r, "log", "k");
 }
 
 TEST(Corruption, AHugeCountIsNeverReserved) {
   damaged_store s;
-  s.entry(0, "plain")->count = std::numeric_limits<std::uint64_t>::max() / 2;
-  s.entry(1, "k")->count = std::numeric_limits<std::uint64_t>::max() / 2;
+  s.entry(0, "plain")->count = std::numeric_limits<std::uint32_t>::max() / 2;
+  s.entry(1, "k")->count = std::numeric_limits<std::uint32_t>::max() / 2;
   auto r = reader::attach(s.o.ns, s.o.name).value();
   EXPECT_FALSE(r.get_all("kv", "plain"));
   EXPECT_FALSE(r.for_each("kv", [](std::string_view, const view&) { return true; }));
-  expect_every_read_fails(r, "log", "k");
+  expect_chain_reads_fail(r, "log", "k");
+}
+
+TEST(Corruption, ABagWhoseFirstIsNotItsChainEndIsAnError) {
+  damaged_store s;
+  entry_header* newest = s.entry(1, "k");
+  auto r = reader::attach(s.o.ns, s.o.name).value();
+  ASSERT_EQ(r.get("log", "k").value(), Value(0));
+  const std::uint64_t good = newest->first;
+  for (const std::uint64_t bad : {
+           s.ref_of(newest),                 // not a chain's end (count 3)
+           s.ref_of(s.entry(0, "plain")),    // a chain's end, of another key
+           detail::make_ref(0, 1ull << 40),  // outside the segment
+       }) {
+    newest->first = bad;
+    EXPECT_FALSE(r.get("log", "k"));
+    EXPECT_FALSE(r.get_view("log", "k"));
+    EXPECT_FALSE(r.peek("log", "k", [](std::span<const std::byte>) {}));
+    EXPECT_EQ(r.get_all("log", "k").value().size(), 3u);  // the chain itself is intact
+  }
+  newest->first = good;
+  EXPECT_EQ(r.get("log", "k").value(), Value(0));
 }
 
 TEST(Corruption, AnNdarrayShapeLargerThanItsBlockIsAnError) {

@@ -171,6 +171,26 @@ TEST(Store, EraseAndReinsertReuseTombstones) {
     EXPECT_EQ(w.read().get("kv", std::to_string(i)).value(), Value(49));
 }
 
+TEST(Store, BagGetReadsTheOldestValueOfALongChain) {
+  auto w = make_writer(test_options("bagfirst"));
+  const reader& r = w.read();
+  for (int i = 0; i < 10000; ++i) ASSERT_TRUE(w.put("log", "k", i));
+  EXPECT_EQ(r.get("log", "k").value(), std::optional<Value>(0));
+  EXPECT_EQ(r.get_view("log", "k").value()->value(), Value(0));
+  EXPECT_EQ(r.get_all("log", "k").value().size(), 10000u);
+  // Erased and appended again: the chain starts over.
+  ASSERT_TRUE(w.erase("log", "k").value());
+  ASSERT_TRUE(w.put("log", "k", "again"));
+  EXPECT_EQ(r.get("log", "k").value(), std::optional<Value>("again"));
+  ASSERT_TRUE(w.put("log", "k", "later"));
+  EXPECT_EQ(r.get("log", "k").value(), std::optional<Value>("again"));
+  // put_many appends in order, the first of them oldest when the key is new.
+  const std::vector<std::pair<std::string, Value>> batch = {{"m", 1}, {"m", 2}, {"m", 3}};
+  ASSERT_TRUE(w.put_many("log", batch));
+  EXPECT_EQ(r.get("log", "m").value(), std::optional<Value>(1));
+  EXPECT_EQ(r.get_all("log", "m").value(), (std::vector<Value>{1, 2, 3}));
+}
+
 TEST(Store, BagKeepsValuesInOrder) {
   auto w = make_writer(test_options("bag"));
   const reader& r = w.read();

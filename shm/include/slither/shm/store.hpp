@@ -107,9 +107,14 @@ struct store_options {
   std::uint64_t initial_segment_bytes = std::uint64_t{4} << 20;
   std::uint64_t max_key_bytes = 4096;
   std::uint64_t max_value_bytes = std::uint64_t{1} << 32;
-  /// Reader registry capacity (processes attached at once).
+  /// Reader registry capacity (processes attached at once), 1..`max_readers_limit`.
+  /// A slot takes about 1 KiB; the writer's reclaim reads one word of a free
+  /// slot and scans only attached readers' slots in full.
   std::uint32_t max_readers = 256;
 };
+
+/// The largest `store_options::max_readers`.
+inline constexpr std::uint32_t max_readers_limit = 65536;
 
 /// What one `writer::reclaim` did.
 struct reclaim_report {
@@ -147,7 +152,8 @@ struct store_stats {
 // float16, which a version-3 reader would refuse only when it met one. 5:
 // ordered tables (a B+tree root per table after the table directory). 6:
 // tables created and dropped at run time (an atomic, growing table directory).
-inline constexpr std::uint64_t layout_version = 6;
+// 7: bag blocks reference their chain's oldest block (`get` in O(1)).
+inline constexpr std::uint64_t layout_version = 7;
 
 /// Shared-memory object name of segment `n` of a store: "/slither.<ns>.<store>.<n>".
 std::string segment_name(std::string_view ns, std::string_view store, std::uint32_t n);
@@ -243,6 +249,17 @@ class reader {
   /// (the Python binding builds `bytes`/`str` straight from it).
   result<peeked> peek(std::string_view table, std::string_view key,
                       function_ref<void(std::span<const std::byte>)> fn) const;
+  /// The number of `table` in this reader's store (its position in
+  /// `tables()`), for the reads that take a table by number: a caller that
+  /// reads one table often looks its name up once. nullopt if unknown.
+  std::optional<std::uint32_t> table_number(std::string_view table) const noexcept;
+  /// What the numbered `peek` calls: `context` is the caller's, `encoding` as in `peek`.
+  using peek_callback = void (*)(void* context, std::span<const std::byte> encoding) noexcept;
+  /// `peek` of the table numbered `table` (`table_number`), with a plain
+  /// callback: the Python binding's `get`, where every nanosecond shows.
+  /// Errors: `not_found` for a number past the last table.
+  result<peeked> peek(std::uint32_t table, std::string_view key, peek_callback fn,
+                      void* context) const;
   /// Whether `key` is present.
   result<bool> contains(std::string_view table, std::string_view key) const;
   /// Number of entries (for a bag, of values).
