@@ -216,8 +216,9 @@ struct broker_options {
   /// output); empty: spdlog's default logger. Called from the broker's
   /// threads and from the thread inside `start()`, `stop()` and `wait()`,
   /// one line at a time (calls never overlap), so it needs no locking of its
-  /// own; it must not call into this Broker. Lines from other brokers in
-  /// the process go to their own `log`.
+  /// own; it must not call into this Broker, and must not throw (an
+  /// exception is caught by spdlog, reported on stderr and the line lost).
+  /// Lines from other brokers in the process go to their own `log`.
   log_fn log;
   /// Lowest level passed to `log` (ignored without it).
   log_level log_min_level = log_level::info;
