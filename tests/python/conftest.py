@@ -23,6 +23,14 @@ import pytest
 
 import slither
 
+# A test run started in the background of a non-interactive shell (CI, nohup,
+# `cmd &`) inherits SIGINT ignored, and exec passes that on: every Python
+# child would then ignore Ctrl-C, and the tests of Ctrl-C could not work. A
+# handler of our own is reset to the default across exec, so children start
+# as they would from a terminal.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 REPO = Path(__file__).resolve().parents[2]
 BROKER_BIN = Path(os.environ.get("SLITHER_BROKER_BIN", REPO / "build" / "broker" / "slither-broker"))
 START_TIMEOUT = 20.0
