@@ -317,7 +317,8 @@ void init_client(nb::module_& m) {
           },
           nb::arg("store").none(), nb::arg("table").none(), nb::arg("kind").none() = "set",
           nb::arg("capacity") = 1024, nb::arg("incarnation").none() = nb::none(),
-          "Adds the table `table` (kind 'set' or 'bag') to `store` while the broker runs.\n"
+          "Adds the table `table` (kind 'set', 'bag' or 'ordered_set') to `store` while the\n"
+          "broker runs. "
           "Raises AlreadyExists, InvalidArgument or LimitExceeded (64 tables per store).")
       .def(
           "drop_table",
