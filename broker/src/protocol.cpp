@@ -2,24 +2,13 @@
 
 #include <string>
 
+#include "le_fields.hpp"
+
 namespace slither::protocol {
 namespace {
 
 constexpr std::byte magic0{'S'};
 constexpr std::byte magic1{'L'};
-
-std::uint64_t read_le(frame bytes, std::size_t offset, std::size_t width) noexcept {
-  std::uint64_t v = 0;
-  for (std::size_t i = 0; i < width; ++i) {
-    v |= std::uint64_t{std::to_integer<std::uint8_t>(bytes[offset + i])} << (8 * i);
-  }
-  return v;
-}
-
-void write_le(std::byte* out, std::uint64_t v, std::size_t width) noexcept {
-  for (std::size_t i = 0; i < width; ++i)
-    out[i] = std::byte(static_cast<std::uint8_t>(v >> (8 * i)));
-}
 
 bool is_known(std::uint8_t raw) noexcept {
   return is_request(static_cast<message_type>(raw)) ||
@@ -164,9 +153,9 @@ std::array<std::byte, header_size> encode_header(const header& head) noexcept {
   std::array<std::byte, header_size> out{};
   out[0] = magic0;
   out[1] = magic1;
-  write_le(&out[2], head.version, 2);
+  detail::store_le<2>(&out[2], head.version);
   out[4] = std::byte(static_cast<std::uint8_t>(head.type));
-  write_le(&out[8], head.request_id, 8);
+  detail::store_le<8>(&out[8], head.request_id);
   return out;
 }
 
@@ -178,12 +167,12 @@ result<header> decode_header(frame bytes) {
   if (bytes[0] != magic0 || bytes[1] != magic1) {
     return fail(errc::protocol_error, "header frame does not start with the magic \"SL\"");
   }
-  if (read_le(bytes, 5, 3) != 0) {
+  if (detail::load_le<3>(bytes, 5) != 0) {
     return fail(errc::protocol_error, "header frame has non-zero reserved bytes");
   }
-  return header{static_cast<std::uint16_t>(read_le(bytes, 2, 2)),
+  return header{static_cast<std::uint16_t>(detail::load_le<2>(bytes, 2)),
                 static_cast<message_type>(std::to_integer<std::uint8_t>(bytes[4])),
-                read_le(bytes, 8, 8)};
+                detail::load_le<8>(bytes, 8)};
 }
 
 std::vector<buffer> encode_message(const message& msg) {

@@ -4,25 +4,13 @@
 #include <optional>
 #include <utility>
 
+#include "le_fields.hpp"
+
 namespace slither::worker_protocol {
 namespace {
 
 constexpr std::byte magic0{'S'};
 constexpr std::byte magic1{'W'};
-
-std::uint64_t read_le(frame bytes, std::size_t offset, std::size_t width) noexcept {
-  std::uint64_t v = 0;
-  for (std::size_t i = 0; i < width; ++i) {
-    v |= std::uint64_t{std::to_integer<std::uint8_t>(bytes[offset + i])} << (8 * i);
-  }
-  return v;
-}
-
-void write_le(std::byte* out, std::uint64_t v, std::size_t width) noexcept {
-  for (std::size_t i = 0; i < width; ++i) {
-    out[i] = std::byte(static_cast<std::uint8_t>(v >> (8 * i)));
-  }
-}
 
 // Frames after the header that each type has, and which way it travels.
 struct shape {
@@ -118,14 +106,14 @@ std::array<std::byte, header_size> encode_header(const header& head) noexcept {
   std::array<std::byte, header_size> out{};
   out[0] = magic0;
   out[1] = magic1;
-  write_le(&out[2], version, 2);
+  detail::store_le<2>(&out[2], version);
   out[4] = std::byte(static_cast<std::uint8_t>(head.type));
-  write_le(&out[8], head.worker, 8);
-  write_le(&out[16], head.job, 8);
-  write_le(&out[24], head.batch, 8);
-  write_le(&out[32], head.attempt, 4);
-  write_le(&out[36], head.count, 4);
-  write_le(&out[40], head.aux, 8);
+  detail::store_le<8>(&out[8], head.worker);
+  detail::store_le<8>(&out[16], head.job);
+  detail::store_le<8>(&out[24], head.batch);
+  detail::store_le<4>(&out[32], head.attempt);
+  detail::store_le<4>(&out[36], head.count);
+  detail::store_le<8>(&out[40], head.aux);
   return out;
 }
 
@@ -139,12 +127,12 @@ result<header> decode_message(std::span<const frame> frames, direction way) {
   if (bytes[0] != magic0 || bytes[1] != magic1) {
     return fail(errc::protocol_error, "worker header frame does not start with the magic \"SW\"");
   }
-  const auto v = static_cast<std::uint16_t>(read_le(bytes, 2, 2));
+  const auto v = static_cast<std::uint16_t>(detail::load_le<2>(bytes, 2));
   if (v != version) {
     return fail(errc::protocol_error, "worker protocol version " + std::to_string(v) +
                                           ", this build speaks " + std::to_string(version));
   }
-  if (read_le(bytes, 5, 3) != 0) {
+  if (detail::load_le<3>(bytes, 5) != 0) {
     return fail(errc::protocol_error, "worker header frame has non-zero reserved bytes");
   }
   const auto raw = std::to_integer<std::uint8_t>(bytes[4]);
@@ -164,12 +152,12 @@ result<header> decode_message(std::span<const frame> frames, direction way) {
   }
   header h;
   h.type = type;
-  h.worker = read_le(bytes, 8, 8);
-  h.job = read_le(bytes, 16, 8);
-  h.batch = read_le(bytes, 24, 8);
-  h.attempt = static_cast<std::uint32_t>(read_le(bytes, 32, 4));
-  h.count = static_cast<std::uint32_t>(read_le(bytes, 36, 4));
-  h.aux = read_le(bytes, 40, 8);
+  h.worker = detail::load_le<8>(bytes, 8);
+  h.job = detail::load_le<8>(bytes, 16);
+  h.batch = detail::load_le<8>(bytes, 24);
+  h.attempt = static_cast<std::uint32_t>(detail::load_le<4>(bytes, 32));
+  h.count = static_cast<std::uint32_t>(detail::load_le<4>(bytes, 36));
+  h.aux = detail::load_le<8>(bytes, 40);
   return h;
 }
 
