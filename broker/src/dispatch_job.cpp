@@ -62,29 +62,9 @@ struct dispatch_job::impl {
 
   // Sends a whole message without blocking longer than `timeout`.
   result<void> send(std::vector<zmq::message_t>& frames) {
-    const auto deadline = clock::now() + timeout;
-    for (std::size_t i = 0; i < frames.size(); ++i) {
-      const auto flags = i + 1 < frames.size()
-                             ? zmq::send_flags::sndmore | zmq::send_flags::dontwait
-                             : zmq::send_flags::dontwait;
-      for (;;) {
-        try {
-          if (socket.send(frames[i], flags)) break;
-        } catch (const zmq::error_t& e) {
-          if (e.num() == EINTR) continue;
-          return gone(std::string("cannot be sent to: ") + e.what());
-        }
-        const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - clock::now());
-        if (left.count() <= 0) {
-          return gone("took nothing for " + std::to_string(timeout.count()) + " ms");
-        }
-        zmq::pollitem_t item{socket.handle(), 0, ZMQ_POLLOUT, 0};
-        try {
-          (void)zmq::poll(&item, 1, left);
-        } catch (const zmq::error_t&) {
-        }
-      }
-    }
+    auto sent = detail::send_by(socket, frames, clock::now() + timeout);
+    if (!sent) return gone("cannot be sent to: " + sent.error().message);
+    if (!*sent) return gone("took nothing for " + std::to_string(timeout.count()) + " ms");
     return {};
   }
 

@@ -231,28 +231,8 @@ struct worker_runtime::impl {
   // Sends a whole message on the results socket; false if it could not go
   // out within `send_timeout`. Call with `send_mu` held.
   bool send_locked(std::vector<zmq::message_t>& frames) {
-    const auto deadline = clock::now() + send_timeout;
-    for (std::size_t i = 0; i < frames.size(); ++i) {
-      const auto flags = i + 1 < frames.size()
-                             ? zmq::send_flags::sndmore | zmq::send_flags::dontwait
-                             : zmq::send_flags::dontwait;
-      for (;;) {
-        try {
-          if (results.send(frames[i], flags)) break;
-        } catch (const zmq::error_t& e) {
-          if (e.num() == EINTR) continue;
-          return false;
-        }
-        const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - clock::now());
-        if (left.count() <= 0) return false;
-        zmq::pollitem_t item{results.handle(), 0, ZMQ_POLLOUT, 0};
-        try {
-          (void)zmq::poll(&item, 1, left);
-        } catch (const zmq::error_t&) {
-        }
-      }
-    }
-    return true;
+    const auto sent = detail::send_by(results, frames, clock::now() + send_timeout);
+    return sent && *sent;
   }
 
   bool send(std::vector<zmq::message_t>& frames) {

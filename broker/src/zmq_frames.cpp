@@ -1,5 +1,6 @@
 #include "zmq_frames.hpp"
 
+#include <cerrno>
 #include <memory>
 #include <utility>
 
@@ -38,6 +39,32 @@ zmq::message_t share_message(const opaque_bytes& bytes) {
   return zmq::message_t(
       data, bytes.size(),
       [](void*, void* hint) { delete static_cast<std::shared_ptr<const void>*>(hint); }, keep);
+}
+
+result<bool> send_by(zmq::socket_ref socket, std::vector<zmq::message_t>& frames,
+                     std::chrono::steady_clock::time_point deadline) {
+  for (std::size_t i = 0; i < frames.size(); ++i) {
+    const auto flags = i + 1 < frames.size() ? zmq::send_flags::sndmore | zmq::send_flags::dontwait
+                                             : zmq::send_flags::dontwait;
+    for (;;) {
+      try {
+        if (socket.send(frames[i], flags)) break;
+      } catch (const zmq::error_t& e) {
+        if (e.num() == EINTR) continue;
+        return fail(errc::unavailable, e.what());
+      }
+      const auto left =
+          std::chrono::ceil<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0) return false;
+      zmq::pollitem_t item{socket.handle(), 0, ZMQ_POLLOUT, 0};
+      try {
+        (void)zmq::poll(&item, 1, left);
+      } catch (const zmq::error_t&) {
+        // Interrupted or failed: the next send says which.
+      }
+    }
+  }
+  return true;
 }
 
 }  // namespace slither::detail

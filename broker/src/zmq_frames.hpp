@@ -4,11 +4,13 @@
 #pragma once
 
 #include <array>
+#include <chrono>
 #include <cstddef>
 #include <span>
 #include <vector>
 #include <zmq.hpp>
 
+#include "slither/core/error.hpp"
 #include "slither/core/executor.hpp"
 
 namespace slither::detail {
@@ -34,5 +36,12 @@ opaque_bytes to_opaque(zmq::message_t&& message);
 /// A message over opaque bytes, sharing their memory (no copy when large):
 /// the message keeps `bytes.owner` alive until ZeroMQ has sent it.
 zmq::message_t share_message(const opaque_bytes& bytes);
+
+/// Sends every frame of one message on `socket`, never blocking past
+/// `deadline`: true once it is sent, false if the socket took nothing in
+/// time (no peer, or its pipe is full), an error (unavailable, with
+/// ZeroMQ's text) if the socket failed. An interrupted call is retried.
+result<bool> send_by(zmq::socket_ref socket, std::vector<zmq::message_t>& frames,
+                     std::chrono::steady_clock::time_point deadline);
 
 }  // namespace slither::detail
