@@ -6,6 +6,7 @@
 #include <deque>
 #include <map>
 
+#include "batch_answer.hpp"
 #include "broker_impl.hpp"
 #include "dispatch_job_maker.hpp"
 
@@ -144,41 +145,15 @@ struct dispatch_results::impl {
     }
     std::vector<Item> items = std::move(it->second);
     inputs.erase(it);
-    if (!out.has_results) {
-      for (Item& item : items) {
-        dispatch_result r{std::move(item), out.status, out.error};
-        if (r.status == item_status::routed) r.item.route = route;
-        ready.push_back(std::move(r));
+    auto answer = detail::answer_batch(std::move(items), out);
+    if (answer.bad_result && !error) error = std::move(answer.bad_result);
+    for (dispatch_result& r : answer.results) {
+      // An answer is a new item: the input's route is not its own.
+      if (r.status == item_status::routed) {
+        r.item.route = route;
+      } else if (r.ok()) {
+        r.item.route.clear();
       }
-      return {};
-    }
-    auto decoded = decode_batch(out.payload.bytes);
-    if (!decoded || decoded->size() != items.size()) {
-      dispatch_error e;
-      e.kind = failure_kind::bad_result;
-      e.type = "bad_result";
-      e.message = decoded ? "the results are a batch of " + std::to_string(decoded->size()) +
-                                ", not " + std::to_string(items.size())
-                          : "the results cannot be decoded: " + decoded.error().message;
-      const auto shared = std::make_shared<const dispatch_error>(e);
-      if (!error) error = e;
-      for (Item& item : items) ready.push_back({std::move(item), item_status::failed, shared});
-      return {};
-    }
-    std::vector<Item>& values = *decoded;
-    std::size_t f = 0;
-    for (std::size_t i = 0; i < items.size(); ++i) {
-      if (f < out.failures.size() && out.failures[f].index == i) {
-        dispatch_result r{std::move(items[i]), out.failures[f].status, out.failures[f].error};
-        if (r.status == item_status::routed) r.item.route = route;
-        ready.push_back(std::move(r));
-        ++f;
-        continue;
-      }
-      dispatch_result r;
-      r.item.id = items[i].id;
-      r.item.meta = std::move(items[i].meta);
-      r.item.payload = std::move(values[i].payload);
       ready.push_back(std::move(r));
     }
     return {};

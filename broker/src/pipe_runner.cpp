@@ -4,6 +4,7 @@
 
 #include <map>
 
+#include "batch_answer.hpp"
 #include "slither/broker/dispatch.hpp"
 #include "slither/core/codec.hpp"
 
@@ -41,36 +42,7 @@ class broker_batch_job final : public batch_job {
     }
     std::vector<Item> items = std::move(it->second);
     inputs_.erase(it);
-    out.reserve(items.size());
-    if (!b.has_results) {
-      for (Item& item : items) out.push_back({std::move(item), b.status, b.error});
-      return out;
-    }
-    auto decoded = decode_batch(b.payload.bytes);
-    if (!decoded || decoded->size() != items.size()) {
-      dispatch_error e;
-      e.kind = failure_kind::bad_result;
-      e.type = "bad_result";
-      e.message = decoded ? "the results are a batch of " + std::to_string(decoded->size()) +
-                                ", not " + std::to_string(items.size())
-                          : "the results cannot be decoded: " + decoded.error().message;
-      const auto shared = std::make_shared<const dispatch_error>(std::move(e));
-      for (Item& item : items) out.push_back({std::move(item), item_status::failed, shared});
-      return out;
-    }
-    std::size_t f = 0;
-    for (std::size_t i = 0; i < items.size(); ++i) {
-      if (f < b.failures.size() && b.failures[f].index == i) {
-        out.push_back({std::move(items[i]), b.failures[f].status, b.failures[f].error});
-        ++f;
-        continue;
-      }
-      dispatch_result r;
-      r.item = std::move(items[i]);
-      r.item.payload = std::move((*decoded)[i].payload);
-      out.push_back(std::move(r));
-    }
-    return out;
+    return detail::answer_batch(std::move(items), b).results;
   }
 
   bool finished() const override { return job_.finished(); }
