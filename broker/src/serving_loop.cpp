@@ -3,6 +3,7 @@
 #include <boost/asio/post.hpp>
 
 #include "broker_impl.hpp"
+#include "le_fields.hpp"
 #include "request_limits.hpp"
 
 namespace slither {
@@ -16,10 +17,7 @@ namespace {
 // no request, but it is still a reply).
 std::uint64_t id_of_bad_header(const zmq::message_t& header) {
   if (header.size() != protocol::header_size) return 0;
-  std::uint64_t id = 0;
-  const auto* bytes = header.data<std::uint8_t>();
-  for (int i = 7; i >= 0; --i) id = (id << 8) | bytes[8 + i];
-  return id;
+  return detail::load_le<8>(protocol::frame(header.data<std::byte>(), header.size()), 8);
 }
 
 }  // namespace
