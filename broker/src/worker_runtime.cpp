@@ -2,8 +2,8 @@
 // and the caller's thread running batches. See slither/broker/worker.hpp.
 #include <unistd.h>
 
-#include <cxxabi.h>
 #include <atomic>
+#include <boost/core/demangle.hpp>
 #include <cerrno>
 #include <charconv>
 #include <condition_variable>
@@ -36,14 +36,6 @@ constexpr std::chrono::milliseconds send_timeout{10'000};
 // How soon the receiving thread reads for a caller that left next(): a stop
 // reaches a busy handler's worker within it.
 constexpr std::chrono::milliseconds reader_check{50};
-
-std::string demangled(const std::type_info& t) {
-  int status = 0;
-  char* name = abi::__cxa_demangle(t.name(), nullptr, nullptr, &status);
-  std::string out = status == 0 && name != nullptr ? name : t.name();
-  std::free(name);  // NOLINT(cppcoreguidelines-no-malloc): __cxa_demangle allocates with malloc
-  return out;
-}
 
 // This process's resident set, in bytes (0 if unknown).
 std::uint64_t resident_bytes() {
@@ -562,7 +554,7 @@ std::string worker_runtime::serve(const worker_handler& handler) {
     try {
       outcome = handler(*b);
     } catch (const std::exception& e) {
-      outcome = batch_exception{demangled(typeid(e)), e.what(), {}};
+      outcome = batch_exception{boost::core::demangle(typeid(e).name()), e.what(), {}};
     } catch (...) {
       outcome = batch_exception{"unknown",
                                 "the handler threw something that is not a "

@@ -3,28 +3,19 @@
 // queues and the jobs' wake-ups; handlers and job sources run outside it.
 #include "slither/core/local_pool.hpp"
 
-#include <cxxabi.h>
-
 #include <chrono>
 #include <condition_variable>
-#include <cstdlib>
 #include <map>
 #include <mutex>
 #include <thread>
 #include <typeinfo>
 #include <utility>
 
+#include "demangled.hpp"
+
 namespace slither {
 namespace detail {
 namespace {
-
-std::string type_name(const std::type_info& t) {
-  int status = 0;
-  char* name = abi::__cxa_demangle(t.name(), nullptr, nullptr, &status);
-  std::string out = status == 0 && name != nullptr ? name : t.name();
-  std::free(name);  // NOLINT(cppcoreguidelines-no-malloc): __cxa_demangle allocates with malloc
-  return out;
-}
 
 dispatch_error failure(failure_kind kind, std::string type, std::string message) {
   dispatch_error e;
@@ -225,7 +216,7 @@ struct local_pool_state final : executor {
     } catch (const worker_crash&) {
       return std::nullopt;
     } catch (const std::exception& e) {
-      failed.error = failure(failure_kind::exception, type_name(typeid(e)), e.what());
+      failed.error = failure(failure_kind::exception, demangled(typeid(e)), e.what());
     } catch (...) {
       failed.error = failure(failure_kind::exception, "unknown",
                              "the handler threw something that is not a std::exception");

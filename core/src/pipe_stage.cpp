@@ -1,28 +1,18 @@
 // The threads of a pipe run's native stages and routers (handlers over
 // chunks, error policies applied per item), and the run's queue operations.
-#include <cxxabi.h>
-
-#include <cstdlib>
 #include <typeinfo>
 
+#include "demangled.hpp"
 #include "pipe_stage_env.hpp"
 
 namespace slither::detail {
 namespace {
 
-std::string type_name(const std::type_info& t) {
-  int status = 0;
-  char* name = abi::__cxa_demangle(t.name(), nullptr, nullptr, &status);
-  std::string out = status == 0 && name != nullptr ? name : t.name();
-  std::free(name);  // NOLINT(cppcoreguidelines-no-malloc): __cxa_demangle allocates with malloc
-  return out;
-}
-
 // The exception's type as the failure reports it: a binding's own type name
 // for a `stage_exception`, the demangled C++ type otherwise.
 std::string type_name(const std::exception& e) {
   if (const auto* s = dynamic_cast<const stage_exception*>(&e)) return s->type();
-  return type_name(typeid(e));
+  return demangled(typeid(e));
 }
 
 // A batch function's steps over `items`, one each. A function that throws

@@ -83,6 +83,15 @@ TEST_F(DispatchTest, HaltStopsAtTheFirstErrorAndCancelsTheRest) {
   EXPECT_EQ(report.results.back().status, item_status::cancelled);
 }
 
+TEST_F(DispatchTest, AnExceptionACppHandlerThrowsFailsItsBatchNamingTheExceptionsType) {
+  Broker& b = start(1);
+  auto report = dispatch(b, numbered(4), job("throw")).value();
+  ASSERT_TRUE(report.error);
+  EXPECT_EQ(report.error->kind, failure_kind::exception);
+  EXPECT_EQ(report.error->type, "std::out_of_range") << "the type demangled";
+  EXPECT_EQ(report.error->message, "thrown on purpose");
+}
+
 TEST_F(DispatchTest, AMissingFunctionIsAClearErrorAndThePoolDoesNotSpin) {
   Broker& b = start(2);
   ASSERT_TRUE(wait_workers(2));

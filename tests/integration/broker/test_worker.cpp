@@ -33,6 +33,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -95,6 +96,8 @@ batch_outcome handle(const worker_batch& b) {
     ::raise(SIGKILL);
   }
   if (fn == "raise") return raised("RuntimeError", "raised on purpose");
+  // A C++ exception escaping the handler: `serve` reports it by its type.
+  if (fn == "throw") throw std::out_of_range("thrown on purpose");
   if (fn == "sleep") {
     std::this_thread::sleep_for(std::chrono::milliseconds(meta_int(b, "ms", 60'000)));
     batch_results out;
