@@ -45,6 +45,13 @@ dispatch_result failed_item(const Item& input, item_status status,
   return r;
 }
 
+// Names the run of `b` that `e` came from.
+void attribute(dispatch_error& e, const state::batch_rec& b) noexcept {
+  e.batch = b.id;
+  e.attempt = b.attempt;
+  e.worker = b.worker;
+}
+
 bool is_encoded(const dispatch_options& options) noexcept {
   const auto* p = std::get_if<preformed_batch>(&options.batching);
   return p != nullptr && p->encoded;
@@ -61,6 +68,16 @@ error_info wrong_form(job_id id, bool encoded) {
                   (encoded ? " takes encoded batches (offer_batch of an opaque_batch), not items"
                            : " takes items; only a job whose batching is preformed_batch{.encoded "
                              "= true} takes encoded batches"));
+}
+
+// Job `id`, if it takes `n` more items; else the error saying why not (no
+// such job, a job of encoded batches, a full or closed input).
+result<state::job_rec*> taking_items(state& s, job_id id, std::size_t n) {
+  state::job_rec* j = s.find_job(id);
+  if (j == nullptr) return no_job(id);
+  if (is_encoded(j->opts)) return wrong_form(id, true);
+  if (auto ok = s.check_input(*j, n); !ok) return std::move(ok).error();
+  return j;
 }
 
 }  // namespace
@@ -138,35 +155,35 @@ void state::ingested(job_rec& job, std::size_t n) {
   if (opts.verify_accounting) job.ended_bits.insert(job.ended_bits.end(), n, false);
 }
 
-void state::make_batch(job_rec& job, formed_batch&& formed) {
+// A new batch of `count` items, next in `job`'s order and queued; the
+// caller gives it its items or payload.
+state::batch_rec& state::add_batch(job_rec& job, std::size_t count) {
   const std::uint64_t id = next_batch++;
   batch_rec& b = batches[id];
   b.id = id;
   b.job = &job;
   b.seq = job.next_seq++;
-  b.count = formed.items.size();
-  b.items = std::make_shared<const std::vector<Item>>(std::move(formed.items));
-  if (opts.verify_accounting) b.positions = std::move(formed.positions);
+  b.count = count;
   job.live.emplace(b.seq, &b);
   job.queued.push_back(&b);
+  return b;
+}
+
+void state::make_batch(job_rec& job, formed_batch&& formed) {
+  batch_rec& b = add_batch(job, formed.items.size());
+  b.items = std::make_shared<const std::vector<Item>>(std::move(formed.items));
+  if (opts.verify_accounting) b.positions = std::move(formed.positions);
 }
 
 // An encoded batch bypasses the batcher: its items take the next input
 // positions (call before `ingested`).
 void state::make_encoded_batch(job_rec& job, opaque_batch&& batch) {
-  const std::uint64_t id = next_batch++;
-  batch_rec& b = batches[id];
-  b.id = id;
-  b.job = &job;
-  b.seq = job.next_seq++;
-  b.count = batch.count;
+  batch_rec& b = add_batch(job, batch.count);
   b.payload = std::move(batch.payload);
   if (opts.verify_accounting) {
     b.positions.resize(b.count);
     for (std::size_t i = 0; i < b.count; ++i) b.positions[i] = job.ingested + i;
   }
-  job.live.emplace(b.seq, &b);
-  job.queued.push_back(&b);
 }
 
 // The output of a batch whose items all ended alike (a failure, a cancel).
@@ -281,9 +298,7 @@ void state::on_completed(batch_completed&& ev, time_point now) {
     }
     auto e = std::get<dispatch_error>(std::move(ev.results[i]));
     e.kind = failure_kind::item_error;
-    e.batch = b->id;
-    e.attempt = b->attempt;
-    e.worker = b->worker;
+    attribute(e, *b);
     ++item_errors;
     if (on_failure == item_status::failed && !halt) halt = e;
     results.push_back(
@@ -338,9 +353,7 @@ void state::on_encoded(batch_encoded&& ev, time_point now) {
   for (auto& f : ev.failures) {
     dispatch_error& e = f.error;
     e.kind = failure_kind::item_error;
-    e.batch = b->id;
-    e.attempt = b->attempt;
-    e.worker = b->worker;
+    attribute(e, *b);
     if (on_failure == item_status::failed && !halt) halt = e;
     out.failures.push_back(
         {f.index, on_failure, std::make_shared<const dispatch_error>(std::move(e))});
@@ -366,9 +379,7 @@ void state::on_failed(batch_failed&& ev, time_point now) {
 // under the job's policy. `killed`: the run ended with its worker dead.
 void state::fail_attempt(batch_rec& b, dispatch_error err, bool killed, time_point now) {
   job_rec& job = *b.job;
-  err.batch = b.id;
-  err.attempt = b.attempt;
-  err.worker = b.worker;
+  attribute(err, b);
   emit_end(b, now, &err, 0);
   b.tried.push_back(b.worker);
   if (killed) ++b.kills;
@@ -479,10 +490,9 @@ result<job_id> dispatch_engine::open_job(dispatch_options options, time_point no
 }
 
 result<void> dispatch_engine::offer(job_id job, Item&& item, time_point now) {
-  auto* j = s_->find_job(job);
-  if (j == nullptr) return no_job(job);
-  if (is_encoded(j->opts)) return wrong_form(job, true);
-  if (auto ok = s_->check_input(*j, 1); !ok) return ok;
+  auto found = taking_items(*s_, job, 1);
+  if (!found) return std::move(found).error();
+  state::job_rec* j = *found;
   if (auto pushed = j->input.push(std::move(item)); !pushed) return pushed;
   s_->ingested(*j, 1);
   s_->after_call(now);
@@ -490,10 +500,9 @@ result<void> dispatch_engine::offer(job_id job, Item&& item, time_point now) {
 }
 
 result<void> dispatch_engine::offer(job_id job, std::vector<Item>& items, time_point now) {
-  auto* j = s_->find_job(job);
-  if (j == nullptr) return no_job(job);
-  if (is_encoded(j->opts)) return wrong_form(job, true);
-  if (auto ok = s_->check_input(*j, items.size()); !ok) return ok;
+  auto found = taking_items(*s_, job, items.size());
+  if (!found) return std::move(found).error();
+  state::job_rec* j = *found;
   std::size_t taken = 0;
   result<void> outcome;
   for (; taken < items.size(); ++taken) {
@@ -509,10 +518,9 @@ result<void> dispatch_engine::offer(job_id job, std::vector<Item>& items, time_p
 }
 
 result<void> dispatch_engine::offer_batch(job_id job, std::vector<Item>&& items, time_point now) {
-  auto* j = s_->find_job(job);
-  if (j == nullptr) return no_job(job);
-  if (is_encoded(j->opts)) return wrong_form(job, true);
-  if (auto ok = s_->check_input(*j, items.size()); !ok) return ok;
+  auto found = taking_items(*s_, job, items.size());
+  if (!found) return std::move(found).error();
+  state::job_rec* j = *found;
   const std::size_t n = items.size();
   if (auto pushed = j->input.push_batch(std::move(items)); !pushed) return pushed;
   s_->ingested(*j, n);

@@ -137,6 +137,7 @@ struct dispatch_state {
   bool all_ended(const job_rec& job) const noexcept;
   result<void> check_input(const job_rec& job, std::size_t n) const;
   void ingested(job_rec& job, std::size_t n);
+  batch_rec& add_batch(job_rec& job, std::size_t count);
   void make_batch(job_rec& job, formed_batch&& formed);
   void make_encoded_batch(job_rec& job, opaque_batch&& batch);
   void deliver(job_rec& job, const batch_rec& b, output_unit&& results);
