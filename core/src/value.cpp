@@ -93,6 +93,14 @@ std::size_t checked_nbytes(dtype type, std::span<const std::uint64_t> shape) {
   return *n;
 }
 
+// A list's element access, const or not, past its end.
+void check_index(std::size_t index, std::size_t size) {
+  if (index >= size) {
+    throw error(errc::not_found, "index " + std::to_string(index) + " out of range for a list of " +
+                                     std::to_string(size));
+  }
+}
+
 }  // namespace
 
 ndarray::ndarray() : shape_{0} {}
@@ -341,19 +349,13 @@ Value& Value::operator[](std::string_view key) {
 
 const Value& Value::operator[](std::size_t index) const {
   const auto& l = as<List>();
-  if (index >= l.size()) {
-    throw error(errc::not_found, "index " + std::to_string(index) + " out of range for a list of " +
-                                     std::to_string(l.size()));
-  }
+  check_index(index, l.size());
   return l[index];
 }
 
 Value& Value::operator[](std::size_t index) {
   auto& l = as_mut<List>();
-  if (index >= l.size()) {
-    throw error(errc::not_found, "index " + std::to_string(index) + " out of range for a list of " +
-                                     std::to_string(l.size()));
-  }
+  check_index(index, l.size());
   return l[index];
 }
 

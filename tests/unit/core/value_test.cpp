@@ -50,6 +50,24 @@ TEST(Value, MissingKeyNamesTheKey) {
   }
 }
 
+TEST(Value, AnIndexPastTheEndNamesTheIndexAndTheSizeConstOrNot) {
+  Value v = Value::list({1, 2});
+  const Value& c = v;
+  for (const bool mutable_access : {false, true}) {
+    SCOPED_TRACE(mutable_access ? "mutable" : "const");
+    try {
+      (void)(mutable_access ? v[std::size_t{2}] : c[std::size_t{2}]);
+      FAIL() << "expected an error";
+    } catch (const error& e) {
+      EXPECT_EQ(e.code(), errc::not_found);
+      EXPECT_NE(std::string(e.what()).find("index 2 out of range for a list of 2"),
+                std::string::npos)
+          << e.what();
+    }
+  }
+  EXPECT_EQ(c[std::size_t{1}].as<std::int64_t>(), 2);
+}
+
 TEST(Value, MutableIndexBuildsMaps) {
   Value v;
   v["a"]["b"] = 7;
