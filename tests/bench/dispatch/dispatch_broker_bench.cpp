@@ -22,10 +22,10 @@
 #include <cstdlib>
 #include <filesystem>
 #include <memory>
-#include <sstream>
 #include <thread>
 #include <zmq.hpp>
 
+#include "../bench_broker.hpp"
 #include "slither/broker/broker.hpp"
 #include "slither/broker/client.hpp"
 #include "slither/broker/dispatch.hpp"
@@ -38,46 +38,14 @@ using namespace slither;
 using namespace std::chrono_literals;
 namespace fs = std::filesystem;
 
-std::vector<std::string> worker_command() {
-  const char* env = std::getenv("SLITHER_BENCH_WORKER");
-  if (env == nullptr || *env == '\0') return {SLITHER_TEST_WORKER_EXE};
-  std::vector<std::string> out;
-  std::istringstream words(env);
-  for (std::string w; words >> w;) out.push_back(w);
-  return out;
+// One broker with a pool of 2 workers for the whole run.
+Broker& broker() {
+  static const std::unique_ptr<Broker> b = bench::start_broker("bench");
+  return *b;
 }
 
 std::string function_name() {
-  const char* env = std::getenv("SLITHER_BENCH_FUNCTION");
-  return env != nullptr && *env != '\0' ? env : "identity";
-}
-
-// One broker with a pool of 2 workers for the whole run.
-Broker& broker() {
-  static std::unique_ptr<Broker> b = [] {
-    broker_options o;
-    o.ns = "bench" + std::to_string(::getpid());
-    o.runtime_dir = fs::temp_directory_path() / ("slither-" + o.ns);
-    pool_options p;
-    p.size = 2;
-    p.command = worker_command();
-    o.pools.push_back(p);
-    auto broker = std::make_unique<Broker>(std::move(o));
-    broker->start().value();
-    // Wait for both workers: the first job must not measure their start.
-    client_options c;
-    c.runtime_dir = broker->runtime_dir();
-    c.ns = "bench" + std::to_string(::getpid());
-    auto cl = client::connect(c).value();
-    for (int i = 0; i < 1000; ++i) {
-      auto st = cl.stats().value();
-      const Value* ws = st.find("dispatch")->find("pools")->find("default")->find("workers");
-      if (ws != nullptr && ws->as<List>().size() == 2) break;
-      std::this_thread::sleep_for(10ms);
-    }
-    return broker;
-  }();
-  return *b;
+  return bench::function_name("identity");
 }
 
 std::vector<Item> small_dicts(std::size_t n) {

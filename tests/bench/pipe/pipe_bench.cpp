@@ -20,10 +20,9 @@
 
 #include <chrono>
 #include <cstdlib>
-#include <filesystem>
-#include <sstream>
 #include <thread>
 
+#include "../bench_broker.hpp"
 #include "slither/broker/dispatch.hpp"
 #include "slither/broker/pipe.hpp"
 
@@ -31,7 +30,6 @@ namespace {
 
 using namespace slither;
 using namespace std::chrono_literals;
-namespace fs = std::filesystem;
 using bench_clock = std::chrono::steady_clock;
 
 constexpr std::int64_t native_items = 1'000'000;
@@ -117,44 +115,13 @@ BENCHMARK(pipe_native_overhead)->Iterations(1)->UseManualTime()->Unit(benchmark:
 
 // --- through a broker ---
 
-std::vector<std::string> worker_command() {
-  const char* env = std::getenv("SLITHER_BENCH_WORKER");
-  if (env == nullptr || *env == '\0') return {SLITHER_TEST_WORKER_EXE};
-  std::vector<std::string> out;
-  std::istringstream words(env);
-  for (std::string w; words >> w;) out.push_back(w);
-  return out;
+Broker& broker() {
+  static const std::unique_ptr<Broker> b = bench::start_broker("pbench");
+  return *b;
 }
 
 std::string function_name() {
-  const char* env = std::getenv("SLITHER_BENCH_FUNCTION");
-  return env != nullptr && *env != '\0' ? env : "test:identity";
-}
-
-Broker& broker() {
-  static std::unique_ptr<Broker> b = [] {
-    broker_options o;
-    o.ns = "pbench" + std::to_string(::getpid());
-    o.runtime_dir = fs::temp_directory_path() / ("slither-" + o.ns);
-    pool_options p;
-    p.size = 2;
-    p.command = worker_command();
-    o.pools.push_back(p);
-    auto broker = std::make_unique<Broker>(std::move(o));
-    broker->start().value();
-    client_options c;
-    c.runtime_dir = broker->runtime_dir();
-    c.ns = "pbench" + std::to_string(::getpid());
-    auto cl = client::connect(c).value();
-    for (int i = 0; i < 1000; ++i) {
-      auto st = cl.stats().value();
-      const Value* ws = st.find("dispatch")->find("pools")->find("default")->find("workers");
-      if (ws != nullptr && ws->as<List>().size() == 2) break;
-      std::this_thread::sleep_for(10ms);
-    }
-    return broker;
-  }();
-  return *b;
+  return bench::function_name("test:identity");
 }
 
 void pipe_python(benchmark::State& state) {
