@@ -9,21 +9,15 @@
 #include <stdexcept>
 #include <thread>
 
+#include "pipe_items.hpp"
 #include "slither/core/local_pool.hpp"
 #include "slither/core/pipe.hpp"
 
 namespace slither {
 namespace {
 
-std::vector<Item> numbered(std::int64_t n) {
-  std::vector<Item> out;
-  for (std::int64_t i = 0; i < n; ++i) out.push_back(wrap(Value(i), static_cast<std::uint64_t>(i)));
-  return out;
-}
-
-std::int64_t as_int(const Item& item) {
-  return item.payload.as<std::int64_t>();
-}
+using testing::as_int;
+using testing::numbered;
 
 // The weight of an item: its value mod 10, so 0 to 9.
 double weight_of(const Item& item) {

@@ -10,6 +10,7 @@
 #include <stdexcept>
 #include <thread>
 
+#include "pipe_items.hpp"
 #include "slither/core/local_pool.hpp"
 #include "slither/core/pipe.hpp"
 #include "slither/core/telemetry.hpp"
@@ -19,19 +20,9 @@ namespace {
 
 using namespace std::chrono_literals;
 
-std::vector<Item> numbered(std::int64_t n) {
-  std::vector<Item> out;
-  for (std::int64_t i = 0; i < n; ++i) out.push_back(wrap(Value(i), static_cast<std::uint64_t>(i)));
-  return out;
-}
-
-std::int64_t as_int(const Item& item) {
-  return item.payload.as<std::int64_t>();
-}
-
-step plus_one(Item& item, Context&) {
-  return as_int(item) + 1;
-}
+using testing::as_int;
+using testing::numbered;
+using testing::plus_one;
 
 auto endless() {
   return std::views::iota(std::int64_t{0}) | std::views::transform([](std::int64_t i) {
