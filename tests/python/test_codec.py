@@ -306,6 +306,8 @@ def test_batches_round_trip_and_match_the_cxx_codec():
     assert [i[0] for i in items] == list(range(100, 166))
     assert items[0][1:] == (payloads[0], {}, "")
     assert frame == _testing.encode_items_via_value([(100 + i, p) for i, p in enumerate(payloads)])
+    with pytest.raises(slither.InvalidType, match=r"payloads\[1\]\['a'\]: object of type 'object'"):
+        slither._native.encode_batch([1, {"a": object()}])
 
     full = [(7, {"x": 1}, {"attempt": 2}, "left"), (9, "y", {}, "")]
     frame = slither._native.encode_items(full)

@@ -232,6 +232,24 @@ void check_out_of_band(PyObject* out_of_band) {
   }
 }
 
+// A batch frame of `count` payloads, `payload(i)` the i-th: ids `first_id`,
+// ..., empty meta and route; `root` names the payloads in error messages.
+template <class PayloadAt>
+void write_batch(buffer& out, std::size_t count, PayloadAt&& payload, std::uint64_t first_id,
+                 std::string_view root, PyObject* out_of_band) {
+  wire::writer w(out);
+  w.uvar(static_cast<std::uint64_t>(count));
+  encoder e(w, out_of_band);
+  const path_node at_root{nullptr, root, {}, -1};
+  for (std::size_t i = 0; i < count; ++i) {
+    w.uvar(first_id + static_cast<std::uint64_t>(i));
+    const path_node at{&at_root, {}, {}, static_cast<Py_ssize_t>(i)};
+    e.value(payload(i), at, 0);
+    w.map_header(0);
+    w.string({});
+  }
+}
+
 }  // namespace
 
 void encode_into(wire::writer& w, nb::handle obj, PyObject* out_of_band, std::string_view root) {
@@ -308,34 +326,19 @@ nb::bytes encode_batch_to_bytes(nb::handle payloads, std::uint64_t first_id,
   const nb::object seq = nb::steal(PySequence_Fast(payloads.ptr(), "payloads must be a sequence"));
   if (!seq) throw nb::python_error();
   return with_scratch([&](buffer& b) {
-    wire::writer w(b);
-    const Py_ssize_t n = PySequence_Fast_GET_SIZE(seq.ptr());
-    w.uvar(static_cast<std::uint64_t>(n));
-    encoder e(w, out_of_band);
-    const path_node root{nullptr, "payloads", {}, -1};
-    for (Py_ssize_t i = 0; i < n; ++i) {
-      w.uvar(first_id + static_cast<std::uint64_t>(i));
-      const path_node at{&root, {}, {}, i};
-      e.value(PySequence_Fast_GET_ITEM(seq.ptr(), i), at, 0);
-      w.map_header(0);
-      w.string({});
-    }
+    // Item by item from the sequence, as encoding one may run Python code.
+    const auto at = [&](std::size_t i) {
+      return PySequence_Fast_GET_ITEM(seq.ptr(), static_cast<Py_ssize_t>(i));
+    };
+    write_batch(b, static_cast<std::size_t>(PySequence_Fast_GET_SIZE(seq.ptr())), at, first_id,
+                "payloads", out_of_band);
   });
 }
 
 void encode_batch_into(buffer& out, PyObject* const* payloads, std::size_t count,
                        std::uint64_t first_id, std::string_view root) {
-  wire::writer w(out);
-  w.uvar(static_cast<std::uint64_t>(count));
-  encoder e(w, nullptr);
-  const path_node at_root{nullptr, root, {}, -1};
-  for (std::size_t i = 0; i < count; ++i) {
-    w.uvar(first_id + static_cast<std::uint64_t>(i));
-    const path_node at{&at_root, {}, {}, static_cast<Py_ssize_t>(i)};
-    e.value(payloads[i], at, 0);
-    w.map_header(0);
-    w.string({});
-  }
+  write_batch(
+      out, count, [&](std::size_t i) { return payloads[i]; }, first_id, root, nullptr);
 }
 
 nb::bytes encode_items_to_bytes(nb::handle items, PyObject* out_of_band) {
