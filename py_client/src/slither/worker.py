@@ -32,6 +32,7 @@ failed by the broker like a dead worker's.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import os
 import sys
@@ -149,20 +150,10 @@ class _Worker:
         self._stores[name] = reader
         return reader
 
-    def make_context(
-        self,
-        session_id: str,
-        stage: str,
-        pipe: str,
-        metadata: dict[str, Any],
-        attempt: int,
-        job: int,
-        batch: int,
-    ) -> Context:
-        return Context(self, session_id, stage, pipe, metadata, attempt, job, batch)
-
     def serve(self) -> str:
-        return self.runtime.serve(resolve, self.make_context, ItemError)
+        # The runtime makes each batch's Context from the batch's fields, in
+        # Context's order after the worker.
+        return self.runtime.serve(resolve, functools.partial(Context, self), ItemError)
 
 
 def _parser() -> argparse.ArgumentParser:
