@@ -245,6 +245,8 @@ TEST_F(DispatchTest, CallBatchRunsOneBatch) {
   for (const auto& r : report.results) EXPECT_EQ(r.item.payload.as<std::int64_t>(), pid);
 }
 
+static_assert(std::ranges::input_range<dispatch_results>);
+
 TEST_F(DispatchTest, StreamsALazyRangeAndIteratesWithRangeFor) {
   Broker& b = start(2);
   auto endless = std::views::iota(std::uint64_t{0}) | std::views::transform([](std::uint64_t i) {

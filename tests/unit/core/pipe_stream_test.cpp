@@ -24,6 +24,9 @@ using testing::as_int;
 using testing::numbered;
 using testing::plus_one;
 
+// A range-for walks a stream; std::ranges algorithms take it too.
+static_assert(std::ranges::input_range<pipe_stream>);
+
 auto endless() {
   return std::views::iota(std::int64_t{0}) | std::views::transform([](std::int64_t i) {
            return wrap(Value(i), static_cast<std::uint64_t>(i));

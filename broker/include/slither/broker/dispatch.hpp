@@ -62,6 +62,7 @@
 
 #include "slither/broker/broker.hpp"
 #include "slither/broker/client.hpp"
+#include "slither/core/detail/pull_iterator.hpp"
 #include "slither/core/dispatch.hpp"
 #include "slither/core/dispatch_options.hpp"
 #include "slither/core/error.hpp"
@@ -158,25 +159,7 @@ class dispatch_job {
 class dispatch_results {
  public:
   /// An input iterator over the remaining results.
-  class iterator {
-   public:
-    using value_type = dispatch_result;
-    using difference_type = std::ptrdiff_t;
-    iterator() = default;
-    explicit iterator(dispatch_results* r) : r_(r), cur_(r->next()) {}
-    dispatch_result& operator*() const { return *cur_; }
-    dispatch_result* operator->() const { return &*cur_; }
-    iterator& operator++() {
-      cur_ = r_->next();
-      return *this;
-    }
-    void operator++(int) { ++*this; }
-    friend bool operator==(const iterator& it, std::default_sentinel_t) { return !it.cur_; }
-
-   private:
-    dispatch_results* r_ = nullptr;
-    mutable std::optional<dispatch_result> cur_;
-  };
+  using iterator = detail::pull_iterator<dispatch_results, dispatch_result>;
   /// Starts reading (the first `next`).
   iterator begin() { return iterator(this); }
   std::default_sentinel_t end() const noexcept { return {}; }

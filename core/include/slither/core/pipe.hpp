@@ -114,6 +114,7 @@
 #include <variant>
 #include <vector>
 
+#include "slither/core/detail/pull_iterator.hpp"
 #include "slither/core/dispatch.hpp"
 #include "slither/core/dispatch_options.hpp"
 #include "slither/core/error.hpp"
@@ -432,25 +433,7 @@ struct pipe_output {
 class pipe_stream {
  public:
   /// An input iterator over the remaining outputs.
-  class iterator {
-   public:
-    using value_type = pipe_output;
-    using difference_type = std::ptrdiff_t;
-    iterator() = default;
-    explicit iterator(pipe_stream* s) : s_(s), cur_(s->next()) {}
-    pipe_output& operator*() const { return *cur_; }
-    pipe_output* operator->() const { return &*cur_; }
-    iterator& operator++() {
-      cur_ = s_->next();
-      return *this;
-    }
-    void operator++(int) { ++*this; }
-    friend bool operator==(const iterator& it, std::default_sentinel_t) { return !it.cur_; }
-
-   private:
-    pipe_stream* s_ = nullptr;
-    mutable std::optional<pipe_output> cur_;
-  };
+  using iterator = detail::pull_iterator<pipe_stream, pipe_output>;
   iterator begin() { return iterator(this); }
   std::default_sentinel_t end() const noexcept { return {}; }
 
