@@ -14,6 +14,7 @@ import os
 import secrets
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -161,6 +162,64 @@ def make_broker(base: Path, tag: str) -> Broker:
     config.write_text(CONFIG.format(rows=rows))
     return Broker(namespace=unique_namespace(tag), runtime_dir=base / "run", config=config,
                   log=base / "broker.log")
+
+
+#: The worker modules the pools' Python workers import (dispatch and pipe handlers).
+WORKERS = Path(__file__).resolve().parent / "workers"
+
+#: A pool of Python workers quick to notice a dead worker and to restart it.
+POOL = """
+[[pools]]
+name = "default"
+size = {size}
+python = "{python}"
+pythonpath = ["{workers}"]
+heartbeat_ms = 200
+heartbeat_misses = 5
+restart_backoff_ms = 20
+restart_backoff_max_ms = 200
+max_start_failures = 3
+"""
+
+
+def pool_broker(base: Path, tag: str, size: int = 2, extra: str = "") -> Broker:
+    """A broker (not started) with the stores of CONFIG and a pool of `size` Python workers."""
+    b = make_broker(base, tag)
+    b.config.write_text(
+        CONFIG.format(rows=base / "rows.jsonl")
+        + POOL.format(size=size, python=sys.executable, workers=WORKERS)
+        + extra
+    )
+    return b
+
+
+def workers(client: slither.Client, pool: str = "default") -> list[dict]:
+    """The workers `pool` has now, as the broker's stats show them."""
+    return client.stats()["dispatch"]["pools"][pool]["workers"]
+
+
+def wait_for(cond, timeout: float = 30.0, what: str = "condition"):
+    """`cond()`'s first truthy value, polled until `timeout` seconds have passed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def wait_workers(client: slither.Client, n: int) -> list[dict]:
+    return wait_for(lambda: (w := workers(client)) and len(w) >= n and w, what=f"{n} workers")
+
+
+@pytest.fixture(scope="module")
+def pclient(pbroker: Broker) -> Iterator[slither.Client]:
+    """A client of the module's own `pbroker` (a pool_broker), once its 2 workers have joined."""
+    with pbroker.connect() as c:
+        wait_workers(c, 2)
+        yield c
 
 
 @pytest.fixture(scope="session")

@@ -17,53 +17,9 @@ from pathlib import Path
 import pytest
 
 import slither
-from conftest import CONFIG, Broker, make_broker
+from conftest import WORKERS, Broker, pool_broker, wait_for, wait_workers, workers
 
-HERE = Path(__file__).resolve().parent
-WORKERS = HERE / "workers"
 H = "dispatch_handlers"
-
-POOL = """
-[[pools]]
-name = "default"
-size = {size}
-python = "{python}"
-pythonpath = ["{workers}"]
-heartbeat_ms = 200
-heartbeat_misses = 5
-restart_backoff_ms = 20
-restart_backoff_max_ms = 200
-max_start_failures = 3
-"""
-
-
-def pool_broker(base: Path, tag: str, size: int = 2, extra: str = "") -> Broker:
-    b = make_broker(base, tag)
-    b.config.write_text(
-        CONFIG.format(rows=base / "rows.jsonl")
-        + POOL.format(size=size, python=sys.executable, workers=WORKERS)
-        + extra
-    )
-    return b
-
-
-def workers(client: slither.Client, pool: str = "default") -> list[dict]:
-    return client.stats()["dispatch"]["pools"][pool]["workers"]
-
-
-def wait_for(cond, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
-def wait_workers(client: slither.Client, n: int) -> list[dict]:
-    return wait_for(lambda: (w := workers(client)) and len(w) >= n and w, what=f"{n} workers")
 
 
 @pytest.fixture(scope="module")
@@ -72,13 +28,6 @@ def pbroker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     b.start()
     yield b
     b.stop()
-
-
-@pytest.fixture(scope="module")
-def pclient(pbroker: Broker) -> Iterator[slither.Client]:
-    with pbroker.connect() as c:
-        wait_workers(c, 2)
-        yield c
 
 
 @pytest.fixture

@@ -19,8 +19,7 @@ from typing import Any
 import pytest
 
 import slither
-from conftest import Broker
-from test_dispatch import pool_broker, wait_for, wait_workers, workers
+from conftest import Broker, pool_broker, wait_for, wait_workers, workers
 
 H = "pipe_handlers"
 
@@ -31,13 +30,6 @@ def pbroker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     b.start()
     yield b
     b.stop()
-
-
-@pytest.fixture(scope="module")
-def pclient(pbroker: Broker) -> Iterator[slither.Client]:
-    with pbroker.connect() as c:
-        wait_workers(c, 2)
-        yield c
 
 
 def ident(x: Any) -> Any:
