@@ -33,10 +33,9 @@ def test_reload_replaces_contents_atomically(scratch: slither.Store) -> None:
         scratch.reload("nope", {})
 
 
-def test_reload_is_never_seen_half_done(client: slither.Client, scratch: slither.Store) -> None:
-    keys = [f"k{i}" for i in range(200)]
-    scratch.reload("t", {k: 0 for k in keys})
-    reader = client.store("scratch")
+def mixed_reads(reader: slither.Store, keys: list[str], write) -> list[list[object]]:
+    """Reads of `keys` that saw more than one generation: a thread reads them
+    all at once while `write(generation)` runs for generations 1 to 29."""
     stop = threading.Event()
     mixed: list[list[object]] = []
 
@@ -50,11 +49,18 @@ def test_reload_is_never_seen_half_done(client: slither.Client, scratch: slither
     t.start()
     try:
         for generation in range(1, 30):
-            scratch.reload("t", {k: generation for k in keys})
+            write(generation)
     finally:
         stop.set()
         t.join()
-    assert not mixed
+    return mixed
+
+
+def test_reload_is_never_seen_half_done(client: slither.Client, scratch: slither.Store) -> None:
+    keys = [f"k{i}" for i in range(200)]
+    scratch.reload("t", {k: 0 for k in keys})
+    reader = client.store("scratch")
+    assert not mixed_reads(reader, keys, lambda g: scratch.reload("t", {k: g for k in keys}))
     assert reader.get_many("t", keys[:2]) == [29, 29]
 
 
@@ -62,24 +68,9 @@ def test_atomic_put_many_is_seen_whole(client: slither.Client, scratch: slither.
     keys = [f"k{i}" for i in range(100)]
     scratch.put_many("t", {k: 0 for k in keys}, atomic=True)
     reader = client.store("scratch")
-    stop = threading.Event()
-    mixed = []
-
-    def read() -> None:
-        while not stop.is_set():
-            got = reader.get_many("t", keys)
-            if len(set(got)) != 1:
-                mixed.append(got)
-
-    t = threading.Thread(target=read)
-    t.start()
-    try:
-        for generation in range(1, 30):
-            scratch.table("t").put_many({k: generation for k in keys}, atomic=True)
-    finally:
-        stop.set()
-        t.join()
-    assert not mixed
+    assert not mixed_reads(
+        reader, keys, lambda g: scratch.table("t").put_many({k: g for k in keys}, atomic=True)
+    )
     assert scratch.size("t") == 100
 
 
