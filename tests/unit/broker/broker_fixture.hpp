@@ -8,6 +8,7 @@
 #include <atomic>
 #include <chrono>
 #include <filesystem>
+#include <future>
 #include <iterator>
 #include <memory>
 #include <optional>
@@ -116,6 +117,35 @@ class RawPeer {
  private:
   zmq::context_t context_{1};
   zmq::socket_t socket_;
+};
+
+// Holds store "main"'s writer thread (a write that waits) until released or
+// destroyed, so that the writes and stops behind it queue up.
+class writer_hold {
+ public:
+  explicit writer_hold(Broker& b) {
+    done_ = std::async(std::launch::async, [&b, gate = release_.get_future().share(), this] {
+      return b.write("main", [&](shm::writer&) -> result<void> {
+        holding_.set_value();
+        gate.wait();
+        return {};
+      });
+    });
+    holding_.get_future().wait();
+  }
+  ~writer_hold() { release(); }
+  void release() {
+    if (released_) return;
+    released_ = true;
+    release_.set_value();
+    EXPECT_TRUE(done_.get());
+  }
+
+ private:
+  std::promise<void> release_;
+  std::promise<void> holding_;
+  std::future<result<void>> done_;
+  bool released_ = false;
 };
 
 inline buffer header_frame(protocol::message_type type, std::uint64_t id,

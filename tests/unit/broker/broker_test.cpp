@@ -27,6 +27,7 @@ using test_support::error_code_of;
 using test_support::header_frame;
 using test_support::RawPeer;
 using test_support::store_def;
+using test_support::writer_hold;
 
 TEST_F(BrokerTest, HelloAttachInfoAndPing) {
   start();
@@ -126,17 +127,7 @@ TEST_F(BrokerTest, FullWriteQueueAnswersBusy) {
   auto c = connect();
 
   // One write holds the writer thread, a second fills the queue's one place.
-  std::promise<void> release;
-  auto gate = release.get_future().share();
-  std::promise<void> holding;
-  auto first = std::async(std::launch::async, [&] {
-    return b.write("main", [&](shm::writer&) -> result<void> {
-      holding.set_value();
-      gate.wait();
-      return {};
-    });
-  });
-  holding.get_future().wait();
+  writer_hold first(b);
   auto second = std::async(std::launch::async, [&] {
     return b.write("main", [](shm::writer& w) -> result<void> {
       auto v = w.put("kv", "queued", Value(1));
@@ -152,8 +143,7 @@ TEST_F(BrokerTest, FullWriteQueueAnswersBusy) {
   EXPECT_EQ(busy.error().code, errc::busy);
   EXPECT_NE(busy.error().message.find("full"), std::string::npos);
 
-  release.set_value();
-  EXPECT_TRUE(first.get());
+  first.release();
   EXPECT_TRUE(second.get());
   EXPECT_TRUE(c.put("main", "kv", "k", Value(1)));
   EXPECT_TRUE(b.reader("main").contains("kv", "queued").value());

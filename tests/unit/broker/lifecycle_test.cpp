@@ -16,6 +16,7 @@ using protocol::message_type;
 using test_support::BrokerTest;
 using test_support::error_code_of;
 using test_support::RawPeer;
+using test_support::writer_hold;
 using clock = std::chrono::steady_clock;
 
 TEST_F(BrokerTest, ASecondSignalStopsAtOnce) {
@@ -38,16 +39,7 @@ TEST_F(BrokerTest, ASecondSignalStopsAtOnce) {
     ASSERT_TRUE(b.start());
 
     // A write holds the writer, a client's put waits behind it, a view hangs.
-    std::promise<void> open_writer;
-    std::promise<void> holding;
-    auto held = std::async(std::launch::async, [&, gate = open_writer.get_future().share()] {
-      return b.write("main", [&](shm::writer&) -> result<void> {
-        holding.set_value();
-        gate.wait();
-        return {};
-      });
-    });
-    holding.get_future().wait();
+    writer_hold held(b);
     RawPeer peer(b.control_endpoint(), 10000);
     peer.request(message_type::put, 1,
                  Value::map({{"store", "main"}, {"table", "kv"}, {"key", "k"}, {"value", 1}}));
@@ -66,8 +58,7 @@ TEST_F(BrokerTest, ASecondSignalStopsAtOnce) {
     ASSERT_TRUE(m);
     EXPECT_EQ(m->head.request_id, 1u);
     EXPECT_EQ(error_code_of(*m), errc::shutting_down);
-    open_writer.set_value();
-    EXPECT_TRUE(held.get());
+    held.release();
     const bool stopped = waiting.wait_for(5s) == std::future_status::ready;
     open_view.set_value();
     ASSERT_TRUE(stopped) << "a second signal did not stop the broker";

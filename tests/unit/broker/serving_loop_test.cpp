@@ -16,6 +16,7 @@ using test_support::BrokerTest;
 using test_support::error_code_of;
 using test_support::header_frame;
 using test_support::RawPeer;
+using test_support::writer_hold;
 
 TEST_F(BrokerTest, MessagesWithOtherThanTwoFramesAreAnsweredWithTheirRequestId) {
   auto& b = start();
@@ -66,17 +67,7 @@ TEST_F(BrokerTest, RequestsThatArriveWhileTheBrokerStopsAreAnsweredShuttingDown)
   auto& b = start();
   auto c = connect();
   // The writer is busy, so the stop waits for it; meanwhile requests arrive.
-  std::promise<void> release;
-  auto gate = release.get_future().share();
-  std::promise<void> holding;
-  auto held = std::async(std::launch::async, [&] {
-    return b.write("main", [&](shm::writer&) -> result<void> {
-      holding.set_value();
-      gate.wait();
-      return {};
-    });
-  });
-  holding.get_future().wait();
+  writer_hold held(b);
   RawPeer queued(b.control_endpoint(), 5000);
   queued.request(message_type::put, 1,
                  Value::map({{"store", "main"}, {"table", "kv"}, {"key", "q"}, {"value", 1}}));
@@ -101,8 +92,7 @@ TEST_F(BrokerTest, RequestsThatArriveWhileTheBrokerStopsAreAnsweredShuttingDown)
   ASSERT_FALSE(put);
   EXPECT_EQ(put.error().code, errc::shutting_down);
 
-  release.set_value();
-  EXPECT_TRUE(held.get());
+  held.release();
   // The write queued before the stop was applied and answered.
   auto m = queued.receive();
   ASSERT_TRUE(m);

@@ -16,6 +16,7 @@ using protocol::message_type;
 using test_support::BrokerTest;
 using test_support::error_code_of;
 using test_support::RawPeer;
+using test_support::writer_hold;
 
 Value put_args(const std::string& key, std::size_t value_bytes) {
   return Value::map({{"store", "main"},
@@ -23,34 +24,6 @@ Value put_args(const std::string& key, std::size_t value_bytes) {
                      {"key", key},
                      {"value", Value(Bytes{std::string(value_bytes, 'v')})}});
 }
-
-// Holds the writer thread until released, so that writes queue up.
-class writer_hold {
- public:
-  explicit writer_hold(Broker& b) {
-    done_ = std::async(std::launch::async, [&b, gate = release_.get_future().share(), this] {
-      return b.write("main", [&](shm::writer&) -> result<void> {
-        holding_.set_value();
-        gate.wait();
-        return {};
-      });
-    });
-    holding_.get_future().wait();
-  }
-  ~writer_hold() { release(); }
-  void release() {
-    if (released_) return;
-    released_ = true;
-    release_.set_value();
-    EXPECT_TRUE(done_.get());
-  }
-
- private:
-  std::promise<void> release_;
-  std::promise<void> holding_;
-  std::future<result<void>> done_;
-  bool released_ = false;
-};
 
 TEST_F(BrokerTest, PendingWriteBytesAreBoundedPerClientAndInTotal) {
   auto o = options();
