@@ -1,7 +1,6 @@
 // broker_options::log: an embedding program gets the broker's log lines (from
 // the caller's thread and from the serving thread) instead of spdlog's
 // default logger, at the level it asks for, each broker its own.
-#include <spdlog/sinks/ringbuffer_sink.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -11,6 +10,7 @@
 #include <vector>
 
 #include "broker_fixture.hpp"
+#include "log_tap.hpp"
 
 namespace slither::test_support {
 namespace {
@@ -42,33 +42,8 @@ struct capture {
   }
 };
 
-// Whatever reaches spdlog's default logger while the test runs.
-class default_logger_tap {
- public:
-  default_logger_tap() : sink_(std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(256)) {
-    level_ = spdlog::default_logger()->level();
-    spdlog::default_logger()->set_level(spdlog::level::trace);
-    spdlog::default_logger()->sinks().push_back(sink_);
-  }
-  ~default_logger_tap() {
-    auto& sinks = spdlog::default_logger()->sinks();
-    sinks.erase(std::remove(sinks.begin(), sinks.end(), sink_), sinks.end());
-    spdlog::default_logger()->set_level(level_);
-  }
-  bool saw(std::string_view part) const {
-    for (const auto& line : sink_->last_formatted()) {
-      if (line.find(part) != std::string::npos) return true;
-    }
-    return false;
-  }
-
- private:
-  std::shared_ptr<spdlog::sinks::ringbuffer_sink_mt> sink_;
-  spdlog::level::level_enum level_;
-};
-
 TEST_F(BrokerTest, LogCallbackGetsTheBrokersLinesInsteadOfTheDefaultLogger) {
-  default_logger_tap tap;
+  test_support::default_logger_tap tap(spdlog::level::trace);
   capture got;
   auto o = options();
   o.log = got.fn();

@@ -4,7 +4,6 @@
 #include "tcp_endpoint.hpp"
 
 #include <gtest/gtest.h>
-#include <spdlog/sinks/ringbuffer_sink.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
@@ -12,6 +11,7 @@
 #include <fstream>
 
 #include "curve_keys.hpp"
+#include "log_tap.hpp"
 #include "slither/broker/broker.hpp"
 #include "slither/broker/client.hpp"
 
@@ -114,15 +114,7 @@ TEST_F(TcpEndpointTest, LoopbackHosts) {
 }
 
 TEST_F(TcpEndpointTest, AllowedKeyIsServedAndAnUnknownKeyIsRefused) {
-  auto sink = std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(64);
-  spdlog::default_logger()->sinks().push_back(sink);
-  struct unhook {
-    std::shared_ptr<spdlog::sinks::ringbuffer_sink_mt> sink;
-    ~unhook() {
-      auto& sinks = spdlog::default_logger()->sinks();
-      sinks.erase(std::remove(sinks.begin(), sinks.end(), sink), sinks.end());
-    }
-  } restore{sink};
+  test_support::default_logger_tap tap;
 
   Broker b(options());
   ASSERT_TRUE(b.start());
@@ -144,11 +136,8 @@ TEST_F(TcpEndpointTest, AllowedKeyIsServedAndAnUnknownKeyIsRefused) {
   plain.timeout = 500ms;
   EXPECT_EQ(client::connect(plain).error().code, errc::unavailable);
 
-  bool logged = false;
-  for (const auto& line : sink->last_formatted()) {
-    logged = logged || line.find("client key " + stranger.public_key) != std::string::npos;
-  }
-  EXPECT_TRUE(logged) << "the refusal of " << stranger.public_key << " was not logged";
+  EXPECT_TRUE(tap.saw("client key " + stranger.public_key))
+      << "the refusal of " << stranger.public_key << " was not logged";
   EXPECT_GE(ok->stats().value()["refused_connections"].as<std::int64_t>(), 1);
 }
 
