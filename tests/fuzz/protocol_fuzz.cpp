@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "fuzz_frames.hpp"
 #include "slither/broker/protocol.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -16,15 +17,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (size == 0) return 0;
   const std::size_t count = 1 + data[0] % 4;
   const std::span<const std::byte> rest{reinterpret_cast<const std::byte*>(data + 1), size - 1};
-  std::vector<frame> frames;
-  const std::size_t head = std::min(header_size, rest.size());
-  frames.push_back(rest.first(head));
-  std::size_t offset = head;
-  for (std::size_t i = 1; i < count; ++i) {
-    const std::size_t len = i + 1 == count ? rest.size() - offset : (rest.size() - offset) / 2;
-    frames.push_back(rest.subspan(offset, len));
-    offset += len;
-  }
+  const std::vector<frame> frames = slither::fuzzing::split_frames(rest, count, header_size);
 
   slither::decode_limits limits;
   limits.max_message_bytes = 1 << 20;

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "fuzz_frames.hpp"
 #include "job_wire.hpp"
 #include "worker_protocol.hpp"
 
@@ -19,15 +20,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const std::size_t count = 1 + data[0] % 4;
   const auto way = data[1] % 2 == 0 ? direction::to_worker : direction::to_broker;
   const std::span<const std::byte> rest{reinterpret_cast<const std::byte*>(data + 2), size - 2};
-  std::vector<frame> frames;
-  const std::size_t head = std::min(header_size, rest.size());
-  frames.push_back(rest.first(head));
-  std::size_t offset = head;
-  for (std::size_t i = 1; i < count; ++i) {
-    const std::size_t len = i + 1 == count ? rest.size() - offset : (rest.size() - offset) / 2;
-    frames.push_back(rest.subspan(offset, len));
-    offset += len;
-  }
+  const std::vector<frame> frames = slither::fuzzing::split_frames(rest, count, header_size);
 
   if (auto h = decode_message(frames, way)) {
     const auto again = encode_header(*h);
