@@ -3,6 +3,7 @@
 
 #include <atomic>
 #include <fstream>
+#include <span>
 
 #include "slither/broker/broker.hpp"
 
@@ -10,6 +11,11 @@ namespace slither {
 namespace {
 
 namespace fs = std::filesystem;
+
+struct bad_case {
+  const char* toml;
+  const char* expect;  // a piece of the error message
+};
 
 class ConfigTest : public ::testing::Test {
  protected:
@@ -39,6 +45,18 @@ class ConfigTest : public ::testing::Test {
                                      "\n[[stores.tables]]\nname = \"t\"\n"
                                      "[[stores.tables]]\nname = \"b\"\nkind = \"bag\"\n"
                                      "initial_capacity = 16\n");
+  }
+
+  // Each case's config, written as a.toml, is refused naming what `expect` says.
+  void expect_refused(std::span<const bad_case> cases) {
+    for (const auto& c : cases) {
+      auto r = load_config(write("a.toml", c.toml));
+      ASSERT_FALSE(r) << c.toml;
+      EXPECT_EQ(r.error().code, errc::invalid_argument);
+      EXPECT_NE(r.error().message.find(c.expect), std::string::npos)
+          << "config:\n"
+          << c.toml << "\nerror: " << r.error().message;
+    }
   }
 
   // Starts a broker from `cfg` and returns its start result.
@@ -154,11 +172,6 @@ name = "cpu"
   EXPECT_EQ(o->pools[1].name, "cpu");
 }
 
-struct bad_case {
-  const char* toml;
-  const char* expect;  // a piece of the error message
-};
-
 TEST_F(ConfigTest, BadConfigsNameFileLineAndField) {
   const bad_case cases[] = {
       {"[broker]\nnamespace = 3\n", "a.toml:2: field 'broker.namespace': must be a string"},
@@ -178,15 +191,7 @@ TEST_F(ConfigTest, BadConfigsNameFileLineAndField) {
       {"[broker\n", "a.toml:1:"},
       {"bogus = 1\n", "field 'bogus': unknown key"},
   };
-  for (const auto& c : cases) {
-    const auto p = write("a.toml", c.toml);
-    auto r = load_config(p);
-    ASSERT_FALSE(r) << c.toml;
-    EXPECT_EQ(r.error().code, errc::invalid_argument);
-    EXPECT_NE(r.error().message.find(c.expect), std::string::npos)
-        << "config:\n"
-        << c.toml << "\nerror: " << r.error().message;
-  }
+  expect_refused(cases);
 }
 
 TEST_F(ConfigTest, DurationsAndSizesPastTheirRangeAreErrorsNamingTheKey) {
@@ -212,14 +217,7 @@ TEST_F(ConfigTest, DurationsAndSizesPastTheirRangeAreErrorsNamingTheKey) {
       {"[[stores]]\nname = \"s\"\nmax_readers = 0\n[[stores.tables]]\nname = \"t\"\n",
        "field 'stores[0].max_readers': 0 is below the least value, 1"},
   };
-  for (const auto& c : cases) {
-    auto r = load_config(write("a.toml", c.toml));
-    ASSERT_FALSE(r) << c.toml;
-    EXPECT_EQ(r.error().code, errc::invalid_argument);
-    EXPECT_NE(r.error().message.find(c.expect), std::string::npos)
-        << "config:\n"
-        << c.toml << "\nerror: " << r.error().message;
-  }
+  expect_refused(cases);
 }
 
 TEST_F(ConfigTest, ReadsTheLimitsAndSecuritySettings) {
@@ -343,14 +341,7 @@ TEST_F(ConfigTest, BadPoolsNameTheField) {
       {"[[pools]]\nname = \"p\"\nmax_rss = 1\n", "field 'pools[0].max_rss': unknown key"},
       {"pools = 3\n", "field 'pools': must be an array"},
   };
-  for (const auto& c : cases) {
-    auto r = load_config(write("a.toml", c.toml));
-    ASSERT_FALSE(r) << c.toml;
-    EXPECT_EQ(r.error().code, errc::invalid_argument);
-    EXPECT_NE(r.error().message.find(c.expect), std::string::npos)
-        << "config:\n"
-        << c.toml << "\nerror: " << r.error().message;
-  }
+  expect_refused(cases);
 }
 
 TEST_F(ConfigTest, PoolsAreCheckedAtStart) {
