@@ -26,6 +26,16 @@ namespace fs = std::filesystem;
 using clock = std::chrono::steady_clock;
 using test_support::child_process;
 
+/// Runs the test peer (test_peer.cpp) with `args` after the endpoint; its exit
+/// status: 0 answered, 3 not answered in time.
+int run_peer(const std::string& endpoint, std::vector<std::string> args) {
+  args.insert(args.begin(), {SLITHER_TEST_PEER_EXE, endpoint});
+  child_process peer(std::move(args));
+  const auto status = peer.wait_exit(std::chrono::seconds(30));
+  if (!status || !WIFEXITED(*status)) return -1;
+  return WEXITSTATUS(*status);
+}
+
 class AdmissionTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -66,9 +76,8 @@ TEST_F(AdmissionTest, IpcPeerOfAnotherUidIsRefused) {
   ASSERT_TRUE(broker.start());
   fs::permissions(base_ / "control.sock", fs::perms::all);
 
-  EXPECT_EQ(test_support::run_peer(o.control_endpoint, {"--uid", "65534", "--timeout-ms", "1000"}),
-            3);
-  EXPECT_EQ(test_support::run_peer(o.control_endpoint, {"--timeout-ms", "5000"}), 0);
+  EXPECT_EQ(run_peer(o.control_endpoint, {"--uid", "65534", "--timeout-ms", "1000"}), 3);
+  EXPECT_EQ(run_peer(o.control_endpoint, {"--timeout-ms", "5000"}), 0);
 
   client_options co;
   co.endpoint = o.control_endpoint;
@@ -274,9 +283,9 @@ TEST_F(AdmissionTest, KeygenKeysLetAnAllowedPeerInOverTcpAndNoOneElse) {
                                     "--secret-key", key_of(base_ / (name + ".key")),
                                     "--timeout-ms", "3000"};
   };
-  EXPECT_EQ(test_support::run_peer(endpoint, as("worker")), 0);
-  EXPECT_EQ(test_support::run_peer(endpoint, as("stranger")), 3);
-  EXPECT_EQ(test_support::run_peer(endpoint, {"--timeout-ms", "1000"}), 3);  // no CURVE at all
+  EXPECT_EQ(run_peer(endpoint, as("worker")), 0);
+  EXPECT_EQ(run_peer(endpoint, as("stranger")), 3);
+  EXPECT_EQ(run_peer(endpoint, {"--timeout-ms", "1000"}), 3);  // no CURVE at all
   const auto log = test_support::read_file(base_ / "broker.log");
   EXPECT_NE(log.find("client key " + key_of(base_ / "stranger.pub") +
                      " from 127.0.0.1 is not on "

@@ -1,5 +1,5 @@
-// Child processes for the broker's integration tests: the slither-broker
-// executable and the raw test peer (test_peer.cpp).
+// Child processes for the broker's and dispatch's integration tests: any
+// command, and the slither-broker executable.
 #pragma once
 
 #include <fcntl.h>
@@ -100,16 +100,6 @@ inline std::unique_ptr<child_process> spawn_broker(const std::filesystem::path& 
       std::vector<std::string>{SLITHER_BROKER_EXE, "--config", config.string(), "--runtime-dir",
                                runtime_dir.string(), "--namespace", ns, "--log-level", "info"},
       log);
-}
-
-/// Runs the test peer (test_peer.cpp) with `args` after the endpoint; its exit
-/// status: 0 answered, 3 not answered in time.
-inline int run_peer(const std::string& endpoint, std::vector<std::string> args) {
-  args.insert(args.begin(), {SLITHER_TEST_PEER_EXE, endpoint});
-  child_process peer(std::move(args));
-  const auto status = peer.wait_exit(std::chrono::seconds(30));
-  if (!status || !WIFEXITED(*status)) return -1;
-  return WEXITSTATUS(*status);
 }
 
 /// The whole text of a file (a log).

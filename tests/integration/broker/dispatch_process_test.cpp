@@ -3,55 +3,19 @@
 // outlive it, a client must hear `unavailable`), and tcp pools with CURVE.
 #include <fcntl.h>
 #include <gtest/gtest.h>
-#include <spawn.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
 #include <fstream>
 
+#include "child_process.hpp"
 #include "curve_keys.hpp"
 #include "dispatch_fixture.hpp"
-
-extern char** environ;
 
 namespace slither {
 namespace {
 
 using namespace test_support;
-
-// A process started by the test; killed and reaped at the end.
-struct process {
-  explicit process(std::vector<std::string> args, const fs::path& log = {}) {
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    if (!log.empty()) {
-      posix_spawn_file_actions_addopen(&actions, 2, log.c_str(), O_WRONLY | O_CREAT | O_APPEND,
-                                       0600);
-      posix_spawn_file_actions_adddup2(&actions, 2, 1);
-    }
-    if (posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ) != 0) pid = -1;
-    posix_spawn_file_actions_destroy(&actions);
-  }
-  ~process() {
-    if (pid > 0) {
-      ::kill(pid, SIGKILL);
-      ::waitpid(pid, nullptr, 0);
-    }
-  }
-  std::optional<int> exit_status() {
-    int status = 0;
-    if (pid > 0 && ::waitpid(pid, &status, WNOHANG) == pid) {
-      pid = -1;
-      last = status;
-    }
-    return pid > 0 ? std::nullopt : std::optional<int>(last);
-  }
-  pid_t pid = -1;
-  int last = 0;
-};
 
 // Gone, or a zombie waiting for a reaper that is not us.
 bool gone(pid_t pid) {
@@ -71,16 +35,16 @@ TEST_F(DispatchTest, WhenTheBrokerIsKilledItsWorkersExitAndAClientHearsUnavailab
       << "[[pools]]\nname = \"spawned\"\nsize = 2\ncommand = [\"" << SLITHER_TEST_WORKER_EXE
       << "\"]\nheartbeat_ms = 10000\nheartbeat_misses = 5\n"
       << "[[pools]]\nname = \"outside\"\nsize = 0\nheartbeat_ms = 200\nheartbeat_misses = 5\n";
-  process broker({SLITHER_BROKER_EXE, "--config", (work / "slither.toml").string(), "--runtime-dir",
-                  dir_.string(), "--namespace", ns_},
-                 work / "broker.log");
+  child_process broker({SLITHER_BROKER_EXE, "--config", (work / "slither.toml").string(),
+                        "--runtime-dir", dir_.string(), "--namespace", ns_},
+                       work / "broker.log");
   ASSERT_TRUE(eventually([&] { return client::connect(where(500ms)).has_value(); }));
-  process outsider({SLITHER_TEST_WORKER_EXE, "--runtime-dir", dir_.string(), "--namespace", ns_,
-                    "--pool", "outside"});
+  child_process outsider({SLITHER_TEST_WORKER_EXE, "--runtime-dir", dir_.string(), "--namespace",
+                          ns_, "--pool", "outside"});
   ASSERT_TRUE(wait_workers(2, "spawned"));
   ASSERT_TRUE(wait_workers(1, "outside"));
   auto pids = worker_pids("spawned");
-  pids.push_back(outsider.pid);
+  pids.push_back(outsider.pid());
 
   auto o = job("sleep", 1, 4);
   o.pool = "spawned";
@@ -89,11 +53,11 @@ TEST_F(DispatchTest, WhenTheBrokerIsKilledItsWorkersExitAndAClientHearsUnavailab
   ASSERT_TRUE(j.submit(batch_of(List{1}), 1));
   ASSERT_TRUE(eventually([&] { return count(pool_stats("spawned"), "batches_sent") == 1; }));
 
-  ASSERT_EQ(::kill(broker.pid, SIGKILL), 0);
+  ASSERT_EQ(::kill(broker.pid(), SIGKILL), 0);
   const auto killed = clock::now();
   for (const pid_t pid : pids) {
-    if (pid == outsider.pid) {
-      EXPECT_TRUE(eventually([&] { return outsider.exit_status().has_value(); }, 2s))
+    if (pid == outsider.pid()) {
+      EXPECT_TRUE(outsider.wait_exit(2s).has_value())
           << "a worker started by others exits when the broker's heartbeats stop";
     } else {
       EXPECT_TRUE(eventually([&] { return gone(pid); }, 2s))
@@ -157,10 +121,10 @@ class DispatchCurveTest : public DispatchTest {
     return c;
   }
 
-  process worker_as(const detail::curve_key_pair& who) {
-    return process({SLITHER_TEST_WORKER_EXE, "--endpoint", broker_->control_endpoint(),
-                    "--curve-server-key", k_.broker.public_key, "--curve-secret-key",
-                    who.secret_key, "--timeout-ms", "1500"});
+  child_process worker_as(const detail::curve_key_pair& who) {
+    return child_process({SLITHER_TEST_WORKER_EXE, "--endpoint", broker_->control_endpoint(),
+                          "--curve-server-key", k_.broker.public_key, "--curve-secret-key",
+                          who.secret_key, "--timeout-ms", "1500"});
   }
 
   fs::path keys_dir_;
@@ -169,11 +133,12 @@ class DispatchCurveTest : public DispatchTest {
 
 TEST_F(DispatchCurveTest, AnAllowedWorkerServesAndAnUnknownOneIsRefused) {
   start(tcp_options());
-  process allowed = worker_as(k_.worker);
-  process stranger = worker_as(k_.stranger);
+  child_process allowed = worker_as(k_.worker);
+  child_process stranger = worker_as(k_.stranger);
   // The stranger cannot even join: its handshake is refused, its join times out.
-  ASSERT_TRUE(eventually([&] { return stranger.exit_status().has_value(); }, 10s));
-  EXPECT_TRUE(WIFEXITED(stranger.last) && WEXITSTATUS(stranger.last) == 1);
+  const auto refused_status = stranger.wait_exit(10s);
+  ASSERT_TRUE(refused_status);
+  EXPECT_TRUE(WIFEXITED(*refused_status) && WEXITSTATUS(*refused_status) == 1);
   // The allowed one joins the tcp pool and serves a client that holds an allowed key.
   auto c = client::connect(as(k_.worker)).value();
   ASSERT_TRUE(eventually([&] {
@@ -185,7 +150,7 @@ TEST_F(DispatchCurveTest, AnAllowedWorkerServesAndAnUnknownOneIsRefused) {
   ASSERT_EQ(report.results.size(), 20u);
   for (const auto& r : report.results) {
     ASSERT_TRUE(r.ok()) << (r.error ? r.error->describe() : "");
-    EXPECT_EQ(r.item.payload.as<std::int64_t>(), allowed.pid);
+    EXPECT_EQ(r.item.payload.as<std::int64_t>(), allowed.pid());
   }
   // A client with an unknown key gets nothing either.
   auto refused = dispatch_job::open(as(k_.stranger), job("pid"));
