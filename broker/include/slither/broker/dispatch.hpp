@@ -63,6 +63,7 @@
 #include "slither/broker/broker.hpp"
 #include "slither/broker/client.hpp"
 #include "slither/core/detail/pull_iterator.hpp"
+#include "slither/core/detail/range_source.hpp"
 #include "slither/core/dispatch.hpp"
 #include "slither/core/dispatch_options.hpp"
 #include "slither/core/error.hpp"
@@ -206,26 +207,6 @@ result<dispatch_results> dispatch_stream(const client_options& where,
                                          std::function<std::optional<Item>()> source,
                                          const job_options& options);
 
-namespace detail {
-
-// Keeps a range (or a view of it) and walks it, for `dispatch_stream`.
-template <class V>
-struct range_source {
-  explicit range_source(V v) : view(std::move(v)), it(view.begin()) {}
-  std::optional<Item> next() {
-    if (it == view.end()) return std::nullopt;
-    Item item = *it;
-    ++it;
-    return item;
-  }
-  V view;
-  // The view's own begin()/end(): clang 14 fails on std::ranges::begin
-  // of libstdc++ 12's ref_view.
-  decltype(std::declval<V&>().begin()) it;
-};
-
-}  // namespace detail
-
 /// Streams a range of items (a container, taken by reference while the
 /// stream lives, or a view, such as an endless `std::views::iota |
 /// std::views::transform(...)`, taken by value) through a new job on an
@@ -233,11 +214,7 @@ struct range_source {
 template <std::ranges::input_range R>
 requires std::convertible_to<std::ranges::range_reference_t<R>, Item> result<dispatch_results>
 dispatch_stream(Broker& broker, R&& range, const job_options& options) {
-  using view_t = std::views::all_t<R>;
-  auto source =
-      std::make_shared<detail::range_source<view_t>>(std::views::all(std::forward<R>(range)));
-  return dispatch_stream(
-      broker, std::function<std::optional<Item>()>([source] { return source->next(); }), options);
+  return dispatch_stream(broker, detail::item_source(std::forward<R>(range)), options);
 }
 
 /// Runs a job over `items` to its end on an embedded broker: one result per

@@ -33,6 +33,7 @@
 
 #include "slither/broker/broker.hpp"
 #include "slither/broker/client.hpp"
+#include "slither/core/detail/range_source.hpp"
 #include "slither/core/pipe.hpp"
 
 namespace slither {
@@ -64,12 +65,7 @@ result<pipe_stream> stream(const client_options& where, const Pipe& pipe,
 template <std::ranges::input_range R>
 requires std::convertible_to<std::ranges::range_reference_t<R>, Item> result<pipe_stream> stream(
     Broker& broker, const Pipe& pipe, R&& range, run_options options = {}) {
-  using view_t = std::views::all_t<R>;
-  auto source =
-      std::make_shared<detail::pipe_range_source<view_t>>(std::views::all(std::forward<R>(range)));
-  return stream(broker, pipe,
-                std::function<std::optional<Item>()>([source] { return source->next(); }),
-                std::move(options));
+  return stream(broker, pipe, detail::item_source(std::forward<R>(range)), std::move(options));
 }
 
 }  // namespace slither

@@ -115,6 +115,7 @@
 #include <vector>
 
 #include "slither/core/detail/pull_iterator.hpp"
+#include "slither/core/detail/range_source.hpp"
 #include "slither/core/dispatch.hpp"
 #include "slither/core/dispatch_options.hpp"
 #include "slither/core/error.hpp"
@@ -474,37 +475,13 @@ class pipe_stream {
 result<pipe_stream> stream(const Pipe& pipe, std::function<std::optional<Item>()> source,
                            const run_options& options = {});
 
-namespace detail {
-
-// Keeps a range (or a view of it) and walks it, for `stream`.
-template <class V>
-struct pipe_range_source {
-  explicit pipe_range_source(V v) : view(std::move(v)), it(view.begin()) {}
-  std::optional<Item> next() {
-    if (it == view.end()) return std::nullopt;
-    Item item = *it;
-    ++it;
-    return item;
-  }
-  V view;
-  // The view's own begin()/end(): clang 14 fails on std::ranges::begin
-  // of libstdc++ 12's ref_view.
-  decltype(std::declval<V&>().begin()) it;
-};
-
-}  // namespace detail
-
 /// Streams a range of items (a container, by reference while the stream
 /// lives, or a view, such as an endless `std::views::iota | transform`, by
 /// value). Only as much of it is read as the pipe has room for.
 template <std::ranges::input_range R>
 requires std::convertible_to<std::ranges::range_reference_t<R>, Item> result<pipe_stream> stream(
     const Pipe& pipe, R&& range, const run_options& options = {}) {
-  using view_t = std::views::all_t<R>;
-  auto source =
-      std::make_shared<detail::pipe_range_source<view_t>>(std::views::all(std::forward<R>(range)));
-  return stream(pipe, std::function<std::optional<Item>()>([source] { return source->next(); }),
-                options);
+  return stream(pipe, detail::item_source(std::forward<R>(range)), options);
 }
 
 /// Runs `input` through `pipe` to the end: the output buckets, or the halting
