@@ -9,6 +9,7 @@
 #include <stdexcept>
 #include <thread>
 
+#include "local_pool_fixture.hpp"
 #include "pipe_items.hpp"
 #include "slither/core/local_pool.hpp"
 #include "slither/core/pipe.hpp"
@@ -28,12 +29,10 @@ std::string key_of(const Item& item) {
   return std::to_string(as_int(item) % 3);
 }
 
-class PipeBatching : public ::testing::Test {
+class PipeBatching : public testing::local_pool_test {
  protected:
   void SetUp() override {
-    local_pool_options o;
-    o.workers = 2;
-    pool_ = std::make_unique<local_pool>(local_pool::create(o).value());
+    start_pool();
     // Each item comes back as the list of the values its batch held.
     pool_->add_function("model:batch_of", [](std::span<const Item> items, const batch_context&) {
       List batch;
@@ -42,17 +41,7 @@ class PipeBatching : public ::testing::Test {
       for (std::size_t k = 0; k < items.size(); ++k) out.emplace_back(Value(batch));
       return out;
     });
-    runner_ = local_runner(*pool_);
-  }
-  void TearDown() override {
-    runner_.reset();
-    pool_.reset();
-  }
-
-  run_options opts() {
-    run_options o;
-    o.runner = runner_.get();
-    return o;
+    start_runner();
   }
 
   // The batches the handler saw, each once, from the items' results.
@@ -65,9 +54,6 @@ class PipeBatching : public ::testing::Test {
     }
     return out;
   }
-
-  std::unique_ptr<local_pool> pool_;
-  std::unique_ptr<batch_runner> runner_;
 };
 
 TEST_F(PipeBatching, FixedBatchesHoldBatchSizeItemsInInputOrder) {

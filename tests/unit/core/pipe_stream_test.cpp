@@ -10,6 +10,7 @@
 #include <stdexcept>
 #include <thread>
 
+#include "local_pool_fixture.hpp"
 #include "pipe_items.hpp"
 #include "slither/core/local_pool.hpp"
 #include "slither/core/pipe.hpp"
@@ -208,12 +209,10 @@ TEST(PipeTelemetry, AHaltEndsWithRunException) {
 
 // --- python stages on a local_pool ---
 
-class PipePython : public ::testing::Test {
+class PipePython : public testing::local_pool_test {
  protected:
   void SetUp() override {
-    local_pool_options o;
-    o.workers = 2;
-    pool_ = std::make_unique<local_pool>(local_pool::create(o).value());
+    start_pool();
     pool_->add_function("model:double", [](std::span<const Item> items, const batch_context&) {
       std::vector<result<Value>> out;
       for (const auto& i : items) out.emplace_back(as_int(i) * 2);
@@ -245,21 +244,8 @@ class PipePython : public ::testing::Test {
       }
       return out;
     });
-    runner_ = local_runner(*pool_);
+    start_runner();
   }
-  void TearDown() override {
-    runner_.reset();
-    pool_.reset();
-  }
-
-  run_options opts() {
-    run_options o;
-    o.runner = runner_.get();
-    return o;
-  }
-
-  std::unique_ptr<local_pool> pool_;
-  std::unique_ptr<batch_runner> runner_;
 };
 
 TEST_F(PipePython, NativePythonRouter) {
