@@ -3,6 +3,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
+#include <new>
 
 #include "block.hpp"
 #include "writer_impl.hpp"
@@ -119,17 +121,60 @@ slot_position writer::impl::find_slot(const table_state& t, std::uint64_t hash,
   return {insert_at, null_ref, false};
 }
 
+result<void> writer::impl::prepare_spare(table_state& t, std::uint64_t budget) {
+  if (!t.published || t.shadow || migrating(t) || t.used * 2 <= t.capacity) return {};
+  if (t.spare == null_ref) {
+    // What a growth at the load limit will ask for.
+    auto capacity = capacity_for(t, t.capacity / 4 * 3 + 1);
+    if (!capacity) return std::move(capacity).error();
+    auto b = alloc.allocate_unreserved(detail::index_bytes(*capacity));
+    if (!b) return std::move(b).error();
+    bytes_used += b->bytes;
+    t.spare = b->ref;
+    t.spare_capacity = *capacity;
+    t.spare_ready = 0;
+  }
+  const std::uint64_t total = detail::index_bytes(t.spare_capacity);
+  const std::uint64_t n = std::min(budget, total - t.spare_ready);
+  if (n == 0) return {};
+  if (auto r = alloc.reserve_part(t.spare + t.spare_ready, n); !r) return r;
+  std::memset(ptr(t.spare) + t.spare_ready, 0, n);
+  t.spare_ready += n;
+  return {};
+}
+
+void writer::impl::drop_spare(table_state& t) {
+  if (t.spare == null_ref) return;
+  release(t.spare, detail::size_class(detail::index_bytes(t.spare_capacity)));
+  t.spare = null_ref;
+  t.spare_capacity = t.spare_ready = 0;
+}
+
 result<void> writer::impl::start_migration(table_state& t, std::uint64_t capacity) {
-  auto root = new_index(capacity);
-  if (!root) return std::move(root).error();
-  index_header* ix = index(*root);
+  std::uint64_t root = null_ref;
+  if (t.spare != null_ref && t.spare_capacity >= capacity) {
+    // Ready by now unless a large batch outran the per-write steps.
+    if (auto r = prepare_spare(t, UINT64_MAX); !r) return r;
+    root = t.spare;
+    capacity = t.spare_capacity;
+    t.spare = null_ref;
+    t.spare_capacity = t.spare_ready = 0;
+    auto* fresh = new (ptr(root)) index_header{};
+    fresh->capacity = capacity;
+  } else {
+    drop_spare(t);
+    auto made = new_index(capacity);
+    if (!made) return std::move(made).error();
+    root = *made;
+  }
+  index_header* ix = index(root);
   ix->old.store(t.root, std::memory_order_relaxed);
   ix->migrated.store(0, std::memory_order_relaxed);
   t.old = t.root;
   t.old_capacity = t.capacity;
   t.migrated = 0;
   t.old_live = t.keys;
-  t.root = *root;
+  t.root = root;
   t.capacity = capacity;
   t.used = 0;
   publish_counts(t);
@@ -193,6 +238,8 @@ void writer::impl::dispose_table(const table_state& t) {
   entries(t.root, t.capacity, 0);
   if (t.old != null_ref) entries(t.old, t.old_capacity, t.migrated);
   dispose_arrays(t);
+  if (t.spare != null_ref)
+    release(t.spare, detail::size_class(detail::index_bytes(t.spare_capacity)));
 }
 
 result<std::uint64_t> writer::impl::rehash(const table_state& t, std::uint64_t capacity) {

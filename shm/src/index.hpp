@@ -14,10 +14,14 @@
 namespace slither::shm::detail {
 
 /// Slots of the previous array each write moves. A growth starts when the
-/// array is half full and doubles it, so at least two slots per insert
+/// array is 3/4 full and doubles it, so at least two slots per insert
 /// finish a migration before the next growth is due; more finish it sooner
 /// (lookups of keys not yet moved probe two arrays) at a bounded cost per write.
 inline constexpr std::uint64_t migrate_slots_per_write = 8;
+/// Bytes of the next growth's array made ready per write once the index is
+/// half full: it takes 16 bytes per slot of the current array by 3/4 full,
+/// at least 64 bytes per insert; so it is ready long before.
+inline constexpr std::uint64_t spare_bytes_per_write = 4096;
 
 /// Visits the head block of every key in the table whose current index is
 /// `ix`, also while it grows: a key present throughout is visited exactly

@@ -14,7 +14,7 @@
 //   reference into it. References are (segment << 48 | offset), never pointers.
 // - An index block is an open-addressing, linear-probing array of slots
 //   (null, tombstone or a reference to an entry block tagged with 6 bits of the
-//   key hash, so probes rarely touch other keys' blocks), kept at most half full.
+//   key hash, so probes rarely touch other keys' blocks), kept at most 3/4 full.
 //   Entry blocks are immutable once published: {hash, version, key, value}.
 //   A put writes a new block and release-stores its reference into the slot;
 //   growth is incremental (below); reload/clear build a new array (and

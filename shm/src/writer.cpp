@@ -155,7 +155,9 @@ void writer::impl::publish_counts(const table_state& t) {
 }
 
 result<std::uint64_t> writer::impl::capacity_for(const table_state& t, std::uint64_t keys) const {
-  const std::uint64_t want = keys * 4;
+  // At most half full: a growth at 3/4 doubles the array, which leaves
+  // room for half as many inserts again (and time to move the old one).
+  const std::uint64_t want = keys * 2;
   if (want > max_index_capacity) {
     return fail(errc::limit_exceeded, "table '" + t.name + "' in store '" + label +
                                           "' cannot index " + std::to_string(keys) + " keys");
@@ -164,10 +166,11 @@ result<std::uint64_t> writer::impl::capacity_for(const table_state& t, std::uint
 }
 
 /// Makes room for `extra` more keys: moves a growing index on, and starts a
-/// growth into a larger (or tombstone-free) array if it would pass half full.
+/// growth into a larger (or tombstone-free) array if it would pass 3/4 full.
 result<void> writer::impl::ensure_capacity(table_state& t, std::uint64_t extra) {
   migrate(t, detail::migrate_slots_per_write * extra);
-  if ((t.used + t.old_live + extra) * 2 <= t.capacity) return {};
+  if (auto r = prepare_spare(t, detail::spare_bytes_per_write * extra); !r) return r;
+  if ((t.used + t.old_live + extra) * 4 <= t.capacity * 3) return {};
   // A growth starts only once the previous one is done (layout.hpp, rule 5);
   // the per-write moves make this a no-op unless a batch outgrew them.
   migrate(t, UINT64_MAX);
@@ -748,8 +751,8 @@ result<void> writer::clear(std::string_view table) {
   t.root = *root;
   t.capacity = t.initial_slots;
   t.keys = t.values = t.used = 0;
-  t.old = detail::null_ref;
-  t.old_capacity = t.migrated = t.old_live = 0;
+  t.old = t.spare = detail::null_ref;
+  t.old_capacity = t.migrated = t.old_live = t.spare_capacity = t.spare_ready = 0;
   t.tree_root = detail::null_ref;
   t.tree_keys = 0;
   p_->publish_root(t);
@@ -772,8 +775,8 @@ result<void> writer::reload(std::string_view table,
   next.root = *root;
   next.capacity = t.initial_slots;
   next.keys = next.values = next.used = 0;
-  next.old = detail::null_ref;
-  next.old_capacity = next.migrated = next.old_live = 0;
+  next.old = next.spare = detail::null_ref;
+  next.old_capacity = next.migrated = next.old_live = next.spare_capacity = next.spare_ready = 0;
   next.tree_root = next.tree_committed = detail::null_ref;
   next.tree_keys = next.tree_committed_keys = 0;
 

@@ -38,7 +38,13 @@ struct table_state {
   std::uint64_t old_capacity = 0;
   std::uint64_t migrated = 0;
   std::uint64_t old_live = 0;
-  bool published = true;  // false while a reload builds it
+  // The array the next growth will move into, made ready (reserved and
+  // zeroed) a little per write once the index is half full; never published
+  // until that growth starts.
+  std::uint64_t spare = null_ref;
+  std::uint64_t spare_capacity = 0;
+  std::uint64_t spare_ready = 0;  // bytes of it ready, from its start
+  bool published = true;          // false while a reload builds it
   // Ordered tables: the B+tree root being changed, and the one readers see.
   std::uint64_t tree_root = null_ref;
   std::uint64_t tree_keys = 0;
@@ -165,7 +171,7 @@ struct writer::impl final : detail::fork_aware {
   void publish_root(const detail::table_state& t);
   void publish_counts(const detail::table_state& t);
   result<void> ensure_capacity(detail::table_state& t, std::uint64_t extra);
-  /// The slot count an index needs for `keys` keys (at most half full).
+  /// The slot count of a new array for `keys` keys (at most half full).
   result<std::uint64_t> capacity_for(const detail::table_state& t, std::uint64_t keys) const;
 
   // The index while it grows (index.cpp; layout.hpp "Growth").
@@ -177,7 +183,13 @@ struct writer::impl final : detail::fork_aware {
   detail::shared_u64& slot_at(const detail::table_state& t, const detail::slot_position& pos) {
     return slots(pos.in_old ? t.old : t.root)[pos.slot];
   }
-  /// Publishes a new array of `capacity` slots that `t`'s entries move into.
+  /// Makes up to `budget` more bytes of `t`'s spare array ready, choosing
+  /// one first if the index is past half full.
+  result<void> prepare_spare(detail::table_state& t, std::uint64_t budget);
+  /// Gives `t`'s spare array back (readers never saw it).
+  void drop_spare(detail::table_state& t);
+  /// Publishes a new array of at least `capacity` slots (the spare if it is
+  /// large enough) that `t`'s entries move into.
   result<void> start_migration(detail::table_state& t, std::uint64_t capacity);
   /// Moves up to `budget` more slots of the array `t` moves from.
   void migrate(detail::table_state& t, std::uint64_t budget);

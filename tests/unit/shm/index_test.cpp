@@ -22,9 +22,14 @@ namespace {
 using testing::numbered;
 using testing::test_options;
 
-/// Reads table `t`'s index header straight from the segments: whether its
-/// index is growing (moving out of an older array) right now.
-bool growing(const store_options& o, std::uint32_t t) {
+/// The first words of an index header (layout.hpp).
+struct index_words {
+  std::uint64_t capacity, keys, values, old, migrated;
+};
+static_assert(offsetof(detail::index_header, migrated) == offsetof(index_words, migrated));
+
+/// Reads table `t`'s index header straight from the segments.
+index_words index_of(const store_options& o, std::uint32_t t) {
   auto read_at = [&](std::uint64_t ref, void* out, std::size_t bytes) {
     const std::string seg = segment_name(o.ns, o.name, detail::ref_segment(ref));
     const int fd = ::shm_open(seg.c_str(), O_RDONLY, 0);
@@ -37,9 +42,14 @@ bool growing(const store_options& o, std::uint32_t t) {
   read_at(detail::store_header_offset + offsetof(detail::store_header, tables) +
               t * sizeof(detail::table_entry) + offsetof(detail::table_entry, root),
           &root, sizeof root);
-  std::uint64_t old = 0;
-  read_at(root + offsetof(detail::index_header, old), &old, sizeof old);
-  return old != detail::null_ref;
+  index_words ix{};
+  read_at(root, &ix, sizeof ix);
+  return ix;
+}
+
+/// Whether table `t`'s index is growing (moving out of an older array) right now.
+bool growing(const store_options& o, std::uint32_t t) {
+  return index_of(o, t).old != detail::null_ref;
 }
 
 /// Every key the reader finds by `for_each`, `keys` and `get`, checked against `oracle`.
@@ -180,6 +190,19 @@ TEST(IndexGrowth, ClearReloadDropAndAtomicBatchesDuringAMigration) {
   w.reclaim();
   EXPECT_EQ(w.stats().bytes_used, empty_bytes);
   expect_matches(r, "kv", {});
+
+  // Past half full the next growth's array is made ready: a clear gives it back too.
+  fill_until_growing(w, o, 0, "kv");
+  w.reclaim();  // finishes the migration
+  ASSERT_FALSE(growing(o, 0));
+  const std::uint64_t capacity = index_of(o, 0).capacity;
+  for (std::uint64_t i = 0; r.size("kv").value() * 2 <= capacity + 2; ++i) {
+    w.put("kv", numbered("half", i), "x").value();
+  }
+  ASSERT_FALSE(growing(o, 0));
+  ASSERT_TRUE(w.clear("kv").has_value());
+  w.reclaim();
+  EXPECT_EQ(w.stats().bytes_used, empty_bytes);
 
   // An atomic batch mid-migration sees the keys of both arrays.
   oracle = fill_until_growing(w, o, 0, "kv");
