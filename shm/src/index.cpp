@@ -122,7 +122,7 @@ slot_position writer::impl::find_slot(const table_state& t, std::uint64_t hash,
 }
 
 result<void> writer::impl::prepare_spare(table_state& t, std::uint64_t budget) {
-  if (!t.published || t.shadow || migrating(t) || t.used * 2 <= t.capacity) return {};
+  if (!t.published || t.shadow || migrating(t) || t.used * 16 <= t.capacity * 11) return {};
   if (t.spare == null_ref) {
     // What a growth at the load limit will ask for.
     auto capacity = capacity_for(t, t.capacity / 4 * 3 + 1);

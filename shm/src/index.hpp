@@ -19,8 +19,9 @@ namespace slither::shm::detail {
 /// (lookups of keys not yet moved probe two arrays) at a bounded cost per write.
 inline constexpr std::uint64_t migrate_slots_per_write = 8;
 /// Bytes of the next growth's array made ready per write once the index is
-/// half full: it takes 16 bytes per slot of the current array by 3/4 full,
-/// at least 64 bytes per insert; so it is ready long before.
+/// 11/16 full (so it costs memory only until the growth, at 3/4): it takes
+/// 16 bytes per slot of the current array in 1/16 of them, at least 256
+/// bytes per insert; so it is ready long before.
 inline constexpr std::uint64_t spare_bytes_per_write = 4096;
 
 /// Visits the head block of every key in the table whose current index is

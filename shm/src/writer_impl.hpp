@@ -39,7 +39,7 @@ struct table_state {
   std::uint64_t migrated = 0;
   std::uint64_t old_live = 0;
   // The array the next growth will move into, made ready (reserved and
-  // zeroed) a little per write once the index is half full; never published
+  // zeroed) a little per write once the index is 11/16 full; never published
   // until that growth starts.
   std::uint64_t spare = null_ref;
   std::uint64_t spare_capacity = 0;

@@ -191,12 +191,12 @@ TEST(IndexGrowth, ClearReloadDropAndAtomicBatchesDuringAMigration) {
   EXPECT_EQ(w.stats().bytes_used, empty_bytes);
   expect_matches(r, "kv", {});
 
-  // Past half full the next growth's array is made ready: a clear gives it back too.
+  // Past 11/16 full the next growth's array is made ready: a clear gives it back too.
   fill_until_growing(w, o, 0, "kv");
   w.reclaim();  // finishes the migration
   ASSERT_FALSE(growing(o, 0));
   const std::uint64_t capacity = index_of(o, 0).capacity;
-  for (std::uint64_t i = 0; r.size("kv").value() * 2 <= capacity + 2; ++i) {
+  for (std::uint64_t i = 0; r.size("kv").value() * 16 <= capacity * 11 + 16; ++i) {
     w.put("kv", numbered("half", i), "x").value();
   }
   ASSERT_FALSE(growing(o, 0));
