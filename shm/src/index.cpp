@@ -134,6 +134,10 @@ result<void> writer::impl::prepare_spare(table_state& t, std::uint64_t budget) {
     t.spare_capacity = *capacity;
     t.spare_ready = 0;
   }
+  return ready_spare(t, budget);
+}
+
+result<void> writer::impl::ready_spare(table_state& t, std::uint64_t budget) {
   const std::uint64_t total = detail::index_bytes(t.spare_capacity);
   const std::uint64_t n = std::min(budget, total - t.spare_ready);
   if (n == 0) return {};
@@ -154,7 +158,7 @@ result<void> writer::impl::start_migration(table_state& t, std::uint64_t capacit
   std::uint64_t root = null_ref;
   if (t.spare != null_ref && t.spare_capacity >= capacity) {
     // Ready by now unless a large batch outran the per-write steps.
-    if (auto r = prepare_spare(t, UINT64_MAX); !r) return r;
+    if (auto r = ready_spare(t, UINT64_MAX); !r) return r;
     root = t.spare;
     capacity = t.spare_capacity;
     t.spare = null_ref;

@@ -186,6 +186,8 @@ struct writer::impl final : detail::fork_aware {
   /// Makes up to `budget` more bytes of `t`'s spare array ready, choosing
   /// one first if the index is past half full.
   result<void> prepare_spare(detail::table_state& t, std::uint64_t budget);
+  /// Zeroes up to `budget` more bytes of `t`'s spare array, whatever the load.
+  result<void> ready_spare(detail::table_state& t, std::uint64_t budget);
   /// Gives `t`'s spare array back (readers never saw it).
   void drop_spare(detail::table_state& t);
   /// Publishes a new array of at least `capacity` slots (the spare if it is
