@@ -84,7 +84,8 @@ run_python() {
 for area in "${areas[@]}"; do
   case "$area" in
     codec) run_cxx codec; run_codec_python ;;
-    store) run_cxx store ;;
+    # The store at 100k keys against LMDB, then one table at 10^5 against 10^7 keys.
+    store) run_cxx store; run_cxx store bench_scale scale_report.json ;;
     # The engine alone, then through a broker to Python worker processes, then
     # the Python client against its baselines.
     dispatch) run_dispatch ;;

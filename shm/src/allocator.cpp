@@ -31,7 +31,7 @@ std::uint64_t allocator::resident_bytes() const noexcept {
   return segment_total_ - hole_total_;
 }
 
-result<void> allocator::add_segment(std::uint64_t payload_bytes) {
+result<void> allocator::add_segment(std::uint64_t payload_bytes, bool reserve_payload) {
   const auto n = static_cast<std::uint32_t>(segments_.size());
   if (n >= max_segments) {
     return fail(errc::no_space, "store '" + label_ + "' has reached its limit of " +
@@ -53,7 +53,8 @@ result<void> allocator::add_segment(std::uint64_t payload_bytes) {
   bytes = align_up(bytes, page_bytes);
   // The header's and the request's pages are reserved now (the request is
   // served from the front); the rest is a hole until used.
-  const std::uint64_t reserved = std::min(bytes, align_up(data_start + payload_bytes, page_bytes));
+  const std::uint64_t reserved =
+      std::min(bytes, align_up(data_start + (reserve_payload ? payload_bytes : 0), page_bytes));
   std::string name = segment_name(ns_, name_, n);
   auto obj = create_object(name, bytes, reserved);
   if (!obj) return std::move(obj).error();
@@ -71,15 +72,15 @@ result<void> allocator::add_segment(std::uint64_t payload_bytes) {
   return {};
 }
 
-result<block> allocator::allocate(std::uint64_t bytes) {
+result<block> allocator::allocate(std::uint64_t bytes, bool reserve_pages) {
   const std::uint64_t cls = size_class(bytes);
   auto it = free_by_size_.lower_bound({cls, 0});
   if (it == free_by_size_.end()) {
-    if (auto r = add_segment(cls); !r) return std::move(r).error();
+    if (auto r = add_segment(cls, reserve_pages); !r) return std::move(r).error();
     it = free_by_size_.lower_bound({cls, 0});
   }
   const auto [len, start] = *it;
-  if (!holes_.empty()) {
+  if (reserve_pages && !holes_.empty()) {
     if (auto r = reserve(start, cls); !r) return std::move(r).error();
   }
   auto by_size = free_by_size_.extract(it);

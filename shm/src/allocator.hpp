@@ -80,11 +80,21 @@ class allocator {
   /// Once segment 0 holds the store header, new segments are announced in it.
   void announce_in(store_header* header) noexcept { header_ = header; }
 
-  /// Adds a segment with room for at least `payload_bytes`.
-  result<void> add_segment(std::uint64_t payload_bytes);
+  /// Adds a segment with room for at least `payload_bytes` (whose pages are
+  /// reserved unless `reserve_payload` is false).
+  result<void> add_segment(std::uint64_t payload_bytes, bool reserve_payload = true);
   /// A block of `size_class(bytes)` bytes: the smallest free extent that
   /// fits, else a new segment. Errors: `no_space`.
-  result<block> allocate(std::uint64_t bytes);
+  result<block> allocate(std::uint64_t bytes) { return allocate(bytes, true); }
+  /// A block like `allocate`'s whose pages are not reserved yet: each part
+  /// must go through `reserve_part` before it is touched. For a large block
+  /// made ready a little at a time (a growing index's next array), so that
+  /// reserving it is never one long pause.
+  result<block> allocate_unreserved(std::uint64_t bytes) { return allocate(bytes, false); }
+  /// Reserves the pages of [at, at + bytes), part of an `allocate_unreserved` block.
+  result<void> reserve_part(std::uint64_t at, std::uint64_t bytes) {
+    return holes_.empty() ? result<void>{} : reserve(at, bytes);
+  }
   /// Makes the block (`ref`, `bytes` as `allocate` returned it) free,
   /// merged with free neighbours.
   void free(std::uint64_t ref, std::uint64_t bytes);
@@ -108,6 +118,7 @@ class allocator {
   }
 
  private:
+  result<block> allocate(std::uint64_t bytes, bool reserve_pages);
   /// Reserves the holes' pages around [at, at + bytes) again.
   result<void> reserve(std::uint64_t at, std::uint64_t bytes);
   /// Hands back the whole free pages of [start, start + bytes), part of a free extent.

@@ -14,12 +14,40 @@
 //   reference into it. References are (segment << 48 | offset), never pointers.
 // - An index block is an open-addressing, linear-probing array of slots
 //   (null, tombstone or a reference to an entry block tagged with 6 bits of the
-//   key hash, so probes rarely touch other keys' blocks), kept at most half full.
+//   key hash, so probes rarely touch other keys' blocks), kept at most 3/4 full.
 //   Entry blocks are immutable once published: {hash, version, key, value}.
 //   A put writes a new block and release-stores its reference into the slot;
-//   growth builds a new array over the same blocks and publishes it in the
-//   table directory; reload/clear build a new array (and blocks) and publish
-//   it the same way, so a reader sees either the old or the new table.
+//   growth is incremental (below); reload/clear build a new array (and
+//   blocks) and publish it in the table directory, so a reader sees either
+//   the old or the new table.
+// - Growth (index.hpp) publishes a new, larger array N whose header
+//   references the previous one, O (`index_header::old`), and then moves
+//   O's entries into N a few slots per write, in slot order; `migrated`
+//   says how many of O's slots have been moved. The rules that keep every
+//   reader right while it runs:
+//   1. A key lives in exactly one place: in O at a slot >= `migrated`, or in
+//      N. The writer updates, appends to or erases a key still in O in place
+//      (in O); new keys go to N.
+//   2. A move stores the slot's value into N, then (after a batch of moves)
+//      stores the larger `migrated`. O's moved slots are left as they were:
+//      "frozen". Readers still holding O as their root (they loaded it
+//      before N was published) find every key there, with a value it had
+//      during their read; a frozen slot's block may be retired later (a put
+//      or erase in N), never before such a reader's epoch ends.
+//   3. Nobody dereferences a frozen slot of O through N: its block may
+//      already be freed. A lookup through N loads `old` first; if null, N
+//      alone is complete. Else it probes N, loads `migrated`, probes O
+//      comparing keys only at slots >= `migrated` (it walks over the others),
+//      and on a miss probes N once more: a key moved after the first probe
+//      was stored in N before `migrated` passed its slot.
+//   4. `for_each`/`keys` through N during a migration read O's slots >=
+//      `migrated` (loaded once, m), then N's entries, skipping an entry of N
+//      whose key O holds at a slot >= m: that one was reported from O. A key
+//      present throughout is reported exactly once.
+//   5. When every slot is moved the writer stores a null `old`, then retires
+//      O through the epochs. A new growth starts only after the previous
+//      one finished, so a reader meets at most two arrays per root.
+//   Probe chains never break: no null is ever stored into a published array.
 // - Bag tables chain blocks: each appended value gets its own block whose
 //   `next` references the previous value's block, and the slot references the
 //   newest; each block also references the chain's oldest block. Appending
@@ -171,14 +199,18 @@ inline constexpr std::uint64_t store_state_offset = store_header_offset + 16;
 /// An index block: an open-addressing (linear probing) array of `capacity`
 /// slots, each null, `tombstone` or a tagged entry reference (`slot_value`), follows
 /// this header. Only the writer mutates it; it never moves an entry within
-/// one array, so a reader scanning it sees every entry present throughout.
+/// one array. While it grows, `old` references the array it replaces and
+/// `migrated` counts the slots of that one already moved (rules above).
 struct index_header {
   std::uint64_t capacity;  ///< a power of two
-  shared_u64 keys;         ///< live keys
+  shared_u64 keys;         ///< live keys (in the table: this array and `old`'s live part)
   shared_u64 values;       ///< live values (== keys in a set)
-  std::uint64_t reserved[5];
+  shared_u64 old;          ///< the array being moved into this one, or null
+  shared_u64 migrated;     ///< slots [0, migrated) of `old` are moved (frozen)
+  std::uint64_t reserved[3];
 };
 static_assert(std::is_standard_layout_v<index_header> && sizeof(index_header) == 64);
+static_assert(offsetof(index_header, old) == 24 && offsetof(index_header, migrated) == 32);
 
 enum class value_format : std::uint8_t { encoded = 1, ndarray = 2 };
 

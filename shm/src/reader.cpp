@@ -7,6 +7,7 @@
 
 #include "btree.hpp"
 #include "epoch.hpp"
+#include "index.hpp"
 #include "reader_core.hpp"
 #include "registry.hpp"
 #include "slither/core/codec.hpp"
@@ -556,20 +557,24 @@ result<void> reader::for_each(std::string_view table,
   reader_core& c = *p_->core;
   return with_index<void>(
       c, table, [&](std::uint32_t, const index_header* ix, epoch_guard& guard) -> result<void> {
-        const auto* slots = reinterpret_cast<const shared_u64*>(ix + 1);
-        for (std::uint64_t i = 0; i < ix->capacity; ++i) {
-          const std::uint64_t s = slots[i].load(std::memory_order_seq_cst);
-          if (!detail::slot_has_entry(s)) continue;
-          const std::uint64_t r = detail::slot_ref(s);
-          const entry_header* head = c.entry(r);
-          if (head == nullptr) return c.unreadable(r);
-          auto blocks = c.chain(located{r, head});
-          if (!blocks) return std::move(blocks).error();
-          for (const located& at : *blocks) {
-            if (auto ok = check_value(at.e); !ok) return std::move(ok).error();
-            if (!fn(key_of(at.e), make_view(p_->core, at, guard))) return {};
+        std::optional<error_info> failed;
+        auto scanned = detail::scan_index(c, ix, [&](located head) {
+          auto blocks = c.chain(head);
+          if (!blocks) {
+            failed = std::move(blocks).error();
+            return false;
           }
-        }
+          for (const located& at : *blocks) {
+            if (auto ok = check_value(at.e); !ok) {
+              failed = std::move(ok).error();
+              return false;
+            }
+            if (!fn(key_of(at.e), make_view(p_->core, at, guard))) return false;
+          }
+          return true;
+        });
+        if (!scanned) return std::move(scanned).error();
+        if (failed) return std::move(*failed);
         return {};
       });
 }
@@ -647,16 +652,12 @@ result<std::vector<std::string>> reader::keys(std::string_view table,
   return with_index<std::vector<std::string>>(
       c, table,
       [&](std::uint32_t, const index_header* ix, epoch_guard&) -> result<std::vector<std::string>> {
-        const auto* slots = reinterpret_cast<const shared_u64*>(ix + 1);
         std::vector<std::string> out;
-        for (std::uint64_t i = 0; i < ix->capacity; ++i) {
-          const std::uint64_t s = slots[i].load(std::memory_order_seq_cst);
-          if (!detail::slot_has_entry(s)) continue;
-          const std::uint64_t r = detail::slot_ref(s);
-          const entry_header* e = c.entry(r);
-          if (e == nullptr) return c.unreadable(r);
-          if (key_of(e).starts_with(prefix)) out.emplace_back(key_of(e));
-        }
+        auto scanned = detail::scan_index(c, ix, [&](located head) {
+          if (key_of(head.e).starts_with(prefix)) out.emplace_back(key_of(head.e));
+          return true;
+        });
+        if (!scanned) return std::move(scanned).error();
         return out;
       });
 }

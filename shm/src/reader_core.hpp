@@ -168,26 +168,33 @@ struct reader_core final : fork_aware {
     return e;
   }
 
-  /// The current index of `table`; call inside an epoch.
-  const index_header* index(std::uint32_t table) noexcept {
-    const std::uint64_t root = header->tables[table].root.load(std::memory_order_seq_cst);
-    if (root == null_ref) return nullptr;  // dropped meanwhile
-    const auto* ix = reinterpret_cast<const index_header*>(resolve(root, sizeof(index_header)));
+  /// The index block at `ref` if its header and slots fit in its segment; else nullptr.
+  const index_header* index_at(std::uint64_t ref) noexcept {
+    const auto* ix = reinterpret_cast<const index_header*>(resolve(ref, sizeof(index_header)));
     if (ix == nullptr || ix->capacity == 0 || (ix->capacity & (ix->capacity - 1)) != 0 ||
-        ix->capacity > max_index_capacity || resolve(root, index_bytes(ix->capacity)) == nullptr) {
+        ix->capacity > max_index_capacity || resolve(ref, index_bytes(ix->capacity)) == nullptr) {
       return nullptr;
     }
     return ix;
   }
 
-  /// The newest block of `key` in index `ix` (`e` null if absent); inside an epoch.
-  result<located> find(const index_header* ix, std::uint64_t hash, std::string_view key) {
+  /// The current index of `table`; call inside an epoch.
+  const index_header* index(std::uint32_t table) noexcept {
+    const std::uint64_t root = header->tables[table].root.load(std::memory_order_seq_cst);
+    if (root == null_ref) return nullptr;  // dropped meanwhile
+    return index_at(root);
+  }
+
+  /// The newest block of `key` in array `ix` alone (`e` null if absent),
+  /// comparing keys only at slots >= `from` (those below are frozen: layout.hpp).
+  result<located> probe(const index_header* ix, std::uint64_t hash, std::string_view key,
+                        std::uint64_t from) {
     const auto* slots_ = reinterpret_cast<const shared_u64*>(ix + 1);
     const std::uint64_t mask = ix->capacity - 1;
     for (std::uint64_t i = hash & mask, n = 0; n <= mask; i = (i + 1) & mask, ++n) {
       const std::uint64_t s = slots_[i].load(std::memory_order_seq_cst);
       if (s == null_ref) break;
-      if (!slot_has_entry(s) || !slot_tag_matches(s, hash)) continue;
+      if (!slot_has_entry(s) || !slot_tag_matches(s, hash) || i < from) continue;
       const std::uint64_t r = slot_ref(s);
       // Header, key and a small value fill the block's first three cache
       // lines: fetch them together rather than one miss after another.
@@ -201,6 +208,20 @@ struct reader_core final : fork_aware {
     }
     return located{};
   }
+
+  /// The newest block of `key` in the table whose current index is `ix`
+  /// (`e` null if absent), in the array it is moving from too while it
+  /// grows; inside an epoch.
+  result<located> find(const index_header* ix, std::uint64_t hash, std::string_view key) {
+    // Before the probe: a null `old` read later could follow a move we missed.
+    const std::uint64_t old = ix->old.load(std::memory_order_seq_cst);
+    auto found = probe(ix, hash, key, 0);
+    if (!found || found->e != nullptr || old == null_ref) return found;
+    return find_moving(ix, old, hash, key);
+  }
+  /// `find`'s second half while `ix` grows out of `old` (index.cpp).
+  result<located> find_moving(const index_header* ix, std::uint64_t old, std::uint64_t hash,
+                              std::string_view key);
 
   /// The blocks of a bag chain, oldest first (one block for a set). Each
   /// block must count one value fewer than the one before it, down to 1, so

@@ -4,11 +4,13 @@
 
 #include <algorithm>
 #include <bit>
+#include <chrono>
 #include <cstring>
 #include <new>
 #include <random>
 
 #include "epoch.hpp"
+#include "index.hpp"
 #include "segment.hpp"
 #include "slither/core/codec.hpp"
 #include "slither/shm/store.hpp"
@@ -36,6 +38,8 @@ using detail::valid_name;
 
 namespace {
 constexpr std::uint64_t max_key_limit = std::uint64_t{1} << 20;
+// What each `reclaim` (a broker calls it every 250 ms) spends moving growing indexes.
+constexpr std::chrono::microseconds migrate_budget{2000};
 
 result<void> check_table_spec(const store_options& o, const table_spec& t) {
   if (t.name.empty() || t.name.size() > detail::max_table_name ||
@@ -111,16 +115,6 @@ void writer::impl::dispose_chain(const table_state& t, std::uint64_t head) {
   }
 }
 
-/// Disposes of every entry of the index `root` and of the index itself.
-void writer::impl::dispose_table(const table_state& t, std::uint64_t root, std::uint64_t capacity) {
-  shared_u64* s = slots(root);
-  for (std::uint64_t i = 0; i < capacity; ++i) {
-    const std::uint64_t v = s[i].load(std::memory_order_relaxed);
-    if (detail::slot_has_entry(v)) dispose_chain(t, detail::slot_ref(v));
-  }
-  dispose(t, root, size_class(index_bytes(capacity)));
-}
-
 std::string_view to_string(table_kind kind) noexcept {
   switch (kind) {
     case table_kind::set:
@@ -160,10 +154,10 @@ void writer::impl::publish_counts(const table_state& t) {
   ix->values.store(t.values, std::memory_order_relaxed);
 }
 
-/// Makes room for `extra` more keys, rebuilding the index into a larger
-/// (or tombstone-free) array and publishing it if it would pass half full.
 result<std::uint64_t> writer::impl::capacity_for(const table_state& t, std::uint64_t keys) const {
-  const std::uint64_t want = keys * 4;
+  // At most half full: a growth at 3/4 doubles the array, which leaves
+  // room for half as many inserts again (and time to move the old one).
+  const std::uint64_t want = keys * 2;
   if (want > max_index_capacity) {
     return fail(errc::limit_exceeded, "table '" + t.name + "' in store '" + label +
                                           "' cannot index " + std::to_string(keys) + " keys");
@@ -171,56 +165,29 @@ result<std::uint64_t> writer::impl::capacity_for(const table_state& t, std::uint
   return std::bit_ceil(std::max(t.initial_slots, want));
 }
 
-result<std::uint64_t> writer::impl::rehash(const table_state& t, std::uint64_t capacity) {
-  auto root = new_index(capacity);
-  if (!root) return std::move(root).error();
-  shared_u64* from = slots(t.root);
-  shared_u64* to = slots(*root);
-  const std::uint64_t mask = capacity - 1;
-  for (std::uint64_t i = 0; i < t.capacity; ++i) {
-    const std::uint64_t v = from[i].load(std::memory_order_relaxed);
-    if (!detail::slot_has_entry(v)) continue;
-    std::uint64_t j = entry(detail::slot_ref(v))->hash & mask;
-    while (to[j].load(std::memory_order_relaxed) != detail::null_ref) j = (j + 1) & mask;
-    to[j].store(v, std::memory_order_relaxed);
-  }
-  return root;
-}
-
+/// Makes room for `extra` more keys: moves a growing index on, and starts a
+/// growth into a larger (or tombstone-free) array if it would pass 3/4 full.
 result<void> writer::impl::ensure_capacity(table_state& t, std::uint64_t extra) {
-  if ((t.used + extra) * 2 <= t.capacity) return {};
+  migrate(t, detail::migrate_slots_per_write * extra);
+  if (auto r = prepare_spare(t, detail::spare_bytes_per_write * extra); !r) return r;
+  if ((t.used + t.old_live + extra) * 4 <= t.capacity * 3) return {};
+  // A growth starts only once the previous one is done (layout.hpp, rule 5);
+  // the per-write moves make this a no-op unless a batch outgrew them.
+  migrate(t, UINT64_MAX);
   auto capacity = capacity_for(t, t.keys + extra);
   if (!capacity) return std::move(capacity).error();
+  // Readers see only published tables: an unseen one is rebuilt at once.
+  if (t.published && !t.shadow) return start_migration(t, *capacity);
   auto root = rehash(t, *capacity);
   if (!root) return std::move(root).error();
-  const std::uint64_t old_root = t.root;
-  const std::uint64_t old_capacity = t.capacity;
+  const table_state old = t;
   t.root = *root;
   t.capacity = *capacity;
   t.used = t.keys;
   publish_counts(t);
   publish_root(t);
-  dispose(t, old_root, size_class(index_bytes(old_capacity)));
+  dispose_arrays(old);
   return {};
-}
-
-inline slot_position writer::impl::find_slot(const table_state& t, std::uint64_t hash,
-                                             std::string_view key) {
-  shared_u64* s = slots(t.root);
-  const std::uint64_t mask = t.capacity - 1;
-  std::uint64_t insert_at = UINT64_MAX;
-  for (std::uint64_t i = hash & mask;; i = (i + 1) & mask) {
-    const std::uint64_t v = s[i].load(std::memory_order_relaxed);
-    if (v == detail::null_ref) return {insert_at != UINT64_MAX ? insert_at : i, v};
-    if (v == detail::tombstone) {
-      if (insert_at == UINT64_MAX) insert_at = i;
-      continue;
-    }
-    if (!detail::slot_tag_matches(v, hash)) continue;
-    __builtin_prefetch(ptr(detail::slot_ref(v)) + 64);  // the key, with the header
-    const entry_header* e = entry(detail::slot_ref(v));
-    if (e->hash == hash && key_of(e) == key) return {i, detail::slot_ref(v)};
-  }
 }
 
 /// Writes a new, unpublished entry block for `key` and `value`.
@@ -281,7 +248,7 @@ inline std::uint64_t writer::impl::link(table_state& t, const block& b, std::uin
                                         std::string_view key) {
   const slot_position pos = find_slot(t, hash, key);
   entry_header* e = entry(b.ref);
-  shared_u64& slot = slots(t.root)[pos.slot];
+  shared_u64& slot = slot_at(t, pos);
   if (pos.ref != detail::null_ref) {
     const entry_header* old = entry(pos.ref);
     e->version = ++last_version;
@@ -614,7 +581,7 @@ result<void> writer::impl::put_many_at_once(
   }
   auto capacity = capacity_for(t, t.keys + entries.size());
   if (!capacity) return give_back(std::move(capacity).error());
-  auto root = rehash(t, *capacity);
+  auto root = rehash(t, *capacity);  // the whole table, a growing index's both arrays
   if (!root) return give_back(std::move(root).error());
   // The copy shares every block of the published index: a block it replaces
   // retires (it is still visible there), and no reclaim runs before the switch.
@@ -622,15 +589,16 @@ result<void> writer::impl::put_many_at_once(
   next.root = *root;
   next.capacity = *capacity;
   next.used = t.keys;
+  next.old = detail::null_ref;
+  next.old_capacity = next.migrated = next.old_live = 0;
   next.shadow = true;
   for (std::size_t i = 0; i < entries.size(); ++i)
     link(next, built[i], hashes[i], entries[i].first);
-  const std::uint64_t old_root = t.root;
-  const std::uint64_t old_capacity = t.capacity;
+  const table_state old = t;
   next.shadow = false;
   t = next;
   publish_root(t);
-  dispose(t, old_root, size_class(index_bytes(old_capacity)));
+  dispose_arrays(old);
   maybe_reclaim();
   return {};
 }
@@ -688,7 +656,7 @@ result<void> writer::drop_table(std::string_view table) {
   p_->header->tree_roots[t.index].store(detail::null_ref, std::memory_order_seq_cst);
   std::erase_if(p_->tables, [&](const table_state& s) { return s.index == t.index; });
   if (t.tree_root != detail::null_ref) p_->dispose_tree(t, t.tree_root);
-  p_->dispose_table(t, t.root, t.capacity);
+  p_->dispose_table(t);
   p_->maybe_reclaim();
   return {};
 }
@@ -708,12 +676,14 @@ result<bool> writer::erase(std::string_view table, std::string_view key) {
       return std::move(r).error();
     }
   }
-  p_->slots(t.root)[pos.slot].store(detail::tombstone, std::memory_order_seq_cst);
+  p_->slot_at(t, pos).store(detail::tombstone, std::memory_order_seq_cst);
+  if (pos.in_old) --t.old_live;
   --t.keys;
   t.values -= p_->entry(pos.ref)->count;
   p_->publish_counts(t);
   if (ordered) p_->tree_commit(t);
   p_->dispose_chain(t, pos.ref);
+  p_->migrate(t, detail::migrate_slots_per_write);
   p_->maybe_reclaim();
   return true;
 }
@@ -777,18 +747,18 @@ result<void> writer::clear(std::string_view table) {
   table_state& t = **tr;
   auto root = p_->new_index(t.initial_slots);
   if (!root) return std::move(root).error();
-  const std::uint64_t old_root = t.root;
-  const std::uint64_t old_capacity = t.capacity;
-  const std::uint64_t old_tree = t.tree_root;
+  const table_state old = t;
   t.root = *root;
   t.capacity = t.initial_slots;
   t.keys = t.values = t.used = 0;
+  t.old = t.spare = detail::null_ref;
+  t.old_capacity = t.migrated = t.old_live = t.spare_capacity = t.spare_ready = 0;
   t.tree_root = detail::null_ref;
   t.tree_keys = 0;
   p_->publish_root(t);
   p_->tree_commit(t);
-  p_->dispose_tree(t, old_tree);
-  p_->dispose_table(t, old_root, old_capacity);
+  p_->dispose_tree(t, old.tree_root);
+  p_->dispose_table(old);
   p_->maybe_reclaim();
   return {};
 }
@@ -805,6 +775,8 @@ result<void> writer::reload(std::string_view table,
   next.root = *root;
   next.capacity = t.initial_slots;
   next.keys = next.values = next.used = 0;
+  next.old = next.spare = detail::null_ref;
+  next.old_capacity = next.migrated = next.old_live = next.spare_capacity = next.spare_ready = 0;
   next.tree_root = next.tree_committed = detail::null_ref;
   next.tree_keys = next.tree_committed_keys = 0;
 
@@ -819,7 +791,7 @@ result<void> writer::reload(std::string_view table,
   }
   if (!filled) {
     p_->dispose_tree(next, next.tree_root);
-    p_->dispose_table(next, next.root, next.capacity);
+    p_->dispose_table(next);
     error_info e = std::move(filled).error();
     e.message = "reload of table '" + t.name + "' in store '" + p_->label +
                 "' failed; its contents are unchanged: " + e.message;
@@ -831,13 +803,15 @@ result<void> writer::reload(std::string_view table,
   p_->publish_root(t);
   p_->tree_commit(t);
   p_->dispose_tree(old, old.tree_root);
-  p_->dispose_table(old, old.root, old.capacity);
+  p_->dispose_table(old);
   p_->maybe_reclaim();
   return {};
 }
 
 reclaim_report writer::reclaim() {
   if (!p_ || p_->closed || !p_->owned()) return {};
+  // The timer's turn to move a growing index on when writes are few.
+  p_->migrate_for(migrate_budget);
   return p_->reclaim(true);
 }
 

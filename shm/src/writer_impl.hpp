@@ -31,8 +31,20 @@ struct table_state {
   std::uint64_t capacity = 0;
   std::uint64_t keys = 0;
   std::uint64_t values = 0;
-  std::uint64_t used = 0;  // keys + tombstones
-  bool published = true;   // false while a reload builds it
+  std::uint64_t used = 0;  // keys + tombstones of the array at `root`
+  // While the index grows (index.hpp): the array moved from, its capacity,
+  // how many of its slots are moved, and how many live keys it still holds.
+  std::uint64_t old = null_ref;
+  std::uint64_t old_capacity = 0;
+  std::uint64_t migrated = 0;
+  std::uint64_t old_live = 0;
+  // The array the next growth will move into, made ready (reserved and
+  // zeroed) a little per write once the index is 11/16 full; never published
+  // until that growth starts.
+  std::uint64_t spare = null_ref;
+  std::uint64_t spare_capacity = 0;
+  std::uint64_t spare_ready = 0;  // bytes of it ready, from its start
+  bool published = true;          // false while a reload builds it
   // Ordered tables: the B+tree root being changed, and the one readers see.
   std::uint64_t tree_root = null_ref;
   std::uint64_t tree_keys = 0;
@@ -71,6 +83,7 @@ struct pending_write {
 struct slot_position {
   std::uint64_t slot;  // where the key is, or where it would be inserted
   std::uint64_t ref;   // its newest block, or null
+  bool in_old;         // `slot` is in the array a growing index moves from
 };
 
 }  // namespace slither::shm::detail
@@ -148,20 +161,44 @@ struct writer::impl final : detail::fork_aware {
   /// Gives a block back: at once if readers never saw it, else through the retire list.
   void dispose(const detail::table_state& t, std::uint64_t ref, std::uint64_t bytes);
   void dispose_chain(const detail::table_state& t, std::uint64_t head);
-  /// Disposes of every entry of the index `root` and of the index itself.
-  void dispose_table(const detail::table_state& t, std::uint64_t root, std::uint64_t capacity);
+  /// Disposes of every entry of `t`'s index and of its array(s) (index.cpp).
+  void dispose_table(const detail::table_state& t);
+  /// Disposes of `t`'s index array(s), not of the entries (index.cpp).
+  void dispose_arrays(const detail::table_state& t);
 
   // Tables (writer.cpp).
   result<std::uint64_t> new_index(std::uint64_t capacity);
   void publish_root(const detail::table_state& t);
   void publish_counts(const detail::table_state& t);
   result<void> ensure_capacity(detail::table_state& t, std::uint64_t extra);
-  /// A new index of `capacity` slots holding every entry of `t`'s (unpublished).
-  result<std::uint64_t> rehash(const detail::table_state& t, std::uint64_t capacity);
-  /// The slot count an index needs for `keys` keys (at most half full).
+  /// The slot count of a new array for `keys` keys (at most half full).
   result<std::uint64_t> capacity_for(const detail::table_state& t, std::uint64_t keys) const;
+
+  // The index while it grows (index.cpp; layout.hpp "Growth").
+  static bool migrating(const detail::table_state& t) noexcept { return t.old != detail::null_ref; }
+  /// Where `key` is (in the array moved from if it is still there), or
+  /// where it would be inserted (in the current array).
   detail::slot_position find_slot(const detail::table_state& t, std::uint64_t hash,
                                   std::string_view key);
+  detail::shared_u64& slot_at(const detail::table_state& t, const detail::slot_position& pos) {
+    return slots(pos.in_old ? t.old : t.root)[pos.slot];
+  }
+  /// Makes up to `budget` more bytes of `t`'s spare array ready, choosing
+  /// one first if the index is past half full.
+  result<void> prepare_spare(detail::table_state& t, std::uint64_t budget);
+  /// Zeroes up to `budget` more bytes of `t`'s spare array, whatever the load.
+  result<void> ready_spare(detail::table_state& t, std::uint64_t budget);
+  /// Gives `t`'s spare array back (readers never saw it).
+  void drop_spare(detail::table_state& t);
+  /// Publishes a new array of at least `capacity` slots (the spare if it is
+  /// large enough) that `t`'s entries move into.
+  result<void> start_migration(detail::table_state& t, std::uint64_t capacity);
+  /// Moves up to `budget` more slots of the array `t` moves from.
+  void migrate(detail::table_state& t, std::uint64_t budget);
+  /// Moves slots of growing tables for about `budget` (the writer's timer).
+  void migrate_for(std::chrono::microseconds budget);
+  /// A new index of `capacity` slots holding every entry of `t`'s (unpublished).
+  result<std::uint64_t> rehash(const detail::table_state& t, std::uint64_t capacity);
   result<detail::block> build_entry(const detail::table_state& t, std::string_view key,
                                     std::uint64_t hash, const Value& value);
   std::uint64_t link(detail::table_state& t, const detail::block& b, std::uint64_t hash,

@@ -1,6 +1,6 @@
 // libFuzzer target: a reader on damaged segments. A real store (a set with
 // strings and arrays, a bag with a chain, an ordered table whose B+tree has
-// two levels, a second segment) is built once;
+// two levels, a set whose index is growing, a second segment) is built once;
 // each input overwrites parts of its segments, then a fresh reader attaches
 // and runs every read. Errors are fine; crashes, hangs, huge allocations and
 // exceptions (other than the slither::error `view::value` documents) are not.
@@ -42,8 +42,8 @@ struct fuzz_store {
   std::string ns = "fuzz" + std::to_string(::getpid());
   std::optional<writer> w;
   patchable segments[2];
-  std::vector<std::string> keys = {"s",  "nd", "big", "k",   "missing", "",
-                                   "s2", "m",  "b",   "nd0", "nd3"};
+  std::vector<std::string> keys = {"s", "nd", "big", "k",   "missing", "",   "s2",
+                                   "m", "b",  "nd0", "nd3", "g1",      "g12"};
 
   fuzz_store() {
     store_options o;
@@ -53,7 +53,8 @@ struct fuzz_store {
     o.max_readers = 4;
     const std::vector<table_spec> tables = {{"kv", table_kind::set, 16},
                                             {"log", table_kind::bag, 4},
-                                            {"ord", table_kind::ordered_set, 16}};
+                                            {"ord", table_kind::ordered_set, 16},
+                                            {"grow", table_kind::set, 8}};
     w.emplace(writer::create(o, tables).value());
     w->put("kv", "s", "text").value();
     w->put("kv", "s2", Value::map({{"a", 1}, {"b", Value::list({1.5, "x", Bytes{"yz"}})}})).value();
@@ -68,6 +69,13 @@ struct fuzz_store {
       std::string k = "o";
       k += std::to_string(i);
       w->put("ord", k, i).value();
+    }
+    // 13 keys start a growth of its 16 slots, the 14th moves 8 of them:
+    // the index is caught mid-migration, half its old array frozen.
+    for (int i = 0; i < 14; ++i) {
+      std::string k = "g";
+      k += std::to_string(i);
+      w->put("grow", k, i).value();
     }
     // Past the first segment: references into segment 1 too.
     w->put("kv", "big", Bytes{std::string(60 << 10, 'z')}).value();

@@ -152,8 +152,9 @@ struct store_stats {
 // float16, which a version-3 reader would refuse only when it met one. 5:
 // ordered tables (a B+tree root per table after the table directory). 6:
 // tables created and dropped at run time (an atomic, growing table directory).
-// 7: bag blocks reference their chain's oldest block (`get` in O(1)).
-inline constexpr std::uint64_t layout_version = 7;
+// 7: bag blocks reference their chain's oldest block (`get` in O(1)). 8: an
+// index grows incrementally (`old` and `migrated` in its header).
+inline constexpr std::uint64_t layout_version = 8;
 
 /// Shared-memory object name of segment `n` of a store: "/slither.<ns>.<store>.<n>".
 std::string segment_name(std::string_view ns, std::string_view store, std::uint32_t n);
