@@ -122,31 +122,45 @@ std::size_t limit_arg(nb::handle limit) {
   return static_cast<std::size_t>(n);
 }
 
-// The (key, value) pairs of `range` of an ordered table, values decoded
-// straight from their stored encoding inside the scan.
-nb::list scan_to_python(py_reader& r, std::string_view table, const shm::reader::key_range& range) {
+// The (key, value) pairs an iteration of `r` visits, values decoded straight
+// from their stored encoding inside it. `iterate(reader, visit)` runs the
+// store's iteration, calling `visit(key, is_ndarray, bytes, array)` per pair
+// (`array()` gives an ndarray value) and returning what visit returns.
+template <class Iterate>
+nb::list pairs_to_python(py_reader& r, Iterate&& iterate) {
   nb::list out;
   const shm::reader& rd = live(r);
-  ++r.iterating;  // Python code run meanwhile must not replace the reader scanned
+  ++r.iterating;  // Python code run meanwhile must not replace the reader iterated
   struct done {
     int& n;
     ~done() { --n; }
   } leave{r.iterating};
-  // A Python error must not unwind through the store's scan: stop it, rethrow after.
+  // A Python error must not unwind through the store's iteration: stop it, rethrow after.
   std::exception_ptr failure;
-  take(rd.scan(table, range, [&](const shm::reader::scanned& e) {
+  auto visit = [&](std::string_view key, bool is_ndarray, std::span<const std::byte> bytes,
+                   auto&& array) {
     try {
-      nb::object value = e.is_ndarray ? to_python(e.value())
-                                      : decode_object(e.bytes, stored_limits(e.bytes.size()));
-      out.append(nb::make_tuple(key_to_python(e.key), std::move(value)));
+      nb::object value =
+          is_ndarray ? to_python(array()) : decode_object(bytes, stored_limits(bytes.size()));
+      out.append(nb::make_tuple(key_to_python(key), std::move(value)));
       return true;
     } catch (...) {
       failure = std::current_exception();
       return false;
     }
-  }));
+  };
+  take(iterate(rd, visit));
   if (failure) std::rethrow_exception(failure);
   return out;
+}
+
+// The (key, value) pairs of `range` of an ordered table.
+nb::list scan_to_python(py_reader& r, std::string_view table, const shm::reader::key_range& range) {
+  return pairs_to_python(r, [&](const shm::reader& rd, auto& visit) {
+    return rd.scan(table, range, [&](const shm::reader::scanned& e) {
+      return visit(e.key, e.is_ndarray, e.bytes, [&] { return e.value(); });
+    });
+  });
 }
 
 // The first (or last) entry of an ordered table as (key, value), or None.
@@ -520,31 +534,11 @@ void init_reader(nb::module_& m) {
           "items",
           [](py_reader& r, nb::handle table_arg) {
             const std::string_view table = name_arg(table_arg, "table");
-            nb::list out;
-            const shm::reader& rd = live(r);
-            // Python code run by the callback (a finalizer) may read through
-            // this Reader: it must not replace the reader iterated here.
-            ++r.iterating;
-            struct done {
-              int& n;
-              ~done() { --n; }
-            } leave{r.iterating};
-            // A Python error must not unwind through the store's iteration: stop it, rethrow after.
-            std::exception_ptr failure;
-            take(rd.for_each(table, [&](std::string_view key, const shm::view& v) {
-              try {
-                nb::object value = v.is_ndarray()
-                                       ? to_python(v.value())
-                                       : decode_object(v.bytes(), stored_limits(v.bytes().size()));
-                out.append(nb::make_tuple(key_to_python(key), std::move(value)));
-                return true;
-              } catch (...) {
-                failure = std::current_exception();
-                return false;
-              }
-            }));
-            if (failure) std::rethrow_exception(failure);
-            return out;
+            return pairs_to_python(r, [&](const shm::reader& rd, auto& visit) {
+              return rd.for_each(table, [&](std::string_view key, const shm::view& v) {
+                return visit(key, v.is_ndarray(), v.bytes(), [&] { return v.value(); });
+              });
+            });
           },
           nb::arg("table").none(), "Every (key, value) pair of `table`, values decoded.")
       .def(
