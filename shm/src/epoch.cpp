@@ -2,8 +2,14 @@
 // holds are inline in epoch.hpp) and the writer's retire list and reclaim.
 #include "epoch.hpp"
 
+#include <linux/membarrier.h>
+
 #include <algorithm>
 #include <chrono>
+#include <utility>
+#include <vector>
+
+#include "slither/shm/detail/sys.hpp"
 
 #include "registry.hpp"
 #include "writer_impl.hpp"
@@ -20,11 +26,100 @@ constexpr auto liveness_interval = std::chrono::milliseconds(250);
 // ---------------------------------------------------------------------------
 // Reader side
 
+#if defined(__SANITIZE_THREAD__)
+constexpr bool tsan_build = true;
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+constexpr bool tsan_build = true;
+#else
+constexpr bool tsan_build = false;
+#endif
+#else
+constexpr bool tsan_build = false;
+#endif
+
+bool detail::register_for_writer_barriers() noexcept {
+  if (tsan_build) return false;
+  return sys().membarrier(MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED, 0) == 0;
+}
+
+detail::fence_mode detail::writer_fence_mode() noexcept {
+  if (tsan_build) return fence_mode::full;
+  return writer_barrier() ? fence_mode::membarrier : fence_mode::full;
+}
+
+bool detail::writer_barrier() noexcept {
+  return sys().membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0) == 0;
+}
+
+namespace {
+
+// The lanes this thread keeps, given back when it exits. Touched only when a
+// thread starts keeping a lane, never on the read path.
+struct kept_by_thread {
+  std::vector<std::pair<std::weak_ptr<detail::reader_core>, unsigned>> lanes;
+  kept_by_thread() = default;
+  kept_by_thread(const kept_by_thread&) = delete;
+  kept_by_thread& operator=(const kept_by_thread&) = delete;
+  ~kept_by_thread() {
+    const std::uintptr_t me = detail::thread_token();
+    for (auto& [weak, k] : lanes) {
+      if (auto core = weak.lock()) {
+        std::uintptr_t mine = me;
+        core->lane_keeper[k].compare_exchange_strong(mine, 0, std::memory_order_release);
+      }
+    }
+  }
+};
+
+}  // namespace
+
+std::optional<unsigned> detail::reader_core::keep_lane(std::uintptr_t me) noexcept {
+  for (unsigned k = 0; k < kept_lanes; ++k) {
+    std::uintptr_t free_lane = 0;
+    if (lane_keeper[k].load(std::memory_order_relaxed) != 0 ||
+        !lane_keeper[k].compare_exchange_strong(free_lane, me, std::memory_order_acquire)) {
+      continue;
+    }
+    try {
+      thread_local kept_by_thread kept;
+      // Readers closed meanwhile: their entries go before one is added.
+      std::erase_if(kept.lanes, [](const auto& e) { return e.first.expired(); });
+      kept.lanes.emplace_back(weak_from_this(), k);
+      return k;
+    } catch (...) {  // no memory to remember it: give it back, read on a per-read lane
+      lane_keeper[k].store(0, std::memory_order_release);
+      return std::nullopt;
+    }
+  }
+  return std::nullopt;
+}
+
+void detail::epoch_guard::start_unkept(reader_slot* slot, std::uintptr_t me) noexcept {
+  if (active_lanes.depth != 0) {
+    if (const auto outer = active_lane(core_, slot)) {
+      nested_ = true;
+      lane_ = outer->lane;
+      epoch_ = outer->epoch;
+      return;
+    }
+  }
+  if (const auto k = core_.keep_lane(me)) {
+    announce_kept(slot, *k);
+    return;
+  }
+  forks_ = core_.shared_forks.load(std::memory_order_relaxed);
+  // Most reads find their thread's usual lane idle: try it inline.
+  constexpr unsigned per_read = lanes_per_reader - kept_lanes;
+  if (!try_lane(slot, kept_lanes + thread_hint() % per_read)) claim_any_lane(slot);
+}
+
 void detail::epoch_guard::claim_any_lane(reader_slot* slot) noexcept {
+  constexpr unsigned per_read = lanes_per_reader - kept_lanes;
   const unsigned hint = thread_hint();
   for (;;) {
-    for (unsigned i = 1; i <= lanes_per_reader; ++i) {
-      if (try_lane(slot, (hint + i) % lanes_per_reader)) return;
+    for (unsigned i = 1; i <= per_read; ++i) {
+      if (try_lane(slot, kept_lanes + (hint + i) % per_read)) return;
     }
     std::this_thread::yield();  // more reading threads than lanes: wait for one
   }
@@ -73,13 +168,18 @@ reclaim_report writer::impl::reclaim(bool check_liveness) {
     return report;
   }
 
-  // Every retired block was unlinked by a seq_cst store (a slot or a table
-  // root) before the seq_cst loads below, and readers claim their slot and
-  // then a lane with seq_cst RMWs before their seq_cst index loads: either
-  // we see a reader's slot and lane, or that reader cannot reach any block
-  // retired so far.
+  // Every retired block was unlinked before this epoch store, and readers
+  // claim their slot with a seq_cst RMW and announce as epoch.hpp says:
+  // either we see a reader's slot and lane, or that reader cannot reach any
+  // block retired so far.
   ++epoch;
   header->global_epoch.store(epoch, std::memory_order_seq_cst);
+  if (header->fences == static_cast<std::uint64_t>(detail::fence_mode::membarrier) &&
+      !detail::writer_barrier()) {
+    // Readers' plain lane stores may not be visible yet: free nothing now.
+    bytes_pinned = bytes_retired;
+    return report;
+  }
   std::uint64_t oldest = epoch;
   std::uint64_t oldest_pid = 0;
   held.clear();

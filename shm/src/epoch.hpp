@@ -9,6 +9,50 @@
 // views pin the epoch they were created in (overflow_epoch) instead, which
 // delays reclamation of blocks retired after it until they are dropped, but
 // never loses a hold.
+//
+// Lanes. The first `kept_lanes` lanes of a slot are kept by threads between
+// reads (the first threads of the process to read through this reader, until
+// they exit): only its keeper writes such a lane, so announcing is a store,
+// not a read-modify-write. The other lanes are taken per read with a
+// compare-and-swap, by threads beyond those, and waited for when all are busy.
+//
+// The announce, and why the writer never frees what a read can still see.
+// The writer unlinks a block (a store into an index slot or a table root),
+// later advances `global_epoch` (a release store), then scans every lane and
+// frees blocks retired before the oldest epoch announced. A reader loads
+// `global_epoch` (acquire), stores it in its lane, and only then loads index
+// slots. What must hold: if the scan does not see the lane, the reader's index
+// loads see every unlink that preceded the scan, so it cannot reach a block
+// the scan frees; and if the scan sees epoch e, e was loaded after (acquire)
+// the writer's store of e, which follows the unlink of every block retired
+// before e, so again the reader's later loads cannot reach those blocks.
+// The first half needs the lane store ordered before the reader's later loads
+// against the writer's scan (store-load order), which a plain store does not
+// give. Two ways, chosen per store and per reader, agreeing through the store
+// header (`store_header::fences`, set by the writer before the store is ready):
+//  - full (fence_mode::full, or a reader that could not register): the lane
+//    store is seq_cst (an xchg or a locked CAS), and so are the writer's epoch
+//    store and lane loads: in the single total order, either the scan's load
+//    precedes the lane store (and then the unlink, earlier still, precedes the
+//    reader's seq_cst index loads) or it reads the lane.
+//  - asymmetric (fence_mode::membarrier and this process registered with
+//    MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED): the reader stores its lane
+//    relaxed, with only a compiler fence before its loads; the writer calls
+//    membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED) after the epoch store and
+//    before the scan. That call returns only after every running thread of
+//    every registered process has executed a full barrier (and threads not
+//    running are between context switches, which are barriers), at a point B
+//    of its program. A lane store before B is visible to the scan; a lane
+//    store after B has the reader's index loads after B too, and they see
+//    every unlink, which the syscall's own barrier ordered before B. If the
+//    call fails, the writer frees nothing in that reclaim.
+// Lane stores of a reader in full mode are fenced on their own, so one store
+// can have readers of both kinds. A reader decides at attach (and again in a
+// fork child, which registers anew); the writer decides at creation, by
+// issuing one GLOBAL_EXPEDITED barrier. Per-read lanes are always taken with a
+// seq_cst compare-and-swap, which is a full barrier, so they are right in
+// either mode. ThreadSanitizer cannot see membarrier: in a TSan build the
+// writer never offers it, and every announce takes the full path.
 #pragma once
 
 #include <atomic>
@@ -17,6 +61,8 @@
 #include <memory>
 #include <optional>
 #include <thread>
+
+#include <pthread.h>
 
 #include "layout.hpp"
 #include "reader_core.hpp"
@@ -30,6 +76,28 @@ inline unsigned thread_hint() noexcept {
   return hint;
 }
 
+/// This thread as the keeper of lanes: its pthread_t, unique among the live
+/// threads of the process (the same in a fork child's only thread), and read
+/// without a lookup of thread-local storage, which costs a call in a shared
+/// library such as the Python extension.
+inline std::uintptr_t thread_token() noexcept {
+  return static_cast<std::uintptr_t>(::pthread_self());
+}
+
+/// Registers this process for the writer's barriers
+/// (MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED): whether its readers of a store
+/// in fence_mode::membarrier may announce with plain stores. Always false in
+/// a ThreadSanitizer build.
+bool register_for_writer_barriers() noexcept;
+
+/// The fence mode a new store offers: membarrier if this process can issue
+/// MEMBARRIER_CMD_GLOBAL_EXPEDITED (it issues one to find out), else full.
+fence_mode writer_fence_mode() noexcept;
+
+/// The writer's barrier before a scan of the lanes; false if it failed
+/// (then the scan must free nothing).
+bool writer_barrier() noexcept;
+
 /// A lane this thread holds in some reader's slot.
 struct lane_use {
   const reader_core* core;
@@ -37,10 +105,11 @@ struct lane_use {
   std::uint64_t epoch;
 };
 
-/// The lanes this thread holds, innermost last. Reads nest (a `for_each`
-/// callback calling `get` on the same reader): a nested read reuses its
-/// thread's lane rather than waiting for another, which would wait forever
-/// once every lane is held by a thread doing the same.
+/// The per-read lanes this thread holds, innermost last. Reads nest (a
+/// `for_each` callback calling `get` on the same reader): a nested read reuses
+/// its thread's lane rather than waiting for another, which would wait
+/// forever once every lane is held by a thread doing the same. (A kept lane
+/// needs no such record: it is busy exactly when this thread is inside a read.)
 struct lane_stack {
   static constexpr unsigned capacity = 16;  // distinct readers nested in one thread
   lane_use uses[capacity];
@@ -49,8 +118,16 @@ struct lane_stack {
 // Constant-initialized: no guard on the read path.
 inline thread_local lane_stack active_lanes{};
 
-/// The lane (and its epoch) this thread holds in `core`'s slot, if it is inside a read of it.
-inline std::optional<lane_use> active_lane(const reader_core& core) noexcept {
+/// The lane (and its epoch) this thread holds in `core`'s slot `slot`, if it
+/// is inside a read of it.
+inline std::optional<lane_use> active_lane(const reader_core& core,
+                                           const reader_slot* slot) noexcept {
+  const std::uintptr_t me = thread_token();
+  for (unsigned k = 0; k < kept_lanes; ++k) {
+    if (core.lane_keeper[k].load(std::memory_order_relaxed) != me) continue;
+    const std::uint64_t e = slot ? slot->lanes[k].load(std::memory_order_relaxed) : 0;
+    if (e != 0) return lane_use{&core, k, e};
+  }
   const lane_stack& st = active_lanes;
   for (unsigned i = st.depth; i-- > 0;) {
     if (st.uses[i].core == &core) return st.uses[i];
@@ -65,17 +142,14 @@ inline std::optional<lane_use> active_lane(const reader_core& core) noexcept {
 class epoch_guard {
  public:
   epoch_guard(reader_core& core, reader_slot* slot) noexcept : core_(core) {
-    if (active_lanes.depth != 0) {
-      if (const auto outer = active_lane(core)) {
-        nested_ = true;
-        lane_ = outer->lane;
-        epoch_ = outer->epoch;
+    const std::uintptr_t me = thread_token();
+    for (unsigned k = 0; k < kept_lanes; ++k) {
+      if (core.lane_keeper[k].load(std::memory_order_relaxed) == me) [[likely]] {
+        announce_kept(slot, k);
         return;
       }
     }
-    forks_ = core.shared_forks.load(std::memory_order_relaxed);
-    // Most reads find their thread's usual lane idle: try it inline.
-    if (!try_lane(slot, thread_hint() % lanes_per_reader)) claim_any_lane(slot);
+    start_unkept(slot, me);
   }
   ~epoch_guard() {
     if (nested_) return;
@@ -92,13 +166,41 @@ class epoch_guard {
   std::uint64_t epoch() const noexcept { return epoch_; }
 
  private:
+  /// The read on lane `k`, which this thread keeps (see the file comment for
+  /// why a plain store is enough in asymmetric mode).
+  void announce_kept(reader_slot* slot, unsigned k) noexcept {
+    lane_ = k;
+    auto& lane = slot->lanes[k];
+    // Only this thread writes its kept lane: busy means it is inside a read already.
+    if (const std::uint64_t outer = lane.load(std::memory_order_relaxed); outer != 0) {
+      nested_ = true;
+      epoch_ = outer;
+      return;
+    }
+    forks_ = core_.shared_forks.load(std::memory_order_relaxed);
+    // Epochs start at 1; a 0 here is a corrupted header, still a valid announce.
+    if (core_.fast_fences) [[likely]] {
+      epoch_ =
+          std::max<std::uint64_t>(core_.header->global_epoch.load(std::memory_order_acquire), 1);
+      lane.store(epoch_, std::memory_order_relaxed);
+      // The compiler keeps the index loads after the store; the writer's
+      // membarrier orders them for the CPU.
+      std::atomic_signal_fence(std::memory_order_seq_cst);
+    } else {
+      epoch_ =
+          std::max<std::uint64_t>(core_.header->global_epoch.load(std::memory_order_seq_cst), 1);
+      lane.store(epoch_, std::memory_order_seq_cst);
+    }
+  }
+  /// A thread without a kept lane here: nested in a read of its own, or
+  /// keeps a lane now, or takes one for this read (epoch.cpp).
+  void start_unkept(reader_slot* slot, std::uintptr_t me) noexcept;
+
   bool try_lane(reader_slot* slot, unsigned k) noexcept {
     std::uint64_t idle = 0;
-    // Epochs start at 1; a 0 here is a corrupted header, still a valid claim.
     const std::uint64_t e =
         std::max<std::uint64_t>(core_.header->global_epoch.load(std::memory_order_seq_cst), 1);
-    // A seq_cst RMW: the writer's seq_cst scan sees this lane, or our later
-    // seq_cst index loads see every unlink that preceded its scan.
+    // A seq_cst RMW, a full barrier: right whatever the store's fence mode.
     if (!slot->lanes[k].compare_exchange_strong(idle, e, std::memory_order_seq_cst)) return false;
     lane_ = k;
     epoch_ = e;
@@ -109,7 +211,7 @@ class epoch_guard {
     }
     return true;
   }
-  /// Tries every lane, waiting (yielding) while all are taken (epoch.cpp).
+  /// Tries every per-read lane, waiting (yielding) while all are taken (epoch.cpp).
   void claim_any_lane(reader_slot* slot) noexcept;
 
   reader_core& core_;

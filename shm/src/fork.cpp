@@ -68,7 +68,7 @@ void detail::reader_core::before_fork() noexcept {
     holds[i] = mine->holds[i].load(std::memory_order_seq_cst);
     holds_something |= holds[i] != 0;
   }
-  const auto lane = active_lane(*this);
+  const auto lane = active_lane(*this, mine);
   holds_something |= lane.has_value() || !overflow_epochs.empty();
   if (!holds_something) return;
   std::optional<slot_claim> c;
@@ -100,6 +100,14 @@ void detail::reader_core::after_fork_parent() noexcept {
 }
 
 void detail::reader_core::after_fork_child() noexcept {
+  // Only the forking thread lives on here: the lanes other threads kept are free.
+  for (auto& keeper : lane_keeper) {
+    if (keeper.load(std::memory_order_relaxed) != thread_token()) {
+      keeper.store(0, std::memory_order_relaxed);
+    }
+  }
+  // A new process: registered for the writer's barriers only if it registers itself.
+  if (fast_fences) fast_fences = register_for_writer_barriers();
   if (child_claim.slot != nullptr) {
     // Our private copy is what this process's views hold: holds taken and
     // dropped by the parent's threads while the slot was being filled

@@ -163,6 +163,16 @@ static_assert(std::is_standard_layout_v<table_entry> && sizeof(table_entry) == 6
 /// `table_entry::kind` of a dropped table.
 inline constexpr std::uint64_t dropped_kind = 0;
 
+/// `store_header::fences`: what the writer does before it scans the readers'
+/// epoch lanes, and so what a reader's announce needs (epoch.hpp).
+enum class fence_mode : std::uint64_t {
+  /// Nothing: every reader announces with a full fence (seq_cst).
+  full = 0,
+  /// The writer issues membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED): a reader
+  /// registered for it announces with a plain store.
+  membarrier = 1,
+};
+
 /// At offset 64 of segment 0. `state` stays at offset 16 (segment offset 80)
 /// in every layout version, so a reader can tell "still being created" from
 /// "another layout" before it trusts any other field, and a writer replacing
@@ -175,7 +185,10 @@ struct store_header {
   shared_u64 segment_count;
   shared_u64 table_count;  ///< directory entries in use, dropped ones included; only grows
   std::uint64_t max_readers;
-  std::uint64_t reserved;
+  /// fence_mode: how readers may announce their epochs (epoch.hpp). Set
+  /// before the store is ready, never changed; 0 in a store of a writer that
+  /// predates it, which is what such a writer needs.
+  std::uint64_t fences;
   shared_u64 segment_bytes[max_segments];
   table_entry tables[max_tables];
   shared_u64 tree_roots[max_tables];  ///< ordered tables: the B+tree root (null if empty)

@@ -4,6 +4,8 @@
 #include <linux/falloc.h>
 #include <pthread.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -26,6 +28,9 @@ sys_calls& sys() noexcept {
       [](int fd, struct statvfs* out) { return ::fstatvfs(fd, out); },
       [](int fd, struct stat* out) { return ::fstat(fd, out); },
       [](int fd, int cmd, struct flock* lock) { return ::fcntl(fd, cmd, lock); },
+      [](int cmd, unsigned flags) {
+        return static_cast<int>(::syscall(SYS_membarrier, cmd, flags, 0));
+      },
   };
   return calls;
 }

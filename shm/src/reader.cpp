@@ -339,6 +339,9 @@ result<reader> reader::attach(std::string_view ns, std::string_view name,
   core->owner_uid = owner.value_or(::geteuid());
   if (auto r = attach_header(*core); !r) return std::move(r).error();
   if (auto r = attach_registry(*core); !r) return std::move(r).error();
+  core->fast_fences =
+      core->header->fences == static_cast<std::uint64_t>(detail::fence_mode::membarrier) &&
+      detail::register_for_writer_barriers();
   // Known to fork() before it holds a slot, so a child never shares its lock.
   detail::register_fork_aware(core.get());
   {

@@ -36,7 +36,11 @@ struct located {
   const entry_header* e = nullptr;
 };
 
-struct reader_core final : fork_aware {
+/// Lanes of a slot that threads keep between reads (epoch.hpp); the rest are taken per read.
+inline constexpr unsigned kept_lanes = 4;
+static_assert(kept_lanes < lanes_per_reader, "some lanes must be left to take per read");
+
+struct reader_core final : fork_aware, std::enable_shared_from_this<reader_core> {
   std::string ns;
   std::string name;
   std::string label;
@@ -69,6 +73,15 @@ struct reader_core final : fork_aware {
   std::atomic<reader_slot*> slot{nullptr};
   slot_claim claim;
   std::mutex claim_mutex;
+
+  // The announce (epoch.hpp). `fast_fences`: the store's writer issues
+  // membarrier before it scans lanes and this process is registered for it,
+  // so lane stores need no fence. `lane_keeper[k]`: the thread_token of the
+  // thread that keeps lane k between reads, 0 if none.
+  bool fast_fences = false;
+  std::array<std::atomic<std::uintptr_t>, kept_lanes> lane_keeper{};
+  /// Makes lane k this thread's until it exits, if one is free (epoch.cpp).
+  std::optional<unsigned> keep_lane(std::uintptr_t me) noexcept;
 
   // A process-private copy of the slot's holds. After fork() the child's copy
   // says exactly which holds its inherited views own, whatever the parent

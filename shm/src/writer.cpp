@@ -458,6 +458,7 @@ result<writer> writer::create(const store_options& options, std::span<const tabl
   hdr->segment_count.store(1, std::memory_order_relaxed);
   hdr->table_count.store(tables.size(), std::memory_order_relaxed);
   hdr->max_readers = options.max_readers;
+  hdr->fences = static_cast<std::uint64_t>(detail::writer_fence_mode());
   p->header = hdr;
   p->alloc.announce_in(hdr);
 

@@ -276,6 +276,21 @@ def test_reads_follow_a_killed_and_restarted_broker(fresh_broker):
     assert store.table("t")["k"] == "new"
 
 
+def test_a_table_handle_follows_a_restart_whose_store_numbers_tables_otherwise(fresh_broker):
+    # The handle caches its table's number; the new store gives that number to
+    # another table, so a number kept across the restart would read the wrong one.
+    store = fresh_broker.connect(timeout=2).store("scratch")
+    table = store.create_table("late")
+    table["k"] = "old"
+    assert table["k"] == "old" and table.get("k") == "old"
+    fresh_broker.kill()
+    fresh_broker.start()
+    new = fresh_broker.connect().store("scratch")
+    new.create_table("squatter")["k"] = "not mine"
+    new.create_table("late")["k"] = "new"
+    assert table["k"] == "new" and table.get("k") == "new" and "k" in table
+
+
 def test_reads_of_a_store_whose_broker_stopped_raise_writer_gone(fresh_broker):
     store = fresh_broker.connect(timeout=2).store("scratch")
     store.put("t", "k", 1)

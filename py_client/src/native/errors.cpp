@@ -1,6 +1,8 @@
 #include "errors.hpp"
 
 #include <array>
+#include <exception>
+#include <new>
 #include <string>
 
 namespace nb = nanobind;
@@ -95,6 +97,20 @@ void raise_invalid_argument(const std::string& message) {
 void raise_invalid_type(const std::string& message) {
   set_error(invalid_type_class, message);
   throw nb::python_error();
+}
+
+void set_current_exception() noexcept {
+  try {
+    throw;
+  } catch (const slither::error& e) {
+    set_error(exception_for(e.code()), e.what());
+  } catch (const std::bad_alloc&) {
+    PyErr_NoMemory();
+  } catch (const std::exception& e) {
+    set_error(PyExc_RuntimeError, e.what());
+  } catch (...) {
+    PyErr_SetString(PyExc_SystemError, "an unknown C++ exception");
+  }
 }
 
 std::string python_type_name(nb::handle obj) {

@@ -46,6 +46,26 @@ void set_error(PyObject* type, std::string_view message) noexcept;
 /// The name of `obj`'s type, for messages ("str", "numpy.ndarray").
 std::string python_type_name(nanobind::handle obj);
 
+/// Sets the Python error for the C++ exception being handled: a
+/// `slither::error` as the translator maps it, `std::bad_alloc` as MemoryError,
+/// anything else as RuntimeError. Call only inside a catch block.
+void set_current_exception() noexcept;
+
+/// Runs `f` (returning a nanobind::object) for a function bound as a raw
+/// CPython slot or method, past nanobind's dispatcher: its result as a new
+/// reference, or nullptr with the Python error set for whatever it threw.
+template <class F>
+PyObject* raw_call(F&& f) noexcept {
+  try {
+    return f().release().ptr();
+  } catch (nanobind::python_error& e) {
+    e.restore();
+  } catch (...) {
+    set_current_exception();
+  }
+  return nullptr;
+}
+
 /// The value of `r`, or the matching Python exception.
 template <class T>
 T take(result<T>&& r) {

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <exception>
 #include <optional>
+#include <span>
 #include <string>
 
 #include <nanobind/nanobind.h>
@@ -31,6 +32,14 @@ namespace nb = nanobind;
 namespace slither::py {
 namespace {
 
+// A table as a read looks it up: by the str object that named it, once per
+// attach (numbers are per store: a re-created store may number them otherwise).
+struct table_ref {
+  nb::object name;
+  std::uint64_t attach = UINT64_MAX;  // py_reader::attaches when `number` was found
+  std::uint32_t number = 0;
+};
+
 struct py_reader {
   std::optional<shm::reader> reader;  // empty once closed
   std::string ns;
@@ -39,11 +48,11 @@ struct py_reader {
   // Iterations under way (`items` calls back into Python, which may read
   // again): the reader they iterate must not be replaced meanwhile.
   int iterating = 0;
-  // The table `get` read last: the same str object (a Table's name, a
-  // literal) names the same table, so its lookup is skipped. Cleared when
-  // `reader` is replaced, whose store may number its tables otherwise.
-  nb::object last_table;
-  std::uint32_t last_number = 0;
+  // Attaches so far (`reader` replaced): invalidates every table_ref.
+  std::uint64_t attaches = 0;
+  // The table `get` read last: the same str object (a literal, a variable)
+  // names the same table, so its lookup is skipped.
+  table_ref last;
 };
 
 // Attaches `r` to its store again. Needs the GIL (which guards `r`). If that
@@ -57,7 +66,7 @@ void reattach(py_reader& r, std::string_view why, std::optional<errc> code) {
   }
   r.reader = std::move(*fresh);
   r.forked = fork_generation();
-  r.last_table = nb::object();
+  ++r.attaches;
 }
 
 // The reader to read through: attached again first if the store was closed
@@ -113,31 +122,45 @@ std::size_t limit_arg(nb::handle limit) {
   return static_cast<std::size_t>(n);
 }
 
-// The (key, value) pairs of `range` of an ordered table, values decoded
-// straight from their stored encoding inside the scan.
-nb::list scan_to_python(py_reader& r, std::string_view table, const shm::reader::key_range& range) {
+// The (key, value) pairs an iteration of `r` visits, values decoded straight
+// from their stored encoding inside it. `iterate(reader, visit)` runs the
+// store's iteration, calling `visit(key, is_ndarray, bytes, array)` per pair
+// (`array()` gives an ndarray value) and returning what visit returns.
+template <class Iterate>
+nb::list pairs_to_python(py_reader& r, Iterate&& iterate) {
   nb::list out;
   const shm::reader& rd = live(r);
-  ++r.iterating;  // Python code run meanwhile must not replace the reader scanned
+  ++r.iterating;  // Python code run meanwhile must not replace the reader iterated
   struct done {
     int& n;
     ~done() { --n; }
   } leave{r.iterating};
-  // A Python error must not unwind through the store's scan: stop it, rethrow after.
+  // A Python error must not unwind through the store's iteration: stop it, rethrow after.
   std::exception_ptr failure;
-  take(rd.scan(table, range, [&](const shm::reader::scanned& e) {
+  auto visit = [&](std::string_view key, bool is_ndarray, std::span<const std::byte> bytes,
+                   auto&& array) {
     try {
-      nb::object value = e.is_ndarray ? to_python(e.value())
-                                      : decode_object(e.bytes, stored_limits(e.bytes.size()));
-      out.append(nb::make_tuple(key_to_python(e.key), std::move(value)));
+      nb::object value =
+          is_ndarray ? to_python(array()) : decode_object(bytes, stored_limits(bytes.size()));
+      out.append(nb::make_tuple(key_to_python(key), std::move(value)));
       return true;
     } catch (...) {
       failure = std::current_exception();
       return false;
     }
-  }));
+  };
+  take(iterate(rd, visit));
   if (failure) std::rethrow_exception(failure);
   return out;
+}
+
+// The (key, value) pairs of `range` of an ordered table.
+nb::list scan_to_python(py_reader& r, std::string_view table, const shm::reader::key_range& range) {
+  return pairs_to_python(r, [&](const shm::reader& rd, auto& visit) {
+    return rd.scan(table, range, [&](const shm::reader::scanned& e) {
+      return visit(e.key, e.is_ndarray, e.bytes, [&] { return e.value(); });
+    });
+  });
 }
 
 // The first (or last) entry of an ordered table as (key, value), or None.
@@ -148,18 +171,26 @@ nb::object end_to_python(py_reader& r, nb::handle table_arg, bool reverse) {
   return one[0];
 }
 
-// The number of the table `table_arg` names, looked up once per str object.
-std::uint32_t table_number(py_reader& r, const shm::reader& rd, nb::handle table_arg) {
-  if (table_arg.ptr() == r.last_table.ptr()) [[likely]]
-    return r.last_number;
+// Whether `t` still numbers the table `table_arg` names in `r`'s store.
+bool cached(const py_reader& r, const table_ref& t, nb::handle table_arg) noexcept {
+  return t.attach == r.attaches && t.name.ptr() == table_arg.ptr();
+}
+
+// The number of the table `table_arg` names, looked up once per str object
+// and attach.
+std::uint32_t table_number(py_reader& r, const shm::reader& rd, table_ref& t,
+                           nb::handle table_arg) {
+  if (cached(r, t, table_arg)) [[likely]]
+    return t.number;
   const std::string_view table = name_arg(table_arg, "table");
   const auto n = rd.table_number(table);
   if (!n) {
     raise(fail(errc::not_found, "unknown table '" + std::string(table) + "' in store '" + r.ns +
                                     "." + r.name + "'"));
   }
-  r.last_table = nb::borrow(table_arg);
-  r.last_number = *n;
+  t.name = nb::borrow(table_arg);
+  t.attach = r.attaches;
+  t.number = *n;
   return *n;
 }
 
@@ -195,10 +226,167 @@ void decode_peeked(void* context, std::span<const std::byte> enc) noexcept {
                                   "' of store '" + r.name + "'"));
 }
 
+// The value under `key` in the table `table_arg` names (looked up through
+// `t`), decoded, or `default_` (which may be null) if absent.
+nb::object read_value(py_reader& r, table_ref& t, nb::handle table_arg, nb::handle key,
+                      nb::handle default_) {
+  const shm::reader& rd = live(r);
+  const bool was_cached = cached(r, t, table_arg);
+  std::uint32_t table = table_number(r, rd, t, table_arg);
+  // The value becomes Python objects straight from its stored encoding,
+  // inside the read (the bytes are only valid there). A Python error must
+  // not unwind through the store: kept, raised after.
+  const std::string_view k = key_view(key);
+  peek_result res;
+  auto peeked = rd.peek(table, k, decode_peeked, &res);
+  if (!peeked && peeked.error().code == errc::not_found && was_cached) {
+    // The remembered table was dropped (a new one may have its name).
+    t.attach = UINT64_MAX;
+    table = table_number(r, rd, t, table_arg);
+    peeked = rd.peek(table, k, decode_peeked, &res);
+  }
+  const auto found = take(std::move(peeked));
+  if (res.failure) std::rethrow_exception(res.failure);
+  switch (found) {
+    case shm::reader::peeked::absent:
+      return nb::borrow(default_);
+    case shm::reader::peeked::is_ndarray: {
+      // Erased between the two reads: gone meanwhile reads as absent.
+      std::optional<Value> array = take(rd.get(name_arg(table_arg, "table"), k));
+      if (!array) return nb::borrow(default_);
+      return to_python(*array);
+    }
+    case shm::reader::peeked::visited:
+      break;
+  }
+  return std::move(res.out);
+}
+
+// The C++ object of a bound instance `self`, which a raw method gets unchecked.
+template <class T>
+T& self_of(PyObject* self) {
+  if (!nb::inst_ready(self)) {
+    raise_invalid_type(std::string("an uninitialized ") + Py_TYPE(self)->tp_name +
+                       " cannot be read (its __init__ did not run)");
+  }
+  return *nb::inst_ptr<T>(self);
+}
+
+// The arguments of a METH_FASTCALL | METH_KEYWORDS call, by position or
+// name, into `out` (null where not given); the first `required` must be.
+void parse_args(const char* fn, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames,
+                std::span<const char* const> names, std::size_t required, PyObject** out) {
+  std::fill(out, out + names.size(), nullptr);
+  if (static_cast<std::size_t>(nargs) > names.size()) {
+    raise_invalid_type(std::string(fn) + "() takes at most " + std::to_string(names.size()) +
+                       " arguments (" + std::to_string(nargs) + " given)");
+  }
+  std::copy(args, args + nargs, out);
+  const Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+  for (Py_ssize_t i = 0; i < nkw; ++i) {
+    PyObject* kw = PyTuple_GET_ITEM(kwnames, i);
+    std::size_t j = 0;
+    while (j < names.size() && PyUnicode_CompareWithASCIIString(kw, names[j]) != 0) ++j;
+    if (j == names.size() || out[j] != nullptr) {
+      raise_invalid_type(std::string(fn) + "() got " +
+                         (j == names.size() ? "an unexpected" : "a repeated") + " argument '" +
+                         std::string(name_arg(kw, "keyword")) + "'");
+    }
+    out[j] = args[nargs + i];
+  }
+  for (std::size_t j = 0; j < required; ++j) {
+    if (out[j] == nullptr) {
+      raise_invalid_type(std::string(fn) + "() is missing its argument '" + names[j] + "'");
+    }
+  }
+}
+
+// Reader.get, bound as a raw vectorcall method: the common read is one C call
+// with no argument conversion in front of it.
+PyObject* reader_get(PyObject* self, PyObject* const* args, Py_ssize_t nargs,
+                     PyObject* kwnames) noexcept {
+  return raw_call([&] {
+    py_reader& r = self_of<py_reader>(self);
+    if (nargs == 2 && kwnames == nullptr) [[likely]]
+      return read_value(r, r.last, args[0], args[1], Py_None);
+    static constexpr const char* names[] = {"table", "key", "default"};
+    PyObject* a[3];
+    parse_args("get", args, nargs, kwnames, names, 2, a);
+    return read_value(r, r.last, a[0], a[1], a[2] ? a[2] : Py_None);
+  });
+}
+
+PyMethodDef reader_methods[] = {
+    {"get", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(reader_get)),
+     METH_FASTCALL | METH_KEYWORDS,
+     "get(table, key, default=None)\n--\n\n"
+     "A decoded copy of the value under `key` (the first one in a bag), or `default`.\n"
+     "Raises NotFound for an unknown table."},
+    {nullptr, nullptr, 0, nullptr}};
+PyType_Slot reader_slots[] = {{Py_tp_methods, reader_methods}, {0, nullptr}};
+
+// A Table's reads: one table of one Reader, its number cached in the handle,
+// so `table[key]`, `table.get(key)` and `key in table` are one C call each.
+struct py_table {
+  nb::object store;   // the Reader (a slither.Store) read
+  py_reader* reader;  // its C++ object
+  table_ref ref;      // ref.name: the table's name, a str
+};
+
+[[noreturn]] void raise_missing_key(const py_table& t, nb::handle key) {
+  nb::object shown = nb::steal(PyObject_Repr(key.ptr()));
+  if (!shown) throw nb::python_error();
+  raise(fail(errc::not_found, "no key " + std::string(name_arg(shown, "key")) + " in table '" +
+                                  std::string(name_arg(t.ref.name, "table")) + "'"));
+}
+
+PyObject* table_subscript(PyObject* self, PyObject* key) noexcept {
+  return raw_call([&] {
+    py_table& t = self_of<py_table>(self);
+    nb::object v = read_value(*t.reader, t.ref, t.ref.name, key, nb::handle());
+    if (!v) raise_missing_key(t, key);
+    return v;
+  });
+}
+
+PyObject* table_get(PyObject* self, PyObject* const* args, Py_ssize_t nargs,
+                    PyObject* kwnames) noexcept {
+  return raw_call([&] {
+    py_table& t = self_of<py_table>(self);
+    if (nargs == 1 && kwnames == nullptr) [[likely]]
+      return read_value(*t.reader, t.ref, t.ref.name, args[0], Py_None);
+    static constexpr const char* names[] = {"key", "default"};
+    PyObject* a[2];
+    parse_args("get", args, nargs, kwnames, names, 1, a);
+    return read_value(*t.reader, t.ref, t.ref.name, a[0], a[1] ? a[1] : Py_None);
+  });
+}
+
+int table_contains(PyObject* self, PyObject* key) noexcept {
+  PyObject* found = raw_call([&] {
+    py_table& t = self_of<py_table>(self);
+    const bool in = take(live(*t.reader).contains(name_arg(t.ref.name, "table"), key_view(key)));
+    return nb::borrow(in ? Py_True : Py_False);
+  });
+  if (found == nullptr) return -1;
+  Py_DECREF(found);
+  return found == Py_True ? 1 : 0;
+}
+
+PyMethodDef table_methods[] = {
+    {"get", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(table_get)),
+     METH_FASTCALL | METH_KEYWORDS,
+     "get(key, default=None)\n--\n\nA decoded copy of the value under `key`, or `default`."},
+    {nullptr, nullptr, 0, nullptr}};
+PyType_Slot table_slots[] = {{Py_mp_subscript, reinterpret_cast<void*>(table_subscript)},
+                             {Py_sq_contains, reinterpret_cast<void*>(table_contains)},
+                             {Py_tp_methods, table_methods},
+                             {0, nullptr}};
+
 }  // namespace
 
 void init_reader(nb::module_& m) {
-  nb::class_<py_reader>(m, "Reader",
+  nb::class_<py_reader>(m, "Reader", nb::type_slots(reader_slots),
                         "Read-only access to a store's shared memory from this process.\n\n"
                         "Reads never wait for the writer and make no broker round trip.\n"
                         "Keys are str (UTF-8) or bytes. When the store is closed (its broker\n"
@@ -237,43 +425,6 @@ void init_reader(nb::module_& m) {
             if (r.iterating == 0) reattach(r, "was replaced", errc::writer_gone);
           },
           "Attaches to the store of this name again (after a write found it replaced).")
-      .def(
-          "get",
-          [](py_reader& r, nb::handle table_arg, nb::handle key, nb::handle default_) {
-            const shm::reader& rd = live(r);
-            const bool cached = table_arg.ptr() == r.last_table.ptr();
-            std::uint32_t table = table_number(r, rd, table_arg);
-            // The value becomes Python objects straight from its stored
-            // encoding, inside the read (the bytes are only valid there). A
-            // Python error must not unwind through the store: kept, raised after.
-            const std::string_view k = key_view(key);
-            peek_result res;
-            auto peeked = rd.peek(table, k, decode_peeked, &res);
-            if (!peeked && peeked.error().code == errc::not_found && cached) {
-              // The remembered table was dropped (a new one may have its name).
-              r.last_table = nb::object();
-              table = table_number(r, rd, table_arg);
-              peeked = rd.peek(table, k, decode_peeked, &res);
-            }
-            const auto found = take(std::move(peeked));
-            if (res.failure) std::rethrow_exception(res.failure);
-            switch (found) {
-              case shm::reader::peeked::absent:
-                return nb::borrow(default_);
-              case shm::reader::peeked::is_ndarray: {
-                // Erased between the two reads: gone meanwhile reads as absent.
-                std::optional<Value> array = take(rd.get(name_arg(table_arg, "table"), k));
-                if (!array) return nb::borrow(default_);
-                return to_python(*array);
-              }
-              case shm::reader::peeked::visited:
-                break;
-            }
-            return std::move(res.out);
-          },
-          nb::arg("table").none(), nb::arg("key").none(), nb::arg("default").none() = nb::none(),
-          "A decoded copy of the value under `key` (the first one in a bag), or `default`.\n"
-          "Raises NotFound for an unknown table.")
       .def(
           "get_many",
           [](py_reader& r, nb::handle table_arg, nb::handle keys, nb::handle default_) {
@@ -383,31 +534,11 @@ void init_reader(nb::module_& m) {
           "items",
           [](py_reader& r, nb::handle table_arg) {
             const std::string_view table = name_arg(table_arg, "table");
-            nb::list out;
-            const shm::reader& rd = live(r);
-            // Python code run by the callback (a finalizer) may read through
-            // this Reader: it must not replace the reader iterated here.
-            ++r.iterating;
-            struct done {
-              int& n;
-              ~done() { --n; }
-            } leave{r.iterating};
-            // A Python error must not unwind through the store's iteration: stop it, rethrow after.
-            std::exception_ptr failure;
-            take(rd.for_each(table, [&](std::string_view key, const shm::view& v) {
-              try {
-                nb::object value = v.is_ndarray()
-                                       ? to_python(v.value())
-                                       : decode_object(v.bytes(), stored_limits(v.bytes().size()));
-                out.append(nb::make_tuple(key_to_python(key), std::move(value)));
-                return true;
-              } catch (...) {
-                failure = std::current_exception();
-                return false;
-              }
-            }));
-            if (failure) std::rethrow_exception(failure);
-            return out;
+            return pairs_to_python(r, [&](const shm::reader& rd, auto& visit) {
+              return rd.for_each(table, [&](std::string_view key, const shm::view& v) {
+                return visit(key, v.is_ndarray(), v.bytes(), [&] { return v.value(); });
+              });
+            });
           },
           nb::arg("table").none(), "Every (key, value) pair of `table`, values decoded.")
       .def(
@@ -437,6 +568,25 @@ void init_reader(nb::module_& m) {
           "last", [](py_reader& r, nb::handle table) { return end_to_python(r, table, true); },
           nb::arg("table").none(),
           "The (key, value) pair with the largest key of the ordered table `table`, or None.");
+
+  nb::class_<py_table>(m, "_Table", nb::type_slots(table_slots),
+                       "The reads of slither.Table, in C: `table[key]`, `get`, `in`.")
+      .def(
+          "__init__",
+          [](py_table* self, nb::handle store, nb::handle name) {
+            if (!nb::isinstance<py_reader>(store)) {
+              raise_invalid_type("store must be a slither.Store or Reader, not '" +
+                                 python_type_name(store) + "'");
+            }
+            (void)name_arg(name, "name");
+            new (self) py_table{nb::borrow(store), nb::inst_ptr<py_reader>(store),
+                                table_ref{nb::borrow(name)}};
+          },
+          nb::arg("store").none(), nb::arg("name").none())
+      .def_prop_ro(
+          "store", [](const py_table& t) { return t.store; }, "The store this table belongs to.")
+      .def_prop_ro(
+          "name", [](const py_table& t) { return t.ref.name; }, "The table's name.");
 
   m.def(
       "_remove_dead_store",

@@ -396,7 +396,7 @@ class Store(_native.Reader):
         return f"<slither.Store {self.namespace}.{self.name} tables={self.tables!r}>"
 
 
-class Table(MutableMapping):  # type: ignore[type-arg]
+class Table(_native._Table):
     """One table of a store, as a :class:`collections.abc.MutableMapping`.
 
     Reads come from shared memory (``key in table``, ``len(table)``, ``iter(table)``
@@ -408,73 +408,85 @@ class Table(MutableMapping):  # type: ignore[type-arg]
 
     ``keys(prefix)``, ``items()`` and ``values()`` return lists (a snapshot), not
     views.
+
+    ``table[key]``, ``get`` and ``in`` are single C calls (the table's number is
+    cached in the handle); ``name`` and ``store`` are the handle's. The class
+    derives from the compiled base, so it is registered as a ``MutableMapping``
+    and takes that class's mixin methods explicitly (a compiled class cannot
+    also have ``ABCMeta`` as its metaclass).
     """
 
-    __slots__ = ("_store", "_name")
+    __slots__ = ()
 
-    def __init__(self, store: Store, name: str) -> None:
-        self._store = store
-        self._name = name
+    # MutableMapping's mixins this class does not define below.
+    __eq__ = Mapping.__eq__
+    __hash__ = None  # type: ignore[assignment]
+    __reversed__ = None  # type: ignore[assignment]
 
-    @property
-    def name(self) -> str:
-        """The table's name."""
-        return self._name
-
-    @property
-    def store(self) -> Store:
-        """The store this table belongs to."""
-        return self._store
-
-    def __contains__(self, key: object) -> bool:
-        return self._store.contains(self._name, key)
-
-    def __len__(self) -> int:
-        return self._store.size(self._name)
-
-    def __iter__(self) -> Iterator[Key]:
-        return iter(self._store.keys(self._name))
-
-    def __getitem__(self, key: Key) -> Value:
-        missing = _MISSING
-        value = self._store.get(self._name, key, missing)
-        if value is missing:
-            raise _native.NotFound(f"no key {key!r} in table '{self._name}'")
+    def pop(self, key: Key, *default: Value) -> Value:
+        """Removes ``key`` and returns its value, else ``default`` or :class:`NotFound`."""
+        if len(default) > 1:
+            raise TypeError(f"pop expected at most 2 arguments, got {1 + len(default)}")
+        try:
+            value = self[key]
+        except KeyError:
+            if default:
+                return default[0]
+            raise
+        del self[key]
         return value
 
+    def popitem(self) -> tuple[Key, Value]:
+        """Removes and returns some ``(key, value)`` pair; ``KeyError`` if empty."""
+        for key in self:
+            value = self[key]
+            del self[key]
+            return key, value
+        raise KeyError(f"popitem(): table '{self.name}' is empty")
+
+    def setdefault(self, key: Key, default: Value = None) -> Value:
+        """``table[key]`` if present, else stores ``default`` under ``key`` and returns it."""
+        try:
+            return self[key]
+        except KeyError:
+            self[key] = default
+            return default
+
+    def __len__(self) -> int:
+        return self.store.size(self.name)
+
+    def __iter__(self) -> Iterator[Key]:
+        return iter(self.store.keys(self.name))
+
     def __setitem__(self, key: Key, value: Value) -> None:
-        self._store.put(self._name, key, value)
+        self.store.put(self.name, key, value)
 
     def __delitem__(self, key: Key) -> None:
-        if not self._store.delete(self._name, key):
-            raise _native.NotFound(f"no key {key!r} in table '{self._name}'")
+        if not self.store.delete(self.name, key):
+            raise _native.NotFound(f"no key {key!r} in table '{self.name}'")
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (Table, (self._store, self._name))
-
-    def get(self, key: Key, default: Value = None) -> Value:
-        """A decoded copy of the value under ``key``, or ``default``."""
-        return self._store.get(self._name, key, default)
+        return (Table, (self.store, self.name))
 
     def get_many(self, keys: Iterable[Key], default: Value = None) -> list[Value]:
         """The values under ``keys`` in one call and one epoch (see :meth:`Store.get_many`)."""
-        return self._store.get_many(self._name, keys, default)
+        return self.store.get_many(self.name, keys, default)
 
     def get_all(self, key: Key) -> list[Value]:
         """Every value under ``key`` (a bag's values, in insertion order)."""
-        return self._store.get_all(self._name, key)
+        return self.store.get_all(self.name, key)
 
     def view(self, key: Key) -> Any:
         """A zero-copy, read-only view of the value under ``key`` (see :meth:`Reader.view`)."""
-        return self._store.view(self._name, key)
+        return self.store.view(self.name, key)
 
     def version(self, key: Key) -> int:
         """The entry's version, or 0 if absent."""
-        return self._store.version(self._name, key)
+        return self.store.version(self.name, key)
 
-    def keys(self, prefix: Key = "") -> list[Key]:  # type: ignore[override]
+    def keys(self, prefix: Key = "") -> list[Key]:
         """Keys starting with ``prefix`` (sorted bytewise in an ``ordered_set`` table)."""
-        return self._store.keys(self._name, prefix)
+        return self.store.keys(self.name, prefix)
 
     def range(
         self,
@@ -489,34 +501,34 @@ class Table(MutableMapping):  # type: ignore[type-arg]
         bound open; at most ``limit`` pairs, from the largest key if ``reverse``. One
         snapshot of the table. Raises :class:`InvalidArgument` for other table kinds.
         """
-        return self._store.range(self._name, lo, hi, limit, reverse)
+        return self.store.range(self.name, lo, hi, limit, reverse)
 
     def first(self) -> tuple[Key, Value] | None:
         """The ``(key, value)`` pair with the smallest key of an ``ordered_set`` table, or None."""
-        return self._store.first(self._name)
+        return self.store.first(self.name)
 
     def last(self) -> tuple[Key, Value] | None:
         """The ``(key, value)`` pair with the largest key of an ``ordered_set`` table, or None."""
-        return self._store.last(self._name)
+        return self.store.last(self.name)
 
-    def items(self) -> list[tuple[Key, Value]]:  # type: ignore[override]
+    def items(self) -> list[tuple[Key, Value]]:
         """Every ``(key, value)`` pair, values decoded."""
-        return self._store.items(self._name)
+        return self.store.items(self.name)
 
-    def values(self) -> list[Value]:  # type: ignore[override]
+    def values(self) -> list[Value]:
         """Every value, decoded."""
-        return [v for _, v in self._store.items(self._name)]
+        return [v for _, v in self.store.items(self.name)]
 
     def put(self, key: Key, value: Value) -> int:
         """Stores ``value`` under ``key`` through the broker; returns the new version."""
-        return self._store.put(self._name, key, value)
+        return self.store.put(self.name, key, value)
 
     def put_many(
         self, entries: Mapping[Key, Value] | Iterable[tuple[Key, Value]], atomic: bool = False
     ) -> None:
         """Stores many entries, all or nothing (see :meth:`Store.put_many` for what
         readers see meanwhile, and ``atomic``)."""
-        self._store.put_many(self._name, entries, atomic=atomic)
+        self.store.put_many(self.name, entries, atomic=atomic)
 
     def update(self, other: Any = (), /, **kwds: Value) -> None:
         """Stores the entries of ``other`` and ``kwds`` in one :meth:`put_many`."""
@@ -527,22 +539,22 @@ class Table(MutableMapping):  # type: ignore[type-arg]
 
     def reload(self, entries: Mapping[Key, Value] | Iterable[tuple[Key, Value]]) -> None:
         """Replaces every entry atomically (see :meth:`Store.reload`)."""
-        self._store.reload(self._name, entries)
+        self.store.reload(self.name, entries)
 
     def delete(self, key: Key) -> bool:
         """Removes ``key``; returns whether it was present."""
-        return self._store.delete(self._name, key)
+        return self.store.delete(self.name, key)
 
     def compare_and_set(self, key: Key, expected_version: int, value: Value) -> int:
         """Writes ``value`` only if the entry's version is ``expected_version`` (0 = absent)."""
-        return self._store.compare_and_set(self._name, key, expected_version, value)
+        return self.store.compare_and_set(self.name, key, expected_version, value)
 
     def clear(self) -> None:
         """Removes every entry."""
-        self._store.clear(self._name)
+        self.store.clear(self.name)
 
     def __repr__(self) -> str:
-        return f"<slither.Table {self._store.name}.{self._name}>"
+        return f"<slither.Table {self.store.name}.{self.name}>"
 
 
-_MISSING: Any = object()
+MutableMapping.register(Table)

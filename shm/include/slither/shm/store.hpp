@@ -15,10 +15,18 @@
 //   the parent held at the fork stays held until both processes are gone.
 //   This runs from pthread_atfork handlers: a child made by a raw clone() or
 //   _Fork() gets none of it.
-// - A process may read with up to 8 threads at once per reader; more threads
-//   wait (spinning, then yielding) for a free epoch lane. A read nested in
-//   another read of the same reader on the same thread (a `for_each`
-//   callback calling `get`) shares that thread's lane.
+// - A process may read with up to 8 threads at once per reader: the first 4
+//   threads to read through it keep an epoch lane each until they exit;
+//   others take one of the remaining 4 per read and wait (yielding) while
+//   those are busy. A read nested in another read of the same reader on the
+//   same thread (a `for_each` callback calling `get`) shares that thread's lane.
+// - Where the kernel offers membarrier(2) (Linux 4.16+), a writer issues
+//   MEMBARRIER_CMD_GLOBAL_EXPEDITED before each reclaim's scan, and each
+//   process that attaches a reader registers for it
+//   (MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED, process-wide, until exec), so
+//   that a read announces its epoch with a plain store: the barrier
+//   interrupts the CPUs running threads of registered processes, a few
+//   microseconds per reclaim. Elsewhere reads announce with a full fence.
 // - A view held for long holds only its block; but a reader process holding
 //   more than 120 views at once pins, for the extra ones, the epoch they were
 //   taken in, which delays freeing of blocks retired after that until they go.

@@ -24,6 +24,9 @@ struct sys_calls {
   /// `fcntl(fd, cmd, lock)` for the OFD lock commands (F_OFD_SETLK,
   /// F_OFD_GETLK); 0 or -1 with errno set.
   int (*ofd_lock)(int fd, int cmd, struct flock* lock);
+  /// membarrier(2) `cmd` with `flags`: what the call returns (a mask for
+  /// MEMBARRIER_CMD_QUERY, else 0) or -1 with errno set (epoch.hpp).
+  int (*membarrier)(int cmd, unsigned flags);
 };
 
 /// The calls in use, initially the real ones. Tests may replace entries and
