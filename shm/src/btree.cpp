@@ -28,14 +28,28 @@ const btree_node* tree_node(reader_core& c, std::uint64_t ref, unsigned level) n
   const std::uint64_t keys_at = sizeof(btree_node) + std::uint64_t{n->count} * sizeof(btree_slot);
   const std::uint64_t bytes = n->block_bytes;
   if (bytes < keys_at || c.resolve(ref, bytes) == nullptr) return nullptr;
+  // Slots and keys at once, not one miss per step of a binary search.
+  const auto* p = reinterpret_cast<const char*>(n);
+  const std::uint64_t hint = std::min({n->keys_end, bytes, std::uint64_t{4096}});
+  for (std::uint64_t at = 64; at < hint; at += 64) __builtin_prefetch(p + at);
   const btree_slot* s = slots_of(n);
   // Without early exits: every node a scan meets runs this, and it vectorizes.
   bool outside = false;
   for (unsigned i = 0; i < n->count; ++i) {
     const std::uint64_t at = s[i].key_offset;
     outside |= (at < keys_at) | (at + s[i].key_bytes > bytes);
+    const std::uint64_t r = s[i].ref;
+    const std::uint64_t inl = r & btree_inline_flag;
+    const std::uint64_t rec = inline_offset(r);
+    outside |=
+        (inl != 0) & ((rec < keys_at) | (rec + btree_inline_header + inline_size(r) > bytes));
   }
-  return outside ? nullptr : n;
+  // An inline slot in an internal node would be followed as a child.
+  bool misplaced = false;
+  if (level > 0) {
+    for (unsigned i = 0; i < n->count; ++i) misplaced |= (s[i].ref & btree_inline_flag) != 0;
+  }
+  return outside || misplaced ? nullptr : n;
 }
 
 bool tree_cursor::failed(error_info e) {
@@ -70,6 +84,14 @@ bool tree_cursor::start(std::uint64_t root) {
   steps_left_ = n->entries;
   path_[0] = frame{n, root, 0};
   depth_ = 1;
+  return level > 0 || charge(n);
+}
+
+bool tree_cursor::charge(const btree_node* leaf) {
+  if (steps_left_ < leaf->count) {
+    return failed(c_.corrupt(root_, "a B+tree holds more keys than its root says"));
+  }
+  steps_left_ -= leaf->count;
   return true;
 }
 
@@ -80,6 +102,7 @@ bool tree_cursor::descend(bool last) {
     const std::uint64_t child = slots_of(f.node)[f.slot].ref;
     const btree_node* n = tree_node(c_, child, f.node->level - 1u);
     if (n == nullptr) return bad(child);
+    if (n->level == 0 && !charge(n)) return false;
     path_[depth_++] = frame{n, child, last ? n->count - 1u : 0u};
   }
 }
@@ -105,13 +128,13 @@ bool tree_cursor::seek_ge(std::uint64_t root, std::string_view key) {
         f.slot = lo;
         return true;
       }
-      f.slot = n->count - 1u;
-      return next();
+      return next_leaf();
     }
     f.slot = lo == 0 ? 0 : lo - 1;
     const std::uint64_t child = slots_of(n)[f.slot].ref;
     const btree_node* c = tree_node(c_, child, n->level - 1u);
     if (c == nullptr) return bad(child);
+    if (c->level == 0 && !charge(c)) return false;
     path_[depth_++] = frame{c, child, 0};
   }
 }
@@ -140,58 +163,116 @@ bool tree_cursor::seek_lt(std::uint64_t root, std::string_view key) {
         f.slot = lo - 1;
         return true;
       }
-      f.slot = 0;
-      return prev();
+      return prev_leaf();
     }
     f.slot = lo == 0 ? 0 : lo - 1;
     const std::uint64_t child = slots_of(n)[f.slot].ref;
     const btree_node* c = tree_node(c_, child, n->level - 1u);
     if (c == nullptr) return bad(child);
+    if (c->level == 0 && !charge(c)) return false;
     path_[depth_++] = frame{c, child, 0};
   }
 }
 
-bool tree_cursor::next() {
+bool tree_cursor::step_leaf(bool back) {
   if (depth_ == 0) return false;
-  if (steps_left_ == 0) {
-    return failed(c_.corrupt(root_, "a B+tree holds more keys than its root says"));
-  }
-  --steps_left_;
-  unsigned d = depth_ - 1;
-  if (++path_[d].slot < path_[d].node->count) return true;
-  while (d > 0) {
+  for (unsigned d = depth_ - 1; d > 0;) {
     --d;
-    if (path_[d].slot + 1u < path_[d].node->count) {
-      ++path_[d].slot;
+    frame& f = path_[d];
+    if (back ? f.slot > 0 : f.slot + 1u < f.node->count) {
+      f.slot = back ? f.slot - 1u : f.slot + 1u;
       depth_ = d + 1;
-      return descend(false);
+      return descend(back);
     }
   }
   depth_ = 0;
   return false;
 }
 
-bool tree_cursor::prev() {
-  if (depth_ == 0) return false;
-  if (steps_left_ == 0) {
-    return failed(c_.corrupt(root_, "a B+tree holds more keys than its root says"));
+bool tree_cursor::next_leaf() {
+  return step_leaf(false);
+}
+
+bool tree_cursor::prev_leaf() {
+  return step_leaf(true);
+}
+
+void tree_cursor::prefetch_neighbour(bool reverse) noexcept {
+  if (depth_ < 2) return;
+  const frame& parent = path_[depth_ - 2];
+  if (reverse ? parent.slot == 0 : parent.slot + 1u >= parent.node->count) return;
+  const std::uint64_t ref =
+      slots_of(parent.node)[reverse ? parent.slot - 1u : parent.slot + 1u].ref;
+  if (const std::byte* p = c_.resolve(ref, sizeof(btree_node))) {
+    __builtin_prefetch(p);
+    __builtin_prefetch(p + 64);
+    __builtin_prefetch(p + 128);
+    __builtin_prefetch(p + 192);
   }
-  --steps_left_;
-  unsigned d = depth_ - 1;
-  if (path_[d].slot > 0) {
-    --path_[d].slot;
-    return true;
-  }
-  while (d > 0) {
-    --d;
-    if (path_[d].slot > 0) {
-      --path_[d].slot;
-      depth_ = d + 1;
-      return descend(true);
+}
+
+result<void> scan_tree(reader_core& c, std::uint64_t root, const reader::key_range& range,
+                       bool values, function_ref<bool(const reader::scanned&)> visit) {
+  const bool reverse = range.reverse;
+  tree_cursor cur(c);
+  bool ok = reverse ? cur.seek_lt(root, range.hi) : cur.seek_ge(root, range.lo);
+  std::size_t left = range.limit;
+  // Where the scan stops: hi going forward, lo going back (empty: no bound).
+  const std::string_view stop = reverse ? range.lo : range.hi;
+  while (ok && left > 0) {
+    const btree_node* leaf = cur.leaf();
+    const unsigned count = leaf->count;
+    const btree_slot* slots = slots_of(leaf);
+    cur.prefetch_neighbour(reverse);
+    if (values) {
+      // Records follow one another in slot order: ask for all those this
+      // leaf will give at once, rather than meet them one miss at a time.
+      const unsigned from = cur.slot();
+      const auto ahead = static_cast<unsigned>(
+          std::min<std::size_t>(left - 1, reverse ? from : count - 1u - from));
+      const unsigned first = reverse ? from - ahead : from, last = reverse ? from : from + ahead;
+      const std::uint64_t lo = slots[first].ref, hi = slots[last].ref;
+      if ((lo & hi & btree_inline_flag) != 0) {
+        const auto* p = reinterpret_cast<const char*>(leaf);
+        const std::uint64_t end = inline_offset(hi) + btree_inline_header + inline_size(hi);
+        for (std::uint64_t at = inline_offset(lo) & ~std::uint64_t{63}; at < end; at += 64)
+          __builtin_prefetch(p + at);
+      }
     }
+    // Only a leaf that reaches the bound needs its keys compared with it.
+    const bool bounded =
+        !stop.empty() && (reverse ? slot_key(leaf, 0) < stop : slot_key(leaf, count - 1u) >= stop);
+    for (unsigned i = cur.slot();;) {
+      reader::scanned s;
+      s.key = slot_key(leaf, i);
+      if (bounded && (reverse ? s.key < stop : s.key >= stop)) return {};
+      if (values) {
+        const std::uint64_t ref = slots[i].ref;
+        if ((ref & btree_inline_flag) != 0) {
+          inline_record(leaf, ref, s.version, s.bytes);
+        } else {
+          const entry_header* e = c.entry(ref);
+          if (e == nullptr) return c.unreadable(ref);
+          // The leaf's key is the one returned; a block of another size is not its entry.
+          if (e->key_bytes != s.key.size()) {
+            return c.corrupt(ref, "its key is not the one the B+tree says");
+          }
+          s.is_ndarray = e->format == static_cast<std::uint8_t>(value_format::ndarray);
+          if (s.is_ndarray) {
+            if (auto valid = check_value(e); !valid) return std::move(valid).error();
+          }
+          s.bytes = value_of(e);
+          s.version = e->version;
+          s.entry = e;
+        }
+      }
+      if (!visit(s) || --left == 0) return {};
+      if (reverse ? i-- == 0 : ++i == count) break;
+    }
+    ok = reverse ? cur.prev_leaf() : cur.next_leaf();
   }
-  depth_ = 0;
-  return false;
+  if (cur.error()) return std::move(*cur.error());
+  return {};
 }
 
 }  // namespace detail
@@ -201,6 +282,7 @@ bool tree_cursor::prev() {
 
 using detail::btree_node;
 using detail::btree_slot;
+using detail::entry_header;
 using detail::slot_key;
 using detail::slots_of;
 using detail::table_state;
@@ -226,8 +308,13 @@ std::vector<tree_item> writer::impl::node_items(std::uint64_t ref) {
   const btree_node* n = node(ref);
   std::vector<tree_item> items;
   items.reserve(n->count + 1u);
-  for (unsigned i = 0; i < n->count; ++i)
-    items.push_back(tree_item{std::string(slot_key(n, i)), slots_of(n)[i].ref});
+  const auto* base = reinterpret_cast<const std::byte*>(n);
+  for (unsigned i = 0; i < n->count; ++i) {
+    const std::uint64_t r = slots_of(n)[i].ref;
+    const bool inl = (r & detail::btree_inline_flag) != 0;
+    items.push_back(
+        tree_item{std::string(slot_key(n, i)), r, inl ? base + detail::inline_offset(r) : nullptr});
+  }
   return items;
 }
 
@@ -235,24 +322,67 @@ void writer::impl::replace_node(std::uint64_t ref) {
   const std::uint64_t bytes = node(ref)->block_bytes;
   if (const auto it = tree_fresh.find(ref); it != tree_fresh.end()) {
     tree_fresh.erase(it);
-    release(ref, bytes);  // written since the last publish: no reader saw it
+    tree_dead.push_back(detail::block{ref, bytes});  // no reader saw it: freed after the change
   } else {
     tree_replaced.push_back(detail::block{ref, bytes});
   }
 }
 
+void writer::impl::release_dead() noexcept {
+  for (const detail::block& b : tree_dead) release(b.ref, b.bytes);
+  tree_dead.clear();
+}
+
+bool writer::impl::inline_value(unsigned level, const tree_item& item, std::uint64_t& version,
+                                std::span<const std::byte>& bytes) noexcept {
+  if (level != 0) return false;
+  if (item.record != nullptr) {
+    std::memcpy(&version, item.record, sizeof version);
+    bytes = {item.record + detail::btree_inline_header, detail::inline_size(item.ref)};
+    return true;
+  }
+  const entry_header* e = entry(item.ref);
+  if (e->format != static_cast<std::uint8_t>(detail::value_format::encoded) ||
+      e->value_bytes > detail::btree_inline_max) {
+    return false;
+  }
+  version = e->version;
+  bytes = detail::value_of(e);
+  return true;
+}
+
+std::uint64_t writer::impl::item_bytes(unsigned level, const tree_item& item) noexcept {
+  std::uint64_t bytes = sizeof(btree_slot) + item.key.size();
+  std::uint64_t version;
+  std::span<const std::byte> value;
+  if (inline_value(level, item, version, value))
+    bytes += detail::btree_inline_header + value.size();
+  return bytes;
+}
+
+std::uint64_t writer::impl::node_bytes(std::span<const tree_item> items, unsigned level) noexcept {
+  std::uint64_t total = 0;
+  for (const tree_item& i : items) total += item_bytes(level, i);
+  return total;
+}
+
 result<std::vector<tree_item>> writer::impl::write_nodes(unsigned level,
                                                          std::span<const tree_item> items) {
-  // As few nodes as the fanout allows, filled evenly: a split leaves two
-  // halves, a merge of two small neighbours one node.
-  const std::size_t parts =
-      (items.size() + detail::btree_max_fanout - 1) / detail::btree_max_fanout;
+  std::vector<std::uint64_t> sizes(items.size());
+  std::uint64_t total = 0;
+  for (std::size_t i = 0; i < items.size(); ++i) total += sizes[i] = item_bytes(level, items[i]);
+  // As few nodes as the fanout and the size target allow, split evenly by
+  // count: a split leaves two halves, a merge of two small neighbours one node.
+  const std::size_t parts = std::min<std::size_t>(
+      items.size(), std::max<std::uint64_t>(
+                        (items.size() + detail::btree_max_fanout - 1) / detail::btree_max_fanout,
+                        (total + detail::btree_node_target - 1) / detail::btree_node_target));
   std::vector<tree_item> out;
   out.reserve(parts);
   for (std::size_t p = 0, begin = 0; p < parts; ++p) {
     const std::size_t end = items.size() * (p + 1) / parts;
-    std::uint64_t bytes = sizeof(btree_node) + (end - begin) * sizeof(btree_slot);
-    for (std::size_t i = begin; i < end; ++i) bytes += items[i].key.size();
+    std::uint64_t bytes = sizeof(btree_node);
+    for (std::size_t i = begin; i < end; ++i) bytes += sizes[i];
     auto b = allocate(bytes);
     if (!b) {
       for (const tree_item& done : out) replace_node(done.ref);
@@ -266,13 +396,27 @@ result<std::vector<tree_item>> writer::impl::write_nodes(unsigned level,
     n->count = static_cast<std::uint16_t>(end - begin);
     n->block_bytes = b->bytes;
     auto* slots = reinterpret_cast<btree_slot*>(n + 1);
+    // Header, slots, keys, then the inline records, each in slot order.
     std::uint64_t at = sizeof(btree_node) + (end - begin) * sizeof(btree_slot);
     for (std::size_t i = begin; i < end; ++i) {
       const std::string& k = items[i].key;
+      std::memcpy(p0 + at, k.data(), k.size());
       slots[i - begin] = btree_slot{items[i].ref, static_cast<std::uint32_t>(at),
                                     static_cast<std::uint32_t>(k.size())};
-      std::memcpy(p0 + at, k.data(), k.size());
       at += k.size();
+    }
+    n->keys_end = at;
+    for (std::size_t i = begin; level == 0 && i < end; ++i) {
+      std::uint64_t version;
+      std::span<const std::byte> value;
+      if (!inline_value(level, items[i], version, value)) {
+        slots[i - begin].ref = items[i].ref;
+        continue;
+      }
+      std::memcpy(p0 + at, &version, sizeof version);
+      std::memcpy(p0 + at + detail::btree_inline_header, value.data(), value.size());
+      slots[i - begin].ref = detail::inline_slot(at, value.size());
+      at += detail::btree_inline_header + value.size();
     }
     out.push_back(tree_item{items[begin].key, b->ref});
     begin = end;
@@ -294,7 +438,7 @@ result<std::vector<tree_item>> writer::impl::tree_modify(std::uint64_t ref, std:
       items.erase(it);
       added = -1;
     } else if (found) {
-      it->ref = entry;
+      *it = tree_item{std::move(it->key), entry};
     } else {
       items.insert(it, tree_item{std::string(key), entry});
       added = 1;
@@ -309,7 +453,8 @@ result<std::vector<tree_item>> writer::impl::tree_modify(std::uint64_t ref, std:
   if (!changed) return items;
   std::vector<tree_item> below = std::move(*child);
   std::size_t first = i, replaced = 1;
-  if (below.size() < detail::btree_min_fill && items.size() > 1) {
+  if (below.size() < detail::btree_min_fill && items.size() > 1 &&
+      node_bytes(below, level - 1) < detail::btree_node_target / 4) {
     // Underflow: merge with a neighbour (split again evenly if too large).
     const std::size_t j = i + 1 < items.size() ? i + 1 : i - 1;
     std::vector<tree_item> sibling = node_items(items[j].ref);
@@ -336,6 +481,10 @@ result<std::vector<tree_item>> writer::impl::tree_modify(std::uint64_t ref, std:
 }
 
 result<bool> writer::impl::tree_apply(table_state& t, std::string_view key, std::uint64_t entry) {
+  struct end_of_change {
+    writer::impl& w;
+    ~end_of_change() { w.release_dead(); }
+  } end{*this};
   bool changed = false;
   std::int64_t added = 0;
   unsigned level = 0;

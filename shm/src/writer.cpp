@@ -282,9 +282,10 @@ inline std::uint64_t writer::impl::link(table_state& t, const block& b, std::uin
   const slot_position pos = find_slot(t, hash, key);
   entry_header* e = entry(b.ref);
   shared_u64& slot = slots(t.root)[pos.slot];
+  // An ordered table's blocks have theirs already: their leaves copy it.
+  if (e->version == 0) e->version = ++last_version;
   if (pos.ref != detail::null_ref) {
     const entry_header* old = entry(pos.ref);
-    e->version = ++last_version;
     if (t.kind == table_kind::bag) {
       e->next = pos.ref;
       e->first = old->first != detail::null_ref ? old->first : pos.ref;
@@ -297,7 +298,6 @@ inline std::uint64_t writer::impl::link(table_state& t, const block& b, std::uin
       dispose(t, pos.ref, old_bytes);
     }
   } else {
-    e->version = ++last_version;
     if (slot.load(std::memory_order_relaxed) == detail::null_ref) ++t.used;
     ++t.keys;
     ++t.values;
@@ -321,7 +321,9 @@ result<std::uint64_t> writer::impl::link_built(table_state& t, const block& b, s
 result<std::uint64_t> writer::impl::link_entry(table_state& t, const block& b, std::uint64_t hash,
                                                std::string_view key) {
   if (t.kind != table_kind::ordered_set) return link(t, b, hash, key);
-  // The tree is published after the link, which gives the entry its version.
+  // Versioned first: a leaf may copy it with the value. The tree is published
+  // after the link.
+  entry(b.ref)->version = ++last_version;
   if (auto r = tree_apply(t, key, b.ref); !r) {
     tree_abort(t);
     release(b.ref, b.bytes);
@@ -573,6 +575,8 @@ result<void> writer::put_many(std::string_view table,
   // publish it with one switch (an ordered table's tree would need its own).
   if (publish == batch_publish::at_once) return p_->put_many_at_once(t, built, hashes, entries);
   const bool ordered = t.kind == table_kind::ordered_set;
+  for (std::size_t i = 0; ordered && i < entries.size(); ++i)
+    p_->entry(built[i].ref)->version = ++p_->last_version;  // before the leaves copy it
   for (std::size_t i = 0; ordered && i < entries.size(); ++i) {
     if (auto r = p_->tree_apply(t, entries[i].first, built[i].ref); !r) {
       p_->tree_abort(t);

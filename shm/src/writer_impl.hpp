@@ -45,10 +45,13 @@ struct table_state {
   bool declared = true;  // given when the store was created (not droppable)
 };
 
-/// A B+tree slot as the writer edits it: a key and the block it references.
+/// A B+tree slot as the writer edits it: a key and the block it references
+/// or, for a leaf slot copied from a node with its value inline, that slot's
+/// word (`inline_slot`) and where its record (version, value) is in that node.
 struct tree_item {
   std::string key;
   std::uint64_t ref;
+  const std::byte* record = nullptr;
 };
 
 struct btree_node;
@@ -98,6 +101,9 @@ struct writer::impl final : detail::fork_aware {
   // and published nodes replaced since then (retired once the new root is out).
   std::unordered_map<std::uint64_t, std::uint64_t> tree_fresh;
   std::vector<detail::block> tree_replaced;
+  // Fresh nodes replaced during one tree change: given back when it ends, as
+  // the nodes it writes copy inline records out of them.
+  std::vector<detail::block> tree_dead;
   std::uint64_t epoch = 1;
   std::uint64_t last_version = 0;  // store-wide: a version is never given twice
   std::uint64_t bytes_used = 0;
@@ -180,6 +186,15 @@ struct writer::impl final : detail::fork_aware {
   // tree of `t` (`entry` null: erase `key`) and returns whether it changed;
   // `tree_commit` publishes it, `tree_abort` returns to the published one.
   const detail::btree_node* node(std::uint64_t ref) noexcept;
+  /// Whether `item` in a node of `level` carries its value inline (a small
+  /// encoded value in a leaf), and if so its version and value.
+  bool inline_value(unsigned level, const detail::tree_item& item, std::uint64_t& version,
+                    std::span<const std::byte>& bytes) noexcept;
+  /// Gives back the fresh nodes replaced by the change that ends.
+  void release_dead() noexcept;
+  /// What `item` takes in a node of `level`: slot, key and inline value.
+  std::uint64_t item_bytes(unsigned level, const detail::tree_item& item) noexcept;
+  std::uint64_t node_bytes(std::span<const detail::tree_item> items, unsigned level) noexcept;
   std::vector<detail::tree_item> node_items(std::uint64_t ref);
   void replace_node(std::uint64_t ref);
   result<std::vector<detail::tree_item>> write_nodes(unsigned level,

@@ -346,6 +346,35 @@ TEST(Ordered, CorruptTreesGiveErrorsNotCrashes) {
   const_cast<detail::btree_slot*>(detail::slots_of(node))[1].key_offset = 1u << 30;
   fails("a key outside its node");
   const_cast<detail::btree_slot*>(detail::slots_of(node))[1].key_offset = offset;
+  auto* root_slot = const_cast<detail::btree_slot*>(detail::slots_of(node));
+  const std::uint64_t child = root_slot[1].ref;
+  root_slot[1].ref = detail::inline_slot(node->keys_end, 1);
+  fails("an inline slot in an internal node");
+  root_slot[1].ref = child;
+
+  // A leaf's inline records: each must lie inside its node, after the slots.
+  ASSERT_EQ(detail::ref_segment(child), 0u);
+  auto* leaf = reinterpret_cast<detail::btree_node*>(base + detail::ref_offset(child));
+  ASSERT_EQ(leaf->level, 0u);
+  auto* leaf_slot = const_cast<detail::btree_slot*>(detail::slots_of(leaf)) + 2;
+  const std::uint64_t record = leaf_slot->ref;
+  ASSERT_NE(record & detail::btree_inline_flag, 0u) << "small values are inline";
+  const std::uint64_t value_size = detail::inline_size(record);
+  leaf_slot->ref =
+      detail::inline_slot(detail::inline_offset(record), value_size + leaf->block_bytes);
+  fails("an inline value longer than its node");
+  leaf_slot->ref = detail::inline_slot(std::uint64_t{1} << 31, value_size);
+  fails("an inline record past its node's end");
+  leaf_slot->ref = detail::inline_slot(64, value_size);
+  fails("an inline record over the node's slots");
+  leaf_slot->ref = detail::inline_slot(leaf->block_bytes - value_size - 7, value_size);
+  fails("an inline record one byte too long");
+  // keys_end is a hint only: a wrong one changes nothing.
+  leaf_slot->ref = record;
+  const std::uint64_t keys_end = leaf->keys_end;
+  leaf->keys_end = ~std::uint64_t{0};
+  ASSERT_EQ(r.range("ord").value().size(), 200u);
+  leaf->keys_end = keys_end;
   ASSERT_EQ(r.range("ord").value().size(), 200u);
   ::munmap(map, size);
 }

@@ -152,8 +152,9 @@ struct store_stats {
 // float16, which a version-3 reader would refuse only when it met one. 5:
 // ordered tables (a B+tree root per table after the table directory). 6:
 // tables created and dropped at run time (an atomic, growing table directory).
-// 7: bag blocks reference their chain's oldest block (`get` in O(1)).
-inline constexpr std::uint64_t layout_version = 7;
+// 7: bag blocks reference their chain's oldest block (`get` in O(1)). 8: B+tree
+// leaves carry small values inline (a scan reads leaves only).
+inline constexpr std::uint64_t layout_version = 8;
 
 /// Shared-memory object name of segment `n` of a store: "/slither.<ns>.<store>.<n>".
 std::string segment_name(std::string_view ns, std::string_view store, std::uint32_t n);
@@ -296,7 +297,7 @@ class reader {
     std::uint64_t version = 0;
     /// A decoded copy of the value (ndarrays included). Throws `slither::error` if corrupt.
     Value value() const;
-    const void* entry = nullptr;  ///< implementation detail
+    const void* entry = nullptr;  ///< implementation detail (null for a value read from its leaf)
   };
   /// Calls `fn` for each entry of `range` in order, in place and without
   /// taking holds (the fastest scan); return false from `fn` to stop. `fn`
