@@ -287,18 +287,7 @@ using detail::slot_key;
 using detail::slots_of;
 using detail::table_state;
 using detail::tree_item;
-
-namespace {
-
-/// The child of an internal node (items) whose subtree would hold `key`.
-std::size_t child_for(const std::vector<tree_item>& items, std::string_view key) {
-  const auto it =
-      std::upper_bound(items.begin(), items.end(), key,
-                       [](std::string_view k, const tree_item& i) { return k < i.key; });
-  return it == items.begin() ? 0 : static_cast<std::size_t>(it - items.begin()) - 1;
-}
-
-}  // namespace
+using detail::tree_op;
 
 const btree_node* writer::impl::node(std::uint64_t ref) noexcept {
   return reinterpret_cast<const btree_node*>(ptr(ref));
@@ -424,82 +413,132 @@ result<std::vector<tree_item>> writer::impl::write_nodes(unsigned level,
   return out;
 }
 
-result<std::vector<tree_item>> writer::impl::tree_modify(std::uint64_t ref, std::string_view key,
-                                                         std::uint64_t entry, bool& changed,
-                                                         std::int64_t& added) {
-  const unsigned level = node(ref)->level;
-  std::vector<tree_item> items = node_items(ref);
-  if (level == 0) {
-    auto it = std::lower_bound(items.begin(), items.end(), key,
-                               [](const tree_item& i, std::string_view k) { return i.key < k; });
-    const bool found = it != items.end() && it->key == key;
-    if (entry == detail::null_ref) {
-      if (!found) return items;
-      items.erase(it);
-      added = -1;
-    } else if (found) {
-      *it = tree_item{std::move(it->key), entry};
-    } else {
-      items.insert(it, tree_item{std::string(key), entry});
-      added = 1;
-    }
-    changed = true;
-    replace_node(ref);
-    return items;
-  }
-  const std::size_t i = child_for(items, key);
-  auto child = tree_modify(items[i].ref, key, entry, changed, added);
-  if (!child) return std::move(child).error();
-  if (!changed) return items;
-  std::vector<tree_item> below = std::move(*child);
-  std::size_t first = i, replaced = 1;
-  if (below.size() < detail::btree_min_fill && items.size() > 1 &&
-      node_bytes(below, level - 1) < detail::btree_node_target / 4) {
-    // Underflow: merge with a neighbour (split again evenly if too large).
-    const std::size_t j = i + 1 < items.size() ? i + 1 : i - 1;
-    std::vector<tree_item> sibling = node_items(items[j].ref);
-    if (j > i) {
-      below.insert(below.end(), std::make_move_iterator(sibling.begin()),
-                   std::make_move_iterator(sibling.end()));
-    } else {
-      sibling.insert(sibling.end(), std::make_move_iterator(below.begin()),
-                     std::make_move_iterator(below.end()));
-      below = std::move(sibling);
-    }
-    replace_node(items[j].ref);
-    first = std::min(i, j);
-    replaced = 2;
-  }
-  auto written = write_nodes(level - 1, below);
-  if (!written) return std::move(written).error();
-  items.erase(items.begin() + static_cast<std::ptrdiff_t>(first),
-              items.begin() + static_cast<std::ptrdiff_t>(first + replaced));
-  items.insert(items.begin() + static_cast<std::ptrdiff_t>(first),
-               std::make_move_iterator(written->begin()), std::make_move_iterator(written->end()));
-  replace_node(ref);
-  return items;
+bool writer::impl::underfull(std::span<const tree_item> items, unsigned level) noexcept {
+  return items.size() < detail::btree_min_fill &&
+         node_bytes(items, level) < detail::btree_node_target / 4;
 }
 
-result<bool> writer::impl::tree_apply(table_state& t, std::string_view key, std::uint64_t entry) {
+result<bool> writer::impl::tree_update(std::uint64_t ref, std::span<const tree_op> ops,
+                                       std::vector<tree_item>& out, std::int64_t& added) {
+  const unsigned level = node(ref)->level;
+  std::vector<tree_item> old = node_items(ref);
+  bool changed = false;
+  if (level == 0) {
+    // Merge the sorted changes into the sorted slots.
+    out.clear();
+    out.reserve(old.size() + ops.size());
+    std::size_t i = 0;
+    for (const tree_op& op : ops) {
+      while (i < old.size() && old[i].key < op.key) out.push_back(std::move(old[i++]));
+      const bool found = i < old.size() && old[i].key == op.key;
+      if (found) ++i;
+      if (op.entry != detail::null_ref) {
+        out.push_back(tree_item{std::string(op.key), op.entry});
+        added += found ? 0 : 1;
+        changed = true;
+      } else if (found) {
+        --added;
+        changed = true;
+      }
+    }
+    if (!changed) return false;
+    while (i < old.size()) out.push_back(std::move(old[i++]));
+    replace_node(ref);
+    return true;
+  }
+  // Each child gets the changes in its key range. The changed children of a
+  // run of neighbours are written together, evenly, as few nodes as their
+  // items need; a run that would underflow takes in a neighbour first.
+  const unsigned below = level - 1;
+  std::vector<tree_item> items;  // the new slots of this node
+  items.reserve(old.size() + 1);
+  std::vector<tree_item> run;  // slots (of level `below`) of a run of changed children
+  bool in_run = false;
+  // Writes the run; `right` is the unchanged child after it, if any (the
+  // run may take it in, and then says so).
+  auto flush = [&](tree_item* right) -> result<bool> {
+    in_run = false;
+    bool took_right = false;
+    if (!run.empty() && underfull(run, below)) {
+      if (!items.empty()) {
+        std::vector<tree_item> left = node_items(items.back().ref);
+        replace_node(items.back().ref);
+        items.pop_back();
+        left.insert(left.end(), std::make_move_iterator(run.begin()),
+                    std::make_move_iterator(run.end()));
+        run = std::move(left);
+      } else if (right != nullptr) {
+        std::vector<tree_item> next = node_items(right->ref);
+        replace_node(right->ref);
+        run.insert(run.end(), std::make_move_iterator(next.begin()),
+                   std::make_move_iterator(next.end()));
+        took_right = true;
+      }
+    }
+    auto written = write_nodes(below, run);
+    run.clear();
+    if (!written) return std::move(written).error();
+    items.insert(items.end(), std::make_move_iterator(written->begin()),
+                 std::make_move_iterator(written->end()));
+    return took_right;
+  };
+  auto at = ops.begin();
+  std::vector<tree_item> child;
+  for (std::size_t j = 0; j < old.size(); ++j) {
+    const auto end =
+        j + 1 < old.size()
+            ? std::lower_bound(at, ops.end(), old[j + 1].key,
+                               [](const tree_op& op, const std::string& k) { return op.key < k; })
+            : ops.end();
+    bool touched = false;
+    if (at != end) {
+      auto r = tree_update(old[j].ref, {at, end}, child, added);
+      if (!r) return std::move(r).error();
+      touched = *r;
+    }
+    at = end;
+    if (touched) {
+      changed = true;
+      in_run = true;
+      run.insert(run.end(), std::make_move_iterator(child.begin()),
+                 std::make_move_iterator(child.end()));
+      continue;
+    }
+    if (in_run) {
+      auto took = flush(&old[j]);
+      if (!took) return std::move(took).error();
+      if (*took) continue;
+    }
+    items.push_back(std::move(old[j]));
+  }
+  if (!changed) return false;
+  if (in_run) {
+    if (auto took = flush(nullptr); !took) return std::move(took).error();
+  }
+  replace_node(ref);
+  out = std::move(items);
+  return true;
+}
+
+result<bool> writer::impl::tree_apply(table_state& t, std::span<const tree_op> ops) {
   struct end_of_change {
     writer::impl& w;
     ~end_of_change() { w.release_dead(); }
   } end{*this};
-  bool changed = false;
   std::int64_t added = 0;
   unsigned level = 0;
   std::vector<tree_item> items;
   if (t.tree_root == detail::null_ref) {
-    if (entry == detail::null_ref) return false;
-    items.push_back(tree_item{std::string(key), entry});
-    changed = true;
-    added = 1;
+    for (const tree_op& op : ops) {
+      if (op.entry != detail::null_ref) items.push_back(tree_item{std::string(op.key), op.entry});
+    }
+    if (items.empty()) return false;
+    added = static_cast<std::int64_t>(items.size());
   } else {
     level = node(t.tree_root)->level;
-    auto r = tree_modify(t.tree_root, key, entry, changed, added);
+    auto r = tree_update(t.tree_root, ops, items, added);
     if (!r) return std::move(r).error();
-    if (!changed) return false;
-    items = std::move(*r);
+    if (!*r) return false;
   }
   std::uint64_t root = detail::null_ref;
   if (!items.empty()) {
@@ -522,6 +561,28 @@ result<bool> writer::impl::tree_apply(table_state& t, std::string_view key, std:
   // The root was written in this change: readers see its count with it.
   if (root != detail::null_ref) reinterpret_cast<btree_node*>(ptr(root))->entries = t.tree_keys;
   return true;
+}
+
+result<bool> writer::impl::tree_apply(table_state& t, std::string_view key, std::uint64_t entry) {
+  const tree_op op{key, entry};
+  return tree_apply(t, std::span<const tree_op>(&op, 1));
+}
+
+result<bool> writer::impl::tree_put_many(table_state& t,
+                                         std::span<const std::pair<std::string, Value>> entries,
+                                         std::span<const detail::block> built) {
+  std::vector<tree_op> ops(entries.size());
+  for (std::size_t i = 0; i < entries.size(); ++i) ops[i] = tree_op{entries[i].first, built[i].ref};
+  // Sorted, and of a key given twice the last only, as the hash index keeps it.
+  std::stable_sort(ops.begin(), ops.end(),
+                   [](const tree_op& a, const tree_op& b) { return a.key < b.key; });
+  std::size_t kept = 0;
+  for (std::size_t i = 0; i < ops.size(); ++i) {
+    if (i + 1 < ops.size() && ops[i + 1].key == ops[i].key) continue;
+    ops[kept++] = ops[i];
+  }
+  ops.resize(kept);
+  return tree_apply(t, ops);
 }
 
 }  // namespace slither::shm

@@ -577,8 +577,8 @@ result<void> writer::put_many(std::string_view table,
   const bool ordered = t.kind == table_kind::ordered_set;
   for (std::size_t i = 0; ordered && i < entries.size(); ++i)
     p_->entry(built[i].ref)->version = ++p_->last_version;  // before the leaves copy it
-  for (std::size_t i = 0; ordered && i < entries.size(); ++i) {
-    if (auto r = p_->tree_apply(t, entries[i].first, built[i].ref); !r) {
+  if (ordered) {
+    if (auto r = p_->tree_put_many(t, entries, built); !r) {
       p_->tree_abort(t);
       for (const block& done : built) p_->release(done.ref, done.bytes);
       return std::move(r).error();

@@ -54,6 +54,12 @@ struct tree_item {
   const std::byte* record = nullptr;
 };
 
+/// A change to a B+tree: `key` now references `entry` (null: erase it).
+struct tree_op {
+  std::string_view key;
+  std::uint64_t entry;
+};
+
 struct btree_node;
 
 struct retired_block {
@@ -199,10 +205,22 @@ struct writer::impl final : detail::fork_aware {
   void replace_node(std::uint64_t ref);
   result<std::vector<detail::tree_item>> write_nodes(unsigned level,
                                                      std::span<const detail::tree_item> items);
-  result<std::vector<detail::tree_item>> tree_modify(std::uint64_t ref, std::string_view key,
-                                                     std::uint64_t entry, bool& changed,
-                                                     std::int64_t& added);
+  /// Whether `items` would make a node of `level` that should merge with a neighbour.
+  bool underfull(std::span<const detail::tree_item> items, unsigned level) noexcept;
+  /// Applies `ops` (sorted, one per key) to the subtree at `ref`: if that
+  /// changes it, replaces its node and puts the slots of its replacement in
+  /// `out` (written below it, not yet itself), and returns true.
+  result<bool> tree_update(std::uint64_t ref, std::span<const detail::tree_op> ops,
+                           std::vector<detail::tree_item>& out, std::int64_t& added);
+  /// Applies `ops` (sorted, one per key) to the working tree: each node they
+  /// touch is copied once, however many of them it takes.
+  result<bool> tree_apply(detail::table_state& t, std::span<const detail::tree_op> ops);
   result<bool> tree_apply(detail::table_state& t, std::string_view key, std::uint64_t entry);
+  /// A batch's puts (`built[i]` holds `entries[i]`), sorted; of a key given
+  /// twice the last wins.
+  result<bool> tree_put_many(detail::table_state& t,
+                             std::span<const std::pair<std::string, Value>> entries,
+                             std::span<const detail::block> built);
   void tree_commit(detail::table_state& t);
   void tree_abort(detail::table_state& t);
   /// Disposes of every node of the tree at `root` (not the entries it references).

@@ -180,6 +180,129 @@ TEST(Ordered, RandomOpsMatchAStdMap) {
   EXPECT_EQ(r.keys("ord", "k0012").value(), prefixed);
 }
 
+/// The leaves of the ordered table "ord" (table 0) of the store of `o`, read
+/// through a mapping of its first segment: their slot counts, in key order.
+std::vector<unsigned> leaf_counts(const store_options& o) {
+  const std::string seg = segment_name(o.ns, o.name, 0);
+  const int fd = ::shm_open(seg.c_str(), O_RDONLY, 0);
+  EXPECT_GE(fd, 0);
+  struct stat st {};
+  EXPECT_EQ(::fstat(fd, &st), 0);
+  const auto size = static_cast<std::size_t>(st.st_size);
+  void* map = ::mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);
+  ::close(fd);
+  EXPECT_NE(map, MAP_FAILED);
+  const auto* base = static_cast<const std::byte*>(map);
+  const auto* hdr =
+      reinterpret_cast<const detail::store_header*>(base + detail::store_header_offset);
+  std::vector<unsigned> counts;
+  auto walk = [&](auto&& self, std::uint64_t ref) -> void {
+    if (detail::ref_segment(ref) != 0) {
+      ADD_FAILURE() << "a test store fits its first segment";
+      return;
+    }
+    const auto* n = reinterpret_cast<const detail::btree_node*>(base + detail::ref_offset(ref));
+    if (n->level == 0) {
+      counts.push_back(n->count);
+      return;
+    }
+    for (unsigned i = 0; i < n->count; ++i) self(self, detail::slots_of(n)[i].ref);
+  };
+  if (const std::uint64_t root = hdr->tree_roots[0].load(); root != detail::null_ref)
+    walk(walk, root);
+  ::munmap(map, size);
+  return counts;
+}
+
+// put_many applies a batch to the tree in one pass: checked against std::map
+// with batches that split leaves and internal nodes, keys given twice in a
+// batch (the last wins, as in the hash index), and erases between batches
+// that make nodes merge. The versions a scan reads from the leaves are the
+// entries' own.
+TEST(Ordered, BatchesMatchAStdMap) {
+  auto o = test_options("ord-batch");
+  o.initial_segment_bytes = std::uint64_t{64} << 20;
+  auto w = make_writer(o);
+  const reader& r = w.read();
+  std::map<std::string, std::int64_t> oracle;
+  std::mt19937_64 rng(11);
+  const int rounds = static_cast<int>(testing::scaled(30, 10));
+  std::int64_t stamp = 0;
+  for (int round = 0; round < rounds; ++round) {
+    std::vector<std::pair<std::string, Value>> batch;
+    const std::uint64_t n = rng() % 3 == 0 ? 1 + rng() % 4 : rng() % 3000;
+    const std::uint64_t start = rng() % 20000;
+    const bool sequential = rng() % 2 == 0;
+    for (std::uint64_t i = 0; i < n; ++i) {
+      const std::string k = key_of(sequential ? start + i : rng() % 20000);
+      batch.emplace_back(k, ++stamp);
+      // Some keys twice in a batch: the later value is the one kept.
+      if (rng() % 10 == 0) batch.emplace_back(k, ++stamp);
+    }
+    std::shuffle(batch.begin(), batch.end(), rng);
+    for (const auto& [k, v] : batch) oracle[k] = v.as<std::int64_t>();
+    ASSERT_TRUE(w.put_many("ord", batch));
+    // Erases, single and in runs: leaves and internal nodes underflow.
+    const std::uint64_t erases = rng() % 4 == 0 ? rng() % 2000 : rng() % 50;
+    const std::uint64_t from = rng() % 20000;
+    for (std::uint64_t i = 0; i < erases; ++i) {
+      const std::string k = key_of(rng() % 2 == 0 ? from + i : rng() % 20000);
+      EXPECT_EQ(w.erase("ord", k).value(), oracle.erase(k) == 1);
+    }
+    ASSERT_EQ(r.range("ord").value(), expected(oracle, {}, {}, SIZE_MAX, false))
+        << "round " << round;
+    ASSERT_EQ(r.range("ord", {}, {}, SIZE_MAX, true).value(),
+              expected(oracle, {}, {}, SIZE_MAX, true));
+    EXPECT_EQ(r.size("ord").value(), oracle.size());
+  }
+  std::size_t checked = 0;
+  ASSERT_TRUE(r.scan("ord", {}, [&](const reader::scanned& s) {
+    const auto v = r.get_view("ord", s.key).value();
+    EXPECT_TRUE(v.has_value());
+    if (v) {
+      EXPECT_EQ(s.version, v->version()) << s.key;
+    }
+    ++checked;
+    return true;
+  }));
+  EXPECT_EQ(checked, oracle.size());
+  w.reclaim();
+  EXPECT_EQ(w.stats().bytes_retired, 0u);
+}
+
+// A sorted batch into an empty table fills its leaves (as LMDB's appends
+// do): each leaf is written once, packed evenly, not split in halves key by
+// key. Half-full leaves would double what a scan reads.
+TEST(Ordered, ASortedBatchFillsItsLeaves) {
+  auto o = test_options("ord-fill");
+  o.initial_segment_bytes = std::uint64_t{64} << 20;
+  auto w = make_writer(o);
+  std::vector<std::pair<std::string, Value>> batch;
+  const std::uint64_t n = 20000;
+  for (std::uint64_t i = 0; i < n; ++i) batch.emplace_back(key_of(i), static_cast<std::int64_t>(i));
+  ASSERT_TRUE(w.put_many("ord", batch));
+  const std::vector<unsigned> counts = leaf_counts(o);
+  ASSERT_FALSE(counts.empty());
+  std::uint64_t total = 0;
+  for (unsigned c : counts) total += c;
+  EXPECT_EQ(total, n);
+  EXPECT_GE(static_cast<double>(total) / static_cast<double>(counts.size()),
+            0.9 * detail::btree_max_fanout)
+      << counts.size() << " leaves";
+  // Appending in sorted batches keeps them full too.
+  for (std::uint64_t at = n; at < 2 * n; at += 1000) {
+    std::vector<std::pair<std::string, Value>> more;
+    for (std::uint64_t i = at; i < at + 1000; ++i)
+      more.emplace_back(key_of(i), static_cast<std::int64_t>(i));
+    ASSERT_TRUE(w.put_many("ord", more));
+  }
+  const std::vector<unsigned> after = leaf_counts(o);
+  EXPECT_GE(static_cast<double>(2 * n) / static_cast<double>(after.size()),
+            0.8 * detail::btree_max_fanout)
+      << after.size() << " leaves";
+  EXPECT_EQ(w.read().range("ord", key_of(n - 5), {}, 10).value().back().first, key_of(n + 4));
+}
+
 TEST(Ordered, AHundredThousandKeysThenDeletesGiveTheirNodesBack) {
   auto w = make_writer(test_options("ord-many"));
   // The same writes to a set table: what the hash index and entries take.
