@@ -357,9 +357,24 @@ std::uint64_t writer::impl::node_bytes(std::span<const tree_item> items, unsigne
 
 result<std::vector<tree_item>> writer::impl::write_nodes(unsigned level,
                                                          std::span<const tree_item> items) {
+  // Each item's size in a node and, in a leaf, its inline value: looked up once.
+  struct copy {
+    std::uint64_t version = 0;
+    std::span<const std::byte> value;
+    bool present = false;
+  };
+  std::vector<copy> copies(level == 0 ? items.size() : 0);
   std::vector<std::uint64_t> sizes(items.size());
   std::uint64_t total = 0;
-  for (std::size_t i = 0; i < items.size(); ++i) total += sizes[i] = item_bytes(level, items[i]);
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    sizes[i] = sizeof(btree_slot) + items[i].key.size();
+    if (level == 0) {
+      copy& c = copies[i];
+      c.present = inline_value(level, items[i], c.version, c.value);
+      if (c.present) sizes[i] += detail::btree_inline_header + c.value.size();
+    }
+    total += sizes[i];
+  }
   // As few nodes as the fanout and the size target allow, split evenly by
   // count: a split leaves two halves, a merge of two small neighbours one node.
   const std::size_t parts = std::min<std::size_t>(
@@ -396,16 +411,12 @@ result<std::vector<tree_item>> writer::impl::write_nodes(unsigned level,
     }
     n->keys_end = at;
     for (std::size_t i = begin; level == 0 && i < end; ++i) {
-      std::uint64_t version;
-      std::span<const std::byte> value;
-      if (!inline_value(level, items[i], version, value)) {
-        slots[i - begin].ref = items[i].ref;
-        continue;
-      }
-      std::memcpy(p0 + at, &version, sizeof version);
-      std::memcpy(p0 + at + detail::btree_inline_header, value.data(), value.size());
-      slots[i - begin].ref = detail::inline_slot(at, value.size());
-      at += detail::btree_inline_header + value.size();
+      const copy& c = copies[i];
+      if (!c.present) continue;  // the slot keeps the entry's reference
+      std::memcpy(p0 + at, &c.version, sizeof c.version);
+      std::memcpy(p0 + at + detail::btree_inline_header, c.value.data(), c.value.size());
+      slots[i - begin].ref = detail::inline_slot(at, c.value.size());
+      at += detail::btree_inline_header + c.value.size();
     }
     out.push_back(tree_item{items[begin].key, b->ref});
     begin = end;
