@@ -571,12 +571,10 @@ result<void> writer::put_many(std::string_view table,
     }
     built.push_back(*b);
   }
-  // Before the tree changes: an atomic batch is refused by kinds that cannot
-  // publish it with one switch (an ordered table's tree would need its own).
-  if (publish == batch_publish::at_once) return p_->put_many_at_once(t, built, hashes, entries);
   const bool ordered = t.kind == table_kind::ordered_set;
   for (std::size_t i = 0; ordered && i < entries.size(); ++i)
     p_->entry(built[i].ref)->version = ++p_->last_version;  // before the leaves copy it
+  if (publish == batch_publish::at_once) return p_->put_many_at_once(t, built, hashes, entries);
   if (ordered) {
     if (auto r = p_->tree_put_many(t, entries, built); !r) {
       p_->tree_abort(t);
@@ -611,15 +609,20 @@ result<void> writer::impl::put_many_at_once(
     for (const block& b : built) release(b.ref, b.bytes);
     return e;
   };
-  if (t.kind != table_kind::set && t.kind != table_kind::bag) {
-    return give_back(fail(errc::invalid_argument,
-                          "an atomic put_many is not supported by table kind '" +
-                              std::string(to_string(t.kind)) + "' (table '" + t.name + "')"));
+  // An ordered table's tree takes the batch first (one root, published below).
+  const bool ordered = t.kind == table_kind::ordered_set;
+  if (ordered) {
+    if (auto r = tree_put_many(t, entries, built); !r) {
+      tree_abort(t);
+      return give_back(std::move(r).error());
+    }
   }
   auto capacity = capacity_for(t, t.keys + entries.size());
-  if (!capacity) return give_back(std::move(capacity).error());
-  auto root = rehash(t, *capacity);
-  if (!root) return give_back(std::move(root).error());
+  auto root = capacity ? rehash(t, *capacity) : result<std::uint64_t>(capacity.error());
+  if (!root) {
+    if (ordered) tree_abort(t);
+    return give_back(std::move(root).error());
+  }
   // The copy shares every block of the published index: a block it replaces
   // retires (it is still visible there), and no reclaim runs before the switch.
   table_state next = t;
@@ -633,6 +636,8 @@ result<void> writer::impl::put_many_at_once(
   const std::uint64_t old_capacity = t.capacity;
   next.shadow = false;
   t = next;
+  // Two switches in a row: the tree (scans), then the index (gets).
+  if (ordered) tree_commit(t);
   publish_root(t);
   dispose(t, old_root, size_class(index_bytes(old_capacity)));
   maybe_reclaim();

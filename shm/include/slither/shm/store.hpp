@@ -83,7 +83,11 @@ enum class batch_publish : std::uint8_t {
   per_entry,
   /// As one switch: the batch goes into a copy of the table's index, which is
   /// then published with one store, so a reader sees none or all of it. Costs
-  /// a pass over the index (O(table size)) on top of the entries.
+  /// a pass over the index (O(table size)) on top of the entries. An ordered
+  /// table switches twice in a row, its B+tree (what scans, `range`, `first`,
+  /// `last` and `keys` read) then its index (what `get`, `contains` and
+  /// `size` read): each read sees none or all of the batch, but a scan and a
+  /// get made in the instant between the two stores may disagree.
   at_once,
 };
 
@@ -364,8 +368,9 @@ class writer {
   result<std::uint64_t> put(std::string_view table, std::string_view key, const Value& value);
   /// Stores many entries; all or nothing (nothing is stored if one entry
   /// fails). With `batch_publish::per_entry` a reader may see part of the
-  /// batch until the call returns; with `at_once` it sees none or all of it
-  /// (`invalid_argument` naming the kind for a table kind that cannot).
+  /// batch until the call returns (except scans of an ordered table, whose
+  /// tree takes the batch in one switch); with `at_once` it sees none or all
+  /// of it (see `batch_publish`).
   result<void> put_many(std::string_view table,
                         std::span<const std::pair<std::string, Value>> entries,
                         batch_publish publish = batch_publish::per_entry);
