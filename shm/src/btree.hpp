@@ -1,31 +1,69 @@
 // The B+tree of an ordered table (layout.hpp): its node format, the checks a
 // reader applies to every node it visits, and the reader's cursor. The
-// writer's half (copying the path a write changes) is in btree.cpp.
+// writer's half (rebuilding the nodes a batch of changes touches) is in
+// btree.cpp.
 //
 // A node is one immutable block: a btree_node header, `count` btree_slots,
 // then the slots' keys. A leaf (level 0) slot references the entry block of
 // its key; an internal slot references a child one level down, and its key is
 // the smallest key of that child's subtree. Keys are sorted bytewise within a
 // node and across its children. Every node but the root holds at least
-// `btree_min_fill` slots after a delete (underflow merges with a neighbour).
+// `btree_min_fill` slots, or `btree_node_target / 4` bytes, after a change
+// (an underflowing node merges with a neighbour).
+//
+// Inline values: a leaf slot whose value is small (encoded, at most
+// `btree_inline_max` bytes) carries a copy of it, so that a scan reads leaves
+// only, never the entry blocks. Such a slot's `ref` is not a reference but
+// `inline_slot(offset, size)`: bit 0 set (entry blocks are 64-byte aligned,
+// so it is otherwise 0), the value's size in bits 1..31 and, in the high 32
+// bits, the offset in the node of its record: the entry's version (8 bytes,
+// unaligned) then the value's encoded bytes. A node is laid out header,
+// slots, keys (packed, in slot order), records (in slot order), so a seek's
+// binary search reads a few packed lines and a scan one sequential run. The
+// entry block stays what the hash index and views use; the copy is immutable
+// like the node that holds it.
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 #include <optional>
+#include <span>
 #include <string_view>
 
 #include "layout.hpp"
 #include "reader_core.hpp"
 #include "slither/core/error.hpp"
+#include "slither/core/function_ref.hpp"
+#include "slither/shm/store.hpp"
 
 namespace slither::shm::detail {
 
-inline constexpr std::uint32_t btree_magic = 0x314e5442;  // "BTN1"
+inline constexpr std::uint32_t btree_magic = 0x324e5442;  // "BTN2": leaves with inline values
 inline constexpr std::uint32_t btree_max_fanout = 64;
 inline constexpr std::uint32_t btree_min_fill = btree_max_fanout / 4;
 /// Levels a reader follows at most: 64^24 keys, far beyond any store; a
 /// corrupt tree deeper than this is an error, never a long walk.
 inline constexpr std::uint32_t btree_max_depth = 24;
+/// Largest value (its encoded bytes) a leaf slot carries inline.
+inline constexpr std::uint64_t btree_inline_max = 256;
+/// Set in a leaf slot's `ref` when it describes an inline record.
+inline constexpr std::uint64_t btree_inline_flag = 1;
+/// An inline record's header: the version.
+inline constexpr std::uint64_t btree_inline_header = 8;
+
+constexpr std::uint64_t inline_slot(std::uint64_t offset, std::uint64_t size) noexcept {
+  return offset << 32 | size << 1 | btree_inline_flag;
+}
+constexpr std::uint64_t inline_offset(std::uint64_t ref) noexcept {
+  return ref >> 32;
+}
+constexpr std::uint64_t inline_size(std::uint64_t ref) noexcept {
+  return (ref & 0xffffffffu) >> 1;
+}
+/// The size a node is split to stay under (slots, keys and inline records),
+/// unless it holds fewer than two slots: a node copied by every change to
+/// it stays cheap to copy, as a page of LMDB does.
+inline constexpr std::uint64_t btree_node_target = 8192;
 
 struct btree_node {
   std::uint32_t magic;
@@ -35,12 +73,17 @@ struct btree_node {
   /// In the root: keys in the tree, which bounds a reader's walk (a corrupt
   /// tree whose nodes share children ends in an error, not a long walk).
   std::uint64_t entries;
-  std::uint64_t reserved[5];
+  /// Where the keys end (and inline records start): a hint for prefetching
+  /// the slots and keys together, never trusted as a bound.
+  std::uint64_t keys_end;
+  std::uint64_t reserved[4];
 };
 static_assert(std::is_standard_layout_v<btree_node> && sizeof(btree_node) == 64);
 
 struct btree_slot {
-  std::uint64_t ref;         ///< leaf: entry block; internal: child node
+  /// Leaf: the entry block, with `btree_inline_flag` if an inline record
+  /// follows the key; internal: the child node.
+  std::uint64_t ref;
   std::uint32_t key_offset;  ///< from the node's start
   std::uint32_t key_bytes;
 };
@@ -55,14 +98,28 @@ inline std::string_view slot_key(const btree_node* n, unsigned i) noexcept {
   return {reinterpret_cast<const char*>(n) + s.key_offset, s.key_bytes};
 }
 
+/// The version and value of an inline slot of leaf `n` whose ref is `ref`:
+/// inside the node (`tree_node` checked it). Out-parameters, not a returned
+/// pair: a scan writes them straight into its result rather than copying a
+/// temporary, which the CPU would not forward from its stores.
+inline void inline_record(const btree_node* n, std::uint64_t ref, std::uint64_t& version,
+                          std::span<const std::byte>& bytes) noexcept {
+  const std::byte* p = reinterpret_cast<const std::byte*>(n) + inline_offset(ref);
+  std::memcpy(&version, p, sizeof version);
+  bytes = {p + btree_inline_header, inline_size(ref)};
+}
+
 /// The node at `ref` if it is a well-formed node of `level` (magic, count,
-/// size, every key inside the block) in mapped memory; else nullptr.
+/// size, every key and inline record inside the block) in mapped memory;
+/// else nullptr. Asks the cache for its slots and keys first.
 const btree_node* tree_node(reader_core& c, std::uint64_t ref, unsigned level) noexcept;
 
 /// A position in a B+tree, read inside one epoch: the nodes from the root down
-/// to a leaf and the slot taken in each. A move returns whether it found a
-/// key; one that meets a corrupt or unreadable node returns false and leaves
-/// the error in `error()`. A tree whose root is null is empty.
+/// to a leaf and the slot taken in each. A scan walks the slots of `leaf()`
+/// itself and moves to the next leaf when it has read them all. A move
+/// returns whether it found a key; one that meets a corrupt or unreadable
+/// node returns false and leaves the error in `error()`. A tree whose root
+/// is null is empty.
 class tree_cursor {
  public:
   explicit tree_cursor(reader_core& c) noexcept : c_(c) {}
@@ -71,23 +128,20 @@ class tree_cursor {
   bool seek_ge(std::uint64_t root, std::string_view key);
   /// The last key < `key` (the last key for an empty `key`).
   bool seek_lt(std::uint64_t root, std::string_view key);
-  /// The next key.
-  bool next();
-  /// The previous key.
-  bool prev();
+  /// The first slot of the next leaf.
+  bool next_leaf();
+  /// The last slot of the previous leaf.
+  bool prev_leaf();
   /// Why the last move returned false, if not for lack of keys.
   std::optional<error_info>& error() noexcept { return error_; }
 
-  std::string_view key() const noexcept { return slot_key(leaf(), path_[depth_ - 1].slot); }
-  /// The entry block of the current key.
-  std::uint64_t ref() const noexcept { return slots_of(leaf())[path_[depth_ - 1].slot].ref; }
-  /// The entry block `ahead` keys on (back if `reverse`) in the current leaf,
-  /// or null past its end: for prefetching.
-  std::uint64_t ref_ahead(unsigned ahead, bool reverse) const noexcept {
-    const frame& f = path_[depth_ - 1];
-    if (reverse) return f.slot >= ahead ? slots_of(f.node)[f.slot - ahead].ref : null_ref;
-    return f.slot + ahead < f.node->count ? slots_of(f.node)[f.slot + ahead].ref : null_ref;
-  }
+  /// The current leaf (well-formed: `tree_node`), its reference and the slot in it.
+  const btree_node* leaf() const noexcept { return path_[depth_ - 1].node; }
+  std::uint64_t leaf_ref() const noexcept { return path_[depth_ - 1].ref; }
+  unsigned slot() const noexcept { return path_[depth_ - 1].slot; }
+  /// Asks the cache for the first lines of the leaf after (before, if
+  /// `reverse`) the current one, so that moving to it does not wait.
+  void prefetch_neighbour(bool reverse) noexcept;
 
  private:
   struct frame {
@@ -95,12 +149,15 @@ class tree_cursor {
     std::uint64_t ref;
     unsigned slot;
   };
-  const btree_node* leaf() const noexcept { return path_[depth_ - 1].node; }
   /// Loads the root (its level bounds the walk) into path_[0].
   bool start(std::uint64_t root);
   /// Descends from the last frame's chosen slot down to a leaf, taking the
   /// first (or last) slot of each node below.
   bool descend(bool last);
+  /// Moves to the leaf after (or before) the current one.
+  bool step_leaf(bool back);
+  /// Counts a leaf's keys against the root's: a walk never reads more.
+  bool charge(const btree_node* leaf);
   /// Records that the node at `ref` is not one (returns false).
   bool bad(std::uint64_t ref);
   bool failed(error_info e);
@@ -112,5 +169,13 @@ class tree_cursor {
   std::uint64_t root_ = null_ref;
   std::optional<error_info> error_;
 };
+
+/// Calls `visit` for each entry of `range` in the tree at `root` (null: an
+/// empty tree), in order, until it returns false; inside an epoch. With
+/// `values` false only keys are read: `bytes`, `version` and `entry` stay
+/// empty, and neither inline records nor entry blocks are touched. An inline
+/// value comes with a null `entry`; any other with its checked entry block.
+result<void> scan_tree(reader_core& c, std::uint64_t root, const reader::key_range& range,
+                       bool values, function_ref<bool(const reader::scanned&)> visit);
 
 }  // namespace slither::shm::detail

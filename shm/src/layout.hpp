@@ -58,7 +58,8 @@
 //   bytes.
 // - An ordered table (kind ordered_set) has, besides its index, a B+tree of
 //   immutable nodes (btree.hpp) whose leaves hold its keys, sorted bytewise,
-//   with their entry blocks' references; the store header's `tree_roots`
+//   with their entry blocks' references or, for small values, a copy of the
+//   value and its version (so a scan reads leaves only); the store header's `tree_roots`
 //   holds each table's current root (null: empty). The writer rebuilds the
 //   path a write changes and publishes the new root with one store, so a
 //   scan that loaded a root sees one consistent snapshot.

@@ -585,13 +585,12 @@ result<void> reader::for_each(std::string_view table,
 namespace {
 
 // What every read of an ordered table starts with (`with_index`, plus a check
-// of the table's kind): a cursor over the tree published when the read began,
-// moved over `range`; `visit(key, block, guard)` returns whether to go on.
-template <class F>
+// of the table's kind): a scan of the tree published when the read began
+// (`detail::scan_tree`).
 result<void> visit_range(reader_core& c, std::string_view table, const reader::key_range& range,
-                         F&& visit) {
+                         bool values, function_ref<bool(const reader::scanned&)> visit) {
   return with_index<void>(
-      c, table, [&](std::uint32_t t, const index_header*, epoch_guard& guard) -> result<void> {
+      c, table, [&](std::uint32_t t, const index_header*, epoch_guard&) -> result<void> {
         if (c.table_kinds[t] != table_kind::ordered_set) {
           return fail(errc::invalid_argument,
                       "table '" + std::string(table) + "' in store '" + c.label + "' is a " +
@@ -599,40 +598,15 @@ result<void> visit_range(reader_core& c, std::string_view table, const reader::k
                           " table, not an ordered_set: it keeps no key order");
         }
         const std::uint64_t root = c.header->tree_roots[t].load(std::memory_order_seq_cst);
-        detail::tree_cursor cur(c);
-        bool ok = range.reverse ? cur.seek_lt(root, range.hi) : cur.seek_ge(root, range.lo);
-        for (std::size_t n = 0; ok && n < range.limit; ++n) {
-          const std::string_view key = cur.key();
-          if (range.reverse ? !range.lo.empty() && key < range.lo
-                            : !range.hi.empty() && key >= range.hi) {
-            break;
-          }
-          // Entry blocks lie outside the leaf: fetch a few ahead of the scan,
-          // header, key and a small value together.
-          if (const std::uint64_t next = cur.ref_ahead(4, range.reverse);
-              next != detail::null_ref) {
-            if (const std::byte* p = c.resolve(next, sizeof(entry_header))) {
-              __builtin_prefetch(p);
-              __builtin_prefetch(p + 64);
-              __builtin_prefetch(p + 128);
-            }
-          }
-          const std::uint64_t ref = cur.ref();
-          const entry_header* e = c.entry(ref);
-          if (e == nullptr) return c.unreadable(ref);
-          // The leaf's key is the one returned; a block of another size is not its entry.
-          if (e->key_bytes != key.size()) {
-            return c.corrupt(ref, "its key is not the one the B+tree says");
-          }
-          if (e->format == static_cast<std::uint8_t>(detail::value_format::ndarray)) {
-            if (auto valid = check_value(e); !valid) return std::move(valid).error();
-          }
-          if (!visit(key, located{ref, e}, guard)) return {};
-          ok = range.reverse ? cur.prev() : cur.next();
-        }
-        if (cur.error()) return std::move(*cur.error());
-        return {};
+        return detail::scan_tree(c, root, range, values, visit);
       });
+}
+
+/// A decoded copy of a scanned value: from its entry block, or from its
+/// inline copy in a leaf.
+result<Value> decode_scanned(const reader::scanned& s) {
+  if (s.entry != nullptr) return decode_entry(static_cast<const entry_header*>(s.entry));
+  return slither::decode(s.bytes);
 }
 
 }  // namespace
@@ -643,12 +617,12 @@ result<std::vector<std::string>> reader::keys(std::string_view table,
   reader_core& c = *p_->core;
   if (const auto t = c.table_index(table); t && c.table_kinds[*t] == table_kind::ordered_set) {
     std::vector<std::string> out;
-    auto r = visit_range(c, table, key_range{prefix, {}, SIZE_MAX, false},
-                         [&](std::string_view key, const located&, epoch_guard&) {
-                           if (!key.starts_with(prefix)) return false;
-                           out.emplace_back(key);
-                           return true;
-                         });
+    auto r =
+        visit_range(c, table, key_range{prefix, {}, SIZE_MAX, false}, false, [&](const scanned& s) {
+          if (!s.key.starts_with(prefix)) return false;
+          out.emplace_back(s.key);
+          return true;
+        });
     if (!r) return std::move(r).error();
     return out;
   }
@@ -669,7 +643,7 @@ result<std::vector<std::string>> reader::keys(std::string_view table,
 // ordered tables
 
 Value reader::scanned::value() const {
-  auto v = decode_entry(static_cast<const entry_header*>(entry));
+  auto v = decode_scanned(*this);
   if (!v) throw slither::error(v.error());
   return std::move(*v);
 }
@@ -677,16 +651,7 @@ Value reader::scanned::value() const {
 result<void> reader::scan(std::string_view table, const key_range& range,
                           function_ref<bool(const scanned&)> fn) const {
   if (!p_) return moved_from();
-  return visit_range(
-      *p_->core, table, range, [&](std::string_view key, const located& at, epoch_guard&) {
-        scanned s;
-        s.key = key;
-        s.bytes = value_of(at.e);
-        s.is_ndarray = at.e->format == static_cast<std::uint8_t>(detail::value_format::ndarray);
-        s.version = at.e->version;
-        s.entry = at.e;
-        return fn(s);
-      });
+  return visit_range(*p_->core, table, range, true, fn);
 }
 
 result<std::vector<std::pair<std::string, Value>>> reader::range(std::string_view table,
@@ -697,16 +662,16 @@ result<std::vector<std::pair<std::string, Value>>> reader::range(std::string_vie
   if (!p_) return moved_from();
   std::vector<std::pair<std::string, Value>> out;
   std::optional<error_info> failed;
-  auto r = visit_range(*p_->core, table, key_range{lo, hi, limit, reverse},
-                       [&](std::string_view key, const located& at, epoch_guard&) {
-                         auto v = decode_entry(at.e);
-                         if (!v) {
-                           failed = std::move(v).error();
-                           return false;
-                         }
-                         out.emplace_back(std::string(key), std::move(*v));
-                         return true;
-                       });
+  auto r =
+      visit_range(*p_->core, table, key_range{lo, hi, limit, reverse}, true, [&](const scanned& s) {
+        auto v = decode_scanned(s);
+        if (!v) {
+          failed = std::move(v).error();
+          return false;
+        }
+        out.emplace_back(std::string(s.key), std::move(*v));
+        return true;
+      });
   if (!r) return std::move(r).error();
   if (failed) return std::move(*failed);
   return out;

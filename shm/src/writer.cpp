@@ -249,9 +249,10 @@ inline std::uint64_t writer::impl::link(table_state& t, const block& b, std::uin
   const slot_position pos = find_slot(t, hash, key);
   entry_header* e = entry(b.ref);
   shared_u64& slot = slot_at(t, pos);
+  // An ordered table's blocks have theirs already: their leaves copy it.
+  if (e->version == 0) e->version = ++last_version;
   if (pos.ref != detail::null_ref) {
     const entry_header* old = entry(pos.ref);
-    e->version = ++last_version;
     if (t.kind == table_kind::bag) {
       e->next = pos.ref;
       e->first = old->first != detail::null_ref ? old->first : pos.ref;
@@ -264,7 +265,6 @@ inline std::uint64_t writer::impl::link(table_state& t, const block& b, std::uin
       dispose(t, pos.ref, old_bytes);
     }
   } else {
-    e->version = ++last_version;
     if (slot.load(std::memory_order_relaxed) == detail::null_ref) ++t.used;
     ++t.keys;
     ++t.values;
@@ -288,7 +288,9 @@ result<std::uint64_t> writer::impl::link_built(table_state& t, const block& b, s
 result<std::uint64_t> writer::impl::link_entry(table_state& t, const block& b, std::uint64_t hash,
                                                std::string_view key) {
   if (t.kind != table_kind::ordered_set) return link(t, b, hash, key);
-  // The tree is published after the link, which gives the entry its version.
+  // Versioned first: a leaf may copy it with the value. The tree is published
+  // after the link.
+  entry(b.ref)->version = ++last_version;
   if (auto r = tree_apply(t, key, b.ref); !r) {
     tree_abort(t);
     release(b.ref, b.bytes);
@@ -537,12 +539,12 @@ result<void> writer::put_many(std::string_view table,
     }
     built.push_back(*b);
   }
-  // Before the tree changes: an atomic batch is refused by kinds that cannot
-  // publish it with one switch (an ordered table's tree would need its own).
-  if (publish == batch_publish::at_once) return p_->put_many_at_once(t, built, hashes, entries);
   const bool ordered = t.kind == table_kind::ordered_set;
-  for (std::size_t i = 0; ordered && i < entries.size(); ++i) {
-    if (auto r = p_->tree_apply(t, entries[i].first, built[i].ref); !r) {
+  for (std::size_t i = 0; ordered && i < entries.size(); ++i)
+    p_->entry(built[i].ref)->version = ++p_->last_version;  // before the leaves copy it
+  if (publish == batch_publish::at_once) return p_->put_many_at_once(t, built, hashes, entries);
+  if (ordered) {
+    if (auto r = p_->tree_put_many(t, entries, built); !r) {
       p_->tree_abort(t);
       for (const block& done : built) p_->release(done.ref, done.bytes);
       return std::move(r).error();
@@ -575,15 +577,24 @@ result<void> writer::impl::put_many_at_once(
     for (const block& b : built) release(b.ref, b.bytes);
     return e;
   };
-  if (t.kind != table_kind::set && t.kind != table_kind::bag) {
-    return give_back(fail(errc::invalid_argument,
-                          "an atomic put_many is not supported by table kind '" +
-                              std::string(to_string(t.kind)) + "' (table '" + t.name + "')"));
+  // An ordered table's tree takes the batch first (one root, published below).
+  const bool ordered = t.kind == table_kind::ordered_set;
+  if (ordered) {
+    if (auto r = tree_put_many(t, entries, built); !r) {
+      tree_abort(t);
+      return give_back(std::move(r).error());
+    }
   }
   auto capacity = capacity_for(t, t.keys + entries.size());
-  if (!capacity) return give_back(std::move(capacity).error());
+  if (!capacity) {
+    if (ordered) tree_abort(t);
+    return give_back(std::move(capacity).error());
+  }
   auto root = rehash(t, *capacity);  // the whole table, a growing index's both arrays
-  if (!root) return give_back(std::move(root).error());
+  if (!root) {
+    if (ordered) tree_abort(t);
+    return give_back(std::move(root).error());
+  }
   // The copy shares every block of the published index: a block it replaces
   // retires (it is still visible there), and no reclaim runs before the switch.
   table_state next = t;
@@ -598,6 +609,8 @@ result<void> writer::impl::put_many_at_once(
   const table_state old = t;
   next.shadow = false;
   t = next;
+  // Two switches in a row: the tree (scans), then the index (gets).
+  if (ordered) tree_commit(t);
   publish_root(t);
   dispose_arrays(old);
   maybe_reclaim();

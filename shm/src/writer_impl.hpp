@@ -57,10 +57,19 @@ struct table_state {
   bool declared = true;  // given when the store was created (not droppable)
 };
 
-/// A B+tree slot as the writer edits it: a key and the block it references.
+/// A B+tree slot as the writer edits it: a key and the block it references
+/// or, for a leaf slot copied from a node with its value inline, that slot's
+/// word (`inline_slot`) and where its record (version, value) is in that node.
 struct tree_item {
   std::string key;
   std::uint64_t ref;
+  const std::byte* record = nullptr;
+};
+
+/// A change to a B+tree: `key` now references `entry` (null: erase it).
+struct tree_op {
+  std::string_view key;
+  std::uint64_t entry;
 };
 
 struct btree_node;
@@ -111,6 +120,9 @@ struct writer::impl final : detail::fork_aware {
   // and published nodes replaced since then (retired once the new root is out).
   std::unordered_map<std::uint64_t, std::uint64_t> tree_fresh;
   std::vector<detail::block> tree_replaced;
+  // Fresh nodes replaced during one tree change: given back when it ends, as
+  // the nodes it writes copy inline records out of them.
+  std::vector<detail::block> tree_dead;
   std::uint64_t epoch = 1;
   std::uint64_t last_version = 0;  // store-wide: a version is never given twice
   std::uint64_t bytes_used = 0;
@@ -217,14 +229,35 @@ struct writer::impl final : detail::fork_aware {
   // tree of `t` (`entry` null: erase `key`) and returns whether it changed;
   // `tree_commit` publishes it, `tree_abort` returns to the published one.
   const detail::btree_node* node(std::uint64_t ref) noexcept;
+  /// Whether `item` in a node of `level` carries its value inline (a small
+  /// encoded value in a leaf), and if so its version and value.
+  bool inline_value(unsigned level, const detail::tree_item& item, std::uint64_t& version,
+                    std::span<const std::byte>& bytes) noexcept;
+  /// Gives back the fresh nodes replaced by the change that ends.
+  void release_dead() noexcept;
+  /// What `item` takes in a node of `level`: slot, key and inline value.
+  std::uint64_t item_bytes(unsigned level, const detail::tree_item& item) noexcept;
+  std::uint64_t node_bytes(std::span<const detail::tree_item> items, unsigned level) noexcept;
   std::vector<detail::tree_item> node_items(std::uint64_t ref);
   void replace_node(std::uint64_t ref);
   result<std::vector<detail::tree_item>> write_nodes(unsigned level,
                                                      std::span<const detail::tree_item> items);
-  result<std::vector<detail::tree_item>> tree_modify(std::uint64_t ref, std::string_view key,
-                                                     std::uint64_t entry, bool& changed,
-                                                     std::int64_t& added);
+  /// Whether `items` would make a node of `level` that should merge with a neighbour.
+  bool underfull(std::span<const detail::tree_item> items, unsigned level) noexcept;
+  /// Applies `ops` (sorted, one per key) to the subtree at `ref`: if that
+  /// changes it, replaces its node and puts the slots of its replacement in
+  /// `out` (written below it, not yet itself), and returns true.
+  result<bool> tree_update(std::uint64_t ref, std::span<const detail::tree_op> ops,
+                           std::vector<detail::tree_item>& out, std::int64_t& added);
+  /// Applies `ops` (sorted, one per key) to the working tree: each node they
+  /// touch is copied once, however many of them it takes.
+  result<bool> tree_apply(detail::table_state& t, std::span<const detail::tree_op> ops);
   result<bool> tree_apply(detail::table_state& t, std::string_view key, std::uint64_t entry);
+  /// A batch's puts (`built[i]` holds `entries[i]`), sorted; of a key given
+  /// twice the last wins.
+  result<bool> tree_put_many(detail::table_state& t,
+                             std::span<const std::pair<std::string, Value>> entries,
+                             std::span<const detail::block> built);
   void tree_commit(detail::table_state& t);
   void tree_abort(detail::table_state& t);
   /// Disposes of every node of the tree at `root` (not the entries it references).

@@ -325,10 +325,13 @@ class Store(_native.Reader):
 
         What readers see meanwhile: by default the entries become visible one by
         one while the broker applies the batch, so a reader may see part of it
-        until this call returns. With ``atomic=True`` the batch is published as one
+        until this call returns (scans of an ``ordered_set`` excepted: its tree takes
+        a batch in one switch). With ``atomic=True`` the batch is published as one
         switch (a copy of the table's index, O(table size) extra work): readers see
-        none of it, then all of it. A table kind that cannot do that raises
-        :class:`InvalidArgument` naming the kind.
+        none of it, then all of it. An ``ordered_set`` switches its tree (``range``,
+        ``keys``, ``first``, ``last``), then its index (``get``): each read sees none
+        or all of the batch, but a ``range`` and a ``get`` made in the instant
+        between the two may disagree.
         """
         try:
             self._client._native.put_many(

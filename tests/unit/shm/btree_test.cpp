@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <map>
 #include <random>
@@ -180,6 +181,201 @@ TEST(Ordered, RandomOpsMatchAStdMap) {
   EXPECT_EQ(r.keys("ord", "k0012").value(), prefixed);
 }
 
+/// The leaves of the ordered table "ord" (table 0) of the store of `o`, read
+/// through a mapping of its first segment: their slot counts, in key order.
+std::vector<unsigned> leaf_counts(const store_options& o) {
+  const std::string seg = segment_name(o.ns, o.name, 0);
+  const int fd = ::shm_open(seg.c_str(), O_RDONLY, 0);
+  EXPECT_GE(fd, 0);
+  struct stat st {};
+  EXPECT_EQ(::fstat(fd, &st), 0);
+  const auto size = static_cast<std::size_t>(st.st_size);
+  void* map = ::mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);
+  ::close(fd);
+  EXPECT_NE(map, MAP_FAILED);
+  const auto* base = static_cast<const std::byte*>(map);
+  const auto* hdr =
+      reinterpret_cast<const detail::store_header*>(base + detail::store_header_offset);
+  std::vector<unsigned> counts;
+  auto walk = [&](auto&& self, std::uint64_t ref) -> void {
+    if (detail::ref_segment(ref) != 0) {
+      ADD_FAILURE() << "a test store fits its first segment";
+      return;
+    }
+    const auto* n = reinterpret_cast<const detail::btree_node*>(base + detail::ref_offset(ref));
+    if (n->level == 0) {
+      counts.push_back(n->count);
+      return;
+    }
+    for (unsigned i = 0; i < n->count; ++i) self(self, detail::slots_of(n)[i].ref);
+  };
+  if (const std::uint64_t root = hdr->tree_roots[0].load(); root != detail::null_ref)
+    walk(walk, root);
+  ::munmap(map, size);
+  return counts;
+}
+
+// put_many applies a batch to the tree in one pass: checked against std::map
+// with batches that split leaves and internal nodes, keys given twice in a
+// batch (the last wins, as in the hash index), and erases between batches
+// that make nodes merge. The versions a scan reads from the leaves are the
+// entries' own.
+TEST(Ordered, BatchesMatchAStdMap) {
+  auto o = test_options("ord-batch");
+  o.initial_segment_bytes = std::uint64_t{64} << 20;
+  auto w = make_writer(o);
+  const reader& r = w.read();
+  std::map<std::string, std::int64_t> oracle;
+  std::mt19937_64 rng(11);
+  const int rounds = static_cast<int>(testing::scaled(30, 10));
+  std::int64_t stamp = 0;
+  for (int round = 0; round < rounds; ++round) {
+    std::vector<std::pair<std::string, Value>> batch;
+    const std::uint64_t n = rng() % 3 == 0 ? 1 + rng() % 4 : rng() % 3000;
+    const std::uint64_t start = rng() % 20000;
+    const bool sequential = rng() % 2 == 0;
+    for (std::uint64_t i = 0; i < n; ++i) {
+      const std::string k = key_of(sequential ? start + i : rng() % 20000);
+      batch.emplace_back(k, ++stamp);
+      // Some keys twice in a batch: the later value is the one kept.
+      if (rng() % 10 == 0) batch.emplace_back(k, ++stamp);
+    }
+    std::shuffle(batch.begin(), batch.end(), rng);
+    for (const auto& [k, v] : batch) oracle[k] = v.as<std::int64_t>();
+    ASSERT_TRUE(w.put_many("ord", batch));
+    // Erases, single and in runs: leaves and internal nodes underflow.
+    const std::uint64_t erases = rng() % 4 == 0 ? rng() % 2000 : rng() % 50;
+    const std::uint64_t from = rng() % 20000;
+    for (std::uint64_t i = 0; i < erases; ++i) {
+      const std::string k = key_of(rng() % 2 == 0 ? from + i : rng() % 20000);
+      EXPECT_EQ(w.erase("ord", k).value(), oracle.erase(k) == 1);
+    }
+    ASSERT_EQ(r.range("ord").value(), expected(oracle, {}, {}, SIZE_MAX, false))
+        << "round " << round;
+    ASSERT_EQ(r.range("ord", {}, {}, SIZE_MAX, true).value(),
+              expected(oracle, {}, {}, SIZE_MAX, true));
+    EXPECT_EQ(r.size("ord").value(), oracle.size());
+  }
+  std::size_t checked = 0;
+  ASSERT_TRUE(r.scan("ord", {}, [&](const reader::scanned& s) {
+    const auto v = r.get_view("ord", s.key).value();
+    EXPECT_TRUE(v.has_value());
+    if (v) {
+      EXPECT_EQ(s.version, v->version()) << s.key;
+    }
+    ++checked;
+    return true;
+  }));
+  EXPECT_EQ(checked, oracle.size());
+  w.reclaim();
+  EXPECT_EQ(w.stats().bytes_retired, 0u);
+}
+
+// An atomic put_many on an ordered table: its tree and its index each switch
+// once, so a scan and a get_many each see one round's values in every key;
+// a batch that fails changes neither.
+TEST(Ordered, AnAtomicBatchIsSeenWholeByScansAndGets) {
+  const auto o = test_options("ord-atomic");
+  auto w = make_writer(o);
+  constexpr int kKeys = 300;  // several leaves
+  std::vector<std::string> names;
+  for (int i = 0; i < kKeys; ++i) names.push_back(key_of(i * 3));
+  const std::vector<std::string_view> views(names.begin(), names.end());
+  auto round_batch = [&](std::int64_t round) {
+    std::vector<std::pair<std::string, Value>> b;
+    for (const std::string& k : names) b.emplace_back(k, round);
+    return b;
+  };
+  ASSERT_TRUE(w.put_many("ord", round_batch(0), batch_publish::at_once));
+  std::atomic<bool> done{false};
+  std::atomic<int> torn{0}, reads{0};
+  std::thread reader_thread([&] {
+    auto r = reader::attach(o.ns, o.name);
+    if (!r) {
+      ADD_FAILURE() << r.error().message;
+      reads = 1 << 30;
+      return;
+    }
+    while (!done.load()) {
+      std::optional<Value> first;
+      int seen = 0;
+      auto scanned = r->scan("ord", {}, [&](const reader::scanned& s) {
+        const Value v = s.value();
+        if (!first) first = v;
+        if (v != *first) ++torn;
+        ++seen;
+        return true;
+      });
+      if (!scanned || seen != kKeys) ++torn;
+      auto got = r->get_many("ord", views);
+      if (!got) {
+        ++torn;
+        break;
+      }
+      for (const auto& v : *got) {
+        if (!v || *v != (*got)[0]) ++torn;
+      }
+      ++reads;
+    }
+    reads = 1 << 30;
+  });
+  const int rounds = static_cast<int>(testing::scaled(200, 30));
+  for (int round = 1; round <= rounds; ++round) {
+    ASSERT_TRUE(w.put_many("ord", round_batch(round), batch_publish::at_once));
+  }
+  const int before = reads.load();
+  while (reads.load() < before + 5) std::this_thread::yield();
+  done = true;
+  reader_thread.join();
+  EXPECT_EQ(torn.load(), 0);
+
+  // A failing batch (a key over the limit) changes neither tree nor index.
+  std::vector<std::pair<std::string, Value>> bad = {{key_of(1), 1}, {std::string(300, 'x'), 2}};
+  ASSERT_FALSE(w.put_many("ord", bad, batch_publish::at_once));
+  EXPECT_EQ(w.read().range("ord").value().size(), static_cast<std::size_t>(kKeys));
+  EXPECT_EQ(w.read().get("ord", key_of(1)).value(), std::nullopt);
+  // Keys given twice: the last wins in the tree as in the index.
+  std::vector<std::pair<std::string, Value>> twice = {{"a", 1}, {"a", 2}};
+  ASSERT_TRUE(w.put_many("ord", twice, batch_publish::at_once));
+  EXPECT_EQ(w.read().first("ord").value()->second, Value(std::int64_t(2)));
+  EXPECT_EQ(w.read().get("ord", "a").value(), std::optional<Value>(std::int64_t(2)));
+  w.reclaim();
+  EXPECT_EQ(w.stats().bytes_retired, 0u);
+}
+
+// A sorted batch into an empty table fills its leaves (as LMDB's appends
+// do): each leaf is written once, packed evenly, not split in halves key by
+// key. Half-full leaves would double what a scan reads.
+TEST(Ordered, ASortedBatchFillsItsLeaves) {
+  auto o = test_options("ord-fill");
+  o.initial_segment_bytes = std::uint64_t{64} << 20;
+  auto w = make_writer(o);
+  std::vector<std::pair<std::string, Value>> batch;
+  const std::uint64_t n = 20000;
+  for (std::uint64_t i = 0; i < n; ++i) batch.emplace_back(key_of(i), static_cast<std::int64_t>(i));
+  ASSERT_TRUE(w.put_many("ord", batch));
+  const std::vector<unsigned> counts = leaf_counts(o);
+  ASSERT_FALSE(counts.empty());
+  std::uint64_t total = 0;
+  for (unsigned c : counts) total += c;
+  EXPECT_EQ(total, n);
+  EXPECT_GE(static_cast<double>(total) / static_cast<double>(counts.size()),
+            0.9 * detail::btree_max_fanout)
+      << counts.size() << " leaves";
+  // Appending in sorted batches keeps them full too.
+  for (std::uint64_t at = n; at < 2 * n; at += 1000) {
+    std::vector<std::pair<std::string, Value>> more;
+    for (std::uint64_t i = at; i < at + 1000; ++i)
+      more.emplace_back(key_of(i), static_cast<std::int64_t>(i));
+    ASSERT_TRUE(w.put_many("ord", more));
+  }
+  const std::vector<unsigned> after = leaf_counts(o);
+  EXPECT_GE(static_cast<double>(2 * n) / static_cast<double>(after.size()),
+            0.8 * detail::btree_max_fanout)
+      << after.size() << " leaves";
+  EXPECT_EQ(w.read().range("ord", key_of(n - 5), {}, 10).value().back().first, key_of(n + 4));
+}
+
 TEST(Ordered, AHundredThousandKeysThenDeletesGiveTheirNodesBack) {
   auto w = make_writer(test_options("ord-many"));
   // The same writes to a set table: what the hash index and entries take.
@@ -346,6 +542,35 @@ TEST(Ordered, CorruptTreesGiveErrorsNotCrashes) {
   const_cast<detail::btree_slot*>(detail::slots_of(node))[1].key_offset = 1u << 30;
   fails("a key outside its node");
   const_cast<detail::btree_slot*>(detail::slots_of(node))[1].key_offset = offset;
+  auto* root_slot = const_cast<detail::btree_slot*>(detail::slots_of(node));
+  const std::uint64_t child = root_slot[1].ref;
+  root_slot[1].ref = detail::inline_slot(node->keys_end, 1);
+  fails("an inline slot in an internal node");
+  root_slot[1].ref = child;
+
+  // A leaf's inline records: each must lie inside its node, after the slots.
+  ASSERT_EQ(detail::ref_segment(child), 0u);
+  auto* leaf = reinterpret_cast<detail::btree_node*>(base + detail::ref_offset(child));
+  ASSERT_EQ(leaf->level, 0u);
+  auto* leaf_slot = const_cast<detail::btree_slot*>(detail::slots_of(leaf)) + 2;
+  const std::uint64_t record = leaf_slot->ref;
+  ASSERT_NE(record & detail::btree_inline_flag, 0u) << "small values are inline";
+  const std::uint64_t value_size = detail::inline_size(record);
+  leaf_slot->ref =
+      detail::inline_slot(detail::inline_offset(record), value_size + leaf->block_bytes);
+  fails("an inline value longer than its node");
+  leaf_slot->ref = detail::inline_slot(std::uint64_t{1} << 31, value_size);
+  fails("an inline record past its node's end");
+  leaf_slot->ref = detail::inline_slot(64, value_size);
+  fails("an inline record over the node's slots");
+  leaf_slot->ref = detail::inline_slot(leaf->block_bytes - value_size - 7, value_size);
+  fails("an inline record one byte too long");
+  // keys_end is a hint only: a wrong one changes nothing.
+  leaf_slot->ref = record;
+  const std::uint64_t keys_end = leaf->keys_end;
+  leaf->keys_end = ~std::uint64_t{0};
+  ASSERT_EQ(r.range("ord").value().size(), 200u);
+  leaf->keys_end = keys_end;
   ASSERT_EQ(r.range("ord").value().size(), 200u);
   ::munmap(map, size);
 }

@@ -91,7 +91,11 @@ enum class batch_publish : std::uint8_t {
   per_entry,
   /// As one switch: the batch goes into a copy of the table's index, which is
   /// then published with one store, so a reader sees none or all of it. Costs
-  /// a pass over the index (O(table size)) on top of the entries.
+  /// a pass over the index (O(table size)) on top of the entries. An ordered
+  /// table switches twice in a row, its B+tree (what scans, `range`, `first`,
+  /// `last` and `keys` read) then its index (what `get`, `contains` and
+  /// `size` read): each read sees none or all of the batch, but a scan and a
+  /// get made in the instant between the two stores may disagree.
   at_once,
 };
 
@@ -161,8 +165,9 @@ struct store_stats {
 // ordered tables (a B+tree root per table after the table directory). 6:
 // tables created and dropped at run time (an atomic, growing table directory).
 // 7: bag blocks reference their chain's oldest block (`get` in O(1)). 8: an
-// index grows incrementally (`old` and `migrated` in its header).
-inline constexpr std::uint64_t layout_version = 8;
+// index grows incrementally (`old` and `migrated` in its header). 9: B+tree
+// leaves carry small values inline (a scan reads leaves only).
+inline constexpr std::uint64_t layout_version = 9;
 
 /// Shared-memory object name of segment `n` of a store: "/slither.<ns>.<store>.<n>".
 std::string segment_name(std::string_view ns, std::string_view store, std::uint32_t n);
@@ -305,7 +310,7 @@ class reader {
     std::uint64_t version = 0;
     /// A decoded copy of the value (ndarrays included). Throws `slither::error` if corrupt.
     Value value() const;
-    const void* entry = nullptr;  ///< implementation detail
+    const void* entry = nullptr;  ///< implementation detail (null for a value read from its leaf)
   };
   /// Calls `fn` for each entry of `range` in order, in place and without
   /// taking holds (the fastest scan); return false from `fn` to stop. `fn`
@@ -372,8 +377,9 @@ class writer {
   result<std::uint64_t> put(std::string_view table, std::string_view key, const Value& value);
   /// Stores many entries; all or nothing (nothing is stored if one entry
   /// fails). With `batch_publish::per_entry` a reader may see part of the
-  /// batch until the call returns; with `at_once` it sees none or all of it
-  /// (`invalid_argument` naming the kind for a table kind that cannot).
+  /// batch until the call returns (except scans of an ordered table, whose
+  /// tree takes the batch in one switch); with `at_once` it sees none or all
+  /// of it (see `batch_publish`).
   result<void> put_many(std::string_view table,
                         std::span<const std::pair<std::string, Value>> entries,
                         batch_publish publish = batch_publish::per_entry);
