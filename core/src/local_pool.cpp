@@ -44,7 +44,7 @@ struct job_slot {
   std::vector<session_moved> moves;
 };
 
-struct local_pool_state final : executor {
+struct SLITHER_CORE_NO_EXPORT local_pool_state final : executor {
   explicit local_pool_state(local_pool_options o) : opts(o), engine(o.engine) {}
 
   local_pool_options opts;

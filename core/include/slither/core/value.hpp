@@ -17,8 +17,9 @@
 #include <utility>
 #include <vector>
 
-#include "slither/core/detail/pool.hpp"
 #include "slither/core/error.hpp"
+#include "slither/core/export.hpp"
+#include "slither/core/pool.hpp"
 
 namespace slither {
 
@@ -44,16 +45,16 @@ enum class dtype : std::uint8_t {
 };
 
 /// Size in bytes of one element of `t`.
-std::size_t dtype_size(dtype t) noexcept;
+SLITHER_CORE_EXPORT std::size_t dtype_size(dtype t) noexcept;
 /// numpy-style name of `t` ("float32").
-std::string_view to_string(dtype t) noexcept;
+SLITHER_CORE_EXPORT std::string_view to_string(dtype t) noexcept;
 /// Parses a name produced by `to_string(dtype)`, an enumerator's name ("f32"), or
 /// a numpy type string ("<f4", "f4", "|b1"). With a byte-order prefix the
 /// string is read as numpy's (so "<u8" is uint64); without one, "u8" names the
 /// enumerator `dtype::u8` (uint8) and "i8" numpy's int64, as before.
-std::optional<dtype> parse_dtype(std::string_view name) noexcept;
+SLITHER_CORE_EXPORT std::optional<dtype> parse_dtype(std::string_view name) noexcept;
 /// True if `raw` is the numeric value of a `dtype` enumerator.
-bool is_valid_dtype(std::uint8_t raw) noexcept;
+SLITHER_CORE_EXPORT bool is_valid_dtype(std::uint8_t raw) noexcept;
 
 /// A dense, C-contiguous n-dimensional array with a 64-byte-aligned buffer.
 ///
@@ -61,7 +62,7 @@ bool is_valid_dtype(std::uint8_t raw) noexcept;
 /// An array is either *owned* (allocated by `zeros`/`from_bytes`, writable)
 /// or a *view* over memory kept alive by an owner handle (for example a pin
 /// on a shared-memory block), which is read-only.
-class ndarray {
+class SLITHER_CORE_EXPORT ndarray {
  public:
   /// Buffer alignment guaranteed for owned arrays and for stored arrays in shm.
   static constexpr std::size_t alignment = 64;
@@ -134,15 +135,15 @@ class ndarray {
 };
 
 /// Raw bytes, kept distinct from text so Python sees `bytes`, not `str`.
-struct Bytes {
+struct SLITHER_CORE_EXPORT Bytes {
   std::string data;
   friend bool operator==(const Bytes&, const Bytes&) = default;
 };
 
 class Value;
 /// A list of values. Its storage comes from a per-thread cache of small blocks
-/// (`detail::pool_allocator`): decoding makes and frees many small lists at once.
-using List = std::vector<Value, detail::pool_allocator<Value>>;
+/// (`pool_allocator`): decoding makes and frees many small lists at once.
+using List = std::vector<Value, pool_allocator<Value>>;
 
 /// A map with string keys that keeps its entries in insertion order, as a
 /// Python dict does: iteration, `to_string` and the encoding follow the order
@@ -161,15 +162,14 @@ using List = std::vector<Value, detail::pool_allocator<Value>>;
 /// Caveats: do not modify a key through an iterator (the index would no longer
 /// find it); inserting may move entries, invalidating iterators and references,
 /// as `std::vector` does.
-class Map {
+class SLITHER_CORE_EXPORT Map {
  public:
   using key_type = std::string;
   using mapped_type = Value;
   using value_type = std::pair<std::string, Value>;
   using size_type = std::size_t;
-  using iterator = std::vector<value_type, detail::pool_allocator<value_type>>::iterator;
-  using const_iterator =
-      std::vector<value_type, detail::pool_allocator<value_type>>::const_iterator;
+  using iterator = std::vector<value_type, pool_allocator<value_type>>::iterator;
+  using const_iterator = std::vector<value_type, pool_allocator<value_type>>::const_iterator;
 
   /// Maps up to this many entries have no index: a scan is faster.
   static constexpr size_type linear_limit = 8;
@@ -248,7 +248,7 @@ class Map {
   static constexpr size_type npos = static_cast<size_type>(-1);
 
   // Pooled: decoding a batch makes and later frees many small maps at once.
-  std::vector<value_type, detail::pool_allocator<value_type>> entries_;
+  std::vector<value_type, pool_allocator<value_type>> entries_;
   // Open addressing over entries_, null while size() <= linear_limit:
   // index_[0] is the number of slots (a power of two, at least 2 * size()),
   // index_[1 + i] is slot i (an entry's position + 1, or 0 when empty).
@@ -269,7 +269,7 @@ class Map {
 /// Integers are int64: unsigned ones up to INT64_MAX convert, larger ones throw
 /// (never wrap to a negative number). A pointer other than `const char*` does
 /// not convert (it would silently become a bool).
-class Value {
+class SLITHER_CORE_EXPORT Value {
  public:
   enum class kind : std::uint8_t {
     null = 0,
@@ -467,7 +467,7 @@ class Value {
 };
 
 /// Stable lower-case name of a kind ("float64").
-std::string_view to_string(Value::kind k) noexcept;
+SLITHER_CORE_EXPORT std::string_view to_string(Value::kind k) noexcept;
 
 template <class T>
 void ndarray::check_element() const {
