@@ -1,6 +1,7 @@
 // slither::Value: the dynamic value that flows through stores, dispatch and pipes.
 #pragma once
 
+#include <array>
 #include <climits>
 #include <cstddef>
 #include <cstdint>
@@ -80,8 +81,9 @@ class SLITHER_CORE_EXPORT ndarray {
   static ndarray from_bytes(dtype type, std::vector<std::uint64_t> shape,
                             std::span<const std::byte> bytes);
   /// Wraps read-only memory owned elsewhere; `owner` keeps it alive. `data`
-  /// must hold `nbytes_for(type, shape)` bytes.
-  static ndarray view(dtype type, std::vector<std::uint64_t> shape, const std::byte* data,
+  /// must hold `nbytes_for(type, shape)` bytes. The shape is copied into the
+  /// array, so it may live anywhere: a view allocates nothing.
+  static ndarray view(dtype type, std::span<const std::uint64_t> shape, const std::byte* data,
                       std::shared_ptr<const void> owner);
   /// Byte size of an array of this type and shape, or nullopt if the product of
   /// its non-zero dimensions and element size overflows `std::ptrdiff_t`
@@ -90,8 +92,9 @@ class SLITHER_CORE_EXPORT ndarray {
                                                std::span<const std::uint64_t> shape) noexcept;
 
   dtype type() const noexcept { return type_; }
-  const std::vector<std::uint64_t>& shape() const noexcept { return shape_; }
-  std::size_t ndim() const noexcept { return shape_.size(); }
+  /// The dimensions, kept in the array itself (no allocation); valid while it lives.
+  std::span<const std::uint64_t> shape() const noexcept { return {dims_.data(), ndim_}; }
+  std::size_t ndim() const noexcept { return ndim_; }
   /// Number of elements (1 for a 0-d array).
   std::size_t size() const noexcept { return nbytes_ / dtype_size(type_); }
   std::size_t nbytes() const noexcept { return nbytes_; }
@@ -125,9 +128,13 @@ class SLITHER_CORE_EXPORT ndarray {
   template <class T>
   void check_element() const;
   void check_element_type(dtype expected) const;
+  void set_shape(std::span<const std::uint64_t> shape) noexcept;
 
   dtype type_ = dtype::u8;
-  std::vector<std::uint64_t> shape_;
+  std::uint32_t ndim_ = 1;
+  // Inline, not a vector: a view of a stored array (`shm::view::array()`)
+  // would otherwise allocate for its shape alone.
+  std::array<std::uint64_t, max_ndim> dims_{};
   std::shared_ptr<const void> owner_;
   const std::byte* data_ = nullptr;
   std::size_t nbytes_ = 0;
