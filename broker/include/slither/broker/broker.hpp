@@ -225,6 +225,10 @@ struct SLITHER_BROKER_EXPORT broker_options {
   log_level log_min_level = log_level::info;
 };
 
+namespace detail {
+struct broker_access;
+}  // namespace detail
+
 /// A broker embedded in this process. Construct, `register_view` as needed,
 /// `start()`, then `wait()` or `stop()`.
 ///
@@ -237,10 +241,6 @@ struct SLITHER_BROKER_EXPORT broker_options {
 /// and write functions run on the broker's own threads, never on the
 /// caller's (`write` waits for its function, which must not call `write` of
 /// this broker); see `broker_options::log` for where log lines are passed.
-namespace detail {
-struct broker_access;
-}  // namespace detail
-
 class SLITHER_BROKER_EXPORT Broker {
  public:
   /// Keeps the options; nothing is created until `start()`.
