@@ -135,7 +135,9 @@ struct SLITHER_CORE_NO_EXPORT local_pool_state final : executor {
     w->id = next_worker++;
     local_worker* raw = w.get();
     live.emplace(raw->id, std::move(w));
-    raw->thread = std::thread([this, raw] { worker_main(*raw); });
+    // Not a lambda: a closure's std::thread state would be exported from a
+    // shared library (GCC gives the instantiation default visibility).
+    raw->thread = std::thread(&local_pool_state::worker_main, this, std::ref(*raw));
     (void)engine.handle(worker_joined{raw->id, opts.credits, restart}, now());
   }
 

@@ -189,8 +189,8 @@ class SLITHER_BROKER_EXPORT dispatch_results {
   struct impl;  ///< implementation detail
 
  private:
-  friend result<dispatch_results> dispatch_stream(dispatch_job job, batch_strategy batching,
-                                                  std::function<std::optional<Item>()> source);
+  friend SLITHER_BROKER_EXPORT result<dispatch_results> dispatch_stream(
+      dispatch_job job, batch_strategy batching, std::function<std::optional<Item>()> source);
   explicit dispatch_results(std::unique_ptr<impl> p) noexcept;
   std::unique_ptr<impl> p_;
 };

@@ -464,8 +464,9 @@ class SLITHER_CORE_EXPORT pipe_stream {
   struct impl;  ///< implementation detail
 
  private:
-  friend result<pipe_stream> stream(const Pipe&, std::function<std::optional<Item>()>,
-                                    const run_options&);
+  friend SLITHER_CORE_EXPORT result<pipe_stream> stream(const Pipe&,
+                                                        std::function<std::optional<Item>()>,
+                                                        const run_options&);
   explicit pipe_stream(std::unique_ptr<impl> p) noexcept;
   std::unique_ptr<impl> p_;
 };

@@ -122,7 +122,7 @@ class SLITHER_CORE_EXPORT ndarray {
   }
 
   /// Same dtype, shape and bytes.
-  friend bool operator==(const ndarray& a, const ndarray& b) noexcept;
+  friend SLITHER_CORE_EXPORT bool operator==(const ndarray& a, const ndarray& b) noexcept;
 
  private:
   template <class T>
@@ -241,7 +241,7 @@ class SLITHER_CORE_EXPORT Map {
   iterator erase(const_iterator pos);
 
   /// Same keys with equal values, whatever their order.
-  friend bool operator==(const Map& a, const Map& b) noexcept;
+  friend SLITHER_CORE_EXPORT bool operator==(const Map& a, const Map& b) noexcept;
 
  private:
   // Position of `key` in entries_, or npos. Small maps are scanned inline:
@@ -432,7 +432,7 @@ class SLITHER_CORE_EXPORT Value {
   static result<Value> from_json(std::string_view text);
 
   /// Same kind and equal contents (maps in any order; an int never equals a float).
-  friend bool operator==(const Value& a, const Value& b) noexcept;
+  friend SLITHER_CORE_EXPORT bool operator==(const Value& a, const Value& b) noexcept;
 
  private:
   template <class T>
