@@ -1,4 +1,5 @@
 include(CMakePackageConfigHelpers)
+include(GenerateExportHeader)
 
 # The installed libraries share one compatibility promise with the package
 # version file (SameMinorVersion): 0.1.x releases are interchangeable.
@@ -11,6 +12,13 @@ set(SLITHER_CMAKE_INSTALL_DIR ${CMAKE_INSTALL_LIBDIR}/cmake/slither)
 # alias slither::<module>, public headers in <module>/include, C++20 required
 # of every consumer, and (with SLITHER_INSTALL) installed with its headers into
 # its own export set, so that the package can load one component at a time.
+#
+# Symbols are hidden unless a public header marks them SLITHER_<MODULE>_EXPORT
+# (from the generated slither/<module>/export.hpp): a shared library exports
+# its API and nothing of its internals (detail::, the private headers), so
+# those can change without breaking binaries built against it. Static builds
+# define SLITHER_<MODULE>_STATIC_DEFINE, which empties the macro: a program or
+# Python extension linking them exports none of Slither's symbols.
 # Callers add their own links: PUBLIC only for what the public headers need,
 # header-only private dependencies through $<BUILD_INTERFACE:...>.
 function(slither_add_library module)
@@ -18,6 +26,8 @@ function(slither_add_library module)
   add_library(${target} ${ARGN})
   add_library(slither::${module} ALIAS ${target})
   set_target_properties(${target} PROPERTIES
+    CXX_VISIBILITY_PRESET hidden
+    VISIBILITY_INLINES_HIDDEN ON
     EXPORT_NAME ${module}
     OUTPUT_NAME ${target}
     VERSION ${PROJECT_VERSION}
@@ -27,14 +37,23 @@ function(slither_add_library module)
   # The public headers use std::span and designated initializers: a consumer on
   # a compiler whose default is older (GCC 12: gnu++17) must still get C++20.
   target_compile_features(${target} PUBLIC cxx_std_20)
+  string(TOUPPER "${target}" macro_base)
+  set(export_header ${CMAKE_CURRENT_BINARY_DIR}/include/slither/${module}/export.hpp)
+  generate_export_header(${target} BASE_NAME ${macro_base} EXPORT_FILE_NAME ${export_header})
+  get_target_property(type ${target} TYPE)
+  if(type STREQUAL "STATIC_LIBRARY")
+    target_compile_definitions(${target} PUBLIC ${macro_base}_STATIC_DEFINE)
+  endif()
   target_include_directories(${target} PUBLIC
     $<BUILD_INTERFACE:${CMAKE_CURRENT_SOURCE_DIR}/include>
+    $<BUILD_INTERFACE:${CMAKE_CURRENT_BINARY_DIR}/include>
     $<INSTALL_INTERFACE:${CMAKE_INSTALL_INCLUDEDIR}>)
   target_link_libraries(${target} PRIVATE $<BUILD_INTERFACE:slither_build_flags>)
   if(SLITHER_INSTALL)
     install(TARGETS ${target} EXPORT slither_${module}
             ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR} LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
     install(DIRECTORY include/ DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+    install(FILES ${export_header} DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/slither/${module})
     install(EXPORT slither_${module} NAMESPACE slither:: FILE slither-${module}-targets.cmake
             DESTINATION ${SLITHER_CMAKE_INSTALL_DIR})
   endif()

@@ -155,7 +155,7 @@ struct serving_state {
   std::unique_ptr<detail::dispatch_server> dispatch;
 };
 
-struct Broker::impl {
+struct SLITHER_BROKER_NO_EXPORT Broker::impl {
   explicit impl(broker_options o)
       : options(std::move(o)), logger(detail::make_broker_logger(options)) {}
 

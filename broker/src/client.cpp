@@ -105,7 +105,7 @@ std::string ms_text(std::chrono::milliseconds ms) {
 
 }  // namespace
 
-struct client::impl {
+struct SLITHER_BROKER_NO_EXPORT client::impl {
   client_options options;
   std::string endpoint;
   std::shared_ptr<zmq::context_t> context = shared_context();

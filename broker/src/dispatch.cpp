@@ -32,7 +32,7 @@ result<dispatch_job> dispatch_job::open(Broker& broker, const job_options& optio
                                           client_options{}, options);
 }
 
-struct dispatch_results::impl {
+struct SLITHER_BROKER_NO_EXPORT dispatch_results::impl {
   impl(dispatch_job j, batcher b, std::function<std::optional<Item>()> s, std::string route)
       : job(std::move(j)), input(std::move(b)), source(std::move(s)), route(std::move(route)) {}
 

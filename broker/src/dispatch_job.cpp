@@ -27,7 +27,7 @@ constexpr std::chrono::milliseconds probe_after{1000};
 
 }  // namespace
 
-struct dispatch_job::impl {
+struct SLITHER_BROKER_NO_EXPORT dispatch_job::impl {
   std::shared_ptr<zmq::context_t> context;
   zmq::socket_t socket;
   std::string endpoint;

@@ -99,7 +99,7 @@ result<worker_options> worker_options::from_environment() {
   return o;
 }
 
-struct worker_runtime::impl {
+struct SLITHER_BROKER_NO_EXPORT worker_runtime::impl {
   worker_options options;
   worker_info info;
   std::string tasks_endpoint;

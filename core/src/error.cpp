@@ -59,11 +59,9 @@ const std::error_category& slither_category() noexcept {
   return instance;
 }
 
-namespace detail {
-void throw_bad_result_access(const char* what) {
+void error::throw_bad_access(const char* what) {
   throw error(errc::internal, what);
 }
-}  // namespace detail
 
 error::error(errc code, const std::string& message)
     : std::runtime_error(std::string(to_string(code)) + ": " + message), code_(code) {}

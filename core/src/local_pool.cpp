@@ -44,7 +44,21 @@ struct job_slot {
   std::vector<session_moved> moves;
 };
 
-struct local_pool_state final : executor {
+struct local_pool_state;
+
+namespace {
+// What a worker thread runs. A type of this file only: std::thread's state for
+// it then has internal linkage. For a lambda or a member pointer naming
+// detail:: types, GCC gives that state (std's template, our arguments) default
+// visibility, so a shared library would export it.
+struct worker_entry {
+  local_pool_state* pool;
+  local_worker* me;
+  void operator()() const;
+};
+}  // namespace
+
+struct SLITHER_CORE_NO_EXPORT local_pool_state final : executor {
   explicit local_pool_state(local_pool_options o) : opts(o), engine(o.engine) {}
 
   local_pool_options opts;
@@ -135,7 +149,7 @@ struct local_pool_state final : executor {
     w->id = next_worker++;
     local_worker* raw = w.get();
     live.emplace(raw->id, std::move(w));
-    raw->thread = std::thread([this, raw] { worker_main(*raw); });
+    raw->thread = std::thread(worker_entry{this, raw});
     (void)engine.handle(worker_joined{raw->id, opts.credits, restart}, now());
   }
 
@@ -262,6 +276,10 @@ struct local_pool_state final : executor {
     if (timer.joinable()) timer.join();
   }
 };
+
+void worker_entry::operator()() const {
+  pool->worker_main(*me);
+}
 
 }  // namespace detail
 

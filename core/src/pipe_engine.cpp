@@ -48,7 +48,7 @@ dispatch_options python_dispatch(const detail::compiled_pipe& pipe, std::size_t 
 // true once the input has ended.
 using chunk_source = std::function<bool(std::vector<Item>& chunk, std::size_t room)>;
 
-struct pipe_stream::impl {
+struct SLITHER_CORE_NO_EXPORT pipe_stream::impl {
   std::shared_ptr<pipe_run_state> s;
   chunk_source source;
   bool source_done = false;

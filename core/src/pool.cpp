@@ -1,5 +1,5 @@
-// Per-thread caches of freed small blocks (see detail/pool.hpp).
-#include "slither/core/detail/pool.hpp"
+// Per-thread caches of freed small blocks (see pool.hpp).
+#include "slither/core/pool.hpp"
 
 #include <array>
 #include <cstdint>
@@ -13,7 +13,7 @@
 #define SLITHER_POOL_DISABLED 1
 #endif
 
-namespace slither::detail {
+namespace slither {
 namespace {
 
 constexpr std::size_t granule = 16;
@@ -106,4 +106,4 @@ void pool_deallocate(void* p, std::size_t bytes) noexcept {
   ::operator delete(p);
 }
 
-}  // namespace slither::detail
+}  // namespace slither

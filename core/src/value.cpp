@@ -1,5 +1,6 @@
 #include "slither/core/value.hpp"
 
+#include <algorithm>
 #include <cstring>
 #include <limits>
 #include <new>
@@ -103,7 +104,13 @@ void check_index(std::size_t index, std::size_t size) {
 
 }  // namespace
 
-ndarray::ndarray() : shape_{0} {}
+ndarray::ndarray() = default;
+
+void ndarray::set_shape(std::span<const std::uint64_t> shape) noexcept {
+  // checked_nbytes refused more than max_ndim dimensions.
+  ndim_ = static_cast<std::uint32_t>(shape.size());
+  std::copy(shape.begin(), shape.end(), dims_.begin());
+}
 
 std::optional<std::size_t> ndarray::nbytes_for(dtype type,
                                                std::span<const std::uint64_t> shape) noexcept {
@@ -129,7 +136,7 @@ ndarray ndarray::zeros(dtype type, std::vector<std::uint64_t> shape) {
   auto buf = allocate_aligned(a.nbytes_);
   std::memset(buf.get(), 0, a.nbytes_);
   a.type_ = type;
-  a.shape_ = std::move(shape);
+  a.set_shape(shape);
   a.data_ = buf.get();
   a.owner_ = std::move(buf);
   a.writable_ = true;
@@ -148,19 +155,19 @@ ndarray ndarray::from_bytes(dtype type, std::vector<std::uint64_t> shape,
   auto buf = allocate_aligned(a.nbytes_);
   if (a.nbytes_ != 0) std::memcpy(buf.get(), bytes.data(), a.nbytes_);
   a.type_ = type;
-  a.shape_ = std::move(shape);
+  a.set_shape(shape);
   a.data_ = buf.get();
   a.owner_ = std::move(buf);
   a.writable_ = true;
   return a;
 }
 
-ndarray ndarray::view(dtype type, std::vector<std::uint64_t> shape, const std::byte* data,
+ndarray ndarray::view(dtype type, std::span<const std::uint64_t> shape, const std::byte* data,
                       std::shared_ptr<const void> owner) {
   ndarray a;
   a.nbytes_ = checked_nbytes(type, shape);
   a.type_ = type;
-  a.shape_ = std::move(shape);
+  a.set_shape(shape);
   a.data_ = data;
   a.owner_ = std::move(owner);
   a.writable_ = false;
@@ -180,7 +187,7 @@ void ndarray::check_element_type(dtype expected) const {
 }
 
 bool operator==(const ndarray& a, const ndarray& b) noexcept {
-  return a.type_ == b.type_ && a.shape_ == b.shape_ && a.nbytes_ == b.nbytes_ &&
+  return a.type_ == b.type_ && std::ranges::equal(a.shape(), b.shape()) && a.nbytes_ == b.nbytes_ &&
          (a.nbytes_ == 0 || std::memcmp(a.data_, b.data_, a.nbytes_) == 0);
 }
 
@@ -440,7 +447,9 @@ json to_json(const Value& v) {
     }
     case Value::kind::ndarray: {
       const auto& a = v.as<ndarray>();
-      return json{{"$ndarray", {{"dtype", to_string(a.type())}, {"shape", a.shape()}}}};
+      return json{{"$ndarray",
+                   {{"dtype", to_string(a.type())},
+                    {"shape", std::vector<std::uint64_t>(a.shape().begin(), a.shape().end())}}}};
     }
   }
   return nullptr;

@@ -6,11 +6,10 @@
 
 namespace slither::shm::detail {
 
-std::vector<std::uint64_t> shape_of(const entry_header* e) {
-  std::vector<std::uint64_t> shape(e->ndim);
-  std::memcpy(shape.data(), reinterpret_cast<const std::byte*>(e) + shape_offset(e->key_bytes),
-              e->ndim * sizeof(std::uint64_t));
-  return shape;
+std::span<const std::uint64_t> shape_of(const entry_header* e) noexcept {
+  return {reinterpret_cast<const std::uint64_t*>(reinterpret_cast<const std::byte*>(e) +
+                                                 shape_offset(e->key_bytes)),
+          e->ndim};
 }
 
 result<void> check_value(const entry_header* e) {
@@ -47,7 +46,9 @@ result<Value> decode_entry(const entry_header* e) {
   if (auto ok = check_value(e); !ok) return std::move(ok).error();
   if (e->format == static_cast<std::uint8_t>(value_format::ndarray)) {
     try {
-      return Value(ndarray::from_bytes(static_cast<dtype>(e->dtype), shape_of(e), value_of(e)));
+      const auto shape = shape_of(e);
+      return Value(ndarray::from_bytes(static_cast<dtype>(e->dtype), {shape.begin(), shape.end()},
+                                       value_of(e)));
     } catch (const slither::error& err) {
       return fail(err.code(), err.what());
     }

@@ -40,8 +40,8 @@ inline std::uint64_t shape_offset(std::uint64_t key_bytes) noexcept {
   return align_up(sizeof(entry_header) + key_bytes, 8);
 }
 
-/// The ndarray shape stored in a block.
-std::vector<std::uint64_t> shape_of(const entry_header* e);
+/// The ndarray shape stored in a block, in place (8-byte aligned in it).
+std::span<const std::uint64_t> shape_of(const entry_header* e) noexcept;
 
 /// Checks that a block's value is what its format says. For an ndarray: a
 /// known dtype, a 64-byte aligned value, and a shape whose byte size

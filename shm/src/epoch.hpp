@@ -229,7 +229,7 @@ namespace slither::shm {
 /// A view's hold on its block: a hold in the registry slot (mirrored in the
 /// process's private copy), or, if all are taken, the epoch it was created
 /// in, pinned in the slot's overflow_epoch.
-struct view::state {
+struct SLITHER_SHM_NO_EXPORT view::state {
   std::shared_ptr<detail::reader_core> core;
   const detail::entry_header* entry = nullptr;
   int hold = -1;  // -1: pinned by `overflow_epoch` instead

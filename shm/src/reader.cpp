@@ -308,7 +308,7 @@ result<void> attach_registry(reader_core& c) {
 
 }  // namespace
 
-struct reader::impl {
+struct SLITHER_SHM_NO_EXPORT reader::impl {
   std::shared_ptr<reader_core> core;
 };
 

@@ -99,7 +99,7 @@ struct slot_position {
 
 namespace slither::shm {
 
-struct writer::impl final : detail::fork_aware {
+struct SLITHER_SHM_NO_EXPORT writer::impl final : detail::fork_aware {
   store_options options;
   std::string label;
   std::uint64_t incarnation = 0;

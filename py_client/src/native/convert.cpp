@@ -264,7 +264,7 @@ nb::dlpack::dtype dlpack_dtype(dtype t) {
 
 template <class Framework>
 nb::object make_array(const ndarray& array, nb::handle owner) {
-  const std::vector<std::uint64_t>& dims = array.shape();
+  const std::span<const std::uint64_t> dims = array.shape();
   std::vector<std::size_t> shape(dims.begin(), dims.end());
   void* data = const_cast<std::byte*>(array.data());
   if (array.writable()) {

@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <thread>
 
 #include "broker_fixture.hpp"
@@ -36,7 +37,7 @@ TEST_F(BrokerTest, PutInPlaceIsSeenByReadersLikeAPut) {
   auto r = shm::reader::attach(ns_, "main").value();
   const auto got = r.get("kv", "arr").value();
   ASSERT_TRUE(got && got->is_ndarray());
-  EXPECT_EQ(got->as<ndarray>().shape(), a.shape());
+  EXPECT_TRUE(std::ranges::equal(got->as<ndarray>().shape(), a.shape()));
   EXPECT_EQ(got->as<ndarray>().values<float>()[123456], 123456.0f);
   // Replaced by a later one, in place or not.
   ASSERT_TRUE(c.put_in_place("main", "kv", "arr", ramp(4096)));

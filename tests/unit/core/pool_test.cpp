@@ -1,4 +1,4 @@
-#include "slither/core/detail/pool.hpp"
+#include "slither/core/pool.hpp"
 
 #include <gtest/gtest.h>
 
@@ -8,7 +8,7 @@
 
 #include "slither/core/value.hpp"
 
-namespace slither::detail {
+namespace slither {
 namespace {
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -80,4 +80,4 @@ TEST(Pool, ManyThreadsDecodeAndFreeConcurrently) {
 }
 
 }  // namespace
-}  // namespace slither::detail
+}  // namespace slither

@@ -166,7 +166,7 @@ TEST(Ndarray, ZeroDimensionalHoldsOneElement) {
 
 TEST(Ndarray, ViewsAreReadOnlyAndKeepOwnerAlive) {
   auto owner = std::make_shared<std::vector<std::byte>>(16, std::byte{1});
-  auto v = ndarray::view(dtype::u8, {16}, owner->data(), owner);
+  auto v = ndarray::view(dtype::u8, std::vector<std::uint64_t>{16}, owner->data(), owner);
   std::weak_ptr<std::vector<std::byte>> weak = owner;
   owner.reset();
   EXPECT_FALSE(weak.expired());

@@ -5,6 +5,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
@@ -48,7 +49,7 @@ TEST(LargeWrite, AReservedBlockIsInvisibleUntilCommitted) {
   auto view = w.read().get_view("kv", "arr").value();
   ASSERT_TRUE(view);
   const ndarray a = view->array();
-  EXPECT_EQ(a.shape(), (std::vector<std::uint64_t>{1000, 3}));
+  EXPECT_TRUE(std::ranges::equal(a.shape(), std::vector<std::uint64_t>{1000, 3}));
   const auto f = a.values<float>();
   EXPECT_EQ(f[2999], 2999 * 0.5f);
   EXPECT_EQ(w.read().get("kv", "a").value(), std::optional<Value>(1));

@@ -56,6 +56,7 @@
 #include <string_view>
 #include <vector>
 
+#include "slither/broker/export.hpp"
 #include "slither/core/codec.hpp"
 #include "slither/core/dispatch.hpp"
 #include "slither/core/error.hpp"
@@ -99,7 +100,7 @@ inline constexpr std::size_t max_option_bytes = std::size_t{1} << 48;
 /// SLITHER_WORKER_TOKEN and SLITHER_WORKER_CREDITS set; their output goes to
 /// the broker's log. They die with the broker (a parent-death signal), and
 /// every worker stops when the broker's heartbeats stop.
-struct pool_options {
+struct SLITHER_BROKER_EXPORT pool_options {
   /// [A-Za-z0-9_-], at most 64 characters.
   std::string name = "default";
   /// Workers the broker spawns and keeps alive; 0: only workers started by others.
@@ -147,7 +148,7 @@ struct pool_options {
 
 /// How a broker is set up. Every duration and size is checked at `start()`
 /// against `max_option_duration` and `max_option_bytes`.
-struct broker_options {
+struct SLITHER_BROKER_EXPORT broker_options {
   /// Namespace of the broker's stores and default runtime directory. [A-Za-z0-9_-]+.
   std::string ns = "default";
   /// Owner-only directory for the control socket and the lock file; empty: default_runtime_dir(ns).
@@ -224,6 +225,10 @@ struct broker_options {
   log_level log_min_level = log_level::info;
 };
 
+namespace detail {
+struct broker_access;
+}  // namespace detail
+
 /// A broker embedded in this process. Construct, `register_view` as needed,
 /// `start()`, then `wait()` or `stop()`.
 ///
@@ -236,11 +241,7 @@ struct broker_options {
 /// and write functions run on the broker's own threads, never on the
 /// caller's (`write` waits for its function, which must not call `write` of
 /// this broker); see `broker_options::log` for where log lines are passed.
-namespace detail {
-struct broker_access;
-}  // namespace detail
-
-class Broker {
+class SLITHER_BROKER_EXPORT Broker {
  public:
   /// Keeps the options; nothing is created until `start()`.
   explicit Broker(broker_options options);
@@ -313,6 +314,6 @@ class Broker {
 /// credits, heartbeat_ms, heartbeat_misses, restart_backoff_ms,
 /// restart_backoff_max_ms, max_start_failures, max_batches, max_rss_mib,
 /// endpoint: see `pool_options`. Errors name the file, line and field.
-result<broker_options> load_config(const std::filesystem::path& path);
+SLITHER_BROKER_EXPORT result<broker_options> load_config(const std::filesystem::path& path);
 
 }  // namespace slither

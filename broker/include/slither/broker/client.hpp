@@ -39,6 +39,7 @@
 #include <utility>
 #include <vector>
 
+#include "slither/broker/export.hpp"
 #include "slither/core/codec.hpp"
 #include "slither/core/error.hpp"
 #include "slither/core/value.hpp"
@@ -47,7 +48,7 @@ namespace slither {
 
 /// Where to find a broker. Give either `endpoint` or `runtime_dir` (control socket at
 /// ipc://<runtime_dir>/control); if both are empty, default_runtime_dir(ns) is used.
-struct client_options {
+struct SLITHER_BROKER_EXPORT client_options {
   /// A ZeroMQ endpoint ("ipc:///run/user/1000/slither/default/control", "tcp://host:port").
   std::string endpoint;
   /// The broker's runtime directory; used when `endpoint` is empty.
@@ -87,7 +88,7 @@ struct client_options {
 };
 
 /// What a reader needs to attach to a store's shared memory.
-struct store_info {
+struct SLITHER_BROKER_EXPORT store_info {
   /// Namespace of the store's segments.
   std::string ns;
   /// Store name.
@@ -104,7 +105,7 @@ struct store_info {
 };
 
 /// A block a broker reserved for a large write in place (`client::reserve_put`).
-struct put_reservation {
+struct SLITHER_BROKER_EXPORT put_reservation {
   std::uint64_t id = 0;                ///< names it to `commit_put` / `abort_put`
   std::string object;                  ///< the shared-memory object ("/slither.<ns>.<store>.<n>")
   std::uint64_t offset = 0;            ///< where the value's bytes go in it (page-aligned)
@@ -123,7 +124,7 @@ struct put_reservation {
 /// has another incarnation (it was re-created by a restarted broker) refuses them with
 /// `errc::writer_gone` and applies nothing. A client that never asked about a store sends no
 /// incarnation for it.
-class client {
+class SLITHER_BROKER_EXPORT client {
  public:
   /// Checks `options`, then connects and sends `hello`.
   ///
@@ -250,10 +251,10 @@ class client {
 
 /// $XDG_RUNTIME_DIR/slither/<ns> if XDG_RUNTIME_DIR is set, else /tmp/slither-<uid>/<ns>.
 /// `ns` should be valid (`valid_namespace`); the path is built as given.
-std::filesystem::path default_runtime_dir(std::string_view ns);
+SLITHER_BROKER_EXPORT std::filesystem::path default_runtime_dir(std::string_view ns);
 
 /// True if `ns` is a valid namespace: 1-64 characters of [A-Za-z0-9_-]. It
 /// names a directory, so nothing else (no "/", no "..") is accepted.
-bool valid_namespace(std::string_view ns) noexcept;
+SLITHER_BROKER_EXPORT bool valid_namespace(std::string_view ns) noexcept;
 
 }  // namespace slither

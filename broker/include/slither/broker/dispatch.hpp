@@ -62,6 +62,7 @@
 
 #include "slither/broker/broker.hpp"
 #include "slither/broker/client.hpp"
+#include "slither/broker/export.hpp"
 #include "slither/core/detail/pull_iterator.hpp"
 #include "slither/core/detail/range_source.hpp"
 #include "slither/core/dispatch.hpp"
@@ -79,7 +80,7 @@ struct dispatch_job_maker;
 /// Options of a dispatch job on a broker's worker pool: the dispatch options
 /// (function, batching, max_in_flight, ordering, on_error, timeout,
 /// affinity, context) plus where it runs.
-struct job_options : dispatch_options {
+struct SLITHER_BROKER_EXPORT job_options : dispatch_options {
   /// The pool; empty: the broker's only pool.
   std::string pool;
   /// A job whose results wait for a client that reads none for this long is
@@ -89,7 +90,7 @@ struct job_options : dispatch_options {
 
 /// One dispatch job on a broker, fed with encoded batches. Move-only; the
 /// destructor closes it (cancelling what still runs).
-class dispatch_job {
+class SLITHER_BROKER_EXPORT dispatch_job {
  public:
   /// Opens a job on the broker `where` names. `options.batching` only gives
   /// the most items a batch may hold (`max_batch_items`); the caller forms
@@ -157,7 +158,7 @@ class dispatch_job {
 /// range-for). Input is read from the source on the thread that calls
 /// `next`, only as far as the job's window allows: a consumer that stops
 /// calling `next` stops the input.
-class dispatch_results {
+class SLITHER_BROKER_EXPORT dispatch_results {
  public:
   /// An input iterator over the remaining results.
   using iterator = detail::pull_iterator<dispatch_results, dispatch_result>;
@@ -188,24 +189,23 @@ class dispatch_results {
   struct impl;  ///< implementation detail
 
  private:
-  friend result<dispatch_results> dispatch_stream(dispatch_job job, batch_strategy batching,
-                                                  std::function<std::optional<Item>()> source);
+  friend SLITHER_BROKER_EXPORT result<dispatch_results> dispatch_stream(
+      dispatch_job job, batch_strategy batching, std::function<std::optional<Item>()> source);
   explicit dispatch_results(std::unique_ptr<impl> p) noexcept;
   std::unique_ptr<impl> p_;
 };
 
 /// Streams `source` (nullopt: the input ended) through an open job, batching
 /// with `batching` (which must fit the job's batch size).
-result<dispatch_results> dispatch_stream(dispatch_job job, batch_strategy batching,
-                                         std::function<std::optional<Item>()> source);
+SLITHER_BROKER_EXPORT result<dispatch_results> dispatch_stream(
+    dispatch_job job, batch_strategy batching, std::function<std::optional<Item>()> source);
 /// Streams `source` through a new job on an embedded broker.
-result<dispatch_results> dispatch_stream(Broker& broker,
-                                         std::function<std::optional<Item>()> source,
-                                         const job_options& options);
+SLITHER_BROKER_EXPORT result<dispatch_results> dispatch_stream(
+    Broker& broker, std::function<std::optional<Item>()> source, const job_options& options);
 /// Streams `source` through a new job on the broker `where` names.
-result<dispatch_results> dispatch_stream(const client_options& where,
-                                         std::function<std::optional<Item>()> source,
-                                         const job_options& options);
+SLITHER_BROKER_EXPORT result<dispatch_results> dispatch_stream(
+    const client_options& where, std::function<std::optional<Item>()> source,
+    const job_options& options);
 
 /// Streams a range of items (a container, taken by reference while the
 /// stream lives, or a view, such as an endless `std::views::iota |
@@ -220,14 +220,15 @@ dispatch_stream(Broker& broker, R&& range, const job_options& options) {
 /// Runs a job over `items` to its end on an embedded broker: one result per
 /// item, in the job's order, whatever its status (items the job never took,
 /// because it stopped first, come last, `cancelled`).
-result<dispatch_report> dispatch(Broker& broker, std::vector<Item> items,
-                                 const job_options& options);
+SLITHER_BROKER_EXPORT result<dispatch_report> dispatch(Broker& broker, std::vector<Item> items,
+                                                       const job_options& options);
 /// The same on the broker `where` names.
-result<dispatch_report> dispatch(const client_options& where, std::vector<Item> items,
-                                 const job_options& options);
+SLITHER_BROKER_EXPORT result<dispatch_report> dispatch(const client_options& where,
+                                                       std::vector<Item> items,
+                                                       const job_options& options);
 
 /// Runs `items` as one batch (its batching is ignored) and waits for it.
-result<dispatch_report> call_batch(Broker& broker, std::vector<Item> items,
-                                   const job_options& options);
+SLITHER_BROKER_EXPORT result<dispatch_report> call_batch(Broker& broker, std::vector<Item> items,
+                                                         const job_options& options);
 
 }  // namespace slither

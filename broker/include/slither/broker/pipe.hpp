@@ -33,6 +33,7 @@
 
 #include "slither/broker/broker.hpp"
 #include "slither/broker/client.hpp"
+#include "slither/broker/export.hpp"
 #include "slither/core/detail/range_source.hpp"
 #include "slither/core/pipe.hpp"
 
@@ -40,25 +41,27 @@ namespace slither {
 
 /// A batch runner whose jobs run on an embedded broker's pools. The broker
 /// must outlive the runs it starts.
-std::unique_ptr<batch_runner> broker_runner(Broker& broker);
+SLITHER_BROKER_EXPORT std::unique_ptr<batch_runner> broker_runner(Broker& broker);
 /// A batch runner whose jobs run on the pools of the broker `where` names.
-std::unique_ptr<batch_runner> broker_runner(const client_options& where);
+SLITHER_BROKER_EXPORT std::unique_ptr<batch_runner> broker_runner(const client_options& where);
 
 /// Runs `input` through `pipe`, its python stages on `broker`'s pools
 /// (`options.runner` is ignored). Errors as `slither::run`'s, and
 /// `not_found` for a store the broker does not hold or a pool it lacks.
-result<pipe_run> run(Broker& broker, const Pipe& pipe, std::vector<Item> input,
-                     run_options options = {});
+SLITHER_BROKER_EXPORT result<pipe_run> run(Broker& broker, const Pipe& pipe,
+                                           std::vector<Item> input, run_options options = {});
 /// The same on the broker `where` names.
-result<pipe_run> run(const client_options& where, const Pipe& pipe, std::vector<Item> input,
-                     run_options options = {});
+SLITHER_BROKER_EXPORT result<pipe_run> run(const client_options& where, const Pipe& pipe,
+                                           std::vector<Item> input, run_options options = {});
 
 /// Streams `source` through `pipe`, its python stages on `broker`'s pools.
-result<pipe_stream> stream(Broker& broker, const Pipe& pipe,
-                           std::function<std::optional<Item>()> source, run_options options = {});
+SLITHER_BROKER_EXPORT result<pipe_stream> stream(Broker& broker, const Pipe& pipe,
+                                                 std::function<std::optional<Item>()> source,
+                                                 run_options options = {});
 /// The same on the broker `where` names.
-result<pipe_stream> stream(const client_options& where, const Pipe& pipe,
-                           std::function<std::optional<Item>()> source, run_options options = {});
+SLITHER_BROKER_EXPORT result<pipe_stream> stream(const client_options& where, const Pipe& pipe,
+                                                 std::function<std::optional<Item>()> source,
+                                                 run_options options = {});
 
 /// Streams a range of items (a container by reference, or a view by value,
 /// endless ones included) through `pipe` on `broker`.

@@ -40,6 +40,7 @@
 #include <string_view>
 #include <vector>
 
+#include "slither/broker/export.hpp"
 #include "slither/core/codec.hpp"
 #include "slither/core/error.hpp"
 #include "slither/core/value.hpp"
@@ -120,16 +121,16 @@ enum class message_type : std::uint8_t {
 };
 
 /// Stable lower-case name of a message type ("put"), or "unknown".
-std::string_view to_string(message_type type) noexcept;
+SLITHER_BROKER_EXPORT std::string_view to_string(message_type type) noexcept;
 /// True for the request types (hello .. dispatch_close, reload .. drop_table,
 /// put_reserve .. put_abort).
-bool is_request(message_type type) noexcept;
+SLITHER_BROKER_EXPORT bool is_request(message_type type) noexcept;
 /// True for the requests that get no reply unless they fail
 /// (dispatch_submit, dispatch_ack, dispatch_input_end, dispatch_cancel).
-bool is_notification(message_type type) noexcept;
+SLITHER_BROKER_EXPORT bool is_notification(message_type type) noexcept;
 
 /// The decoded header frame.
-struct header {
+struct SLITHER_BROKER_EXPORT header {
   /// Protocol version of the sender.
   std::uint16_t version = protocol_version;
   /// What the message is; a reply has `reply_ok` or `reply_error`.
@@ -139,7 +140,7 @@ struct header {
 };
 
 /// A whole message: its header and its payload Value.
-struct message {
+struct SLITHER_BROKER_EXPORT message {
   /// The header frame.
   header head;
   /// The payload: a request's argument map, or a reply's result or error.
@@ -150,34 +151,37 @@ struct message {
 using frame = std::span<const std::byte>;
 
 /// Encodes a header frame.
-std::array<std::byte, header_size> encode_header(const header& head) noexcept;
+SLITHER_BROKER_EXPORT std::array<std::byte, header_size> encode_header(const header& head) noexcept;
 /// Decodes a header frame: exact size, magic and zero reserved bytes. Version
 /// and type are returned as sent (`decode_request` checks them), so that a
 /// peer with another version or an unknown type can still be answered.
-result<header> decode_header(frame bytes);
+SLITHER_BROKER_EXPORT result<header> decode_header(frame bytes);
 
 /// The frames of a message: header, then payload.
-std::vector<buffer> encode_message(const message& msg);
+SLITHER_BROKER_EXPORT std::vector<buffer> encode_message(const message& msg);
 
 /// Checks a request's header frame: `decode_header`, then this protocol
 /// version and a known request type. Errors: `protocol_error`.
-result<header> decode_request_header(frame bytes);
+SLITHER_BROKER_EXPORT result<header> decode_request_header(frame bytes);
 /// Decodes a request's payload frame: at most `limits.max_message_bytes`,
 /// a valid encoding, a map. Errors: `limit_exceeded`, `decode_error`,
 /// `protocol_error`, each naming `type`.
-result<Value> decode_request_body(message_type type, frame bytes, const decode_limits& limits);
+SLITHER_BROKER_EXPORT result<Value> decode_request_body(message_type type, frame bytes,
+                                                        const decode_limits& limits);
 
 /// Decodes a request: a valid header of this protocol version with a known
 /// request type, then exactly one payload frame of at most `limits.max_message_bytes`
 /// that decodes to a map. Errors: `protocol_error` (bad framing, version or
 /// type), `limit_exceeded` (payload too large), `decode_error` (bad payload).
-result<message> decode_request(std::span<const frame> frames, const decode_limits& limits = {});
+SLITHER_BROKER_EXPORT result<message> decode_request(std::span<const frame> frames,
+                                                     const decode_limits& limits = {});
 /// Decodes a reply (`reply_ok` or `reply_error`) like `decode_request`.
-result<message> decode_reply(std::span<const frame> frames, const decode_limits& limits = {});
+SLITHER_BROKER_EXPORT result<message> decode_reply(std::span<const frame> frames,
+                                                   const decode_limits& limits = {});
 
 /// The payload of an error reply.
-Value error_body(const error_info& err);
+SLITHER_BROKER_EXPORT Value error_body(const error_info& err);
 /// Reads an error reply's payload back; a malformed one becomes `protocol_error`.
-error_info read_error_body(const Value& body);
+SLITHER_BROKER_EXPORT error_info read_error_body(const Value& body);
 
 }  // namespace slither::protocol

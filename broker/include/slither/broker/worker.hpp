@@ -54,6 +54,7 @@
 #include <vector>
 
 #include "slither/broker/client.hpp"
+#include "slither/broker/export.hpp"
 #include "slither/core/error.hpp"
 #include "slither/core/executor.hpp"
 #include "slither/core/item.hpp"
@@ -61,7 +62,7 @@
 namespace slither {
 
 /// How a worker finds its broker and what it offers.
-struct worker_options {
+struct SLITHER_BROKER_EXPORT worker_options {
   /// Where the broker's control socket is (endpoint, runtime_dir or ns), and
   /// how long the join may take.
   client_options broker;
@@ -87,7 +88,7 @@ struct worker_options {
 };
 
 /// What the broker told a worker when it joined.
-struct worker_info {
+struct SLITHER_BROKER_EXPORT worker_info {
   worker_id id = 0;
   std::string pool;
   /// The broker's namespace, for attaching to its stores.
@@ -105,7 +106,7 @@ struct worker_info {
 
 /// One batch a worker received. It owns its frames: copies share them, and
 /// `payload()` stays valid while any copy lives.
-class worker_batch {
+class SLITHER_BROKER_EXPORT worker_batch {
  public:
   worker_batch() = default;
 
@@ -138,14 +139,14 @@ class worker_batch {
 /// order), and the items the handler failed (`slither.ItemError`), each with
 /// a placeholder in `payload`. A `count` that differs from the batch's fails
 /// the batch (`bad_result`).
-struct batch_results {
+struct SLITHER_BROKER_EXPORT batch_results {
   std::vector<std::byte> payload;
   std::size_t count = 0;
   std::vector<indexed_error> errors;
 };
 
 /// The handler raised: the whole batch failed.
-struct batch_exception {
+struct SLITHER_BROKER_EXPORT batch_exception {
   std::string type;
   std::string message;
   std::string traceback;
@@ -159,7 +160,7 @@ using batch_outcome = std::variant<batch_results, batch_exception>;
 using worker_handler = std::function<batch_outcome(const worker_batch&)>;
 
 /// A worker's connection to its pool. Move-only; the destructor calls `close`.
-class worker_runtime {
+class SLITHER_BROKER_EXPORT worker_runtime {
  public:
   /// Joins the pool, connects and says hello. Errors: the broker's
   /// (`not_found`: no such pool), `unavailable` (no broker answered within

@@ -21,12 +21,13 @@
 #include <vector>
 
 #include "slither/core/error.hpp"
+#include "slither/core/export.hpp"
 #include "slither/core/item.hpp"
 
 namespace slither {
 
 /// Batches of `batch_size` items, in input order; the last one may be shorter.
-struct fixed_batch {
+struct SLITHER_CORE_EXPORT fixed_batch {
   std::size_t batch_size = 64;
 };
 
@@ -34,7 +35,7 @@ struct fixed_batch {
 /// `max_weight` (token counts, byte sizes). A batch closes as soon as it
 /// reaches `max_weight` or `max_items`; an item heavier than `max_weight`
 /// travels alone. Weights must be finite and not negative.
-struct weighted_batch {
+struct SLITHER_CORE_EXPORT weighted_batch {
   double max_weight = 1000;
   /// The weight of one item. Required.
   std::function<double(const Item&)> weight_fn;
@@ -47,7 +48,7 @@ struct weighted_batch {
 /// the memory bound forces the largest open group out (see `batcher`); so
 /// all items of a key share one batch when they number at most `max_items`
 /// and fit the window, and otherwise span several batches in order.
-struct key_partition {
+struct SLITHER_CORE_EXPORT key_partition {
   /// The partition key of one item. Required.
   std::function<std::string(const Item&)> key_fn;
   std::size_t max_items = 64;
@@ -55,7 +56,7 @@ struct key_partition {
 
 /// Batches formed by the producer: each `batcher::push_batch` call is one
 /// batch of 1 to `max_items` items, passed on unchanged.
-struct preformed_batch {
+struct SLITHER_CORE_EXPORT preformed_batch {
   std::size_t max_items = 1024;
   /// The producer also encodes its batches, and the job's consumer decodes
   /// the results: the job takes `opaque_batch`es (`dispatch_engine::
@@ -71,14 +72,14 @@ using batch_strategy = std::variant<fixed_batch, weighted_batch, key_partition, 
 /// Checks a strategy; the error names the bad option ("batching option
 /// 'batch_size' must be at least 1 (got 0)"). A batch may hold at most
 /// `decode_limits{}.max_batch_items` items, since it must decode again.
-result<void> validate(const batch_strategy& strategy);
+SLITHER_CORE_EXPORT result<void> validate(const batch_strategy& strategy);
 
 /// The most items one batch of this strategy can hold.
-std::size_t max_batch_items(const batch_strategy& strategy) noexcept;
+SLITHER_CORE_EXPORT std::size_t max_batch_items(const batch_strategy& strategy) noexcept;
 
 /// A completed batch and, for each item, its position in the input (the
 /// count of items pushed before it), so results can be put back in order.
-struct formed_batch {
+struct SLITHER_CORE_EXPORT formed_batch {
   std::vector<Item> items;
   std::vector<std::uint64_t> positions;
 };
@@ -89,7 +90,7 @@ struct formed_batch {
 /// the order they completed. `flush` closes every open batch (the input
 /// ended); `flush_largest` closes one when the caller cannot take more
 /// input and must make progress with what it holds.
-class batcher {
+class SLITHER_CORE_EXPORT batcher {
  public:
   /// A batcher for `strategy`, or the error `validate` reports.
   static result<batcher> create(batch_strategy strategy);
@@ -143,7 +144,7 @@ class batcher {
 
 /// Splits a whole input into batches with `strategy` (every batch closed at
 /// the end). `preformed_batch` is refused: its batches are already made.
-result<std::vector<std::vector<Item>>> make_batches(std::vector<Item> items,
-                                                    const batch_strategy& strategy);
+SLITHER_CORE_EXPORT result<std::vector<std::vector<Item>>> make_batches(
+    std::vector<Item> items, const batch_strategy& strategy);
 
 }  // namespace slither

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "slither/core/error.hpp"
+#include "slither/core/export.hpp"
 #include "slither/core/item.hpp"
 #include "slither/core/value.hpp"
 
@@ -26,7 +27,7 @@ namespace slither {
 using buffer = std::vector<std::byte>;
 
 /// Bounds enforced while decoding (and, for depth, while encoding).
-struct decode_limits {
+struct SLITHER_CORE_EXPORT decode_limits {
   /// Largest input accepted at all.
   std::size_t max_message_bytes = std::size_t{1} << 30;
   /// Deepest nesting of lists and maps.
@@ -49,41 +50,43 @@ inline constexpr std::uint8_t codec_version = 2;
 
 /// Encodes a value. Throws `slither::error(limit_exceeded)` if it nests deeper than
 /// `decode_limits{}.max_depth` (it could not be decoded again).
-buffer encode(const Value& value);
+SLITHER_CORE_EXPORT buffer encode(const Value& value);
 /// Encodes a value with its arrays out of band: their data is not copied into
 /// the message but appended to `out_of_band` (sharing the arrays' buffers), to
 /// travel beside it (as separate ZeroMQ frames, for example).
-buffer encode(const Value& value, std::vector<ndarray>& out_of_band);
+SLITHER_CORE_EXPORT buffer encode(const Value& value, std::vector<ndarray>& out_of_band);
 /// Appends the encoding of `value` to `out`.
-void encode_to(const Value& value, buffer& out);
+SLITHER_CORE_EXPORT void encode_to(const Value& value, buffer& out);
 /// Exact size of `encode(value)`.
-std::size_t encoded_size(const Value& value);
+SLITHER_CORE_EXPORT std::size_t encoded_size(const Value& value);
 /// Decodes a value produced by `encode`.
-result<Value> decode(std::span<const std::byte> bytes, const decode_limits& limits = {});
+SLITHER_CORE_EXPORT result<Value> decode(std::span<const std::byte> bytes,
+                                         const decode_limits& limits = {});
 /// Decodes a value encoded with out-of-band arrays, given their buffers in
 /// order; every buffer must be used, with exactly its array's byte size. The
 /// arrays are copied into buffers of their own.
-result<Value> decode(std::span<const std::byte> bytes,
-                     std::span<const std::span<const std::byte>> out_of_band,
-                     const decode_limits& limits = {});
+SLITHER_CORE_EXPORT result<Value> decode(std::span<const std::byte> bytes,
+                                         std::span<const std::span<const std::byte>> out_of_band,
+                                         const decode_limits& limits = {});
 
 /// If `bytes` is the encoding of a string or bytes value, its kind and its
 /// characters (pointing into `bytes`, no copy); nullopt for anything else,
 /// including malformed input. Lets a reader build its own string object
 /// straight from stored bytes.
-std::optional<std::pair<Value::kind, std::string_view>> peek_text(
+SLITHER_CORE_EXPORT std::optional<std::pair<Value::kind, std::string_view>> peek_text(
     std::span<const std::byte> bytes) noexcept;
 
 /// Encodes an item (id, payload, meta, route).
-buffer encode(const Item& item);
+SLITHER_CORE_EXPORT buffer encode(const Item& item);
 /// Decodes an item produced by `encode(const Item&)`.
-result<Item> decode_item(std::span<const std::byte> bytes, const decode_limits& limits = {});
+SLITHER_CORE_EXPORT result<Item> decode_item(std::span<const std::byte> bytes,
+                                             const decode_limits& limits = {});
 
 /// Encodes a batch of items.
-buffer encode_batch(std::span<const Item> items);
+SLITHER_CORE_EXPORT buffer encode_batch(std::span<const Item> items);
 /// Decodes a batch produced by `encode_batch`.
-result<std::vector<Item>> decode_batch(std::span<const std::byte> bytes,
-                                       const decode_limits& limits = {});
+SLITHER_CORE_EXPORT result<std::vector<Item>> decode_batch(std::span<const std::byte> bytes,
+                                                           const decode_limits& limits = {});
 
 /// Views a string's characters as bytes (for `decode(as_bytes(s))`).
 inline std::span<const std::byte> as_bytes(std::string_view s) noexcept {

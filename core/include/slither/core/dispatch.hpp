@@ -110,6 +110,7 @@
 #include "slither/core/dispatch_options.hpp"
 #include "slither/core/error.hpp"
 #include "slither/core/executor.hpp"
+#include "slither/core/export.hpp"
 #include "slither/core/item.hpp"
 
 namespace slither {
@@ -128,11 +129,11 @@ enum class item_status : std::uint8_t {
 };
 
 /// Stable lower-case name of a status ("skipped").
-std::string_view to_string(item_status status) noexcept;
+SLITHER_CORE_EXPORT std::string_view to_string(item_status status) noexcept;
 
 /// One item's outcome. `item` keeps the input's id and meta; its payload is
 /// the result when `ok`, and the input payload otherwise.
-struct dispatch_result {
+struct SLITHER_CORE_EXPORT dispatch_result {
   Item item;
   item_status status = item_status::ok;
   /// Why, unless `ok` (shared by the items of one failed batch).
@@ -142,7 +143,7 @@ struct dispatch_result {
 };
 
 /// How one item of an encoded batch ended, when it did not end `ok`.
-struct item_outcome {
+struct SLITHER_CORE_EXPORT item_outcome {
   /// The item's place in its batch, from 0.
   std::uint32_t index = 0;
   item_status status = item_status::skipped;
@@ -150,7 +151,7 @@ struct item_outcome {
 };
 
 /// One batch of an encoded job's output (`take_batches`), in the job's order.
-struct batch_output {
+struct SLITHER_CORE_EXPORT batch_output {
   /// The batch's place among the job's batches, from 0, in the order they
   /// were offered: with `as_completed` it says which input this answers.
   std::uint64_t seq = 0;
@@ -169,31 +170,31 @@ struct batch_output {
 
 /// Kill this worker: a batch on it overran its timeout. The engine has
 /// already failed the worker's batches and forgotten the worker.
-struct kill_worker {
+struct SLITHER_CORE_EXPORT kill_worker {
   worker_id worker = 0;
   dispatch_error reason;
 };
 
 /// A worker being drained (`drain_worker`) holds no batch any more.
-struct retire_worker {
+struct SLITHER_CORE_EXPORT retire_worker {
   worker_id worker = 0;
 };
 
 /// The job has results to take, or has finished.
-struct output_ready {
+struct SLITHER_CORE_EXPORT output_ready {
   job_id job = 0;
 };
 
 /// The job can take `items` more input items now (its whole capacity, not
 /// an increment: subtract what is already on its way).
-struct input_wanted {
+struct SLITHER_CORE_EXPORT input_wanted {
   job_id job = 0;
   std::size_t items = 0;
 };
 
 /// The job's session lost its worker `from` (it died) and now runs on `to`;
 /// per-process state the handler kept there is gone.
-struct session_moved {
+struct SLITHER_CORE_EXPORT session_moved {
   job_id job = 0;
   std::string session;
   worker_id from = 0;
@@ -202,7 +203,7 @@ struct session_moved {
 
 /// The pool's workers kept dying: every running job ended with `error`, and
 /// `open_job` refuses new jobs until the cooldown passes.
-struct circuit_opened {
+struct SLITHER_CORE_EXPORT circuit_opened {
   dispatch_error error;
 };
 
@@ -214,17 +215,17 @@ using dispatch_action = std::variant<batch_task, kill_worker, retire_worker, out
 /// (crashes, kills, timeouts) within `window`. While the circuit is open,
 /// for `cooldown`, running jobs end with a `circuit_open` error and new jobs
 /// are refused; then deaths are counted afresh.
-struct circuit_breaker {
+struct SLITHER_CORE_EXPORT circuit_breaker {
   std::uint32_t max_deaths = 10;
   std::chrono::milliseconds window{10'000};
   std::chrono::milliseconds cooldown{5'000};
 };
 
 /// True if the library was built without NDEBUG: accounting checks are then on by default.
-bool debug_accounting_default() noexcept;
+SLITHER_CORE_EXPORT bool debug_accounting_default() noexcept;
 
 /// Options of the engine (of the pool), as opposed to a job's.
-struct engine_options {
+struct SLITHER_CORE_EXPORT engine_options {
   circuit_breaker breaker;
   /// Track every item and check the books on every call (costs memory and
   /// time; on by default in debug builds of the library, and in its tests).
@@ -240,7 +241,7 @@ enum class job_state : std::uint8_t {
 };
 
 /// A job's state, error and buffers.
-struct job_status {
+struct SLITHER_CORE_EXPORT job_status {
   job_state state = job_state::running;
   bool input_closed = false;
   /// Why the job stopped early (halt, cancel, circuit), if it did.
@@ -252,7 +253,7 @@ struct job_status {
 };
 
 /// One worker, for `stats`.
-struct worker_stats {
+struct SLITHER_CORE_EXPORT worker_stats {
   worker_id id = 0;
   std::uint32_t credits = 0;
   std::uint32_t in_flight = 0;
@@ -262,7 +263,7 @@ struct worker_stats {
 };
 
 /// One job, for `stats`.
-struct job_stats {
+struct SLITHER_CORE_EXPORT job_stats {
   job_id id = 0;
   std::string function;
   std::uint32_t in_flight = 0;
@@ -282,7 +283,7 @@ struct job_stats {
 };
 
 /// The pool and its jobs at a glance, for a broker's `stats` reply.
-struct pool_stats {
+struct SLITHER_CORE_EXPORT pool_stats {
   std::vector<worker_stats> workers;
   std::vector<job_stats> jobs;
   std::uint64_t batches_sent = 0;
@@ -302,7 +303,7 @@ struct pool_stats {
 };
 
 /// The dispatch engine. See the top of this header for the protocol.
-class dispatch_engine {
+class SLITHER_CORE_EXPORT dispatch_engine {
  public:
   using time_point = dispatch_clock::time_point;
 

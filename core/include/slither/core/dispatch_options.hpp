@@ -10,6 +10,7 @@
 
 #include "slither/core/batching.hpp"
 #include "slither/core/error.hpp"
+#include "slither/core/export.hpp"
 #include "slither/core/item.hpp"
 
 namespace slither {
@@ -38,7 +39,7 @@ enum class affinity_mode : std::uint8_t {
 
 /// Delay before retry n (n = failed attempts so far, from 1):
 /// `min(max, initial * multiplier^(n-1))`.
-struct backoff {
+struct SLITHER_CORE_EXPORT backoff {
   std::chrono::milliseconds initial{100};
   double multiplier = 2.0;
   std::chrono::milliseconds max{10'000};
@@ -54,7 +55,7 @@ struct halt_policy {};
 /// Failed items come out as `skipped`, with their errors, and are counted.
 struct skip_policy {};
 /// Failed items come out as `routed`, their `Item::route` set to `output`.
-struct route_policy {
+struct SLITHER_CORE_EXPORT route_policy {
   std::string output;
 };
 /// What a retry policy does once its attempts are spent.
@@ -68,7 +69,7 @@ using fallback_policy = std::variant<halt_policy, skip_policy, route_policy>;
 /// quarantined (its items fail as `quarantined`) rather than sent again.
 /// After a death a batch runs alone on its worker, so a death is only ever
 /// charged to the batch that caused it.
-struct retry_policy {
+struct SLITHER_CORE_EXPORT retry_policy {
   std::uint32_t max_attempts = 3;
   backoff delay;
   fallback_policy then = halt_policy{};
@@ -78,7 +79,7 @@ struct retry_policy {
 using error_policy = std::variant<halt_policy, skip_policy, route_policy, retry_policy>;
 
 /// Options of one dispatch call.
-struct dispatch_options {
+struct SLITHER_CORE_EXPORT dispatch_options {
   /// What workers run: "module:function" for Python workers, a registered
   /// name for `local_pool`. Required.
   std::string function;
@@ -100,10 +101,10 @@ struct dispatch_options {
 
 /// Checks options; the error names the bad one ("dispatch option
 /// 'max_in_flight' must be at least 1 (got 0)").
-result<void> validate(const dispatch_options& options);
+SLITHER_CORE_EXPORT result<void> validate(const dispatch_options& options);
 
 /// Items a job may hold between taking them from its input and handing them
 /// back as results: `max_in_flight * max_batch_items(batching)`.
-std::size_t job_window(const dispatch_options& options) noexcept;
+SLITHER_CORE_EXPORT std::size_t job_window(const dispatch_options& options) noexcept;
 
 }  // namespace slither

@@ -16,6 +16,8 @@
 #include <utility>
 #include <variant>
 
+#include "slither/core/export.hpp"
+
 namespace slither {
 
 /// Error codes used across core, shm, broker and the Python client.
@@ -40,28 +42,31 @@ enum class errc : std::uint8_t {
 };
 
 /// Stable lower-case name of a code ("not_found"), used in messages and on the wire.
-std::string_view to_string(errc code) noexcept;
+SLITHER_CORE_EXPORT std::string_view to_string(errc code) noexcept;
 
 /// The `std::error_category` of `errc`, so codes mix with `std::error_code`.
-const std::error_category& slither_category() noexcept;
+SLITHER_CORE_EXPORT const std::error_category& slither_category() noexcept;
 
 inline std::error_code make_error_code(errc e) noexcept {
   return {static_cast<int>(e), slither_category()};
 }
 
 /// A failure as data: a code and a message that names the offending input.
-struct error_info {
+struct SLITHER_CORE_EXPORT error_info {
   errc code = errc::internal;
   std::string message;
 };
 
 /// The one exception type of the public C++ API.
-class error : public std::runtime_error {
+class SLITHER_CORE_EXPORT error : public std::runtime_error {
  public:
   error(errc code, const std::string& message);
   explicit error(const error_info& info) : error(info.code, info.message) {}
   /// The code of this failure.
   errc code() const noexcept { return code_; }
+  /// Throws `error(errc::internal, what)`: what a misused `result` does. Out
+  /// of line, so that `result`'s inline accessors stay small.
+  [[noreturn]] static void throw_bad_access(const char* what);
 
  private:
   errc code_;
@@ -87,8 +92,6 @@ inline constexpr bool forwards_to_value =
     std::is_constructible_v<T, U> && !std::is_same_v<std::remove_cvref_t<U>, result<T>> &&
     !std::is_same_v<std::remove_cvref_t<U>, error_info> &&
     !std::is_same_v<std::remove_cvref_t<U>, std::in_place_t>;
-
-[[noreturn]] void throw_bad_result_access(const char* what);
 
 // `f(args...)`'s type, checked to be a result (for and_then and or_else).
 template <class F, class... Args>
@@ -242,19 +245,19 @@ class [[nodiscard]] result {
   }
   T& checked_value() {
     if (auto* v = std::get_if<0>(&state_)) return *v;
-    detail::throw_bad_result_access("result: the value of a result that holds an error");
+    error::throw_bad_access("result: the value of a result that holds an error");
   }
   const T& checked_value() const {
     if (const auto* v = std::get_if<0>(&state_)) return *v;
-    detail::throw_bad_result_access("result: the value of a result that holds an error");
+    error::throw_bad_access("result: the value of a result that holds an error");
   }
   error_info& checked_error() {
     if (auto* e = std::get_if<1>(&state_)) return *e;
-    detail::throw_bad_result_access("result: the error of a result that holds a value");
+    error::throw_bad_access("result: the error of a result that holds a value");
   }
   const error_info& checked_error() const {
     if (const auto* e = std::get_if<1>(&state_)) return *e;
-    detail::throw_bad_result_access("result: the error of a result that holds a value");
+    error::throw_bad_access("result: the error of a result that holds a value");
   }
 
   std::variant<T, error_info> state_;
@@ -281,12 +284,12 @@ class [[nodiscard]] result<void> {
   }
   /// Throws `slither::error(internal)` if this holds an error.
   void operator*() const {
-    if (!ok_) detail::throw_bad_result_access("result: the value of a result that holds an error");
+    if (!ok_) error::throw_bad_access("result: the value of a result that holds an error");
   }
   /// The error; throws `slither::error(internal)` if this holds none.
   error_info& error() & { return checked_error(); }
   const error_info& error() const& {
-    if (ok_) detail::throw_bad_result_access("result: the error of a result that holds no error");
+    if (ok_) error::throw_bad_access("result: the error of a result that holds no error");
     return err_;
   }
   error_info&& error() && { return std::move(checked_error()); }
@@ -338,7 +341,7 @@ class [[nodiscard]] result<void> {
 
  private:
   error_info& checked_error() {
-    if (ok_) detail::throw_bad_result_access("result: the error of a result that holds no error");
+    if (ok_) error::throw_bad_access("result: the error of a result that holds no error");
     return err_;
   }
 

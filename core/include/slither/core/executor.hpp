@@ -25,6 +25,7 @@
 #include <variant>
 #include <vector>
 
+#include "slither/core/export.hpp"
 #include "slither/core/item.hpp"
 #include "slither/core/value.hpp"
 
@@ -50,10 +51,10 @@ enum class failure_kind : std::uint8_t {
 };
 
 /// Stable lower-case name of a kind ("worker_died").
-std::string_view to_string(failure_kind kind) noexcept;
+SLITHER_CORE_EXPORT std::string_view to_string(failure_kind kind) noexcept;
 
 /// A failure as data: what went wrong, where, and on which attempt.
-struct dispatch_error {
+struct SLITHER_CORE_EXPORT dispatch_error {
   failure_kind kind = failure_kind::exception;
   /// The exception's type ("ValueError"), or the kind's name when there is none.
   std::string type;
@@ -75,7 +76,7 @@ struct dispatch_error {
 /// Encoded bytes that Dispatch carries without reading them: a batch's
 /// input or results as they arrived (for the broker, a ZeroMQ frame), kept
 /// alive by `owner`, so they can be passed on without a copy.
-struct opaque_bytes {
+struct SLITHER_CORE_EXPORT opaque_bytes {
   std::span<const std::byte> bytes;
   /// Owns the memory `bytes` points into (null for static data).
   std::shared_ptr<const void> owner;
@@ -87,14 +88,14 @@ struct opaque_bytes {
 
 /// A batch of `count` items that its producer formed and encoded (a Python
 /// client), fed to an encoded job with `dispatch_engine::offer_batch`.
-struct opaque_batch {
+struct SLITHER_CORE_EXPORT opaque_batch {
   std::size_t count = 0;
   opaque_bytes payload;
 };
 
 /// What a job's batches run: the function (for Python workers
 /// "module:function"; for `local_pool` a registered name) and its context.
-struct job_target {
+struct SLITHER_CORE_EXPORT job_target {
   std::string function;
   Context context;
 };
@@ -104,7 +105,7 @@ struct job_target {
 /// `items` (or `payload`) is shared and immutable: the engine keeps the
 /// batch until it ends, for retries, while the executor reads it from any
 /// thread.
-struct batch_task {
+struct SLITHER_CORE_EXPORT batch_task {
   std::uint64_t batch = 0;
   /// 1 on the first run, 2 on the first retry...
   std::uint32_t attempt = 0;
@@ -128,7 +129,7 @@ using item_result = std::variant<Value, dispatch_error>;
 
 /// A worker is ready with `credits` batches of window (0 is allowed: it
 /// grants credit later). `restart` marks a replacement for a lost worker.
-struct worker_joined {
+struct SLITHER_CORE_EXPORT worker_joined {
   worker_id worker = 0;
   std::uint32_t credits = 2;
   bool restart = false;
@@ -136,14 +137,14 @@ struct worker_joined {
 
 /// A worker can take `credits` more batches. Workers grant a credit back as
 /// they finish a batch; the engine sends only against credit it holds.
-struct credit_granted {
+struct SLITHER_CORE_EXPORT credit_granted {
   worker_id worker = 0;
   std::uint32_t credits = 1;
 };
 
 /// A batch ran: one result per item, in the batch's order. A wrong count is
 /// the worker's fault, and fails the batch as `bad_result`.
-struct batch_completed {
+struct SLITHER_CORE_EXPORT batch_completed {
   worker_id worker = 0;
   std::uint64_t batch = 0;
   std::uint32_t attempt = 0;
@@ -151,7 +152,7 @@ struct batch_completed {
 };
 
 /// One item of an encoded batch that the handler failed (`slither.ItemError`).
-struct indexed_error {
+struct SLITHER_CORE_EXPORT indexed_error {
   /// The item's place in its batch, from 0.
   std::uint32_t index = 0;
   /// Why; its kind becomes `item_error`.
@@ -164,7 +165,7 @@ struct indexed_error {
 /// without decoding the results. `count` is how many results the worker says
 /// `results` holds: a wrong count (or a failure index past it, or twice)
 /// fails the batch as `bad_result`.
-struct batch_encoded {
+struct SLITHER_CORE_EXPORT batch_encoded {
   worker_id worker = 0;
   std::uint64_t batch = 0;
   std::uint32_t attempt = 0;
@@ -175,7 +176,7 @@ struct batch_encoded {
 
 /// A batch failed as a whole (the handler raised, or its answer could not be
 /// used); the worker lives on. `error.kind` is `exception` or `bad_result`.
-struct batch_failed {
+struct SLITHER_CORE_EXPORT batch_failed {
   worker_id worker = 0;
   std::uint64_t batch = 0;
   std::uint32_t attempt = 0;
@@ -185,7 +186,7 @@ struct batch_failed {
 /// A worker is gone: exited, crashed, killed, or missed its heartbeats. The
 /// batches it held fail as `worker_died` (or are retried). `expected` marks
 /// a retired worker's clean exit, which does not count as a death.
-struct worker_left {
+struct SLITHER_CORE_EXPORT worker_left {
   worker_id worker = 0;
   std::string reason;
   bool expected = false;
@@ -193,7 +194,7 @@ struct worker_left {
 
 /// The executor cannot keep workers alive (they fail to start: a missing
 /// module, a bad interpreter). Opens the engine's circuit with this error.
-struct pool_failed {
+struct SLITHER_CORE_EXPORT pool_failed {
   dispatch_error error;
 };
 
@@ -215,7 +216,7 @@ using executor_event = std::variant<worker_joined, credit_granted, batch_complet
 /// Caveats: a task for a worker the executor already lost is dropped
 /// silently; the engine learns of the loss from `worker_left` and fails the
 /// batches it sent there.
-class executor {
+class SLITHER_CORE_EXPORT executor {
  public:
   virtual ~executor() = default;
   /// Sends `task` to `task.worker`.

@@ -5,13 +5,14 @@
 #include <string>
 #include <vector>
 
+#include "slither/core/export.hpp"
 #include "slither/core/value.hpp"
 
 namespace slither {
 
 /// The envelope in which a value travels through dispatch and pipes. `id`
 /// is stable, so results keep their order and errors name their item.
-struct Item {
+struct SLITHER_CORE_EXPORT Item {
   std::uint64_t id = 0;
   Value payload;
   Map meta;
@@ -22,13 +23,14 @@ struct Item {
 };
 
 /// Wraps one payload with the given id.
-Item wrap(Value payload, std::uint64_t id);
+SLITHER_CORE_EXPORT Item wrap(Value payload, std::uint64_t id);
 /// Wraps payloads with sequential ids `first_id, first_id + 1, ...`.
-std::vector<Item> wrap_many(std::vector<Value> payloads, std::uint64_t first_id = 0);
+SLITHER_CORE_EXPORT std::vector<Item> wrap_many(std::vector<Value> payloads,
+                                                std::uint64_t first_id = 0);
 
 /// Where a piece of work runs: the pipe and stage, the session it belongs
 /// to (for sticky routing), and free-form metadata.
-struct Context {
+struct SLITHER_CORE_EXPORT Context {
   std::string pipe;
   std::string stage;
   std::string session_id;

@@ -38,6 +38,7 @@
 
 #include "slither/core/dispatch.hpp"
 #include "slither/core/error.hpp"
+#include "slither/core/export.hpp"
 #include "slither/core/item.hpp"
 
 namespace slither {
@@ -47,7 +48,7 @@ struct local_pool_state;
 }  // namespace detail
 
 /// Where a C++ handler runs.
-struct batch_context {
+struct SLITHER_CORE_EXPORT batch_context {
   /// The job's context (pipe, stage, session id, metadata).
   const Context& context;
   worker_id worker = 0;
@@ -66,13 +67,13 @@ using batch_handler =
 /// Thrown by a handler to make its worker die mid-batch, as a process killed
 /// by SIGKILL would: the worker's batches are failed (or retried) and a
 /// replacement starts.
-class worker_crash : public std::runtime_error {
+class SLITHER_CORE_EXPORT worker_crash : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
 };
 
 /// Options of a `local_pool`.
-struct local_pool_options {
+struct SLITHER_CORE_EXPORT local_pool_options {
   /// Worker threads (at least 1).
   std::size_t workers = 2;
   /// Credit window per worker, in batches (at least 1).
@@ -84,7 +85,7 @@ struct local_pool_options {
 };
 
 /// Everything a job produced, for `local_pool::run`.
-struct dispatch_report {
+struct SLITHER_CORE_EXPORT dispatch_report {
   /// One per input item, in the job's order, whatever its status.
   std::vector<dispatch_result> results;
   /// Why the job stopped early (halt, circuit), if it did.
@@ -98,7 +99,7 @@ struct dispatch_report {
 /// Input is read from the job's source on the thread that calls `next`, only
 /// as far as the job's window allows: a consumer that stops calling `next`
 /// stops the input. Destroying the job cancels what is still running.
-class local_job {
+class SLITHER_CORE_EXPORT local_job {
  public:
   local_job(local_job&&) noexcept;
   local_job& operator=(local_job&&) noexcept;
@@ -123,8 +124,9 @@ class local_job {
 
  private:
   friend class local_pool;
-  local_job(std::shared_ptr<detail::local_pool_state> s, job_id id,
-            std::function<std::optional<Item>()> source);
+  // Internal (its type is detail::): not exported from a shared library.
+  SLITHER_CORE_NO_EXPORT local_job(std::shared_ptr<detail::local_pool_state> s, job_id id,
+                                   std::function<std::optional<Item>()> source);
   void feed(std::unique_lock<std::mutex>& lock);
   void release() noexcept;
 
@@ -144,7 +146,7 @@ class local_job {
 /// the pool. A handler that ignores `batch_context::stop` keeps its thread
 /// (not its batch) until it returns, and the pool's destructor waits for it.
 /// Destroying the pool ends every open job with an error.
-class local_pool {
+class SLITHER_CORE_EXPORT local_pool {
  public:
   /// Starts the worker threads. Errors: bad options (named), no threads.
   static result<local_pool> create(local_pool_options options = {});
@@ -175,7 +177,7 @@ class local_pool {
   pool_stats stats() const;
 
  private:
-  explicit local_pool(std::shared_ptr<detail::local_pool_state> s);
+  SLITHER_CORE_NO_EXPORT explicit local_pool(std::shared_ptr<detail::local_pool_state> s);
   void close() noexcept;
   std::shared_ptr<detail::local_pool_state> s_;
 };

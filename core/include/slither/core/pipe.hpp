@@ -119,6 +119,7 @@
 #include "slither/core/dispatch.hpp"
 #include "slither/core/dispatch_options.hpp"
 #include "slither/core/error.hpp"
+#include "slither/core/export.hpp"
 #include "slither/core/item.hpp"
 #include "slither/core/value.hpp"
 
@@ -133,7 +134,7 @@ struct pipe_run_state;
 
 /// What a native stage does with one item. Built implicitly from a payload
 /// (the item goes on with it) or an `error_info` (the item failed).
-class step {
+class SLITHER_CORE_EXPORT step {
  public:
   /// The forms a step takes.
   enum class kind : std::uint8_t { keep, payload, many, skip, route, fail };
@@ -189,7 +190,7 @@ using batch_fn = std::function<std::vector<step>(std::span<Item>, Context&)>;
 using predicate = std::function<bool(const Item&, const Context&)>;
 
 /// One route of a router: items for which `when` holds leave at `output`.
-struct route {
+struct SLITHER_CORE_EXPORT route {
   predicate when;
   std::string output;
 };
@@ -197,7 +198,7 @@ struct route {
 /// An exception a stage function (or a router's predicate) may throw so that
 /// the item's failure carries a type of its own instead of the C++ exception's:
 /// a language binding reports its exceptions this way ("ValueError").
-class stage_exception : public std::runtime_error {
+class SLITHER_CORE_EXPORT stage_exception : public std::runtime_error {
  public:
   stage_exception(std::string type, const std::string& message);
   /// The type the failure reports.
@@ -208,7 +209,7 @@ class stage_exception : public std::runtime_error {
 };
 
 /// Options of a native stage.
-struct native_options {
+struct SLITHER_CORE_EXPORT native_options {
   /// Threads running the stage (at least 1).
   std::size_t concurrency = 1;
   /// Most items handed to a `native_batch` function at once (at least 1).
@@ -216,7 +217,7 @@ struct native_options {
 };
 
 /// Options of a python stage: what runs it and how its batches travel.
-struct python_options {
+struct SLITHER_CORE_EXPORT python_options {
   /// The Python module and function ("my_model", "predict_batch"). Required.
   std::string module{};
   std::string function{};
@@ -268,7 +269,7 @@ inline error_policy retry(std::uint32_t max_attempts = 3, backoff delay = {},
 inline constexpr std::uint64_t no_item = UINT64_MAX;
 
 /// Why an item failed at a stage.
-struct pipe_failure {
+struct SLITHER_CORE_EXPORT pipe_failure {
   std::string stage;
   /// The item's id, or `no_item` when the stage itself could not go on (its
   /// job's broker went away).
@@ -282,7 +283,7 @@ struct pipe_failure {
 /// A pipe's definition, built step by step; `validate` (and every run) checks
 /// it. Copies share nothing: a run takes a snapshot, so changing a pipe does
 /// not affect runs already started.
-class Pipe {
+class SLITHER_CORE_EXPORT Pipe {
  public:
   explicit Pipe(std::string name);
   Pipe(const Pipe& other);
@@ -347,7 +348,7 @@ class Pipe {
 
 /// One python stage's dispatch job within one run: items in, results out.
 /// The pipe calls it from the stage's one thread.
-class batch_job {
+class SLITHER_CORE_EXPORT batch_job {
  public:
   virtual ~batch_job() = default;
   /// Items `submit` takes now.
@@ -369,7 +370,7 @@ class batch_job {
 };
 
 /// Runs python stages: opens one dispatch job per python stage per run.
-class batch_runner {
+class SLITHER_CORE_EXPORT batch_runner {
  public:
   virtual ~batch_runner() = default;
   /// Opens a job running `options.function` ("module:function") on `pool`.
@@ -381,10 +382,10 @@ class batch_runner {
 /// "module:function" names stand in for Python). The pool must outlive the
 /// runner's jobs. A job runs its batches one at a time, each as it was
 /// formed, on a thread of its own.
-std::unique_ptr<batch_runner> local_runner(local_pool& pool);
+SLITHER_CORE_EXPORT std::unique_ptr<batch_runner> local_runner(local_pool& pool);
 
 /// Options of one run.
-struct run_options {
+struct SLITHER_CORE_EXPORT run_options {
   /// The session (sticky routing of python stages) and free-form metadata,
   /// passed to every stage's context.
   std::string session_id{};
@@ -405,7 +406,7 @@ struct run_options {
 };
 
 /// What a run produced.
-struct pipe_run {
+struct SLITHER_CORE_EXPORT pipe_run {
   /// "default" and every declared output, each with the items that left there.
   std::map<std::string, std::vector<Item>> outputs;
   /// Why the run halted, if it did.
@@ -423,7 +424,7 @@ struct pipe_run {
 };
 
 /// One item leaving a streamed run.
-struct pipe_output {
+struct SLITHER_CORE_EXPORT pipe_output {
   std::string output;
   Item item;
 };
@@ -431,7 +432,7 @@ struct pipe_output {
 /// The outputs of a run, pulled one at a time (or with a range-for). Input
 /// is read on the thread that calls `next`, only as the first stage's queue
 /// frees up. Move-only; destroying it cancels the run.
-class pipe_stream {
+class SLITHER_CORE_EXPORT pipe_stream {
  public:
   /// An input iterator over the remaining outputs.
   using iterator = detail::pull_iterator<pipe_stream, pipe_output>;
@@ -463,8 +464,9 @@ class pipe_stream {
   struct impl;  ///< implementation detail
 
  private:
-  friend result<pipe_stream> stream(const Pipe&, std::function<std::optional<Item>()>,
-                                    const run_options&);
+  friend SLITHER_CORE_EXPORT result<pipe_stream> stream(const Pipe&,
+                                                        std::function<std::optional<Item>()>,
+                                                        const run_options&);
   explicit pipe_stream(std::unique_ptr<impl> p) noexcept;
   std::unique_ptr<impl> p_;
 };
@@ -472,8 +474,9 @@ class pipe_stream {
 /// Streams `source` (nullopt: the input ended) through `pipe`. Errors (no
 /// run started): an invalid pipe, python stages without a runner, a python
 /// stage's job the runner cannot open.
-result<pipe_stream> stream(const Pipe& pipe, std::function<std::optional<Item>()> source,
-                           const run_options& options = {});
+SLITHER_CORE_EXPORT result<pipe_stream> stream(const Pipe& pipe,
+                                               std::function<std::optional<Item>()> source,
+                                               const run_options& options = {});
 
 /// Streams a range of items (a container, by reference while the stream
 /// lives, or a view, such as an endless `std::views::iota | transform`, by
@@ -486,6 +489,7 @@ requires std::convertible_to<std::ranges::range_reference_t<R>, Item> result<pip
 
 /// Runs `input` through `pipe` to the end: the output buckets, or the halting
 /// error with the partial outputs (`pipe_run::error`). Errors as `stream`'s.
-result<pipe_run> run(const Pipe& pipe, std::vector<Item> input, const run_options& options = {});
+SLITHER_CORE_EXPORT result<pipe_run> run(const Pipe& pipe, std::vector<Item> input,
+                                         const run_options& options = {});
 
 }  // namespace slither

@@ -10,6 +10,7 @@
 #include <string_view>
 #include <utility>
 
+#include "slither/core/export.hpp"
 #include "slither/core/value.hpp"
 
 namespace slither::telemetry {
@@ -20,7 +21,7 @@ using handler =
     std::function<void(std::string_view event, const Map& measurements, const Map& metadata)>;
 
 /// Detaches its handler when destroyed (or on `detach()`). Move-only.
-class attachment {
+class SLITHER_CORE_EXPORT attachment {
  public:
   attachment() noexcept = default;
   explicit attachment(std::uint64_t id) noexcept : id_(id) {}
@@ -39,12 +40,13 @@ class attachment {
 /// Calls `fn` for every event whose name starts with `prefix` ("" for all).
 /// Handlers run on the emitting thread and must not throw; an exception is
 /// caught and dropped so telemetry never breaks the code that emits.
-[[nodiscard]] attachment attach(std::string prefix, handler fn);
+[[nodiscard]] SLITHER_CORE_EXPORT attachment attach(std::string prefix, handler fn);
 
 /// Delivers an event to the matching handlers.
-void emit(std::string_view event, const Map& measurements, const Map& metadata = {});
+SLITHER_CORE_EXPORT void emit(std::string_view event, const Map& measurements,
+                              const Map& metadata = {});
 
 /// True if any handler is attached (so callers can skip building payloads).
-bool enabled() noexcept;
+SLITHER_CORE_EXPORT bool enabled() noexcept;
 
 }  // namespace slither::telemetry

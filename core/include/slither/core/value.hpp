@@ -1,6 +1,7 @@
 // slither::Value: the dynamic value that flows through stores, dispatch and pipes.
 #pragma once
 
+#include <array>
 #include <climits>
 #include <cstddef>
 #include <cstdint>
@@ -17,8 +18,9 @@
 #include <utility>
 #include <vector>
 
-#include "slither/core/detail/pool.hpp"
 #include "slither/core/error.hpp"
+#include "slither/core/export.hpp"
+#include "slither/core/pool.hpp"
 
 namespace slither {
 
@@ -44,16 +46,16 @@ enum class dtype : std::uint8_t {
 };
 
 /// Size in bytes of one element of `t`.
-std::size_t dtype_size(dtype t) noexcept;
+SLITHER_CORE_EXPORT std::size_t dtype_size(dtype t) noexcept;
 /// numpy-style name of `t` ("float32").
-std::string_view to_string(dtype t) noexcept;
+SLITHER_CORE_EXPORT std::string_view to_string(dtype t) noexcept;
 /// Parses a name produced by `to_string(dtype)`, an enumerator's name ("f32"), or
 /// a numpy type string ("<f4", "f4", "|b1"). With a byte-order prefix the
 /// string is read as numpy's (so "<u8" is uint64); without one, "u8" names the
 /// enumerator `dtype::u8` (uint8) and "i8" numpy's int64, as before.
-std::optional<dtype> parse_dtype(std::string_view name) noexcept;
+SLITHER_CORE_EXPORT std::optional<dtype> parse_dtype(std::string_view name) noexcept;
 /// True if `raw` is the numeric value of a `dtype` enumerator.
-bool is_valid_dtype(std::uint8_t raw) noexcept;
+SLITHER_CORE_EXPORT bool is_valid_dtype(std::uint8_t raw) noexcept;
 
 /// A dense, C-contiguous n-dimensional array with a 64-byte-aligned buffer.
 ///
@@ -61,7 +63,7 @@ bool is_valid_dtype(std::uint8_t raw) noexcept;
 /// An array is either *owned* (allocated by `zeros`/`from_bytes`, writable)
 /// or a *view* over memory kept alive by an owner handle (for example a pin
 /// on a shared-memory block), which is read-only.
-class ndarray {
+class SLITHER_CORE_EXPORT ndarray {
  public:
   /// Buffer alignment guaranteed for owned arrays and for stored arrays in shm.
   static constexpr std::size_t alignment = 64;
@@ -79,8 +81,9 @@ class ndarray {
   static ndarray from_bytes(dtype type, std::vector<std::uint64_t> shape,
                             std::span<const std::byte> bytes);
   /// Wraps read-only memory owned elsewhere; `owner` keeps it alive. `data`
-  /// must hold `nbytes_for(type, shape)` bytes.
-  static ndarray view(dtype type, std::vector<std::uint64_t> shape, const std::byte* data,
+  /// must hold `nbytes_for(type, shape)` bytes. The shape is copied into the
+  /// array, so it may live anywhere: a view allocates nothing.
+  static ndarray view(dtype type, std::span<const std::uint64_t> shape, const std::byte* data,
                       std::shared_ptr<const void> owner);
   /// Byte size of an array of this type and shape, or nullopt if the product of
   /// its non-zero dimensions and element size overflows `std::ptrdiff_t`
@@ -89,8 +92,9 @@ class ndarray {
                                                std::span<const std::uint64_t> shape) noexcept;
 
   dtype type() const noexcept { return type_; }
-  const std::vector<std::uint64_t>& shape() const noexcept { return shape_; }
-  std::size_t ndim() const noexcept { return shape_.size(); }
+  /// The dimensions, kept in the array itself (no allocation); valid while it lives.
+  std::span<const std::uint64_t> shape() const noexcept { return {dims_.data(), ndim_}; }
+  std::size_t ndim() const noexcept { return ndim_; }
   /// Number of elements (1 for a 0-d array).
   std::size_t size() const noexcept { return nbytes_ / dtype_size(type_); }
   std::size_t nbytes() const noexcept { return nbytes_; }
@@ -118,15 +122,19 @@ class ndarray {
   }
 
   /// Same dtype, shape and bytes.
-  friend bool operator==(const ndarray& a, const ndarray& b) noexcept;
+  friend SLITHER_CORE_EXPORT bool operator==(const ndarray& a, const ndarray& b) noexcept;
 
  private:
   template <class T>
   void check_element() const;
   void check_element_type(dtype expected) const;
+  void set_shape(std::span<const std::uint64_t> shape) noexcept;
 
   dtype type_ = dtype::u8;
-  std::vector<std::uint64_t> shape_;
+  std::uint32_t ndim_ = 1;
+  // Inline, not a vector: a view of a stored array (`shm::view::array()`)
+  // would otherwise allocate for its shape alone.
+  std::array<std::uint64_t, max_ndim> dims_{};
   std::shared_ptr<const void> owner_;
   const std::byte* data_ = nullptr;
   std::size_t nbytes_ = 0;
@@ -134,15 +142,15 @@ class ndarray {
 };
 
 /// Raw bytes, kept distinct from text so Python sees `bytes`, not `str`.
-struct Bytes {
+struct SLITHER_CORE_EXPORT Bytes {
   std::string data;
   friend bool operator==(const Bytes&, const Bytes&) = default;
 };
 
 class Value;
 /// A list of values. Its storage comes from a per-thread cache of small blocks
-/// (`detail::pool_allocator`): decoding makes and frees many small lists at once.
-using List = std::vector<Value, detail::pool_allocator<Value>>;
+/// (`pool_allocator`): decoding makes and frees many small lists at once.
+using List = std::vector<Value, pool_allocator<Value>>;
 
 /// A map with string keys that keeps its entries in insertion order, as a
 /// Python dict does: iteration, `to_string` and the encoding follow the order
@@ -161,15 +169,14 @@ using List = std::vector<Value, detail::pool_allocator<Value>>;
 /// Caveats: do not modify a key through an iterator (the index would no longer
 /// find it); inserting may move entries, invalidating iterators and references,
 /// as `std::vector` does.
-class Map {
+class SLITHER_CORE_EXPORT Map {
  public:
   using key_type = std::string;
   using mapped_type = Value;
   using value_type = std::pair<std::string, Value>;
   using size_type = std::size_t;
-  using iterator = std::vector<value_type, detail::pool_allocator<value_type>>::iterator;
-  using const_iterator =
-      std::vector<value_type, detail::pool_allocator<value_type>>::const_iterator;
+  using iterator = std::vector<value_type, pool_allocator<value_type>>::iterator;
+  using const_iterator = std::vector<value_type, pool_allocator<value_type>>::const_iterator;
 
   /// Maps up to this many entries have no index: a scan is faster.
   static constexpr size_type linear_limit = 8;
@@ -234,7 +241,7 @@ class Map {
   iterator erase(const_iterator pos);
 
   /// Same keys with equal values, whatever their order.
-  friend bool operator==(const Map& a, const Map& b) noexcept;
+  friend SLITHER_CORE_EXPORT bool operator==(const Map& a, const Map& b) noexcept;
 
  private:
   // Position of `key` in entries_, or npos. Small maps are scanned inline:
@@ -248,7 +255,7 @@ class Map {
   static constexpr size_type npos = static_cast<size_type>(-1);
 
   // Pooled: decoding a batch makes and later frees many small maps at once.
-  std::vector<value_type, detail::pool_allocator<value_type>> entries_;
+  std::vector<value_type, pool_allocator<value_type>> entries_;
   // Open addressing over entries_, null while size() <= linear_limit:
   // index_[0] is the number of slots (a power of two, at least 2 * size()),
   // index_[1 + i] is slot i (an entry's position + 1, or 0 when empty).
@@ -269,7 +276,7 @@ class Map {
 /// Integers are int64: unsigned ones up to INT64_MAX convert, larger ones throw
 /// (never wrap to a negative number). A pointer other than `const char*` does
 /// not convert (it would silently become a bool).
-class Value {
+class SLITHER_CORE_EXPORT Value {
  public:
   enum class kind : std::uint8_t {
     null = 0,
@@ -425,7 +432,7 @@ class Value {
   static result<Value> from_json(std::string_view text);
 
   /// Same kind and equal contents (maps in any order; an int never equals a float).
-  friend bool operator==(const Value& a, const Value& b) noexcept;
+  friend SLITHER_CORE_EXPORT bool operator==(const Value& a, const Value& b) noexcept;
 
  private:
   template <class T>
@@ -467,7 +474,7 @@ class Value {
 };
 
 /// Stable lower-case name of a kind ("float64").
-std::string_view to_string(Value::kind k) noexcept;
+SLITHER_CORE_EXPORT std::string_view to_string(Value::kind k) noexcept;
 
 template <class T>
 void ndarray::check_element() const {

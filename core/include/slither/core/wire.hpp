@@ -43,6 +43,7 @@
 
 #include "slither/core/codec.hpp"
 #include "slither/core/error.hpp"
+#include "slither/core/export.hpp"
 #include "slither/core/item.hpp"
 #include "slither/core/value.hpp"
 
@@ -104,7 +105,7 @@ constexpr std::size_t pad_for(std::size_t offset) noexcept {
 }
 
 /// Throws `slither::error(code, message)`: how the parser fails.
-[[noreturn, gnu::cold]] void raise(errc code, std::string message);
+[[noreturn, gnu::cold]] SLITHER_CORE_EXPORT void raise(errc code, std::string message);
 
 // ---- writing ----------------------------------------------------------------
 
@@ -113,7 +114,7 @@ constexpr std::size_t pad_for(std::size_t offset) noexcept {
 /// buffer is trimmed to what was written by `finish` (or the destructor).
 /// The caller writes a well-formed message (a value; an item; a count and
 /// that many items): the writer does not check the structure.
-class writer {
+class SLITHER_CORE_EXPORT writer {
  public:
   /// Starts a message at the end of `out`.
   explicit writer(buffer& out) : out_(&out), base_(out.size()), used_(out.size()) {
@@ -263,7 +264,7 @@ class writer {
 
 /// A bounded read position over one message: every read is checked against
 /// the bytes that remain; `charge` keeps the decoded size under the limit.
-class cursor {
+class SLITHER_CORE_EXPORT cursor {
  public:
   cursor(std::span<const std::byte> in, const decode_limits& limits) noexcept
       : begin_(reinterpret_cast<const std::uint8_t*>(in.data())),
@@ -353,7 +354,7 @@ class cursor {
 };
 
 /// An array's dtype and shape as read from the wire; `shape` points into it.
-struct array_head {
+struct SLITHER_CORE_EXPORT array_head {
   dtype type = dtype::u8;
   std::uint8_t ndim = 0;
   std::uint64_t dims[ndarray::max_ndim] = {};
@@ -363,7 +364,7 @@ struct array_head {
 
 /// Reads an array's dtype and shape (after its tag), checking that its data
 /// fits in `available` bytes.
-array_head read_array_head(cursor& c, std::size_t at, std::size_t available);
+SLITHER_CORE_EXPORT array_head read_array_head(cursor& c, std::size_t at, std::size_t available);
 
 /// The one parser of the format. `Builder` turns what it reads into objects:
 ///
@@ -619,12 +620,13 @@ class parser {
 };
 
 /// Fails for a map key seen twice.
-[[noreturn, gnu::cold]] void duplicate_key(std::string_view key, std::size_t at);
+[[noreturn, gnu::cold]] SLITHER_CORE_EXPORT void duplicate_key(std::string_view key,
+                                                               std::size_t at);
 
 /// Checks the message size limit and the version byte; returns the cursor
 /// placed after it.
-cursor open(std::span<const std::byte> bytes, const decode_limits& limits);
+SLITHER_CORE_EXPORT cursor open(std::span<const std::byte> bytes, const decode_limits& limits);
 /// Fails if bytes remain after the message.
-void close(const cursor& c);
+SLITHER_CORE_EXPORT void close(const cursor& c);
 
 }  // namespace slither::wire

@@ -67,6 +67,7 @@
 #include "slither/core/error.hpp"
 #include "slither/core/function_ref.hpp"
 #include "slither/core/value.hpp"
+#include "slither/shm/export.hpp"
 
 namespace slither::shm {
 
@@ -80,10 +81,10 @@ enum class table_kind : std::uint8_t {
 };
 
 /// Stable lower-case name of a table kind ("set", "bag", "ordered_set").
-std::string_view to_string(table_kind kind) noexcept;
+SLITHER_SHM_EXPORT std::string_view to_string(table_kind kind) noexcept;
 
 /// The table kind named `name` (as `to_string` spells it), or nullopt.
-std::optional<table_kind> parse_table_kind(std::string_view name) noexcept;
+SLITHER_SHM_EXPORT std::optional<table_kind> parse_table_kind(std::string_view name) noexcept;
 
 /// How `writer::put_many` makes a batch visible to readers.
 enum class batch_publish : std::uint8_t {
@@ -100,7 +101,7 @@ enum class batch_publish : std::uint8_t {
 };
 
 /// Declares one table of a store.
-struct table_spec {
+struct SLITHER_SHM_EXPORT table_spec {
   std::string name;
   table_kind kind = table_kind::set;
   /// Slots to reserve up front; the index grows past this as needed.
@@ -108,7 +109,7 @@ struct table_spec {
 };
 
 /// Where a store lives and how large things may be.
-struct store_options {
+struct SLITHER_SHM_EXPORT store_options {
   /// Namespace: keeps two brokers (or two test runs) apart. [A-Za-z0-9_-]+.
   std::string ns = "default";
   /// Store name. [A-Za-z0-9_-]+.
@@ -129,7 +130,7 @@ struct store_options {
 inline constexpr std::uint32_t max_readers_limit = 65536;
 
 /// What one `writer::reclaim` did.
-struct reclaim_report {
+struct SLITHER_SHM_EXPORT reclaim_report {
   std::uint64_t bytes_freed = 0;      ///< retired bytes made reusable
   std::uint32_t readers_cleared = 0;  ///< registry slots of dead readers freed
 };
@@ -137,7 +138,7 @@ struct reclaim_report {
 /// Figures a writer reports about its store. Every byte of the data
 /// segments is live (`bytes_used`), garbage (`bytes_retired`), free
 /// (`bytes_free`) or headers.
-struct store_stats {
+struct SLITHER_SHM_EXPORT store_stats {
   std::uint64_t entries = 0;        ///< live entries over all tables
   std::uint64_t bytes_used = 0;     ///< live: bytes in entry blocks and indexes readers can reach
   std::uint64_t bytes_retired = 0;  ///< garbage: replaced/deleted bytes not yet freed
@@ -170,19 +171,20 @@ struct store_stats {
 inline constexpr std::uint64_t layout_version = 9;
 
 /// Shared-memory object name of segment `n` of a store: "/slither.<ns>.<store>.<n>".
-std::string segment_name(std::string_view ns, std::string_view store, std::uint32_t n);
+SLITHER_SHM_EXPORT std::string segment_name(std::string_view ns, std::string_view store,
+                                            std::uint32_t n);
 /// Name of a store's reader-registry segment: "/slither.<ns>.<store>.readers".
-std::string registry_name(std::string_view ns, std::string_view store);
+SLITHER_SHM_EXPORT std::string registry_name(std::string_view ns, std::string_view store);
 /// Name of a store's lock object, which its writer holds locked while it
 /// lives: "/slither.<ns>.<store>.lock".
-std::string lock_name(std::string_view ns, std::string_view store);
+SLITHER_SHM_EXPORT std::string lock_name(std::string_view ns, std::string_view store);
 
 class reader;
 
 /// A value seen in place in shared memory. While a `view` (or any copy of it,
 /// or any ndarray obtained from it) lives, its block is held and never freed
 /// or reused by the writer; holding it does not stall reclamation of anything else.
-class view {
+class SLITHER_SHM_EXPORT view {
  public:
   /// The stored encoding (`slither::encode` form) for non-array values;
   /// for ndarrays, the raw element bytes.
@@ -214,7 +216,7 @@ class view {
 /// `errc::invalid_argument` (saying it was moved from), `tables()` throws
 /// that as `slither::error`, `store_closed()` is true and `incarnation()` 0;
 /// assigning another reader to it makes it usable again.
-class reader {
+class SLITHER_SHM_EXPORT reader {
  public:
   /// Attaches to the store `<ns>.<name>`, whose objects must belong to `owner`
   /// (by default this process's effective uid). Errors: `not_found` (no such
@@ -338,7 +340,7 @@ class reader {
 };
 
 /// Fills a table during `writer::reload`; the new contents become visible at once.
-class loader {
+class SLITHER_SHM_EXPORT loader {
  public:
   virtual ~loader() = default;
   virtual result<void> put(std::string_view key, const Value& value) = 0;
@@ -346,7 +348,7 @@ class loader {
 
 /// A block reserved for a large ndarray that a client writes in place
 /// (`writer::reserve`), then publishes with `writer::commit`.
-struct reservation {
+struct SLITHER_SHM_EXPORT reservation {
   std::uint64_t id = 0;         ///< names the reservation to `commit` and `abandon`
   std::string object;           ///< shared-memory object holding the block ("/slither.<ns>...")
   std::uint64_t offset = 0;     ///< where the value's bytes start in the object (page-aligned)
@@ -358,7 +360,7 @@ struct reservation {
 /// reclaims memory, and unlinks what it created on `close`. Every write returns
 /// only after it is visible to readers. A failed write changes nothing.
 /// Not thread-safe: call it from one thread (the broker's write loop).
-class writer {
+class SLITHER_SHM_EXPORT writer {
  public:
   /// Takes the store's lock object for the writer's lifetime, then creates the
   /// store's segments (owner-only, 0600), replacing a store left by a dead
@@ -458,17 +460,17 @@ class writer {
 /// the store's lock. Only objects of this process's user are removed.
 /// Errors: `invalid_argument` for bad names, `io_error` for objects of
 /// another user under the name.
-result<bool> remove_dead_store(std::string_view ns, std::string_view name);
+SLITHER_SHM_EXPORT result<bool> remove_dead_store(std::string_view ns, std::string_view name);
 
 /// A store as a C++ user declares it: its tables and an optional `load`
 /// function that fills it when its writer starts.
-struct store_definition {
+struct SLITHER_SHM_EXPORT store_definition {
   store_options options;
   std::vector<table_spec> tables;
   std::function<result<void>(writer&)> load;
 };
 
 /// Creates the store and runs its `load` function.
-result<writer> open_store(const store_definition& def);
+SLITHER_SHM_EXPORT result<writer> open_store(const store_definition& def);
 
 }  // namespace slither::shm

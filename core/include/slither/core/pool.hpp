@@ -1,4 +1,5 @@
-// A per-thread cache of freed small blocks, for the storage of `Map`s.
+// A per-thread cache of freed small blocks, for the storage of `List`s and
+// `Map`s (their allocator is part of their type, hence public).
 //
 // Decoding a batch builds many small maps and frees them together later; the
 // general-purpose allocator keeps only a handful of freed blocks of one size
@@ -12,7 +13,9 @@
 #include <cstddef>
 #include <new>
 
-namespace slither::detail {
+#include "slither/core/export.hpp"
+
+namespace slither {
 
 /// Blocks up to this size are cached; larger ones go to operator new/delete.
 inline constexpr std::size_t pool_max_block = 1024;
@@ -20,9 +23,9 @@ inline constexpr std::size_t pool_max_block = 1024;
 inline constexpr std::size_t pool_cached_bytes = std::size_t{32} << 10;
 
 /// A block of at least `bytes` bytes, aligned for any object of up to 16 bytes.
-void* pool_allocate(std::size_t bytes);
+SLITHER_CORE_EXPORT void* pool_allocate(std::size_t bytes);
 /// Returns a block from `pool_allocate(bytes)`.
-void pool_deallocate(void* p, std::size_t bytes) noexcept;
+SLITHER_CORE_EXPORT void pool_deallocate(void* p, std::size_t bytes) noexcept;
 
 /// A stateless allocator over `pool_allocate`; all instances are equal.
 template <class T>
@@ -46,4 +49,4 @@ struct pool_allocator {
   }
 };
 
-}  // namespace slither::detail
+}  // namespace slither
