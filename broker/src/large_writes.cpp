@@ -104,9 +104,11 @@ void Broker::impl::enqueue_reservation(std::string identity, std::uint64_t id, m
             },
             job);
       },
-      // A reservation reserves its pages (a large one takes a while): on the
-      // writer thread, never inline on the serving one.
-      0, type != message_type::put_reserve);
+      // Never inline on the serving thread: a reservation reserves (zeroes) its
+      // pages, and a commit that replaces a large value frees the old block's
+      // pages (hole punching), tens of milliseconds each for 256 MiB, which
+      // every other client's request would wait for.
+      0, false);
 }
 
 void Broker::impl::expire_leases() {

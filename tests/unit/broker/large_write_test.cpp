@@ -4,9 +4,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <mutex>
 #include <thread>
+#include <vector>
 
 #include "broker_fixture.hpp"
+#include "slither/core/telemetry.hpp"
 #include "slither/shm/store.hpp"
 
 namespace slither {
@@ -41,6 +44,39 @@ TEST_F(BrokerTest, PutInPlaceIsSeenByReadersLikeAPut) {
   // Replaced by a later one, in place or not.
   ASSERT_TRUE(c.put_in_place("main", "kv", "arr", ramp(4096)));
   EXPECT_EQ(r.get("kv", "arr").value()->as<ndarray>().shape()[0], 1024u);
+}
+
+TEST_F(BrokerTest, ACommitRunsOnTheWriterThreadNeverOnTheServingOne) {
+  // A commit that replaces a large value frees the old block's pages (tens
+  // of milliseconds for 256 MiB): run inline on the serving thread, every
+  // other client's request would wait for it. A reservation always runs on
+  // the writer thread, so the commit must run on that same thread, even
+  // when the writer is idle (when a small write would run inline).
+  start();
+  std::mutex mutex;
+  std::vector<std::pair<std::string, std::thread::id>> seen;
+  auto handler = telemetry::attach(
+      "slither.store.write.start", [&](std::string_view, const Map&, const Map& meta) {
+        const auto op = meta.find("op");
+        if (op == meta.end() || !op->second.is_string()) return;
+        std::lock_guard lock(mutex);
+        seen.emplace_back(op->second.as<std::string>(), std::this_thread::get_id());
+      });
+  auto c = connect();
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(c.put_in_place("main", "kv", "arr", ramp(1 << 20)));
+  handler.detach();
+  std::lock_guard lock(mutex);
+  std::thread::id writer;
+  int commits = 0;
+  for (const auto& [op, thread] : seen) {
+    if (op == "put_reserve") writer = thread;
+  }
+  for (const auto& [op, thread] : seen) {
+    if (op != "put_commit") continue;
+    ++commits;
+    EXPECT_EQ(thread, writer) << "a commit ran off the writer thread";
+  }
+  EXPECT_EQ(commits, 3);
 }
 
 TEST_F(BrokerTest, OnlyTheReservingClientFinishesAReservation) {
