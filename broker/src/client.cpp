@@ -499,6 +499,29 @@ result<std::uint64_t> int_field(const Value& reply, std::string_view name) {
 
 }  // namespace
 
+namespace {
+
+result<put_reservation> as_reservation(const Value& reply) {
+  put_reservation r;
+  const Value* object = reply.is_map() ? reply.find("object") : nullptr;
+  if (object == nullptr || !object->is_string()) {
+    return fail(errc::protocol_error, "put_reserve reply has no 'object'");
+  }
+  r.object = object->as<std::string>();
+  std::uint64_t lease_ms = 0;
+  for (auto [name, field] :
+       {std::pair{"id", &r.id}, std::pair{"offset", &r.offset}, std::pair{"bytes", &r.bytes},
+        std::pair{"map_bytes", &r.map_bytes}, std::pair{"lease_ms", &lease_ms}}) {
+    auto v = int_field(reply, name);
+    if (!v) return std::move(v).error();
+    *field = *v;
+  }
+  r.lease = std::chrono::milliseconds(lease_ms);
+  return r;
+}
+
+}  // namespace
+
 result<put_reservation> client::reserve_put(std::string_view store, std::string_view table,
                                             std::string_view key, dtype type,
                                             std::span<const std::uint64_t> shape) {
@@ -511,22 +534,22 @@ result<put_reservation> client::reserve_put(std::string_view store, std::string_
   args.emplace("shape", std::move(dims));
   auto reply = p_->request(message_type::put_reserve, Value(std::move(args)));
   if (!reply) return std::move(reply).error();
-  put_reservation r;
-  const Value* object = reply->is_map() ? reply->find("object") : nullptr;
-  if (object == nullptr || !object->is_string()) {
-    return fail(errc::protocol_error, "put_reserve reply has no 'object'");
+  return as_reservation(*reply);
+}
+
+result<put_reservation> client::reserve_put_bytes(std::string_view store, std::string_view table,
+                                                  std::string_view key, std::uint64_t bytes) {
+  if (bytes > static_cast<std::uint64_t>(INT64_MAX)) {
+    return fail(errc::limit_exceeded,
+                "a bytes value of " + std::to_string(bytes) + " bytes cannot be reserved");
   }
-  r.object = object->as<std::string>();
-  std::uint64_t lease_ms = 0;
-  for (auto [name, field] :
-       {std::pair{"id", &r.id}, std::pair{"offset", &r.offset}, std::pair{"bytes", &r.bytes},
-        std::pair{"map_bytes", &r.map_bytes}, std::pair{"lease_ms", &lease_ms}}) {
-    auto v = int_field(*reply, name);
-    if (!v) return std::move(v).error();
-    *field = *v;
-  }
-  r.lease = std::chrono::milliseconds(lease_ms);
-  return r;
+  Map args = p_->store_args(store);
+  args.emplace("table", table);
+  args.emplace("key", key);
+  args.emplace("bytes", static_cast<std::int64_t>(bytes));
+  auto reply = p_->request(message_type::put_reserve, Value(std::move(args)));
+  if (!reply) return std::move(reply).error();
+  return as_reservation(*reply);
 }
 
 result<std::uint64_t> client::commit_put(std::string_view store, std::uint64_t id) {
@@ -543,49 +566,61 @@ result<void> client::abort_put(std::string_view store, std::uint64_t id) {
   return {};
 }
 
-result<std::uint64_t> client::put_in_place(std::string_view store, std::string_view table,
-                                           std::string_view key, const ndarray& array) {
-  auto r = reserve_put(store, table, key, array.type(), array.shape());
-  if (!r) return std::move(r).error();
+result<std::uint64_t> client::fill_and_commit(std::string_view store, const put_reservation& r,
+                                              std::span<const std::byte> data) {
   auto give_up = [&](error_info e) -> error_info {
-    (void)abort_put(store, r->id);
+    (void)abort_put(store, r.id);
     return e;
   };
-  const std::span<const std::byte> data = array.bytes();
-  if (r->bytes != data.size() || r->map_bytes < r->bytes) {
-    return give_up(fail(errc::protocol_error, "the broker reserved " + std::to_string(r->bytes) +
-                                                  " bytes for an array of " +
+  if (r.bytes != data.size() || r.map_bytes < r.bytes) {
+    return give_up(fail(errc::protocol_error, "the broker reserved " + std::to_string(r.bytes) +
+                                                  " bytes for a value of " +
                                                   std::to_string(data.size())));
   }
   // Verified before it is written through: this user's object, writable by
   // no one else, and as large as what is mapped (or the copy would SIGBUS).
-  const int fd = ::shm_open(r->object.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC, 0);
+  const int fd = ::shm_open(r.object.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC, 0);
   if (fd < 0) {
-    return give_up(fail(errc::io_error, "cannot open shared memory '" + r->object +
+    return give_up(fail(errc::io_error, "cannot open shared memory '" + r.object +
                                             "' for a large write: " + std::strerror(errno)));
   }
   struct stat st {};
   const bool trusted = ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == ::geteuid() &&
                        (st.st_mode & (S_IWGRP | S_IWOTH)) == 0 &&
-                       static_cast<std::uint64_t>(st.st_size) >= r->offset + r->map_bytes;
+                       static_cast<std::uint64_t>(st.st_size) >= r.offset + r.map_bytes;
   // The broker has reserved the pages: populating maps them in one pass
   // instead of a fault per page during the copy.
-  void* p = trusted ? ::mmap(nullptr, r->map_bytes, PROT_READ | PROT_WRITE,
-                             MAP_SHARED | MAP_POPULATE, fd, static_cast<off_t>(r->offset))
+  void* p = trusted ? ::mmap(nullptr, r.map_bytes, PROT_READ | PROT_WRITE,
+                             MAP_SHARED | MAP_POPULATE, fd, static_cast<off_t>(r.offset))
                     : MAP_FAILED;
   ::close(fd);
   if (!trusted) {
-    return give_up(fail(errc::io_error, "shared memory '" + r->object +
+    return give_up(fail(errc::io_error, "shared memory '" + r.object +
                                             "' is not this user's, is writable by others, or is "
                                             "smaller than the reservation: refusing to write it"));
   }
   if (p == MAP_FAILED) {
-    return give_up(fail(errc::io_error, "cannot map shared memory '" + r->object +
+    return give_up(fail(errc::io_error, "cannot map shared memory '" + r.object +
                                             "' for a large write: " + std::strerror(errno)));
   }
   if (!data.empty()) std::memcpy(p, data.data(), data.size());
-  ::munmap(p, r->map_bytes);  // sealed: nothing of ours writes to it after the commit
-  return commit_put(store, r->id);
+  ::munmap(p, r.map_bytes);  // sealed: nothing of ours writes to it after the commit
+  return commit_put(store, r.id);
+}
+
+result<std::uint64_t> client::put_in_place(std::string_view store, std::string_view table,
+                                           std::string_view key, const ndarray& array) {
+  auto r = reserve_put(store, table, key, array.type(), array.shape());
+  if (!r) return std::move(r).error();
+  return fill_and_commit(store, *r, array.bytes());
+}
+
+result<std::uint64_t> client::put_bytes_in_place(std::string_view store, std::string_view table,
+                                                 std::string_view key,
+                                                 std::span<const std::byte> bytes) {
+  auto r = reserve_put_bytes(store, table, key, bytes.size());
+  if (!r) return std::move(r).error();
+  return fill_and_commit(store, *r, bytes);
 }
 
 result<void> client::clear(std::string_view store, std::string_view table) {

@@ -429,7 +429,7 @@ result<void> read_broker(const config_reader& cfg, const toml::table& t, broker_
            "curve_allowed_clients_file", "allow_remote", "metrics_endpoint", "max_clients",
            "write_queue_limit", "write_queue_bytes", "client_write_queue_bytes",
            "inline_write_bytes", "max_message_bytes", "max_decoded_bytes", "max_reply_bytes",
-           "view_timeout_ms", "view_concurrency", "stop_grace_ms"});
+           "view_timeout_ms", "view_concurrency", "stop_grace_ms", "large_write_lease_ms"});
       !r) {
     return r;
   }
@@ -473,8 +473,8 @@ result<void> read_broker(const config_reader& cfg, const toml::table& t, broker_
         size("max_decoded_bytes", out.limits.max_decoded_bytes),
         size("max_reply_bytes", out.max_reply_bytes),
         size("view_concurrency", out.view_concurrency),
-        millis("view_timeout_ms", out.view_timeout, 1),
-        millis("stop_grace_ms", out.stop_grace, 0)}) {
+        millis("view_timeout_ms", out.view_timeout, 1), millis("stop_grace_ms", out.stop_grace, 0),
+        millis("large_write_lease_ms", out.large_write_lease, 1)}) {
     if (!r) return r;
   }
   if (const toml::node* remote = t.get("allow_remote")) {

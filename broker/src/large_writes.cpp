@@ -25,6 +25,49 @@ result<std::uint64_t> take_id(Map& args, message_type type) {
   return static_cast<std::uint64_t>(id->as<std::int64_t>());
 }
 
+// What a put_reserve reserves room for: a bytes value of `bytes` bytes, or
+// an array of `type` and `shape`.
+struct reserved_value {
+  std::optional<std::uint64_t> bytes;
+  dtype type{};
+  std::vector<std::uint64_t> shape;
+};
+
+result<reserved_value> take_reserved_value(Map& args, message_type type) {
+  reserved_value out;
+  if (args.find("bytes") != args.end()) {
+    if (args.find("dtype") != args.end() || args.find("shape") != args.end()) {
+      return fail(errc::invalid_argument,
+                  "'put_reserve' takes either bytes (a bytes value) or dtype and shape (an "
+                  "array), not both");
+    }
+    auto n = take(args, type, "bytes", Value::kind::int64, "an int");
+    if (!n) return std::move(n).error();
+    if (n->as<std::int64_t>() < 0) return detail::bad_arg(type, "bytes", "an int >= 0", &*n);
+    out.bytes = static_cast<std::uint64_t>(n->as<std::int64_t>());
+    return out;
+  }
+  auto dt = take(args, type, "dtype", Value::kind::int64, "an int");
+  if (!dt) return std::move(dt).error();
+  if (dt->as<std::int64_t>() < 0 || dt->as<std::int64_t>() > 255 ||
+      !is_valid_dtype(static_cast<std::uint8_t>(dt->as<std::int64_t>()))) {
+    return detail::bad_arg(type, "dtype", "a dtype number", &*dt);
+  }
+  out.type = static_cast<dtype>(dt->as<std::int64_t>());
+  auto shape = take(args, type, "shape", Value::kind::list, "a list");
+  if (!shape) return std::move(shape).error();
+  if (shape->size() > max_shape_dims) {
+    return detail::bad_arg(type, "shape", "a list of at most 32 sizes", &*shape);
+  }
+  for (const Value& d : shape->as<List>()) {
+    if (!d.is_int() || d.as<std::int64_t>() < 0) {
+      return detail::bad_arg(type, "shape", "a list of sizes (ints >= 0)", &d);
+    }
+    out.shape.push_back(static_cast<std::uint64_t>(d.as<std::int64_t>()));
+  }
+  return out;
+}
+
 }  // namespace
 
 void Broker::impl::enqueue_reservation(std::string identity, std::uint64_t id, message_type type,
@@ -38,30 +81,12 @@ void Broker::impl::enqueue_reservation(std::string identity, std::uint64_t id, m
     if (!table) return reply(identity, id, std::move(table).error());
     auto key = take_text(args, type, "key");
     if (!key) return reply(identity, id, std::move(key).error());
-    auto dt = take(args, type, "dtype", Value::kind::int64, "an int");
-    if (!dt) return reply(identity, id, std::move(dt).error());
-    if (dt->as<std::int64_t>() < 0 || dt->as<std::int64_t>() > 255 ||
-        !is_valid_dtype(static_cast<std::uint8_t>(dt->as<std::int64_t>()))) {
-      return reply(identity, id, detail::bad_arg(type, "dtype", "a dtype number", &*dt));
-    }
-    auto shape_arg = take(args, type, "shape", Value::kind::list, "a list");
-    if (!shape_arg) return reply(identity, id, std::move(shape_arg).error());
-    if (shape_arg->size() > max_shape_dims) {
-      return reply(identity, id,
-                   detail::bad_arg(type, "shape", "a list of at most 32 sizes", &*shape_arg));
-    }
-    std::vector<std::uint64_t> shape;
-    for (const Value& d : shape_arg->as<List>()) {
-      if (!d.is_int() || d.as<std::int64_t>() < 0) {
-        return reply(identity, id,
-                     detail::bad_arg(type, "shape", "a list of sizes (ints >= 0)", &d));
-      }
-      shape.push_back(static_cast<std::uint64_t>(d.as<std::int64_t>()));
-    }
+    auto what = take_reserved_value(args, type);
+    if (!what) return reply(identity, id, std::move(what).error());
     job = [this, w = *w, store, identity, table = std::move(*table), key = std::move(*key),
-           type = static_cast<dtype>(dt->as<std::int64_t>()),
-           shape = std::move(shape)]() -> result<Value> {
-      auto r = w->reserve(table, key, type, shape);
+           what = std::move(*what)]() -> result<Value> {
+      auto r = what.bytes ? w->reserve_bytes(table, key, *what.bytes)
+                          : w->reserve(table, key, what.type, what.shape);
       if (!r) return std::move(r).error();
       s->leases[{store, r->id}] =
           write_lease{identity, std::chrono::steady_clock::now() + options.large_write_lease};
@@ -104,9 +129,11 @@ void Broker::impl::enqueue_reservation(std::string identity, std::uint64_t id, m
             },
             job);
       },
-      // A reservation reserves its pages (a large one takes a while): on the
-      // writer thread, never inline on the serving one.
-      0, type != message_type::put_reserve);
+      // Never inline on the serving thread: a reservation reserves (zeroes) its
+      // pages, and a commit that replaces a large value frees the old block's
+      // pages (hole punching), tens of milliseconds each for 256 MiB, which
+      // every other client's request would wait for.
+      0, false);
 }
 
 void Broker::impl::expire_leases() {

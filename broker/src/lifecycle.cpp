@@ -95,16 +95,17 @@ result<void> Broker::impl::check_options() const {
     }
     return {};
   };
-  for (auto r :
-       {duration("view_timeout", options.view_timeout, 1),
-        duration("stop_grace", options.stop_grace, 0), size("max_clients", options.max_clients),
-        size("write_queue_limit", options.write_queue_limit),
-        size("write_queue_bytes", options.write_queue_bytes),
-        size("client_write_queue_bytes", options.client_write_queue_bytes),
-        size("max_message_bytes", options.limits.max_message_bytes),
-        size("max_decoded_bytes", options.limits.max_decoded_bytes),
-        size("max_reply_bytes", options.max_reply_bytes),
-        size("view_concurrency", options.view_concurrency)}) {
+  for (auto r : {duration("view_timeout", options.view_timeout, 1),
+                 duration("stop_grace", options.stop_grace, 0),
+                 duration("large_write_lease", options.large_write_lease, 1),
+                 size("max_clients", options.max_clients),
+                 size("write_queue_limit", options.write_queue_limit),
+                 size("write_queue_bytes", options.write_queue_bytes),
+                 size("client_write_queue_bytes", options.client_write_queue_bytes),
+                 size("max_message_bytes", options.limits.max_message_bytes),
+                 size("max_decoded_bytes", options.limits.max_decoded_bytes),
+                 size("max_reply_bytes", options.max_reply_bytes),
+                 size("view_concurrency", options.view_concurrency)}) {
     if (!r) return r;
   }
   if (options.inline_write_bytes > max_option_bytes) {

@@ -8,6 +8,7 @@
 
 #include "block.hpp"
 #include "segment.hpp"
+#include "slither/core/wire.hpp"
 #include "writer_impl.hpp"
 
 namespace slither::shm {
@@ -15,13 +16,14 @@ namespace slither::shm {
 using detail::align_up;
 using detail::entry_header;
 using detail::page_bytes;
+using detail::printable;
+using detail::table_state;
 
 result<reservation> writer::reserve(std::string_view table, std::string_view key, dtype type,
                                     std::span<const std::uint64_t> shape) {
   auto tr = p_->table(table);
   if (!tr) return std::move(tr).error();
   detail::table_state& t = **tr;
-  if (auto r = p_->check_key(t, key); !r) return std::move(r).error();
   if (!is_valid_dtype(static_cast<std::uint8_t>(type)) || shape.size() > ndarray::max_ndim) {
     return fail(errc::invalid_argument, "cannot reserve key " + detail::printable(key) +
                                             " in table '" + t.name + "': bad dtype or " +
@@ -30,45 +32,75 @@ result<reservation> writer::reserve(std::string_view table, std::string_view key
   std::uint64_t bytes = dtype_size(type);
   bool overflow = false;
   for (const std::uint64_t d : shape) overflow |= __builtin_mul_overflow(bytes, d, &bytes);
-  if (overflow || bytes > p_->options.max_value_bytes) {
-    return fail(errc::limit_exceeded,
-                "value for key " + detail::printable(key) + " is over the limit of " +
-                    std::to_string(p_->options.max_value_bytes) + " bytes (table '" + t.name +
-                    "' in store '" + p_->label + "')");
+  if (overflow) bytes = UINT64_MAX;  // over any limit
+  return p_->reserve(t, key, detail::value_format::ndarray, type, shape, {}, bytes);
+}
+
+result<reservation> writer::reserve_bytes(std::string_view table, std::string_view key,
+                                          std::uint64_t bytes) {
+  auto tr = p_->table(table);
+  if (!tr) return std::move(tr).error();
+  // The value is stored encoded, as a put of the same bytes stores it: the
+  // encoding's header here, the bytes after it by the client.
+  buffer prefix;
+  {
+    wire::writer w(prefix);
+    w.bytes_header(bytes);
   }
-  // Header, key and shape, then the value on a page boundary of the
-  // segment, and the value's last page: all the block's own.
+  return p_->reserve(**tr, key, detail::value_format::encoded, dtype{}, {}, std::move(prefix),
+                     bytes);
+}
+
+result<reservation> writer::impl::reserve(table_state& t, std::string_view key,
+                                          detail::value_format format, dtype type,
+                                          std::span<const std::uint64_t> shape,
+                                          std::vector<std::byte> prefix, std::uint64_t fill_bytes) {
+  if (auto r = check_key(t, key); !r) return std::move(r).error();
+  if (fill_bytes > options.max_value_bytes ||
+      prefix.size() > options.max_value_bytes - fill_bytes) {
+    return fail(errc::limit_exceeded, "value for key " + printable(key) + " is over the limit of " +
+                                          std::to_string(options.max_value_bytes) +
+                                          " bytes (table '" + t.name + "' in store '" + label +
+                                          "')");
+  }
+  // Header, key, shape and the value's prefix, then what the client fills
+  // from a page boundary of the segment to the end of its last page: all the
+  // block's own.
   const std::uint64_t shape_at = detail::shape_offset(key.size());
   const std::uint64_t min_value_at = align_up(shape_at + shape.size() * 8, ndarray::alignment);
-  const std::uint64_t value_pages = align_up(std::max<std::uint64_t>(bytes, 1), page_bytes);
-  auto b = p_->allocate(min_value_at + page_bytes + value_pages);
+  const std::uint64_t fill_pages = align_up(std::max<std::uint64_t>(fill_bytes, 1), page_bytes);
+  auto b = allocate(min_value_at + prefix.size() + page_bytes + fill_pages);
   if (!b) return std::move(b).error();
   const std::uint64_t block_offset = detail::ref_offset(b->ref);
-  const std::uint64_t value_at = align_up(block_offset + min_value_at, page_bytes) - block_offset;
+  const std::uint64_t fill_at =
+      align_up(block_offset + min_value_at + prefix.size(), page_bytes) - block_offset;
+  const std::uint64_t value_at = fill_at - prefix.size();
 
-  std::byte* p = p_->ptr(b->ref);
+  std::byte* p = ptr(b->ref);
   auto* e = new (p) entry_header{};
-  const std::uint64_t hash = detail::hash_key(p_->hash_seed, key);
+  const std::uint64_t hash = detail::hash_key(hash_seed, key);
   e->hash = hash;
   e->count = 1;
-  e->value_bytes = bytes;
+  e->value_bytes = prefix.size() + fill_bytes;
   e->key_bytes = static_cast<std::uint32_t>(key.size());
   e->value_offset = static_cast<std::uint32_t>(value_at);
-  e->format = static_cast<std::uint8_t>(detail::value_format::ndarray);
+  e->format = static_cast<std::uint8_t>(format);
   e->dtype = static_cast<std::uint8_t>(type);
   e->ndim = static_cast<std::uint8_t>(shape.size());
   e->block_bytes = b->bytes;
   std::memcpy(p + sizeof(entry_header), key.data(), key.size());
   if (!shape.empty()) std::memcpy(p + shape_at, shape.data(), shape.size_bytes());
+  if (!prefix.empty()) std::memcpy(p + value_at, prefix.data(), prefix.size());
 
-  const std::uint64_t id = ++p_->last_reservation;
-  p_->pending.emplace(id, detail::pending_write{t.index, std::string(key), hash, *b, bytes});
+  const std::uint64_t id = ++last_reservation;
   reservation out;
   out.id = id;
-  out.object = segment_name(p_->options.ns, p_->options.name, detail::ref_segment(b->ref));
-  out.offset = block_offset + value_at;
-  out.bytes = bytes;
-  out.map_bytes = value_pages;
+  out.object = segment_name(options.ns, options.name, detail::ref_segment(b->ref));
+  out.offset = block_offset + fill_at;
+  out.bytes = fill_bytes;
+  out.map_bytes = fill_pages;
+  pending.emplace(id, detail::pending_write{t.index, std::string(key), hash, *b, e->value_bytes,
+                                            std::move(prefix)});
   return out;
 }
 
@@ -92,8 +124,10 @@ result<std::uint64_t> writer::commit(std::uint64_t id) {
   }
   detail::table_state& t = *found;
   const entry_header* e = p_->entry(w.b.ref);
+  const auto value = detail::value_of(e);
   if (e->hash != w.hash || e->value_bytes != w.value_bytes || e->block_bytes != w.b.bytes ||
-      detail::key_of(e) != w.key || !detail::check_value(e)) {
+      detail::key_of(e) != w.key || !detail::check_value(e) ||
+      !std::equal(w.prefix.begin(), w.prefix.end(), value.begin())) {
     p_->release(w.b.ref, w.b.bytes);
     return fail(errc::decode_error, "reservation " + std::to_string(id) + " for key " +
                                         detail::printable(w.key) +

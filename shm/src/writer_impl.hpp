@@ -87,6 +87,9 @@ struct pending_write {
   std::uint64_t hash;
   block b;
   std::uint64_t value_bytes;
+  // An encoded value's first bytes, which the writer wrote (the client fills
+  // the rest); empty for an ndarray.
+  std::vector<std::byte> prefix;
 };
 
 struct slot_position {
@@ -270,6 +273,14 @@ struct SLITHER_SHM_NO_EXPORT writer::impl final : detail::fork_aware {
                                    std::uint64_t hash, std::string_view key);
   result<std::uint64_t> link_built(detail::table_state& t, const detail::block& b,
                                    std::uint64_t hash, std::string_view key);
+
+  // Large writes in place (large_write.cpp). A block for `key` whose value
+  // is `prefix` (written here) then `fill_bytes` that the client writes,
+  // starting on a page boundary of the segment; an ndarray's `shape`.
+  result<reservation> reserve(detail::table_state& t, std::string_view key,
+                              detail::value_format format, dtype type,
+                              std::span<const std::uint64_t> shape, std::vector<std::byte> prefix,
+                              std::uint64_t fill_bytes);
 
   // Reclamation (epoch.cpp).
   /// Frees what no reader can see and, if `check_liveness` (or it is time

@@ -258,6 +258,50 @@ def test_large_arrays_are_put_in_place(scratch):
         native.put_in_place("scratch", "nope", "x", np.ones(10))
 
 
+def reservations_made(client) -> float:
+    """put_reserve requests the broker has answered: one per put in place."""
+    family = client.stats()["metrics"].get("slither_requests_total", {})
+    samples = family.get("samples", [])
+    return sum(m["value"] for m in samples if m["labels"].get("type") == "put_reserve")
+
+
+@pytest.mark.parametrize("kind", [bytes, bytearray, memoryview])
+def test_large_bytes_are_put_in_place_as_the_socket_stores_them(client, scratch, kind):
+    """bytes, bytearray and memoryview values of LARGE_PUT_BYTES and more go through shared
+    memory too; readers get what a put through the socket of the same value stores (bytes
+    for bytes and bytearray, a uint8 array for a memoryview)."""
+    data = bytes(range(256)) * ((2 << 20) // 256) + b"tail"
+    value = kind(data)
+    before = reservations_made(client)
+    v1 = scratch.put("t", "in-place", value)
+    assert reservations_made(client) == before + 1
+    scratch._client._native.put("scratch", "t", "socket", value)  # the socket path
+    assert reservations_made(client) == before + 1
+    got, want = scratch.get("t", "in-place"), scratch.get("t", "socket")
+    assert type(got) is type(want)
+    if kind is memoryview:
+        assert got.dtype == np.uint8 and np.array_equal(got, want)
+        assert got.tobytes() == data
+    else:
+        assert type(got) is bytes and got == want == data
+    # Short ones take the socket, and a large one replaces them in place.
+    assert scratch.put("t", "in-place", kind(b"short")) > v1
+    assert reservations_made(client) == before + 1
+    scratch.put("t", "in-place", value)
+    assert reservations_made(client) == before + 2
+    assert bytes(scratch.get("t", "in-place")) == data
+
+
+def test_a_strided_memoryview_takes_the_socket(client, scratch):
+    big = np.arange(1 << 20, dtype=np.int32)
+    strided = memoryview(big)[::2]
+    assert strided.nbytes >= slither._api.LARGE_PUT_BYTES and not strided.c_contiguous
+    before = reservations_made(client)
+    scratch.put("t", "strided", strided)
+    assert reservations_made(client) == before
+    assert np.array_equal(scratch.get("t", "strided"), big[::2])
+
+
 def test_get_names_its_table_by_any_equal_str(features):
     # get remembers the table it read last by its str object: another object
     # with the same text, and another table in between, read the right table.

@@ -13,6 +13,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 #include <thread>
 #include <utility>
@@ -68,6 +69,16 @@ class holding {
   connection& c_;
 };
 
+// The store and table a write names (a view call names no table), checked.
+struct write_target {
+  std::string_view store;
+  std::string_view table;
+};
+
+write_target target_of(nb::handle store, nb::handle table) {
+  return {name_arg(store, "store"), name_arg(table, "table")};
+}
+
 struct py_client {
   client_options options;
   std::string ns;
@@ -111,6 +122,17 @@ struct py_client {
     if (!*r && PyErr_Occurred()) throw nb::python_error();  // a signal handler raised
     return take(std::move(*r));
   }
+
+  // `call` of a write to `at`: it carries the incarnation of the store the
+  // caller reads, if given, so that a broker whose store is another one
+  // applies nothing.
+  template <class Fn>
+  auto write(const write_target& at, std::optional<std::uint64_t> incarnation, Fn&& fn) {
+    return call([&](client& cl) {
+      if (incarnation) cl.set_incarnation(at.store, *incarnation);
+      return fn(cl);
+    });
+  }
 };
 
 std::chrono::milliseconds to_timeout(nb::handle obj) {
@@ -149,10 +171,16 @@ std::uint64_t version_arg(nb::handle obj) {
   return v;
 }
 
-// Requests of a store carry the incarnation of the store the caller reads, if given.
-void use_incarnation(client& cl, std::string_view store, std::optional<std::uint64_t> incarnation) {
-  if (incarnation) cl.set_incarnation(store, *incarnation);
-}
+// A bytes or bytearray object's buffer, exported for as long as this lives.
+struct held_buffer {
+  Py_buffer view{};
+  explicit held_buffer(nb::handle obj) {
+    if (PyObject_GetBuffer(obj.ptr(), &view, PyBUF_SIMPLE) != 0) throw nb::python_error();
+  }
+  ~held_buffer() { PyBuffer_Release(&view); }
+  held_buffer(const held_buffer&) = delete;
+  held_buffer& operator=(const held_buffer&) = delete;
+};
 
 }  // namespace
 
@@ -230,14 +258,11 @@ void init_client(nb::module_& m) {
           "put",
           [](py_client& c, nb::handle store, nb::handle table, nb::handle key, nb::handle value,
              std::optional<std::uint64_t> incarnation) {
-            const std::string_view s = name_arg(store, "store");
-            const std::string_view t = name_arg(table, "table");
+            const write_target at = target_of(store, table);
             const std::string k(key_view(key));
             const buffer v = encode_object(value);
-            return c.call([&](client& cl) {
-              use_incarnation(cl, s, incarnation);
-              return cl.put_encoded(s, t, k, v);
-            });
+            return c.write(at, incarnation,
+                           [&](client& cl) { return cl.put_encoded(at.store, at.table, k, v); });
           },
           nb::arg("store").none(), nb::arg("table").none(), nb::arg("key").none(),
           nb::arg("value").none(), nb::arg("incarnation").none() = nb::none(),
@@ -248,37 +273,43 @@ void init_client(nb::module_& m) {
           "put_in_place",
           [](py_client& c, nb::handle store, nb::handle table, nb::handle key, nb::handle value,
              std::optional<std::uint64_t> incarnation) {
-            const std::string_view s = name_arg(store, "store");
-            const std::string_view t = name_arg(table, "table");
+            const write_target at = target_of(store, table);
             const std::string k(key_view(key));
+            if (PyBytes_Check(value.ptr()) || PyByteArray_Check(value.ptr())) {
+              // Stored as `put` stores bytes (encoded, not as an array). The
+              // buffer export keeps a bytearray from being resized meanwhile.
+              const held_buffer b(value);
+              const std::span<const std::byte> bytes(static_cast<const std::byte*>(b.view.buf),
+                                                     static_cast<std::size_t>(b.view.len));
+              return c.write(at, incarnation, [&](client& cl) {
+                return cl.put_bytes_in_place(at.store, at.table, k, bytes);
+              });
+            }
             // Refers to the Python buffer, which `value` keeps alive: the copy
             // into shared memory below is the only one.
             const Value v = to_value(value);
             if (!v.is_ndarray()) {
               throw slither::error(errc::invalid_argument,
-                                   "put_in_place needs an array (a C-contiguous buffer of a "
-                                   "supported dtype)");
+                                   "put_in_place needs bytes, a bytearray or an array (a "
+                                   "C-contiguous buffer of a supported dtype)");
             }
             const ndarray& a = v.as<ndarray>();
-            return c.call([&](client& cl) {
-              use_incarnation(cl, s, incarnation);
-              return cl.put_in_place(s, t, k, a);
-            });
+            return c.write(at, incarnation,
+                           [&](client& cl) { return cl.put_in_place(at.store, at.table, k, a); });
           },
           nb::arg("store").none(), nb::arg("table").none(), nb::arg("key").none(),
           nb::arg("value").none(), nb::arg("incarnation").none() = nb::none(),
-          "`put` of an array through shared memory: the broker reserves a block, this\n"
-          "process copies the array into it and commits; the array never crosses the socket.")
+          "`put` of bytes, a bytearray or an array through shared memory: the broker\n"
+          "reserves a block, this process copies the value into it and commits; the value\n"
+          "never crosses the socket. Readers see what `put` of the same value stores.")
       .def(
           "put_many",
           [](py_client& c, nb::handle store, nb::handle table, nb::handle entries,
              std::optional<std::uint64_t> incarnation, bool atomic) {
-            const std::string_view s = name_arg(store, "store");
-            const std::string_view t = name_arg(table, "table");
+            const write_target at = target_of(store, table);
             const buffer list = encode_entries(entries);
-            c.call([&](client& cl) {
-              use_incarnation(cl, s, incarnation);
-              return cl.put_many_encoded(s, t, list, atomic);
+            c.write(at, incarnation, [&](client& cl) {
+              return cl.put_many_encoded(at.store, at.table, list, atomic);
             });
           },
           nb::arg("store").none(), nb::arg("table").none(), nb::arg("entries").none(),
@@ -291,13 +322,10 @@ void init_client(nb::module_& m) {
           "reload",
           [](py_client& c, nb::handle store, nb::handle table, nb::handle entries,
              std::optional<std::uint64_t> incarnation) {
-            const std::string_view s = name_arg(store, "store");
-            const std::string_view t = name_arg(table, "table");
+            const write_target at = target_of(store, table);
             const buffer list = encode_entries(entries);
-            c.call([&](client& cl) {
-              use_incarnation(cl, s, incarnation);
-              return cl.reload_encoded(s, t, list);
-            });
+            c.write(at, incarnation,
+                    [&](client& cl) { return cl.reload_encoded(at.store, at.table, list); });
           },
           nb::arg("store").none(), nb::arg("table").none(), nb::arg("entries").none(),
           nb::arg("incarnation").none() = nb::none(),
@@ -307,13 +335,10 @@ void init_client(nb::module_& m) {
           "create_table",
           [](py_client& c, nb::handle store, nb::handle table, nb::handle kind,
              std::uint64_t capacity, std::optional<std::uint64_t> incarnation) {
-            const std::string_view s = name_arg(store, "store");
-            const std::string_view t = name_arg(table, "table");
+            const write_target at = target_of(store, table);
             const std::string_view k = name_arg(kind, "kind");
-            c.call([&](client& cl) {
-              use_incarnation(cl, s, incarnation);
-              return cl.create_table(s, t, k, capacity);
-            });
+            c.write(at, incarnation,
+                    [&](client& cl) { return cl.create_table(at.store, at.table, k, capacity); });
           },
           nb::arg("store").none(), nb::arg("table").none(), nb::arg("kind").none() = "set",
           nb::arg("capacity") = 1024, nb::arg("incarnation").none() = nb::none(),
@@ -324,12 +349,8 @@ void init_client(nb::module_& m) {
           "drop_table",
           [](py_client& c, nb::handle store, nb::handle table,
              std::optional<std::uint64_t> incarnation) {
-            const std::string_view s = name_arg(store, "store");
-            const std::string_view t = name_arg(table, "table");
-            c.call([&](client& cl) {
-              use_incarnation(cl, s, incarnation);
-              return cl.drop_table(s, t);
-            });
+            const write_target at = target_of(store, table);
+            c.write(at, incarnation, [&](client& cl) { return cl.drop_table(at.store, at.table); });
           },
           nb::arg("store").none(), nb::arg("table").none(),
           nb::arg("incarnation").none() = nb::none(),
@@ -339,13 +360,10 @@ void init_client(nb::module_& m) {
           "erase",
           [](py_client& c, nb::handle store, nb::handle table, nb::handle key,
              std::optional<std::uint64_t> incarnation) {
-            const std::string_view s = name_arg(store, "store");
-            const std::string_view t = name_arg(table, "table");
+            const write_target at = target_of(store, table);
             const std::string k(key_view(key));
-            return c.call([&](client& cl) {
-              use_incarnation(cl, s, incarnation);
-              return cl.erase(s, t, k);
-            });
+            return c.write(at, incarnation,
+                           [&](client& cl) { return cl.erase(at.store, at.table, k); });
           },
           nb::arg("store").none(), nb::arg("table").none(), nb::arg("key").none(),
           nb::arg("incarnation").none() = nb::none(),
@@ -354,14 +372,12 @@ void init_client(nb::module_& m) {
           "compare_and_set",
           [](py_client& c, nb::handle store, nb::handle table, nb::handle key, nb::handle expected,
              nb::handle value, std::optional<std::uint64_t> incarnation) {
-            const std::string_view s = name_arg(store, "store");
-            const std::string_view t = name_arg(table, "table");
+            const write_target at = target_of(store, table);
             const std::string k(key_view(key));
             const std::uint64_t expected_version = version_arg(expected);
             const buffer v = encode_object(value);
-            return c.call([&](client& cl) {
-              use_incarnation(cl, s, incarnation);
-              return cl.compare_and_set_encoded(s, t, k, expected_version, v);
+            return c.write(at, incarnation, [&](client& cl) {
+              return cl.compare_and_set_encoded(at.store, at.table, k, expected_version, v);
             });
           },
           nb::arg("store").none(), nb::arg("table").none(), nb::arg("key").none(),
@@ -373,12 +389,8 @@ void init_client(nb::module_& m) {
           "clear",
           [](py_client& c, nb::handle store, nb::handle table,
              std::optional<std::uint64_t> incarnation) {
-            const std::string_view s = name_arg(store, "store");
-            const std::string_view t = name_arg(table, "table");
-            c.call([&](client& cl) {
-              use_incarnation(cl, s, incarnation);
-              return cl.clear(s, t);
-            });
+            const write_target at = target_of(store, table);
+            c.write(at, incarnation, [&](client& cl) { return cl.clear(at.store, at.table); });
           },
           nb::arg("store").none(), nb::arg("table").none(),
           nb::arg("incarnation").none() = nb::none(), "Removes every entry of `table`.")
@@ -390,8 +402,7 @@ void init_client(nb::module_& m) {
             const std::string_view v = name_arg(view, "view");
             const std::string_view session = name_arg(session_id, "session_id");
             const buffer a = encode_object(arg, "arg");
-            const buffer out = c.call([&](client& cl) {
-              use_incarnation(cl, s, incarnation);
+            const buffer out = c.write({s, {}}, incarnation, [&](client& cl) {
               return cl.call_view_encoded(s, v, a, session);
             });
             return decode_object(out);

@@ -18,9 +18,26 @@ Key: TypeAlias = str | bytes
 #: float32 or float64).
 Value: TypeAlias = Any
 
-#: Arrays at least this large are put through shared memory rather than the socket
-#: (``Store.put``): below it the two extra round trips cost more than the copy saves.
+#: Arrays, bytes and bytearrays at least this large are put through shared memory rather
+#: than the socket (``Store.put``): below it the two extra round trips cost more than the
+#: copy saves.
 LARGE_PUT_BYTES = 1 << 20
+
+
+def _in_place(value: object) -> bool:
+    """Whether ``Store.put`` takes the shared-memory path for ``value``: what it stores
+    there is what the socket path stores (bytes and bytearrays encoded as bytes, numpy
+    arrays and memoryviews as arrays), so only the path differs."""
+    kind = type(value)
+    if kind is bytes or kind is bytearray:
+        return len(value) >= LARGE_PUT_BYTES  # type: ignore[arg-type]
+    if kind is memoryview:
+        return value.nbytes >= LARGE_PUT_BYTES and value.c_contiguous  # type: ignore[union-attr]
+    return (
+        getattr(value, "nbytes", 0) >= LARGE_PUT_BYTES
+        and kind.__module__ == "numpy"
+        and value.flags.c_contiguous  # type: ignore[attr-defined]
+    )
 
 __all__ = ["Client", "Key", "Store", "Table", "Value", "connect"]
 
@@ -295,17 +312,15 @@ class Store(_native.Reader):
     def put(self, table: str, key: Key, value: Value) -> int:
         """Stores ``value`` under ``key``; returns the entry's new version.
 
-        A C-contiguous numpy array of at least ``LARGE_PUT_BYTES`` travels through shared
-        memory instead of the socket: the broker reserves a block, this process copies the
-        array straight into it and commits (readers see nothing before the commit).
+        A value of at least ``LARGE_PUT_BYTES`` (``bytes``, ``bytearray``, a C-contiguous
+        numpy array or ``memoryview``) travels through shared memory instead of the socket:
+        the broker reserves a block, this process copies the value straight into it and
+        commits (readers see nothing before the commit, and then the same value a put
+        through the socket stores).
         """
         native = self._client._native
         try:
-            if (
-                getattr(value, "nbytes", 0) >= LARGE_PUT_BYTES
-                and type(value).__module__ == "numpy"
-                and value.flags.c_contiguous  # type: ignore[union-attr]
-            ):
+            if _in_place(value):
                 return native.put_in_place(self.name, table, key, value, self.incarnation)
             return native.put(self.name, table, key, value, self.incarnation)
         except _native.WriterGone as e:

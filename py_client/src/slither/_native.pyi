@@ -133,8 +133,9 @@ class Client:
     def put_in_place(
         self, store: str, table: str, key: str | bytes, value: Any, incarnation: int | None = None
     ) -> int:
-        """`put` of an array through shared memory: the broker reserves a block, this
-        process copies the array into it and commits."""
+        """`put` of bytes, a bytearray or an array through shared memory: the broker
+        reserves a block, this process copies the value into it and commits. Readers see
+        what `put` of the same value stores."""
     def put_many(
         self, store: str, table: str, entries: Any, incarnation: int | None = None,
         atomic: bool = False,

@@ -14,14 +14,10 @@ from __future__ import annotations
 
 import os
 import pickle
-import secrets
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,8 +26,9 @@ import orjson
 
 import slither
 
-REPO = Path(__file__).resolve().parents[3]
-BROKER_BIN = Path(os.environ.get("SLITHER_BROKER_BIN", REPO / "build" / "broker" / "slither-broker"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
+from bench_broker import BenchBroker  # noqa: E402 - the shared start-up helper, found above
+
 REPS = int(os.environ.get("SLITHER_BENCH_REPS", "7"))
 REP_SECONDS = float(os.environ.get("SLITHER_BENCH_SECONDS", "0.2"))
 
@@ -96,45 +93,20 @@ def bench_batch(label: str, batch: list) -> dict[str, tuple[float, float, int]]:
     return out
 
 
-class Broker:
-    def __init__(self, base: Path) -> None:
-        self.namespace = f"codecbench-{os.getpid()}-{secrets.token_hex(3)}"
-        self.runtime_dir = base / "run"
-        config = base / "slither.toml"
-        config.write_text(textwrap.dedent("""\
-            [[stores]]
-            name = "bench"
+ROWS_CONFIG = """\
+    [[stores]]
+    name = "bench"
 
-            [[stores.tables]]
-            name = "rows"
-            kind = "set"
-        """))
-        self.log = open(base / "broker.log", "wb")
-        self.proc = subprocess.Popen(
-            [str(BROKER_BIN), "--config", str(config), "--runtime-dir", str(self.runtime_dir),
-             "--namespace", self.namespace], stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                self.client = slither.connect(runtime_dir=self.runtime_dir, namespace=self.namespace,
-                                              timeout=0.5)
-                break
-            except slither.BrokerUnavailable:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"slither-broker did not start; see {base / 'broker.log'}")
-                time.sleep(0.05)
-
-    def stop(self) -> None:
-        self.client.close()
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(timeout=10)
-        self.log.close()
+    [[stores.tables]]
+    name = "rows"
+    kind = "set"
+"""
 
 
 def bench_row_get() -> tuple[float, float]:
     base = Path(tempfile.mkdtemp(prefix="slither-codecbench-"))
     os.chmod(base, 0o700)
-    broker = Broker(base)
+    broker = BenchBroker(base, ROWS_CONFIG, prefix="codecbench", timeout=0.5)
     try:
         store = broker.client.store("bench")
         store.put("rows", "user-0042", ROW6)

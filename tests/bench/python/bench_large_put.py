@@ -2,10 +2,21 @@
 path) against a memcpy of the same bytes into fresh shared memory, in the same run;
 and what another client's pings see meanwhile.
 
+Another process pings the broker every millisecond for the whole run; each ping is
+counted against what ran when it was sent: a put, the memcpy baseline (no broker work
+at all: what the copy alone costs other processes on this machine), or a put made with
+the copying process on a CPU of its own and the broker and the pinging client on
+another (the same work, without the copy competing for their CPU).
+
 Prints a markdown table of medians, then:
   BENCH py.put.256m <MiB/s> MiB/s
-  RATIO py.put.256m.vs_memcpy <x>       (the put's rate over the memcpy's; target >= 0.8)
-  BENCH py.put.256m.ping_p99 <us> us    (another process pinging the broker during the puts)
+  RATIO py.put.256m.vs_memcpy <x>             (the put's rate over the memcpy's; target >= 0.8)
+  BENCH py.put.256m.ping_p99 <us> us          (pings during the puts)
+  BENCH py.put.256m.ping_p99.memcpy <us> us   (pings during the memcpy baseline)
+  RATIO py.put.256m.ping_p99.vs_memcpy <x>    (the baseline's p99 over the puts'; 1: the put
+                                               costs other clients no more than a plain copy)
+  BENCH py.put.256m.ping_p99.pinned <us> us   (pings during puts with the copy on its own CPU;
+                                               nan with fewer than 2 CPUs)
 
 Environment: SLITHER_BROKER_BIN (the slither-broker to start), SLITHER_BENCH_REPS (5).
 """
@@ -13,13 +24,9 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-import secrets
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from multiprocessing import shared_memory
 from pathlib import Path
@@ -27,110 +34,133 @@ from pathlib import Path
 import numpy as np
 
 import slither
+from bench_broker import BenchBroker
 
-BROKER_BIN = Path(os.environ.get("SLITHER_BROKER_BIN", "build/broker/slither-broker"))
 REPS = int(os.environ.get("SLITHER_BENCH_REPS", "5"))
 ARRAY = np.arange(64 * 1024 * 1024, dtype=np.float32)  # 256 MiB
 MIB = ARRAY.nbytes / (1 << 20)
+CONFIG = """\
+    [[stores]]
+    name = "bench"
 
-
-def start_broker(base: Path) -> tuple[subprocess.Popen[bytes], str]:
-    namespace = f"bench-{os.getpid()}-{secrets.token_hex(3)}"
-    config = base / "slither.toml"
-    config.write_text(textwrap.dedent("""\
-        [[stores]]
-        name = "bench"
-
-        [[stores.tables]]
-        name = "kv"
-    """))
-    log = open(base / "broker.log", "wb")
-    proc = subprocess.Popen(
-        [str(BROKER_BIN), "--config", str(config), "--runtime-dir", str(base / "run"),
-         "--namespace", namespace], stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            slither.connect(runtime_dir=base / "run", namespace=namespace, timeout=0.5).close()
-            return proc, namespace
-        except slither.BrokerUnavailable:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"slither-broker did not start; see {base / 'broker.log'}")
-            time.sleep(0.05)
+    [[stores.tables]]
+    name = "kv"
+"""
 
 
 def pinger(runtime_dir: str, namespace: str, stop, out) -> None:
     client = slither.connect(runtime_dir=runtime_dir, namespace=namespace)
-    lat = []
+    sent = []  # (when sent, round trip in us)
     while not stop.is_set():
         t = time.perf_counter_ns()
         client.ping()
-        lat.append((time.perf_counter_ns() - t) / 1e3)
+        sent.append((t, (time.perf_counter_ns() - t) / 1e3))
         time.sleep(0.001)
     client.close()
-    out.put(lat)
+    out.put(sent)
 
 
-def memcpy_seconds() -> float:
+def memcpy_into_fresh_shm() -> None:
     """Fresh shared memory (created, then faulted in by the copy), as a client would fill it."""
-    t = time.perf_counter()
     shm = shared_memory.SharedMemory(create=True, size=ARRAY.nbytes)
     try:
         dst = np.ndarray(ARRAY.shape, dtype=ARRAY.dtype, buffer=shm.buf)
         np.copyto(dst, ARRAY)
-        elapsed = time.perf_counter() - t
         del dst
     finally:
         shm.close()
         shm.unlink()
-    return elapsed
+
+
+def set_affinity(pid: int, cpus: set[int]) -> None:
+    """Every thread of process `pid`."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        os.sched_setaffinity(int(tid), cpus)
+
+
+def p99(xs: list[float]) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(len(xs) * 0.99))] if xs else float("nan")
 
 
 def main() -> None:
-    with tempfile.TemporaryDirectory(prefix="slither-bench-large-") as tmp:
-        base = Path(tmp)
-        proc, namespace = start_broker(base)
-        try:
-            client = slither.connect(runtime_dir=base / "run", namespace=namespace)
-            store = client.store("bench")
-            ctx = mp.get_context("spawn")
-            stop, out = ctx.Event(), ctx.Queue()
-            ping = ctx.Process(target=pinger, args=(str(base / "run"), namespace, stop, out))
-            ping.start()
-            time.sleep(0.5)
-            put_s, copy_s = [], []
-            for _ in range(REPS):
-                copy_s.append(memcpy_seconds())
-                t = time.perf_counter()
-                store.put("kv", "big", ARRAY)
-                put_s.append(time.perf_counter() - t)
-                # The replaced block is freed by the broker's reclaim timer; wait for it so
-                # that every put finds the same room.
-                deadline = time.monotonic() + 10
-                while (client.stats()["stores"]["bench"]["bytes_retired"] != 0
-                       and time.monotonic() < deadline):
-                    time.sleep(0.02)
-            stop.set()
-            lat = sorted(out.get(timeout=30))
-            ping.join(timeout=10)
-            got = store.table("kv").view("big")
-            assert got is not None and np.array_equal(np.asarray(got)[-4:], ARRAY[-4:])
-            client.close()
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=20)
-    put_rate = MIB / statistics.median(put_s)
-    copy_rate = MIB / statistics.median(copy_s)
-    p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else float("nan")
+    spans: dict[str, list[tuple[int, int]]] = {"put": [], "memcpy": [], "pinned": []}
+    seconds: dict[str, list[float]] = {"put": [], "memcpy": []}
+
+    def timed(what: str, fn) -> None:
+        t = time.perf_counter_ns()
+        fn()
+        end = time.perf_counter_ns()
+        spans[what].append((t, end))
+        if what in seconds:
+            seconds[what].append((end - t) / 1e9)
+
+    with tempfile.TemporaryDirectory(prefix="slither-bench-large-") as tmp, \
+            BenchBroker(Path(tmp), CONFIG) as broker:
+        client = broker.client
+        store = client.store("bench")
+        ctx = mp.get_context("spawn")
+        stop, out = ctx.Event(), ctx.Queue()
+        ping = ctx.Process(target=pinger, args=(str(broker.runtime_dir), broker.namespace, stop, out))
+        ping.start()
+        time.sleep(0.5)
+
+        def settle() -> None:
+            # The replaced block is freed by the broker's reclaim timer; wait for it so
+            # that every put finds the same room.
+            deadline = time.monotonic() + 10
+            while (client.stats()["stores"]["bench"]["bytes_retired"] != 0
+                   and time.monotonic() < deadline):
+                time.sleep(0.02)
+
+        for _ in range(REPS):
+            timed("memcpy", memcpy_into_fresh_shm)
+            timed("put", lambda: store.put("kv", "big", ARRAY))
+            settle()
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) >= 2:
+            everything = set(cpus)
+            set_affinity(broker.proc.pid, {cpus[-1]})
+            set_affinity(ping.pid, {cpus[-1]})
+            os.sched_setaffinity(0, {cpus[0]})
+            try:
+                for _ in range(REPS):
+                    timed("pinned", lambda: store.put("kv", "big", ARRAY))
+                    settle()
+            finally:
+                os.sched_setaffinity(0, everything)
+                set_affinity(broker.proc.pid, everything)
+        stop.set()
+        sent = out.get(timeout=30)
+        ping.join(timeout=10)
+        got = store.table("kv").view("big")
+        assert got is not None and np.array_equal(np.asarray(got)[-4:], ARRAY[-4:])
+        del got
+
+    def during(what: str) -> list[float]:
+        return [rtt for t, rtt in sent if any(a <= t <= b for a, b in spans[what])]
+
+    pings = {what: during(what) for what in spans}
+    tail = {what: p99(pings[what]) for what in spans}
+    put_rate = MIB / statistics.median(seconds["put"])
+    copy_rate = MIB / statistics.median(seconds["memcpy"])
     print("| figure | median | unit |")
     print("|---|---:|---|")
     print(f"| put 256 MiB f32 (in place) | {put_rate:.0f} | MiB/s |")
     print(f"| memcpy 256 MiB into fresh shared memory | {copy_rate:.0f} | MiB/s |")
-    print(f"| another client's ping p99 meanwhile ({len(lat)} pings) | {p99:.0f} | us |")
+    print()
+    print("| another client's pings | pings | p99 (us) | max (us) |")
+    print("|---|---:|---:|---:|")
+    for what, label in (("put", "during the puts"), ("memcpy", "during the memcpy baseline"),
+                        ("pinned", "during puts, the copy on a CPU of its own")):
+        print(f"| {label} | {len(pings[what])} | {tail[what]:.0f} | {max(pings[what], default=0):.0f} |")
     print()
     print(f"BENCH py.put.256m {put_rate:.6g} MiB/s")
     print(f"RATIO py.put.256m.vs_memcpy {put_rate / copy_rate:.4g}")
-    print(f"BENCH py.put.256m.ping_p99 {p99:.6g} us")
+    print(f"BENCH py.put.256m.ping_p99 {tail['put']:.6g} us")
+    print(f"BENCH py.put.256m.ping_p99.memcpy {tail['memcpy']:.6g} us")
+    print(f"RATIO py.put.256m.ping_p99.vs_memcpy {tail['memcpy'] / tail['put']:.4g}")
+    print(f"BENCH py.put.256m.ping_p99.pinned {tail['pinned']:.6g} us")
 
 
 if __name__ == "__main__":

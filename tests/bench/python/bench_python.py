@@ -13,14 +13,11 @@ from __future__ import annotations
 
 import math
 import os
-import secrets
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,9 +25,8 @@ from pathlib import Path
 import numpy as np
 
 import slither
+from bench_broker import BenchBroker
 
-REPO = Path(__file__).resolve().parents[3]
-BROKER_BIN = Path(os.environ.get("SLITHER_BROKER_BIN", REPO / "build" / "broker" / "slither-broker"))
 REPS = int(os.environ.get("SLITHER_BENCH_REPS", "5"))
 REP_SECONDS = float(os.environ.get("SLITHER_BENCH_SECONDS", "0.2"))
 
@@ -81,43 +77,16 @@ def guarded(name: str, fn: Callable[[], float]) -> float:
 # ---------------------------------------------------------------- servers
 
 
-class Broker:
-    def __init__(self, base: Path) -> None:
-        self.namespace = f"bench-{os.getpid()}-{secrets.token_hex(3)}"
-        self.runtime_dir = base / "run"
-        config = base / "slither.toml"
-        config.write_text(textwrap.dedent("""\
-            [[stores]]
-            name = "bench"
-            initial_segment_bytes = 268435456
+BENCH_CONFIG = """\
+    [[stores]]
+    name = "bench"
+    initial_segment_bytes = 268435456
 
-            [[stores.tables]]
-            name = "kv"
-            kind = "set"
-            initial_capacity = 65536
-        """))
-        self.log = open(base / "broker.log", "wb")
-        self.proc = subprocess.Popen(
-            [str(BROKER_BIN), "--config", str(config), "--runtime-dir", str(self.runtime_dir),
-             "--namespace", self.namespace], stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                self.client = slither.connect(runtime_dir=self.runtime_dir, namespace=self.namespace,
-                                              timeout=0.5)
-                self.client.close()
-                break
-            except slither.BrokerUnavailable:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"slither-broker did not start; see {base / 'broker.log'}")
-                time.sleep(0.05)
-        self.client = slither.connect(runtime_dir=self.runtime_dir, namespace=self.namespace)
-
-    def stop(self) -> None:
-        self.client.close()
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(timeout=10)
-        self.log.close()
+    [[stores.tables]]
+    name = "kv"
+    kind = "set"
+    initial_capacity = 65536
+"""
 
 
 class Redis:
@@ -423,7 +392,7 @@ def report() -> None:
 def main() -> None:
     base = Path(tempfile.mkdtemp(prefix="slither-pybench-"))
     os.chmod(base, 0o700)
-    broker = Broker(base)
+    broker = BenchBroker(base, BENCH_CONFIG)
     try:
         redis = Redis(base)
     except Exception as e:  # noqa: BLE001 - reported, and its cases print nan

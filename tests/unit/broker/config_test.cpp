@@ -208,6 +208,12 @@ TEST_F(ConfigTest, DurationsAndSizesPastTheirRangeAreErrorsNamingTheKey) {
       {"[broker]\nwrite_queue_bytes = 0\n", "field 'broker.write_queue_bytes'"},
       {"[broker]\nmax_clients = 1.5\n", "field 'broker.max_clients': must be an integer"},
       {"[broker]\nview_concurrency = 0\n", "field 'broker.view_concurrency'"},
+      {"[broker]\nlarge_write_lease_ms = 0\n",
+       "a.toml:2: field 'broker.large_write_lease_ms': 0 is below the least value, 1"},
+      {"[broker]\nlarge_write_lease_ms = \"60s\"\n",
+       "field 'broker.large_write_lease_ms': must be an integer"},
+      {"[broker]\nlarge_write_lease_ms = 9200000000000\n",
+       "field 'broker.large_write_lease_ms': 9200000000000 is past the largest value"},
       {"[broker]\nallow_remote = \"yes\"\n", "field 'broker.allow_remote': must be true or false"},
       {"[[stores]]\nname = \"s\"\ninitial_segment_bytes = 9223372036854775807\n"
        "[[stores.tables]]\nname = \"t\"\n",
@@ -235,6 +241,7 @@ max_decoded_bytes = 5000000
 max_reply_bytes = 3000000
 view_concurrency = 3
 stop_grace_ms = 0
+large_write_lease_ms = 1500
 )"));
   ASSERT_TRUE(o) << o.error().message;
   EXPECT_EQ(o->curve_secret_key_file, dir_ / "keys/broker.key");
@@ -248,6 +255,7 @@ stop_grace_ms = 0
   EXPECT_EQ(o->max_reply_bytes, 3000000u);
   EXPECT_EQ(o->view_concurrency, 3u);
   EXPECT_EQ(o->stop_grace, std::chrono::milliseconds(0));
+  EXPECT_EQ(o->large_write_lease, std::chrono::milliseconds(1500));
 }
 
 TEST_F(ConfigTest, OptionsOutOfRangeAreRefusedAtStartToo) {
@@ -259,6 +267,17 @@ TEST_F(ConfigTest, OptionsOutOfRangeAreRefusedAtStartToo) {
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error().code, errc::invalid_argument);
   EXPECT_NE(r.error().message.find("view_timeout 9200000000000 ms is outside"), std::string::npos)
+      << r.error().message;
+}
+
+TEST_F(ConfigTest, ALeaseOfNoTimeIsRefusedAtStart) {
+  auto o = load_config(config("")).value();
+  o.large_write_lease = std::chrono::milliseconds(0);
+  Broker b(o);
+  auto r = b.start();
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, errc::invalid_argument);
+  EXPECT_NE(r.error().message.find("large_write_lease 0 ms is outside 1.."), std::string::npos)
       << r.error().message;
 }
 

@@ -1,13 +1,21 @@
 // Large writes in place through a broker: reserve, fill, commit; only the
 // reserving client may finish a reservation; one never committed (its client
 // died) is freed when its lease ends.
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
 #include <thread>
+#include <vector>
 
 #include "broker_fixture.hpp"
+#include "slither/core/telemetry.hpp"
 #include "slither/shm/store.hpp"
 
 namespace slither {
@@ -42,6 +50,125 @@ TEST_F(BrokerTest, PutInPlaceIsSeenByReadersLikeAPut) {
   // Replaced by a later one, in place or not.
   ASSERT_TRUE(c.put_in_place("main", "kv", "arr", ramp(4096)));
   EXPECT_EQ(r.get("kv", "arr").value()->as<ndarray>().shape()[0], 1024u);
+}
+
+TEST_F(BrokerTest, ACommitRunsOnTheWriterThreadNeverOnTheServingOne) {
+  // A commit that replaces a large value frees the old block's pages (tens
+  // of milliseconds for 256 MiB): run inline on the serving thread, every
+  // other client's request would wait for it. A reservation always runs on
+  // the writer thread, so the commit must run on that same thread, even
+  // when the writer is idle (when a small write would run inline).
+  start();
+  std::mutex mutex;
+  std::vector<std::pair<std::string, std::thread::id>> seen;
+  auto handler = telemetry::attach(
+      "slither.store.write.start", [&](std::string_view, const Map&, const Map& meta) {
+        const auto op = meta.find("op");
+        if (op == meta.end() || !op->second.is_string()) return;
+        std::lock_guard lock(mutex);
+        seen.emplace_back(op->second.as<std::string>(), std::this_thread::get_id());
+      });
+  auto c = connect();
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(c.put_in_place("main", "kv", "arr", ramp(1 << 20)));
+  handler.detach();
+  std::lock_guard lock(mutex);
+  std::thread::id writer;
+  int commits = 0;
+  for (const auto& [op, thread] : seen) {
+    if (op == "put_reserve") writer = thread;
+  }
+  for (const auto& [op, thread] : seen) {
+    if (op != "put_commit") continue;
+    ++commits;
+    EXPECT_EQ(thread, writer) << "a commit ran off the writer thread";
+  }
+  EXPECT_EQ(commits, 3);
+}
+
+std::string pattern(std::size_t n) {
+  std::string s(n, '\0');
+  for (std::size_t i = 0; i < n; ++i) s[i] = static_cast<char>((i * 131 + i / 4096) & 0xff);
+  return s;
+}
+
+std::span<const std::byte> bytes_of(const std::string& s) {
+  return {reinterpret_cast<const std::byte*>(s.data()), s.size()};
+}
+
+TEST_F(BrokerTest, BytesPutInPlaceAreStoredAsAPutStoresThem) {
+  start();
+  auto c = connect();
+  auto r = shm::reader::attach(ns_, "main").value();
+  // Around the varint's length steps (1, 2, 3 bytes) and a page.
+  for (const std::size_t n :
+       {std::size_t{0}, std::size_t{1}, std::size_t{127}, std::size_t{128}, std::size_t{4096},
+        std::size_t{16383}, std::size_t{16384}, (std::size_t{3} << 20) + 5}) {
+    SCOPED_TRACE(n);
+    const std::string data = pattern(n);
+    ASSERT_TRUE(c.put_bytes_in_place("main", "kv", "in-place", bytes_of(data)));
+    ASSERT_TRUE(c.put("main", "kv", "socket", Value(Bytes{data})));
+    const auto mine = r.get_view("kv", "in-place").value();
+    const auto theirs = r.get_view("kv", "socket").value();
+    ASSERT_TRUE(mine && theirs);
+    EXPECT_FALSE(mine->is_ndarray());
+    const auto a = mine->bytes();
+    const auto b = theirs->bytes();
+    ASSERT_EQ(a.size(), b.size());
+    EXPECT_TRUE(std::equal(a.begin(), a.end(), b.begin())) << "the stored encodings differ";
+    EXPECT_EQ(r.get("kv", "in-place").value(), std::optional(Value(Bytes{data})));
+  }
+}
+
+TEST_F(BrokerTest, ReadersNeverSeeAnUnsealedBytesBlock) {
+  start();
+  auto c = connect();
+  auto reader = shm::reader::attach(ns_, "main").value();
+  ASSERT_TRUE(c.put("main", "kv", "k", Value(Bytes{"old"})));
+  auto r = c.reserve_put_bytes("main", "kv", "k", 8192).value();
+  EXPECT_EQ(r.bytes, 8192u);
+  EXPECT_EQ(r.offset % 4096, 0u);
+  // Filled but not committed: readers still see the old value.
+  const int fd = ::shm_open(r.object.c_str(), O_RDWR, 0);
+  ASSERT_GE(fd, 0);
+  void* p = ::mmap(nullptr, r.map_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd,
+                   static_cast<off_t>(r.offset));
+  ::close(fd);
+  ASSERT_NE(p, MAP_FAILED);
+  std::memset(p, 'x', r.bytes);
+  ::munmap(p, r.map_bytes);
+  EXPECT_EQ(reader.get("kv", "k").value(), std::optional(Value(Bytes{"old"})));
+  ASSERT_TRUE(c.commit_put("main", r.id));
+  EXPECT_EQ(reader.get("kv", "k").value(), std::optional(Value(Bytes{std::string(8192, 'x')})));
+}
+
+TEST_F(BrokerTest, ABytesBlockWhoseHeaderWasOverwrittenIsNotPublished) {
+  start();
+  auto c = connect();
+  auto r = c.reserve_put_bytes("main", "kv", "k", 4096).value();
+  // The encoding's header sits just below the client's pages: a process that
+  // maps the page before them and changes it damages the block.
+  const int fd = ::shm_open(r.object.c_str(), O_RDWR, 0);
+  ASSERT_GE(fd, 0);
+  void* p = ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd,
+                   static_cast<off_t>(r.offset - 4096));
+  ::close(fd);
+  ASSERT_NE(p, MAP_FAILED);
+  static_cast<unsigned char*>(p)[4095] ^= 0xff;  // the length's last byte
+  ::munmap(p, 4096);
+  EXPECT_EQ(c.commit_put("main", r.id).error().code, errc::decode_error);
+  EXPECT_FALSE(shm::reader::attach(ns_, "main").value().contains("kv", "k").value());
+}
+
+TEST_F(BrokerTest, BadBytesReservationsAreRefused) {
+  auto o = options();
+  o.stores[0].options.max_value_bytes = 1 << 20;
+  start(std::move(o));
+  ASSERT_TRUE(broker_->start());
+  auto c = connect();
+  EXPECT_EQ(c.reserve_put_bytes("main", "kv", "k", 1 << 20).error().code, errc::limit_exceeded);
+  EXPECT_EQ(c.reserve_put_bytes("main", "nope", "k", 16).error().code, errc::not_found);
+  EXPECT_EQ(c.reserve_put_bytes("main", "kv", std::string(5000, 'k'), 16).error().code,
+            errc::limit_exceeded);
 }
 
 TEST_F(BrokerTest, OnlyTheReservingClientFinishesAReservation) {
@@ -82,8 +209,14 @@ TEST_F(BrokerTest, BadReservationsAreRefused) {
 }
 
 TEST_F(BrokerTest, AClientThatDiesBeforeItsCommitLeaksNothing) {
+  // A short lease, as a config file sets it.
+  const auto toml = std::filesystem::temp_directory_path() / ("slither-" + ns_ + ".toml");
+  std::ofstream(toml) << "[broker]\nlarge_write_lease_ms = 200\n";
+  auto cfg = load_config(toml);
+  std::filesystem::remove(toml);
+  ASSERT_TRUE(cfg) << cfg.error().message;
   auto o = options();
-  o.large_write_lease = 200ms;
+  o.large_write_lease = cfg->large_write_lease;
   start(std::move(o));
   ASSERT_TRUE(broker_->start());
   auto c = connect();
@@ -96,8 +229,9 @@ TEST_F(BrokerTest, AClientThatDiesBeforeItsCommitLeaksNothing) {
     co.ns = ns_;
     auto cc = client::connect(co);
     const std::uint64_t shape[] = {std::uint64_t{4} << 20};
-    const bool ok = cc && cc->reserve_put("main", "kv", "orphan", dtype::u8, shape);
-    ::_exit(ok ? 0 : 1);  // dies without committing
+    const auto r = cc ? cc->reserve_put("main", "kv", "orphan", dtype::u8, shape)
+                      : result<put_reservation>(fail(errc::unavailable, "no broker"));
+    ::_exit(r && r->lease == 200ms ? 0 : 1);  // dies without committing
   }
   int status = 0;
   ASSERT_EQ(::waitpid(child, &status, 0), child);

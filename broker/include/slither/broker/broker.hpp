@@ -190,7 +190,9 @@ struct SLITHER_BROKER_EXPORT broker_options {
   std::size_t inline_write_bytes = 64 * 1024;
   /// How long a large write reserved in place (`client::reserve_put`) may
   /// stay uncommitted; then its block is freed. Bounds what a client that
-  /// dies between reserving and committing holds.
+  /// dies between reserving and committing holds; a client slower than this
+  /// to fill its block gets `not_found` at its commit. TOML:
+  /// `[broker] large_write_lease_ms` (at least 1).
   std::chrono::milliseconds large_write_lease{60000};
   /// Largest encoded reply; a view result past it gets errc::limit_exceeded.
   std::size_t max_reply_bytes = std::size_t{64} << 20;
@@ -305,7 +307,7 @@ class SLITHER_BROKER_EXPORT Broker {
 /// max_clients, write_queue_limit, write_queue_bytes,
 /// client_write_queue_bytes, inline_write_bytes, max_message_bytes,
 /// max_decoded_bytes, max_reply_bytes, view_timeout_ms, view_concurrency,
-/// stop_grace_ms (each size and duration range-checked); [[stores]] name,
+/// stop_grace_ms, large_write_lease_ms (each size and duration range-checked); [[stores]] name,
 /// [[stores.tables]] name/kind/initial_capacity, and an optional
 /// load = { file = "x.jsonl" | "x.csv", table = "...", key = "<field>" } (or
 /// a list of them) whose rows become entries when the store starts. Relative

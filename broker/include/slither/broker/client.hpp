@@ -224,6 +224,11 @@ class SLITHER_BROKER_EXPORT client {
   result<put_reservation> reserve_put(std::string_view store, std::string_view table,
                                       std::string_view key, dtype type,
                                       std::span<const std::uint64_t> shape);
+  /// `reserve_put` for a bytes value of `bytes` bytes: the block holds the
+  /// value encoded exactly as `put` of the same bytes stores it, so readers
+  /// see the same value either way; the caller writes the bytes themselves.
+  result<put_reservation> reserve_put_bytes(std::string_view store, std::string_view table,
+                                            std::string_view key, std::uint64_t bytes);
   /// Publishes a reservation of this client; returns the entry's new version.
   /// Errors: `not_found` (not this client's, already finished, or its lease ended).
   result<std::uint64_t> commit_put(std::string_view store, std::uint64_t id);
@@ -235,6 +240,10 @@ class SLITHER_BROKER_EXPORT client {
   /// the reservation gives it up. Worth it for arrays of a few MiB and up.
   result<std::uint64_t> put_in_place(std::string_view store, std::string_view table,
                                      std::string_view key, const ndarray& array);
+  /// `put` of a bytes value (`Value(Bytes{...})`) through shared memory, as
+  /// `put_in_place` does for an array; readers see what `put` would store.
+  result<std::uint64_t> put_bytes_in_place(std::string_view store, std::string_view table,
+                                           std::string_view key, std::span<const std::byte> bytes);
   /// Broker and store figures (queue depth, entries, bytes...) as a map.
   result<Value> stats();
   /// A round trip that touches nothing.
@@ -246,6 +255,9 @@ class SLITHER_BROKER_EXPORT client {
 
  private:
   explicit client(std::unique_ptr<impl> p) noexcept;
+  // Copies `data` into the reserved block and commits it; gives it up on failure.
+  result<std::uint64_t> fill_and_commit(std::string_view store, const put_reservation& r,
+                                        std::span<const std::byte> data);
   std::unique_ptr<impl> p_;
 };
 

@@ -98,10 +98,12 @@ enum class message_type : std::uint8_t {
   /// (`invalid_argument`).
   drop_table = 22,
   /// Large writes in place (create/seal). Reserve: {store, table, key, dtype
-  /// (int, slither::dtype), shape: [int, ...], [incarnation]} → {id, object,
-  /// offset, bytes, map_bytes, lease_ms}: the client maps `map_bytes` of the
-  /// shared-memory object `object` read-write at `offset`, writes the
-  /// array's `bytes` there, unmaps, and commits before the lease ends.
+  /// (int, slither::dtype), shape: [int, ...], [incarnation]} for an array,
+  /// or {store, table, key, bytes (int), [incarnation]} for a bytes value
+  /// (stored encoded, as `put` stores it) → {id, object, offset, bytes,
+  /// map_bytes, lease_ms}: the client maps `map_bytes` of the shared-memory
+  /// object `object` read-write at `offset`, writes the array's (or the
+  /// bytes value's) `bytes` there, unmaps, and commits before the lease ends.
   put_reserve = 40,
   /// {store, id} → new version (int): the reserved block is published. Only
   /// the client that reserved it may commit it.

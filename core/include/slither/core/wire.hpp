@@ -160,9 +160,13 @@ class SLITHER_CORE_EXPORT writer {
     }
   }
   void bytes(std::string_view s) {
-    header(bytes_tag, s.size());
+    bytes_header(s.size());
     data(s.data(), s.size());
   }
+  /// What `bytes` writes before the `n` bytes themselves: for a value whose
+  /// bytes are put after the message by other means (written in place in
+  /// shared memory by another process); the message is complete once they are.
+  void bytes_header(std::uint64_t n) { header(bytes_tag, n); }
   /// A list of `n` values follows.
   void list_header(std::size_t n) {
     if (n <= fixcount_max) {

@@ -346,13 +346,14 @@ class SLITHER_SHM_EXPORT loader {
   virtual result<void> put(std::string_view key, const Value& value) = 0;
 };
 
-/// A block reserved for a large ndarray that a client writes in place
-/// (`writer::reserve`), then publishes with `writer::commit`.
+/// A block reserved for a large ndarray or bytes value that a client writes
+/// in place (`writer::reserve`, `writer::reserve_bytes`), then publishes with
+/// `writer::commit`.
 struct SLITHER_SHM_EXPORT reservation {
   std::uint64_t id = 0;         ///< names the reservation to `commit` and `abandon`
   std::string object;           ///< shared-memory object holding the block ("/slither.<ns>...")
   std::uint64_t offset = 0;     ///< where the value's bytes start in the object (page-aligned)
-  std::uint64_t bytes = 0;      ///< the value's size
+  std::uint64_t bytes = 0;      ///< bytes the client writes from `offset`: the array, or the bytes
   std::uint64_t map_bytes = 0;  ///< bytes to map read-write from `offset`: the block's own pages
 };
 
@@ -420,6 +421,12 @@ class SLITHER_SHM_EXPORT writer {
   /// broker abandons those of clients whose lease ends).
   result<reservation> reserve(std::string_view table, std::string_view key, dtype type,
                               std::span<const std::uint64_t> shape);
+  /// `reserve` for a bytes value of `bytes` bytes: the block holds the
+  /// value's encoding exactly as `put` of the same bytes stores it (readers
+  /// decode both alike); the writer writes the encoding's header, the client
+  /// the bytes themselves (from `reservation::offset`, page-aligned).
+  result<reservation> reserve_bytes(std::string_view table, std::string_view key,
+                                    std::uint64_t bytes);
   /// Publishes a reserved block under its key (replacing, or appending in a
   /// bag), after checking that its header still describes the value it was
   /// reserved for. Returns the entry's new version. Errors: `not_found` for
