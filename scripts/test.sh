@@ -92,7 +92,7 @@ if [ "${SLITHER_SKIP_SANITIZERS:-0}" != 1 ]; then
     # here, never a test that silently goes unbuilt.
     if quietly cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
       -DSLITHER_SANITIZE="$san" -DSLITHER_BUILD_EXAMPLES=OFF &&
-      quietly cmake --build "$dir" -j"$jobs" --target core_unit_tests shm_unit_tests \
+      quietly cmake --build "$dir" -j"$jobs" --target core_unit_tests shm_unit_tests shm_alloc_tests \
         shm_integration_tests; then
       SLITHER_SANITIZER_BUILD=1 TSAN_OPTIONS="halt_on_error=1" \
         ASAN_OPTIONS="detect_leaks=1" UBSAN_OPTIONS="print_stacktrace=1" \
