@@ -184,6 +184,12 @@ class reader;
 /// A value seen in place in shared memory. While a `view` (or any copy of it,
 /// or any ndarray obtained from it) lives, its block is held and never freed
 /// or reused by the writer; holding it does not stall reclamation of anything else.
+///
+/// Thread safety: a view is immutable. Its const members may be called from
+/// several threads at once, and copies of it may be made, used and destroyed
+/// on any threads (the hold is released, with an atomic store, by whichever
+/// copy goes last). It shares the reader's mapping, so it may outlive the
+/// `reader` that made it.
 class SLITHER_SHM_EXPORT view {
  public:
   /// The stored encoding (`slither::encode` form) for non-array values;
