@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -125,6 +126,46 @@ TEST(StoreThreads, ReadsNestedInACallbackReuseTheirThreadsLane) {
   ASSERT_TRUE(WIFEXITED(status));
   EXPECT_EQ(WEXITSTATUS(status), 0);
   w.reclaim();
+}
+
+// A view outlives the reader that made it, its copies are released on other
+// threads, and its block stays held until the last copy goes (the thread
+// safety `view` documents).
+TEST(StoreThreads, ViewCopiesOutliveTheirReaderAndAreReleasedOnOtherThreads) {
+  auto o = testing::test_options("viewthreads");
+  std::vector<table_spec> tables = {{"kv", table_kind::set, 8}};
+  auto w = writer::create(o, tables).value();
+  const Value original(Bytes{std::string(10000, 'v')});
+  ASSERT_TRUE(w.put("kv", "k", original));
+  std::optional<view> v;
+  {
+    auto r = reader::attach(o.ns, o.name).value();
+    v = r.get_view("kv", "k").value();
+    ASSERT_TRUE(v);
+  }  // the reader is gone; its mapping lives on in the view
+  for (char c = 'a'; c < 'k'; ++c)
+    ASSERT_TRUE(w.put("kv", "k", Value(Bytes{std::string(10000, c)})));
+  w.reclaim();
+  EXPECT_GE(w.stats().bytes_retired, 10000u);  // the viewed block, still held
+
+  constexpr int kThreads = 4;
+  std::atomic<int> bad{0}, released{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, copy = v]() mutable {
+      for (int i = 0; i < 100; ++i) {
+        if (copy->value() != original) bad.fetch_add(1);
+      }
+      copy.reset();  // released here, on this thread
+      released.fetch_add(1);
+    });
+  }
+  v.reset();  // the original goes first; the threads' copies still hold the block
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(bad.load(), 0);
+  EXPECT_EQ(released.load(), kThreads);
+  w.reclaim();
+  EXPECT_EQ(w.stats().bytes_retired, 0u);
 }
 
 }  // namespace
