@@ -2,10 +2,29 @@
 //
 // Two stores, one set table each, filled with keys like "user:00001234" (13
 // bytes) and 32-byte bytes values, one `put` at a time (as a broker applies
-// single writes). Then a reader attached on its own gets keys in a random
-// order from each (`reader::get`, a decoded copy, as store.get.cxx measures).
-// The keys a get loop visits are laid out in visiting order, so fetching the
-// next key is not itself a cache miss.
+// single writes). Then a reader attached on its own gets keys from each
+// (`reader::get`, a decoded copy, as store.get.cxx measures).
+//
+// What store_get_1e5 and store_get_1e7 measure, the same way for both: one
+// `get` of a present key per iteration, the keys visited in a random order,
+// a permutation of every key of the table (so the 10^7 loop touches the
+// whole table, not a sample that a large last-level cache could hold); the
+// loop wraps around after n gets. The keys are laid out in visiting order in
+// one buffer, 16 bytes apart, so reading the next key is a sequential read,
+// not a miss, and the loop allocates nothing but what `get` itself returns
+// (a Value owning a copy of the 32 bytes: the same in both). At 10^7 keys the
+// index (2^24 slots, 128 MiB) is not growing when measured: it last grew at
+// 6.3 million keys, and that migration ended a million puts later.
+//
+// memory_chase_* (reference figures for this machine, same run): one
+// dependent load per iteration, through every cache line of a region of
+// private memory in a random cyclic order: over 1 GiB on 4 KiB pages (a DRAM
+// miss plus a page walk: what each of a 10^7 get's two dependent misses,
+// slot then entry, costs), over 1 GiB on 2 MiB transparent huge pages where
+// the kernel grants them (the DRAM miss with few page walks), and over 8 MiB
+// on 4 KiB pages (about the 10^5 table's entries: last-level cache hits). A
+// 10^7 get cannot come closer to the 10^5 one than about two of the first
+// (or second) figures minus two of the third.
 //
 // Figures (counters of store_fill_1e7, set once per run):
 // - put_max_pause_ms: the longest single `put` while filling to 10^7 keys,
@@ -21,16 +40,20 @@
 //   of keys. So it counts entry headers, the encoding's tag and length,
 //   alignment and size-class padding, and the index slots.
 #include <benchmark/benchmark.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <memory>
 #include <numeric>
 #include <optional>
 #include <random>
+#include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "slither/shm/store.hpp"
@@ -43,9 +66,8 @@ using namespace slither::shm;
 constexpr std::size_t kSmall = 100000;
 constexpr std::size_t kLarge = 10000000;
 constexpr std::size_t kValueBytes = 32;
-// Keys a get loop cycles through: all of the small table (shuffled), a random
-// sample of the large one.
-constexpr std::size_t kProbes = std::size_t{1} << 20;
+// Bytes between two keys in a get loop's buffer (keys are 13 bytes).
+constexpr std::size_t kKeyStride = 16;
 
 std::string key_of(std::size_t i) {
   char buf[32];
@@ -71,7 +93,8 @@ std::int64_t thread_cpu_ns() {
 struct filled_store {
   std::optional<writer> w;
   std::optional<reader> r;
-  std::vector<std::string> probes;  // keys in the order a get loop visits them
+  std::vector<char> probes;  // every key, kKeyStride apart, in the order a get loop visits them
+  std::size_t keys = 0;
   double max_pause_ms = 0;
   double bytes_per_entry = 0;
 
@@ -100,15 +123,19 @@ struct filled_store {
     r.emplace(reader::attach(o.ns, o.name).value());
 
     std::mt19937_64 rng(7);
-    if (n <= kProbes) {
-      std::vector<std::size_t> order(n);
-      std::iota(order.begin(), order.end(), 0);
-      std::shuffle(order.begin(), order.end(), rng);
-      for (std::size_t i : order) probes.push_back(key_of(i));
-    } else {
-      std::uniform_int_distribution<std::size_t> pick(0, n - 1);
-      for (std::size_t i = 0; i < kProbes; ++i) probes.push_back(key_of(pick(rng)));
+    std::vector<std::uint32_t> order(n);
+    std::iota(order.begin(), order.end(), 0);
+    std::shuffle(order.begin(), order.end(), rng);
+    probes.assign(n * kKeyStride, '\0');
+    for (std::size_t i = 0; i < n; ++i) {
+      const std::string k = key_of(order[i]);
+      std::copy(k.begin(), k.end(), probes.begin() + static_cast<std::ptrdiff_t>(i * kKeyStride));
     }
+    keys = n;
+  }
+
+  std::string_view probe(std::size_t i) const {
+    return {probes.data() + i * kKeyStride, 13};
   }
 };
 
@@ -124,10 +151,10 @@ filled_store& large_store() {
 void get_loop(benchmark::State& state, filled_store& s) {
   std::size_t i = 0;
   for (auto _ : state) {
-    auto v = s.r->get("kv", s.probes[i]);
+    auto v = s.r->get("kv", s.probe(i));
     if (!v || !*v) state.SkipWithError("a get missed a key");
     benchmark::DoNotOptimize(v);
-    if (++i == s.probes.size()) i = 0;
+    if (++i == s.keys) i = 0;
   }
   state.SetItemsProcessed(state.iterations());
 }
@@ -144,9 +171,61 @@ void store_get_1e7(benchmark::State& state) {
 void store_fill_1e7(benchmark::State& state) {
   filled_store& s = large_store();
   std::size_t n = 0;
-  for (auto _ : state) benchmark::DoNotOptimize(n += s.probes.size());
+  for (auto _ : state) benchmark::DoNotOptimize(n += s.keys);
   state.counters["put_max_pause_ms"] = s.max_pause_ms;
   state.counters["bytes_per_entry"] = s.bytes_per_entry;
+}
+
+/// A random cyclic chain through every cache line of `bytes` bytes of
+/// private memory, each line holding the address of the next.
+struct chase {
+  void* base = nullptr;
+  std::size_t bytes = 0;
+  bool huge = false;
+  void** start = nullptr;
+
+  chase(std::size_t n, bool huge_pages) : bytes(n), huge(huge_pages) {
+    base = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (base == MAP_FAILED) throw std::runtime_error("cannot map memory to chase through");
+    // Whatever the system's default: 4 KiB pages, or huge ones where granted.
+    ::madvise(base, bytes, huge ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
+    const std::size_t lines = bytes / 64;
+    std::vector<std::uint32_t> order(lines);
+    std::iota(order.begin(), order.end(), 0);
+    std::mt19937_64 rng(11);
+    std::shuffle(order.begin(), order.end(), rng);
+    auto* b = static_cast<char*>(base);
+    auto at = [&](std::size_t line) { return reinterpret_cast<void**>(b + line * 64); };
+    for (std::size_t i = 0; i < lines; ++i) *at(order[i]) = at(order[(i + 1) % lines]);
+    start = at(order[0]);
+  }
+  ~chase() { ::munmap(base, bytes); }
+  chase(const chase&) = delete;
+  chase& operator=(const chase&) = delete;
+};
+
+void chase_loop(benchmark::State& state, std::size_t bytes, bool huge) {
+  // One chain at a time (1 GiB each), kept across repetitions.
+  static std::unique_ptr<chase> c;
+  if (!c || c->bytes != bytes || c->huge != huge) {
+    c.reset();
+    c = std::make_unique<chase>(bytes, huge);
+  }
+  void** p = c->start;
+  for (auto _ : state) {
+    p = static_cast<void**>(*p);
+    benchmark::DoNotOptimize(p);
+  }
+}
+
+void memory_chase_4k(benchmark::State& state) {
+  chase_loop(state, std::size_t{1} << 30, false);
+}
+void memory_chase_2m(benchmark::State& state) {
+  chase_loop(state, std::size_t{1} << 30, true);
+}
+void memory_chase_8m(benchmark::State& state) {
+  chase_loop(state, std::size_t{8} << 20, false);
 }
 
 }  // namespace
@@ -154,5 +233,8 @@ void store_fill_1e7(benchmark::State& state) {
 BENCHMARK(store_fill_1e7)->Iterations(1);
 BENCHMARK(store_get_1e5);
 BENCHMARK(store_get_1e7);
+BENCHMARK(memory_chase_8m);
+BENCHMARK(memory_chase_4k);
+BENCHMARK(memory_chase_2m);
 
 BENCHMARK_MAIN();
