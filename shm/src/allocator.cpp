@@ -1,5 +1,7 @@
 #include "allocator.hpp"
 
+#include <sys/mman.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <iterator>
@@ -25,6 +27,7 @@ void allocator::init(std::string ns, std::string name, std::string label, std::u
   label_ = std::move(label);
   incarnation_ = incarnation;
   initial_segment_bytes_ = initial_segment_bytes;
+  fault_in_huge_ = shm_huge_on_advice();
 }
 
 std::uint64_t allocator::resident_bytes() const noexcept {
@@ -201,6 +204,13 @@ result<void> allocator::reserve(std::uint64_t at, std::uint64_t bytes) {
     // Holes lie in free extents only, so reserving any part of one is safe.
     const std::uint64_t from = std::max(s, hole_start);
     const std::uint64_t to = std::min(e, hole_end);
+    if (fault_in_huge_) {
+      // fallocate would back these pages with small ones on a huge=advise
+      // tmpfs: a write fault through the advised mapping takes a huge page
+      // (its whole 2 MiB, where all of it is still a hole). Best effort:
+      // fallocate, next, still reserves and reports a full /dev/shm.
+      ::madvise(ptr(from), to - from, MADV_POPULATE_WRITE);
+    }
     if (const int err =
             sys().fallocate(fd, static_cast<off_t>(from - seg_base), static_cast<off_t>(to - from));
         err != 0) {

@@ -129,6 +129,7 @@ class allocator {
   std::string ns_, name_, label_;
   std::uint64_t incarnation_ = 0;
   std::uint64_t initial_segment_bytes_ = 0;
+  bool fault_in_huge_ = false;  // shm_huge_on_advice(): reserve through the mapping first
   store_header* header_ = nullptr;
   std::vector<writer_segment> segments_;
   std::vector<std::string> created_;

@@ -10,6 +10,8 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
+#include <iterator>
 
 #include "layout.hpp"
 #include "slither/shm/detail/sys.hpp"
@@ -150,7 +152,48 @@ result<created_object> create_object(const std::string& name, std::uint64_t byte
   }
   auto map = map_object(fd.get(), bytes, true, name);
   if (!map) return abandon(std::move(map).error());
+  // Advice only: EINVAL without transparent huge pages changes nothing.
+  if (bytes >= huge_page_bytes) ::madvise(map->data(), bytes, MADV_HUGEPAGE);
   return created_object{std::move(fd), std::move(*map)};
+}
+
+bool shm_huge_on_advice(std::string_view mountinfo) noexcept {
+  // A line: "id parent dev root mountpoint options [tags] - fstype source superoptions".
+  bool advise = false;
+  while (!mountinfo.empty()) {
+    const std::size_t eol = std::min(mountinfo.find('\n'), mountinfo.size());
+    const std::string_view line = mountinfo.substr(0, eol);
+    mountinfo.remove_prefix(std::min(eol + 1, mountinfo.size()));
+    std::string_view rest = line;
+    std::string_view field;
+    for (int i = 0; i < 5 && !rest.empty(); ++i) {
+      const std::size_t sp = std::min(rest.find(' '), rest.size());
+      field = rest.substr(0, sp);
+      rest.remove_prefix(std::min(sp + 1, rest.size()));
+    }
+    if (field != "/dev/shm") continue;
+    const std::size_t dash = rest.find(" - ");
+    if (dash == std::string_view::npos) continue;
+    std::string_view tail = rest.substr(dash + 3);  // fstype source superoptions
+    for (int i = 0; i < 2; ++i) tail.remove_prefix(std::min(tail.find(' ') + 1, tail.size()));
+    advise = false;
+    while (!tail.empty()) {
+      const std::size_t comma = std::min(tail.find(','), tail.size());
+      if (tail.substr(0, comma) == "huge=advise") advise = true;
+      tail.remove_prefix(std::min(comma + 1, tail.size()));
+    }
+  }
+  return advise;
+}
+
+bool shm_huge_on_advice() noexcept {
+  try {
+    std::ifstream in("/proc/self/mountinfo");
+    const std::string text{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+    return shm_huge_on_advice(text);
+  } catch (const std::exception&) {
+    return false;
+  }
 }
 
 void unlink_object(const std::string& name) noexcept {

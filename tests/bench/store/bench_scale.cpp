@@ -134,9 +134,7 @@ struct filled_store {
     keys = n;
   }
 
-  std::string_view probe(std::size_t i) const {
-    return {probes.data() + i * kKeyStride, 13};
-  }
+  std::string_view probe(std::size_t i) const { return {probes.data() + i * kKeyStride, 13}; }
 };
 
 filled_store& small_store() {

@@ -8,7 +8,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <fstream>
 #include <set>
+#include <string>
 #include <vector>
 
 #include "block.hpp"
@@ -157,6 +159,53 @@ TEST(Segment, EachStoreSeedsItsKeyHash) {
   }
   EXPECT_EQ(seeds.size(), 2u);
   EXPECT_EQ(seeds.count(0), 0u);
+}
+
+/// The VmFlags lines of this process's mappings of /dev/shm object `object`.
+std::vector<std::string> vm_flags_of(const std::string& object) {
+  std::ifstream smaps("/proc/self/smaps");
+  std::vector<std::string> out;
+  bool in = false;
+  for (std::string line; std::getline(smaps, line);) {
+    // A mapping's first line: "start-end perms offset dev inode path".
+    const bool header = !line.empty() && line.find(':') > line.find(' ');
+    if (header) in = line.ends_with(" /dev/shm" + object);
+    if (in && line.starts_with("VmFlags:")) out.push_back(line + " ");
+  }
+  return out;
+}
+
+TEST(Segment, TheWritersSegmentMappingsAskForHugePages) {
+  // Where /dev/shm honours the advice (huge=advise), a 10^7-key table's
+  // index slot and entry each cost one TLB entry per 2 MiB, not per 4 KiB.
+  auto o = test_options("huge");
+  o.initial_segment_bytes = std::uint64_t{4} << 20;
+  auto w = writer::create(o, kTables).value();
+  int writable = 0;
+  for (const std::string& flags : vm_flags_of(segment_name(o.ns, o.name, 0))) {
+    if (flags.find(" wr ") == std::string::npos) continue;  // its own reader's mapping
+    ++writable;
+    EXPECT_NE(flags.find(" hg "), std::string::npos) << flags;
+  }
+  EXPECT_EQ(writable, 1) << "the writer maps segment 0 read-write once";
+}
+
+TEST(Segment, HugePagesOnAdviceAreReadFromTheShmMount) {
+  const std::string plain =
+      "22 1 0:20 / /proc rw,nosuid - proc proc rw\n"
+      "30 24 0:25 / /dev/shm rw,nosuid,nodev shared:4 - tmpfs tmpfs rw,size=24684092k\n";
+  EXPECT_FALSE(detail::shm_huge_on_advice(plain));
+  EXPECT_TRUE(detail::shm_huge_on_advice(
+      "30 24 0:25 / /dev/shm rw,nosuid shared:4 - tmpfs tmpfs rw,size=1g,huge=advise\n"));
+  EXPECT_FALSE(
+      detail::shm_huge_on_advice("30 24 0:25 / /dev/shm rw - tmpfs tmpfs rw,huge=within_size\n"));
+  // Another mount's option does not count; the last mount on /dev/shm does.
+  EXPECT_FALSE(detail::shm_huge_on_advice(
+      "40 24 0:30 / /mnt/big rw - tmpfs tmpfs rw,huge=advise\n" + plain));
+  EXPECT_TRUE(detail::shm_huge_on_advice(
+      plain + "50 30 0:31 / /dev/shm rw - tmpfs tmpfs rw,huge=advise,size=2g"));
+  EXPECT_FALSE(detail::shm_huge_on_advice(""));
+  EXPECT_FALSE(detail::shm_huge_on_advice("garbage\n - \n/dev/shm"));
 }
 
 }  // namespace
