@@ -4,8 +4,11 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sched.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <fstream>
@@ -188,6 +191,51 @@ TEST(Segment, TheWritersSegmentMappingsAskForHugePages) {
     EXPECT_NE(flags.find(" hg "), std::string::npos) << flags;
   }
   EXPECT_EQ(writable, 1) << "the writer maps segment 0 read-write once";
+}
+
+/// Bytes of this process's writable mappings of `object` mapped by huge pages.
+std::uint64_t huge_mapped_bytes(const std::string& object) {
+  std::ifstream smaps("/proc/self/smaps");
+  std::uint64_t kib = 0;
+  bool in = false;
+  for (std::string line; std::getline(smaps, line);) {
+    const bool header = !line.empty() && line.find(':') > line.find(' ');
+    if (header) {
+      const std::size_t perms = line.find(' ') + 1;
+      in = line.ends_with(" /dev/shm" + object) && line.compare(perms, 2, "rw") == 0;
+    }
+    if (in && line.starts_with("ShmemPmdMapped:")) kib += std::stoull(line.substr(15));
+  }
+  return kib * 1024;
+}
+
+TEST(Segment, OnAHugeAdviseShmMountTheWriterGetsHugePages) {
+  // fallocate alone backs pages with small ones there, advice or not.
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    // A private /dev/shm mounted huge=advise: needs root (exit 77: skip).
+    if (::unshare(CLONE_NEWNS) != 0 ||
+        ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
+        ::mount("tmpfs", "/dev/shm", "tmpfs", 0, "huge=advise,size=256m,mode=1777") != 0) {
+      ::_exit(77);
+    }
+    auto o = test_options("hugeadv");
+    o.initial_segment_bytes = std::uint64_t{16} << 20;
+    auto w = writer::create(o, kTables);
+    if (!w) ::_exit(2);
+    for (int i = 0; i < 96; ++i) {
+      if (!w->put("kv", testing::numbered("k", i), Value(Bytes{std::string(64 << 10, 'x')}))) {
+        ::_exit(3);
+      }
+    }
+    ::_exit(huge_mapped_bytes(segment_name(o.ns, o.name, 0)) >= detail::huge_page_bytes ? 0 : 1);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status));
+  if (WEXITSTATUS(status) == 77) GTEST_SKIP() << "cannot mount a private /dev/shm (not root?)";
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "1: no huge page mapped; 2, 3: the store failed";
 }
 
 TEST(Segment, HugePagesOnAdviceAreReadFromTheShmMount) {
