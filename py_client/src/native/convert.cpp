@@ -346,7 +346,7 @@ nb::object to_python(const Value& value) {
   throw slither::error(errc::internal, "value of unknown kind");
 }
 
-std::string_view key_view(nb::handle obj, const char* what) {
+std::string_view key_view_slow(nb::handle obj, const char* what) {
   PyObject* o = obj.ptr();
   if (PyUnicode_Check(o)) {
     Py_ssize_t size = 0;

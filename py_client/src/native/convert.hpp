@@ -72,10 +72,31 @@ std::optional<dtype> dtype_of_format(const char* format, Py_ssize_t itemsize);
 inline constexpr const char* supported_dtypes =
     "bool, int8, int16, int32, int64, uint8, uint16, uint32, uint64, float16, float32, float64";
 
+/// `key_view` for every key that is neither bytes nor a compact ASCII str.
+std::string_view key_view_slow(nanobind::handle obj, const char* what);
+
 /// A key given as str (encoded UTF-8) or bytes. Raises InvalidType otherwise
 /// (InvalidArgument for a str that has no UTF-8 form).
-/// The view is valid while `obj` lives.
-std::string_view key_view(nanobind::handle obj, const char* what = "key");
+/// The view is valid while `obj` lives. Inline for the common keys (bytes, and
+/// str that CPython stores as compact ASCII: its bytes are its UTF-8), which
+/// every read converts, so they cost no call.
+inline std::string_view key_view(nanobind::handle obj, const char* what = "key") {
+  PyObject* o = obj.ptr();
+  if (PyUnicode_Check(o)) {
+#if PY_VERSION_HEX < 0x030C0000
+    const bool ascii = PyUnicode_IS_READY(o) && PyUnicode_IS_COMPACT_ASCII(o);
+#else
+    const bool ascii = PyUnicode_IS_COMPACT_ASCII(o);
+#endif
+    if (ascii) {
+      return {static_cast<const char*>(PyUnicode_DATA(o)),
+              static_cast<std::size_t>(PyUnicode_GET_LENGTH(o))};
+    }
+  } else if (PyBytes_Check(o)) {
+    return {PyBytes_AS_STRING(o), static_cast<std::size_t>(PyBytes_GET_SIZE(o))};
+  }
+  return key_view_slow(obj, what);
+}
 
 /// A key for Python: str when it is valid UTF-8, bytes otherwise.
 nanobind::object key_to_python(std::string_view key);
