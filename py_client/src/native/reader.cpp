@@ -76,18 +76,22 @@ void reattach(py_reader& r, std::string_view why, std::optional<errc> code) {
                                          "' was closed by this process (Store.close)"));
 }
 
-const shm::reader& live(py_reader& r) {
-  if (!r.reader) [[unlikely]]
-    raise_closed(r);
-  if (r.reader->store_closed() || r.forked != fork_generation()) [[unlikely]] {
-    if (r.iterating == 0) {
-      if (r.reader->store_closed())
-        reattach(r, "was closed by its broker", errc::writer_gone);
-      else
-        reattach(r, "was attached before a fork", std::nullopt);
-    }
+// `live` once a check failed: closed here, closed by the broker, or forked.
+[[gnu::noinline]] const shm::reader& live_slow(py_reader& r) {
+  if (!r.reader) raise_closed(r);
+  if (r.iterating == 0) {
+    if (r.reader->store_closed())
+      reattach(r, "was closed by its broker", errc::writer_gone);
+    else if (r.forked != fork_generation())
+      reattach(r, "was attached before a fork", std::nullopt);
   }
   return *r.reader;
+}
+
+inline const shm::reader& live(py_reader& r) {
+  if (r.reader && r.forked == fork_generation() && !r.reader->store_closed()) [[likely]]
+    return *r.reader;
+  return live_slow(r);
 }
 
 // Python object over a view's memory that keeps the view (and so the block's hold) alive.
@@ -176,12 +180,10 @@ bool cached(const py_reader& r, const table_ref& t, nb::handle table_arg) noexce
   return t.attach == r.attaches && t.name.ptr() == table_arg.ptr();
 }
 
-// The number of the table `table_arg` names, looked up once per str object
-// and attach.
-std::uint32_t table_number(py_reader& r, const shm::reader& rd, table_ref& t,
-                           nb::handle table_arg) {
-  if (cached(r, t, table_arg)) [[likely]]
-    return t.number;
+// The number of the table `table_arg` names, looked up again (`t` did not
+// have it): once per str object and attach.
+[[gnu::noinline]] std::uint32_t find_table(py_reader& r, const shm::reader& rd, table_ref& t,
+                                           nb::handle table_arg) {
   const std::string_view table = name_arg(table_arg, "table");
   const auto n = rd.table_number(table);
   if (!n) {
@@ -194,31 +196,38 @@ std::uint32_t table_number(py_reader& r, const shm::reader& rd, table_ref& t,
   return *n;
 }
 
-// What `get`'s peek callback fills: the value, or the error it must not
-// unwind through the store with.
+// What `get`'s peek callback fills: the value (a new reference), or the
+// error it must not unwind through the store with: a Python error set
+// (`python_error`) or a C++ exception.
 struct peek_result {
-  nb::object out;
+  PyObject* out = nullptr;
+  bool python_error = false;
   std::exception_ptr failure;
 };
+
+// Any stored encoding but the short bytes form `decode_peeked` builds itself.
+[[gnu::noinline]] void decode_peeked_slow(peek_result& res,
+                                          std::span<const std::byte> enc) noexcept {
+  try {
+    res.out = decode_object(enc, stored_limits(enc.size())).release().ptr();
+  } catch (...) {
+    res.failure = std::current_exception();
+  }
+}
 
 // A `bytes` value is the codec's version byte, its bytes tag, a one-byte
 // length (under 128) and the bytes: built directly, it skips the decoder's
 // set-up. Anything else (and every malformed form) takes the decoder.
 void decode_peeked(void* context, std::span<const std::byte> enc) noexcept {
   auto& res = *static_cast<peek_result*>(context);
-  try {
-    const auto* b = reinterpret_cast<const std::uint8_t*>(enc.data());
-    if (enc.size() >= 3 && b[0] == codec_version && b[1] == wire::bytes_tag && b[2] < 0x80 &&
-        enc.size() == 3u + b[2]) {
-      PyObject* o = PyBytes_FromStringAndSize(reinterpret_cast<const char*>(b + 3), b[2]);
-      if (o == nullptr) throw nb::python_error();
-      res.out = nb::steal(o);
-      return;
-    }
-    res.out = decode_object(enc, stored_limits(enc.size()));
-  } catch (...) {
-    res.failure = std::current_exception();
+  const auto* b = reinterpret_cast<const std::uint8_t*>(enc.data());
+  if (enc.size() >= 3 && b[0] == codec_version && b[1] == wire::bytes_tag && b[2] < 0x80 &&
+      enc.size() == 3u + b[2]) [[likely]] {
+    res.out = PyBytes_FromStringAndSize(reinterpret_cast<const char*>(b + 3), b[2]);
+    res.python_error = res.out == nullptr;
+    return;
   }
+  decode_peeked_slow(res, enc);
 }
 
 [[noreturn]] void raise_missing(const py_reader& r, std::string_view table, std::string_view key) {
@@ -226,26 +235,22 @@ void decode_peeked(void* context, std::span<const std::byte> enc) noexcept {
                                   "' of store '" + r.name + "'"));
 }
 
-// The value under `key` in the table `table_arg` names (looked up through
-// `t`), decoded, or `default_` (which may be null) if absent.
-nb::object read_value(py_reader& r, table_ref& t, nb::handle table_arg, nb::handle key,
-                      nb::handle default_) {
-  const shm::reader& rd = live(r);
-  const bool was_cached = cached(r, t, table_arg);
-  std::uint32_t table = table_number(r, rd, t, table_arg);
-  // The value becomes Python objects straight from its stored encoding,
-  // inside the read (the bytes are only valid there). A Python error must
-  // not unwind through the store: kept, raised after.
-  const std::string_view k = key_view(key);
-  peek_result res;
-  auto peeked = rd.peek(table, k, decode_peeked, &res);
+// What `read_value` returns for a peek that did not visit a value: the
+// error raised, a table dropped since `t` numbered it looked up again, or an
+// ndarray (stored raw) read whole.
+[[gnu::noinline]] nb::object read_other(py_reader& r, const shm::reader& rd, table_ref& t,
+                                        nb::handle table_arg, std::string_view k,
+                                        nb::handle default_, bool was_cached,
+                                        result<shm::reader::peeked>&& peeked, peek_result& res) {
   if (!peeked && peeked.error().code == errc::not_found && was_cached) {
     // The remembered table was dropped (a new one may have its name).
     t.attach = UINT64_MAX;
-    table = table_number(r, rd, t, table_arg);
+    const std::uint32_t table = find_table(r, rd, t, table_arg);
     peeked = rd.peek(table, k, decode_peeked, &res);
   }
+  nb::object out = nb::steal(res.out);  // owned before anything raises
   const auto found = take(std::move(peeked));
+  if (res.python_error) throw nb::python_error();
   if (res.failure) std::rethrow_exception(res.failure);
   switch (found) {
     case shm::reader::peeked::absent:
@@ -259,7 +264,27 @@ nb::object read_value(py_reader& r, table_ref& t, nb::handle table_arg, nb::hand
     case shm::reader::peeked::visited:
       break;
   }
-  return std::move(res.out);
+  return out;
+}
+
+// The value under `key` in the table `table_arg` names (looked up through
+// `t`), decoded, or `default_` (which may be null) if absent. Every read of
+// one key from Python comes here: the common case (a known table, a value
+// visited) runs inline, everything else in the functions above.
+inline nb::object read_value(py_reader& r, table_ref& t, nb::handle table_arg, nb::handle key,
+                             nb::handle default_) {
+  const shm::reader& rd = live(r);
+  const bool was_cached = cached(r, t, table_arg);
+  const std::uint32_t table = was_cached ? t.number : find_table(r, rd, t, table_arg);
+  // The value becomes Python objects straight from its stored encoding,
+  // inside the read (the bytes are only valid there). A Python error must
+  // not unwind through the store: kept, raised after.
+  const std::string_view k = key_view(key);
+  peek_result res;
+  auto peeked = rd.peek(table, k, decode_peeked, &res);
+  if (peeked && *peeked == shm::reader::peeked::visited && res.out != nullptr) [[likely]]
+    return nb::steal(res.out);
+  return read_other(r, rd, t, table_arg, k, default_, was_cached, std::move(peeked), res);
 }
 
 // The C++ object of a bound instance `self`, which a raw method gets unchecked.
