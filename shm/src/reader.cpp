@@ -500,12 +500,17 @@ result<reader::peeked> peek_at(reader_core& c, Table table, std::string_view key
   return with_entry<reader::peeked>(
       c, table, key, [&](const located& found, epoch_guard&) -> result<reader::peeked> {
         if (found.e == nullptr) return reader::peeked::absent;
-        auto first = c.first(found);
-        if (!first) return std::move(first).error();
-        if (first->e->format == static_cast<std::uint8_t>(detail::value_format::ndarray)) {
+        const entry_header* e = found.e;
+        // A set's entry is its own first value: no call for the common read.
+        if (e->next != detail::null_ref) {
+          auto first = c.first(found);
+          if (!first) return std::move(first).error();
+          e = first->e;
+        }
+        if (e->format == static_cast<std::uint8_t>(detail::value_format::ndarray)) {
           return reader::peeked::is_ndarray;
         }
-        fn(value_of(first->e));
+        fn(value_of(e));
         return reader::peeked::visited;
       });
 }
