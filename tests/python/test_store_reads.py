@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 
+import numpy as np
 import pytest
 
 import slither
@@ -104,3 +106,101 @@ def test_a_table_handle_needs_a_store_and_an_initialized_instance(
     blank_store = slither.Store.__new__(slither.Store)
     with pytest.raises(slither.InvalidType, match="uninitialized"):
         blank_store.get("t", "k")
+
+
+class _Str(str):
+    pass
+
+
+class _Bytes(bytes):
+    pass
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["k", "clé", "日本語", "🐍 snake", "", _Str("k"), _Str("clé"), b"k", _Bytes(b"k"), "k" * 300],
+)
+def test_every_key_form_reads_its_utf8_bytes(scratch: slither.Store, key: str | bytes) -> None:
+    # ASCII str and bytes are read in place; other str through their UTF-8 form: all alike.
+    raw = key.encode() if isinstance(key, str) else bytes(key)
+    scratch.put("t", raw, "v")
+    t = scratch.table("t")
+    text = raw.decode()
+    assert scratch.get("t", key) == "v" and scratch.get("t", text) == "v"
+    assert t[key] == "v" and t.get(key) == "v" and key in t
+    other = key + (b"!" if isinstance(key, bytes) else "!")
+    assert scratch.get("t", other) is None and t.get(other, 7) == 7 and other not in t
+
+
+def test_keys_that_are_not_str_or_bytes_or_not_utf8_are_refused(scratch: slither.Store) -> None:
+    t = scratch.table("t")
+    for read in (lambda k: scratch.get("t", k), lambda k: t[k], lambda k: t.get(k)):
+        with pytest.raises(slither.InvalidType, match="key must be str or bytes, not 'bytearray'"):
+            read(bytearray(b"k"))
+        with pytest.raises(slither.InvalidArgument, match="key is not encodable as UTF-8"):
+            read("\ud800")  # a lone surrogate has no UTF-8 form
+
+
+VALUES = {
+    "null": None,
+    "true": True,
+    "int": -(2**62),
+    "float": 3.25,
+    "str": "héllo",
+    "short bytes": b"\x00" * 127,  # the longest bytes built without the decoder
+    "bytes": b"\x01" * 128,
+    "empty bytes": b"",
+    "list": [1, [2, [3, None]], "x"],
+    "map": {"nested": {"deep": [1.5, b"b"]}, "empty": {}},
+}
+
+
+@pytest.mark.parametrize("name", sorted(VALUES))
+def test_a_table_handle_reads_every_value_kind(scratch: slither.Store, name: str) -> None:
+    scratch.put("t", name, VALUES[name])
+    t = scratch.table("t")
+    assert t[name] == VALUES[name] and t.get(name) == VALUES[name]
+    assert scratch.get("t", name) == VALUES[name]
+    assert type(t[name]) is type(VALUES[name])
+
+
+def test_a_table_handle_reads_arrays_and_a_bags_first_value(client: slither.Client) -> None:
+    scratch = client.store("scratch")
+    scratch.put("t", "arr", np.arange(6, dtype=np.int32))
+    np.testing.assert_array_equal(scratch.table("t")["arr"], np.arange(6, dtype=np.int32))
+    store = client.store("features")
+    store.clear("bag")
+    for i in range(3):
+        store.put("bag", "k", i)
+    bag = store.table("bag")
+    assert bag["k"] == 0 and bag.get("k") == 0 and store.get("bag", "k") == 0
+    store.clear("bag")
+
+
+def test_reads_of_a_closed_store_raise_through_every_handle(client: slither.Client) -> None:
+    store = client.store("scratch")
+    t = store.table("t")
+    t["k"] = "v"
+    assert t["k"] == "v" and store.get("t", "k") == "v"  # the table's number is cached
+    store.close()
+    for read in (lambda: store.get("t", "k"), lambda: t["k"], lambda: t.get("k"),
+                 lambda: "k" in t):
+        with pytest.raises(slither.InvalidArgument, match="closed by this process"):
+            read()
+
+
+def test_a_fork_child_reads_through_handles_made_before(scratch: slither.Store) -> None:
+    t = scratch.table("t")
+    t["k"] = "parent"
+    assert t["k"] == "parent" and scratch.get("t", "k") == "parent"  # warm: number and lane kept
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child reports through its exit status
+        ok = False
+        try:
+            ok = t["k"] == "parent" and t.get("k") == "parent" and scratch.get("t", "k") == "parent"
+            ok = ok and t.get("nope", 3) == 3 and "k" in t
+        finally:
+            os._exit(0 if ok else 1)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert t["k"] == "parent"  # the parent reads on as before
