@@ -423,8 +423,10 @@ void init_reader(nb::module_& m) {
           [](py_reader* self, nb::handle ns_arg, nb::handle name_obj) {
             const std::string_view ns = name_arg(ns_arg, "namespace");
             const std::string_view name = name_arg(name_obj, "name");
-            new (self) py_reader{std::optional<shm::reader>(take(shm::reader::attach(ns, name))),
-                                 std::string(ns), std::string(name)};
+            new (self)
+                py_reader{.reader = std::optional<shm::reader>(take(shm::reader::attach(ns, name))),
+                          .ns = std::string(ns),
+                          .name = std::string(name)};
           },
           nb::arg("namespace").none(), nb::arg("name").none(),
           "Attaches to the store `name` of `namespace`. Raises NotFound, LayoutMismatch,\n"
