@@ -10,7 +10,36 @@ root=$PWD
 jobs=$(nproc)
 failed=()
 
-step() { echo; echo "==== $*"; }
+# Each step's wall time and the CPU time (user+sys) of the processes it ran,
+# so that the CI budget can be read per step even on a busy machine.
+step_name=""
+step_start=0
+step_cpu=0
+times_file=$(mktemp)
+trap 'rm -f "$times_file"' EXIT
+# Sets cpu_now. The builtin `times` runs in this shell, never in a $(...)
+# subshell (which has no children of its own): its second line is the time
+# of the children this shell has waited for, and theirs.
+read_cpu() {
+  times >"$times_file"
+  cpu_now=$(awk 'function s(t) { split(t, a, "m"); return a[1] * 60 + a[2] }
+                 NR == 2 { printf "%.1f", s($1) + s($2) }' "$times_file")
+}
+end_step() {
+  [ -n "$step_name" ] || return 0
+  read_cpu
+  printf '==== took %ds wall, %.0fs CPU: %s\n' $((SECONDS - step_start)) \
+    "$(awk -v a="$cpu_now" -v b="$step_cpu" 'BEGIN { print a - b }')" "$step_name"
+}
+step() {
+  end_step
+  step_name="$*"
+  step_start=$SECONDS
+  read_cpu
+  step_cpu=$cpu_now
+  echo
+  echo "==== $*"
+}
 
 # Runs a command with its output kept in a log, shown (the tail) only on failure.
 quietly() {
@@ -104,6 +133,9 @@ if [ "${SLITHER_SKIP_SANITIZERS:-0}" != 1 ]; then
   done
 fi
 
+end_step
+read_cpu
+echo "==== test.sh took ${SECONDS}s wall, ${cpu_now}s CPU"
 echo
 if [ ${#failed[@]} -gt 0 ]; then
   echo "test.sh: FAILED: ${failed[*]}"
