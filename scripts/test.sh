@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: setup, build, ctest (unit + integration), pytest, a short
-# fuzz smoke, and the sanitizer builds (address+undefined, thread) of the core and shm tests.
+# fuzz smoke, and the sanitizer builds (address+undefined, thread) of the core and shm
+# tests and the broker's unit tests.
 # Exits non-zero on any failure.
 #   SLITHER_FUZZ_SECONDS   seconds per fuzz target (default 20)
 #   SLITHER_SKIP_SANITIZERS=1 skips the sanitizer builds (local iteration only)
@@ -134,22 +135,31 @@ if [ "${SLITHER_SKIP_SANITIZERS:-0}" != 1 ]; then
   # -O1 with line tables only: what the sanitizers' reports need (file, line,
   # function of every frame), in about half the compile time of -O2 -g
   # (broker/src/lifecycle.cpp under ASan: 22 s of CPU instead of 41 s).
+  # SLITHER_UNITY_BUILD: the libraries and the broker's unit tests compile in
+  # batches of sources, parsing the headers they share once a batch.
   sanitizer_flags="-O1 -g1 -DNDEBUG"
+  # What the sanitizer steps build and run. Every program that the labels
+  # select must be in the list: one left out would fail its step as
+  # <program>_NOT_BUILT. broker_latency_tests is built (it is labelled broker)
+  # but not run: a latency measured under a sanitizer means nothing.
+  sanitizer_targets=(core_unit_tests shm_unit_tests shm_alloc_tests shm_integration_tests
+    broker_unit_tests broker_latency_tests)
   for san in address,undefined thread; do
     dir=build-${san//,/-}
-    step "sanitizer build ($san): core and shm tests"
-    labels='core|shm'
-    # The targets are built unconditionally: a missing one is a build error
-    # here, never a test that silently goes unbuilt.
+    step "sanitizer build ($san): core, shm and broker unit tests"
     if quietly cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-      -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="$sanitizer_flags" \
+      -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="$sanitizer_flags" -DSLITHER_UNITY_BUILD=ON \
       -DSLITHER_SANITIZE="$san" -DSLITHER_BUILD_EXAMPLES=OFF &&
-      quietly cmake --build "$dir" -j"$jobs" --target core_unit_tests shm_unit_tests shm_alloc_tests \
-        shm_integration_tests; then
-      SLITHER_SANITIZER_BUILD=1 TSAN_OPTIONS="halt_on_error=1" \
-        ASAN_OPTIONS="detect_leaks=1" UBSAN_OPTIONS="print_stacktrace=1" \
-        ctest --test-dir "$dir" -L "$labels" --output-on-failure -j"$jobs" --timeout 900 ||
-        failed+=("sanitize-$san")
+      quietly cmake --build "$dir" -j"$jobs" --target "${sanitizer_targets[@]}"; then
+      # Two -L options: labelled broker and unit (the broker's integration
+      # programs are labelled broker and integration).
+      export SLITHER_SANITIZER_BUILD=1 TSAN_OPTIONS="halt_on_error=1" \
+        ASAN_OPTIONS="detect_leaks=1" UBSAN_OPTIONS="print_stacktrace=1"
+      ctest --test-dir "$dir" -L 'core|shm' --output-on-failure -j"$jobs" --timeout 900 ||
+        failed+=("sanitize-$san(core,shm)")
+      ctest --test-dir "$dir" -L broker -L unit -LE latency --output-on-failure -j"$jobs" \
+        --timeout 900 || failed+=("sanitize-$san(broker)")
+      unset SLITHER_SANITIZER_BUILD TSAN_OPTIONS ASAN_OPTIONS UBSAN_OPTIONS
     else
       failed+=("sanitize-$san(build)")
     fi
