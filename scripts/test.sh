@@ -153,7 +153,8 @@ if [ "${SLITHER_SKIP_SANITIZERS:-0}" != 1 ]; then
       quietly cmake --build "$dir" -j"$jobs" --target "${sanitizer_targets[@]}"; then
       # Two -L options: labelled broker and unit (the broker's integration
       # programs are labelled broker and integration).
-      export SLITHER_SANITIZER_BUILD=1 TSAN_OPTIONS="halt_on_error=1" \
+      export SLITHER_SANITIZER_BUILD=1 \
+        TSAN_OPTIONS="halt_on_error=1 suppressions=$root/tests/sanitizers/tsan.supp" \
         ASAN_OPTIONS="detect_leaks=1" UBSAN_OPTIONS="print_stacktrace=1"
       ctest --test-dir "$dir" -L 'core|shm' --output-on-failure -j"$jobs" --timeout 900 ||
         failed+=("sanitize-$san(core,shm)")
