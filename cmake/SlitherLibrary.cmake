@@ -37,6 +37,13 @@ function(slither_add_library module)
   # The public headers use std::span and designated initializers: a consumer on
   # a compiler whose default is older (GCC 12: gnu++17) must still get C++20.
   target_compile_features(${target} PUBLIC cxx_std_20)
+  # A clean build compiles each batch of 8 sources as one unit, parsing the
+  # headers they share (Asio, spdlog, cereal...) once: CI's sanitizer builds
+  # use it. The sources must stay unity-safe: no two of a module may define
+  # the same name in an anonymous namespace.
+  if(SLITHER_UNITY_BUILD)
+    set_target_properties(${target} PROPERTIES UNITY_BUILD ON UNITY_BUILD_BATCH_SIZE 8)
+  endif()
   string(TOUPPER "${target}" macro_base)
   set(export_header ${CMAKE_CURRENT_BINARY_DIR}/include/slither/${module}/export.hpp)
   generate_export_header(${target} BASE_NAME ${macro_base} EXPORT_FILE_NAME ${export_header})

@@ -11,17 +11,17 @@
 namespace slither {
 namespace {
 
-error_info bad_option(std::string_view name, std::string_view why) {
+error_info bad_batching_option(std::string_view name, std::string_view why) {
   return fail(errc::invalid_argument,
               "batching option '" + std::string(name) + "' " + std::string(why));
 }
 
 result<void> check_count(std::string_view name, std::size_t n) {
   const std::size_t limit = decode_limits{}.max_batch_items;
-  if (n == 0) return bad_option(name, "must be at least 1 (got 0)");
+  if (n == 0) return bad_batching_option(name, "must be at least 1 (got 0)");
   if (n > limit) {
-    return bad_option(name, "is " + std::to_string(n) + "; a batch holds at most " +
-                                std::to_string(limit) + " items");
+    return bad_batching_option(name, "is " + std::to_string(n) + "; a batch holds at most " +
+                                         std::to_string(limit) + " items");
   }
   return {};
 }
@@ -46,13 +46,14 @@ result<void> validate(const batch_strategy& strategy) {
           return check_count("batch_size", s.batch_size);
         } else if constexpr (std::is_same_v<T, weighted_batch>) {
           if (!std::isfinite(s.max_weight) || s.max_weight <= 0) {
-            return bad_option("max_weight", "must be a finite number above 0 (got " +
-                                                std::to_string(s.max_weight) + ")");
+            return bad_batching_option("max_weight", "must be a finite number above 0 (got " +
+                                                         std::to_string(s.max_weight) + ")");
           }
-          if (!s.weight_fn) return bad_option("weight_fn", "is required by weighted batching");
+          if (!s.weight_fn)
+            return bad_batching_option("weight_fn", "is required by weighted batching");
           return check_count("max_items", s.max_items);
         } else if constexpr (std::is_same_v<T, key_partition>) {
-          if (!s.key_fn) return bad_option("key_fn", "is required by key partitioning");
+          if (!s.key_fn) return bad_batching_option("key_fn", "is required by key partitioning");
           return check_count("max_items", s.max_items);
         } else {
           return check_count("max_items", s.max_items);

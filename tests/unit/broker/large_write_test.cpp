@@ -209,6 +209,12 @@ TEST_F(BrokerTest, BadReservationsAreRefused) {
 }
 
 TEST_F(BrokerTest, AClientThatDiesBeforeItsCommitLeaksNothing) {
+#if defined(__SANITIZE_THREAD__)
+  // The forked child of this multi-threaded process (the broker runs in it)
+  // starts ZeroMQ threads, which TSan refuses ("starting new threads after
+  // multi-threaded fork is not supported"). ASan and Release run this one.
+  GTEST_SKIP() << "fork of a multi-threaded process under TSan";
+#endif
   // A short lease, as a config file sets it.
   const auto toml = std::filesystem::temp_directory_path() / ("slither-" + ns_ + ".toml");
   std::ofstream(toml) << "[broker]\nlarge_write_lease_ms = 200\n";
