@@ -77,14 +77,21 @@ result<void> allocator::add_segment(std::uint64_t payload_bytes, bool reserve_pa
 
 result<block> allocator::allocate(std::uint64_t bytes, bool reserve_pages) {
   const std::uint64_t cls = size_class(bytes);
+  collect_trimmed();
   auto it = free_by_size_.lower_bound({cls, 0});
+  if (it == free_by_size_.end() && trimmer_ && trimmer_->outstanding() > 0) {
+    // Space being trimmed is free space: wait for it rather than grow.
+    trimmer_->wait_idle();
+    collect_trimmed();
+    it = free_by_size_.lower_bound({cls, 0});
+  }
   if (it == free_by_size_.end()) {
     if (auto r = add_segment(cls, reserve_pages); !r) return std::move(r).error();
     it = free_by_size_.lower_bound({cls, 0});
   }
   const auto [len, start] = *it;
   if (reserve_pages && !holes_.empty()) {
-    if (auto r = reserve(start, cls); !r) return std::move(r).error();
+    if (auto r = reserve(start, cls, start + len); !r) return std::move(r).error();
   }
   auto by_size = free_by_size_.extract(it);
   auto by_ref = free_by_ref_.extract(start);
@@ -99,8 +106,8 @@ result<block> allocator::allocate(std::uint64_t bytes, bool reserve_pages) {
   return block{start, cls};
 }
 
-void allocator::free(std::uint64_t ref, std::uint64_t bytes) {
-  free_total_ += bytes;
+std::pair<std::uint64_t, std::uint64_t> allocator::insert_free(std::uint64_t ref,
+                                                               std::uint64_t bytes) {
   std::uint64_t start = ref, end = ref + bytes;
   auto next = free_by_ref_.lower_bound(ref);
   // Extents never span segments: an offset is below 2^48, so the end of one
@@ -120,12 +127,114 @@ void allocator::free(std::uint64_t ref, std::uint64_t bytes) {
   }
   free_by_ref_.emplace(start, end - start);
   free_by_size_.emplace(end - start, start);
-  if (end - start >= punch_min_bytes) {
-    // Only near the block just freed: the rest of the extent was looked at
-    // when it was freed, and a large extent may hold many holes.
-    const std::uint64_t from = std::max(start, ref - std::min(ref, reserve_chunk_bytes));
-    const std::uint64_t to = std::min(end, ref + bytes + reserve_chunk_bytes);
-    punch(from, to - from);
+  return {start, end};
+}
+
+void allocator::free(std::uint64_t ref, std::uint64_t bytes) {
+  free_total_ += bytes;
+  const auto [start, end] = insert_free(ref, bytes);
+  if (end - start < punch_min_bytes) return;
+  // Only near the block just freed: the rest of the extent was looked at
+  // when it was freed, and a large extent may hold many holes.
+  const std::uint64_t from = std::max(start, ref - std::min(ref, reserve_chunk_bytes));
+  const std::uint64_t to = std::min(end, ref + bytes + reserve_chunk_bytes);
+  const bool lingers = bytes >= linger_min_bytes;
+  trim_requests_.push_back(
+      {from, to, lingers ? clock::now() + linger_time : clock::time_point{}, lingers});
+}
+
+void allocator::trim(clock::time_point now, bool everything) {
+  collect_trimmed();
+  if (trim_requests_.empty()) return;
+  std::uint64_t lingering = 0;
+  for (const trim_request& r : trim_requests_) {
+    if (r.lingers && r.due > now) lingering += r.to - r.from;
+  }
+  std::size_t kept = 0;
+  for (const trim_request& r : trim_requests_) {
+    const bool waits = r.due > now;
+    if (waits && !everything && lingering <= linger_max_bytes) {
+      trim_requests_[kept++] = r;
+      continue;
+    }
+    if (waits) lingering -= r.to - r.from;  // the oldest go first
+    quarantine(r.from, r.to);
+  }
+  trim_requests_.resize(kept);
+}
+
+void allocator::trim_now() {
+  trim(clock::now(), true);
+  if (trimmer_) trimmer_->wait_idle();
+  collect_trimmed();
+}
+
+void allocator::quarantine(std::uint64_t from, std::uint64_t to) {
+  auto it = free_by_ref_.upper_bound(from);
+  if (it != free_by_ref_.begin()) --it;
+  while (it != free_by_ref_.end() && it->first < to) {
+    const std::uint64_t fs = it->first, fe = fs + it->second;
+    // The whole free pages of [from, to) in this extent (what was reused
+    // since the free is not free any more, and is left alone).
+    const std::uint64_t s = align_up(std::max(from, fs), page_bytes);
+    const std::uint64_t e = align_down(std::min(to, fe), page_bytes);
+    if (e <= s || e - s < punch_min_bytes) {
+      ++it;
+      continue;
+    }
+    // Its runs not yet holes; short ones stay (a system call each for a
+    // few pages would cost more than the pages).
+    const std::uint64_t seg_base = make_ref(ref_segment(s), 0);
+    trim_job job;
+    job.fd = segments_[ref_segment(s)].fd.get();
+    std::uint64_t cursor = s;
+    auto add_run = [&](std::uint64_t a, std::uint64_t b) {
+      if (b - a >= punch_min_bytes) job.runs.emplace_back(a - seg_base, b - a);
+    };
+    auto h = holes_.upper_bound(s);
+    if (h != holes_.begin()) --h;
+    for (; h != holes_.end() && h->first < e; ++h) {
+      const std::uint64_t hole_end = h->first + h->second;
+      if (hole_end <= cursor) continue;
+      if (h->first > cursor) add_run(cursor, h->first);
+      cursor = hole_end;
+    }
+    if (cursor < e) add_run(cursor, e);
+    if (job.runs.empty()) {
+      ++it;
+      continue;
+    }
+    // [s, e) leaves the free lists until the trimmer is done with it; it
+    // still counts as free.
+    free_by_size_.erase({fe - fs, fs});
+    free_by_ref_.erase(it);
+    if (fs < s) {
+      free_by_ref_.emplace(fs, s - fs);
+      free_by_size_.emplace(s - fs, fs);
+    }
+    if (e < fe) {
+      free_by_ref_.emplace(e, fe - e);
+      free_by_size_.emplace(fe - e, e);
+    }
+    if (!trimmer_) trimmer_ = std::make_unique<trimmer>();
+    job.tag = ++next_tag_;
+    const std::uint64_t slices = trimmer_->submit(job);
+    trimming_.emplace(job.tag, trimming{s, e - s, slices});
+    trimming_total_ += e - s;
+    it = free_by_ref_.lower_bound(e);
+  }
+}
+
+void allocator::collect_trimmed() {
+  if (!trimmer_ || trimmer_->outstanding() == 0) return;
+  for (const trim_result& r : trimmer_->collect()) {
+    const auto t = trimming_.find(r.tag);
+    if (t == trimming_.end()) continue;  // cannot happen: every tag is submitted once
+    if (r.punched) add_hole(make_ref(ref_segment(t->second.start), 0) + r.at, r.bytes);
+    if (--t->second.slices > 0) continue;
+    trimming_total_ -= t->second.bytes;
+    insert_free(t->second.start, t->second.bytes);
+    trimming_.erase(t);
   }
 }
 
@@ -153,44 +262,13 @@ void allocator::add_hole(std::uint64_t start, std::uint64_t bytes) {
   holes_.emplace(start, end - start);
 }
 
-void allocator::punch(std::uint64_t start, std::uint64_t bytes) {
-  // [start, start + bytes) lies in one free extent.
-  const std::uint64_t s = align_up(start, page_bytes);
-  const std::uint64_t e = align_down(start + bytes, page_bytes);
-  if (e <= s || e - s < punch_min_bytes) return;
-  const int fd = segments_[ref_segment(start)].fd.get();
-  const std::uint64_t seg_base = make_ref(ref_segment(start), 0);
-  // The runs of [s, e) not yet holes; short ones stay (a system call each
-  // for a few pages would cost more than the pages).
-  std::vector<std::pair<std::uint64_t, std::uint64_t>> gaps;
-  auto it = holes_.upper_bound(s);
-  if (it != holes_.begin()) --it;
-  std::uint64_t cursor = s;
-  for (; it != holes_.end() && it->first < e; ++it) {
-    const std::uint64_t hole_end = it->first + it->second;
-    if (hole_end <= cursor) continue;
-    if (it->first > cursor) gaps.emplace_back(cursor, it->first - cursor);
-    cursor = hole_end;
-  }
-  if (cursor < e) gaps.emplace_back(cursor, e - cursor);
-  for (const auto& [at, len] : gaps) {
-    if (len < punch_min_bytes) continue;
-    // A file system that cannot punch keeps the pages: they are still free
-    // space, only not handed back.
-    if (sys().punch_hole(fd, static_cast<off_t>(at - seg_base), static_cast<off_t>(len)) != 0) {
-      return;
-    }
-    add_hole(at, len);
-  }
-}
-
-result<void> allocator::reserve(std::uint64_t at, std::uint64_t bytes) {
+result<void> allocator::reserve(std::uint64_t at, std::uint64_t bytes, std::uint64_t limit) {
   const std::uint64_t seg_base = make_ref(ref_segment(at), 0);
   const std::uint64_t s = align_down(at, page_bytes);
   std::uint64_t e = align_up(at + bytes, page_bytes);
-  // Extents are used from their start up: reserve a chunk beyond, too.
-  const std::uint64_t seg_end = seg_base + segments_[ref_segment(at)].bytes;
-  if (e - s < reserve_chunk_bytes) e = std::min(seg_end, s + reserve_chunk_bytes);
+  // Extents are used from their start up: reserve a chunk beyond, too, but
+  // not past the extent (beyond it may be pages the trimmer is punching).
+  if (e - s < reserve_chunk_bytes) e = std::max(e, std::min(limit, s + reserve_chunk_bytes));
   auto it = holes_.upper_bound(s);
   if (it != holes_.begin()) --it;
   const int fd = segments_[ref_segment(at)].fd.get();
@@ -201,7 +279,8 @@ result<void> allocator::reserve(std::uint64_t at, std::uint64_t bytes) {
       ++it;
       continue;
     }
-    // Holes lie in free extents only, so reserving any part of one is safe.
+    // Holes lie in free extents only (or in runs the trimmer holds, which
+    // are past `limit`), so reserving any part of one up to it is safe.
     const std::uint64_t from = std::max(s, hole_start);
     const std::uint64_t to = std::min(e, hole_end);
     if (fault_in_huge_) {

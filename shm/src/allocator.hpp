@@ -15,6 +15,16 @@
 // segment costs one page. Pages are reserved again (fallocate) before a hole
 // is reused, so a store into the segment never faults for lack of space.
 //
+// Punching is slow (tens of milliseconds for 256 MiB) and is not the
+// writer's to wait for: `free` only notes what to punch, `trim` (at each
+// reclaim) takes those runs out of the free lists and hands them to a
+// background thread at idle priority (trimmer.hpp), and they come back as
+// free holes when it is done. A freed block of `linger_min_bytes` or more
+// keeps its pages for `linger_time` first (at most `linger_max_bytes` of
+// such blocks at once): a large value replaced again and again then reuses
+// the pages of the one before instead of punching them and having the next
+// writer fault in (and the kernel zero) as many fresh ones.
+//
 // Blocks are only given back through `free`, which the writer calls for
 // blocks readers never saw or once epoch reclamation says no reader can see
 // them (epoch.cpp).
@@ -22,9 +32,11 @@
 
 #include <algorithm>
 #include <bit>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <set>
 #include <string>
 #include <utility>
@@ -33,6 +45,7 @@
 #include "layout.hpp"
 #include "segment.hpp"
 #include "slither/core/error.hpp"
+#include "trimmer.hpp"
 
 namespace slither::shm::detail {
 
@@ -73,6 +86,14 @@ class allocator {
   /// much (unless a request needs more): its unused pages are holes, so the
   /// size only bounds how many segments a store needs.
   static constexpr std::uint64_t max_growth_bytes = std::uint64_t{1} << 30;
+  /// A freed block this large keeps its pages for `linger_time` before they
+  /// are handed back, in case a block of its size is asked for again.
+  static constexpr std::uint64_t linger_min_bytes = std::uint64_t{1} << 20;
+  static constexpr std::chrono::milliseconds linger_time{2000};
+  /// At most this much lingers at once; past it the oldest is handed back.
+  static constexpr std::uint64_t linger_max_bytes = std::uint64_t{1} << 30;
+
+  using clock = std::chrono::steady_clock;
 
   /// What new segments are named after and stamped with.
   void init(std::string ns, std::string name, std::string label, std::uint64_t incarnation,
@@ -93,11 +114,21 @@ class allocator {
   result<block> allocate_unreserved(std::uint64_t bytes) { return allocate(bytes, false); }
   /// Reserves the pages of [at, at + bytes), part of an `allocate_unreserved` block.
   result<void> reserve_part(std::uint64_t at, std::uint64_t bytes) {
-    return holes_.empty() ? result<void>{} : reserve(at, bytes);
+    return holes_.empty() ? result<void>{} : reserve(at, bytes, at + bytes);
   }
   /// Makes the block (`ref`, `bytes` as `allocate` returned it) free,
-  /// merged with free neighbours.
+  /// merged with free neighbours; its pages are handed back by a later `trim`.
   void free(std::uint64_t ref, std::uint64_t bytes);
+  /// Hands the pages of free runs noted by `free` to the background trimmer:
+  /// those due by `now` (a lingering block's after `linger_time`), the
+  /// oldest lingering ones past `linger_max_bytes`, or, with `everything`,
+  /// all. Takes back what the trimmer has finished.
+  void trim(clock::time_point now, bool everything = false);
+  /// `trim` of everything, then waits until the trimmer is done (tests, and
+  /// callers that want /dev/shm's figure to be final).
+  void trim_now();
+  /// Takes back the runs the trimmer has finished (as free holes); never blocks.
+  void collect_trimmed();
 
   std::byte* ptr(std::uint64_t ref) noexcept {
     return segments_[ref_segment(ref)].base + ref_offset(ref);
@@ -105,11 +136,16 @@ class allocator {
   const std::vector<writer_segment>& segments() const noexcept { return segments_; }
   /// Names of the segments this allocator created.
   const std::vector<std::string>& created() const noexcept { return created_; }
-  /// Unmaps every segment (the objects stay until unlinked).
-  void unmap() noexcept { segments_.clear(); }
+  /// Stops the trimmer and unmaps every segment (the objects stay until unlinked).
+  void unmap() noexcept {
+    trimmer_.reset();
+    segments_.clear();
+  }
 
-  /// Bytes in free extents (reusable now).
+  /// Bytes in free extents (reusable now, or once the trimmer gives them back).
   std::uint64_t free_bytes() const noexcept { return free_total_; }
+  /// Of `free_bytes`, those out of the free lists while the trimmer punches them.
+  std::uint64_t trimming_bytes() const noexcept { return trimming_total_; }
   /// Bytes of the segments backed by memory: their size minus the holes.
   std::uint64_t resident_bytes() const noexcept;
   /// The largest free extent (for tests and stats).
@@ -119,12 +155,28 @@ class allocator {
 
  private:
   result<block> allocate(std::uint64_t bytes, bool reserve_pages);
-  /// Reserves the holes' pages around [at, at + bytes) again.
-  result<void> reserve(std::uint64_t at, std::uint64_t bytes);
-  /// Hands back the whole free pages of [start, start + bytes), part of a free extent.
-  void punch(std::uint64_t start, std::uint64_t bytes);
+  /// Reserves the holes' pages around [at, at + bytes) again, and beyond it
+  /// up to `limit` (the end of the free extent it is taken from).
+  result<void> reserve(std::uint64_t at, std::uint64_t bytes, std::uint64_t limit);
+  /// Takes the whole free pages of [from, to) not yet holes out of the free
+  /// lists and submits them to the trimmer.
+  void quarantine(std::uint64_t from, std::uint64_t to);
+  /// Puts [start, start + bytes) in the free lists, merged with its
+  /// neighbours; returns the merged extent.
+  std::pair<std::uint64_t, std::uint64_t> insert_free(std::uint64_t start, std::uint64_t bytes);
   void add_hole(std::uint64_t start, std::uint64_t bytes);
   void add_free(std::uint64_t start, std::uint64_t bytes);
+
+  /// Pages of a freed extent to hand back once `due`.
+  struct trim_request {
+    std::uint64_t from, to;
+    clock::time_point due;
+    bool lingers;
+  };
+  /// A run out of the free lists while the trimmer punches its slices.
+  struct trimming {
+    std::uint64_t start, bytes, slices;
+  };
 
   std::string ns_, name_, label_;
   std::uint64_t incarnation_ = 0;
@@ -139,6 +191,12 @@ class allocator {
   std::uint64_t free_total_ = 0;
   std::uint64_t hole_total_ = 0;
   std::uint64_t segment_total_ = 0;
+  std::vector<trim_request> trim_requests_;     // in the order of their frees
+  std::map<std::uint64_t, trimming> trimming_;  // by trim_job::tag
+  std::uint64_t trimming_total_ = 0;
+  std::uint64_t next_tag_ = 0;
+  // Declared after the segments, whose descriptors its jobs use: it goes first.
+  std::unique_ptr<trimmer> trimmer_;
 };
 
 }  // namespace slither::shm::detail

@@ -152,6 +152,13 @@ void writer::impl::retire(std::uint64_t ref, std::uint64_t bytes) {
 }
 
 reclaim_report writer::impl::reclaim(bool check_liveness) {
+  reclaim_report report = free_retired(check_liveness);
+  // What this and earlier frees left to hand back, off this thread.
+  alloc.trim(std::chrono::steady_clock::now());
+  return report;
+}
+
+reclaim_report writer::impl::free_retired(bool check_liveness) {
   reclaim_report report;
   const auto now = std::chrono::steady_clock::now();
   if (now - last_liveness_check >= liveness_interval) check_liveness = true;

@@ -829,9 +829,15 @@ reclaim_report writer::reclaim() {
   return p_->reclaim(true);
 }
 
+void writer::trim() {
+  if (!p_ || p_->closed || !p_->owned()) return;
+  p_->alloc.trim_now();
+}
+
 store_stats writer::stats() const {
   store_stats s;
   if (!p_ || p_->closed) return s;
+  if (p_->owned()) p_->alloc.collect_trimmed();
   for (const auto& t : p_->tables) s.entries += t.values;
   s.bytes_used = p_->bytes_used;
   s.bytes_retired = p_->bytes_retired;

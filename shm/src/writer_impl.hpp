@@ -284,8 +284,10 @@ struct SLITHER_SHM_NO_EXPORT writer::impl final : detail::fork_aware {
 
   // Reclamation (epoch.cpp).
   /// Frees what no reader can see and, if `check_liveness` (or it is time
-  /// to), clears the slots of dead readers first.
+  /// to), clears the slots of dead readers first; then has the allocator
+  /// hand back the free pages that are due (in the background).
   reclaim_report reclaim(bool check_liveness);
+  reclaim_report free_retired(bool check_liveness);
   void maybe_reclaim();
 
   void unlink_all() noexcept;

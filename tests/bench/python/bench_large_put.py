@@ -2,11 +2,17 @@
 path) against a memcpy of the same bytes into fresh shared memory, in the same run;
 and what another client's pings see meanwhile.
 
+Two kinds of put: a put that replaces a value of its size (the broker keeps a freed
+large block's pages for a couple of seconds, so from the third put on the copy lands in
+pages the previous value had: no page to allocate, fault in or zero), and a "fresh" put
+after the value was deleted and its pages handed back to /dev/shm (the broker allocates
+pages and the copy faults them in, as the memcpy baseline does).
+
 Another process pings the broker every millisecond for the whole run; each ping is
-counted against what ran when it was sent: a put, the memcpy baseline (no broker work
-at all: what the copy alone costs other processes on this machine), or a put made with
-the copying process on a CPU of its own and the broker and the pinging client on
-another (the same work, without the copy competing for their CPU).
+counted against what ran when it was sent: a put, a fresh put, the memcpy baseline (no
+broker work at all: what the copy alone costs other processes on this machine), or a put
+made with the copying process on a CPU of its own and the broker and the pinging client
+on another (the same work, without the copy competing for their CPU).
 
 Prints a markdown table of medians, then:
   BENCH py.put.256m <MiB/s> MiB/s
@@ -17,6 +23,9 @@ Prints a markdown table of medians, then:
                                                costs other clients no more than a plain copy)
   BENCH py.put.256m.ping_p99.pinned <us> us   (pings during puts with the copy on its own CPU;
                                                nan with fewer than 2 CPUs)
+  BENCH py.put.256m.fresh <MiB/s> MiB/s       (puts into pages the store had handed back)
+  RATIO py.put.256m.fresh.vs_memcpy <x>
+  BENCH py.put.256m.ping_p99.fresh <us> us    (pings during the fresh puts)
 
 Environment: SLITHER_BROKER_BIN (the slither-broker to start), SLITHER_BENCH_REPS (5).
 """
@@ -84,8 +93,8 @@ def p99(xs: list[float]) -> float:
 
 
 def main() -> None:
-    spans: dict[str, list[tuple[int, int]]] = {"put": [], "memcpy": [], "pinned": []}
-    seconds: dict[str, list[float]] = {"put": [], "memcpy": []}
+    spans: dict[str, list[tuple[int, int]]] = {"put": [], "memcpy": [], "pinned": [], "fresh": []}
+    seconds: dict[str, list[float]] = {"put": [], "memcpy": [], "fresh": []}
 
     def timed(what: str, fn) -> None:
         t = time.perf_counter_ns()
@@ -113,10 +122,25 @@ def main() -> None:
                    and time.monotonic() < deadline):
                 time.sleep(0.02)
 
+        def handed_back() -> None:
+            # A deleted value's pages go back to /dev/shm a couple of seconds after its
+            # reclaim, in the background: wait for that, so that the next put is into
+            # fresh pages.
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                st = client.stats()["stores"]["bench"]
+                if st["bytes_retired"] == 0 and st["bytes_resident"] < ARRAY.nbytes // 4:
+                    break
+                time.sleep(0.05)
+
         for _ in range(REPS):
             timed("memcpy", memcpy_into_fresh_shm)
             timed("put", lambda: store.put("kv", "big", ARRAY))
             settle()
+        for _ in range(REPS):
+            store.delete("kv", "big")
+            handed_back()
+            timed("fresh", lambda: store.put("kv", "big", ARRAY))
         cpus = sorted(os.sched_getaffinity(0))
         if len(cpus) >= 2:
             everything = set(cpus)
@@ -143,15 +167,18 @@ def main() -> None:
     pings = {what: during(what) for what in spans}
     tail = {what: p99(pings[what]) for what in spans}
     put_rate = MIB / statistics.median(seconds["put"])
+    fresh_rate = MIB / statistics.median(seconds["fresh"])
     copy_rate = MIB / statistics.median(seconds["memcpy"])
     print("| figure | median | unit |")
     print("|---|---:|---|")
-    print(f"| put 256 MiB f32 (in place) | {put_rate:.0f} | MiB/s |")
+    print(f"| put 256 MiB f32 (in place), replacing one of its size | {put_rate:.0f} | MiB/s |")
+    print(f"| put 256 MiB f32 (in place) into fresh pages | {fresh_rate:.0f} | MiB/s |")
     print(f"| memcpy 256 MiB into fresh shared memory | {copy_rate:.0f} | MiB/s |")
     print()
     print("| another client's pings | pings | p99 (us) | max (us) |")
     print("|---|---:|---:|---:|")
-    for what, label in (("put", "during the puts"), ("memcpy", "during the memcpy baseline"),
+    for what, label in (("put", "during the puts"), ("fresh", "during the fresh puts"),
+                        ("memcpy", "during the memcpy baseline"),
                         ("pinned", "during puts, the copy on a CPU of its own")):
         print(f"| {label} | {len(pings[what])} | {tail[what]:.0f} | {max(pings[what], default=0):.0f} |")
     print()
@@ -161,6 +188,9 @@ def main() -> None:
     print(f"BENCH py.put.256m.ping_p99.memcpy {tail['memcpy']:.6g} us")
     print(f"RATIO py.put.256m.ping_p99.vs_memcpy {tail['memcpy'] / tail['put']:.4g}")
     print(f"BENCH py.put.256m.ping_p99.pinned {tail['pinned']:.6g} us")
+    print(f"BENCH py.put.256m.fresh {fresh_rate:.6g} MiB/s")
+    print(f"RATIO py.put.256m.fresh.vs_memcpy {fresh_rate / copy_rate:.4g}")
+    print(f"BENCH py.put.256m.ping_p99.fresh {tail['fresh']:.6g} us")
 
 
 if __name__ == "__main__":

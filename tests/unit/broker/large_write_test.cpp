@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -16,6 +17,7 @@
 
 #include "broker_fixture.hpp"
 #include "slither/core/telemetry.hpp"
+#include "slither/shm/detail/sys.hpp"
 #include "slither/shm/store.hpp"
 
 namespace slither {
@@ -206,6 +208,52 @@ TEST_F(BrokerTest, BadReservationsAreRefused) {
   EXPECT_EQ(c.reserve_put("main", "kv", "x", dtype::f32, huge).error().code, errc::limit_exceeded);
   EXPECT_EQ(c.commit_put("main", 0).error().code, errc::invalid_argument);
   EXPECT_EQ(c.commit_put("main", 77).error().code, errc::not_found);
+}
+
+// A punch that does not return until the test lets it (or 20 s pass, so
+// that a broker that waits for it fails the test rather than hanging it).
+std::atomic<int> punches_entered{0};
+std::atomic<bool> punches_released{false};
+
+int held_punch(int fd, off_t at, off_t n) {
+  ++punches_entered;
+  const auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (!punches_released && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(1ms);
+  }
+  return ::fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, at, n) == 0 ? 0 : errno;
+}
+
+TEST_F(BrokerTest, PingsAndWritesAreAnsweredWhileFreedPagesAreHandedBack) {
+  // Handing a large block's pages back (a punch of 256 MiB takes tens of
+  // milliseconds) once ran on whichever thread freed it: the writer thread
+  // (every write behind it waited) or, for a small write run inline, the
+  // serving thread (every request waited). Here a punch never ends until
+  // released: the broker must answer meanwhile.
+  auto& calls = shm::detail::sys();
+  const auto saved = calls;
+  punches_entered = 0;
+  punches_released = false;
+  calls.punch_hole = held_punch;
+  start();
+  auto c = connect(3s);
+  ASSERT_TRUE(c.put("main", "kv", "big", Value(Bytes{std::string(std::size_t{600} << 10, 'b')})));
+  ASSERT_TRUE(c.put("main", "kv", "big", Value(1)));  // frees the large block (reclaim timer)
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (punches_entered == 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(5ms);
+  }
+  ASSERT_GT(punches_entered, 0) << "the freed block's pages were never handed back";
+  EXPECT_TRUE(c.ping());
+  for (int i = 0; i < 100; ++i) {  // some inline on the serving thread, some on the writer
+    ASSERT_TRUE(c.put("main", "kv", "small", Value(i))) << i;
+  }
+  auto st = c.stats();
+  ASSERT_TRUE(st);
+  EXPECT_EQ(punches_entered, 1) << "one punch in progress, none other started";
+  punches_released = true;
+  broker_->stop();  // joins the trimmer before the real call is put back
+  calls = saved;
 }
 
 TEST_F(BrokerTest, AClientThatDiesBeforeItsCommitLeaksNothing) {

@@ -3,13 +3,19 @@
 // stats that say where a store's bytes are.
 #include "allocator.hpp"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
+#include <chrono>
+#include <cstring>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "shm_test_util.hpp"
@@ -117,6 +123,7 @@ TEST(Allocator, FreePagesAreHandedBackAndReservedAgainOnReuse) {
   std::memset(s.a.ptr(big.ref), 0x5a, big.bytes);
   EXPECT_GE(s.a.resident_bytes(), before + (std::uint64_t{16} << 20));
   s.a.free(big.ref, big.bytes);
+  s.a.trim_now();
   EXPECT_LE(s.a.resident_bytes(), before + (std::uint64_t{2} << 20));
 
   auto again = s.a.allocate(std::uint64_t{16} << 20).value();
@@ -124,6 +131,7 @@ TEST(Allocator, FreePagesAreHandedBackAndReservedAgainOnReuse) {
   EXPECT_GE(s.a.resident_bytes(), before + (std::uint64_t{16} << 20));
   std::memset(s.a.ptr(again.ref), 0x33, again.bytes);  // reserved: no SIGBUS
   s.a.free(again.ref, again.bytes);
+  s.a.trim_now();
 
   // /dev/shm full when a hole is to be reused: an error, and nothing changes.
   auto& calls = detail::sys();
@@ -134,6 +142,107 @@ TEST(Allocator, FreePagesAreHandedBackAndReservedAgainOnReuse) {
   ASSERT_FALSE(refused);
   EXPECT_EQ(refused.error().code, errc::no_space);
   EXPECT_TRUE(s.a.allocate(std::uint64_t{16} << 20));
+}
+
+// Counters for the system calls the tests below watch; the hooks are set
+// before the trimmer can call them and restored once it is idle.
+std::atomic<int> punches{0};
+std::atomic<pid_t> punch_thread{0};
+std::atomic<int> fallocates{0};
+
+struct watched_calls {
+  detail::sys_calls saved = detail::sys();
+  watched_calls() {
+    punches = 0;
+    punch_thread = 0;
+    fallocates = 0;
+    auto& calls = detail::sys();
+    calls.punch_hole = [](int fd, off_t at, off_t n) {
+      ++punches;
+      punch_thread = ::gettid();
+      return ::fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, at, n) == 0 ? 0 : errno;
+    };
+    calls.fallocate = [](int fd, off_t at, off_t n) {
+      ++fallocates;
+      return ::posix_fallocate(fd, at, n);
+    };
+  }
+  ~watched_calls() { detail::sys() = saved; }
+};
+
+TEST(Allocator, FreedPagesAreHandedBackOnAnotherThread) {
+  scratch_allocator s("bgpunch", 1 << 20);
+  auto small = s.a.allocate(std::uint64_t{512} << 10).value();  // under linger_min_bytes
+  auto fence = s.a.allocate(64).value();
+  (void)fence;
+  std::memset(s.a.ptr(small.ref), 0x5a, small.bytes);
+  watched_calls watch;
+  const std::uint64_t resident = s.a.resident_bytes();
+  const std::uint64_t free_before = s.a.free_bytes();
+  s.a.free(small.ref, small.bytes);
+  EXPECT_EQ(punches, 0) << "free itself punches nothing";
+  EXPECT_EQ(s.a.free_bytes(), free_before + small.bytes);
+  s.a.trim(detail::allocator::clock::now());
+  // Out of the free lists while it is punched, but still counted as free.
+  EXPECT_EQ(s.a.free_bytes(), free_before + small.bytes);
+  // Left to the trimmer's thread (`trim_now` would lend it this one).
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (s.a.trimming_bytes() > 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    s.a.collect_trimmed();
+  }
+  EXPECT_GE(punches, 1);
+  EXPECT_NE(punch_thread, ::gettid()) << "the punch ran on the thread that freed";
+  EXPECT_LE(s.a.resident_bytes(), resident - small.bytes + (std::uint64_t{64} << 10));
+  EXPECT_EQ(s.a.trimming_bytes(), 0u);
+  EXPECT_EQ(s.a.free_bytes(), free_before + small.bytes);
+  // The run is free again: the same block serves the next request.
+  EXPECT_EQ(s.a.allocate(small.bytes).value().ref, small.ref);
+}
+
+TEST(Allocator, ALargeFreedBlockKeepsItsPagesForTheNextOneOfItsSize) {
+  scratch_allocator s("linger", 1 << 20);
+  const std::uint64_t big_bytes = std::uint64_t{8} << 20;
+  auto big = s.a.allocate(big_bytes).value();
+  auto fence = s.a.allocate(64).value();
+  (void)fence;
+  std::memset(s.a.ptr(big.ref), 0x5a, big.bytes);
+  watched_calls watch;
+  const std::uint64_t resident = s.a.resident_bytes();
+  s.a.free(big.ref, big.bytes);
+  s.a.trim(detail::allocator::clock::now());
+  s.a.collect_trimmed();
+  EXPECT_EQ(punches, 0);
+  EXPECT_EQ(s.a.resident_bytes(), resident);
+  // Reused at once: no page to reserve (nor, for its writer, to fault in and zero).
+  auto again = s.a.allocate(big_bytes).value();
+  EXPECT_EQ(again.ref, big.ref);
+  EXPECT_EQ(fallocates, 0);
+  EXPECT_EQ(s.a.resident_bytes(), resident);
+  // Freed again and left alone: handed back once it has lingered long enough.
+  s.a.free(again.ref, again.bytes);
+  s.a.trim(detail::allocator::clock::now() + detail::allocator::linger_time / 2);
+  EXPECT_EQ(s.a.trimming_bytes(), 0u);
+  s.a.trim(detail::allocator::clock::now() + detail::allocator::linger_time +
+           std::chrono::milliseconds(1));
+  EXPECT_GE(s.a.trimming_bytes() + (resident - s.a.resident_bytes()), big_bytes - (64u << 10));
+  s.a.trim_now();
+  EXPECT_LE(s.a.resident_bytes(), resident - big_bytes + (std::uint64_t{64} << 10));
+}
+
+TEST(Allocator, SpaceBeingTrimmedIsWaitedForNotGrownPast) {
+  scratch_allocator s("trimwait", 1 << 20);
+  auto big = s.a.allocate(std::uint64_t{16} << 20).value();
+  auto fence = s.a.allocate(64).value();
+  (void)fence;
+  const std::uint64_t segments = s.a.segments().size();
+  s.a.free(big.ref, big.bytes);
+  s.a.trim(detail::allocator::clock::now(), true);  // submitted, perhaps not done
+  auto again = s.a.allocate(std::uint64_t{16} << 20).value();
+  EXPECT_EQ(again.ref, big.ref);
+  EXPECT_EQ(s.a.segments().size(), segments);
+  EXPECT_EQ(s.a.trimming_bytes(), 0u);
+  std::memset(s.a.ptr(again.ref), 0x33, again.bytes);  // reserved again: no SIGBUS
 }
 
 TEST(Allocator, DriftingSizesAreServedFromFreedSpace) {
@@ -160,6 +269,7 @@ TEST(Allocator, DriftingSizesAreServedFromFreedSpace) {
     }
     w.reclaim();
   }
+  w.trim();
   const auto st = w.stats();
   EXPECT_EQ(st.bytes_retired, 0u);
   EXPECT_LE(static_cast<double>(st.bytes_resident), 1.5 * static_cast<double>(live))
@@ -199,6 +309,7 @@ TEST(Allocator, AStoreEmptiedOfLargeValuesGivesItsMemoryBack) {
   }
   for (int i = 0; i < 6; ++i) ASSERT_TRUE(w.erase("kv", numbered("k", i)).value());
   w.reclaim();
+  w.trim();
   const auto st = w.stats();
   EXPECT_EQ(st.entries, 0u);
   EXPECT_GT(st.segment_bytes, std::uint64_t{20} << 20);

@@ -152,7 +152,9 @@ struct SLITHER_SHM_EXPORT store_stats {
   std::uint64_t segments = 0;       ///< data segments
   std::uint64_t segment_bytes = 0;  ///< total size of the data segments
   /// Bytes of the segments backed by memory (/dev/shm use): pages of large
-  /// free runs are handed back to the system, so this follows live bytes.
+  /// free runs are handed back to the system (in the background, a large
+  /// freed block's after a couple of seconds; see `writer::trim`), so this
+  /// follows live bytes.
   std::uint64_t bytes_resident = 0;
   std::uint64_t readers = 0;  ///< registry slots owned (dead readers until swept)
 };
@@ -450,6 +452,13 @@ class SLITHER_SHM_EXPORT writer {
   /// nothing to do (one lock test per attached reader): call it on a timer,
   /// since reads never trigger it and writes only now and then.
   reclaim_report reclaim();
+  /// Hands back to the system, now, the pages of every free run: those a
+  /// reclaim would hand back later (freed blocks of 1 MiB and more keep
+  /// their pages for about 2 s, for a value of their size written next),
+  /// and waits until that is done, so that `stats().bytes_resident` is
+  /// final. `reclaim` does this in the background, at idle CPU priority;
+  /// this is for callers that need the figure (tests, a store going idle).
+  void trim();
   store_stats stats() const;
   /// The random number chosen when this store was created (see `reader::incarnation`).
   std::uint64_t incarnation() const noexcept;
