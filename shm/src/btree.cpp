@@ -19,37 +19,31 @@ namespace detail {
 // ---------------------------------------------------------------------------
 // Reader side
 
-const btree_node* tree_node(reader_core& c, std::uint64_t ref, unsigned level) noexcept {
+namespace {
+error_info slot_outside(reader_core& c, std::uint64_t ref) {
+  return c.corrupt(ref, "a B+tree node's slot points outside the node");
+}
+}  // namespace
+
+checked_node tree_node(reader_core& c, std::uint64_t ref, unsigned level) noexcept {
+  // Blocks are 64-byte aligned: any other reference (an inline slot's word
+  // in an internal node among them) is not a node.
+  if ((ref & (block_alignment - 1)) != 0) return {};
   const auto* n = reinterpret_cast<const btree_node*>(c.resolve(ref, sizeof(btree_node)));
-  if (n == nullptr || n->magic != btree_magic || n->level != level || n->count == 0 ||
-      n->count > btree_max_fanout) {
-    return nullptr;
-  }
-  const std::uint64_t keys_at = sizeof(btree_node) + std::uint64_t{n->count} * sizeof(btree_slot);
+  if (n == nullptr) return {};
+  const std::uint32_t magic = n->magic, count = n->count;
   const std::uint64_t bytes = n->block_bytes;
-  if (bytes < keys_at || c.resolve(ref, bytes) == nullptr) return nullptr;
+  if (magic != btree_magic || n->level != level || count == 0 || count > btree_max_fanout) {
+    return {};
+  }
+  const auto keys_at =
+      static_cast<std::uint32_t>(sizeof(btree_node) + std::uint64_t{count} * sizeof(btree_slot));
+  if (bytes < keys_at || c.resolve(ref, bytes) == nullptr) return {};
   // Slots and keys at once, not one miss per step of a binary search.
   const auto* p = reinterpret_cast<const char*>(n);
   const std::uint64_t hint = std::min({n->keys_end, bytes, std::uint64_t{4096}});
   for (std::uint64_t at = 64; at < hint; at += 64) __builtin_prefetch(p + at);
-  const btree_slot* s = slots_of(n);
-  // Without early exits: every node a scan meets runs this, and it vectorizes.
-  bool outside = false;
-  for (unsigned i = 0; i < n->count; ++i) {
-    const std::uint64_t at = s[i].key_offset;
-    outside |= (at < keys_at) | (at + s[i].key_bytes > bytes);
-    const std::uint64_t r = s[i].ref;
-    const std::uint64_t inl = r & btree_inline_flag;
-    const std::uint64_t rec = inline_offset(r);
-    outside |=
-        (inl != 0) & ((rec < keys_at) | (rec + btree_inline_header + inline_size(r) > bytes));
-  }
-  // An inline slot in an internal node would be followed as a child.
-  bool misplaced = false;
-  if (level > 0) {
-    for (unsigned i = 0; i < n->count; ++i) misplaced |= (s[i].ref & btree_inline_flag) != 0;
-  }
-  return outside || misplaced ? nullptr : n;
+  return checked_node{n, bytes, count, keys_at, level};
 }
 
 bool tree_cursor::failed(error_info e) {
@@ -62,6 +56,10 @@ bool tree_cursor::bad(std::uint64_t ref) {
   return failed(c_.corrupt(ref, "not a B+tree node where the tree expects one"));
 }
 
+bool tree_cursor::bad_slot(std::uint64_t ref) {
+  return failed(slot_outside(c_, ref));
+}
+
 bool tree_cursor::start(std::uint64_t root) {
   depth_ = 0;
   root_ = root;
@@ -70,72 +68,85 @@ bool tree_cursor::start(std::uint64_t root) {
   if (head == nullptr) return failed(c_.unreadable(root));
   const unsigned level = head->level;
   if (level >= btree_max_depth) return bad(root);
-  const btree_node* n = tree_node(c_, root, level);
-  if (n == nullptr) return bad(root);
+  const checked_node n = tree_node(c_, root, level);
+  if (n.node == nullptr) return bad(root);
   // A tree cannot hold more keys than its segments hold slots.
   std::uint64_t mapped = 0;
   const std::uint64_t segments = std::min<std::uint64_t>(
       c_.header->segment_count.load(std::memory_order_acquire), max_segments);
   for (std::uint64_t i = 0; i < segments; ++i)
     mapped += c_.header->segment_bytes[i].load(std::memory_order_relaxed);
-  if (n->entries > mapped / sizeof(btree_slot)) {
+  const std::uint64_t entries = n.node->entries;
+  if (entries > mapped / sizeof(btree_slot)) {
     return failed(c_.corrupt(root, "a B+tree root claims more keys than the store can hold"));
   }
-  steps_left_ = n->entries;
+  steps_left_ = entries;
   path_[0] = frame{n, root, 0};
   depth_ = 1;
   return level > 0 || charge(n);
 }
 
-bool tree_cursor::charge(const btree_node* leaf) {
-  if (steps_left_ < leaf->count) {
+bool tree_cursor::charge(const checked_node& leaf) {
+  if (steps_left_ < leaf.count) {
     return failed(c_.corrupt(root_, "a B+tree holds more keys than its root says"));
   }
-  steps_left_ -= leaf->count;
+  steps_left_ -= leaf.count;
+  return true;
+}
+
+bool tree_cursor::push_child(bool last) {
+  const frame& f = path_[depth_ - 1];
+  const std::uint64_t child = f.node.slots()[f.slot].ref;
+  const unsigned level = f.node.level - 1u;
+  const checked_node n = tree_node(c_, child, level);
+  if (n.node == nullptr) return bad(child);
+  if (level == 0 && !charge(n)) return false;
+  path_[depth_++] = frame{n, child, last ? n.count - 1u : 0u};
   return true;
 }
 
 bool tree_cursor::descend(bool last) {
-  for (;;) {
-    const frame& f = path_[depth_ - 1];
-    if (f.node->level == 0) return true;
-    const std::uint64_t child = slots_of(f.node)[f.slot].ref;
-    const btree_node* n = tree_node(c_, child, f.node->level - 1u);
-    if (n == nullptr) return bad(child);
-    if (n->level == 0 && !charge(n)) return false;
-    path_[depth_++] = frame{n, child, last ? n->count - 1u : 0u};
+  while (path_[depth_ - 1].node.level != 0) {
+    if (!push_child(last)) return false;
   }
+  return true;
+}
+
+bool tree_cursor::search(const frame& f, std::string_view key, bool after, unsigned& pos) {
+  unsigned lo = 0, hi = f.node.count;
+  while (lo < hi) {
+    const unsigned mid = (lo + hi) / 2;
+    std::string_view k;
+    if (!f.node.key(mid, k)) return bad_slot(f.ref);
+    const int cmp = k.compare(key);
+    if (after ? cmp <= 0 : cmp < 0) {
+      lo = mid + 1;
+    } else {
+      hi = mid;
+    }
+  }
+  pos = lo;
+  return true;
 }
 
 bool tree_cursor::seek_ge(std::uint64_t root, std::string_view key) {
   if (!start(root)) return false;
   for (;;) {
     frame& f = path_[depth_ - 1];
-    const btree_node* n = f.node;
+    const bool leaf = f.node.level == 0;
     // The first slot whose key is >= key (leaf), or the last child whose
     // smallest key is <= key (internal).
-    unsigned lo = 0, hi = n->count;
-    while (lo < hi) {
-      const unsigned mid = (lo + hi) / 2;
-      if (n->level == 0 ? slot_key(n, mid) < key : slot_key(n, mid) <= key) {
-        lo = mid + 1;
-      } else {
-        hi = mid;
-      }
-    }
-    if (n->level == 0) {
-      if (lo < n->count) {
-        f.slot = lo;
+    unsigned pos = 0;
+    if (!key.empty() && !search(f, key, !leaf, pos)) return false;
+    if (leaf) {
+      if (pos < f.node.count) {
+        f.slot = pos;
         return true;
       }
       return next_leaf();
     }
-    f.slot = lo == 0 ? 0 : lo - 1;
-    const std::uint64_t child = slots_of(n)[f.slot].ref;
-    const btree_node* c = tree_node(c_, child, n->level - 1u);
-    if (c == nullptr) return bad(child);
-    if (c->level == 0 && !charge(c)) return false;
-    path_[depth_++] = frame{c, child, 0};
+    f.slot = pos == 0 ? 0 : pos - 1;
+    if (!push_child(false)) return false;
   }
 }
 
@@ -143,34 +154,18 @@ bool tree_cursor::seek_lt(std::uint64_t root, std::string_view key) {
   if (!start(root)) return false;
   for (;;) {
     frame& f = path_[depth_ - 1];
-    const btree_node* n = f.node;
-    unsigned lo = n->count;  // an empty key: past the end
-    if (!key.empty()) {
-      lo = 0;
-      unsigned hi = n->count;
-      while (lo < hi) {
-        const unsigned mid = (lo + hi) / 2;
-        if (slot_key(n, mid) < key) {
-          lo = mid + 1;
-        } else {
-          hi = mid;
-        }
-      }
-    }
-    // `lo` slots have keys < key: take the last of them.
-    if (n->level == 0) {
-      if (lo > 0) {
-        f.slot = lo - 1;
+    unsigned pos = f.node.count;  // an empty key: past the end
+    if (!key.empty() && !search(f, key, false, pos)) return false;
+    // `pos` slots have keys < key: take the last of them.
+    if (f.node.level == 0) {
+      if (pos > 0) {
+        f.slot = pos - 1;
         return true;
       }
       return prev_leaf();
     }
-    f.slot = lo == 0 ? 0 : lo - 1;
-    const std::uint64_t child = slots_of(n)[f.slot].ref;
-    const btree_node* c = tree_node(c_, child, n->level - 1u);
-    if (c == nullptr) return bad(child);
-    if (c->level == 0 && !charge(c)) return false;
-    path_[depth_++] = frame{c, child, 0};
+    f.slot = pos == 0 ? 0 : pos - 1;
+    if (!push_child(false)) return false;
   }
 }
 
@@ -179,7 +174,7 @@ bool tree_cursor::step_leaf(bool back) {
   for (unsigned d = depth_ - 1; d > 0;) {
     --d;
     frame& f = path_[d];
-    if (back ? f.slot > 0 : f.slot + 1u < f.node->count) {
+    if (back ? f.slot > 0 : f.slot + 1u < f.node.count) {
       f.slot = back ? f.slot - 1u : f.slot + 1u;
       depth_ = d + 1;
       return descend(back);
@@ -200,9 +195,8 @@ bool tree_cursor::prev_leaf() {
 void tree_cursor::prefetch_neighbour(bool reverse) noexcept {
   if (depth_ < 2) return;
   const frame& parent = path_[depth_ - 2];
-  if (reverse ? parent.slot == 0 : parent.slot + 1u >= parent.node->count) return;
-  const std::uint64_t ref =
-      slots_of(parent.node)[reverse ? parent.slot - 1u : parent.slot + 1u].ref;
+  if (reverse ? parent.slot == 0 : parent.slot + 1u >= parent.node.count) return;
+  const std::uint64_t ref = parent.node.slots()[reverse ? parent.slot - 1u : parent.slot + 1u].ref;
   if (const std::byte* p = c_.resolve(ref, sizeof(btree_node))) {
     __builtin_prefetch(p);
     __builtin_prefetch(p + 64);
@@ -219,10 +213,12 @@ result<void> scan_tree(reader_core& c, std::uint64_t root, const reader::key_ran
   std::size_t left = range.limit;
   // Where the scan stops: hi going forward, lo going back (empty: no bound).
   const std::string_view stop = reverse ? range.lo : range.hi;
+  reader::scanned s;
   while (ok && left > 0) {
-    const btree_node* leaf = cur.leaf();
-    const unsigned count = leaf->count;
-    const btree_slot* slots = slots_of(leaf);
+    const checked_node leaf = cur.leaf();
+    const unsigned count = leaf.count;
+    const btree_slot* slots = leaf.slots();
+    const auto* base = reinterpret_cast<const char*>(leaf.node);
     cur.prefetch_neighbour(reverse);
     if (values) {
       // Records follow one another in slot order: ask for all those this
@@ -233,23 +229,33 @@ result<void> scan_tree(reader_core& c, std::uint64_t root, const reader::key_ran
       const unsigned first = reverse ? from - ahead : from, last = reverse ? from : from + ahead;
       const std::uint64_t lo = slots[first].ref, hi = slots[last].ref;
       if ((lo & hi & btree_inline_flag) != 0) {
-        const auto* p = reinterpret_cast<const char*>(leaf);
-        const std::uint64_t end = inline_offset(hi) + btree_inline_header + inline_size(hi);
+        const std::uint64_t end =
+            std::min(leaf.bytes, inline_offset(hi) + btree_inline_header + inline_size(hi));
         for (std::uint64_t at = inline_offset(lo) & ~std::uint64_t{63}; at < end; at += 64)
-          __builtin_prefetch(p + at);
+          __builtin_prefetch(base + at);
       }
     }
     // Only a leaf that reaches the bound needs its keys compared with it.
-    const bool bounded =
-        !stop.empty() && (reverse ? slot_key(leaf, 0) < stop : slot_key(leaf, count - 1u) >= stop);
+    bool bounded = false;
+    if (!stop.empty()) {
+      std::string_view edge;
+      if (!leaf.key(reverse ? 0 : count - 1u, edge)) return slot_outside(c, cur.leaf_ref());
+      bounded = reverse ? edge < stop : edge >= stop;
+    }
     for (unsigned i = cur.slot();;) {
-      reader::scanned s;
-      s.key = slot_key(leaf, i);
+      const btree_slot& slot = slots[i];
+      const std::uint64_t ref = slot.ref;
+      if (!leaf.key(i, s.key)) return slot_outside(c, cur.leaf_ref());
       if (bounded && (reverse ? s.key < stop : s.key >= stop)) return {};
       if (values) {
-        const std::uint64_t ref = slots[i].ref;
         if ((ref & btree_inline_flag) != 0) {
-          inline_record(leaf, ref, s.version, s.bytes);
+          const std::uint64_t at = inline_offset(ref), size = inline_size(ref);
+          if (!leaf.inside(at, btree_inline_header + size)) return slot_outside(c, cur.leaf_ref());
+          // Straight into the result: a copied temporary would stall store forwarding.
+          std::memcpy(&s.version, base + at, sizeof s.version);
+          s.bytes = {reinterpret_cast<const std::byte*>(base) + at + btree_inline_header, size};
+          s.is_ndarray = false;
+          s.entry = nullptr;
         } else {
           const entry_header* e = c.entry(ref);
           if (e == nullptr) return c.unreadable(ref);

@@ -538,9 +538,16 @@ TEST(Ordered, CorruptTreesGiveErrorsNotCrashes) {
   node->entries = ~std::uint64_t{0};
   fails("root count beyond the store");
   node->entries = entries;
+  // A seek reads an internal node's keys (a scan from either end walks past them).
+  auto seek_fails = [&](const char* what) {
+    EXPECT_FALSE(r.range("ord", key_of(5))) << what;
+    EXPECT_FALSE(r.range("ord", {}, key_of(5), SIZE_MAX, true)) << what;
+  };
   const std::uint32_t offset = detail::slots_of(node)[1].key_offset;
   const_cast<detail::btree_slot*>(detail::slots_of(node))[1].key_offset = 1u << 30;
-  fails("a key outside its node");
+  seek_fails("a key outside its node");
+  const_cast<detail::btree_slot*>(detail::slots_of(node))[1].key_offset = 8;
+  seek_fails("a key over its node's header");
   const_cast<detail::btree_slot*>(detail::slots_of(node))[1].key_offset = offset;
   auto* root_slot = const_cast<detail::btree_slot*>(detail::slots_of(node));
   const std::uint64_t child = root_slot[1].ref;
@@ -565,8 +572,15 @@ TEST(Ordered, CorruptTreesGiveErrorsNotCrashes) {
   fails("an inline record over the node's slots");
   leaf_slot->ref = detail::inline_slot(leaf->block_bytes - value_size - 7, value_size);
   fails("an inline record one byte too long");
-  // keys_end is a hint only: a wrong one changes nothing.
   leaf_slot->ref = record;
+  // A leaf's keys: each checked as the scan reaches it.
+  const std::uint32_t leaf_key = leaf_slot->key_offset;
+  leaf_slot->key_offset = static_cast<std::uint32_t>(leaf->block_bytes);
+  fails("a leaf's key past its node's end");
+  leaf_slot->key_offset = 8;
+  fails("a leaf's key over its node's header");
+  leaf_slot->key_offset = leaf_key;
+  // keys_end is a hint only: a wrong one changes nothing.
   const std::uint64_t keys_end = leaf->keys_end;
   leaf->keys_end = ~std::uint64_t{0};
   ASSERT_EQ(r.range("ord").value().size(), 200u);
