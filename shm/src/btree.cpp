@@ -25,25 +25,32 @@ error_info slot_outside(reader_core& c, std::uint64_t ref) {
 }
 }  // namespace
 
-checked_node tree_node(reader_core& c, std::uint64_t ref, unsigned level) noexcept {
+bool tree_node(reader_core& c, std::uint64_t ref, unsigned level, checked_node& out) noexcept {
   // Blocks are 64-byte aligned: any other reference (an inline slot's word
   // in an internal node among them) is not a node.
-  if ((ref & (block_alignment - 1)) != 0) return {};
+  if ((ref & (block_alignment - 1)) != 0) return false;
   const auto* n = reinterpret_cast<const btree_node*>(c.resolve(ref, sizeof(btree_node)));
-  if (n == nullptr) return {};
+  if (n == nullptr) return false;
   const std::uint32_t magic = n->magic, count = n->count;
   const std::uint64_t bytes = n->block_bytes;
   if (magic != btree_magic || n->level != level || count == 0 || count > btree_max_fanout) {
-    return {};
+    return false;
   }
   const auto keys_at =
       static_cast<std::uint32_t>(sizeof(btree_node) + std::uint64_t{count} * sizeof(btree_slot));
-  if (bytes < keys_at || c.resolve(ref, bytes) == nullptr) return {};
+  if (bytes < keys_at || c.resolve(ref, bytes) == nullptr) return false;
   // Slots and keys at once, not one miss per step of a binary search.
   const auto* p = reinterpret_cast<const char*>(n);
   const std::uint64_t hint = std::min({n->keys_end, bytes, std::uint64_t{4096}});
   for (std::uint64_t at = 64; at < hint; at += 64) __builtin_prefetch(p + at);
-  return checked_node{n, bytes, count, keys_at, level};
+  // Field by field: a cursor reads them back one by one, and a copied
+  // struct (one wide load over several narrow stores) would stall store forwarding.
+  out.node = n;
+  out.bytes = bytes;
+  out.count = count;
+  out.keys_at = keys_at;
+  out.level = level;
+  return true;
 }
 
 bool tree_cursor::failed(error_info e) {
@@ -68,22 +75,23 @@ bool tree_cursor::start(std::uint64_t root) {
   if (head == nullptr) return failed(c_.unreadable(root));
   const unsigned level = head->level;
   if (level >= btree_max_depth) return bad(root);
-  const checked_node n = tree_node(c_, root, level);
-  if (n.node == nullptr) return bad(root);
+  frame& f = path_[0];
+  if (!tree_node(c_, root, level, f.node)) return bad(root);
   // A tree cannot hold more keys than its segments hold slots.
   std::uint64_t mapped = 0;
   const std::uint64_t segments = std::min<std::uint64_t>(
       c_.header->segment_count.load(std::memory_order_acquire), max_segments);
   for (std::uint64_t i = 0; i < segments; ++i)
     mapped += c_.header->segment_bytes[i].load(std::memory_order_relaxed);
-  const std::uint64_t entries = n.node->entries;
+  const std::uint64_t entries = f.node.node->entries;
   if (entries > mapped / sizeof(btree_slot)) {
     return failed(c_.corrupt(root, "a B+tree root claims more keys than the store can hold"));
   }
   steps_left_ = entries;
-  path_[0] = frame{n, root, 0};
+  f.ref = root;
+  f.slot = 0;
   depth_ = 1;
-  return level > 0 || charge(n);
+  return level > 0 || charge(f.node);
 }
 
 bool tree_cursor::charge(const checked_node& leaf) {
@@ -98,10 +106,12 @@ bool tree_cursor::push_child(bool last) {
   const frame& f = path_[depth_ - 1];
   const std::uint64_t child = f.node.slots()[f.slot].ref;
   const unsigned level = f.node.level - 1u;
-  const checked_node n = tree_node(c_, child, level);
-  if (n.node == nullptr) return bad(child);
-  if (level == 0 && !charge(n)) return false;
-  path_[depth_++] = frame{n, child, last ? n.count - 1u : 0u};
+  frame& below = path_[depth_];
+  if (!tree_node(c_, child, level, below.node)) return bad(child);
+  if (level == 0 && !charge(below.node)) return false;
+  below.ref = child;
+  below.slot = last ? below.node.count - 1u : 0u;
+  ++depth_;
   return true;
 }
 
@@ -112,20 +122,51 @@ bool tree_cursor::descend(bool last) {
   return true;
 }
 
-bool tree_cursor::search(const frame& f, std::string_view key, bool after, unsigned& pos) {
-  unsigned lo = 0, hi = f.node.count;
-  while (lo < hi) {
-    const unsigned mid = (lo + hi) / 2;
-    std::string_view k;
-    if (!f.node.key(mid, k)) return bad_slot(f.ref);
-    const int cmp = k.compare(key);
-    if (after ? cmp <= 0 : cmp < 0) {
-      lo = mid + 1;
-    } else {
-      hi = mid;
+/// `a` against `b`, bytewise, as string_view::compare: eight bytes at a
+/// time, inline. A seek compares a few short keys per node, and a call into
+/// memcmp per comparison cost as much as the comparisons.
+int compare_keys(std::string_view a, std::string_view b) noexcept {
+  const std::size_t n = std::min(a.size(), b.size());
+  auto differ = [](const char* p, const char* q, int& out) {
+    std::uint64_t x, y;
+    std::memcpy(&x, p, 8);
+    std::memcpy(&y, q, 8);
+    x = __builtin_bswap64(x);
+    y = __builtin_bswap64(y);
+    out = (x > y) - (x < y);
+    return x != y;
+  };
+  int out = 0;
+  if (n >= 8) {
+    std::size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+      if (differ(a.data() + i, b.data() + i, out)) return out;
+    }
+    // The tail as the last eight bytes: those before it are equal.
+    if (i < n && differ(a.data() + n - 8, b.data() + n - 8, out)) return out;
+  } else {
+    for (std::size_t i = 0; i < n; ++i) {
+      const auto x = static_cast<unsigned char>(a[i]), y = static_cast<unsigned char>(b[i]);
+      if (x != y) return x < y ? -1 : 1;
     }
   }
-  pos = lo;
+  return (a.size() > b.size()) - (a.size() < b.size());
+}
+
+bool tree_cursor::search(const frame& f, std::string_view key, bool after, unsigned& pos) {
+  // Without a branch on each comparison's outcome (half of them would be
+  // mispredicted): the next probe is chosen by conditional moves.
+  unsigned base = 0, len = f.node.count;
+  while (len > 0) {
+    const unsigned half = len / 2;
+    std::string_view k;
+    if (!f.node.key(base + half, k)) return bad_slot(f.ref);
+    const int cmp = compare_keys(k, key);
+    const bool before = after ? cmp <= 0 : cmp < 0;  // slot base + half goes before `key`
+    base = before ? base + half + 1 : base;
+    len = before ? len - half - 1 : half;
+  }
+  pos = base;
   return true;
 }
 
@@ -215,7 +256,7 @@ result<void> scan_tree(reader_core& c, std::uint64_t root, const reader::key_ran
   const std::string_view stop = reverse ? range.lo : range.hi;
   reader::scanned s;
   while (ok && left > 0) {
-    const checked_node leaf = cur.leaf();
+    const checked_node& leaf = cur.leaf();
     const unsigned count = leaf.count;
     const btree_slot* slots = leaf.slots();
     const auto* base = reinterpret_cast<const char*>(leaf.node);

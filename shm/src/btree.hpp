@@ -124,11 +124,11 @@ struct checked_node {
   }
 };
 
-/// The node at `ref` if it has the header of a node of `level` (magic, level,
-/// count, size) and its block lies in mapped memory; else an empty one. Its
-/// slots are checked as they are used (`checked_node`). Asks the cache for
-/// its slots and keys first.
-checked_node tree_node(reader_core& c, std::uint64_t ref, unsigned level) noexcept;
+/// Whether the node at `ref` has the header of a node of `level` (magic,
+/// level, count, size) and its block lies in mapped memory; if so `out`
+/// describes it. Its slots are checked as they are used (`checked_node`).
+/// Asks the cache for its slots and keys first.
+bool tree_node(reader_core& c, std::uint64_t ref, unsigned level, checked_node& out) noexcept;
 
 /// A position in a B+tree, read inside one epoch: the nodes from the root down
 /// to a leaf and the slot taken in each. A scan walks the slots of `leaf()`
