@@ -181,6 +181,53 @@ TEST(Ordered, RandomOpsMatchAStdMap) {
   EXPECT_EQ(r.keys("ord", "k0012").value(), prefixed);
 }
 
+// Seeks compare keys eight bytes at a time: keys of every length from 1 to
+// 24 bytes (so every tail length), sharing long prefixes, with bytes above
+// 0x7f (compared unsigned), and bounds that are prefixes of keys, all sorted
+// as std::map sorts them.
+TEST(Ordered, SeeksOrderBinaryKeysOfEveryLengthAsStdMap) {
+  auto w = make_writer(test_options("ord-binary"));
+  const reader& r = w.read();
+  std::map<std::string, std::int64_t> oracle;
+  std::mt19937_64 rng(11);
+  const std::string alphabet(
+      "\x00\x01\x7f\x80\xfe\xff"
+      "ab",
+      8);
+  auto random_key = [&] {
+    std::string k(1 + rng() % 24, '\0');
+    // A long shared start, then a few bytes that differ: ties in whole words.
+    const std::size_t shared = rng() % (k.size() + 1);
+    for (std::size_t j = 0; j < k.size(); ++j)
+      k[j] = j < shared ? 'p' : alphabet[rng() % alphabet.size()];
+    return k;
+  };
+  std::vector<std::pair<std::string, Value>> batch;
+  for (std::int64_t i = 0; i < 3000; ++i) {
+    std::string k = random_key();
+    oracle[k] = i;
+    batch.emplace_back(std::move(k), i);
+  }
+  // Applied in order: of a key given twice the last wins, as in the oracle.
+  for (std::size_t at = 0; at < batch.size(); at += 500) {
+    ASSERT_TRUE(w.put_many("ord", std::span(batch).subspan(at, 500)));
+  }
+  for (int q = 0; q < 300; ++q) {
+    std::string lo = random_key(), hi = random_key();
+    if (q % 3 == 0) {
+      // A bound that is a key, or a proper prefix of one.
+      auto it = oracle.lower_bound(lo);
+      if (it != oracle.end()) lo = it->first.substr(0, it->first.size() - (q % 2));
+    }
+    if (hi < lo) std::swap(lo, hi);  // `expected` walks from lo to hi
+    const bool reverse = q % 2 == 1;
+    const std::size_t limit = 1 + rng() % 40;
+    ASSERT_EQ(r.range("ord", lo, hi, limit, reverse).value(),
+              expected(oracle, lo, hi, limit, reverse))
+        << "query " << q;
+  }
+}
+
 /// The leaves of the ordered table "ord" (table 0) of the store of `o`, read
 /// through a mapping of its first segment: their slot counts, in key order.
 std::vector<unsigned> leaf_counts(const store_options& o) {
