@@ -621,7 +621,88 @@ result<bool> writer::impl::tree_apply(table_state& t, std::span<const tree_op> o
   return true;
 }
 
+result<bool> writer::impl::tree_patch(table_state& t, std::string_view key,
+                                      std::uint64_t entry_ref) {
+  if (t.tree_root == detail::null_ref || entry_ref == detail::null_ref) return false;
+  struct step {
+    std::uint64_t ref;
+    unsigned slot;
+  };
+  step path[detail::btree_max_depth];
+  unsigned depth = 0;
+  for (std::uint64_t ref = t.tree_root;;) {
+    const btree_node* n = node(ref);
+    const bool leaf = n->level == 0;
+    // The key's slot (leaf), or the last child whose smallest key is <= key.
+    unsigned lo = 0, hi = n->count;
+    while (lo < hi) {
+      const unsigned mid = (lo + hi) / 2;
+      const std::string_view k = slot_key(n, mid);
+      if (leaf ? k < key : k <= key) {
+        lo = mid + 1;
+      } else {
+        hi = mid;
+      }
+    }
+    if (leaf) {
+      if (lo == n->count || slot_key(n, lo) != key) return false;  // an insert
+      path[depth++] = step{ref, lo};
+      break;
+    }
+    const unsigned s = lo == 0 ? 0 : lo - 1;
+    path[depth++] = step{ref, s};
+    ref = slots_of(n)[s].ref;
+  }
+  // The new value must take the old one's place exactly: both inline and of
+  // one size, or both in their entry blocks.
+  const std::uint64_t old_ref = slots_of(node(path[depth - 1].ref))[path[depth - 1].slot].ref;
+  const entry_header* e = entry(entry_ref);
+  const bool inl = e->format == static_cast<std::uint8_t>(detail::value_format::encoded) &&
+                   e->value_bytes <= detail::btree_inline_max;
+  if (inl != ((old_ref & detail::btree_inline_flag) != 0) ||
+      (inl && detail::inline_size(old_ref) != e->value_bytes)) {
+    return false;
+  }
+  // Every block first, so that a failure changes nothing.
+  detail::block fresh[detail::btree_max_depth];
+  for (unsigned d = 0; d < depth; ++d) {
+    auto b = allocate(node(path[d].ref)->block_bytes);
+    if (!b) {
+      for (unsigned j = 0; j < d; ++j) release(fresh[j].ref, fresh[j].bytes);
+      return std::move(b).error();
+    }
+    fresh[d] = *b;
+  }
+  std::uint64_t child = detail::null_ref;
+  for (unsigned d = depth; d-- > 0;) {
+    const btree_node* old = node(path[d].ref);
+    std::byte* p = ptr(fresh[d].ref);
+    // size_class is idempotent: the copy's block is as large as the original's.
+    std::memcpy(p, old, std::min(old->block_bytes, fresh[d].bytes));
+    auto* n = reinterpret_cast<btree_node*>(p);
+    n->block_bytes = fresh[d].bytes;
+    btree_slot& slot = reinterpret_cast<btree_slot*>(n + 1)[path[d].slot];
+    if (d + 1 < depth) {
+      slot.ref = child;
+    } else if (inl) {
+      std::byte* record = p + detail::inline_offset(old_ref);
+      std::memcpy(record, &e->version, sizeof e->version);
+      std::memcpy(record + detail::btree_inline_header, detail::value_of(e).data(), e->value_bytes);
+    } else {
+      slot.ref = entry_ref;
+    }
+    tree_fresh.emplace(fresh[d].ref, fresh[d].bytes);
+    replace_node(path[d].ref);
+    child = fresh[d].ref;
+  }
+  release_dead();
+  t.tree_root = child;
+  reinterpret_cast<btree_node*>(ptr(child))->entries = t.tree_keys;
+  return true;
+}
+
 result<bool> writer::impl::tree_apply(table_state& t, std::string_view key, std::uint64_t entry) {
+  if (auto patched = tree_patch(t, key, entry); !patched || *patched) return patched;
   const tree_op op{key, entry};
   return tree_apply(t, std::span<const tree_op>(&op, 1));
 }

@@ -255,7 +255,14 @@ struct SLITHER_SHM_NO_EXPORT writer::impl final : detail::fork_aware {
   /// Applies `ops` (sorted, one per key) to the working tree: each node they
   /// touch is copied once, however many of them it takes.
   result<bool> tree_apply(detail::table_state& t, std::span<const detail::tree_op> ops);
+  /// A single change, the general way unless `tree_patch` can make it.
   result<bool> tree_apply(detail::table_state& t, std::string_view key, std::uint64_t entry);
+  /// A single put that keeps every node's shape (a key's value replaced by
+  /// one that takes as many bytes in its leaf: inline and of the same size,
+  /// or both in entry blocks): copies each node on the path with one memcpy
+  /// and patches one slot or record, without decoding the nodes into items.
+  /// False (nothing done) if the change needs `tree_apply`'s general path.
+  result<bool> tree_patch(detail::table_state& t, std::string_view key, std::uint64_t entry);
   /// A batch's puts (`built[i]` holds `entries[i]`), sorted; of a key given
   /// twice the last wins.
   result<bool> tree_put_many(detail::table_state& t,
