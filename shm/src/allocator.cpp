@@ -77,7 +77,26 @@ result<void> allocator::add_segment(std::uint64_t payload_bytes, bool reserve_pa
 
 result<block> allocator::allocate(std::uint64_t bytes, bool reserve_pages) {
   const std::uint64_t cls = size_class(bytes);
+  // A quick block's pages are reserved: it was handed out before, and only
+  // extents in the trees are ever punched.
+  if (cls <= quick_max_bytes) {
+    if (const auto q = quick_.find(cls); q != quick_.end() && !q->second.empty()) {
+      const std::uint64_t ref = q->second.back();
+      q->second.pop_back();
+      quick_total_ -= cls;
+      free_total_ -= cls;
+      return block{ref, cls};
+    }
+  }
   auto it = free_by_size_.lower_bound({cls, 0});
+  // Only the largest extent (a segment's untouched tail, typically) fits:
+  // the quick blocks go back to the trees first, so that freed neighbours
+  // merge and serve the request before fresh space is cut (sizes that drift
+  // still reuse freed space, as without quick blocks).
+  if (quick_total_ > 0 && (it == free_by_size_.end() || std::next(it) == free_by_size_.end())) {
+    drain_quick();
+    it = free_by_size_.lower_bound({cls, 0});
+  }
   if (it == free_by_size_.end()) {
     if (auto r = add_segment(cls, reserve_pages); !r) return std::move(r).error();
     it = free_by_size_.lower_bound({cls, 0});
@@ -101,6 +120,25 @@ result<block> allocator::allocate(std::uint64_t bytes, bool reserve_pages) {
 
 void allocator::free(std::uint64_t ref, std::uint64_t bytes) {
   free_total_ += bytes;
+  // Bounded by the store's size too: a small store keeps few blocks out of its trees.
+  if (bytes <= quick_max_bytes &&
+      quick_total_ + bytes <= std::min(quick_max_total, resident_bytes() / 64)) {
+    quick_[bytes].push_back(ref);
+    quick_total_ += bytes;
+    return;
+  }
+  merge(ref, bytes);
+}
+
+void allocator::drain_quick() {
+  for (auto& [bytes, refs] : quick_) {
+    for (const std::uint64_t ref : refs) merge(ref, bytes);
+    refs.clear();
+  }
+  quick_total_ = 0;
+}
+
+void allocator::merge(std::uint64_t ref, std::uint64_t bytes) {
   std::uint64_t start = ref, end = ref + bytes;
   auto next = free_by_ref_.lower_bound(ref);
   // Extents never span segments: an offset is below 2^48, so the end of one

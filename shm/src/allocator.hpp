@@ -27,6 +27,7 @@
 #include <map>
 #include <set>
 #include <string>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -96,8 +97,19 @@ class allocator {
     return holes_.empty() ? result<void>{} : reserve(at, bytes);
   }
   /// Makes the block (`ref`, `bytes` as `allocate` returned it) free,
-  /// merged with free neighbours.
+  /// merged with free neighbours (or, if small, kept whole for the next
+  /// request of its size: see `quick_max_bytes`).
   void free(std::uint64_t ref, std::uint64_t bytes);
+
+  /// Freed blocks up to this size are kept whole, by size, for the next
+  /// request of that size (a B+tree node or an entry replaced by every
+  /// write): a push and a pop instead of four searches of the extent trees.
+  /// At most `quick_max_total` bytes (and 1/64 of the resident bytes) are
+  /// kept so; beyond, blocks are merged as usual, and a request that only
+  /// the largest extent fits merges them all first, so free space still
+  /// coalesces when sizes drift.
+  static constexpr std::uint64_t quick_max_bytes = std::uint64_t{16} << 10;
+  static constexpr std::uint64_t quick_max_total = std::uint64_t{4} << 20;
 
   std::byte* ptr(std::uint64_t ref) noexcept {
     return segments_[ref_segment(ref)].base + ref_offset(ref);
@@ -125,6 +137,11 @@ class allocator {
   void punch(std::uint64_t start, std::uint64_t bytes);
   void add_hole(std::uint64_t start, std::uint64_t bytes);
   void add_free(std::uint64_t start, std::uint64_t bytes);
+  /// Gives the quick lists' blocks to the extent trees (merged there).
+  void drain_quick();
+  /// Puts a free block (counted in free_total_ already) into the extent
+  /// trees, merged with its free neighbours.
+  void merge(std::uint64_t ref, std::uint64_t bytes);
 
   std::string ns_, name_, label_;
   std::uint64_t incarnation_ = 0;
@@ -136,6 +153,10 @@ class allocator {
   std::map<std::uint64_t, std::uint64_t> free_by_ref_;              // ref -> bytes
   std::set<std::pair<std::uint64_t, std::uint64_t>> free_by_size_;  // (bytes, ref)
   std::map<std::uint64_t, std::uint64_t> holes_;                    // ref -> bytes, page-aligned
+  // Whole free blocks by size class (`quick_max_bytes`); their bytes count
+  // in free_total_ too. Vectors keep their capacity: no allocation per use.
+  std::unordered_map<std::uint64_t, std::vector<std::uint64_t>> quick_;
+  std::uint64_t quick_total_ = 0;
   std::uint64_t free_total_ = 0;
   std::uint64_t hole_total_ = 0;
   std::uint64_t segment_total_ = 0;
