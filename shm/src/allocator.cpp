@@ -77,11 +77,14 @@ result<void> allocator::add_segment(std::uint64_t payload_bytes, bool reserve_pa
 
 result<block> allocator::allocate(std::uint64_t bytes, bool reserve_pages) {
   const std::uint64_t cls = size_class(bytes);
-  // A quick block's pages are reserved: it was handed out before, and only
-  // extents in the trees are ever punched.
   if (cls <= quick_max_bytes) {
     if (const auto q = quick_.find(cls); q != quick_.end() && !q->second.empty()) {
       const std::uint64_t ref = q->second.back();
+      // Only extents in the trees are punched, but a block handed out
+      // unreserved (`allocate_unreserved`) may come back with holes.
+      if (reserve_pages && !holes_.empty()) {
+        if (auto r = reserve(ref, cls); !r) return std::move(r).error();
+      }
       q->second.pop_back();
       quick_total_ -= cls;
       free_total_ -= cls;
