@@ -348,8 +348,7 @@ std::vector<tree_item> writer::impl::node_items(std::uint64_t ref) {
   for (unsigned i = 0; i < n->count; ++i) {
     const std::uint64_t r = slots_of(n)[i].ref;
     const bool inl = (r & detail::btree_inline_flag) != 0;
-    items.push_back(
-        tree_item{std::string(slot_key(n, i)), r, inl ? base + detail::inline_offset(r) : nullptr});
+    items.push_back(tree_item{slot_key(n, i), r, inl ? base + detail::inline_offset(r) : nullptr});
   }
   return items;
 }
@@ -408,6 +407,7 @@ result<std::vector<tree_item>> writer::impl::write_nodes(unsigned level,
   struct copy {
     std::uint64_t version = 0;
     std::span<const std::byte> value;
+    const std::byte* record = nullptr;  ///< version then value, side by side in a node
     bool present = false;
   };
   std::vector<copy> copies(level == 0 ? items.size() : 0);
@@ -417,7 +417,15 @@ result<std::vector<tree_item>> writer::impl::write_nodes(unsigned level,
     sizes[i] = sizeof(btree_slot) + items[i].key.size();
     if (level == 0) {
       copy& c = copies[i];
-      c.present = inline_value(level, items[i], c.version, c.value);
+      if (items[i].record != nullptr) {
+        // Its size is in its slot word: the record itself is first read by
+        // the copy below, one sequential run per source node.
+        c.present = true;
+        c.record = items[i].record;
+        c.value = {c.record + detail::btree_inline_header, detail::inline_size(items[i].ref)};
+      } else {
+        c.present = inline_value(level, items[i], c.version, c.value);
+      }
       if (c.present) sizes[i] += detail::btree_inline_header + c.value.size();
     }
     total += sizes[i];
@@ -448,22 +456,49 @@ result<std::vector<tree_item>> writer::impl::write_nodes(unsigned level,
     n->block_bytes = b->bytes;
     auto* slots = reinterpret_cast<btree_slot*>(n + 1);
     // Header, slots, keys, then the inline records, each in slot order.
+    // Items copied from one node lie side by side there, keys and records
+    // alike: each such run is copied with one memcpy, not one per item.
     std::uint64_t at = sizeof(btree_node) + (end - begin) * sizeof(btree_slot);
-    for (std::size_t i = begin; i < end; ++i) {
-      const std::string& k = items[i].key;
-      std::memcpy(p0 + at, k.data(), k.size());
-      slots[i - begin] = btree_slot{items[i].ref, static_cast<std::uint32_t>(at),
-                                    static_cast<std::uint32_t>(k.size())};
-      at += k.size();
+    for (std::size_t i = begin; i < end;) {
+      const char* from = items[i].key.data();
+      std::uint64_t run = 0;
+      std::size_t j = i;
+      for (; j < end && items[j].key.data() == from + run; ++j) {
+        const std::string_view k = items[j].key;
+        slots[j - begin] = btree_slot{items[j].ref, static_cast<std::uint32_t>(at + run),
+                                      static_cast<std::uint32_t>(k.size())};
+        run += k.size();
+      }
+      std::memcpy(p0 + at, from, run);
+      at += run;
+      i = j;
     }
     n->keys_end = at;
-    for (std::size_t i = begin; level == 0 && i < end; ++i) {
+    for (std::size_t i = begin; level == 0 && i < end;) {
       const copy& c = copies[i];
-      if (!c.present) continue;  // the slot keeps the entry's reference
-      std::memcpy(p0 + at, &c.version, sizeof c.version);
-      std::memcpy(p0 + at + detail::btree_inline_header, c.value.data(), c.value.size());
-      slots[i - begin].ref = detail::inline_slot(at, c.value.size());
-      at += detail::btree_inline_header + c.value.size();
+      if (!c.present) {  // the slot keeps the entry's reference
+        ++i;
+        continue;
+      }
+      if (c.record == nullptr) {  // from an entry block: version and value apart
+        std::memcpy(p0 + at, &c.version, sizeof c.version);
+        std::memcpy(p0 + at + detail::btree_inline_header, c.value.data(), c.value.size());
+        slots[i - begin].ref = detail::inline_slot(at, c.value.size());
+        at += detail::btree_inline_header + c.value.size();
+        ++i;
+        continue;
+      }
+      const std::byte* from = c.record;
+      std::uint64_t run = 0;
+      std::size_t j = i;
+      for (; j < end && copies[j].present && copies[j].record == from + run; ++j) {
+        const std::uint64_t size = copies[j].value.size();
+        slots[j - begin].ref = detail::inline_slot(at + run, size);
+        run += detail::btree_inline_header + size;
+      }
+      std::memcpy(p0 + at, from, run);
+      at += run;
+      i = j;
     }
     out.push_back(tree_item{items[begin].key, b->ref});
     begin = end;
@@ -491,7 +526,7 @@ result<bool> writer::impl::tree_update(std::uint64_t ref, std::span<const tree_o
       const bool found = i < old.size() && old[i].key == op.key;
       if (found) ++i;
       if (op.entry != detail::null_ref) {
-        out.push_back(tree_item{std::string(op.key), op.entry});
+        out.push_back(tree_item{op.key, op.entry});
         added += found ? 0 : 1;
         changed = true;
       } else if (found) {
@@ -546,7 +581,7 @@ result<bool> writer::impl::tree_update(std::uint64_t ref, std::span<const tree_o
     const auto end =
         j + 1 < old.size()
             ? std::lower_bound(at, ops.end(), old[j + 1].key,
-                               [](const tree_op& op, const std::string& k) { return op.key < k; })
+                               [](const tree_op& op, std::string_view k) { return op.key < k; })
             : ops.end();
     bool touched = false;
     if (at != end) {
@@ -588,7 +623,7 @@ result<bool> writer::impl::tree_apply(table_state& t, std::span<const tree_op> o
   std::vector<tree_item> items;
   if (t.tree_root == detail::null_ref) {
     for (const tree_op& op : ops) {
-      if (op.entry != detail::null_ref) items.push_back(tree_item{std::string(op.key), op.entry});
+      if (op.entry != detail::null_ref) items.push_back(tree_item{op.key, op.entry});
     }
     if (items.empty()) return false;
     added = static_cast<std::int64_t>(items.size());

@@ -60,8 +60,10 @@ struct table_state {
 /// A B+tree slot as the writer edits it: a key and the block it references
 /// or, for a leaf slot copied from a node with its value inline, that slot's
 /// word (`inline_slot`) and where its record (version, value) is in that node.
+/// The key is not copied: it stays in the node it came from (replaced nodes
+/// are given back only when the change ends) or in the change's own keys.
 struct tree_item {
-  std::string key;
+  std::string_view key;
   std::uint64_t ref;
   const std::byte* record = nullptr;
 };
