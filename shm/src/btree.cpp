@@ -246,20 +246,26 @@ void tree_cursor::prefetch_neighbour(bool reverse) noexcept {
   }
 }
 
-result<void> scan_tree(reader_core& c, std::uint64_t root, const reader::key_range& range,
-                       bool values, function_ref<bool(const reader::scanned&)> visit) {
-  const bool reverse = range.reverse;
-  tree_cursor cur(c);
-  bool ok = reverse ? cur.seek_lt(root, range.hi) : cur.seek_ge(root, range.lo);
-  std::size_t left = range.limit;
-  // Where the scan stops: hi going forward, lo going back (empty: no bound).
-  const std::string_view stop = reverse ? range.lo : range.hi;
+namespace {
+
+/// `scan_tree`'s walk from the cursor's position, compiled once per
+/// direction and per kind of scan (keys only, or values too), so the loop
+/// over a leaf's slots carries no test of either.
+template <bool values, bool reverse>
+result<void> walk_leaves(reader_core& c, tree_cursor& cur, bool ok, std::size_t left,
+                         std::string_view stop, function_ref<bool(const reader::scanned&)> visit) {
   reader::scanned s;
   while (ok && left > 0) {
+    // Field by field, into locals the visitor cannot change.
     const checked_node& leaf = cur.leaf();
+    const btree_node* node = leaf.node;
     const unsigned count = leaf.count;
-    const btree_slot* slots = leaf.slots();
-    const auto* base = reinterpret_cast<const char*>(leaf.node);
+    const std::uint64_t keys_at = leaf.keys_at, bytes = leaf.bytes;
+    const btree_slot* slots = slots_of(node);
+    const auto* base = reinterpret_cast<const char*>(node);
+    auto inside = [&](std::uint64_t at, std::uint64_t len) {
+      return at >= keys_at && at <= bytes && len <= bytes - at;
+    };
     cur.prefetch_neighbour(reverse);
     if (values) {
       // Records follow one another in slot order: ask for all those this
@@ -271,7 +277,7 @@ result<void> scan_tree(reader_core& c, std::uint64_t root, const reader::key_ran
       const std::uint64_t lo = slots[first].ref, hi = slots[last].ref;
       if ((lo & hi & btree_inline_flag) != 0) {
         const std::uint64_t end =
-            std::min(leaf.bytes, inline_offset(hi) + btree_inline_header + inline_size(hi));
+            std::min(bytes, inline_offset(hi) + btree_inline_header + inline_size(hi));
         for (std::uint64_t at = inline_offset(lo) & ~std::uint64_t{63}; at < end; at += 64)
           __builtin_prefetch(base + at);
       }
@@ -285,13 +291,14 @@ result<void> scan_tree(reader_core& c, std::uint64_t root, const reader::key_ran
     }
     for (unsigned i = cur.slot();;) {
       const btree_slot& slot = slots[i];
-      const std::uint64_t ref = slot.ref;
-      if (!leaf.key(i, s.key)) return slot_outside(c, cur.leaf_ref());
+      const std::uint64_t ref = slot.ref, key_at = slot.key_offset, key_bytes = slot.key_bytes;
+      if (!inside(key_at, key_bytes)) return slot_outside(c, cur.leaf_ref());
+      s.key = {base + key_at, key_bytes};
       if (bounded && (reverse ? s.key < stop : s.key >= stop)) return {};
       if (values) {
         if ((ref & btree_inline_flag) != 0) {
           const std::uint64_t at = inline_offset(ref), size = inline_size(ref);
-          if (!leaf.inside(at, btree_inline_header + size)) return slot_outside(c, cur.leaf_ref());
+          if (!inside(at, btree_inline_header + size)) return slot_outside(c, cur.leaf_ref());
           // Straight into the result: a copied temporary would stall store forwarding.
           std::memcpy(&s.version, base + at, sizeof s.version);
           s.bytes = {reinterpret_cast<const std::byte*>(base) + at + btree_inline_header, size};
@@ -320,6 +327,22 @@ result<void> scan_tree(reader_core& c, std::uint64_t root, const reader::key_ran
   }
   if (cur.error()) return std::move(*cur.error());
   return {};
+}
+
+}  // namespace
+
+result<void> scan_tree(reader_core& c, std::uint64_t root, const reader::key_range& range,
+                       bool values, function_ref<bool(const reader::scanned&)> visit) {
+  tree_cursor cur(c);
+  // Where the scan stops: hi going forward, lo going back (empty: no bound).
+  if (range.reverse) {
+    const bool ok = cur.seek_lt(root, range.hi);
+    return values ? walk_leaves<true, true>(c, cur, ok, range.limit, range.lo, visit)
+                  : walk_leaves<false, true>(c, cur, ok, range.limit, range.lo, visit);
+  }
+  const bool ok = cur.seek_ge(root, range.lo);
+  return values ? walk_leaves<true, false>(c, cur, ok, range.limit, range.hi, visit)
+                : walk_leaves<false, false>(c, cur, ok, range.limit, range.hi, visit);
 }
 
 }  // namespace detail
