@@ -92,11 +92,13 @@ result<block> allocator::allocate(std::uint64_t bytes, bool reserve_pages) {
     }
   }
   auto it = free_by_size_.lower_bound({cls, 0});
-  // Only the largest extent (a segment's untouched tail, typically) fits:
-  // the quick blocks go back to the trees first, so that freed neighbours
-  // merge and serve the request before fresh space is cut (sizes that drift
-  // still reuse freed space, as without quick blocks).
-  if (quick_total_ > 0 && (it == free_by_size_.end() || std::next(it) == free_by_size_.end())) {
+  // A request larger than any quick block, or one only the largest extent
+  // (a segment's untouched tail, typically) fits: the quick blocks go back
+  // to the trees first, so that freed neighbours merge and serve it before
+  // fresh space is cut (sizes that drift still reuse freed space, as
+  // without quick blocks).
+  if (quick_total_ > 0 && (cls > quick_max_bytes || it == free_by_size_.end() ||
+                           std::next(it) == free_by_size_.end())) {
     drain_quick();
     it = free_by_size_.lower_bound({cls, 0});
   }
@@ -125,7 +127,7 @@ void allocator::free(std::uint64_t ref, std::uint64_t bytes) {
   free_total_ += bytes;
   // Bounded by the store's size too: a small store keeps few blocks out of its trees.
   if (bytes <= quick_max_bytes &&
-      quick_total_ + bytes <= std::min(quick_max_total, resident_bytes() / 64)) {
+      quick_total_ + bytes <= std::min(quick_max_total, resident_bytes() / 256)) {
     quick_[bytes].push_back(ref);
     quick_total_ += bytes;
     return;

@@ -104,10 +104,10 @@ class allocator {
   /// Freed blocks up to this size are kept whole, by size, for the next
   /// request of that size (a B+tree node or an entry replaced by every
   /// write): a push and a pop instead of four searches of the extent trees.
-  /// At most `quick_max_total` bytes (and 1/64 of the resident bytes) are
-  /// kept so; beyond, blocks are merged as usual, and a request that only
-  /// the largest extent fits merges them all first, so free space still
-  /// coalesces when sizes drift.
+  /// At most `quick_max_total` bytes (and 1/256 of the resident bytes) are
+  /// kept so; beyond, blocks are merged as usual, and a request larger
+  /// than any quick block, or that only the largest extent fits, merges
+  /// them all first, so free space still coalesces when sizes drift.
   static constexpr std::uint64_t quick_max_bytes = std::uint64_t{16} << 10;
   static constexpr std::uint64_t quick_max_total = std::uint64_t{4} << 20;
 
