@@ -1,7 +1,7 @@
 // The B+tree of an ordered table (layout.hpp): its node format, the checks a
 // reader applies to the nodes and slots it reads, and the reader's cursor. The
 // writer's half (rebuilding the nodes a batch of changes touches) is in
-// btree.cpp.
+// btree_write.cpp; the reader's (cursor, scan) in btree.cpp.
 //
 // A node is one immutable block: a btree_node header, `count` btree_slots,
 // then the slots' keys. A leaf (level 0) slot references the entry block of

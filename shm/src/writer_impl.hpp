@@ -230,7 +230,7 @@ struct SLITHER_SHM_NO_EXPORT writer::impl final : detail::fork_aware {
                                 std::span<const std::uint64_t> hashes,
                                 std::span<const std::pair<std::string, Value>> entries);
 
-  // Ordered tables' B+tree (btree.cpp). `tree_apply` changes the working
+  // Ordered tables' B+tree (btree_write.cpp). `tree_apply` changes the working
   // tree of `t` (`entry` null: erase `key`) and returns whether it changed;
   // `tree_commit` publishes it, `tree_abort` returns to the published one.
   const detail::btree_node* node(std::uint64_t ref) noexcept;
