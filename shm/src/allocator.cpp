@@ -78,7 +78,31 @@ result<void> allocator::add_segment(std::uint64_t payload_bytes, bool reserve_pa
 result<block> allocator::allocate(std::uint64_t bytes, bool reserve_pages) {
   const std::uint64_t cls = size_class(bytes);
   collect_trimmed();
+  if (cls <= quick_max_bytes) {
+    if (const auto q = quick_.find(cls); q != quick_.end() && !q->second.empty()) {
+      const std::uint64_t ref = q->second.back();
+      // Only extents in the trees are punched, but a block handed out
+      // unreserved (`allocate_unreserved`) may come back with holes.
+      if (reserve_pages && !holes_.empty()) {
+        if (auto r = reserve(ref, cls, ref + cls); !r) return std::move(r).error();
+      }
+      q->second.pop_back();
+      quick_total_ -= cls;
+      free_total_ -= cls;
+      return block{ref, cls};
+    }
+  }
   auto it = free_by_size_.lower_bound({cls, 0});
+  // A request larger than any quick block, or one only the largest extent
+  // (a segment's untouched tail, typically) fits: the quick blocks go back
+  // to the trees first, so that freed neighbours merge and serve it before
+  // fresh space is cut (sizes that drift still reuse freed space, as
+  // without quick blocks).
+  if (quick_total_ > 0 && (cls > quick_max_bytes || it == free_by_size_.end() ||
+                           std::next(it) == free_by_size_.end())) {
+    drain_quick();
+    it = free_by_size_.lower_bound({cls, 0});
+  }
   if (it == free_by_size_.end() && trimmer_ && trimmer_->outstanding() > 0) {
     // Space being trimmed is free space: wait for it rather than grow.
     trimmer_->wait_idle();
@@ -132,6 +156,25 @@ std::pair<std::uint64_t, std::uint64_t> allocator::insert_free(std::uint64_t ref
 
 void allocator::free(std::uint64_t ref, std::uint64_t bytes) {
   free_total_ += bytes;
+  // Bounded by the store's size too: a small store keeps few blocks out of its trees.
+  if (bytes <= quick_max_bytes &&
+      quick_total_ + bytes <= std::min(quick_max_total, resident_bytes() / 256)) {
+    quick_[bytes].push_back(ref);
+    quick_total_ += bytes;
+    return;
+  }
+  release(ref, bytes);
+}
+
+void allocator::drain_quick() {
+  for (auto& [bytes, refs] : quick_) {
+    for (const std::uint64_t ref : refs) release(ref, bytes);
+    refs.clear();
+  }
+  quick_total_ = 0;
+}
+
+void allocator::release(std::uint64_t ref, std::uint64_t bytes) {
   const auto [start, end] = insert_free(ref, bytes);
   if (end - start < punch_min_bytes) return;
   // Only near the block just freed: the rest of the extent was looked at

@@ -39,6 +39,7 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -117,7 +118,9 @@ class allocator {
     return holes_.empty() ? result<void>{} : reserve(at, bytes, at + bytes);
   }
   /// Makes the block (`ref`, `bytes` as `allocate` returned it) free,
-  /// merged with free neighbours; its pages are handed back by a later `trim`.
+  /// merged with free neighbours (or, if small, kept whole for the next
+  /// request of its size: see `quick_max_bytes`); its pages are handed
+  /// back by a later `trim`.
   void free(std::uint64_t ref, std::uint64_t bytes);
   /// Hands the pages of free runs noted by `free` to the background trimmer:
   /// those due by `now` (a lingering block's after `linger_time`), the
@@ -129,6 +132,16 @@ class allocator {
   void trim_now();
   /// Takes back the runs the trimmer has finished (as free holes); never blocks.
   void collect_trimmed();
+
+  /// Freed blocks up to this size are kept whole, by size, for the next
+  /// request of that size (a B+tree node or an entry replaced by every
+  /// write): a push and a pop instead of four searches of the extent trees.
+  /// At most `quick_max_total` bytes (and 1/256 of the resident bytes) are
+  /// kept so; beyond, blocks are merged as usual, and a request larger
+  /// than any quick block, or that only the largest extent fits, merges
+  /// them all first, so free space still coalesces when sizes drift.
+  static constexpr std::uint64_t quick_max_bytes = std::uint64_t{16} << 10;
+  static constexpr std::uint64_t quick_max_total = std::uint64_t{4} << 20;
 
   std::byte* ptr(std::uint64_t ref) noexcept {
     return segments_[ref_segment(ref)].base + ref_offset(ref);
@@ -166,6 +179,11 @@ class allocator {
   std::pair<std::uint64_t, std::uint64_t> insert_free(std::uint64_t start, std::uint64_t bytes);
   void add_hole(std::uint64_t start, std::uint64_t bytes);
   void add_free(std::uint64_t start, std::uint64_t bytes);
+  /// Gives the quick lists' blocks to the extent trees (`release`).
+  void drain_quick();
+  /// Puts a free block (counted in free_total_ already) into the extent
+  /// trees, merged with its free neighbours, and notes its pages for `trim`.
+  void release(std::uint64_t ref, std::uint64_t bytes);
 
   /// Pages of a freed extent to hand back once `due`.
   struct trim_request {
@@ -188,6 +206,10 @@ class allocator {
   std::map<std::uint64_t, std::uint64_t> free_by_ref_;              // ref -> bytes
   std::set<std::pair<std::uint64_t, std::uint64_t>> free_by_size_;  // (bytes, ref)
   std::map<std::uint64_t, std::uint64_t> holes_;                    // ref -> bytes, page-aligned
+  // Whole free blocks by size class (`quick_max_bytes`); their bytes count
+  // in free_total_ too. Vectors keep their capacity: no allocation per use.
+  std::unordered_map<std::uint64_t, std::vector<std::uint64_t>> quick_;
+  std::uint64_t quick_total_ = 0;
   std::uint64_t free_total_ = 0;
   std::uint64_t hole_total_ = 0;
   std::uint64_t segment_total_ = 0;

@@ -1,7 +1,7 @@
 // The B+tree of an ordered table (layout.hpp): its node format, the checks a
-// reader applies to every node it visits, and the reader's cursor. The
+// reader applies to the nodes and slots it reads, and the reader's cursor. The
 // writer's half (rebuilding the nodes a batch of changes touches) is in
-// btree.cpp.
+// btree_write.cpp; the reader's (cursor, scan) in btree.cpp.
 //
 // A node is one immutable block: a btree_node header, `count` btree_slots,
 // then the slots' keys. A leaf (level 0) slot references the entry block of
@@ -98,21 +98,37 @@ inline std::string_view slot_key(const btree_node* n, unsigned i) noexcept {
   return {reinterpret_cast<const char*>(n) + s.key_offset, s.key_bytes};
 }
 
-/// The version and value of an inline slot of leaf `n` whose ref is `ref`:
-/// inside the node (`tree_node` checked it). Out-parameters, not a returned
-/// pair: a scan writes them straight into its result rather than copying a
-/// temporary, which the CPU would not forward from its stores.
-inline void inline_record(const btree_node* n, std::uint64_t ref, std::uint64_t& version,
-                          std::span<const std::byte>& bytes) noexcept {
-  const std::byte* p = reinterpret_cast<const std::byte*>(n) + inline_offset(ref);
-  std::memcpy(&version, p, sizeof version);
-  bytes = {p + btree_inline_header, inline_size(ref)};
-}
+/// A node as a reader checked it (`tree_node`): its header's sizes, read
+/// once, which each slot's key and inline record are checked against when
+/// the slot is used. A seek reads a few slots of each node it passes, so it
+/// checks those, not all of them (a node's full check cost more than the
+/// rest of a seek).
+struct checked_node {
+  const btree_node* node = nullptr;
+  std::uint64_t bytes = 0;    ///< the block's size
+  std::uint32_t count = 0;    ///< slots, 1..btree_max_fanout
+  std::uint32_t keys_at = 0;  ///< where the slots end: keys and records lie past it
+  std::uint32_t level = 0;
 
-/// The node at `ref` if it is a well-formed node of `level` (magic, count,
-/// size, every key and inline record inside the block) in mapped memory;
-/// else nullptr. Asks the cache for its slots and keys first.
-const btree_node* tree_node(reader_core& c, std::uint64_t ref, unsigned level) noexcept;
+  const btree_slot* slots() const noexcept { return slots_of(node); }
+  /// Whether `len` bytes at `at` lie inside the node, past its slots.
+  bool inside(std::uint64_t at, std::uint64_t len) const noexcept {
+    return at >= keys_at && at <= bytes && len <= bytes - at;
+  }
+  /// Slot `i`'s key (i < count), if it lies inside the node.
+  bool key(unsigned i, std::string_view& out) const noexcept {
+    const btree_slot& s = slots()[i];
+    const std::uint64_t at = s.key_offset, len = s.key_bytes;
+    out = {reinterpret_cast<const char*>(node) + at, len};
+    return inside(at, len);
+  }
+};
+
+/// Whether the node at `ref` has the header of a node of `level` (magic,
+/// level, count, size) and its block lies in mapped memory; if so `out`
+/// describes it. Its slots are checked as they are used (`checked_node`).
+/// Asks the cache for its slots and keys first.
+bool tree_node(reader_core& c, std::uint64_t ref, unsigned level, checked_node& out) noexcept;
 
 /// A position in a B+tree, read inside one epoch: the nodes from the root down
 /// to a leaf and the slot taken in each. A scan walks the slots of `leaf()`
@@ -134,9 +150,8 @@ class tree_cursor {
   bool prev_leaf();
   /// Why the last move returned false, if not for lack of keys.
   std::optional<error_info>& error() noexcept { return error_; }
-
-  /// The current leaf (well-formed: `tree_node`), its reference and the slot in it.
-  const btree_node* leaf() const noexcept { return path_[depth_ - 1].node; }
+  /// The current leaf, its reference and the slot in it.
+  const checked_node& leaf() const noexcept { return path_[depth_ - 1].node; }
   std::uint64_t leaf_ref() const noexcept { return path_[depth_ - 1].ref; }
   unsigned slot() const noexcept { return path_[depth_ - 1].slot; }
   /// Asks the cache for the first lines of the leaf after (before, if
@@ -145,21 +160,30 @@ class tree_cursor {
 
  private:
   struct frame {
-    const btree_node* node;
+    checked_node node;
     std::uint64_t ref;
     unsigned slot;
   };
   /// Loads the root (its level bounds the walk) into path_[0].
   bool start(std::uint64_t root);
+  /// Pushes the child of the last frame's chosen slot, at `slot` (or at its
+  /// last slot if `last`).
+  bool push_child(bool last);
   /// Descends from the last frame's chosen slot down to a leaf, taking the
   /// first (or last) slot of each node below.
   bool descend(bool last);
+  /// The first slot of `f`'s node whose key is >= `key` (> `key` if `after`), or
+  /// its count if none; false (an error recorded) if a key it compares lies
+  /// outside the node.
+  bool search(const frame& f, std::string_view key, bool after, unsigned& pos);
   /// Moves to the leaf after (or before) the current one.
   bool step_leaf(bool back);
   /// Counts a leaf's keys against the root's: a walk never reads more.
-  bool charge(const btree_node* leaf);
+  bool charge(const checked_node& leaf);
   /// Records that the node at `ref` is not one (returns false).
   bool bad(std::uint64_t ref);
+  /// Records that the node at `ref` has a slot pointing outside it (returns false).
+  bool bad_slot(std::uint64_t ref);
   bool failed(error_info e);
 
   reader_core& c_;

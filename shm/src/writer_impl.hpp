@@ -60,8 +60,10 @@ struct table_state {
 /// A B+tree slot as the writer edits it: a key and the block it references
 /// or, for a leaf slot copied from a node with its value inline, that slot's
 /// word (`inline_slot`) and where its record (version, value) is in that node.
+/// The key is not copied: it stays in the node it came from (replaced nodes
+/// are given back only when the change ends) or in the change's own keys.
 struct tree_item {
-  std::string key;
+  std::string_view key;
   std::uint64_t ref;
   const std::byte* record = nullptr;
 };
@@ -228,7 +230,7 @@ struct SLITHER_SHM_NO_EXPORT writer::impl final : detail::fork_aware {
                                 std::span<const std::uint64_t> hashes,
                                 std::span<const std::pair<std::string, Value>> entries);
 
-  // Ordered tables' B+tree (btree.cpp). `tree_apply` changes the working
+  // Ordered tables' B+tree (btree_write.cpp). `tree_apply` changes the working
   // tree of `t` (`entry` null: erase `key`) and returns whether it changed;
   // `tree_commit` publishes it, `tree_abort` returns to the published one.
   const detail::btree_node* node(std::uint64_t ref) noexcept;
@@ -255,7 +257,14 @@ struct SLITHER_SHM_NO_EXPORT writer::impl final : detail::fork_aware {
   /// Applies `ops` (sorted, one per key) to the working tree: each node they
   /// touch is copied once, however many of them it takes.
   result<bool> tree_apply(detail::table_state& t, std::span<const detail::tree_op> ops);
+  /// A single change, the general way unless `tree_patch` can make it.
   result<bool> tree_apply(detail::table_state& t, std::string_view key, std::uint64_t entry);
+  /// A single put that keeps every node's shape (a key's value replaced by
+  /// one that takes as many bytes in its leaf: inline and of the same size,
+  /// or both in entry blocks): copies each node on the path with one memcpy
+  /// and patches one slot or record, without decoding the nodes into items.
+  /// False (nothing done) if the change needs `tree_apply`'s general path.
+  result<bool> tree_patch(detail::table_state& t, std::string_view key, std::uint64_t entry);
   /// A batch's puts (`built[i]` holds `entries[i]`), sorted; of a key given
   /// twice the last wins.
   result<bool> tree_put_many(detail::table_state& t,

@@ -181,6 +181,53 @@ TEST(Ordered, RandomOpsMatchAStdMap) {
   EXPECT_EQ(r.keys("ord", "k0012").value(), prefixed);
 }
 
+// Seeks compare keys eight bytes at a time: keys of every length from 1 to
+// 24 bytes (so every tail length), sharing long prefixes, with bytes above
+// 0x7f (compared unsigned), and bounds that are prefixes of keys, all sorted
+// as std::map sorts them.
+TEST(Ordered, SeeksOrderBinaryKeysOfEveryLengthAsStdMap) {
+  auto w = make_writer(test_options("ord-binary"));
+  const reader& r = w.read();
+  std::map<std::string, std::int64_t> oracle;
+  std::mt19937_64 rng(11);
+  const std::string alphabet(
+      "\x00\x01\x7f\x80\xfe\xff"
+      "ab",
+      8);
+  auto random_key = [&] {
+    std::string k(1 + rng() % 24, '\0');
+    // A long shared start, then a few bytes that differ: ties in whole words.
+    const std::size_t shared = rng() % (k.size() + 1);
+    for (std::size_t j = 0; j < k.size(); ++j)
+      k[j] = j < shared ? 'p' : alphabet[rng() % alphabet.size()];
+    return k;
+  };
+  std::vector<std::pair<std::string, Value>> batch;
+  for (std::int64_t i = 0; i < 3000; ++i) {
+    std::string k = random_key();
+    oracle[k] = i;
+    batch.emplace_back(std::move(k), i);
+  }
+  // Applied in order: of a key given twice the last wins, as in the oracle.
+  for (std::size_t at = 0; at < batch.size(); at += 500) {
+    ASSERT_TRUE(w.put_many("ord", std::span(batch).subspan(at, 500)));
+  }
+  for (int q = 0; q < 300; ++q) {
+    std::string lo = random_key(), hi = random_key();
+    if (q % 3 == 0) {
+      // A bound that is a key, or a proper prefix of one.
+      auto it = oracle.lower_bound(lo);
+      if (it != oracle.end()) lo = it->first.substr(0, it->first.size() - (q % 2));
+    }
+    if (hi < lo) std::swap(lo, hi);  // `expected` walks from lo to hi
+    const bool reverse = q % 2 == 1;
+    const std::size_t limit = 1 + rng() % 40;
+    ASSERT_EQ(r.range("ord", lo, hi, limit, reverse).value(),
+              expected(oracle, lo, hi, limit, reverse))
+        << "query " << q;
+  }
+}
+
 /// The leaves of the ordered table "ord" (table 0) of the store of `o`, read
 /// through a mapping of its first segment: their slot counts, in key order.
 std::vector<unsigned> leaf_counts(const store_options& o) {
@@ -425,6 +472,56 @@ TEST(Ordered, AHundredThousandKeysThenDeletesGiveTheirNodesBack) {
   EXPECT_LE(tree_bytes, 1024u) << "nodes of deleted keys were not merged away";
 }
 
+// A put that replaces a value by one of the same size in its leaf (inline
+// and as long, or both in entry blocks) copies the path and patches it; any
+// other goes the general way. Both give what std::map says, with the
+// versions of the entries, and leave no garbage behind.
+TEST(Ordered, ReplacingValuesInPlaceOrNotMatchesAStdMap) {
+  auto w = make_writer(test_options("ord-patch"));
+  const reader& r = w.read();
+  std::map<std::string, std::string> oracle;
+  auto value_of = [](std::size_t bytes, int round) {
+    return std::string(bytes, static_cast<char>('a' + round));
+  };
+  std::vector<std::pair<std::string, Value>> batch;
+  for (int i = 0; i < 2000; ++i) {
+    oracle[key_of(i)] = value_of(64, 0);
+    batch.emplace_back(key_of(i), Bytes{oracle[key_of(i)]});
+  }
+  ASSERT_TRUE(w.put_many("ord", batch));
+  w.reclaim();
+  const std::uint64_t used = w.stats().bytes_used;
+  std::mt19937_64 rng(5);
+  // Rounds of: same size inline (patched), larger than inline (general, then
+  // patched entry to entry), back to inline (general), odd sizes (general).
+  const std::size_t sizes[] = {64, 64, 2000, 3000, 64, 65, 64};
+  for (int round = 1; round <= 7; ++round) {
+    const std::size_t bytes = sizes[round - 1];
+    for (int n = 0; n < 300; ++n) {
+      const std::string k = key_of(rng() % 2000);
+      oracle[k] = value_of(bytes, round);
+      ASSERT_TRUE(w.put("ord", k, Bytes{oracle[k]}));
+    }
+    auto it = oracle.begin();
+    bool same = true;
+    ASSERT_TRUE(r.scan("ord", {}, [&](const reader::scanned& s) {
+      const auto view = r.get_view("ord", s.key).value();
+      same = same && it != oracle.end() && s.key == it->first &&
+             s.value() == Value(Bytes{it->second}) && s.version == view->version();
+      ++it;
+      return true;
+    }));
+    EXPECT_TRUE(same) << "round " << round;
+    EXPECT_EQ(it, oracle.end());
+    w.reclaim();
+    EXPECT_EQ(w.stats().bytes_retired, 0u);
+    // Replaced in place: nodes and entries of the same sizes as before.
+    if (round <= 2) {
+      EXPECT_EQ(w.stats().bytes_used, used) << "round " << round;
+    }
+  }
+}
+
 TEST(Ordered, ClearReloadUpdateAndCompareAndSetKeepTheOrder) {
   auto w = make_writer(test_options("ord-reload"));
   const reader& r = w.read();
@@ -538,9 +635,16 @@ TEST(Ordered, CorruptTreesGiveErrorsNotCrashes) {
   node->entries = ~std::uint64_t{0};
   fails("root count beyond the store");
   node->entries = entries;
+  // A seek reads an internal node's keys (a scan from either end walks past them).
+  auto seek_fails = [&](const char* what) {
+    EXPECT_FALSE(r.range("ord", key_of(5))) << what;
+    EXPECT_FALSE(r.range("ord", {}, key_of(5), SIZE_MAX, true)) << what;
+  };
   const std::uint32_t offset = detail::slots_of(node)[1].key_offset;
   const_cast<detail::btree_slot*>(detail::slots_of(node))[1].key_offset = 1u << 30;
-  fails("a key outside its node");
+  seek_fails("a key outside its node");
+  const_cast<detail::btree_slot*>(detail::slots_of(node))[1].key_offset = 8;
+  seek_fails("a key over its node's header");
   const_cast<detail::btree_slot*>(detail::slots_of(node))[1].key_offset = offset;
   auto* root_slot = const_cast<detail::btree_slot*>(detail::slots_of(node));
   const std::uint64_t child = root_slot[1].ref;
@@ -565,8 +669,15 @@ TEST(Ordered, CorruptTreesGiveErrorsNotCrashes) {
   fails("an inline record over the node's slots");
   leaf_slot->ref = detail::inline_slot(leaf->block_bytes - value_size - 7, value_size);
   fails("an inline record one byte too long");
-  // keys_end is a hint only: a wrong one changes nothing.
   leaf_slot->ref = record;
+  // A leaf's keys: each checked as the scan reaches it.
+  const std::uint32_t leaf_key = leaf_slot->key_offset;
+  leaf_slot->key_offset = static_cast<std::uint32_t>(leaf->block_bytes);
+  fails("a leaf's key past its node's end");
+  leaf_slot->key_offset = 8;
+  fails("a leaf's key over its node's header");
+  leaf_slot->key_offset = leaf_key;
+  // keys_end is a hint only: a wrong one changes nothing.
   const std::uint64_t keys_end = leaf->keys_end;
   leaf->keys_end = ~std::uint64_t{0};
   ASSERT_EQ(r.range("ord").value().size(), 200u);
