@@ -251,18 +251,18 @@ result<void> scan_tree(reader_core& c, std::uint64_t root, const reader::key_ran
         if ((ref & btree_inline_flag) != 0) {
           inline_record(leaf, ref, s.version, s.bytes);
         } else {
-          const entry_header* e = c.entry(ref);
+          const entry_block* e = c.entry(ref);
           if (e == nullptr) return c.unreadable(ref);
           // The leaf's key is the one returned; a block of another size is not its entry.
-          if (e->key_bytes != s.key.size()) {
+          if (key_of(e).size() != s.key.size()) {
             return c.corrupt(ref, "its key is not the one the B+tree says");
           }
-          s.is_ndarray = e->format == static_cast<std::uint8_t>(value_format::ndarray);
+          s.is_ndarray = format_of(e) == value_format::ndarray;
           if (s.is_ndarray) {
             if (auto valid = check_value(e); !valid) return std::move(valid).error();
           }
           s.bytes = value_of(e);
-          s.version = e->version;
+          s.version = version_of(e);
           s.entry = e;
         }
       }
@@ -282,7 +282,6 @@ result<void> scan_tree(reader_core& c, std::uint64_t root, const reader::key_ran
 
 using detail::btree_node;
 using detail::btree_slot;
-using detail::entry_header;
 using detail::slot_key;
 using detail::slots_of;
 using detail::table_state;
@@ -330,12 +329,12 @@ bool writer::impl::inline_value(unsigned level, const tree_item& item, std::uint
     bytes = {item.record + detail::btree_inline_header, detail::inline_size(item.ref)};
     return true;
   }
-  const entry_header* e = entry(item.ref);
-  if (e->format != static_cast<std::uint8_t>(detail::value_format::encoded) ||
-      e->value_bytes > detail::btree_inline_max) {
+  const detail::entry_block* e = entry(item.ref);
+  if (detail::format_of(e) != detail::value_format::encoded ||
+      detail::value_of(e).size() > detail::btree_inline_max) {
     return false;
   }
-  version = e->version;
+  version = detail::version_of(e);
   bytes = detail::value_of(e);
   return true;
 }
