@@ -50,13 +50,15 @@
 
 namespace slither::shm::detail {
 
-/// The size a request of `bytes` is rounded to: 64-byte steps up to 4 KiB,
-/// then 64 steps per power of two (at most 1.6% more than asked: free
-/// extents are split and merged, so classes need not be coarse for reuse).
+/// The size a request of `bytes` is rounded to: 8-byte steps (the block
+/// granule) up to 4 KiB, so a small entry wastes at most 7 bytes, then 64
+/// steps per power of two (at most 1.6% more than asked: free extents are
+/// split and merged, so classes need not be coarse for reuse).
 /// Deterministic, so a block's size can be recomputed from what was asked
-/// (index blocks are freed that way).
+/// (index blocks and compact entries are freed that way).
 inline std::uint64_t size_class(std::uint64_t bytes) noexcept {
-  const std::uint64_t n = align_up(std::max<std::uint64_t>(bytes, 64), 64);
+  const std::uint64_t n =
+      align_up(std::max<std::uint64_t>(bytes, 2 * block_granule), block_granule);
   if (n <= 4096) return n;
   return align_up(n, std::bit_floor(n) / 64);
 }

@@ -12,21 +12,20 @@ std::span<const std::uint64_t> shape_of(const entry_header* e) noexcept {
           e->ndim};
 }
 
-result<void> check_value(const entry_header* e) {
-  if (e->format != static_cast<std::uint8_t>(value_format::ndarray)) return {};
-  if (!is_valid_dtype(e->dtype)) {
-    return fail(errc::decode_error, "stored ndarray of key " + printable(key_of(e)) +
-                                        " has unknown dtype " + std::to_string(e->dtype));
+result<void> check_value(const entry_block* b) {
+  const entry_header* e = full_of(b);
+  if (e == nullptr || e->format != static_cast<std::uint8_t>(value_format::ndarray)) return {};
+  auto bad = [&](const std::string& what) {
+    return fail(errc::decode_error, "stored ndarray of key " + printable(key_of(b)) + what);
+  };
+  if (!is_valid_dtype(e->dtype)) return bad(" has unknown dtype " + std::to_string(e->dtype));
+  // Blocks are only 8-byte aligned: the writer placed the elements on a
+  // 64-byte boundary of the segment (whose mapping is page aligned).
+  if ((reinterpret_cast<std::uintptr_t>(e) + e->value_offset) % ndarray::alignment != 0) {
+    return bad(" is not aligned");
   }
-  if (e->value_offset % ndarray::alignment != 0) {
-    return fail(errc::decode_error,
-                "stored ndarray of key " + printable(key_of(e)) + " is not aligned");
-  }
-  if (e->ndim > ndarray::max_ndim) {
-    return fail(errc::decode_error, "stored ndarray of key " + printable(key_of(e)) + " has " +
-                                        std::to_string(e->ndim) + " dimensions");
-  }
-  // The shape is 8-aligned in a 64-aligned block. Multiplications checked
+  if (e->ndim > ndarray::max_ndim) return bad(" has " + std::to_string(e->ndim) + " dimensions");
+  // The shape is 8-aligned in an 8-aligned block. Multiplications checked
   // for overflow without a division each: this runs for every view taken.
   const auto* shape = reinterpret_cast<const std::uint64_t*>(reinterpret_cast<const std::byte*>(e) +
                                                              shape_offset(e->key_bytes));
@@ -35,27 +34,27 @@ result<void> check_value(const entry_header* e) {
   for (unsigned i = 0; i < e->ndim; ++i)
     overflow |= __builtin_mul_overflow(bytes, shape[i], &bytes);
   if (overflow || bytes != e->value_bytes) {
-    return fail(errc::decode_error, "stored ndarray of key " + printable(key_of(e)) +
-                                        " has a shape that does not fit its " +
-                                        std::to_string(e->value_bytes) + " bytes");
+    return bad(" has a shape that does not fit its " + std::to_string(e->value_bytes) + " bytes");
   }
   return {};
 }
 
-result<Value> decode_entry(const entry_header* e) {
-  if (auto ok = check_value(e); !ok) return std::move(ok).error();
-  if (e->format == static_cast<std::uint8_t>(value_format::ndarray)) {
+result<Value> decode_entry(const entry_block* b) {
+  if (auto ok = check_value(b); !ok) return std::move(ok).error();
+  const std::span<const std::byte> bytes = value_of(b);
+  if (format_of(b) == value_format::ndarray) {
+    const entry_header* e = full_of(b);
     try {
       const auto shape = shape_of(e);
-      return Value(ndarray::from_bytes(static_cast<dtype>(e->dtype), {shape.begin(), shape.end()},
-                                       value_of(e)));
+      return Value(
+          ndarray::from_bytes(static_cast<dtype>(e->dtype), {shape.begin(), shape.end()}, bytes));
     } catch (const slither::error& err) {
       return fail(err.code(), err.what());
     }
   }
   decode_limits limits;
-  limits.max_message_bytes = std::max<std::size_t>(limits.max_message_bytes, e->value_bytes);
-  return decode(value_of(e), limits);
+  limits.max_message_bytes = std::max<std::size_t>(limits.max_message_bytes, bytes.size());
+  return decode(bytes, limits);
 }
 
 std::string printable(std::string_view key) {

@@ -17,9 +17,9 @@ error_info slot_outside(reader_core& c, std::uint64_t ref) {
 }  // namespace
 
 bool tree_node(reader_core& c, std::uint64_t ref, unsigned level, checked_node& out) noexcept {
-  // Blocks are 64-byte aligned: any other reference (an inline slot's word
-  // in an internal node among them) is not a node.
-  if ((ref & (block_alignment - 1)) != 0) return false;
+  // Blocks are `block_granule`-aligned: any other reference (an inline
+  // slot's word in an internal node among them) is not a node.
+  if ((ref & (block_granule - 1)) != 0) return false;
   const auto* n = reinterpret_cast<const btree_node*>(c.resolve(ref, sizeof(btree_node)));
   if (n == nullptr) return false;
   const std::uint32_t magic = n->magic, count = n->count;
@@ -296,18 +296,18 @@ result<void> walk_leaves(reader_core& c, tree_cursor& cur, bool ok, std::size_t 
           s.is_ndarray = false;
           s.entry = nullptr;
         } else {
-          const entry_header* e = c.entry(ref);
+          const entry_block* e = c.entry(ref);
           if (e == nullptr) return c.unreadable(ref);
           // The leaf's key is the one returned; a block of another size is not its entry.
-          if (e->key_bytes != s.key.size()) {
+          if (key_of(e).size() != s.key.size()) {
             return c.corrupt(ref, "its key is not the one the B+tree says");
           }
-          s.is_ndarray = e->format == static_cast<std::uint8_t>(value_format::ndarray);
+          s.is_ndarray = format_of(e) == value_format::ndarray;
           if (s.is_ndarray) {
             if (auto valid = check_value(e); !valid) return std::move(valid).error();
           }
           s.bytes = value_of(e);
-          s.version = e->version;
+          s.version = version_of(e);
           s.entry = e;
         }
       }

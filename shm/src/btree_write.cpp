@@ -15,7 +15,6 @@ namespace slither::shm {
 
 using detail::btree_node;
 using detail::btree_slot;
-using detail::entry_header;
 using detail::slot_key;
 using detail::slots_of;
 using detail::table_state;
@@ -62,12 +61,12 @@ bool writer::impl::inline_value(unsigned level, const tree_item& item, std::uint
     bytes = {item.record + detail::btree_inline_header, detail::inline_size(item.ref)};
     return true;
   }
-  const entry_header* e = entry(item.ref);
-  if (e->format != static_cast<std::uint8_t>(detail::value_format::encoded) ||
-      e->value_bytes > detail::btree_inline_max) {
+  const detail::entry_block* e = entry(item.ref);
+  if (detail::format_of(e) != detail::value_format::encoded ||
+      detail::value_of(e).size() > detail::btree_inline_max) {
     return false;
   }
-  version = e->version;
+  version = detail::version_of(e);
   bytes = detail::value_of(e);
   return true;
 }
@@ -377,11 +376,12 @@ result<bool> writer::impl::tree_patch(table_state& t, std::string_view key,
   // The new value must take the old one's place exactly: both inline and of
   // one size, or both in their entry blocks.
   const std::uint64_t old_ref = slots_of(node(path[depth - 1].ref))[path[depth - 1].slot].ref;
-  const entry_header* e = entry(entry_ref);
-  const bool inl = e->format == static_cast<std::uint8_t>(detail::value_format::encoded) &&
-                   e->value_bytes <= detail::btree_inline_max;
+  const detail::entry_block* e = entry(entry_ref);
+  const std::span<const std::byte> value = detail::value_of(e);
+  const bool inl = detail::format_of(e) == detail::value_format::encoded &&
+                   value.size() <= detail::btree_inline_max;
   if (inl != ((old_ref & detail::btree_inline_flag) != 0) ||
-      (inl && detail::inline_size(old_ref) != e->value_bytes)) {
+      (inl && detail::inline_size(old_ref) != value.size())) {
     return false;
   }
   // Every block first, so that a failure changes nothing.
@@ -407,8 +407,9 @@ result<bool> writer::impl::tree_patch(table_state& t, std::string_view key,
       slot.ref = child;
     } else if (inl) {
       std::byte* record = p + detail::inline_offset(old_ref);
-      std::memcpy(record, &e->version, sizeof e->version);
-      std::memcpy(record + detail::btree_inline_header, detail::value_of(e).data(), e->value_bytes);
+      const std::uint64_t version = detail::version_of(e);
+      std::memcpy(record, &version, sizeof version);
+      std::memcpy(record + detail::btree_inline_header, value.data(), value.size());
     } else {
       slot.ref = entry_ref;
     }

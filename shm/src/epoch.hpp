@@ -231,13 +231,13 @@ namespace slither::shm {
 /// in, pinned in the slot's overflow_epoch.
 struct SLITHER_SHM_NO_EXPORT view::state {
   std::shared_ptr<detail::reader_core> core;
-  const detail::entry_header* entry = nullptr;
+  const detail::entry_block* entry = nullptr;
   int hold = -1;  // -1: pinned by `overflow_epoch` instead
   std::uint64_t overflow_epoch = 0;
   std::uint64_t forks = 0;  // core->shared_forks when this view was made
 
   /// Call inside a read (the epoch `epoch`) that found the block `ref` at `e`.
-  state(std::shared_ptr<detail::reader_core> c, const detail::entry_header* e, std::uint64_t ref,
+  state(std::shared_ptr<detail::reader_core> c, const detail::entry_block* e, std::uint64_t ref,
         std::uint64_t epoch)
       : core(std::move(c)), entry(e), forks(core->shared_forks.load(std::memory_order_relaxed)) {
     detail::reader_slot* slot = core->slot.load(std::memory_order_relaxed);

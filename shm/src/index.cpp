@@ -11,7 +11,7 @@
 
 namespace slither::shm {
 
-using detail::entry_header;
+using detail::entry_block;
 using detail::index_header;
 using detail::located;
 using detail::null_ref;
@@ -45,7 +45,7 @@ result<void> scan_index(reader_core& c, const index_header* ix, function_ref<boo
       const std::uint64_t s = slots[i].load(std::memory_order_seq_cst);
       if (!slot_has_entry(s)) continue;
       const std::uint64_t r = slot_ref(s);
-      const entry_header* e = c.entry(r);
+      const entry_block* e = c.entry(r);
       if (e == nullptr) return c.unreadable(r);
       auto want = wanted(e);
       if (!want) return std::move(want).error();
@@ -53,7 +53,7 @@ result<void> scan_index(reader_core& c, const index_header* ix, function_ref<boo
     }
     return true;
   };
-  auto all = [](const entry_header*) -> result<bool> { return true; };
+  auto all = [](const entry_block*) -> result<bool> { return true; };
 
   const std::uint64_t old = ix->old.load(std::memory_order_seq_cst);
   if (old == null_ref) {
@@ -69,7 +69,7 @@ result<void> scan_index(reader_core& c, const index_header* ix, function_ref<boo
   auto first = each_entry(ox, moved, all);
   if (!first) return std::move(first).error();
   if (!*first) return {};
-  auto rest = each_entry(ix, 0, [&](const entry_header* e) -> result<bool> {
+  auto rest = each_entry(ix, 0, [&](const entry_block* e) -> result<bool> {
     const std::string_view key = key_of(e);
     auto in_old = c.probe(ox, hash_key(c.hash_seed, key), key, moved);
     if (!in_old) return std::move(in_old).error();
@@ -101,8 +101,7 @@ slot_position writer::impl::find_slot(const table_state& t, std::uint64_t hash,
     }
     if (!detail::slot_tag_matches(v, hash)) continue;
     __builtin_prefetch(ptr(detail::slot_ref(v)) + 64);  // the key, with the header
-    const entry_header* e = entry(detail::slot_ref(v));
-    if (e->hash == hash && key_of(e) == key) return {i, detail::slot_ref(v), false};
+    if (key_of(entry(detail::slot_ref(v))) == key) return {i, detail::slot_ref(v), false};
   }
   if (!migrating(t)) return {insert_at, null_ref, false};
   // Still in the old array's unmoved part? Its frozen slots' blocks may be
@@ -115,8 +114,7 @@ slot_position writer::impl::find_slot(const table_state& t, std::uint64_t hash,
     if (!detail::slot_has_entry(v) || !detail::slot_tag_matches(v, hash) || i < t.migrated) {
       continue;
     }
-    const entry_header* e = entry(detail::slot_ref(v));
-    if (e->hash == hash && key_of(e) == key) return {i, detail::slot_ref(v), true};
+    if (key_of(entry(detail::slot_ref(v))) == key) return {i, detail::slot_ref(v), true};
   }
   return {insert_at, null_ref, false};
 }
@@ -196,7 +194,7 @@ void writer::impl::migrate(table_state& t, std::uint64_t budget) {
     const std::uint64_t v = from[i].load(std::memory_order_relaxed);
     if (!detail::slot_has_entry(v)) continue;
     // The key is in no slot of the new array (rule 1): the first free one is its place.
-    std::uint64_t j = entry(detail::slot_ref(v))->hash & mask;
+    std::uint64_t j = hash_of(entry(detail::slot_ref(v))) & mask;
     while (detail::slot_has_entry(to[j].load(std::memory_order_relaxed))) j = (j + 1) & mask;
     if (to[j].load(std::memory_order_relaxed) == null_ref) ++t.used;
     to[j].store(v, std::memory_order_seq_cst);
@@ -256,7 +254,7 @@ result<std::uint64_t> writer::impl::rehash(const table_state& t, std::uint64_t c
     for (std::uint64_t i = first; i < from_capacity; ++i) {
       const std::uint64_t v = from[i].load(std::memory_order_relaxed);
       if (!detail::slot_has_entry(v)) continue;
-      std::uint64_t j = entry(detail::slot_ref(v))->hash & mask;
+      std::uint64_t j = hash_of(entry(detail::slot_ref(v))) & mask;
       while (to[j].load(std::memory_order_relaxed) != null_ref) j = (j + 1) & mask;
       to[j].store(v, std::memory_order_relaxed);
     }

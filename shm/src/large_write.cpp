@@ -79,6 +79,7 @@ result<reservation> writer::impl::reserve(table_state& t, std::string_view key,
   std::byte* p = ptr(b->ref);
   auto* e = new (p) entry_header{};
   const std::uint64_t hash = detail::hash_key(hash_seed, key);
+  e->layout = static_cast<std::uint8_t>(detail::entry_layout::full);
   e->hash = hash;
   e->count = 1;
   e->value_bytes = prefix.size() + fill_bytes;
@@ -123,11 +124,11 @@ result<std::uint64_t> writer::commit(std::uint64_t id) {
                                      " was dropped before its commit; it was abandoned");
   }
   detail::table_state& t = *found;
-  const entry_header* e = p_->entry(w.b.ref);
-  const auto value = detail::value_of(e);
-  if (e->hash != w.hash || e->value_bytes != w.value_bytes || e->block_bytes != w.b.bytes ||
-      detail::key_of(e) != w.key || !detail::check_value(e) ||
-      !std::equal(w.prefix.begin(), w.prefix.end(), value.begin())) {
+  const detail::entry_block* b = p_->entry(w.b.ref);
+  const entry_header* e = detail::full_of(b);
+  if (e == nullptr || e->hash != w.hash || e->value_bytes != w.value_bytes ||
+      e->block_bytes != w.b.bytes || detail::key_of(b) != w.key || !detail::check_value(b) ||
+      !std::equal(w.prefix.begin(), w.prefix.end(), detail::value_of(b).begin())) {
     p_->release(w.b.ref, w.b.bytes);
     return fail(errc::decode_error, "reservation " + std::to_string(id) + " for key " +
                                         detail::printable(w.key) +

@@ -13,9 +13,10 @@
 //   readers take each one's size from the header and map a segment when they first meet a
 //   reference into it. References are (segment << 48 | offset), never pointers.
 // - An index block is an open-addressing, linear-probing array of slots
-//   (null, tombstone or a reference to an entry block tagged with 6 bits of the
-//   key hash, so probes rarely touch other keys' blocks), kept at most 3/4 full.
-//   Entry blocks are immutable once published: {hash, version, key, value}.
+//   (null, tombstone or a reference to an entry block tagged with 10 bits of
+//   the key hash, so probes rarely touch other keys' blocks), kept at most 3/4 full.
+//   Entry blocks are immutable once published: {version, key, value} in one
+//   of two layouts (below), told apart by their first byte.
 //   A put writes a new block and release-stores its reference into the slot;
 //   growth is incremental (below); reload/clear build a new array (and
 //   blocks) and publish it in the table directory, so a reader sees either
@@ -117,19 +118,31 @@ constexpr std::uint64_t ref_offset(std::uint64_t ref) noexcept {
   return ref & ref_offset_mask;
 }
 
-// An index slot holds an entry block's reference with the top 6 bits of the
-// key's hash in its low 6 bits (blocks are 64-byte aligned, so those bits of
-// a reference are 0): a probe skips most other keys without touching their
-// blocks. A slot whose reference part is 0 is null (value 0) or a tombstone.
-inline constexpr std::uint64_t slot_tag_mask = block_alignment - 1;
+/// Every block (entry, index, tree node) starts at a multiple of this in its
+/// segment: small entries waste at most 7 bytes to alignment. What needs more
+/// (an ndarray's 64-byte aligned elements) pads inside its block.
+inline constexpr std::uint64_t block_granule = 8;
+
+// An index slot holds an entry block's reference with the top 10 bits of the
+// key's hash in its top 10 bits (a reference uses only the low 54: a segment
+// number below 64, an offset below 2^48): a probe skips all but 1/1024 of
+// the other keys it meets without touching their blocks. The position in the
+// array comes from the hash's low bits, so the two are independent. A slot
+// whose reference part is 0 is null (value 0) or a tombstone (1: blocks are
+// 8-byte aligned, so a reference's low 3 bits are 0).
+inline constexpr unsigned slot_tag_shift = 54;
+inline constexpr std::uint64_t slot_ref_mask =
+    ((std::uint64_t{1} << slot_tag_shift) - 1) & ~(block_granule - 1);
+static_assert(max_segments <= (1u << (slot_tag_shift - ref_offset_bits)),
+              "a segment number must fit below the slot's tag");
 constexpr std::uint64_t slot_value(std::uint64_t ref, std::uint64_t hash) noexcept {
-  return ref | (hash >> 58);
+  return ref | (hash >> slot_tag_shift << slot_tag_shift);
 }
 constexpr std::uint64_t slot_ref(std::uint64_t slot) noexcept {
-  return slot & ~slot_tag_mask;
+  return slot & slot_ref_mask;
 }
 constexpr bool slot_tag_matches(std::uint64_t slot, std::uint64_t hash) noexcept {
-  return (slot & slot_tag_mask) == (hash >> 58);
+  return ((slot ^ hash) >> slot_tag_shift) == 0;
 }
 constexpr bool slot_has_entry(std::uint64_t slot) noexcept {
   return slot_ref(slot) != null_ref;
@@ -228,11 +241,42 @@ static_assert(offsetof(index_header, old) == 24 && offsetof(index_header, migrat
 
 enum class value_format : std::uint8_t { encoded = 1, ndarray = 2 };
 
-/// An immutable entry block: this header, the key, the ndarray shape (ndim
-/// 64-bit words, 8-aligned) and the value at `value_offset` (64-aligned for
-/// ndarrays). In a bag, each value has its own block and `next` links to the
-/// previously appended one, so the slot references the newest value.
+/// How an entry block is laid out: the low 4 bits of its first byte.
+enum class entry_layout : std::uint8_t {
+  /// `compact_entry`: a set's small encoded value, 8 bytes of header.
+  compact = 1,
+  /// `entry_header`: everything else (bags, ndarrays, large values and keys).
+  full = 2,
+};
+
+/// A compact entry block: one 64-bit word, then the key, then the encoded
+/// value; nothing else (block.hpp chooses it). The word holds, from its low
+/// bits: the layout (4 bits, `entry_layout::compact`), the key's bytes (8),
+/// the value's bytes (12) and the version (40). What the full header spells
+/// out is implied: the value is encoded and follows the key, the block is
+/// `size_class(8 + key + value)` bytes, a chain of one value (count 1, no
+/// next or first); the key's hash is recomputed from the key where needed
+/// (its top bits are in the index slot).
+struct compact_entry {
+  std::uint64_t word;
+};
+static_assert(std::is_standard_layout_v<compact_entry> && sizeof(compact_entry) == 8);
+inline constexpr unsigned compact_key_shift = 4, compact_value_shift = 12,
+                          compact_version_shift = 24;
+inline constexpr std::uint64_t compact_max_key = 255, compact_max_value = 4095;
+/// Versions a compact header can hold; later ones get the full header.
+inline constexpr std::uint64_t compact_version_limit = std::uint64_t{1} << 40;
+
+/// A full entry block: this header, the key, the ndarray shape (ndim
+/// 64-bit words, 8-aligned) and the value at `value_offset` (64-aligned in
+/// memory for ndarrays). In a bag, each value has its own block and `next`
+/// links to the previously appended one, so the slot references the newest value.
 struct entry_header {
+  std::uint8_t layout;  ///< entry_layout::full, at the same place as a compact word's
+  std::uint8_t format;  ///< value_format
+  std::uint8_t dtype;
+  std::uint8_t ndim;
+  std::uint32_t key_bytes;
   std::uint64_t hash;
   std::uint64_t version;
   std::uint64_t next;  ///< bag: the block of the previous value; else null
@@ -240,18 +284,13 @@ struct entry_header {
   /// without walking the chain; null in a set and in a chain of one block.
   std::uint64_t first;
   std::uint64_t value_bytes;
-  std::uint32_t key_bytes;
   std::uint32_t value_offset;
-  std::uint32_t count;  ///< values in the chain from here (1 in a set)
-  std::uint8_t format;  ///< value_format
-  std::uint8_t dtype;
-  std::uint8_t ndim;
-  std::uint8_t reserved;
+  std::uint32_t count;        ///< values in the chain from here (1 in a set)
   std::uint64_t block_bytes;  ///< allocation size of the block
 };
 static_assert(std::is_standard_layout_v<entry_header> && sizeof(entry_header) == 64);
-static_assert(offsetof(entry_header, first) == 24 && offsetof(entry_header, count) == 48);
-static_assert(offsetof(entry_header, key_bytes) == 40 && offsetof(entry_header, block_bytes) == 56);
+static_assert(offsetof(entry_header, first) == 32 && offsetof(entry_header, count) == 52);
+static_assert(offsetof(entry_header, key_bytes) == 4 && offsetof(entry_header, block_bytes) == 56);
 /// Values one key of a bag may hold (`entry_header::count` is 32 bits).
 inline constexpr std::uint64_t max_bag_values = UINT32_MAX;
 

@@ -103,35 +103,40 @@ const std::byte* reader_core::map_segment(std::uint32_t n) noexcept {
 result<std::vector<located>> reader_core::chain(located head) {
   std::vector<located> out;
   // Never reserve what a block claims: the walk is bounded by real blocks.
-  out.reserve(std::min<std::uint64_t>(head.e->count, 16));
+  out.reserve(std::min<std::uint64_t>(detail::count_of(head.e), 16));
   for (located at = head;;) {
     out.push_back(at);
-    const std::uint64_t count = at.e->count;
-    if (at.e->next == detail::null_ref) {
+    const std::uint64_t count = detail::count_of(at.e);
+    const std::uint64_t next_ref = detail::next_of(at.e);
+    if (next_ref == detail::null_ref) {
       if (count != 1) return corrupt(head.ref, "a bag chain ends early");
       break;
     }
     if (count <= 1) return corrupt(head.ref, "a bag chain is longer than it counts");
-    const entry_header* next = entry(at.e->next);
-    if (next == nullptr) return unreadable(at.e->next);
+    const detail::entry_block* next = entry(next_ref);
+    if (next == nullptr) return unreadable(next_ref);
     // Counts fall by one per block: a chain that loops cannot pass this.
-    if (next->count != count - 1) return corrupt(head.ref, "a bag chain's counts do not fall");
-    at = located{at.e->next, next};
+    if (detail::count_of(next) != count - 1) {
+      return corrupt(head.ref, "a bag chain's counts do not fall");
+    }
+    at = located{next_ref, next};
   }
   std::reverse(out.begin(), out.end());
   return out;
 }
 
 result<located> reader_core::first(located head) {
-  if (head.e->next == detail::null_ref) return head;
+  if (detail::next_of(head.e) == detail::null_ref) return head;
   // The head references the chain's end: it must be a last block (count 1,
-  // no next) of the same key's hash, else the store is corrupt.
-  const entry_header* oldest = entry(head.e->first);
-  if (oldest == nullptr) return unreadable(head.e->first);
-  if (oldest->count != 1 || oldest->next != detail::null_ref || oldest->hash != head.e->hash) {
+  // no next) of the same key, else the store is corrupt.
+  const std::uint64_t first_ref = detail::first_of(head.e);
+  const detail::entry_block* oldest = entry(first_ref);
+  if (oldest == nullptr) return unreadable(first_ref);
+  if (detail::count_of(oldest) != 1 || detail::next_of(oldest) != detail::null_ref ||
+      key_of(oldest) != key_of(head.e)) {
     return corrupt(head.ref, "a bag's first value is not its chain's end");
   }
-  return located{head.e->first, oldest};
+  return located{first_ref, oldest};
 }
 
 bool reader_core::refresh_tables() noexcept {
@@ -181,7 +186,7 @@ std::span<const std::byte> view::bytes() const noexcept {
 }
 
 bool view::is_ndarray() const noexcept {
-  return s_->entry->format == static_cast<std::uint8_t>(detail::value_format::ndarray);
+  return detail::format_of(s_->entry) == detail::value_format::ndarray;
 }
 
 ndarray view::array() const {
@@ -190,8 +195,8 @@ ndarray view::array() const {
                          "the value of key " + printable(key_of(s_->entry)) + " is not an ndarray");
   }
   // Its dtype and shape were checked against the block when the view was made.
-  return ndarray::view(static_cast<dtype>(s_->entry->dtype), shape_of(s_->entry),
-                       value_of(s_->entry).data(), s_);
+  const entry_header* e = detail::full_of(s_->entry);
+  return ndarray::view(static_cast<dtype>(e->dtype), shape_of(e), value_of(s_->entry).data(), s_);
 }
 
 Value view::value() const {
@@ -201,7 +206,7 @@ Value view::value() const {
 }
 
 std::uint64_t view::version() const noexcept {
-  return s_->entry->version;
+  return detail::version_of(s_->entry);
 }
 
 // ---------------------------------------------------------------------------
@@ -500,14 +505,14 @@ result<reader::peeked> peek_at(reader_core& c, Table table, std::string_view key
   return with_entry<reader::peeked>(
       c, table, key, [&](const located& found, epoch_guard&) -> result<reader::peeked> {
         if (found.e == nullptr) return reader::peeked::absent;
-        const entry_header* e = found.e;
+        const detail::entry_block* e = found.e;
         // A set's entry is its own first value: no call for the common read.
-        if (e->next != detail::null_ref) {
+        if (detail::next_of(e) != detail::null_ref) {
           auto first = c.first(found);
           if (!first) return std::move(first).error();
           e = first->e;
         }
-        if (e->format == static_cast<std::uint8_t>(detail::value_format::ndarray)) {
+        if (detail::format_of(e) == detail::value_format::ndarray) {
           return reader::peeked::is_ndarray;
         }
         fn(value_of(e));
@@ -610,7 +615,7 @@ result<void> visit_range(reader_core& c, std::string_view table, const reader::k
 /// A decoded copy of a scanned value: from its entry block, or from its
 /// inline copy in a leaf.
 result<Value> decode_scanned(const reader::scanned& s) {
-  if (s.entry != nullptr) return decode_entry(static_cast<const entry_header*>(s.entry));
+  if (s.entry != nullptr) return decode_entry(static_cast<const detail::entry_block*>(s.entry));
   return slither::decode(s.bytes);
 }
 

@@ -33,7 +33,7 @@ namespace slither::shm::detail {
 /// A block found by a reader: its reference and its address.
 struct located {
   std::uint64_t ref = null_ref;
-  const entry_header* e = nullptr;
+  const entry_block* e = nullptr;
 };
 
 /// Lanes of a slot that threads keep between reads (epoch.hpp); the rest are taken per read.
@@ -167,8 +167,20 @@ struct reader_core final : fork_aware, std::enable_shared_from_this<reader_core>
   }
 
   /// The entry block at `ref` if its header describes a block that fits in
-  /// its segment, with key, shape and value inside it; else nullptr.
-  const entry_header* entry(std::uint64_t ref) noexcept {
+  /// its segment, with key, shape and value inside it; else nullptr. The
+  /// layout is the block's first byte: anything but the two known ones is damage.
+  const entry_block* entry(std::uint64_t ref) noexcept {
+    const std::byte* p = resolve(ref, sizeof(compact_entry));
+    if (p == nullptr) return nullptr;
+    const auto* b = reinterpret_cast<const entry_block*>(p);
+    switch (layout_of(b)) {
+      case entry_layout::compact:
+        return resolve(ref, compact_bytes(compact_word(b))) != nullptr ? b : nullptr;
+      case entry_layout::full:
+        break;
+      default:
+        return nullptr;
+    }
     const auto* e = reinterpret_cast<const entry_header*>(resolve(ref, sizeof(entry_header)));
     if (e == nullptr || e->block_bytes < sizeof(entry_header) ||
         resolve(ref, e->block_bytes) == nullptr || e->value_offset > e->block_bytes ||
@@ -178,7 +190,7 @@ struct reader_core final : fork_aware, std::enable_shared_from_this<reader_core>
          e->format != static_cast<std::uint8_t>(value_format::ndarray))) {
       return nullptr;
     }
-    return e;
+    return b;
   }
 
   /// The index block at `ref` if its header and slots fit in its segment; else nullptr.
@@ -209,15 +221,17 @@ struct reader_core final : fork_aware, std::enable_shared_from_this<reader_core>
       if (s == null_ref) break;
       if (!slot_has_entry(s) || !slot_tag_matches(s, hash) || i < from) continue;
       const std::uint64_t r = slot_ref(s);
-      // Header, key and a small value fill the block's first three cache
-      // lines: fetch them together rather than one miss after another.
-      if (const std::byte* p = resolve(r, sizeof(entry_header))) {
+      // Header, key and a small value fill the block's first cache lines
+      // (a compact block may straddle two): fetch them together rather than
+      // one miss after another.
+      if (const std::byte* p = resolve(r, sizeof(compact_entry))) {
         __builtin_prefetch(p + 64);
         __builtin_prefetch(p + 128);
       }
-      const entry_header* e = entry(r);
+      const entry_block* e = entry(r);
       if (e == nullptr) return unreadable(r);
-      if (e->hash == hash && key_of(e) == key) return located{r, e};
+      // The tag matched: the key decides (a compact block keeps no hash).
+      if (key_of(e) == key) return located{r, e};
     }
     return located{};
   }

@@ -108,9 +108,9 @@ void writer::impl::dispose(const table_state& t, std::uint64_t ref, std::uint64_
 
 void writer::impl::dispose_chain(const table_state& t, std::uint64_t head) {
   while (head != detail::null_ref) {
-    const entry_header* e = entry(head);
-    const std::uint64_t next = e->next;
-    dispose(t, head, e->block_bytes);
+    const detail::entry_block* e = entry(head);
+    const std::uint64_t next = detail::next_of(e);
+    dispose(t, head, block_bytes_of(e));
     head = next;
   }
 }
@@ -219,14 +219,34 @@ result<block> writer::impl::build_entry(const table_state& t, std::string_view k
                     " is over the limit of " + std::to_string(options.max_value_bytes) +
                     " bytes (table '" + t.name + "' in store '" + label + "')");
   }
+  // A set's small encoded value gets the compact layout (layout.hpp); its
+  // version must fit the header's 40 bits, with room for a batch's worth of
+  // versions given after the build.
+  if (format == detail::value_format::encoded && t.kind != table_kind::bag &&
+      detail::fits_compact(key.size(), payload.size(), 2 * last_version)) {
+    auto b = allocate(sizeof(detail::compact_entry) + key.size() + payload.size());
+    if (!b) return std::move(b).error();
+    std::byte* p = ptr(b->ref);
+    detail::write_compact(p, key, payload.size());
+    if (!payload.empty()) {
+      std::memcpy(p + sizeof(detail::compact_entry) + key.size(), payload.data(), payload.size());
+    }
+    return *b;
+  }
   const std::uint64_t shape_at = shape_offset(key.size());
-  const std::uint64_t value_at =
-      align_up(shape_at + shape.size() * sizeof(std::uint64_t),
-               format == detail::value_format::ndarray ? ndarray::alignment : 8);
-  auto b = allocate(value_at + payload.size());
+  const std::uint64_t min_value_at = shape_at + shape.size() * sizeof(std::uint64_t);
+  // Blocks are 8-byte aligned: an ndarray's elements go to the first 64-byte
+  // boundary of the segment past the shape, which the slack leaves room for.
+  const bool array = format == detail::value_format::ndarray;
+  const std::uint64_t slack = array ? ndarray::alignment - detail::block_granule : 0;
+  auto b = allocate(min_value_at + slack + payload.size());
   if (!b) return std::move(b).error();
+  const std::uint64_t at = detail::ref_offset(b->ref);
+  const std::uint64_t value_at =
+      array ? align_up(at + min_value_at, ndarray::alignment) - at : align_up(min_value_at, 8);
   std::byte* p = ptr(b->ref);
   auto* e = new (p) entry_header{};
+  e->layout = static_cast<std::uint8_t>(detail::entry_layout::full);
   e->hash = hash;
   e->count = 1;
   e->value_bytes = payload.size();
@@ -247,20 +267,21 @@ result<block> writer::impl::build_entry(const table_state& t, std::string_view k
 inline std::uint64_t writer::impl::link(table_state& t, const block& b, std::uint64_t hash,
                                         std::string_view key) {
   const slot_position pos = find_slot(t, hash, key);
-  entry_header* e = entry(b.ref);
+  detail::entry_block* e = entry(b.ref);
   shared_u64& slot = slot_at(t, pos);
   // An ordered table's blocks have theirs already: their leaves copy it.
-  if (e->version == 0) e->version = ++last_version;
+  if (detail::version_of(e) == 0) detail::set_version(e, ++last_version);
   if (pos.ref != detail::null_ref) {
-    const entry_header* old = entry(pos.ref);
+    const detail::entry_block* old = entry(pos.ref);
     if (t.kind == table_kind::bag) {
-      e->next = pos.ref;
-      e->first = old->first != detail::null_ref ? old->first : pos.ref;
-      e->count = old->count + 1;
+      entry_header* f = detail::full_of(e);  // a bag's blocks are all full
+      f->next = pos.ref;
+      f->first = detail::first_of(old) != detail::null_ref ? detail::first_of(old) : pos.ref;
+      f->count = static_cast<std::uint32_t>(detail::count_of(old) + 1);
       ++t.values;
       slot.store(detail::slot_value(b.ref, hash), std::memory_order_seq_cst);
     } else {
-      const std::uint64_t old_bytes = old->block_bytes;
+      const std::uint64_t old_bytes = block_bytes_of(old);
       slot.store(detail::slot_value(b.ref, hash), std::memory_order_seq_cst);
       dispose(t, pos.ref, old_bytes);
     }
@@ -271,7 +292,7 @@ inline std::uint64_t writer::impl::link(table_state& t, const block& b, std::uin
     slot.store(detail::slot_value(b.ref, hash), std::memory_order_seq_cst);
   }
   publish_counts(t);
-  return e->version;
+  return detail::version_of(e);
 }
 
 result<std::uint64_t> writer::impl::link_built(table_state& t, const block& b, std::uint64_t hash,
@@ -290,7 +311,7 @@ result<std::uint64_t> writer::impl::link_entry(table_state& t, const block& b, s
   if (t.kind != table_kind::ordered_set) return link(t, b, hash, key);
   // Versioned first: a leaf may copy it with the value. The tree is published
   // after the link.
-  entry(b.ref)->version = ++last_version;
+  detail::set_version(entry(b.ref), ++last_version);
   if (auto r = tree_apply(t, key, b.ref); !r) {
     tree_abort(t);
     release(b.ref, b.bytes);
@@ -305,7 +326,7 @@ result<void> writer::impl::check_room(const table_state& t, std::uint64_t hash,
                                       std::string_view key, std::uint64_t appends) {
   if (t.kind != table_kind::bag) return {};
   const slot_position pos = find_slot(t, hash, key);
-  const std::uint64_t count = pos.ref == detail::null_ref ? 0 : entry(pos.ref)->count;
+  const std::uint64_t count = pos.ref == detail::null_ref ? 0 : detail::count_of(entry(pos.ref));
   if (appends > detail::max_bag_values - count) {
     return fail(errc::limit_exceeded, "key " + printable(key) + " of bag '" + t.name +
                                           "' in store '" + label + "' already holds " +
@@ -541,7 +562,7 @@ result<void> writer::put_many(std::string_view table,
   }
   const bool ordered = t.kind == table_kind::ordered_set;
   for (std::size_t i = 0; ordered && i < entries.size(); ++i)
-    p_->entry(built[i].ref)->version = ++p_->last_version;  // before the leaves copy it
+    detail::set_version(p_->entry(built[i].ref), ++p_->last_version);  // before the leaves copy it
   if (publish == batch_publish::at_once) return p_->put_many_at_once(t, built, hashes, entries);
   if (ordered) {
     if (auto r = p_->tree_put_many(t, entries, built); !r) {
@@ -693,7 +714,7 @@ result<bool> writer::erase(std::string_view table, std::string_view key) {
   p_->slot_at(t, pos).store(detail::tombstone, std::memory_order_seq_cst);
   if (pos.in_old) --t.old_live;
   --t.keys;
-  t.values -= p_->entry(pos.ref)->count;
+  t.values -= detail::count_of(p_->entry(pos.ref));
   p_->publish_counts(t);
   if (ordered) p_->tree_commit(t);
   p_->dispose_chain(t, pos.ref);
@@ -744,7 +765,8 @@ result<std::uint64_t> writer::compare_and_set(std::string_view table, std::strin
   }
   if (auto r = p_->check_key(t, key); !r) return std::move(r).error();
   const slot_position pos = p_->find_slot(t, hash_key(p_->hash_seed, key), key);
-  const std::uint64_t found = pos.ref == detail::null_ref ? 0 : p_->entry(pos.ref)->version;
+  const std::uint64_t found =
+      pos.ref == detail::null_ref ? 0 : detail::version_of(p_->entry(pos.ref));
   if (found != expected_version) {
     return fail(errc::conflict, "key " + printable(key) + " in table '" + t.name +
                                     "' is at version " + std::to_string(found) + ", not " +

@@ -155,8 +155,18 @@ struct SLITHER_SHM_NO_EXPORT writer::impl final : detail::fork_aware {
   bool owned() const noexcept { return generation == detail::fork_generation(); }
 
   std::byte* ptr(std::uint64_t ref) noexcept { return alloc.ptr(ref); }
-  detail::entry_header* entry(std::uint64_t ref) noexcept {
-    return reinterpret_cast<detail::entry_header*>(ptr(ref));
+  detail::entry_block* entry(std::uint64_t ref) noexcept {
+    return reinterpret_cast<detail::entry_block*>(ptr(ref));
+  }
+  /// The key hash of a block: a full header keeps it, a compact one's is recomputed.
+  std::uint64_t hash_of(const detail::entry_block* e) const noexcept {
+    if (const detail::entry_header* f = detail::full_of(e)) return f->hash;
+    return detail::hash_key(hash_seed, detail::key_of(e));
+  }
+  /// The allocation size of a block (what `allocate` gave for it).
+  static std::uint64_t block_bytes_of(const detail::entry_block* e) noexcept {
+    if (const detail::entry_header* f = detail::full_of(e)) return f->block_bytes;
+    return detail::size_class(detail::compact_bytes(detail::compact_word(e)));
   }
   detail::index_header* index(std::uint64_t ref) noexcept {
     return reinterpret_cast<detail::index_header*>(ptr(ref));

@@ -1,5 +1,6 @@
 // libFuzzer target: a reader on damaged segments. A real store (a set with
-// strings and arrays, a bag with a chain, an ordered table whose B+tree has
+// strings in compact entry blocks and arrays and a large value in full ones,
+// a bag with a chain, an ordered table whose B+tree has
 // two levels, a set whose index is growing, a second segment) is built once;
 // each input overwrites parts of its segments, then a fresh reader attaches
 // and runs every read. Errors are fine; crashes, hangs, huge allocations and

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <limits>
 
+#include "block.hpp"
 #include "layout.hpp"
 #include "segment.hpp"
 #include "shm_test_util.hpp"
@@ -38,20 +39,31 @@ struct damaged_store {
     EXPECT_EQ(detail::ref_segment(root), 0u) << "the test store fits in segment 0";
     return seg0.at<index_header>(detail::ref_offset(root));
   }
-  /// The newest block of `key` in `table`.
-  entry_header* entry(std::uint32_t table, std::string_view key) const {
+  /// The slot of `key` in `table`.
+  detail::shared_u64* slot(std::uint32_t table, std::string_view key) const {
     index_header* ix = index(table);
-    const auto* slots = reinterpret_cast<const detail::shared_u64*>(ix + 1);
+    auto* slots = reinterpret_cast<detail::shared_u64*>(ix + 1);
     for (std::uint64_t i = 0; i < ix->capacity; ++i) {
       const std::uint64_t s = slots[i].load();
       if (!detail::slot_has_entry(s)) continue;
-      auto* e = seg0.at<entry_header>(detail::ref_offset(detail::slot_ref(s)));
-      if (std::string_view(reinterpret_cast<const char*>(e + 1), e->key_bytes) == key) return e;
+      const auto* b = seg0.at<detail::entry_block>(detail::ref_offset(detail::slot_ref(s)));
+      if (detail::key_of(b) == key) return &slots[i];
     }
     ADD_FAILURE() << "no key " << key;
     return nullptr;
   }
-  std::uint64_t ref_of(const entry_header* e) const {
+  /// The newest block of `key` in `table`.
+  detail::entry_block* block(std::uint32_t table, std::string_view key) const {
+    return seg0.at<detail::entry_block>(
+        detail::ref_offset(detail::slot_ref(slot(table, key)->load())));
+  }
+  /// The newest block of `key` in `table`, which has the full header.
+  entry_header* entry(std::uint32_t table, std::string_view key) const {
+    entry_header* e = detail::full_of(block(table, key));
+    EXPECT_NE(e, nullptr) << "key " << key << " has a compact block";
+    return e;
+  }
+  std::uint64_t ref_of(const void* e) const {
     return detail::make_ref(
         0, static_cast<std::uint64_t>(reinterpret_cast<const std::byte*>(e) - seg0.data()));
   }
@@ -90,10 +102,10 @@ TEST(Corruption, ABagChainThatLoopsIsAnError) {
 
 TEST(Corruption, AHugeCountIsNeverReserved) {
   damaged_store s;
-  s.entry(0, "plain")->count = std::numeric_limits<std::uint32_t>::max() / 2;
+  s.entry(0, "nd")->count = std::numeric_limits<std::uint32_t>::max() / 2;
   s.entry(1, "k")->count = std::numeric_limits<std::uint32_t>::max() / 2;
   auto r = reader::attach(s.o.ns, s.o.name).value();
-  EXPECT_FALSE(r.get_all("kv", "plain"));
+  EXPECT_FALSE(r.get_all("kv", "nd"));
   EXPECT_FALSE(r.for_each("kv", [](std::string_view, const view&) { return true; }));
   expect_chain_reads_fail(r, "log", "k");
 }
@@ -106,7 +118,7 @@ TEST(Corruption, ABagWhoseFirstIsNotItsChainEndIsAnError) {
   const std::uint64_t good = newest->first;
   for (const std::uint64_t bad : {
            s.ref_of(newest),                 // not a chain's end (count 3)
-           s.ref_of(s.entry(0, "plain")),    // a chain's end, of another key
+           s.ref_of(s.block(0, "plain")),    // a chain's end (compact), of another key
            detail::make_ref(0, 1ull << 40),  // outside the segment
        }) {
     newest->first = bad;
@@ -162,18 +174,70 @@ TEST(Corruption, IndexesAndReferencesOutOfRangeAreErrors) {
   for (std::uint64_t i = 0; i < capacity; ++i) {
     const std::uint64_t v = slots[i].load();
     if (detail::slot_has_entry(v)) {
-      slots[i].store(detail::make_ref(0, s.seg0.size() - 64) | (v & detail::slot_tag_mask));
+      slots[i].store(detail::make_ref(0, s.seg0.size() - 64) | (v & ~detail::slot_ref_mask));
     }
   }
   EXPECT_FALSE(r.for_each("kv", [](std::string_view, const view&) { return true; }));
   EXPECT_FALSE(r.keys("kv"));
   for (std::uint64_t i = 0; i < capacity; ++i) {
     const std::uint64_t v = slots[i].load();
-    if (detail::slot_has_entry(v)) slots[i].store(detail::make_ref(40, 4096) | (v & 63));
+    if (detail::slot_has_entry(v)) {
+      slots[i].store(detail::make_ref(40, 4096) | (v & ~detail::slot_ref_mask));
+    }
   }
   EXPECT_FALSE(r.for_each("kv", [](std::string_view, const view&) { return true; }));
   s.header()->tables[0].root.store(detail::make_ref(0, s.seg0.size()));
   expect_every_read_fails(r, "kv", "plain");
+}
+
+TEST(Corruption, ACompactBlockThatClaimsBytesPastItsSegmentIsAnError) {
+  damaged_store s;
+  auto r = reader::attach(s.o.ns, s.o.name).value();
+  ASSERT_EQ(detail::layout_of(s.block(0, "plain")), detail::entry_layout::compact);
+  // A compact header in the segment's last bytes whose key and value
+  // lengths reach past its end; the slot of "plain" references it.
+  const std::uint64_t at = s.seg0.size() - 16;
+  detail::write_compact(s.seg0.data() + at, "plain", detail::compact_max_value);
+  detail::shared_u64* slot = s.slot(0, "plain");
+  const std::uint64_t good = slot->load();
+  slot->store(detail::make_ref(0, at) | (good & ~detail::slot_ref_mask));
+  expect_every_read_fails(r, "kv", "plain");
+  EXPECT_EQ(r.get("kv", "plain").error().code, errc::io_error);
+  EXPECT_FALSE(r.keys("kv"));
+  slot->store(good);
+  EXPECT_EQ(r.get("kv", "plain").value(), Value("text"));
+}
+
+TEST(Corruption, AnUnknownEntryLayoutIsAnError) {
+  damaged_store s;
+  auto r = reader::attach(s.o.ns, s.o.name).value();
+  for (const char* key : {"plain", "nd"}) {
+    auto* first = reinterpret_cast<std::uint8_t*>(s.block(0, key));
+    const std::uint8_t good = *first;
+    for (const std::uint8_t bad : {0, 3, 15}) {
+      *first = static_cast<std::uint8_t>((good & 0xf0) | bad);
+      expect_every_read_fails(r, "kv", key);
+      EXPECT_FALSE(r.keys("kv"));
+    }
+    *first = good;
+    EXPECT_TRUE(r.get("kv", key).value()) << key;
+  }
+}
+
+TEST(Corruption, ACompactValueWhoseLengthLiesIsADecodeError) {
+  damaged_store s;
+  auto r = reader::attach(s.o.ns, s.o.name).value();
+  auto* word = reinterpret_cast<std::uint64_t*>(s.block(0, "plain"));
+  const std::uint64_t good = *word;
+  for (const std::uint64_t bytes : {std::uint64_t{0}, std::uint64_t{3}, std::uint64_t{200}}) {
+    *word = (good & ~(detail::compact_max_value << detail::compact_value_shift)) |
+            bytes << detail::compact_value_shift;
+    auto v = r.get("kv", "plain");
+    ASSERT_FALSE(v) << bytes << " bytes";
+    EXPECT_EQ(v.error().code, errc::decode_error);
+  }
+  *word = good;
+  EXPECT_EQ(r.get("kv", "plain").value(), Value("text"));
 }
 
 TEST(Corruption, AHeaderWithAnUnknownTableKindIsRefused) {

@@ -145,9 +145,10 @@ TEST(LargeWrite, ADamagedHeaderIsNotPublished) {
   {
     testing::raw_object seg(r.object);
     bool found = false;
-    for (std::uint64_t at = r.offset - 128; at + 8192 > r.offset && !found; at -= 64) {
+    for (std::uint64_t at = r.offset - 128; at + 8192 > r.offset && !found; at -= 8) {
       auto* e = seg.at<detail::entry_header>(at);
-      if (e->key_bytes == 1 && e->value_bytes == r.bytes && e->value_offset == r.offset - at) {
+      if (e->layout == static_cast<std::uint8_t>(detail::entry_layout::full) && e->key_bytes == 1 &&
+          e->value_bytes == r.bytes && e->value_offset == r.offset - at) {
         e->value_bytes = 8;
         found = true;
       }

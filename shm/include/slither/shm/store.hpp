@@ -169,8 +169,9 @@ struct SLITHER_SHM_EXPORT store_stats {
 // tables created and dropped at run time (an atomic, growing table directory).
 // 7: bag blocks reference their chain's oldest block (`get` in O(1)). 8: an
 // index grows incrementally (`old` and `migrated` in its header). 9: B+tree
-// leaves carry small values inline (a scan reads leaves only).
-inline constexpr std::uint64_t layout_version = 9;
+// leaves carry small values inline (a scan reads leaves only). 10: compact
+// entry blocks (an 8-byte header), 8-byte block granularity, 10-bit slot tags.
+inline constexpr std::uint64_t layout_version = 10;
 
 /// Shared-memory object name of segment `n` of a store: "/slither.<ns>.<store>.<n>".
 SLITHER_SHM_EXPORT std::string segment_name(std::string_view ns, std::string_view store,
