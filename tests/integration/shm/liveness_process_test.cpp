@@ -78,9 +78,12 @@ TEST(Liveness, AWriterOutOfDescriptorsNeverClearsALiveReader) {
     while (st->phase.load() < 1) std::this_thread::sleep_for(1ms);
     // Every descriptor taken: the liveness check must not need one. (The
     // same calls once before, so that UBSan's vptr checks, which need a
-    // descriptor, have seen these types already.)
+    // descriptor, have seen these types already; the replaced value's free
+    // and `trim` start the page trimmer's thread, a type of its own.)
     w->put("kv", "warm", pattern(2, kBig)).value();
+    w->put("kv", "warm", pattern(3, kBig)).value();
     w->reclaim();
+    w->trim();
     (void)w->stats();
     struct rlimit rl {};
     ::getrlimit(RLIMIT_NOFILE, &rl);
