@@ -47,21 +47,26 @@ PyObject* numpy_generic();
 /// The part of `utf8_bytes` for a str that is not compact ASCII.
 std::optional<std::string_view> utf8_bytes_slow(PyObject* s, nanobind::object& holder);
 
+/// The characters of the str `s`, in place, if CPython stores it as compact
+/// ASCII (its bytes are then its UTF-8); nullopt otherwise.
+inline std::optional<std::string_view> compact_ascii(PyObject* s) noexcept {
+#if PY_VERSION_HEX < 0x030C0000
+  const bool ascii = PyUnicode_IS_READY(s) && PyUnicode_IS_COMPACT_ASCII(s);
+#else
+  const bool ascii = PyUnicode_IS_COMPACT_ASCII(s);
+#endif
+  if (!ascii) return std::nullopt;
+  return std::string_view(static_cast<const char*>(PyUnicode_DATA(s)),
+                          static_cast<std::size_t>(PyUnicode_GET_LENGTH(s)));
+}
+
 /// The UTF-8 bytes of the str `s`: in place for a compact ASCII string, else
 /// from the UTF-8 form CPython caches; a lone surrogate U+DC80..U+DCFF (what
 /// decoding with surrogateescape makes of a byte that is not UTF-8) becomes
 /// that byte again, with `holder` keeping the bytes alive. nullopt (no Python
 /// error set) for a str with other lone surrogates.
 inline std::optional<std::string_view> utf8_bytes(PyObject* s, nanobind::object& holder) {
-#if PY_VERSION_HEX < 0x030C0000
-  const bool ascii = PyUnicode_IS_READY(s) && PyUnicode_IS_COMPACT_ASCII(s);
-#else
-  const bool ascii = PyUnicode_IS_COMPACT_ASCII(s);
-#endif
-  if (ascii) {
-    return std::string_view(static_cast<const char*>(PyUnicode_DATA(s)),
-                            static_cast<std::size_t>(PyUnicode_GET_LENGTH(s)));
-  }
+  if (auto ascii = compact_ascii(s)) return ascii;
   return utf8_bytes_slow(s, holder);
 }
 
@@ -83,15 +88,7 @@ std::string_view key_view_slow(nanobind::handle obj, const char* what);
 inline std::string_view key_view(nanobind::handle obj, const char* what = "key") {
   PyObject* o = obj.ptr();
   if (PyUnicode_Check(o)) {
-#if PY_VERSION_HEX < 0x030C0000
-    const bool ascii = PyUnicode_IS_READY(o) && PyUnicode_IS_COMPACT_ASCII(o);
-#else
-    const bool ascii = PyUnicode_IS_COMPACT_ASCII(o);
-#endif
-    if (ascii) {
-      return {static_cast<const char*>(PyUnicode_DATA(o)),
-              static_cast<std::size_t>(PyUnicode_GET_LENGTH(o))};
-    }
+    if (auto ascii = compact_ascii(o)) return *ascii;
   } else if (PyBytes_Check(o)) {
     return {PyBytes_AS_STRING(o), static_cast<std::size_t>(PyBytes_GET_SIZE(o))};
   }
