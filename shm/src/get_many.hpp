@@ -22,9 +22,11 @@
 
 namespace slither::shm::detail {
 
-/// Keys whose misses `find_many` overlaps: two misses each, so a group keeps
-/// up to twice this many outstanding, about what a core can track at once.
-inline constexpr std::size_t find_many_group = 8;
+/// Keys whose misses `find_many` overlaps: their slot lines are asked for
+/// together, then their blocks. About as many misses as a core keeps in
+/// flight (10 to 16 line-fill buffers); on the benchmark VM (store.get_many.1e7
+/// in tests/bench/store/bench_scale.cpp) 16 beat both 8 and 32.
+inline constexpr std::size_t find_many_group = 16;
 
 /// For each of `keys` in turn, the block of its first value (a bag's oldest;
 /// the entry itself in a set) in the table whose current index is `ix`,
