@@ -7,6 +7,7 @@
 
 #include "btree.hpp"
 #include "epoch.hpp"
+#include "get_many.hpp"
 #include "index.hpp"
 #include "reader_core.hpp"
 #include "registry.hpp"
@@ -440,30 +441,48 @@ result<std::optional<Value>> reader::get(std::string_view table, std::string_vie
       });
 }
 
-result<std::vector<std::optional<Value>>> reader::get_many(
-    std::string_view table, std::span<const std::string_view> keys) const {
-  using out_t = std::vector<std::optional<Value>>;
+result<void> reader::get_many(std::string_view table, std::span<const std::string_view> keys,
+                              many_callback fn) const {
   if (!p_) return moved_from();
   reader_core& c = *p_->core;
-  return with_index<out_t>(
-      c, table, [&](std::uint32_t, const index_header* ix, epoch_guard&) -> result<out_t> {
-        out_t out;
-        out.reserve(keys.size());
-        for (const std::string_view key : keys) {
-          auto found = c.find(ix, hash_key(c.hash_seed, key), key);
-          if (!found) return std::move(found).error();
-          if (found->e == nullptr) {
-            out.emplace_back();
-            continue;
+  return with_index<void>(
+      c, table, [&](std::uint32_t, const index_header* ix, epoch_guard&) -> result<void> {
+        std::optional<error_info> failed;
+        auto r = detail::find_many(c, ix, keys, [&](std::size_t i, located at) {
+          if (at.e == nullptr) return fn(i, nullptr);
+          // Raw elements are handed out only once they match their shape.
+          if (auto ok = check_value(at.e); !ok) {
+            failed = std::move(ok).error();
+            return false;
           }
-          auto first = c.first(*found);
-          if (!first) return std::move(first).error();
-          auto v = decode_entry(first->e);
-          if (!v) return std::move(v).error();
-          out.emplace_back(std::move(*v));
-        }
-        return out;
+          const scanned s{key_of(at.e), value_of(at.e),
+                          detail::format_of(at.e) == detail::value_format::ndarray,
+                          detail::version_of(at.e), at.e};
+          return fn(i, &s);
+        });
+        if (!r) return std::move(r).error();
+        if (failed) return std::move(*failed);
+        return {};
       });
+}
+
+result<std::vector<std::optional<Value>>> reader::get_many(
+    std::string_view table, std::span<const std::string_view> keys) const {
+  std::vector<std::optional<Value>> out(keys.size());
+  std::optional<error_info> failed;
+  auto r = get_many(table, keys, [&](std::size_t i, const scanned* e) {
+    if (e == nullptr) return true;
+    auto v = decode_entry(static_cast<const detail::entry_block*>(e->entry));
+    if (!v) {
+      failed = std::move(v).error();
+      return false;
+    }
+    out[i].emplace(std::move(*v));
+    return true;
+  });
+  if (!r) return std::move(r).error();
+  if (failed) return std::move(*failed);
+  return out;
 }
 
 result<std::vector<Value>> reader::get_all(std::string_view table, std::string_view key) const {

@@ -23,6 +23,7 @@
 #include "convert.hpp"
 #include "errors.hpp"
 #include "fork.hpp"
+#include "get_many.hpp"
 #include "pycodec.hpp"
 #include "slither/core/codec.hpp"
 #include "slither/shm/store.hpp"
@@ -456,33 +457,20 @@ void init_reader(nb::module_& m) {
           "get_many",
           [](py_reader& r, nb::handle table_arg, nb::handle keys, nb::handle default_) {
             const std::string_view table = name_arg(table_arg, "table");
-            if (PyUnicode_Check(keys.ptr()) || PyBytes_Check(keys.ptr())) {
-              raise_invalid_type("keys must be an iterable of keys, not a single '" +
-                                 python_type_name(keys) + "'");
-            }
-            // The key objects stay referenced in `held` while their views are used.
-            nb::object it = nb::steal(PyObject_GetIter(keys.ptr()));
-            if (!it) {
-              PyErr_Clear();
-              raise_invalid_type("keys must be an iterable of keys, not '" +
-                                 python_type_name(keys) + "'");
-            }
-            std::vector<nb::object> held;
-            std::vector<std::string_view> ks;
-            while (PyObject* k = PyIter_Next(it.ptr())) {
-              held.push_back(nb::steal(k));
-              ks.push_back(key_view(held.back()));
-            }
-            if (PyErr_Occurred()) throw nb::python_error();
-            nb::list out;
-            for (const std::optional<Value>& v : take(live(r).get_many(table, ks)))
-              out.append(v ? to_python(*v) : nb::borrow(default_));
-            return out;
+            const key_batch ks = key_batch_arg(keys);  // may run Python code: first
+            const shm::reader& rd = live(r);
+            ++r.iterating;  // objects made inside the read must not replace the reader read
+            struct done {
+              int& n;
+              ~done() { --n; }
+            } leave{r.iterating};
+            return values_to_python(rd, table, ks.views, default_);
           },
           nb::arg("table").none(), nb::arg("keys").none(), nb::arg("default").none() = nb::none(),
           "Decoded copies of the values under `keys`, in order (`default` where absent),\n"
           "read in one call and one epoch through one index: a reload or an atomic\n"
-          "put_many is seen whole or not at all.")
+          "put_many is seen whole or not at all. In a large table, several times faster\n"
+          "per key than `get` one key at a time (the batch overlaps memory misses).")
       .def(
           "close",
           [](py_reader& r) {

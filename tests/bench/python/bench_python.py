@@ -218,6 +218,27 @@ def bench_get(store: slither.Store, redis: Redis | None, base: Path) -> None:
     record("get 64 B", "UltraDict[key]", guarded("UltraDict", ultradict_get), "ns")
 
 
+def bench_get_many(store: slither.Store) -> None:
+    """BATCH keys of 64 B values read with one get_many against a loop of get, per key."""
+    keys = [f"many:{i:06d}" for i in range(BATCH)]
+    store.put_many("kv", {k: SMALL for k in keys})
+    get, get_many = store.get, store.get_many
+
+    def ours(n: int) -> None:
+        for _ in range(n):
+            get_many("kv", keys)
+
+    def one_by_one(n: int) -> None:
+        for _ in range(n):
+            for k in keys:
+                get("kv", k)
+
+    many_ns, loop_ns, paired_ratios["py.get_many.vs_get"] = paired_ns(ours, one_by_one)
+    record(f"get_many ({BATCH} x 64 B), per key", "slither store.get_many", many_ns / BATCH, "ns")
+    record(f"get_many ({BATCH} x 64 B), per key", "slither store.get in a loop", loop_ns / BATCH,
+           "ns")
+
+
 def bench_view(store: slither.Store, redis: Redis | None, base: Path) -> None:
     store.put("kv", "big", BIG)
     store.put("kv", "kib", KIB)
@@ -400,6 +421,9 @@ def report() -> None:
     print(f"RATIO py.get.vs_dict {paired_ratios['py.get.vs_dict']:.2f}")
     print(f"RATIO py.get.vs_lmdb {ratio(value('get 64 B', 'lmdb txn.get(buffers=True)'), get_ns)}")
     print(f"RATIO py.get.vs_redis {ratio(value('get 64 B', 'redis GET (unix socket)'), get_ns)}")
+    many_ns = value(f"get_many ({BATCH} x 64 B), per key", "slither store.get_many")
+    print(f"BENCH py.get_many {many_ns:.0f} ns")
+    print(f"RATIO py.get_many.vs_get {paired_ratios['py.get_many.vs_get']:.2f}")
     view_us = value("view 16 MiB f32", "slither store.view")
     print(f"BENCH py.view.16m {view_us:.2f} us")
     print(f"BENCH py.view.1k {value('view 1 KiB f32', 'slither store.view'):.2f} us")
@@ -433,6 +457,7 @@ def main() -> None:
     try:
         store = broker.client.store("bench")
         bench_get(store, redis, base)
+        bench_get_many(store)
         bench_view(store, redis, base)
         bench_put(store, redis, base)
     finally:

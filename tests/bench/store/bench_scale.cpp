@@ -16,6 +16,11 @@
 // index (2^24 slots, 128 MiB) is not growing when measured: it last grew at
 // 6.3 million keys, and that migration ended a million puts later.
 //
+// What store_get_many_1e5 and store_get_many_1e7 measure: the same keys in
+// the same order, read 64 at a time with `reader::get_many` (decoded copies
+// too), reported per key. The batch overlaps the misses of several keys,
+// which one `get` after another cannot: see shm/src/get_many.hpp.
+//
 // memory_chase_* (reference figures for this machine, same run): one
 // dependent load per iteration, through every cache line of a region of
 // private memory in a random cyclic order: over 1 GiB on 4 KiB pages (a DRAM
@@ -51,6 +56,7 @@
 #include <numeric>
 #include <optional>
 #include <random>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -164,6 +170,43 @@ void store_get_1e7(benchmark::State& state) {
   get_loop(state, large_store());
 }
 
+/// Keys per `get_many` call in the batch loops.
+constexpr std::size_t kBatch = 64;
+
+// The same keys in the same order as get_loop, read `kBatch` at a time with
+// `get_many` (decoded copies, as `get` returns). An iteration is one key,
+// with every kBatch-th one making the call for the next kBatch keys, so the
+// figure is ns per key, comparable with get_loop's.
+void get_many_loop(benchmark::State& state, filled_store& s) {
+  std::vector<std::string_view> keys(s.keys);
+  for (std::size_t i = 0; i < s.keys; ++i) keys[i] = s.probe(i);
+  std::vector<std::optional<Value>> got;
+  std::size_t next = 0, at = 0;
+  for (auto _ : state) {
+    if (at == got.size()) {
+      const std::size_t n = std::min(kBatch, s.keys - next);
+      auto r = s.r->get_many("kv", std::span(keys).subspan(next, n));
+      if (!r) {
+        state.SkipWithError("get_many failed");
+        break;
+      }
+      got = std::move(*r);
+      at = 0;
+      next = next + n == s.keys ? 0 : next + n;
+    }
+    if (!got[at]) state.SkipWithError("a get_many missed a key");
+    benchmark::DoNotOptimize(got[at++]);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+
+void store_get_many_1e5(benchmark::State& state) {
+  get_many_loop(state, small_store());
+}
+void store_get_many_1e7(benchmark::State& state) {
+  get_many_loop(state, large_store());
+}
+
 // The fill happens once, before the first repetition; every repetition
 // reports its figures.
 void store_fill_1e7(benchmark::State& state) {
@@ -231,6 +274,8 @@ void memory_chase_8m(benchmark::State& state) {
 BENCHMARK(store_fill_1e7)->Iterations(1);
 BENCHMARK(store_get_1e5);
 BENCHMARK(store_get_1e7);
+BENCHMARK(store_get_many_1e5);
+BENCHMARK(store_get_many_1e7);
 BENCHMARK(memory_chase_8m);
 BENCHMARK(memory_chase_4k);
 BENCHMARK(memory_chase_2m);

@@ -240,6 +240,54 @@ TEST(Corruption, ACompactValueWhoseLengthLiesIsADecodeError) {
   EXPECT_EQ(r.get("kv", "plain").value(), Value("text"));
 }
 
+// A damaged block among good ones fails the batch with the error `get` of
+// its key reports; the keys before it were visited, none after.
+TEST(Corruption, AGetManyThatMeetsADamagedBlockFailsAsGetDoes) {
+  damaged_store s;
+  for (int i = 0; i < 20; ++i) s.w.put("kv", testing::numbered("k", i), i).value();
+  auto r = reader::attach(s.o.ns, s.o.name).value();
+  std::vector<std::string> names;
+  for (int i = 0; i < 20; ++i) names.push_back(testing::numbered("k", i));
+  names.insert(names.begin() + 11, "nd");
+  const std::vector<std::string_view> keys(names.begin(), names.end());
+  ASSERT_TRUE(r.get_many("kv", keys));
+
+  entry_header* e = s.entry(0, "nd");
+  auto* first = reinterpret_cast<std::uint8_t*>(e);
+  const std::uint8_t layout = *first;
+  auto expect_batch_fails = [&](errc code) {
+    const auto one = r.get("kv", "nd");
+    ASSERT_FALSE(one);
+    EXPECT_EQ(one.error().code, code);
+    const auto many = r.get_many("kv", keys);
+    ASSERT_FALSE(many);
+    EXPECT_EQ(many.error().code, code);
+    EXPECT_EQ(many.error().message, one.error().message);
+    std::size_t visited = 0;
+    const auto seen = r.get_many("kv", keys, [&](std::size_t i, const reader::scanned*) {
+      EXPECT_EQ(i, visited++);
+      return true;
+    });
+    ASSERT_FALSE(seen);
+    EXPECT_EQ(seen.error().code, code);
+    EXPECT_EQ(visited, 11u);
+  };
+  *first = static_cast<std::uint8_t>((layout & 0xf0) | 3);  // an unknown layout
+  expect_batch_fails(errc::io_error);
+  *first = layout;
+  e->dtype = 200;  // an ndarray of no known dtype
+  expect_batch_fails(errc::decode_error);
+  e->dtype = static_cast<std::uint8_t>(dtype::f32);
+  EXPECT_TRUE(r.get_many("kv", keys));
+
+  entry_header* bag = s.entry(1, "k");
+  bag->first = s.ref_of(bag);  // a bag whose oldest value is not its chain's end
+  const std::vector<std::string_view> in_bag = {"absent", "k"};
+  const auto many = r.get_many("log", in_bag);
+  ASSERT_FALSE(many);
+  EXPECT_EQ(many.error().code, errc::layout_mismatch);
+}
+
 TEST(Corruption, AHeaderWithAnUnknownTableKindIsRefused) {
   damaged_store s;
   s.header()->tables[1].kind = 77;
