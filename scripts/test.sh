@@ -83,9 +83,12 @@ fi
 
 if command -v clang++ >/dev/null; then
   step "fuzz smoke (libFuzzer)"
+  # SLITHER_UNITY_BUILD: the instrumented libraries compile in batches of
+  # sources, as in the sanitizer builds below (the Release build compiles each
+  # source alone).
   quietly cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DCMAKE_CXX_COMPILER=clang++ -DSLITHER_BUILD_FUZZ=ON -DSLITHER_BUILD_TESTS=OFF \
-    -DSLITHER_BUILD_EXAMPLES=OFF
+    -DSLITHER_BUILD_EXAMPLES=OFF -DSLITHER_UNITY_BUILD=ON
   # One target per tests/fuzz/<name>_fuzz.cpp, named fuzz_<name>. The list comes
   # from the tree, not from a pipeline over ninja's output, which a reader that
   # stops early (grep -q) can break under pipefail.
