@@ -53,7 +53,8 @@ quietly() {
 }
 
 step "setup and build"
-scripts/setup.sh
+# The Python extension's copy of the libraries in unity batches (see setup.sh).
+SLITHER_PY_UNITY_BUILD=1 scripts/setup.sh
 
 step "format check (.clang-format)"
 format_log=$(mktemp)
