@@ -45,9 +45,21 @@ cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DSLITHER_WERROR=ON >/de
 cmake --build build -j"$(nproc)"
 
 # The Python package, rebuilt only when its sources (or the C++ it wraps) changed.
+# SLITHER_PY_UNITY_BUILD=1 (scripts/test.sh sets it) compiles the libraries the
+# extension links in unity batches: build/ above has just compiled each of their
+# sources alone, and a clean CI machine would otherwise spend as much CPU again
+# on the same sources. scripts/bench.sh runs this script with the default (each
+# source alone, as a user's pip install builds it): the stamp tells the two
+# apart, so switching rebuilds. The define is passed either way, or build/py's
+# cache would keep the last one.
+py_unity=OFF
+[ "${SLITHER_PY_UNITY_BUILD:-0}" != 1 ] || py_unity=ON
 if [ -f py_client/pyproject.toml ]; then
-  src_hash=$(git ls-files -co --exclude-standard core shm broker py_client CMakeLists.txt cmake |
-    sort | xargs sha1sum | sha1sum | cut -d' ' -f1)
+  src_hash=$({
+    git ls-files -co --exclude-standard core shm broker py_client CMakeLists.txt cmake |
+      sort | xargs sha1sum
+    echo "unity=$py_unity"
+  } | sha1sum | cut -d' ' -f1)
   if [ "$(cat .venv/.slither-src.sha1 2>/dev/null)" != "$src_hash" ]; then
     # Before the distribution was named slither-coordinator it was "slither": that
     # one owns the same files, so it goes first (any other "slither" in this
@@ -56,7 +68,8 @@ if [ -f py_client/pyproject.toml ]; then
       .venv/bin/python -m pip uninstall --quiet --yes slither
     fi
     CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) .venv/bin/pip install --quiet --no-build-isolation \
-      --config-settings=build-dir="$root/build/py" ./py_client
+      --config-settings=build-dir="$root/build/py" \
+      --config-settings=cmake.define.SLITHER_UNITY_BUILD="$py_unity" ./py_client
     echo "$src_hash" >.venv/.slither-src.sha1
   fi
 fi
