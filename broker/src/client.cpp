@@ -517,15 +517,30 @@ result<put_reservation> as_reservation(const Value& reply) {
     *field = *v;
   }
   r.lease = std::chrono::milliseconds(lease_ms);
+  // Absent from an older broker's reply: it reserved the pages itself.
+  const Value* backs = reply.find("client_backs");
+  r.client_backs = backs != nullptr && backs->is_bool() && backs->as<bool>();
   return r;
+}
+
+// Whether this kernel knows MADV_POPULATE_WRITE: the advice is checked
+// before the range, so an empty range tells without touching anything.
+bool can_populate_write() noexcept {
+  static const bool known = [] {
+    alignas(4096) static char page[4096];
+    return ::madvise(page, 0, MADV_POPULATE_WRITE) == 0;
+  }();
+  return known;
 }
 
 }  // namespace
 
 result<put_reservation> client::reserve_put(std::string_view store, std::string_view table,
                                             std::string_view key, dtype type,
-                                            std::span<const std::uint64_t> shape) {
+                                            std::span<const std::uint64_t> shape,
+                                            bool client_backs) {
   Map args = p_->store_args(store);
+  if (client_backs) args.emplace("client_backs", true);
   args.emplace("table", table);
   args.emplace("key", key);
   args.emplace("dtype", static_cast<std::int64_t>(type));
@@ -538,7 +553,8 @@ result<put_reservation> client::reserve_put(std::string_view store, std::string_
 }
 
 result<put_reservation> client::reserve_put_bytes(std::string_view store, std::string_view table,
-                                                  std::string_view key, std::uint64_t bytes) {
+                                                  std::string_view key, std::uint64_t bytes,
+                                                  bool client_backs) {
   if (bytes > static_cast<std::uint64_t>(INT64_MAX)) {
     return fail(errc::limit_exceeded,
                 "a bytes value of " + std::to_string(bytes) + " bytes cannot be reserved");
@@ -547,6 +563,7 @@ result<put_reservation> client::reserve_put_bytes(std::string_view store, std::s
   args.emplace("table", table);
   args.emplace("key", key);
   args.emplace("bytes", static_cast<std::int64_t>(bytes));
+  if (client_backs) args.emplace("client_backs", true);
   auto reply = p_->request(message_type::put_reserve, Value(std::move(args)));
   if (!reply) return std::move(reply).error();
   return as_reservation(*reply);
@@ -588,10 +605,13 @@ result<std::uint64_t> client::fill_and_commit(std::string_view store, const put_
   const bool trusted = ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == ::geteuid() &&
                        (st.st_mode & (S_IWGRP | S_IWOTH)) == 0 &&
                        static_cast<std::uint64_t>(st.st_size) >= r.offset + r.map_bytes;
-  // The broker has reserved the pages: populating maps them in one pass
-  // instead of a fault per page during the copy.
+  // Pages the broker reserved are mapped in one pass (MAP_POPULATE) instead
+  // of a fault per page during the copy. Pages it left to this process are
+  // populated below, where a failure is an error: MAP_POPULATE ignores its
+  // own.
   void* p = trusted ? ::mmap(nullptr, r.map_bytes, PROT_READ | PROT_WRITE,
-                             MAP_SHARED | MAP_POPULATE, fd, static_cast<off_t>(r.offset))
+                             MAP_SHARED | (r.client_backs ? 0 : MAP_POPULATE), fd,
+                             static_cast<off_t>(r.offset))
                     : MAP_FAILED;
   ::close(fd);
   if (!trusted) {
@@ -603,6 +623,21 @@ result<std::uint64_t> client::fill_and_commit(std::string_view store, const put_
     return give_up(fail(errc::io_error, "cannot map shared memory '" + r.object +
                                             "' for a large write: " + std::strerror(errno)));
   }
+  if (r.client_backs) {
+    // Advice only (where /dev/shm gives huge pages to mappings that ask):
+    // populated through this mapping, the pages are huge ones there.
+    if (r.map_bytes >= (std::uint64_t{2} << 20)) ::madvise(p, r.map_bytes, MADV_HUGEPAGE);
+    if (::madvise(p, r.map_bytes, MADV_POPULATE_WRITE) != 0) {
+      // EFAULT: a fault would have raised SIGBUS, which for shared memory
+      // means no page to be had.
+      const int err = errno;
+      ::munmap(p, r.map_bytes);
+      return give_up(fail(err == EFAULT || err == ENOMEM ? errc::no_space : errc::io_error,
+                          "cannot back " + std::to_string(r.map_bytes) +
+                              " bytes of shared memory '" + r.object +
+                              "' for a large write (is /dev/shm full?): " + std::strerror(err)));
+    }
+  }
   if (!data.empty()) std::memcpy(p, data.data(), data.size());
   ::munmap(p, r.map_bytes);  // sealed: nothing of ours writes to it after the commit
   return commit_put(store, r.id);
@@ -610,7 +645,7 @@ result<std::uint64_t> client::fill_and_commit(std::string_view store, const put_
 
 result<std::uint64_t> client::put_in_place(std::string_view store, std::string_view table,
                                            std::string_view key, const ndarray& array) {
-  auto r = reserve_put(store, table, key, array.type(), array.shape());
+  auto r = reserve_put(store, table, key, array.type(), array.shape(), can_populate_write());
   if (!r) return std::move(r).error();
   return fill_and_commit(store, *r, array.bytes());
 }
@@ -618,7 +653,7 @@ result<std::uint64_t> client::put_in_place(std::string_view store, std::string_v
 result<std::uint64_t> client::put_bytes_in_place(std::string_view store, std::string_view table,
                                                  std::string_view key,
                                                  std::span<const std::byte> bytes) {
-  auto r = reserve_put_bytes(store, table, key, bytes.size());
+  auto r = reserve_put_bytes(store, table, key, bytes.size(), can_populate_write());
   if (!r) return std::move(r).error();
   return fill_and_commit(store, *r, bytes);
 }

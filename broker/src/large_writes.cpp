@@ -68,6 +68,14 @@ result<reserved_value> take_reserved_value(Map& args, message_type type) {
   return out;
 }
 
+// Who backs the reserved pages: the client if it says it will, else the writer.
+result<shm::reserve_pages> take_pages(Map& args, message_type type) {
+  if (args.find("client_backs") == args.end()) return shm::reserve_pages::writer_reserves;
+  auto v = take(args, type, "client_backs", Value::kind::boolean, "a bool");
+  if (!v) return std::move(v).error();
+  return v->as<bool>() ? shm::reserve_pages::client_backs : shm::reserve_pages::writer_reserves;
+}
+
 }  // namespace
 
 void Broker::impl::enqueue_reservation(std::string identity, std::uint64_t id, message_type type,
@@ -81,12 +89,14 @@ void Broker::impl::enqueue_reservation(std::string identity, std::uint64_t id, m
     if (!table) return reply(identity, id, std::move(table).error());
     auto key = take_text(args, type, "key");
     if (!key) return reply(identity, id, std::move(key).error());
+    auto pages = take_pages(args, type);
+    if (!pages) return reply(identity, id, std::move(pages).error());
     auto what = take_reserved_value(args, type);
     if (!what) return reply(identity, id, std::move(what).error());
     job = [this, w = *w, store, identity, table = std::move(*table), key = std::move(*key),
-           what = std::move(*what)]() -> result<Value> {
-      auto r = what.bytes ? w->reserve_bytes(table, key, *what.bytes)
-                          : w->reserve(table, key, what.type, what.shape);
+           what = std::move(*what), pages = *pages]() -> result<Value> {
+      auto r = what.bytes ? w->reserve_bytes(table, key, *what.bytes, pages)
+                          : w->reserve(table, key, what.type, what.shape, pages);
       if (!r) return std::move(r).error();
       s->leases[{store, r->id}] =
           write_lease{identity, std::chrono::steady_clock::now() + options.large_write_lease};
@@ -95,7 +105,8 @@ void Broker::impl::enqueue_reservation(std::string identity, std::uint64_t id, m
                        {"offset", static_cast<std::int64_t>(r->offset)},
                        {"bytes", static_cast<std::int64_t>(r->bytes)},
                        {"map_bytes", static_cast<std::int64_t>(r->map_bytes)},
-                       {"lease_ms", static_cast<std::int64_t>(options.large_write_lease.count())}});
+                       {"lease_ms", static_cast<std::int64_t>(options.large_write_lease.count())},
+                       {"client_backs", r->pages == shm::reserve_pages::client_backs}});
     };
   } else {
     auto rid = take_id(args, type);
@@ -129,10 +140,10 @@ void Broker::impl::enqueue_reservation(std::string identity, std::uint64_t id, m
             },
             job);
       },
-      // Never inline on the serving thread: a reservation reserves (zeroes) its
-      // pages, and a commit that replaces a large value frees the old block's
-      // pages (hole punching), tens of milliseconds each for 256 MiB, which
-      // every other client's request would wait for.
+      // Never inline on the serving thread: a reservation may reserve (zero)
+      // its pages, a commit may reserve those its client left holes, and one that replaces a large
+      // value frees the old block's pages (hole punching), tens of milliseconds each for 256 MiB,
+      // which every other client's request would wait for.
       0, false);
 }
 

@@ -1,6 +1,7 @@
 #include "allocator.hpp"
 
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -303,6 +304,42 @@ void allocator::add_hole(std::uint64_t start, std::uint64_t bytes) {
     }
   }
   holes_.emplace(start, end - start);
+}
+
+void allocator::forget_holes(std::uint64_t at, std::uint64_t bytes) {
+  const std::uint64_t end = at + bytes;
+  auto it = holes_.upper_bound(at);
+  if (it != holes_.begin()) --it;
+  while (it != holes_.end() && it->first < end) {
+    const std::uint64_t hole_start = it->first, hole_end = hole_start + it->second;
+    if (hole_end <= at) {
+      ++it;
+      continue;
+    }
+    it = holes_.erase(it);
+    hole_total_ -= hole_end - hole_start;
+    if (hole_start < at) add_hole(hole_start, at - hole_start);
+    if (end < hole_end) {
+      add_hole(end, hole_end - end);
+      return;
+    }
+  }
+}
+
+result<void> allocator::adopt_backed(std::uint64_t at, std::uint64_t bytes) {
+  if (bytes == 0) return {};
+  const std::uint64_t seg_base = make_ref(ref_segment(at), 0);
+  const int fd = segments_[ref_segment(at)].fd.get();
+  // tmpfs answers SEEK_HOLE from its page cache: no page is touched.
+  const off_t first_hole = ::lseek(fd, static_cast<off_t>(at - seg_base), SEEK_HOLE);
+  if (first_hole < 0 || static_cast<std::uint64_t>(first_hole) < at - seg_base + bytes) {
+    if (auto r = reserve_part(at, bytes); !r) {
+      forget_holes(at, bytes);
+      return r;
+    }
+  }
+  forget_holes(at, bytes);
+  return {};
 }
 
 result<void> allocator::reserve(std::uint64_t at, std::uint64_t bytes, std::uint64_t limit) {

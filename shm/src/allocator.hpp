@@ -119,6 +119,18 @@ class allocator {
   result<void> reserve_part(std::uint64_t at, std::uint64_t bytes) {
     return holes_.empty() ? result<void>{} : reserve(at, bytes, at + bytes);
   }
+  /// Pages of an `allocate_unreserved` block that another process was to
+  /// back itself (a client faulting a large write's pages in,
+  /// MADV_POPULATE_WRITE) and may have backed, in part or whole: they are no
+  /// longer counted as holes, so that the block's free hands them back.
+  /// Page-aligned [at, at + bytes).
+  void forget_holes(std::uint64_t at, std::uint64_t bytes);
+  /// `forget_holes`, after making sure every page of [at, at + bytes) is
+  /// backed: a page the other process left a hole (it skipped it, or died)
+  /// is reserved now (fallocate), so that no reader of the block can fault
+  /// for lack of space. Cheap when all are backed (one SEEK_HOLE). Errors:
+  /// `no_space` (the range then still counts as possibly backed).
+  result<void> adopt_backed(std::uint64_t at, std::uint64_t bytes);
   /// Makes the block (`ref`, `bytes` as `allocate` returned it) free,
   /// merged with free neighbours (or, if small, kept whole for the next
   /// request of its size: see `quick_max_bytes`); its pages are handed

@@ -20,7 +20,7 @@ using detail::printable;
 using detail::table_state;
 
 result<reservation> writer::reserve(std::string_view table, std::string_view key, dtype type,
-                                    std::span<const std::uint64_t> shape) {
+                                    std::span<const std::uint64_t> shape, reserve_pages pages) {
   auto tr = p_->table(table);
   if (!tr) return std::move(tr).error();
   detail::table_state& t = **tr;
@@ -33,11 +33,11 @@ result<reservation> writer::reserve(std::string_view table, std::string_view key
   bool overflow = false;
   for (const std::uint64_t d : shape) overflow |= __builtin_mul_overflow(bytes, d, &bytes);
   if (overflow) bytes = UINT64_MAX;  // over any limit
-  return p_->reserve(t, key, detail::value_format::ndarray, type, shape, {}, bytes);
+  return p_->reserve(t, key, detail::value_format::ndarray, type, shape, {}, bytes, pages);
 }
 
 result<reservation> writer::reserve_bytes(std::string_view table, std::string_view key,
-                                          std::uint64_t bytes) {
+                                          std::uint64_t bytes, reserve_pages pages) {
   auto tr = p_->table(table);
   if (!tr) return std::move(tr).error();
   // The value is stored encoded, as a put of the same bytes stores it: the
@@ -48,13 +48,14 @@ result<reservation> writer::reserve_bytes(std::string_view table, std::string_vi
     w.bytes_header(bytes);
   }
   return p_->reserve(**tr, key, detail::value_format::encoded, dtype{}, {}, std::move(prefix),
-                     bytes);
+                     bytes, pages);
 }
 
 result<reservation> writer::impl::reserve(table_state& t, std::string_view key,
                                           detail::value_format format, dtype type,
                                           std::span<const std::uint64_t> shape,
-                                          std::vector<std::byte> prefix, std::uint64_t fill_bytes) {
+                                          std::vector<std::byte> prefix, std::uint64_t fill_bytes,
+                                          reserve_pages pages) {
   if (auto r = check_key(t, key); !r) return std::move(r).error();
   if (fill_bytes > options.max_value_bytes ||
       prefix.size() > options.max_value_bytes - fill_bytes) {
@@ -69,12 +70,24 @@ result<reservation> writer::impl::reserve(table_state& t, std::string_view key,
   const std::uint64_t shape_at = detail::shape_offset(key.size());
   const std::uint64_t min_value_at = align_up(shape_at + shape.size() * 8, ndarray::alignment);
   const std::uint64_t fill_pages = align_up(std::max<std::uint64_t>(fill_bytes, 1), page_bytes);
-  auto b = allocate(min_value_at + prefix.size() + page_bytes + fill_pages);
+  const std::uint64_t block_bytes = min_value_at + prefix.size() + page_bytes + fill_pages;
+  const bool client_backs = pages == reserve_pages::client_backs;
+  // Unreserved, the client's pages cost nothing here; the writer's own part
+  // (header to prefix) is reserved below. The block's tail past the
+  // client's pages is never touched: it may stay a hole.
+  auto b = client_backs ? alloc.allocate_unreserved(block_bytes) : alloc.allocate(block_bytes);
   if (!b) return std::move(b).error();
   const std::uint64_t block_offset = detail::ref_offset(b->ref);
   const std::uint64_t fill_at =
       align_up(block_offset + min_value_at + prefix.size(), page_bytes) - block_offset;
   const std::uint64_t value_at = fill_at - prefix.size();
+  if (client_backs) {
+    if (auto r = alloc.reserve_part(b->ref, fill_at); !r) {
+      alloc.free(b->ref, b->bytes);
+      return std::move(r).error();
+    }
+  }
+  bytes_used += b->bytes;
 
   std::byte* p = ptr(b->ref);
   auto* e = new (p) entry_header{};
@@ -100,9 +113,17 @@ result<reservation> writer::impl::reserve(table_state& t, std::string_view key,
   out.offset = block_offset + fill_at;
   out.bytes = fill_bytes;
   out.map_bytes = fill_pages;
+  out.pages = pages;
   pending.emplace(id, detail::pending_write{t.index, std::string(key), hash, *b, e->value_bytes,
-                                            std::move(prefix)});
+                                            std::move(prefix), client_backs ? b->ref + fill_at : 0,
+                                            client_backs ? fill_pages : 0});
   return out;
+}
+
+void writer::impl::drop_pending(const detail::pending_write& w) {
+  // Counted as holes still, the client's pages would never be handed back.
+  if (w.client_bytes > 0) alloc.forget_holes(w.client_at, w.client_bytes);
+  release(w.b.ref, w.b.bytes);
 }
 
 result<std::uint64_t> writer::commit(std::uint64_t id) {
@@ -119,9 +140,21 @@ result<std::uint64_t> writer::commit(std::uint64_t id) {
   const auto found = std::find_if(p_->tables.begin(), p_->tables.end(),
                                   [&](const detail::table_state& s) { return s.index == w.table; });
   if (found == p_->tables.end()) {
-    p_->release(w.b.ref, w.b.bytes);
+    p_->drop_pending(w);
     return fail(errc::not_found, "the table of reservation " + std::to_string(id) +
                                      " was dropped before its commit; it was abandoned");
+  }
+  // Before anything reads the block: a page its client left a hole would be
+  // allocated by the first read of it, a SIGBUS where /dev/shm is full.
+  if (w.client_bytes > 0) {
+    if (auto r = p_->alloc.adopt_backed(w.client_at, w.client_bytes); !r) {
+      p_->drop_pending(w);
+      return fail(r.error().code, "reservation " + std::to_string(id) + " for key " +
+                                      detail::printable(w.key) +
+                                      " was not fully written by its client and its pages "
+                                      "cannot be reserved; it was abandoned: " +
+                                      r.error().message);
+    }
   }
   detail::table_state& t = *found;
   const detail::entry_block* b = p_->entry(w.b.ref);
@@ -129,7 +162,7 @@ result<std::uint64_t> writer::commit(std::uint64_t id) {
   if (e == nullptr || e->hash != w.hash || e->value_bytes != w.value_bytes ||
       e->block_bytes != w.b.bytes || detail::key_of(b) != w.key || !detail::check_value(b) ||
       !std::equal(w.prefix.begin(), w.prefix.end(), detail::value_of(b).begin())) {
-    p_->release(w.b.ref, w.b.bytes);
+    p_->drop_pending(w);
     return fail(errc::decode_error, "reservation " + std::to_string(id) + " for key " +
                                         detail::printable(w.key) +
                                         " was damaged before its commit; it was abandoned");
@@ -147,7 +180,7 @@ result<void> writer::abandon(std::uint64_t id) {
     return fail(errc::not_found,
                 "no reservation " + std::to_string(id) + " in store '" + p_->label + "'");
   }
-  p_->release(it->second.b.ref, it->second.b.bytes);
+  p_->drop_pending(it->second);
   p_->pending.erase(it);
   return {};
 }

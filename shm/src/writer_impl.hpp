@@ -92,6 +92,10 @@ struct pending_write {
   // An encoded value's first bytes, which the writer wrote (the client fills
   // the rest); empty for an ndarray.
   std::vector<std::byte> prefix;
+  // The pages the client backs itself (`pages::client_backs`), as a range of
+  // the segment; 0 bytes when the writer reserved them.
+  std::uint64_t client_at = 0;
+  std::uint64_t client_bytes = 0;
 };
 
 struct slot_position {
@@ -299,7 +303,10 @@ struct SLITHER_SHM_NO_EXPORT writer::impl final : detail::fork_aware {
   result<reservation> reserve(detail::table_state& t, std::string_view key,
                               detail::value_format format, dtype type,
                               std::span<const std::uint64_t> shape, std::vector<std::byte> prefix,
-                              std::uint64_t fill_bytes);
+                              std::uint64_t fill_bytes, reserve_pages pages);
+  /// Frees a reservation's block, which readers never saw (its client's
+  /// pages included: they go back to /dev/shm whether it backed them or not).
+  void drop_pending(const detail::pending_write& w);
 
   // Reclamation (epoch.cpp).
   /// Frees what no reader can see and, if `check_liveness` (or it is time

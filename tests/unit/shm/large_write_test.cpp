@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -11,6 +12,7 @@
 
 #include "layout.hpp"
 #include "shm_test_util.hpp"
+#include "slither/shm/detail/sys.hpp"
 #include "slither/shm/store.hpp"
 
 namespace slither::shm {
@@ -32,6 +34,128 @@ void fill(const reservation& r, float scale) {
   auto* f = static_cast<float*>(p);
   for (std::uint64_t i = 0; i < r.bytes / 4; ++i) f[i] = static_cast<float>(i) * scale;
   ::munmap(p, r.map_bytes);
+}
+
+/// Bytes of [at, at + bytes) of the object `name` backed by memory (not holes).
+std::uint64_t backed_bytes(const std::string& name, std::uint64_t at, std::uint64_t bytes) {
+  const int fd = ::shm_open(name.c_str(), O_RDONLY, 0);
+  EXPECT_GE(fd, 0);
+  std::uint64_t backed = 0;
+  for (std::uint64_t pos = at; pos < at + bytes;) {
+    const off_t data = ::lseek(fd, static_cast<off_t>(pos), SEEK_DATA);
+    if (data < 0 || static_cast<std::uint64_t>(data) >= at + bytes) break;  // ENXIO: no more
+    const off_t hole = ::lseek(fd, data, SEEK_HOLE);
+    const std::uint64_t end = std::min<std::uint64_t>(static_cast<std::uint64_t>(hole), at + bytes);
+    backed += end - static_cast<std::uint64_t>(data);
+    pos = end;
+  }
+  ::close(fd);
+  return backed;
+}
+
+/// Bytes of the object `name` backed by memory, reserved or written (tmpfs
+/// counts a reserved, unwritten page as a hole for SEEK_DATA, not in st_blocks).
+std::uint64_t object_blocks(const std::string& name) {
+  struct stat st {};
+  EXPECT_EQ(::stat(("/dev/shm" + name).c_str(), &st), 0);
+  return static_cast<std::uint64_t>(st.st_blocks) * 512;
+}
+
+/// Maps a client-backed reservation's pages as a client does, backs the
+/// first `pages` of them (MADV_POPULATE_WRITE) and writes a byte into each.
+void back_pages(const reservation& r, std::uint64_t pages) {
+  const int fd = ::shm_open(r.object.c_str(), O_RDWR, 0);
+  ASSERT_GE(fd, 0);
+  void* p = ::mmap(nullptr, r.map_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd,
+                   static_cast<off_t>(r.offset));
+  ::close(fd);
+  ASSERT_NE(p, MAP_FAILED);
+  ASSERT_EQ(::madvise(p, pages * 4096, MADV_POPULATE_WRITE), 0) << std::strerror(errno);
+  for (std::uint64_t i = 0; i < pages; ++i) static_cast<char*>(p)[i * 4096] = 1;
+  ::munmap(p, r.map_bytes);
+}
+
+constexpr std::uint64_t kMiB = std::uint64_t{1} << 20;
+
+TEST(LargeWrite, AClientBackedReservationLeavesItsPagesToTheClient) {
+  // Reserving 256 MiB costs ~100 ms of kernel CPU: with client_backs the
+  // writer spends none of it on the value's pages; the client's populate does.
+  auto w = writer::create(test_options("lwcb"), kTables).value();
+  const std::uint64_t shape[] = {8 * kMiB};
+  auto mine = w.reserve("kv", "mine", dtype::u8, shape).value();
+  EXPECT_EQ(mine.pages, reserve_pages::writer_reserves);
+  const std::uint64_t reserved = object_blocks(mine.object);
+  EXPECT_GE(reserved, mine.map_bytes);
+  auto r = w.reserve("kv", "arr", dtype::u8, shape, reserve_pages::client_backs).value();
+  EXPECT_EQ(r.pages, reserve_pages::client_backs);
+  const std::uint64_t base = r.object == mine.object ? reserved : 0;  // or a segment of its own
+  EXPECT_LT(object_blocks(r.object), base + kMiB);
+  back_pages(r, r.map_bytes / 4096);
+  EXPECT_GE(object_blocks(r.object), base + r.map_bytes);
+  ASSERT_TRUE(w.commit(r.id));
+  auto got = w.read().get_view("kv", "arr").value();
+  ASSERT_TRUE(got);
+  EXPECT_EQ(got->array().bytes()[4096], std::byte{1});
+  EXPECT_EQ(got->array().bytes()[4097], std::byte{0});
+  ASSERT_TRUE(w.abandon(mine.id));
+}
+
+TEST(LargeWrite, AClientBackedReservationGivenUpHandsItsPagesBack) {
+  // A client that backed some pages and died (its lease ended): the pages it
+  // backed go back to /dev/shm like any freed block's, though the writer
+  // never reserved them.
+  auto w = writer::create(test_options("lwcbab"), kTables).value();
+  const auto before = w.stats();
+  const std::uint64_t shape[] = {8 * kMiB};
+  auto r = w.reserve("kv", "x", dtype::u8, shape, reserve_pages::client_backs).value();
+  back_pages(r, 1024);
+  ASSERT_EQ(backed_bytes(r.object, r.offset, r.map_bytes), 4 * kMiB);
+  ASSERT_TRUE(w.abandon(r.id));
+  w.trim();
+  EXPECT_EQ(backed_bytes(r.object, r.offset, r.map_bytes), 0u);
+  EXPECT_EQ(w.stats().bytes_used, before.bytes_used);
+  EXPECT_FALSE(w.read().contains("kv", "x").value());
+}
+
+TEST(LargeWrite, ACommitBacksThePagesItsClientLeftHoles) {
+  // Readers of a published block must never fault for lack of space: what
+  // the client did not back, the commit reserves.
+  auto w = writer::create(test_options("lwcbh"), kTables).value();
+  const std::uint64_t shape[] = {4 * kMiB};
+  auto r = w.reserve("kv", "x", dtype::u8, shape, reserve_pages::client_backs).value();
+  back_pages(r, 3);
+  const std::uint64_t before = object_blocks(r.object);
+  ASSERT_TRUE(w.commit(r.id));
+  EXPECT_GE(object_blocks(r.object), before + r.map_bytes - 3 * 4096);
+  auto got = w.read().get_view("kv", "x").value();
+  ASSERT_TRUE(got);
+  EXPECT_EQ(got->array().bytes()[2 * 4096], std::byte{1});
+  EXPECT_EQ(got->array().bytes()[3 * 4096], std::byte{0});
+}
+
+int no_space(int, off_t, off_t) {
+  return ENOSPC;
+}
+
+TEST(LargeWrite, ACommitWithoutRoomForTheClientsHolesIsAbandonedCleanly) {
+  auto w = writer::create(test_options("lwcbns"), kTables).value();
+  const auto before = w.stats();
+  const std::uint64_t shape[] = {4 * kMiB};
+  auto r = w.reserve("kv", "x", dtype::u8, shape, reserve_pages::client_backs).value();
+  back_pages(r, 3);
+  auto& calls = detail::sys();
+  const auto saved = calls;
+  calls.fallocate = no_space;
+  const auto v = w.commit(r.id);
+  calls = saved;
+  ASSERT_FALSE(v);
+  EXPECT_EQ(v.error().code, errc::no_space);
+  EXPECT_NE(v.error().message.find("not fully written"), std::string::npos) << v.error().message;
+  EXPECT_FALSE(w.read().contains("kv", "x").value());
+  EXPECT_EQ(w.stats().bytes_used, before.bytes_used);
+  EXPECT_EQ(w.commit(r.id).error().code, errc::not_found);
+  w.trim();
+  EXPECT_EQ(backed_bytes(r.object, r.offset, r.map_bytes), 0u);
 }
 
 TEST(LargeWrite, AReservedBlockIsInvisibleUntilCommitted) {

@@ -100,10 +100,15 @@ enum class message_type : std::uint8_t {
   /// Large writes in place (create/seal). Reserve: {store, table, key, dtype
   /// (int, slither::dtype), shape: [int, ...], [incarnation]} for an array,
   /// or {store, table, key, bytes (int), [incarnation]} for a bytes value
-  /// (stored encoded, as `put` stores it) → {id, object, offset, bytes,
-  /// map_bytes, lease_ms}: the client maps `map_bytes` of the shared-memory
-  /// object `object` read-write at `offset`, writes the array's (or the
-  /// bytes value's) `bytes` there, unmaps, and commits before the lease ends.
+  /// (stored encoded, as `put` stores it), either with [client_backs (bool)]
+  /// → {id, object, offset, bytes, map_bytes, lease_ms, client_backs}: the
+  /// client maps `map_bytes` of the shared-memory object `object` read-write
+  /// at `offset`, writes the array's (or the bytes value's) `bytes` there,
+  /// unmaps, and commits before the lease ends. With client_backs true in
+  /// the reply the broker left those pages unreserved: the client backs them
+  /// with memory (madvise MADV_POPULATE_WRITE, a clean error where /dev/shm is
+  /// full) before it writes (`shm::reserve_pages::client_backs`). A broker
+  /// that does not say reserved them.
   put_reserve = 40,
   /// {store, id} → new version (int): the reserved block is published. Only
   /// the client that reserved it may commit it.

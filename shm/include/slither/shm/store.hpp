@@ -373,6 +373,21 @@ class SLITHER_SHM_EXPORT loader {
   virtual result<void> put(std::string_view key, const Value& value) = 0;
 };
 
+/// Who backs the pages a client fills for a large write in place with memory
+/// (allocates and zeroes them: about 0.4 ms of kernel time per MiB).
+enum class reserve_pages : std::uint8_t {
+  /// The writer reserves them (fallocate) before `reserve` returns: the
+  /// client may write through a plain mapping.
+  writer_reserves,
+  /// The client does, as it faults them in: it must populate its mapping
+  /// with `madvise(MADV_POPULATE_WRITE)` (Linux 5.14) before it writes, which
+  /// fails cleanly where /dev/shm is full instead of raising SIGBUS on a
+  /// store. The cost then lands on the process that copies, as in a copy
+  /// into fresh memory, not on the writer's thread; `commit` reserves any
+  /// page the client left a hole.
+  client_backs,
+};
+
 /// A block reserved for a large ndarray or bytes value that a client writes
 /// in place (`writer::reserve`, `writer::reserve_bytes`), then publishes with
 /// `writer::commit`.
@@ -382,6 +397,7 @@ struct SLITHER_SHM_EXPORT reservation {
   std::uint64_t offset = 0;     ///< where the value's bytes start in the object (page-aligned)
   std::uint64_t bytes = 0;      ///< bytes the client writes from `offset`: the array, or the bytes
   std::uint64_t map_bytes = 0;  ///< bytes to map read-write from `offset`: the block's own pages
+  reserve_pages pages = reserve_pages::writer_reserves;  ///< who backs those pages
 };
 
 /// The one process that owns a store: creates its segments, applies writes,
@@ -446,19 +462,26 @@ class SLITHER_SHM_EXPORT writer {
   /// client unmaps before it asks for the commit (sealing the block), and a
   /// reservation never committed stays allocated until `abandon` (the
   /// broker abandons those of clients whose lease ends).
+  ///
+  /// With `reserve_pages::client_backs` the value's pages are not reserved
+  /// (see there): reserving 256 MiB takes ~100 ms of kernel CPU, which on a
+  /// busy machine competed with every other thread of the writer's process.
   result<reservation> reserve(std::string_view table, std::string_view key, dtype type,
-                              std::span<const std::uint64_t> shape);
+                              std::span<const std::uint64_t> shape,
+                              reserve_pages pages = reserve_pages::writer_reserves);
   /// `reserve` for a bytes value of `bytes` bytes: the block holds the
   /// value's encoding exactly as `put` of the same bytes stores it (readers
   /// decode both alike); the writer writes the encoding's header, the client
   /// the bytes themselves (from `reservation::offset`, page-aligned).
   result<reservation> reserve_bytes(std::string_view table, std::string_view key,
-                                    std::uint64_t bytes);
+                                    std::uint64_t bytes,
+                                    reserve_pages pages = reserve_pages::writer_reserves);
   /// Publishes a reserved block under its key (replacing, or appending in a
   /// bag), after checking that its header still describes the value it was
   /// reserved for. Returns the entry's new version. Errors: `not_found` for
-  /// an unknown or finished reservation, `decode_error` for a damaged block
-  /// (then abandoned).
+  /// an unknown or finished reservation, `decode_error` for a damaged block,
+  /// `no_space` for a `client_backs` one whose client left pages unbacked
+  /// that /dev/shm has no room for (all three then abandoned).
   result<std::uint64_t> commit(std::uint64_t id);
   /// Frees a reserved block readers never saw. Errors: `not_found`.
   result<void> abandon(std::uint64_t id);
