@@ -2,6 +2,13 @@
 // where a block's key, shape and value sit, and how a stored value decodes.
 #pragma once
 
+// XXH3 compiled into every caller (its header carries the implementation):
+// a lookup hashes a short key in a few instructions, where a call into the
+// shared libxxhash costs as much as the hash. The same function, so the same
+// hashes as the library's.
+#ifndef XXH_INLINE_ALL
+#define XXH_INLINE_ALL
+#endif
 #include <xxhash.h>
 
 #include <algorithm>

@@ -62,8 +62,6 @@
 #include <optional>
 #include <thread>
 
-#include <pthread.h>
-
 #include "layout.hpp"
 #include "reader_core.hpp"
 #include "slither/shm/store.hpp"
@@ -76,12 +74,13 @@ inline unsigned thread_hint() noexcept {
   return hint;
 }
 
-/// This thread as the keeper of lanes: its pthread_t, unique among the live
-/// threads of the process (the same in a fork child's only thread), and read
-/// without a lookup of thread-local storage, which costs a call in a shared
-/// library such as the Python extension.
+/// This thread as the keeper of lanes: its thread pointer (the address of
+/// its thread control block, what glibc's pthread_self returns), unique among
+/// the live threads of the process and the same in a fork child's only
+/// thread. One register read: pthread_self is a call into libc, and a
+/// thread_local costs a call in a shared library such as the Python extension.
 inline std::uintptr_t thread_token() noexcept {
-  return static_cast<std::uintptr_t>(::pthread_self());
+  return reinterpret_cast<std::uintptr_t>(__builtin_thread_pointer());
 }
 
 /// Registers this process for the writer's barriers
@@ -141,7 +140,9 @@ inline std::optional<lane_use> active_lane(const reader_core& core,
 /// outer read's lane and epoch.
 class epoch_guard {
  public:
-  epoch_guard(reader_core& core, reader_slot* slot) noexcept : core_(core) {
+  // Inline wherever a read starts and ends (the compiler would rather call
+  // them): two calls were a tenth of a Python `get`.
+  [[gnu::always_inline]] epoch_guard(reader_core& core, reader_slot* slot) noexcept : core_(core) {
     const std::uintptr_t me = thread_token();
     for (unsigned k = 0; k < kept_lanes; ++k) {
       if (core.lane_keeper[k].load(std::memory_order_relaxed) == me) [[likely]] {
@@ -151,7 +152,7 @@ class epoch_guard {
     }
     start_unkept(slot, me);
   }
-  ~epoch_guard() {
+  [[gnu::always_inline]] ~epoch_guard() {
     if (nested_) return;
     if (pushed_) --active_lanes.depth;  // guards end in reverse order of their start
     // A fork whose child shares our slot happened during this read: the
@@ -168,7 +169,7 @@ class epoch_guard {
  private:
   /// The read on lane `k`, which this thread keeps (see the file comment for
   /// why a plain store is enough in asymmetric mode).
-  void announce_kept(reader_slot* slot, unsigned k) noexcept {
+  [[gnu::always_inline]] void announce_kept(reader_slot* slot, unsigned k) noexcept {
     lane_ = k;
     auto& lane = slot->lanes[k];
     // Only this thread writes its kept lane: busy means it is inside a read already.

@@ -55,15 +55,15 @@ result<void> find_many(reader_core& c, const index_header* ix,
     std::optional<error_info> failed;
     std::size_t good = 0;
     for (; good < n; ++good) {
-      auto f = c.find(ix, hashes[good], keys[base + good]);
-      if (!f) {
-        failed = std::move(f).error();
+      const probed f = c.find(ix, hashes[good], keys[base + good]);
+      if (f.unreadable()) {
+        failed = c.unreadable(f.ref);
         break;
       }
-      found[good] = *f;
+      found[good] = f.at();
       // A bag's head references its oldest block: one more miss to overlap.
-      if (f->e != nullptr && next_of(f->e) != null_ref) {
-        if (const std::byte* p = c.resolve(first_of(f->e), sizeof(compact_entry))) {
+      if (f.e != nullptr && next_of(f.e) != null_ref) {
+        if (const std::byte* p = c.resolve(first_of(f.e), sizeof(compact_entry))) {
           __builtin_prefetch(p);
           __builtin_prefetch(p + 64);
         }

@@ -22,14 +22,14 @@ using detail::table_state;
 // ---------------------------------------------------------------------------
 // Reader side
 
-result<located> detail::reader_core::find_moving(const index_header* ix, std::uint64_t old,
-                                                 std::uint64_t hash, std::string_view key) {
+detail::probed detail::reader_core::find_moving(const index_header* ix, std::uint64_t old,
+                                                std::uint64_t hash, std::string_view key) noexcept {
   const index_header* ox = index_at(old);
-  if (ox == nullptr) return unreadable(old);
+  if (ox == nullptr) return probed{old, nullptr};
   // Slots below `moved` are frozen: their keys are in `ix` (rule 3).
   const std::uint64_t moved = ix->migrated.load(std::memory_order_seq_cst);
-  auto found = probe(ox, hash, key, moved);
-  if (!found || found->e != nullptr) return found;
+  const probed found = probe(ox, hash, key, moved);
+  if (found.e != nullptr || found.unreadable()) return found;
   // Moved since our first probe of `ix`: stored there before `migrated` passed it.
   return probe(ix, hash, key, 0);
 }
@@ -71,9 +71,9 @@ result<void> scan_index(reader_core& c, const index_header* ix, function_ref<boo
   if (!*first) return {};
   auto rest = each_entry(ix, 0, [&](const entry_block* e) -> result<bool> {
     const std::string_view key = key_of(e);
-    auto in_old = c.probe(ox, hash_key(c.hash_seed, key), key, moved);
-    if (!in_old) return std::move(in_old).error();
-    return in_old->e == nullptr;
+    const probed in_old = c.probe(ox, hash_key(c.hash_seed, key), key, moved);
+    if (in_old.unreadable()) return c.unreadable(in_old.ref);
+    return in_old.e == nullptr;
   });
   if (!rest) return std::move(rest).error();
   return {};

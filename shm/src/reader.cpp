@@ -419,9 +419,10 @@ result<T> with_entry(reader_core& c, Table table, std::string_view key, F&& use)
   const std::uint64_t hash = hash_key(c.hash_seed, key);
   return with_index<T>(c, table,
                        [&](std::uint32_t, const index_header* ix, epoch_guard& guard) -> result<T> {
-                         auto found = c.find(ix, hash, key);
-                         if (!found) return std::move(found).error();
-                         return use(*found, guard);
+                         const detail::probed found = c.find(ix, hash, key);
+                         if (found.unreadable()) [[unlikely]]
+                           return c.unreadable(found.ref);
+                         return use(found.at(), guard);
                        });
 }
 
@@ -552,10 +553,52 @@ std::optional<std::uint32_t> reader::table_number(std::string_view table) const 
   return p_->core->table_index(table);
 }
 
-result<reader::peeked> reader::peek(std::uint32_t table, std::string_view key, peek_callback fn,
-                                    void* context) const {
-  if (!p_) return moved_from();
-  reader_core& c = *p_->core;
+namespace {
+
+// What `peek_quick` did: visited the value, found no key, or left the read
+// to the general path (anything unusual, errors included).
+enum class quick : std::uint8_t { visited, absent, other };
+
+// The numbered peek of a set's encoded value, with nothing out of line but
+// the hash: `peek_at`'s steps, each check failing over to `other` rather
+// than building an error. A read has no side effects, so the general path
+// can read again and report what it finds.
+[[gnu::always_inline]] inline quick peek_quick(reader_core& c, std::uint32_t table,
+                                               std::string_view key, reader::peek_callback fn,
+                                               void* context) noexcept {
+  detail::reader_slot* slot = c.slot.load(std::memory_order_acquire);
+  if (!c.usable || slot == nullptr) [[unlikely]]
+    return quick::other;
+  const std::uint64_t hash = hash_key(c.hash_seed, key);
+  epoch_guard guard(c, slot);
+  const index_header* ix = c.index(table);
+  if (ix == nullptr) [[unlikely]]
+    return quick::other;
+  const detail::probed found = c.find(ix, hash, key);
+  if (found.e == nullptr) return found.unreadable() ? quick::other : quick::absent;
+  if (detail::next_of(found.e) != detail::null_ref ||
+      detail::format_of(found.e) != detail::value_format::encoded) [[unlikely]]
+    return quick::other;  // a bag's chain, an ndarray
+  fn(context, value_of(found.e));
+  return quick::visited;
+}
+
+}  // namespace
+
+namespace {
+
+// The numbered peek's every other case: a moved-from reader, a closed store,
+// an unknown number, and what `peek_quick` left (with its errors).
+[[gnu::noinline]] result<reader::peeked> peek_general(reader_core* core, std::uint32_t table,
+                                                      std::string_view key,
+                                                      reader::peek_callback fn, void* context) {
+  if (core == nullptr) return moved_from();
+  reader_core& c = *core;
+  // Closed by its writer: what the caller would have asked `store_closed()` first.
+  if (c.header->state.load(std::memory_order_acquire) !=
+      static_cast<std::uint64_t>(detail::store_state::ready)) {
+    return fail(errc::writer_gone, "store '" + c.label + "' was closed by its writer");
+  }
   // Numbers are never reused: a dropped table's number reads as unknown.
   const std::uint32_t known = c.tables_known.load(std::memory_order_acquire);
   if (table >= known) {
@@ -564,6 +607,30 @@ result<reader::peeked> reader::peek(std::uint32_t table, std::string_view key, p
   }
   return peek_at(c, table, key,
                  [&](std::span<const std::byte> encoding) { fn(context, encoding); });
+}
+
+}  // namespace
+
+// Flattened: the hash and the lookup compiled into this one function, with
+// nothing called on the common read but `fn` (and the allocation-free
+// result it returns).
+[[gnu::flatten]] result<reader::peeked> reader::peek(std::uint32_t table, std::string_view key,
+                                                     peek_callback fn, void* context) const {
+  reader_core* core = p_ ? p_->core.get() : nullptr;
+  if (core != nullptr &&
+      core->header->state.load(std::memory_order_acquire) ==
+          static_cast<std::uint64_t>(detail::store_state::ready) &&
+      table < core->tables_known.load(std::memory_order_acquire)) [[likely]] {
+    switch (peek_quick(*core, table, key, fn, context)) {
+      case quick::visited:
+        return peeked::visited;
+      case quick::absent:
+        return peeked::absent;
+      case quick::other:
+        break;
+    }
+  }
+  return peek_general(core, table, key, fn, context);
 }
 
 result<bool> reader::contains(std::string_view table, std::string_view key) const {

@@ -36,6 +36,20 @@ struct located {
   const entry_block* e = nullptr;
 };
 
+/// What a lookup of one key found: its block (`e` set), no block (`e` and
+/// `ref` null), or a block it could not read (`e` null, `ref` the reference
+/// that failed `reader_core::entry`). Two words, returned in registers: a
+/// `result<located>` goes through memory, and the caller's load of it stalls
+/// on the callee's stores on every read.
+struct probed {
+  std::uint64_t ref = null_ref;
+  const entry_block* e = nullptr;
+
+  bool unreadable() const noexcept { return e == nullptr && ref != null_ref; }
+  /// The block found (`e` null if absent); only when not `unreadable()`.
+  located at() const noexcept { return {ref, e}; }
+};
+
 /// Lanes of a slot that threads keep between reads (epoch.hpp); the rest are taken per read.
 inline constexpr unsigned kept_lanes = 4;
 static_assert(kept_lanes < lanes_per_reader, "some lanes must be left to take per read");
@@ -151,8 +165,9 @@ struct reader_core final : fork_aware, std::enable_shared_from_this<reader_core>
   error_info unreadable(std::uint64_t ref) const;
   error_info corrupt(std::uint64_t ref, std::string_view what) const;
 
-  /// Maps segment `n` on first use; nullptr if it cannot be mapped.
-  const std::byte* map_segment(std::uint32_t n) noexcept;
+  /// Maps segment `n` on first use; nullptr if it cannot be mapped. Never
+  /// inlined: once per segment, not part of any read's common path.
+  [[gnu::noinline]] const std::byte* map_segment(std::uint32_t n) noexcept;
 
   /// The address of `bytes` bytes at `ref`, or nullptr if they are not readable.
   const std::byte* resolve(std::uint64_t ref, std::uint64_t bytes) noexcept {
@@ -210,10 +225,10 @@ struct reader_core final : fork_aware, std::enable_shared_from_this<reader_core>
     return index_at(root);
   }
 
-  /// The newest block of `key` in array `ix` alone (`e` null if absent),
-  /// comparing keys only at slots >= `from` (those below are frozen: layout.hpp).
-  result<located> probe(const index_header* ix, std::uint64_t hash, std::string_view key,
-                        std::uint64_t from) {
+  /// The newest block of `key` in array `ix` alone, comparing keys only at
+  /// slots >= `from` (those below are frozen: layout.hpp).
+  probed probe(const index_header* ix, std::uint64_t hash, std::string_view key,
+               std::uint64_t from) noexcept {
     const auto* slots_ = reinterpret_cast<const shared_u64*>(ix + 1);
     const std::uint64_t mask = ix->capacity - 1;
     for (std::uint64_t i = hash & mask, n = 0; n <= mask; i = (i + 1) & mask, ++n) {
@@ -229,26 +244,26 @@ struct reader_core final : fork_aware, std::enable_shared_from_this<reader_core>
         __builtin_prefetch(p + 128);
       }
       const entry_block* e = entry(r);
-      if (e == nullptr) return unreadable(r);
+      if (e == nullptr) return probed{r, nullptr};
       // The tag matched: the key decides (a compact block keeps no hash).
-      if (key_of(e) == key) return located{r, e};
+      if (key_of(e) == key) return probed{r, e};
     }
-    return located{};
+    return probed{};
   }
 
-  /// The newest block of `key` in the table whose current index is `ix`
-  /// (`e` null if absent), in the array it is moving from too while it
-  /// grows; inside an epoch.
-  result<located> find(const index_header* ix, std::uint64_t hash, std::string_view key) {
+  /// The newest block of `key` in the table whose current index is `ix`, in
+  /// the array it is moving from too while it grows; inside an epoch.
+  probed find(const index_header* ix, std::uint64_t hash, std::string_view key) noexcept {
     // Before the probe: a null `old` read later could follow a move we missed.
     const std::uint64_t old = ix->old.load(std::memory_order_seq_cst);
-    auto found = probe(ix, hash, key, 0);
-    if (!found || found->e != nullptr || old == null_ref) return found;
+    const probed found = probe(ix, hash, key, 0);
+    if (found.e != nullptr || found.unreadable() || old == null_ref) [[likely]]
+      return found;
     return find_moving(ix, old, hash, key);
   }
   /// `find`'s second half while `ix` grows out of `old` (index.cpp).
-  result<located> find_moving(const index_header* ix, std::uint64_t old, std::uint64_t hash,
-                              std::string_view key);
+  probed find_moving(const index_header* ix, std::uint64_t old, std::uint64_t hash,
+                     std::string_view key) noexcept;
 
   /// The blocks of a bag chain, oldest first (one block for a set). Each
   /// block must count one value fewer than the one before it, down to 1, so

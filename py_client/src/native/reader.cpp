@@ -95,6 +95,14 @@ inline const shm::reader& live(py_reader& r) {
   return live_slow(r);
 }
 
+// `live` for a get, which leaves the look at the store's state to its
+// numbered peek (writer_gone when closed: `read_closed`), saving a call.
+inline const shm::reader& live_for_get(py_reader& r) {
+  if (r.reader && r.forked == fork_generation()) [[likely]]
+    return *r.reader;
+  return live_slow(r);
+}
+
 // Python object over a view's memory that keeps the view (and so the block's hold) alive.
 nb::object view_to_python(const shm::view& v) {
   if (v.is_ndarray()) return array_to_python(v.array());
@@ -236,13 +244,21 @@ void decode_peeked(void* context, std::span<const std::byte> enc) noexcept {
                                   "' of store '" + r.name + "'"));
 }
 
+nb::object read_closed(py_reader& r, table_ref& t, nb::handle table_arg, std::string_view k,
+                       nb::handle default_);
+
 // What `read_value` returns for a peek that did not visit a value: the
-// error raised, a table dropped since `t` numbered it looked up again, or an
-// ndarray (stored raw) read whole.
+// error raised, a closed store attached again, a table dropped since `t`
+// numbered it looked up again, or an ndarray (stored raw) read whole.
+// `after_close`: `read_closed` attached again already.
 [[gnu::noinline]] nb::object read_other(py_reader& r, const shm::reader& rd, table_ref& t,
                                         nb::handle table_arg, std::string_view k,
                                         nb::handle default_, bool was_cached,
-                                        result<shm::reader::peeked>&& peeked, peek_result& res) {
+                                        result<shm::reader::peeked>&& peeked, peek_result& res,
+                                        bool after_close = false) {
+  if (!peeked && peeked.error().code == errc::writer_gone && !after_close) {
+    return read_closed(r, t, table_arg, k, default_);  // nothing was read
+  }
   if (!peeked && peeked.error().code == errc::not_found && was_cached) {
     // The remembered table was dropped (a new one may have its name).
     t.attach = UINT64_MAX;
@@ -268,13 +284,33 @@ void decode_peeked(void* context, std::span<const std::byte> enc) noexcept {
   return out;
 }
 
+// A get whose store was closed by its broker (the numbered peek refused
+// it): attached again, as `live` does before other reads, and read there.
+// Inside an iteration, which keeps its reader, the read goes to the closed
+// store's mapping as every other read there does (the named peek reads a
+// closed store).
+[[gnu::noinline]] nb::object read_closed(py_reader& r, table_ref& t, nb::handle table_arg,
+                                         std::string_view k, nb::handle default_) {
+  const shm::reader& rd = live_slow(r);
+  peek_result res;
+  if (rd.store_closed()) {
+    auto peeked = rd.peek(name_arg(table_arg, "table"), k,
+                          [&](std::span<const std::byte> enc) { decode_peeked(&res, enc); });
+    return read_other(r, rd, t, table_arg, k, default_, false, std::move(peeked), res, true);
+  }
+  const bool was_cached = cached(r, t, table_arg);
+  const std::uint32_t table = was_cached ? t.number : find_table(r, rd, t, table_arg);
+  auto peeked = rd.peek(table, k, decode_peeked, &res);
+  return read_other(r, rd, t, table_arg, k, default_, was_cached, std::move(peeked), res, true);
+}
+
 // The value under `key` in the table `table_arg` names (looked up through
 // `t`), decoded, or `default_` (which may be null) if absent. Every read of
 // one key from Python comes here: the common case (a known table, a value
 // visited) runs inline, everything else in the functions above.
 inline nb::object read_value(py_reader& r, table_ref& t, nb::handle table_arg, nb::handle key,
                              nb::handle default_) {
-  const shm::reader& rd = live(r);
+  const shm::reader& rd = live_for_get(r);
   const bool was_cached = cached(r, t, table_arg);
   const std::uint32_t table = was_cached ? t.number : find_table(r, rd, t, table_arg);
   // The value becomes Python objects straight from its stored encoding,

@@ -75,6 +75,10 @@ void expect_every_read_fails(const reader& r, std::string_view table, std::strin
   EXPECT_FALSE(r.get_all(table, key));
   EXPECT_FALSE(r.get_view(table, key));
   EXPECT_FALSE(r.peek(table, key, [](std::span<const std::byte>) {}));
+  if (const auto number = r.table_number(table)) {
+    EXPECT_FALSE(r.peek(
+        *number, key, [](void*, std::span<const std::byte>) noexcept {}, nullptr));
+  }
   EXPECT_FALSE(r.for_each(table, [](std::string_view, const view&) { return true; }));
 }
 

@@ -132,6 +132,50 @@ TEST(Store, PeekPassesTheStoredEncodingInPlace) {
   EXPECT_EQ(unknown.error().code, errc::not_found);
 }
 
+TEST(Store, NumberedPeekReadsLikeTheNamedOneAndRefusesAClosedStore) {
+  const auto o = test_options("peeknum");
+  auto w = make_writer(o);
+  ASSERT_TRUE(w.put("kv", "s", "text").has_value());
+  ASSERT_TRUE(w.put("kv", "nd", ndarray::zeros(dtype::f32, {4})).has_value());
+  ASSERT_TRUE(w.put("log", "k", 1).has_value());
+  ASSERT_TRUE(w.put("log", "k", 2).has_value());
+  auto attached = reader::attach(o.ns, o.name);
+  ASSERT_TRUE(attached) << attached.error().message;
+  const reader& r = *attached;
+  const auto kv = r.table_number("kv"), log = r.table_number("log");
+  ASSERT_TRUE(kv && log);
+
+  struct seen_t {
+    Value value;
+    int calls = 0;
+  } seen;
+  auto decode_into = [](void* context, std::span<const std::byte> enc) noexcept {
+    auto& s = *static_cast<seen_t*>(context);
+    ++s.calls;
+    s.value = decode(enc).value();
+  };
+  EXPECT_EQ(r.peek(*kv, "s", decode_into, &seen).value(), reader::peeked::visited);
+  EXPECT_EQ(seen.value, Value("text"));
+  EXPECT_EQ(r.peek(*log, "k", decode_into, &seen).value(), reader::peeked::visited);
+  EXPECT_EQ(seen.value, Value(1)) << "a bag passes its first value";
+  EXPECT_EQ(seen.calls, 2);
+  EXPECT_EQ(r.peek(*kv, "missing", decode_into, &seen).value(), reader::peeked::absent);
+  EXPECT_EQ(r.peek(*kv, "nd", decode_into, &seen).value(), reader::peeked::is_ndarray);
+  EXPECT_EQ(seen.calls, 2);
+  auto unknown = r.peek(99, "s", decode_into, &seen);
+  ASSERT_FALSE(unknown);
+  EXPECT_EQ(unknown.error().code, errc::not_found);
+
+  // Closed by its writer: refused before anything is read (the named peek
+  // still reads the old mapping).
+  w.close();
+  ASSERT_TRUE(r.store_closed());
+  auto closed = r.peek(*kv, "s", decode_into, &seen);
+  ASSERT_FALSE(closed);
+  EXPECT_EQ(closed.error().code, errc::writer_gone);
+  EXPECT_EQ(seen.calls, 2);
+}
+
 TEST(Store, AttachFromAnotherReader) {
   const auto o = test_options("attach");
   auto w = make_writer(o);

@@ -300,7 +300,9 @@ class SLITHER_SHM_EXPORT reader {
   using peek_callback = void (*)(void* context, std::span<const std::byte> encoding) noexcept;
   /// `peek` of the table numbered `table` (`table_number`), with a plain
   /// callback: the Python binding's `get`, where every nanosecond shows.
-  /// Errors: `not_found` for a number past the last table.
+  /// Errors: `not_found` for a number past the last table, `writer_gone`
+  /// (nothing read) if the store was closed (`store_closed()`), so that a
+  /// caller need not ask before every read.
   result<peeked> peek(std::uint32_t table, std::string_view key, peek_callback fn,
                       void* context) const;
   /// Whether `key` is present.
