@@ -84,7 +84,10 @@ TEST_P(EpochProcesses, ReadersCheckEveryValueWhileTheWriterReplacesAndFrees) {
   const std::uint64_t writes = scaled(40000, 4000);
   std::uint64_t freed = 0;
   std::mt19937_64 rng(42);
-  for (std::uint64_t i = 0; i < writes; ++i) {
+  // Past `writes`, until something was freed: on a loaded machine (a
+  // sanitizer build, twelve reader threads on two cores) a reader preempted
+  // inside a read can hold back every reclaim of a short run.
+  for (std::uint64_t i = 0; i < writes || (freed == 0 && i < 50 * writes); ++i) {
     const std::uint64_t k = rng() % keys;
     ASSERT_TRUE(w.put("kv", std::to_string(k), testing::checked_value(k, i + 1)));
     if (i % 8 == 7) freed += w.reclaim().bytes_freed;  // free early, so blocks are reused
