@@ -21,6 +21,12 @@
 // too), reported per key. The batch overlaps the misses of several keys,
 // which one `get` after another cannot: see shm/src/get_many.hpp.
 //
+// What flat_get_1e5 and flat_get_1e7 measure (the reference for the two
+// above): the same keys, values and order against the simplest hash table
+// that could hold them, one 64-byte record per key in private memory, read
+// without locks, epochs or checks (`flat_table`). Its 10^7-against-10^5 ratio
+// is what the hardware allows a get that must read memory once per key.
+//
 // memory_chase_* (reference figures for this machine, same run): one
 // dependent load per iteration, through every cache line of a region of
 // private memory in a random cyclic order: over 1 GiB on 4 KiB pages (a DRAM
@@ -50,8 +56,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <bit>
 #include <chrono>
 #include <cstdio>
+#include <functional>
 #include <memory>
 #include <numeric>
 #include <optional>
@@ -95,6 +103,21 @@ std::int64_t thread_cpu_ns() {
   return std::int64_t{ts.tv_sec} * 1000000000 + ts.tv_nsec;
 }
 
+/// Every key of a table of `n`, kKeyStride apart, in a random order (the
+/// same for every table of `n` keys): the order a get loop visits them.
+std::vector<char> probe_buffer(std::size_t n) {
+  std::mt19937_64 rng(7);
+  std::vector<std::uint32_t> order(n);
+  std::iota(order.begin(), order.end(), 0);
+  std::shuffle(order.begin(), order.end(), rng);
+  std::vector<char> probes(n * kKeyStride, '\0');
+  for (std::size_t i = 0; i < n; ++i) {
+    const std::string k = key_of(order[i]);
+    std::copy(k.begin(), k.end(), probes.begin() + static_cast<std::ptrdiff_t>(i * kKeyStride));
+  }
+  return probes;
+}
+
 /// One store with one set table of `n` keys, and what was measured filling it.
 struct filled_store {
   std::optional<writer> w;
@@ -127,16 +150,7 @@ struct filled_store {
     max_pause_ms = static_cast<double>(worst_ns) / 1e6;
     bytes_per_entry = static_cast<double>(w->stats().bytes_used - payload) / static_cast<double>(n);
     r.emplace(reader::attach(o.ns, o.name).value());
-
-    std::mt19937_64 rng(7);
-    std::vector<std::uint32_t> order(n);
-    std::iota(order.begin(), order.end(), 0);
-    std::shuffle(order.begin(), order.end(), rng);
-    probes.assign(n * kKeyStride, '\0');
-    for (std::size_t i = 0; i < n; ++i) {
-      const std::string k = key_of(order[i]);
-      std::copy(k.begin(), k.end(), probes.begin() + static_cast<std::ptrdiff_t>(i * kKeyStride));
-    }
+    probes = probe_buffer(n);
     keys = n;
   }
 
@@ -205,6 +219,95 @@ void store_get_many_1e5(benchmark::State& state) {
 }
 void store_get_many_1e7(benchmark::State& state) {
   get_many_loop(state, large_store());
+}
+
+/// The floor for any hash table on this machine: an open-addressing array
+/// of 64-byte records in private memory on 4 KiB pages (as a default
+/// /dev/shm gives), each record holding its key and its 32-byte value, at
+/// most 2/3 full. A get hashes the key and reads one record (one cache line,
+/// so one miss where the table outgrows the caches), then copies the value
+/// out, as `reader::get` does. No locks, no epochs, no validation, no
+/// indirection: what is left is the memory hierarchy.
+class flat_table {
+ public:
+  explicit flat_table(std::size_t n)
+      : capacity_(std::bit_ceil(n + n / 2)), bytes_(capacity_ * sizeof(record)) {
+    void* p = ::mmap(nullptr, bytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) throw std::runtime_error("cannot map the flat table");
+    ::madvise(p, bytes_, MADV_NOHUGEPAGE);
+    slots_ = static_cast<record*>(p);
+    for (std::size_t i = 0; i < n; ++i) insert(key_of(i), value_of(i));
+    probes_ = probe_buffer(n);
+    keys_ = n;
+  }
+  ~flat_table() { ::munmap(slots_, bytes_); }
+  flat_table(const flat_table&) = delete;
+  flat_table& operator=(const flat_table&) = delete;
+
+  std::optional<std::string> get(std::string_view key) const {
+    const std::uint64_t h = hash_of(key);
+    for (std::size_t i = h & (capacity_ - 1);; i = (i + 1) & (capacity_ - 1)) {
+      const record& r = slots_[i];
+      if (r.hash == 0) return std::nullopt;
+      if (r.hash == h && std::string_view(r.key, r.key_len) == key)
+        return std::string(r.value, kValueBytes);
+    }
+  }
+  std::string_view probe(std::size_t i) const { return {probes_.data() + i * kKeyStride, 13}; }
+  std::size_t keys() const { return keys_; }
+
+ private:
+  struct alignas(64) record {
+    std::uint64_t hash;  // 0: an empty slot
+    char key[23];
+    std::uint8_t key_len;
+    char value[kValueBytes];
+  };
+  static_assert(sizeof(record) == 64);
+
+  static std::uint64_t hash_of(std::string_view key) {
+    return std::hash<std::string_view>{}(key) | 1;
+  }
+  void insert(std::string_view key, std::string_view value) {
+    const std::uint64_t h = hash_of(key);
+    std::size_t i = h & (capacity_ - 1);
+    while (slots_[i].hash != 0) i = (i + 1) & (capacity_ - 1);
+    record& r = slots_[i];
+    r.hash = h;
+    std::copy(key.begin(), key.end(), r.key);
+    r.key_len = static_cast<std::uint8_t>(key.size());
+    std::copy(value.begin(), value.end(), r.value);
+  }
+
+  std::size_t capacity_;
+  std::size_t bytes_;
+  record* slots_ = nullptr;
+  std::vector<char> probes_;
+  std::size_t keys_ = 0;
+};
+
+void flat_get_loop(benchmark::State& state, std::size_t n) {
+  // One table at a time (the 10^7 one is 1 GiB), kept across repetitions.
+  static std::unique_ptr<flat_table> t;
+  if (!t || t->keys() != n) {
+    t.reset();
+    t = std::make_unique<flat_table>(n);
+  }
+  std::size_t i = 0;
+  for (auto _ : state) {
+    auto v = t->get(t->probe(i));
+    if (!v) state.SkipWithError("a flat-table get missed a key");
+    benchmark::DoNotOptimize(v);
+    if (++i == n) i = 0;
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+
+void flat_get_1e5(benchmark::State& state) {
+  flat_get_loop(state, kSmall);
+}
+void flat_get_1e7(benchmark::State& state) {
+  flat_get_loop(state, kLarge);
 }
 
 // The fill happens once, before the first repetition; every repetition
@@ -276,6 +379,8 @@ BENCHMARK(store_get_1e5);
 BENCHMARK(store_get_1e7);
 BENCHMARK(store_get_many_1e5);
 BENCHMARK(store_get_many_1e7);
+BENCHMARK(flat_get_1e5);
+BENCHMARK(flat_get_1e7);
 BENCHMARK(memory_chase_8m);
 BENCHMARK(memory_chase_4k);
 BENCHMARK(memory_chase_2m);
