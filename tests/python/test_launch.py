@@ -69,6 +69,34 @@ def test_find_broker_says_where_it_looked(monkeypatch: pytest.MonkeyPatch) -> No
         slither.find_broker()
 
 
+FORK_CHILD_EXITS = """
+import os, sys
+import slither
+client = slither.launch(config=sys.argv[1])
+pid = os.fork()
+if pid == 0:
+    client.store("scratch").put("t", "child", 1)
+    code = 0 if client.stop() is None else 3
+    sys.exit(code)  # a normal exit: atexit handlers and finalizers run
+_, status = os.waitpid(pid, 0)
+assert os.waitstatus_to_exitcode(status) == 0, status
+assert client.runtime_dir.is_dir(), "the child's exit removed the runtime directory"
+assert client.process.poll() is None, "the child's exit stopped the broker"
+again = slither.connect(runtime_dir=client.runtime_dir, namespace=client.namespace)
+assert again.store("scratch").get("t", "child") == 1
+again.close()
+assert client.stop() == 0 and not client.runtime_dir.exists()
+print("ok")
+"""
+
+
+def test_a_fork_child_leaves_the_launched_broker_alone(config: Path) -> None:
+    env = {**os.environ, "SLITHER_BROKER_BIN": str(BROKER_BIN)}
+    r = subprocess.run([sys.executable, "-c", FORK_CHILD_EXITS, str(config)],
+                       capture_output=True, text=True, timeout=60, env=env)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+
+
 def test_sighup_stops_the_broker_and_removes_its_files(config: Path) -> None:
     ns = unique_namespace("hup")
     client = slither.launch(config=config, namespace=ns)

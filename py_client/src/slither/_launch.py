@@ -54,16 +54,26 @@ class _Process:
         self.proc = proc
         self.log = log
         self.scratch = scratch
-        self._finalizer = weakref.finalize(self, _stop, proc, scratch, 10.0)
+        self.owner = os.getpid()
+        self._finalizer = weakref.finalize(self, _stop, proc, scratch, 10.0, self.owner)
 
     def stop(self, timeout: float) -> int | None:
         self._finalizer.detach()
-        return _stop(self.proc, self.scratch, timeout)
+        return _stop(self.proc, self.scratch, timeout, self.owner)
 
 
-def _stop(proc: subprocess.Popen[bytes], scratch: Path | None, timeout: float) -> int | None:
+def _stop(
+    proc: subprocess.Popen[bytes], scratch: Path | None, timeout: float, owner: int
+) -> int | None:
     """SIGTERM (a graceful stop: the broker unlinks its segments and runtime
-    directory), SIGKILL after ``timeout`` seconds; then removes ``scratch``."""
+    directory), SIGKILL after ``timeout`` seconds; then removes ``scratch``.
+
+    Only in the process that launched the broker: a ``fork()`` child inherits the
+    finalizer and runs it when it exits, and must leave the parent's broker, its
+    runtime directory and its log alone (the child cannot even wait for it).
+    """
+    if os.getpid() != owner:
+        return None
     try:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -94,6 +104,11 @@ class LaunchedClient(Client):
     :meth:`close` (or leaving a ``with`` block) closes the connection and stops
     the broker gracefully. A pickled LaunchedClient unpickles as a plain
     :class:`Client` of the same broker: only this process stops it.
+
+    Caveats: a ``fork()`` child may use the inherited client, but only the process
+    that called :func:`launch` stops the broker: in a child, :meth:`stop` and
+    :meth:`close` close the child's connection and return None, and the child's
+    exit leaves the broker, its runtime directory and its log in place.
     """
 
     __slots__ = ("_process",)
@@ -119,7 +134,8 @@ class LaunchedClient(Client):
 
     def stop(self, timeout: float = 10.0) -> int | None:
         """Closes the connection and stops the broker: SIGTERM, then SIGKILL after
-        ``timeout`` seconds. Returns its exit code (0 after a graceful stop). Safe twice."""
+        ``timeout`` seconds. Returns its exit code (0 after a graceful stop), or None
+        in a ``fork()`` child, which leaves the broker running. Safe twice."""
         super().close()
         return self._process.stop(timeout)
 
