@@ -125,6 +125,21 @@ def test_unsupported_dtype_is_named():
             encode([a])
 
 
+def test_a_buffer_with_no_value_form_says_why_not_that_it_is_not_contiguous():
+    """A C-contiguous datetime64 array and a released memoryview were both called
+    "not C-contiguous"; the message now carries Python's own reason."""
+    with pytest.raises(slither.InvalidType, match=r"value\['a'\]: .*cannot include dtype 'M'") as e:
+        encode({"a": np.zeros(4, dtype="datetime64[s]")})
+    assert "C-contiguous" not in str(e.value)
+    released = memoryview(bytearray(16))
+    released.release()
+    with pytest.raises(slither.InvalidType, match=r"^value: .*'memoryview'.*released"):
+        encode(released)
+    # Strided arrays and memoryviews are still stored as contiguous copies.
+    assert decode(encode(np.arange(10.0)[::2])).tolist() == [0.0, 2.0, 4.0, 6.0, 8.0]
+    assert decode(encode(memoryview(np.arange(10.0))[::3])).tolist() == [0.0, 3.0, 6.0, 9.0]
+
+
 def test_int_out_of_int64_range_names_path():
     with pytest.raises(OverflowError, match=r"value\['n'\]: int 9223372036854775808 is out of the int64 range"):
         encode({"n": 2**63})

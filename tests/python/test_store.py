@@ -259,6 +259,19 @@ def test_large_arrays_are_put_in_place(scratch):
         native.put_in_place("scratch", "nope", "x", np.ones(10))
 
 
+def test_large_values_with_no_value_form_are_refused_by_name(scratch):
+    """A large put of a dtype with no Value form, or of a released memoryview, raises
+    InvalidType naming why (a released memoryview raised a bare ValueError) and stores
+    nothing."""
+    with pytest.raises(slither.InvalidType, match="cannot include dtype 'M'"):
+        scratch.put("t", "dt", np.zeros(1 << 18, dtype="datetime64[s]"))
+    released = memoryview(bytearray(2 << 20))
+    released.release()
+    with pytest.raises(slither.InvalidType, match="released"):
+        scratch.put("t", "mv", released)
+    assert scratch.get("t", "dt") is None and scratch.get("t", "mv") is None
+
+
 def reservations_made(client) -> float:
     """put_reserve requests the broker has answered: one per put in place."""
     family = client.stats()["metrics"].get("slither_requests_total", {})

@@ -32,6 +32,51 @@ std::string py_type_name(nb::handle obj) {
   return nb::type_name(obj.type()).c_str();
 }
 
+namespace {
+
+// The message of the Python error being raised, which this clears; `buffer_error` says
+// whether it was a BufferError (a buffer of the wrong layout, not of the wrong kind).
+std::string take_error_message(bool* buffer_error = nullptr) {
+  PyObject *type = nullptr, *value = nullptr, *tb = nullptr;
+  PyErr_Fetch(&type, &value, &tb);
+  const nb::object t = nb::steal(type), v = nb::steal(value), b = nb::steal(tb);
+  if (buffer_error != nullptr) {
+    *buffer_error = t.is_valid() && PyErr_GivenExceptionMatches(t.ptr(), PyExc_BufferError);
+  }
+  PyObject* text = v.is_valid() ? PyObject_Str(v.ptr()) : nullptr;
+  const char* utf8 = text != nullptr ? PyUnicode_AsUTF8(text) : nullptr;
+  std::string out = utf8 != nullptr ? utf8 : "no buffer";
+  Py_XDECREF(text);
+  PyErr_Clear();
+  return out;
+}
+
+}  // namespace
+
+void export_contiguous(nb::handle obj, Py_buffer& view, nb::object& source, const path_node& at) {
+  constexpr int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT;
+  source = nb::borrow(obj);
+  if (PyObject_GetBuffer(obj.ptr(), &view, flags) == 0) return;
+  bool strided = false;
+  std::string why = take_error_message(&strided);
+  // A strided view (a numpy slice, a transpose, a sliced memoryview) is stored as a
+  // contiguous copy. numpy says "not contiguous" with a ValueError, a memoryview with a
+  // BufferError; any other failure (a dtype numpy cannot export, a released memoryview,
+  // which numpy would wrap as an object array) is the answer.
+  const nb::object np = numpy_available() ? nb::module_::import_("numpy") : nb::object();
+  if (np.is_valid() && (strided || PyObject_IsInstance(obj.ptr(), np.attr("ndarray").ptr()) == 1)) {
+    PyObject* copy = PyObject_CallOneArg(np.attr("ascontiguousarray").ptr(), obj.ptr());
+    if (copy != nullptr && PyObject_GetBuffer(copy, &view, flags) == 0) {
+      source = nb::steal(copy);
+      return;
+    }
+    Py_XDECREF(copy);
+    why = take_error_message();
+  }
+  raise_at(invalid_type(), at,
+           "buffer of type '" + py_type_name(obj) + "' has no Value form (" + why + ")");
+}
+
 PyObject* numpy_generic() {
   static PyObject* generic = nullptr;
   if (!generic) {
@@ -126,21 +171,8 @@ namespace {
 
 Value buffer_to_value(nb::handle obj, const path_node& at) {
   auto buf = std::make_unique<Py_buffer>();
-  constexpr int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT;
-  if (PyObject_GetBuffer(obj.ptr(), buf.get(), flags) != 0) {
-    PyErr_Clear();
-    // A strided numpy view (a slice, a transpose) is stored as a contiguous copy.
-    const bool copied =
-        numpy_available() &&
-        PyObject_GetBuffer(nb::module_::import_("numpy").attr("ascontiguousarray")(obj).ptr(),
-                           buf.get(), flags) == 0;
-    if (!copied) {
-      PyErr_Clear();
-      raise_at(
-          invalid_type(), at,
-          "buffer of type '" + py_type_name(obj) + "' is not C-contiguous and has no Value form");
-    }
-  }
+  nb::object source;
+  export_contiguous(obj, *buf, source, at);
   // From here on the buffer is held: it is released (with the GIL) with the Value.
   std::shared_ptr<Py_buffer> held(buf.release(), buffer_release{});
   const auto type = dtype_of_format(held->format, held->itemsize);

@@ -19,6 +19,7 @@
 #include <nanobind/nanobind.h>
 
 #include "slither/core/value.hpp"
+#include "value_path.hpp"
 
 namespace slither::py {
 
@@ -35,6 +36,14 @@ nanobind::object text_to_python(Value::kind kind, std::string_view text);
 /// A numpy array (or memoryview without numpy) over `array`'s memory; the
 /// returned object holds a copy of `array`, and so its owner, until it is freed.
 nanobind::object array_to_python(const ndarray& array);
+
+/// Exports `obj`'s buffer, C-contiguous and with its format, into `view` (release it
+/// with PyBuffer_Release); a strided numpy array goes through a contiguous copy, which
+/// `source` then refers to. Raises InvalidType at `at` with Python's reason (a dtype
+/// numpy cannot export, a released memoryview, a strided buffer without numpy) if
+/// there is no such buffer. Needs the GIL.
+void export_contiguous(nanobind::handle obj, Py_buffer& view, nanobind::object& source,
+                       const path_node& at);
 
 /// True if `import numpy` works in this interpreter (checked once).
 bool numpy_available();

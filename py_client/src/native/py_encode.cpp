@@ -153,25 +153,10 @@ class encoder {
   }
 
   void array(PyObject* o, const path_node& at) {
-    constexpr int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT;
-    nb::object source = nb::borrow(o);
+    nb::object source;
     buffer_view b;
-    if (PyObject_GetBuffer(o, &b.view, flags) != 0) {
-      PyErr_Clear();
-      // A strided numpy view (a slice, a transpose) is stored as a contiguous copy.
-      if (numpy_available()) {
-        source = nb::module_::import_("numpy").attr("ascontiguousarray")(source);
-        b.held = PyObject_GetBuffer(source.ptr(), &b.view, flags) == 0;
-      }
-      if (!b.held) {
-        PyErr_Clear();
-        raise_at(invalid_type(), at,
-                 "buffer of type '" + py_type_name(nb::handle(o)) +
-                     "' is not C-contiguous and has no Value form");
-      }
-    } else {
-      b.held = true;
-    }
+    export_contiguous(nb::handle(o), b.view, source, at);
+    b.held = true;
     const Py_buffer& v = b.view;
     const auto type = dtype_of_format(v.format, v.itemsize);
     if (!type) {

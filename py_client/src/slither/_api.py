@@ -32,7 +32,10 @@ def _in_place(value: object) -> bool:
     if kind is bytes or kind is bytearray:
         return len(value) >= LARGE_PUT_BYTES  # type: ignore[arg-type]
     if kind is memoryview:
-        return value.nbytes >= LARGE_PUT_BYTES and value.c_contiguous  # type: ignore[union-attr]
+        try:
+            return value.nbytes >= LARGE_PUT_BYTES and value.c_contiguous  # type: ignore[union-attr]
+        except ValueError:
+            return False  # released: the socket path names it in an InvalidType
     return (
         getattr(value, "nbytes", 0) >= LARGE_PUT_BYTES
         and kind.__module__ == "numpy"
