@@ -650,6 +650,15 @@ result<std::size_t> reader::size(std::string_view table) const {
       });
 }
 
+result<std::size_t> reader::key_count(std::string_view table) const {
+  if (!p_) return moved_from();
+  return with_index<std::size_t>(
+      *p_->core, table,
+      [&](std::uint32_t, const index_header* ix, epoch_guard&) -> result<std::size_t> {
+        return static_cast<std::size_t>(ix->keys.load(std::memory_order_relaxed));
+      });
+}
+
 result<void> reader::for_each(std::string_view table,
                               function_ref<bool(std::string_view, const view&)> fn) const {
   if (!p_) return moved_from();

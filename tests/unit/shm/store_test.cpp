@@ -246,6 +246,10 @@ TEST(Store, BagKeepsValuesInOrder) {
   EXPECT_EQ(r.get("log", "k").value(), std::optional<Value>(1));
   EXPECT_EQ(r.get_view("log", "k").value()->value(), Value(1));
   EXPECT_EQ(r.size("log").value(), 4u);
+  EXPECT_EQ(r.key_count("log").value(), 2u);  // distinct keys: a mapping's length
+  ASSERT_TRUE(w.put("kv", "a", 1));
+  EXPECT_EQ(r.key_count("kv").value(), r.size("kv").value());
+  EXPECT_EQ(r.key_count("nope").error().code, errc::not_found);
   std::vector<Value> seen;
   ASSERT_TRUE(r.for_each("log", [&](std::string_view key, const view& v) {
     if (key == "k") seen.push_back(v.value());
@@ -255,7 +259,8 @@ TEST(Store, BagKeepsValuesInOrder) {
   EXPECT_EQ(r.get_all("kv", "none").value(), std::vector<Value>{});
   EXPECT_TRUE(w.erase("log", "k").value());
   EXPECT_EQ(r.size("log").value(), 1u);
-  EXPECT_EQ(w.stats().entries, 1u);
+  EXPECT_EQ(r.key_count("log").value(), 1u);
+  EXPECT_EQ(w.stats().entries, 2u);
 }
 
 TEST(Store, ForEachSeesEveryEntryOnceAndStopsEarly) {

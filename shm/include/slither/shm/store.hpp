@@ -309,6 +309,9 @@ class SLITHER_SHM_EXPORT reader {
   result<bool> contains(std::string_view table, std::string_view key) const;
   /// Number of entries (for a bag, of values).
   result<std::size_t> size(std::string_view table) const;
+  /// Number of keys (for a bag, of distinct keys; equal to `size` in other kinds):
+  /// what a mapping's length is. Errors: `not_found` for an unknown table.
+  result<std::size_t> key_count(std::string_view table) const;
   /// Calls `fn(key, view)` for every entry; every entry present for the whole
   /// iteration is seen exactly once. Return false from `fn` to stop early.
   /// The iteration holds this reader's epoch throughout: a slow `fn` delays
