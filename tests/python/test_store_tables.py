@@ -148,6 +148,34 @@ def test_table_is_a_mutable_mapping(scratch: slither.Store) -> None:
     assert len(t) == 0 and t == {}
 
 
+def test_a_bag_is_a_mapping_of_each_key_to_its_first_value(client: slither.Client) -> None:
+    """len, iteration, ``==`` and ``t[k]`` agree on a bag: one key, its first value (len
+    counted values and ``==`` compared the last one, so ``t == dict(t)`` was False)."""
+    store = client.store("features")
+    t = store.create_table(_name("bagmap"), kind="bag")
+    try:
+        t["a"] = 1
+        t["a"] = 2
+        t["c"] = 3
+        assert len(t) == len(list(t)) == 2 and store.size(t.name) == 3
+        assert dict(t) == {"a": 1, "c": 3}
+        assert t == dict(t) and t == {"a": 1, "c": 3} and t != {"a": 2, "c": 3}
+        assert sorted(t.items()) == [("a", 1), ("a", 2), ("c", 3)]  # every value
+        assert t.pop("a") == 1 and "a" not in t and len(t) == 1
+    finally:
+        store.drop_table(t.name)
+
+
+def test_mapping_arguments_of_the_wrong_type_raise_invalid_type(scratch: slither.Store) -> None:
+    with pytest.raises(slither.InvalidType, match="table must be a str, not 'NoneType'"):
+        scratch.table(None)
+    t = scratch.table("t")
+    for bad in (None, 3):
+        with pytest.raises(slither.InvalidType, match=f"not '{type(bad).__name__}'"):
+            t.update(bad)
+    assert len(t) == 0
+
+
 def test_store_close_and_context_manager(client: slither.Client) -> None:
     with client.store("features") as store:
         assert store.get("emb", "user:1")["name"] == "ada"

@@ -570,6 +570,14 @@ void init_reader(nb::module_& m) {
           },
           nb::arg("table").none(), "Number of entries (for a bag, of values) in `table`.")
       .def(
+          "key_count",
+          [](py_reader& r, nb::handle table_arg) {
+            const std::string_view table = name_arg(table_arg, "table");
+            return take(live(r).key_count(table));
+          },
+          nb::arg("table").none(),
+          "Number of keys in `table` (for a bag, of distinct keys; `size` counts its values).")
+      .def(
           "keys",
           [](py_reader& r, nb::handle table_arg, nb::handle prefix) {
             const std::string_view table = name_arg(table_arg, "table");

@@ -236,8 +236,8 @@ class Store(_native.Reader):
     """A store: reads straight from shared memory, writes through the broker.
 
     Reads (inherited from :class:`slither.Reader`: ``get``, ``get_many``, ``get_all``,
-    ``view``, ``version``, ``contains``, ``size``, ``keys``, ``items``, ``tables``) never
-    leave this process. Writes return once every reader sees them.
+    ``view``, ``version``, ``contains``, ``size``, ``key_count``, ``keys``, ``items``,
+    ``tables``) never leave this process. Writes return once every reader sees them.
 
     A broker restart re-creates the store: reads then attach to the new one by
     themselves (views taken before stay valid). A write carries the incarnation
@@ -270,7 +270,12 @@ class Store(_native.Reader):
         return self._client
 
     def table(self, name: str) -> Table:
-        """The table ``name`` as a mapping-like object. Raises :class:`NotFound` if unknown."""
+        """The table ``name`` as a :class:`Table` (a mutable mapping).
+
+        Raises :class:`NotFound` if unknown, :class:`InvalidType` if ``name`` is not a str.
+        """
+        if not isinstance(name, str):
+            raise _native.InvalidType(f"table must be a str, not '{type(name).__name__}'")
         if name not in self.tables:
             raise _native.NotFound(f"no table '{name}' in store '{self.name}'")
         return Table(self, name)
@@ -320,6 +325,14 @@ class Store(_native.Reader):
         the broker reserves a block, this process copies the value straight into it and
         commits (readers see nothing before the commit, and then the same value a put
         through the socket stores).
+
+        Raises :class:`NotFound` for an unknown table, :class:`InvalidType` for a key that
+        is not str/bytes or a value with no Value form (naming its type and path),
+        :class:`LimitExceeded` for a key over the store's key limit or a value over the
+        broker's message limit, :class:`NoSpace` when the store cannot grow,
+        :class:`WriterGone` (nothing applied) if the broker re-created the store, and
+        :class:`Timeout` / :class:`BrokerUnavailable` (the write may still have been
+        applied: compare ``version(table, key)``).
         """
         native = self._client._native
         try:
@@ -339,7 +352,10 @@ class Store(_native.Reader):
 
         ``entries`` is a mapping or an iterable of ``(key, value)`` tuples or lists;
         anything else (a str, a list of str) raises :class:`InvalidType`. If one
-        entry is refused, none is stored.
+        entry is refused, none is stored; an exception raised by a generator of
+        ``entries`` propagates before anything is sent, and nothing is stored. A key
+        given twice keeps its last value (in a bag, each value is appended). Errors
+        as :meth:`put`.
 
         What readers see meanwhile: by default the entries become visible one by
         one while the broker applies the batch, so a reader may see part of it
@@ -365,7 +381,9 @@ class Store(_native.Reader):
 
         The broker builds the new contents beside the old ones and switches with
         one store: readers see the old or the new contents, never a mix, and a read
-        under way finishes on the old. If an entry is refused, the old contents stay.
+        under way finishes on the old. If an entry is refused, or a generator of
+        ``entries`` raises, the old contents stay. A key given twice keeps its last
+        value (in a bag, each value is appended). Errors as :meth:`put`.
         Emits the ``slither.store.reload`` start/stop telemetry events on the broker.
         """
         try:
@@ -374,7 +392,11 @@ class Store(_native.Reader):
             raise self._replaced(e, "reload") from None
 
     def delete(self, table: str, key: Key) -> bool:
-        """Removes ``key``; returns whether it was present."""
+        """Removes ``key`` (every value of it in a bag); returns whether it was present.
+
+        Raises :class:`NotFound` for an unknown table, :class:`InvalidType` for a key
+        that is not str/bytes, and :class:`WriterGone` as :meth:`put` does.
+        """
         try:
             return self._client._native.erase(self.name, table, key, self.incarnation)
         except _native.WriterGone as e:
@@ -385,7 +407,8 @@ class Store(_native.Reader):
 
         ``0`` means "absent". Returns the new version; raises :class:`Conflict`
         naming the version found otherwise. ``version(table, key)`` reads the
-        current one.
+        current one. Raises :class:`InvalidArgument` for a version that is not 0 to
+        2**64 - 1, and otherwise as :meth:`put`.
         """
         try:
             return self._client._native.compare_and_set(
@@ -395,7 +418,7 @@ class Store(_native.Reader):
             raise self._replaced(e, "compare_and_set") from None
 
     def clear(self, table: str) -> None:
-        """Removes every entry of ``table``."""
+        """Removes every entry of ``table``. Raises :class:`NotFound` for an unknown table."""
         try:
             self._client._native.clear(self.name, table, self.incarnation)
         except _native.WriterGone as e:
@@ -424,8 +447,12 @@ class Table(_native._Table):
     over keys, ``table[key]`` raising :class:`NotFound`, which is a ``KeyError``);
     ``table[key] = value``, ``del table[key]`` (``KeyError`` if absent),
     ``update``, ``pop``, ``setdefault`` and ``clear`` write through the broker.
-    ``==`` compares contents with any mapping. In a bag table, ``table[key] = v``
-    appends a value and ``table[key]`` reads the first one.
+    ``==`` compares contents with any mapping.
+
+    A bag table is a mapping of each key to its first value: ``table[key]``, ``len``,
+    iteration and ``==`` see one value per key, ``table[key] = v`` appends a value,
+    ``del table[key]`` and ``pop`` remove every value of the key (``pop`` returns the
+    first); ``items()``, ``values()`` and ``get_all(key)`` list every value.
 
     ``keys(prefix)``, ``items()`` and ``values()`` return lists (a snapshot), not
     views.
@@ -440,7 +467,6 @@ class Table(_native._Table):
     __slots__ = ()
 
     # MutableMapping's mixins this class does not define below.
-    __eq__ = Mapping.__eq__
     __hash__ = None  # type: ignore[assignment]
     __reversed__ = None  # type: ignore[assignment]
 
@@ -474,7 +500,17 @@ class Table(_native._Table):
             return default
 
     def __len__(self) -> int:
-        return self.store.size(self.name)
+        # Keys, not values: a bag's length is what iterating it yields.
+        return self.store.key_count(self.name)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        # One snapshot; a bag's key stands for its first value, as ``table[key]`` reads it.
+        mine: dict[Key, Value] = {}
+        for key, value in self.store.items(self.name):
+            mine.setdefault(key, value)
+        return mine == dict(other.items())
 
     def __iter__(self) -> Iterator[Key]:
         return iter(self.store.keys(self.name))
@@ -556,8 +592,20 @@ class Table(_native._Table):
         self.store.put_many(self.name, entries, atomic=atomic)
 
     def update(self, other: Any = (), /, **kwds: Value) -> None:
-        """Stores the entries of ``other`` and ``kwds`` in one :meth:`put_many`."""
-        entries = list(other.items()) if isinstance(other, Mapping) else list(other)
+        """Stores the entries of ``other`` (a mapping or an iterable of ``(key, value)``
+        pairs) and ``kwds`` in one :meth:`put_many`, all or nothing. Raises
+        :class:`InvalidType` (a ``TypeError``) for anything else."""
+        if isinstance(other, Mapping):
+            entries = list(other.items())
+        else:
+            try:
+                pairs = iter(other)
+            except TypeError:
+                raise _native.InvalidType(
+                    "update needs a mapping or an iterable of (key, value) pairs, "
+                    f"not '{type(other).__name__}'"
+                ) from None
+            entries = list(pairs)
         entries.extend(kwds.items())
         if entries:
             self.put_many(entries)
