@@ -173,6 +173,9 @@ def test_mapping_arguments_of_the_wrong_type_raise_invalid_type(scratch: slither
     for bad in (None, 3):
         with pytest.raises(slither.InvalidType, match=f"not '{type(bad).__name__}'"):
             t.update(bad)
+    for flag in ("no", None, 1):
+        with pytest.raises(slither.InvalidType, match="atomic must be a bool"):
+            t.put_many({"k": 1}, atomic=flag)
     assert len(t) == 0
 
 

@@ -365,11 +365,15 @@ class Store(_native.Reader):
         none of it, then all of it. An ``ordered_set`` switches its tree (``range``,
         ``keys``, ``first``, ``last``), then its index (``get``): each read sees none
         or all of the batch, but a ``range`` and a ``get`` made in the instant
-        between the two may disagree.
+        between the two may disagree. ``atomic`` must be a bool (else
+        :class:`InvalidType`, and nothing is stored).
         """
+        if not isinstance(atomic, bool):
+            # bool("no") is True: a flag of another type is a mistake, not a request.
+            raise _native.InvalidType(f"atomic must be a bool, not '{type(atomic).__name__}'")
         try:
             self._client._native.put_many(
-                self.name, table, entries, self.incarnation, atomic=bool(atomic)
+                self.name, table, entries, self.incarnation, atomic=atomic
             )
         except _native.WriterGone as e:
             raise self._replaced(e, "put_many") from None
