@@ -44,9 +44,9 @@ constexpr std::chrono::microseconds migrate_budget{2000};
 result<void> check_table_spec(const store_options& o, const table_spec& t) {
   if (t.name.empty() || t.name.size() > detail::max_table_name ||
       t.name.find('\0') != std::string::npos) {
-    return fail(errc::invalid_argument, "bad table name " + printable(t.name) + " in store '" +
-                                            o.name + "': use 1-" +
-                                            std::to_string(detail::max_table_name) + " characters");
+    return fail(errc::invalid_argument,
+                "bad table name " + printable(t.name) + " in store '" + o.name + "': use 1-" +
+                    std::to_string(detail::max_table_name) + " bytes, no NUL");
   }
   if (t.kind != table_kind::set && t.kind != table_kind::bag && t.kind != table_kind::ordered_set) {
     return fail(errc::invalid_argument, "table '" + t.name + "' has an unknown kind");

@@ -226,6 +226,15 @@ def test_create_table_checks_its_arguments(client: slither.Client) -> None:
         client.create_table("nope", _name("c"))
 
 
+def test_a_table_name_too_long_in_bytes_is_refused_in_bytes(client: slither.Client) -> None:
+    """The limit is 47 bytes: 30 two-byte characters are refused, and the message says
+    bytes (it said "1-47 characters" of a 30-character name)."""
+    with pytest.raises(slither.InvalidArgument, match="1-47 bytes"):
+        client.create_table("features", "é" * 30)
+    client.create_table("features", name := "é" * 23)
+    client.drop_table("features", name)
+
+
 def test_an_ordered_table_made_at_run_time(client: slither.Client) -> None:
     store = client.store("scratch")
     table = store.create_table(_name("ord"), kind="ordered_set")
