@@ -183,8 +183,11 @@ class Client:
         it). Readers attached before see the table on their next read, without
         attaching again. A store has at most 64 tables over its life (a dropped
         table's directory entry is not reused): past that, :class:`LimitExceeded`.
+        ``name`` is 1-47 bytes (UTF-8) without NUL; it is a name, not a path.
         Raises :class:`AlreadyExists` if the table exists, :class:`NotFound` for an
-        unknown store.
+        unknown store, :class:`InvalidArgument` for a bad name, kind or capacity
+        (:class:`InvalidType` for one of the wrong type), :class:`NoSpace` if
+        ``/dev/shm`` cannot hold the reserved capacity.
         """
         self._native.create_table(store, name, kind, _capacity(capacity))
 
@@ -194,7 +197,7 @@ class Client:
         Its entries go with it; readers then get :class:`NotFound` for it (views
         taken before stay valid). Tables declared in the broker's config are the
         store's declared shape and cannot be dropped: :class:`InvalidArgument`
-        (clear them instead).
+        (clear them instead). Raises :class:`NotFound` for an unknown store or table.
         """
         self._native.drop_table(store, name)
 
@@ -564,7 +567,10 @@ class Table(_native._Table):
 
         Keys are sorted bytewise (str keys by their UTF-8 bytes); ``None`` leaves a
         bound open; at most ``limit`` pairs, from the largest key if ``reverse``. One
-        snapshot of the table. Raises :class:`InvalidArgument` for other table kinds.
+        snapshot of the table; ``lo >= hi`` gives ``[]``. Raises :class:`InvalidArgument`
+        for other table kinds or a negative ``limit``, :class:`InvalidType` for a bound
+        that is not str/bytes/None or a ``limit`` that is not an int or None,
+        :class:`NotFound` for a dropped table.
         """
         return self.store.range(self.name, lo, hi, limit, reverse)
 
