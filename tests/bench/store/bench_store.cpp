@@ -51,6 +51,8 @@ using namespace slither::shm;
 constexpr std::size_t kKeys = 100000;
 constexpr std::size_t kValueBytes = 64;
 constexpr std::size_t kBatch = 1000;
+/// Keys a range scan reads.
+constexpr std::size_t kRange = 100;
 
 void check_mdb(int rc, const char* what) {
   if (rc != MDB_SUCCESS) throw std::runtime_error(std::string(what) + ": " + mdb_strerror(rc));
@@ -69,6 +71,10 @@ struct bench_env {
   // keys[order[i]], laid out in access order so that fetching the next key
   // is not itself a cache miss that every benchmark would pay.
   std::vector<std::string> shuffled;
+  // Where the i-th range scan starts: a random key with kRange keys after it,
+  // in access order too (looked up through `order`, each start was a miss
+  // that both range benchmarks paid on top of the scan).
+  std::vector<std::string> range_starts;
   std::vector<std::string> values;
   std::optional<writer> w;
   std::optional<reader> r;
@@ -89,6 +95,7 @@ struct bench_env {
     std::iota(order.begin(), order.end(), 0);
     std::shuffle(order.begin(), order.end(), std::mt19937_64(7));
     for (std::size_t i : order) shuffled.push_back(keys[i]);
+    for (std::size_t i : order) range_starts.push_back(keys[i % (kKeys - kRange)]);
 
     store_options o;
     o.ns = "bench";  // appended piecewise: GCC 12 warns falsely (-Wrestrict) on "literal" + string
@@ -274,20 +281,12 @@ void store_ordered_get(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 
-constexpr std::size_t kRange = 100;
-
-/// Where the i-th range scan starts: a random key with kRange keys after it.
-const std::string& range_start(std::size_t i) {
-  auto& e = env();
-  return e.keys[e.order[i] % (kKeys - kRange)];
-}
-
 void store_range100(benchmark::State& state) {
   auto& e = env();
   std::size_t i = 0;
   for (auto _ : state) {
     std::size_t n = 0, bytes = 0;
-    e.r->scan("ord", reader::key_range{range_start(i), {}, kRange, false},
+    e.r->scan("ord", reader::key_range{e.range_starts[i], {}, kRange, false},
               [&](const reader::scanned& s) {
                 bytes += s.key.size() + static_cast<std::size_t>(s.bytes[0]);
                 ++n;
@@ -309,7 +308,7 @@ void lmdb_range100(benchmark::State& state) {
   check_mdb(mdb_cursor_open(txn, e.dbi, &cur), "mdb_cursor_open");
   std::size_t i = 0;
   for (auto _ : state) {
-    const std::string& start = range_start(i);
+    const std::string& start = e.range_starts[i];
     MDB_val k{start.size(), const_cast<char*>(start.data())};
     MDB_val v;
     std::size_t n = 0, bytes = 0;
