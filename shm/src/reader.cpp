@@ -381,13 +381,12 @@ bool reader::store_closed() const noexcept {
 
 namespace {
 
-// What every read of a table starts with: check the reader may read here,
-// find the table, announce the epoch and load its current index, then hand
-// (table number, index, guard) to `use`, whose result is returned. Failures
-// (a reader a fork child shares with its parent, an unknown table, an
-// unreadable index) come back as errors.
+// What every read starts with: check the reader may read here and announce
+// the epoch, then hand the guard to `use`, whose result is returned. Failures
+// (a reader a fork child shares with its parent, no slot for a fork child)
+// come back as errors.
 template <class T, class F>
-result<T> with_index(reader_core& c, std::uint32_t t, F&& use) {
+[[gnu::always_inline]] inline result<T> with_epoch(reader_core& c, F&& use) {
   if (!c.usable) return c.inherited();
   detail::reader_slot* slot = c.slot.load(std::memory_order_acquire);
   if (slot == nullptr) {  // a fork child's first read
@@ -396,13 +395,23 @@ result<T> with_index(reader_core& c, std::uint32_t t, F&& use) {
     slot = *claimed;
   }
   epoch_guard guard(c, slot);
-  const index_header* ix = c.index(t);
-  if (ix == nullptr) {
-    const std::uint64_t root = c.header->tables[t].root.load();
-    if (root == detail::null_ref) return c.unknown_table(c.table_names[t]);  // dropped meanwhile
-    return c.unreadable(root);
-  }
-  return use(t, ix, guard);
+  return use(guard);
+}
+
+// What every keyed read of a table starts with: `with_epoch`, then load the
+// table's current index and hand (table number, index, guard) to `use`. An
+// unreadable index, or a table dropped meanwhile, is an error.
+template <class T, class F>
+result<T> with_index(reader_core& c, std::uint32_t t, F&& use) {
+  return with_epoch<T>(c, [&](epoch_guard& guard) -> result<T> {
+    const index_header* ix = c.index(t);
+    if (ix == nullptr) {
+      const std::uint64_t root = c.header->tables[t].root.load();
+      if (root == detail::null_ref) return c.unknown_table(c.table_names[t]);  // dropped meanwhile
+      return c.unreadable(root);
+    }
+    return use(t, ix, guard);
+  });
 }
 
 template <class T, class F>
@@ -689,22 +698,29 @@ result<void> reader::for_each(std::string_view table,
 
 namespace {
 
-// What every read of an ordered table starts with (`with_index`, plus a check
+// What every read of an ordered table starts with (`with_epoch`, then a check
 // of the table's kind): a scan of the tree published when the read began
-// (`detail::scan_tree`).
+// (`detail::scan_tree`). Its hash index is not loaded: a scan never reads it.
 result<void> visit_range(reader_core& c, std::string_view table, const reader::key_range& range,
                          bool values, function_ref<bool(const reader::scanned&)> visit) {
-  return with_index<void>(
-      c, table, [&](std::uint32_t t, const index_header*, epoch_guard&) -> result<void> {
-        if (c.table_kinds[t] != table_kind::ordered_set) {
-          return fail(errc::invalid_argument,
-                      "table '" + std::string(table) + "' in store '" + c.label + "' is a " +
-                          std::string(to_string(c.table_kinds[t])) +
-                          " table, not an ordered_set: it keeps no key order");
-        }
-        const std::uint64_t root = c.header->tree_roots[t].load(std::memory_order_seq_cst);
-        return detail::scan_tree(c, root, range, values, visit);
-      });
+  const auto t = c.table_index(table);
+  if (!t) return c.unknown_table(table);
+  return with_epoch<void>(c, [&](epoch_guard&) -> result<void> {
+    if (c.table_kinds[*t] != table_kind::ordered_set) {
+      return fail(errc::invalid_argument, "table '" + std::string(table) + "' in store '" +
+                                              c.label + "' is a " +
+                                              std::string(to_string(c.table_kinds[*t])) +
+                                              " table, not an ordered_set: it keeps no key order");
+    }
+    const std::uint64_t root = c.header->tree_roots[*t].load(std::memory_order_seq_cst);
+    // A drop nulls the directory's root before the tree's: a null tree is
+    // an empty table, or one dropped since `table_index` found it.
+    if (root == detail::null_ref &&
+        c.header->tables[*t].root.load(std::memory_order_seq_cst) == detail::null_ref) {
+      return c.unknown_table(table);
+    }
+    return detail::scan_tree(c, root, range, values, visit);
+  });
 }
 
 /// A decoded copy of a scanned value: from its entry block, or from its

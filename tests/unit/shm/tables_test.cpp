@@ -77,6 +77,35 @@ TEST(Tables, ADroppedTableIsGoneForReadersAndItsNameCanComeBack) {
   w.reclaim();
 }
 
+// A scan finds its tree through the table's directory entry, not its hash
+// index: a dropped ordered table must still be unknown to it, empty or not.
+TEST(Tables, ADroppedOrderedTableIsGoneForScans) {
+  const auto o = test_options("dropord");
+  writer w = make_writer(o);
+  auto r = reader::attach(o.ns, o.name);
+  ASSERT_TRUE(r);
+  ASSERT_TRUE(w.create_table({"full", table_kind::ordered_set, 8}));
+  ASSERT_TRUE(w.create_table({"empty", table_kind::ordered_set, 8}));
+  ASSERT_TRUE(w.put("full", "a", 1));
+  ASSERT_TRUE(w.put("full", "b", 2));
+  ASSERT_EQ(r->range("full", {}, {}).value().size(), 2u);  // the reader knows both tables
+  ASSERT_TRUE(r->range("empty", {}, {}).value().empty());
+
+  ASSERT_TRUE(w.drop_table("full"));
+  ASSERT_TRUE(w.drop_table("empty"));
+  EXPECT_EQ(r->range("full", {}, {}).error().code, errc::not_found);
+  EXPECT_EQ(r->range("empty", {}, {}).error().code, errc::not_found);
+  EXPECT_EQ(r->keys("full").error().code, errc::not_found);
+
+  ASSERT_TRUE(w.create_table({"full", table_kind::ordered_set, 8}));
+  EXPECT_TRUE(r->range("full", {}, {}).value().empty());  // the new table, not the old one
+  ASSERT_TRUE(w.put("full", "c", 3));
+  const auto now = r->range("full", {}, {}).value();
+  ASSERT_EQ(now.size(), 1u);
+  EXPECT_EQ(now[0].first, "c");
+  w.reclaim();
+}
+
 TEST(Tables, ADeclaredTableCannotBeDropped) {
   writer w = make_writer(test_options("declared"));
   ASSERT_TRUE(w.put("kv", "k", 1));
