@@ -14,10 +14,19 @@ broker work at all: what the copy alone costs other processes on this machine), 
 made with the copying process on a CPU of its own and the broker and the pinging client
 on another (the same work, without the copy competing for their CPU).
 
+A p99 over a few dozen pings is one unlucky preemption away from another figure, so the
+run is made of windows (SLITHER_BENCH_WINDOWS, 5), each doing every kind of work in turn
+(SLITHER_BENCH_REPS times each); the ping figure of a kind is the median of its windows'
+p99s, printed with their range. With SLITHER_BENCH_TRACE=1 it also prints, per kind, the
+CPU time and run delay (time runnable, waiting for a CPU: /proc/.../schedstat) of the
+broker's threads, the copying process and the pinger, and every ping over 1 ms with where
+it fell in its put: contention for a CPU shows as run delay, blocking as a slow ping
+without it.
+
 Prints a markdown table of medians, then:
   BENCH py.put.256m <MiB/s> MiB/s
   RATIO py.put.256m.vs_memcpy <x>             (the put's rate over the memcpy's; target >= 0.8)
-  BENCH py.put.256m.ping_p99 <us> us          (pings during the puts)
+  BENCH py.put.256m.ping_p99 <us> us          (pings during the puts: median of the windows' p99s)
   BENCH py.put.256m.ping_p99.memcpy <us> us   (pings during the memcpy baseline)
   RATIO py.put.256m.ping_p99.vs_memcpy <x>    (the baseline's p99 over the puts'; 1: the put
                                                costs other clients no more than a plain copy)
@@ -27,7 +36,8 @@ Prints a markdown table of medians, then:
   RATIO py.put.256m.fresh.vs_memcpy <x>
   BENCH py.put.256m.ping_p99.fresh <us> us    (pings during the fresh puts)
 
-Environment: SLITHER_BROKER_BIN (the slither-broker to start), SLITHER_BENCH_REPS (5).
+Environment: SLITHER_BROKER_BIN (the slither-broker to start), SLITHER_BENCH_WINDOWS (5),
+SLITHER_BENCH_REPS (3, puts of each kind per window), SLITHER_BENCH_TRACE (0).
 """
 from __future__ import annotations
 
@@ -45,9 +55,12 @@ import numpy as np
 import slither
 from bench_broker import BenchBroker
 
-REPS = int(os.environ.get("SLITHER_BENCH_REPS", "5"))
+WINDOWS = int(os.environ.get("SLITHER_BENCH_WINDOWS", "5"))
+REPS = int(os.environ.get("SLITHER_BENCH_REPS", "3"))
+TRACE = os.environ.get("SLITHER_BENCH_TRACE", "0") not in ("", "0")
 ARRAY = np.arange(64 * 1024 * 1024, dtype=np.float32)  # 256 MiB
 MIB = ARRAY.nbytes / (1 << 20)
+KINDS = ("put", "fresh", "memcpy", "pinned")
 CONFIG = """\
     [[stores]]
     name = "bench"
@@ -92,17 +105,47 @@ def p99(xs: list[float]) -> float:
     return xs[min(len(xs) - 1, int(len(xs) * 0.99))] if xs else float("nan")
 
 
-def main() -> None:
-    spans: dict[str, list[tuple[int, int]]] = {"put": [], "memcpy": [], "pinned": [], "fresh": []}
-    seconds: dict[str, list[float]] = {"put": [], "memcpy": [], "fresh": []}
+def schedstat(procs: dict[str, int]) -> dict[str, tuple[int, int]]:
+    """(CPU time, run delay) in ns of every thread of `procs`, by "process/thread name"."""
+    out: dict[str, tuple[int, int]] = {}
+    for who, pid in procs.items():
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                    name = f"{who}/{f.read().strip()}"
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                    ran, waited = (int(x) for x in f.read().split()[:2])
+            except OSError:
+                continue
+            was = out.get(name, (0, 0))
+            out[name] = (was[0] + ran, was[1] + waited)
+    return out
 
-    def timed(what: str, fn) -> None:
+
+def main() -> None:
+    # Per kind, per window: the (start, end) of each piece of work.
+    spans = {k: [[] for _ in range(WINDOWS)] for k in KINDS}
+    seconds: dict[str, list[float]] = {k: [] for k in KINDS}
+    sched: dict[str, dict[str, list[int]]] = {k: {} for k in KINDS}
+    procs: dict[str, int] = {}
+
+    def timed(what: str, window: int, fn) -> None:
+        before = schedstat(procs) if TRACE else {}
         t = time.perf_counter_ns()
         fn()
         end = time.perf_counter_ns()
-        spans[what].append((t, end))
-        if what in seconds:
-            seconds[what].append((end - t) / 1e9)
+        spans[what][window].append((t, end))
+        seconds[what].append((end - t) / 1e9)
+        if TRACE:
+            for name, (ran, waited) in schedstat(procs).items():
+                r0, w0 = before.get(name, (ran, waited))
+                acc = sched[what].setdefault(name, [0, 0])
+                acc[0] += ran - r0
+                acc[1] += waited - w0
 
     with tempfile.TemporaryDirectory(prefix="slither-bench-large-") as tmp, \
             BenchBroker(Path(tmp), CONFIG) as broker:
@@ -112,6 +155,7 @@ def main() -> None:
         stop, out = ctx.Event(), ctx.Queue()
         ping = ctx.Process(target=pinger, args=(str(broker.runtime_dir), broker.namespace, stop, out))
         ping.start()
+        procs.update(broker=broker.proc.pid, client=os.getpid(), pinger=ping.pid)
         time.sleep(0.5)
 
         def settle() -> None:
@@ -133,27 +177,41 @@ def main() -> None:
                     break
                 time.sleep(0.05)
 
-        for _ in range(REPS):
-            timed("memcpy", memcpy_into_fresh_shm)
-            timed("put", lambda: store.put("kv", "big", ARRAY))
-            settle()
-        for _ in range(REPS):
-            store.delete("kv", "big")
-            handed_back()
-            timed("fresh", lambda: store.put("kv", "big", ARRAY))
+        def put() -> None:
+            store.put("kv", "big", ARRAY)
+
         cpus = sorted(os.sched_getaffinity(0))
-        if len(cpus) >= 2:
-            everything = set(cpus)
-            set_affinity(broker.proc.pid, {cpus[-1]})
-            set_affinity(ping.pid, {cpus[-1]})
-            os.sched_setaffinity(0, {cpus[0]})
-            try:
-                for _ in range(REPS):
-                    timed("pinned", lambda: store.put("kv", "big", ARRAY))
-                    settle()
-            finally:
-                os.sched_setaffinity(0, everything)
-                set_affinity(broker.proc.pid, everything)
+        everything = set(cpus)
+        # Two puts first: from the third on, a put replaces a value of its size whose
+        # pages are still there (see above).
+        put()
+        settle()
+        put()
+        settle()
+        for w in range(WINDOWS):
+            for _ in range(REPS):
+                timed("memcpy", w, memcpy_into_fresh_shm)
+                timed("put", w, put)
+                settle()
+            for _ in range(REPS):
+                store.delete("kv", "big")
+                handed_back()
+                timed("fresh", w, put)
+            settle()
+            put()  # the pinned puts replace a value, as "put" does
+            settle()
+            if len(cpus) >= 2:
+                set_affinity(broker.proc.pid, {cpus[-1]})
+                set_affinity(ping.pid, {cpus[-1]})
+                os.sched_setaffinity(0, {cpus[0]})
+                try:
+                    for _ in range(REPS):
+                        timed("pinned", w, put)
+                        settle()
+                finally:
+                    os.sched_setaffinity(0, everything)
+                    set_affinity(broker.proc.pid, everything)
+                    set_affinity(ping.pid, everything)
         stop.set()
         sent = out.get(timeout=30)
         ping.join(timeout=10)
@@ -161,26 +219,52 @@ def main() -> None:
         assert got is not None and np.array_equal(np.asarray(got)[-4:], ARRAY[-4:])
         del got
 
-    def during(what: str) -> list[float]:
-        return [rtt for t, rtt in sent if any(a <= t <= b for a, b in spans[what])]
+    def during(ranges: list[tuple[int, int]]) -> list[float]:
+        return [rtt for t, rtt in sent if any(a <= t <= b for a, b in ranges)]
 
-    pings = {what: during(what) for what in spans}
-    tail = {what: p99(pings[what]) for what in spans}
-    put_rate = MIB / statistics.median(seconds["put"])
-    fresh_rate = MIB / statistics.median(seconds["fresh"])
-    copy_rate = MIB / statistics.median(seconds["memcpy"])
+    pings = {k: [during(spans[k][w]) for w in range(WINDOWS)] for k in KINDS}
+    window_p99 = {k: [p99(p) for p in pings[k] if p] for k in KINDS}
+    tail = {k: statistics.median(v) if v else float("nan") for k, v in window_p99.items()}
+
+    def rate(what: str) -> float:
+        return MIB / statistics.median(seconds[what]) if seconds[what] else float("nan")
+
+    put_rate, fresh_rate, copy_rate = rate("put"), rate("fresh"), rate("memcpy")
     print("| figure | median | unit |")
     print("|---|---:|---|")
     print(f"| put 256 MiB f32 (in place), replacing one of its size | {put_rate:.0f} | MiB/s |")
     print(f"| put 256 MiB f32 (in place) into fresh pages | {fresh_rate:.0f} | MiB/s |")
     print(f"| memcpy 256 MiB into fresh shared memory | {copy_rate:.0f} | MiB/s |")
     print()
-    print("| another client's pings | pings | p99 (us) | max (us) |")
-    print("|---|---:|---:|---:|")
+    print(f"| another client's pings ({WINDOWS} windows of {REPS}) | pings | p99 (us): median "
+          "of windows | windows' p99s (us) | max (us) |")
+    print("|---|---:|---:|---|---:|")
     for what, label in (("put", "during the puts"), ("fresh", "during the fresh puts"),
                         ("memcpy", "during the memcpy baseline"),
                         ("pinned", "during puts, the copy on a CPU of its own")):
-        print(f"| {label} | {len(pings[what])} | {tail[what]:.0f} | {max(pings[what], default=0):.0f} |")
+        every = [x for p in pings[what] for x in p]
+        spread = ", ".join(f"{x:.0f}" for x in window_p99[what])
+        print(f"| {label} | {len(every)} | {tail[what]:.0f} | {spread} | "
+              f"{max(every, default=0):.0f} |")
+    if TRACE:
+        print()
+        print("| during | thread | CPU (ms) | run delay (ms) |")
+        print("|---|---|---:|---:|")
+        for what in KINDS:
+            for name, (ran, waited) in sorted(sched[what].items()):
+                if ran or waited:
+                    print(f"| {what} | {name} | {ran / 1e6:.1f} | {waited / 1e6:.1f} |")
+        print()
+        print("| during | ping (us) | sent at (ms into its put) | put took (ms) |")
+        print("|---|---:|---:|---:|")
+        for what in KINDS:
+            ranges = [r for w in spans[what] for r in w]
+            for t, rtt in sent:
+                if rtt <= 1000:
+                    continue
+                for a, b in ranges:
+                    if a <= t <= b:
+                        print(f"| {what} | {rtt:.0f} | {(t - a) / 1e6:.1f} | {(b - a) / 1e6:.1f} |")
     print()
     print(f"BENCH py.put.256m {put_rate:.6g} MiB/s")
     print(f"RATIO py.put.256m.vs_memcpy {put_rate / copy_rate:.4g}")
