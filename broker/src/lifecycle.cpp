@@ -1,6 +1,7 @@
 // The broker's lifecycle: start (options, runtime directory, namespace lock,
 // stores, socket, threads), graceful stop, and the signals that ask for one
 // (a second one stops at once).
+#include <pthread.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -176,6 +177,9 @@ result<void> Broker::impl::start() {
     if (signals_wanted) install_signals();
   }
   s->writer_thread = std::thread([this] {
+    // Named, so that a profile or /proc/<pid>/task tells the writer's CPU
+    // time and waits from the serving thread's.
+    ::pthread_setname_np(::pthread_self(), "slither-writer");
     detail::log_scope scope(logger);
     detail::own_thread_of = this;
     while (auto job = s->queue.pop()) {
@@ -193,6 +197,7 @@ result<void> Broker::impl::start() {
   s->control->start();
   schedule_reclaim();
   s->serving_thread = std::thread([this] {
+    ::pthread_setname_np(::pthread_self(), "slither-serve");
     detail::log_scope scope(logger);
     detail::own_thread_of = this;
     auto guard = asio::make_work_guard(s->io);

@@ -53,6 +53,7 @@ trim_result punch(const slice& s) noexcept {
 }
 
 void run(trimmer::state& s) {
+  ::pthread_setname_np(::pthread_self(), "slither-trim");
   lower_own_priority();
   std::unique_lock lock(s.mutex);
   for (;;) {

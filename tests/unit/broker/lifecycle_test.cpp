@@ -3,7 +3,11 @@
 #include <gtest/gtest.h>
 
 #include <csignal>
+#include <filesystem>
+#include <fstream>
 #include <future>
+#include <set>
+#include <string>
 #include <thread>
 
 #include "broker_fixture.hpp"
@@ -69,6 +73,30 @@ TEST_F(BrokerTest, ASecondSignalStopsAtOnce) {
     EXPECT_EQ(error_code_of(*m), errc::shutting_down);
     broker_.reset();
   }
+}
+
+TEST_F(BrokerTest, ItsThreadsAreNamedAfterTheirWork) {
+  // So that a profile, or the run delay in /proc/<pid>/task/*/schedstat,
+  // tells the writer from the serving thread.
+  start();
+  // Each thread names itself when it starts, which may be after start() returns.
+  auto names = [] {
+    std::set<std::string> out;
+    for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
+      std::ifstream comm(task.path() / "comm");
+      std::string name;
+      std::getline(comm, name);
+      out.insert(name);
+    }
+    return out;
+  };
+  const auto deadline = clock::now() + 10s;
+  while (!(names().contains("slither-writer") && names().contains("slither-serve")) &&
+         clock::now() < deadline) {
+    std::this_thread::sleep_for(1ms);
+  }
+  EXPECT_TRUE(names().contains("slither-writer"));
+  EXPECT_TRUE(names().contains("slither-serve"));
 }
 
 }  // namespace
