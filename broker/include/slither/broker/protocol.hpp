@@ -8,13 +8,18 @@
 //
 // Every request gets exactly one reply. A message the broker cannot read as a
 // request (no valid header, or not exactly two frames) gets a `protocol_error`
-// reply with the request id of its header if one can be read, else 0. While
+// reply with the request id of its header if one can be read, else 0. One
+// exception: a frame over `max_message_bytes` plus 4 KiB closes the sender's
+// connection unanswered (ZeroMQ drops it rather than buffer it); one over
+// `max_message_bytes` by less gets `limit_exceeded`. `slither::client` refuses
+// a payload over the broker's limit before it sends it. While
 // the broker stops, requests get `shutting_down` (nothing was applied). Error
 // messages quote at most about 100 bytes of any input.
 //
 // Incarnation: a store re-created by a restarted broker has a new random
 // incarnation (`attach_info` reports it, as the int64 bits of the u64). The
 // requests that act on a store (put, put_many, erase, compare_and_set, clear,
+// reload, create_table, drop_table, put_reserve, put_commit, put_abort,
 // call_view) take an optional int argument "incarnation"; when it is given
 // and differs from the store's, the reply is `writer_gone` ("store 'x' was
 // re-created by a restarted broker: attach again") and nothing is applied.
