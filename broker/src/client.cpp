@@ -446,6 +446,12 @@ result<void> client::reload(std::string_view store, std::string_view table,
 
 result<void> client::create_table(std::string_view store, std::string_view table,
                                   std::string_view kind, std::uint64_t capacity) {
+  // The wire's ints are int64: a larger capacity would reach the broker as a
+  // negative one, and its error would name that number instead.
+  if (capacity > static_cast<std::uint64_t>(INT64_MAX)) {
+    return fail(errc::invalid_argument,
+                "'create_table' capacity " + std::to_string(capacity) + " is not in 1..2^32");
+  }
   Map args = p_->store_args(store);
   args.emplace("table", table);
   args.emplace("kind", kind);
@@ -539,6 +545,13 @@ result<put_reservation> client::reserve_put(std::string_view store, std::string_
                                             std::string_view key, dtype type,
                                             std::span<const std::uint64_t> shape,
                                             bool client_backs) {
+  for (const std::uint64_t d : shape) {
+    // Sent as int64, it would arrive negative, refused as if not a size.
+    if (d > static_cast<std::uint64_t>(INT64_MAX)) {
+      return fail(errc::limit_exceeded, "an array with a dimension of " + std::to_string(d) +
+                                            " elements cannot be reserved");
+    }
+  }
   Map args = p_->store_args(store);
   if (client_backs) args.emplace("client_backs", true);
   args.emplace("table", table);

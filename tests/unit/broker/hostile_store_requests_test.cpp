@@ -378,5 +378,28 @@ TEST_F(BrokerTest, PutsInPlaceReachOrderedTablesAndBagsLikePuts) {
   EXPECT_EQ(reader.key_count("events").value(), 1u);
 }
 
+TEST_F(BrokerTest, TheClientNamesCapacitiesAndDimensionsTooLargeForTheWire) {
+  // The wire's ints are int64: 2^63 once reached the broker as
+  // -9223372036854775808, and the error named that number.
+  start();
+  auto c = connect();
+  const auto huge = c.create_table("main", "t", "set", std::uint64_t{1} << 63);
+  ASSERT_FALSE(huge);
+  EXPECT_EQ(huge.error().code, errc::invalid_argument);
+  EXPECT_NE(huge.error().message.find("capacity 9223372036854775808"), std::string::npos)
+      << huge.error().message;
+  const auto all_ones = c.create_table("main", "t", "set", UINT64_MAX);
+  ASSERT_FALSE(all_ones);
+  EXPECT_NE(all_ones.error().message.find("capacity 18446744073709551615"), std::string::npos)
+      << all_ones.error().message;
+  const std::uint64_t shape[] = {4, std::uint64_t{1} << 63};
+  const auto wide = c.reserve_put("main", "kv", "k", dtype::u8, shape);
+  ASSERT_FALSE(wide);
+  EXPECT_EQ(wide.error().code, errc::limit_exceeded);
+  EXPECT_NE(wide.error().message.find("9223372036854775808"), std::string::npos)
+      << wide.error().message;
+  EXPECT_EQ(c.attach_info("main")->tables, (std::vector<std::string>{"kv", "events"}));
+}
+
 }  // namespace
 }  // namespace slither
