@@ -132,6 +132,8 @@ struct serving_state {
   std::optional<detail::polled_socket> monitor;
   std::optional<asio::signal_set> signals;
   std::optional<asio::steady_timer> reclaim_timer;
+  // Set while the timer's lease-and-reclaim job waits in the write queue.
+  std::atomic<bool> housekeeping_queued{false};
   // Set when the stop begins: from then on requests get `shutting_down`.
   bool stopping = false;
   std::map<std::uint64_t, pending_view> pending_views;

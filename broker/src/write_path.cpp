@@ -299,15 +299,23 @@ void Broker::impl::schedule_reclaim() {
   s->reclaim_timer->expires_after(detail::reclaim_interval);
   s->reclaim_timer->async_wait([this](const boost::system::error_code& ec) {
     if (ec || s->stopping) return;
-    // A job like any write, so that it never runs beside one; skipped when
-    // the queue has work (writes reclaim as they go).
-    if (s->queue.depth() == 0) {
+    // A job like any write, so that it never runs beside one; one at a time
+    // (a stalled writer does not collect them). Its reclaim is skipped when
+    // the queue has work (writes reclaim as they go), but not its end of
+    // leases, which no write does: a broker never idle kept a dead client's
+    // reservation for as long as its load lasted.
+    if (!s->housekeeping_queued.exchange(true)) {
+      const bool idle = s->queue.depth() == 0;
       detail::write_job j;
-      j.run = [this] {
+      j.run = [this, idle] {
+        s->housekeeping_queued = false;
         expire_leases();
+        if (!idle) return;
         for (auto& [name, w] : s->stores) (void)w.reclaim();
       };
-      (void)s->queue.try_push(std::move(j));
+      if (s->queue.try_push(std::move(j)) != detail::push_result::queued) {
+        s->housekeeping_queued = false;
+      }
     }
     schedule_reclaim();
   });

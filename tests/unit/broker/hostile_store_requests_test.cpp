@@ -401,5 +401,44 @@ TEST_F(BrokerTest, TheClientNamesCapacitiesAndDimensionsTooLargeForTheWire) {
   EXPECT_EQ(c.attach_info("main")->tables, (std::vector<std::string>{"kv", "events"}));
 }
 
+TEST_F(BrokerTest, ALeaseEndsWhileTheWriterIsNeverIdle) {
+  // Leases were ended only by the reclaim timer's job, which is skipped
+  // whenever writes are queued: a broker that was never idle kept a dead
+  // client's reservation (its block) for as long as the load lasted.
+  auto o = options();
+  o.large_write_lease = 200ms;
+  start(std::move(o));
+  ASSERT_TRUE(broker_->start());
+  auto c = connect();
+  const std::uint64_t before = store_figure(c, "bytes_used");
+  {
+    auto gone = connect();
+    ASSERT_TRUE(gone.reserve_put_bytes("main", "kv", "orphan", 1 << 20));
+  }
+  ASSERT_GT(store_figure(c, "bytes_used"), before + (1 << 20));
+  // Three writers that keep the queue from ever being empty.
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> load;
+  for (int i = 0; i < 3; ++i) {
+    load.emplace_back([&] {
+      while (!stop.load()) {
+        (void)broker_->write("main", [](shm::writer&) -> result<void> {
+          std::this_thread::sleep_for(2ms);
+          return {};
+        });
+      }
+    });
+  }
+  const auto deadline = std::chrono::steady_clock::now() + 2s;
+  std::uint64_t used = store_figure(c, "bytes_used");
+  while (used != before && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(20ms);
+    used = store_figure(c, "bytes_used");
+  }
+  stop = true;
+  for (auto& t : load) t.join();
+  EXPECT_EQ(used, before) << "the orphan's block was still held under load";
+}
+
 }  // namespace
 }  // namespace slither
