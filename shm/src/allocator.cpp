@@ -7,6 +7,8 @@
 #include <cerrno>
 #include <iterator>
 #include <new>
+#include <utility>
+#include <vector>
 
 #include "slither/shm/detail/sys.hpp"
 #include "slither/shm/store.hpp"
@@ -326,20 +328,49 @@ void allocator::forget_holes(std::uint64_t at, std::uint64_t bytes) {
   }
 }
 
-result<void> allocator::adopt_backed(std::uint64_t at, std::uint64_t bytes) {
-  if (bytes == 0) return {};
-  const std::uint64_t seg_base = make_ref(ref_segment(at), 0);
-  const int fd = segments_[ref_segment(at)].fd.get();
-  // tmpfs answers SEEK_HOLE from its page cache: no page is touched.
-  const off_t first_hole = ::lseek(fd, static_cast<off_t>(at - seg_base), SEEK_HOLE);
-  if (first_hole < 0 || static_cast<std::uint64_t>(first_hole) < at - seg_base + bytes) {
-    if (auto r = reserve_part(at, bytes); !r) {
-      forget_holes(at, bytes);
-      return r;
-    }
+bool allocator::has_holes(std::uint64_t at, std::uint64_t bytes) const {
+  auto it = holes_.upper_bound(at);
+  if (it != holes_.begin() && std::prev(it)->first + std::prev(it)->second > at) return true;
+  return it != holes_.end() && it->first < at + bytes;
+}
+
+void allocator::note_backed(std::uint64_t at, std::uint64_t bytes) {
+  const std::uint64_t end = at + bytes;
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> counted;  // forgetting edits holes_
+  auto it = holes_.upper_bound(at);
+  if (it != holes_.begin()) --it;
+  for (; it != holes_.end() && it->first < end; ++it) {
+    const std::uint64_t from = std::max(at, it->first);
+    const std::uint64_t to = std::min(end, it->first + it->second);
+    if (from < to) counted.emplace_back(from, to);
   }
-  forget_holes(at, bytes);
-  return {};
+  // A slice per call: one call over a 256 MiB value looks up 65,536 pages,
+  // milliseconds in which this CPU runs nothing else (the kernel preempts
+  // none), and a thread woken here waits for it.
+  constexpr std::uint64_t slice_pages = 1024;
+  unsigned char resident[slice_pages];
+  for (const auto& [from, to] : counted) {
+    std::uint64_t run = from;  // start of the backed run being scanned
+    for (std::uint64_t s = from; s < to; s += slice_pages * page_bytes) {
+      const std::uint64_t n = std::min(slice_pages * page_bytes, to - s);
+      if (::mincore(ptr(s), n, resident) != 0) {
+        run = to;  // unknown: the rest stays holes, the safe side
+        break;
+      }
+      for (std::uint64_t i = 0; i < n / page_bytes; ++i) {
+        if ((resident[i] & 1) != 0) continue;
+        const std::uint64_t page = s + i * page_bytes;
+        if (run < page) forget_holes(run, page - run);
+        run = page + page_bytes;
+      }
+    }
+    if (run < to) forget_holes(run, to - run);
+  }
+}
+
+result<void> allocator::adopt_backed(std::uint64_t at, std::uint64_t bytes) {
+  note_backed(at, bytes);
+  return reserve_part(at, bytes);
 }
 
 result<void> allocator::reserve(std::uint64_t at, std::uint64_t bytes, std::uint64_t limit) {

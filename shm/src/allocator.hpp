@@ -121,15 +121,19 @@ class allocator {
   }
   /// Pages of an `allocate_unreserved` block that another process was to
   /// back itself (a client faulting a large write's pages in,
-  /// MADV_POPULATE_WRITE) and may have backed, in part or whole: they are no
-  /// longer counted as holes, so that the block's free hands them back.
-  /// Page-aligned [at, at + bytes).
-  void forget_holes(std::uint64_t at, std::uint64_t bytes);
-  /// `forget_holes`, after making sure every page of [at, at + bytes) is
-  /// backed: a page the other process left a hole (it skipped it, or died)
-  /// is reserved now (fallocate), so that no reader of the block can fault
-  /// for lack of space. Cheap when all are backed (one SEEK_HOLE). Errors:
-  /// `no_space` (the range then still counts as possibly backed).
+  /// MADV_POPULATE_WRITE), in part, whole or not at all: those it backed
+  /// stop counting as holes, so that the block's free hands them back; those
+  /// it did not stay holes, so that whatever reuses them reserves them
+  /// first. Only pages counted as holes are looked at (mincore, which answers
+  /// from the page cache): none for a value written over pages a freed one
+  /// left. Page-aligned [at, at + bytes).
+  void note_backed(std::uint64_t at, std::uint64_t bytes);
+  /// Whether any page of [at, at + bytes) counts as a hole.
+  bool has_holes(std::uint64_t at, std::uint64_t bytes) const;
+  /// `note_backed`, then reserves (fallocate) the pages the other process
+  /// left holes (it skipped them, or died), so that no reader of the block
+  /// can fault for lack of space. Errors: `no_space` (the pages not reserved
+  /// still count as holes).
   result<void> adopt_backed(std::uint64_t at, std::uint64_t bytes);
   /// Makes the block (`ref`, `bytes` as `allocate` returned it) free,
   /// merged with free neighbours (or, if small, kept whole for the next
@@ -192,6 +196,8 @@ class allocator {
   /// neighbours; returns the merged extent.
   std::pair<std::uint64_t, std::uint64_t> insert_free(std::uint64_t start, std::uint64_t bytes);
   void add_hole(std::uint64_t start, std::uint64_t bytes);
+  /// [at, at + bytes) no longer counts as holes.
+  void forget_holes(std::uint64_t at, std::uint64_t bytes);
   void add_free(std::uint64_t start, std::uint64_t bytes);
   /// Gives the quick lists' blocks to the extent trees (`release`).
   void drain_quick();

@@ -71,7 +71,7 @@ result<reservation> writer::impl::reserve(table_state& t, std::string_view key,
   const std::uint64_t min_value_at = align_up(shape_at + shape.size() * 8, ndarray::alignment);
   const std::uint64_t fill_pages = align_up(std::max<std::uint64_t>(fill_bytes, 1), page_bytes);
   const std::uint64_t block_bytes = min_value_at + prefix.size() + page_bytes + fill_pages;
-  const bool client_backs = pages == reserve_pages::client_backs;
+  bool client_backs = pages == reserve_pages::client_backs;
   // Unreserved, the client's pages cost nothing here; the writer's own part
   // (header to prefix) is reserved below. The block's tail past the
   // client's pages is never touched: it may stay a hole.
@@ -86,6 +86,9 @@ result<reservation> writer::impl::reserve(table_state& t, std::string_view key,
       alloc.free(b->ref, b->bytes);
       return std::move(r).error();
     }
+    // Pages all backed already (those of a freed value of this size, still
+    // lingering) leave the client nothing to back or populate.
+    client_backs = alloc.has_holes(b->ref + fill_at, fill_pages);
   }
   bytes_used += b->bytes;
 
@@ -113,7 +116,7 @@ result<reservation> writer::impl::reserve(table_state& t, std::string_view key,
   out.offset = block_offset + fill_at;
   out.bytes = fill_bytes;
   out.map_bytes = fill_pages;
-  out.pages = pages;
+  out.pages = client_backs ? reserve_pages::client_backs : reserve_pages::writer_reserves;
   pending.emplace(id, detail::pending_write{t.index, std::string(key), hash, *b, e->value_bytes,
                                             std::move(prefix), client_backs ? b->ref + fill_at : 0,
                                             client_backs ? fill_pages : 0});
@@ -121,8 +124,9 @@ result<reservation> writer::impl::reserve(table_state& t, std::string_view key,
 }
 
 void writer::impl::drop_pending(const detail::pending_write& w) {
-  // Counted as holes still, the client's pages would never be handed back.
-  if (w.client_bytes > 0) alloc.forget_holes(w.client_at, w.client_bytes);
+  // Counted as holes still, the pages the client backed would never be
+  // handed back; counted as backed, those it did not would be reused unreserved.
+  if (w.client_bytes > 0) alloc.note_backed(w.client_at, w.client_bytes);
   release(w.b.ref, w.b.bytes);
 }
 

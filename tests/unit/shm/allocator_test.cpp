@@ -196,6 +196,31 @@ struct watched_calls {
   ~watched_calls() { detail::sys() = saved; }
 };
 
+TEST(Allocator, PagesAnotherProcessBackedStopCountingAsHolesAndNoOthers) {
+  // A large write's client backs its block's pages itself; it may skip some
+  // or die midway. Those it backed must be handed back when the block is
+  // freed; those it did not must be reserved before anything writes them.
+  scratch_allocator s("noted", 1 << 20);
+  watched_calls watch;
+  constexpr std::uint64_t page = 4096, pages = 64;
+  auto b = s.a.allocate_unreserved(pages * page + 2 * page).value();
+  const std::uint64_t at = (b.ref + page - 1) / page * page;
+  const std::uint64_t before = s.a.resident_bytes();
+  for (const std::uint64_t i : {0, 1, 5}) s.a.ptr(at + i * page)[0] = std::byte{1};
+  s.a.note_backed(at, pages * page);
+  EXPECT_EQ(s.a.resident_bytes(), before + 3 * page);
+  s.a.note_backed(at, pages * page);  // nothing new: no change
+  EXPECT_EQ(s.a.resident_bytes(), before + 3 * page);
+  EXPECT_EQ(fallocates.load(), 0);
+
+  ASSERT_TRUE(s.a.adopt_backed(at, pages * page));
+  EXPECT_GT(fallocates.load(), 0);
+  EXPECT_EQ(s.a.resident_bytes(), before + pages * page);
+  const int calls = fallocates.load();
+  ASSERT_TRUE(s.a.adopt_backed(at, pages * page));  // all backed now: nothing to reserve
+  EXPECT_EQ(fallocates.load(), calls);
+}
+
 TEST(Allocator, FreedPagesAreHandedBackOnAnotherThread) {
   scratch_allocator s("bgpunch", 1 << 20);
   auto small = s.a.allocate(std::uint64_t{512} << 10).value();  // under linger_min_bytes

@@ -389,7 +389,10 @@ enum class reserve_pages : std::uint8_t {
   /// fails cleanly where /dev/shm is full instead of raising SIGBUS on a
   /// store. The cost then lands on the process that copies, as in a copy
   /// into fresh memory, not on the writer's thread; `commit` reserves any
-  /// page the client left a hole.
+  /// page the client left a hole. Asked for, it is an offer: where every
+  /// page is backed already (a freed value's, reused by one of its size),
+  /// `reserve` answers `writer_reserves`, and the client has nothing to
+  /// populate.
   client_backs,
 };
 
