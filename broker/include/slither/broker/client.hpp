@@ -112,7 +112,8 @@ struct SLITHER_BROKER_EXPORT put_reservation {
   std::uint64_t bytes = 0;             ///< the value's size
   std::uint64_t map_bytes = 0;         ///< bytes to map from `offset`
   std::chrono::milliseconds lease{0};  ///< how long the broker keeps it uncommitted
-  /// The broker left the pages unreserved: the caller backs them with memory
+  /// The broker left the pages unreserved (false: they are backed already,
+  /// reserved or left by a freed value): the caller backs them with memory
   /// (`madvise(MADV_POPULATE_WRITE)` on its mapping, which fails cleanly
   /// where /dev/shm is full) before it writes them; a plain store into an
   /// unbacked page of a full /dev/shm raises SIGBUS.

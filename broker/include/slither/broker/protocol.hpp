@@ -112,8 +112,9 @@ enum class message_type : std::uint8_t {
   /// unmaps, and commits before the lease ends. With client_backs true in
   /// the reply the broker left those pages unreserved: the client backs them
   /// with memory (madvise MADV_POPULATE_WRITE, a clean error where /dev/shm is
-  /// full) before it writes (`shm::reserve_pages::client_backs`). A broker
-  /// that does not say reserved them.
+  /// full) before it writes (`shm::reserve_pages::client_backs`). Without it
+  /// (or false) the pages are backed already: reserved by the broker, or
+  /// left by a freed value the block reuses.
   put_reserve = 40,
   /// {store, id} → new version (int): the reserved block is published. Only
   /// the client that reserved it may commit it.
