@@ -513,11 +513,17 @@ class Table(_native._Table):
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Mapping):
             return NotImplemented
-        # One snapshot; a bag's key stands for its first value, as ``table[key]`` reads it.
-        mine: dict[Key, Value] = {}
+        # Another table is read as this one is: its items() list every value of a bag.
+        theirs = other._as_dict() if isinstance(other, Table) else dict(other.items())
+        return self._as_dict() == theirs
+
+    def _as_dict(self) -> dict[Key, Value]:
+        """The table as a dict, from one snapshot; a bag's key stands for its first value,
+        as ``table[key]`` reads it."""
+        out: dict[Key, Value] = {}
         for key, value in self.store.items(self.name):
-            mine.setdefault(key, value)
-        return mine == dict(other.items())
+            out.setdefault(key, value)
+        return out
 
     def __iter__(self) -> Iterator[Key]:
         return iter(self.store.keys(self.name))
