@@ -63,6 +63,61 @@ def test_a_broker_that_dies_early_raises_with_its_log(tmp_path: Path, config: Pa
         slither.launch(config=bad, namespace=unique_namespace("bad"))
 
 
+def processes_naming(text: str) -> list[str]:
+    """Command lines of this user's live processes that contain ``text``."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue  # gone meanwhile
+        if any(text.encode() in a for a in args):
+            found.append(" ".join(a.decode(errors="replace") for a in args))
+    return found
+
+
+@pytest.mark.parametrize(
+    ("timeout", "error"),
+    [(0, slither.InvalidArgument), (-1, slither.InvalidArgument),
+     (float("nan"), slither.InvalidArgument), (float("inf"), slither.InvalidArgument),
+     ("5", slither.InvalidType), (None, slither.InvalidType), (True, slither.InvalidType)],
+)
+def test_a_bad_timeout_is_refused_before_a_broker_starts(
+    config: Path, timeout: object, error: type[Exception]
+) -> None:
+    """A timeout of the wrong type raised TypeError after the broker had started, and
+    left it running; 0 or less started a broker only to kill it, and nan waited forever."""
+    ns = unique_namespace("badtimeout")
+    with pytest.raises(error, match="timeout"):
+        slither.launch(config=config, namespace=ns, timeout=timeout)  # type: ignore[arg-type]
+    assert processes_naming(ns) == []
+
+
+def test_ctrl_c_while_launch_waits_stops_the_broker(tmp_path: Path, config: Path) -> None:
+    """A KeyboardInterrupt while launch waits for the broker's first answer stops the
+    broker before it propagates (it ran on until its traceback was collected)."""
+    slow = tmp_path / "slow-broker"
+    slow.write_text(f'#!/bin/sh\nsleep 1\nexec "{BROKER_BIN}" "$@"\n')
+    slow.chmod(0o700)
+    ns = unique_namespace("ctrlc")
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.3)
+        with pytest.raises(KeyboardInterrupt) as caught:
+            slither.launch(config=config, namespace=ns, broker=slow, timeout=30)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    # Checked while the traceback (and the frames it holds) is still alive, as in a
+    # REPL or a logger that keeps it: the broker must not wait for them to go.
+    assert caught.tb is not None
+    assert processes_naming(ns) == []
+
+
 def test_find_broker_says_where_it_looked(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SLITHER_BROKER_BIN", "/nonexistent/slither-broker")
     with pytest.raises(slither.NotFound, match="SLITHER_BROKER_BIN"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 import shutil
@@ -172,8 +173,12 @@ def launch(
 
     Raises :class:`BrokerUnavailable` with the tail of the broker's log if it
     exits before answering or does not answer within ``timeout`` (it is then
-    killed), :class:`NotFound` if there is no ``slither-broker`` executable.
+    killed), :class:`NotFound` if there is no ``slither-broker`` executable,
+    :class:`InvalidArgument` (:class:`InvalidType`) for a ``timeout`` that is not a
+    finite number of seconds more than 0, before anything starts. Whatever
+    interrupts the wait (Ctrl-C too) stops the broker before it propagates.
     """
+    timeout = _check_timeout(timeout)
     exe = os.fspath(broker) if broker is not None else find_broker()
     ns = namespace if namespace is not None else f"py-{os.getpid()}-{secrets.token_hex(4)}"
     scratch = Path(tempfile.mkdtemp(prefix="slither-launch-"))  # 0700
@@ -196,6 +201,29 @@ def launch(
         "endpoint": "", "runtime_dir": str(run_dir), "namespace": ns, "timeout": client_timeout,
         "curve_server_key": "", "curve_secret_key": "", "curve_public_key": "",
     }
+    try:
+        return _first_answer(process, where, timeout)
+    except BaseException:
+        # Whatever ends the wait (Ctrl-C included) stops the broker now, not when
+        # the traceback that holds `process` is collected. Safe twice.
+        process.stop(1.0)
+        raise
+
+
+def _check_timeout(timeout: object) -> float:
+    """``launch``'s timeout, checked before anything is started."""
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise _native.InvalidType(
+            f"timeout must be a number of seconds, not '{type(timeout).__name__}'"
+        )
+    if not 0 < timeout < math.inf:  # False for nan too
+        raise _native.InvalidArgument(f"timeout must be more than 0 and finite, got {timeout!r}")
+    return float(timeout)
+
+
+def _first_answer(process: _Process, where: dict[str, Any], timeout: float) -> LaunchedClient:
+    """Waits up to ``timeout`` seconds for the broker's first answer; a client of it."""
+    proc, log = process.proc, process.log
     deadline = time.monotonic() + timeout
     while True:
         if proc.poll() is not None:
@@ -218,7 +246,4 @@ def launch(
                     f"slither-broker (pid {proc.pid}) did not answer within {timeout} s; "
                     f"killed; its log ends with:\n{tail}"
                 ) from None
-            time.sleep(0.05)
-        except BaseException:
-            process.stop(1.0)
-            raise
+        time.sleep(0.05)
