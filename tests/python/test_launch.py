@@ -118,6 +118,22 @@ def test_ctrl_c_while_launch_waits_stops_the_broker(tmp_path: Path, config: Path
     assert processes_naming(ns) == []
 
 
+def test_a_launch_where_another_broker_serves_fails_with_its_log(
+    tmp_path: Path, config: Path
+) -> None:
+    """launch's broker that finds another serving its runtime directory exits, and
+    launch says so; it returned a client of the other broker, whose stop() left that
+    broker running."""
+    ns = unique_namespace("twice")
+    run_dir = tmp_path / "run"
+    with slither.launch(config=config, namespace=ns, runtime_dir=run_dir) as first:
+        with pytest.raises(slither.BrokerUnavailable, match="another broker"):
+            second = slither.launch(config=config, namespace=ns, runtime_dir=run_dir)
+            second.stop()
+        first.ping()
+        assert first.stats()["pid"] == first.process.pid
+
+
 def test_find_broker_says_where_it_looked(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SLITHER_BROKER_BIN", "/nonexistent/slither-broker")
     with pytest.raises(slither.NotFound, match="SLITHER_BROKER_BIN"):

@@ -234,16 +234,40 @@ def _first_answer(process: _Process, where: dict[str, Any], timeout: float) -> L
                 f"its log ends with:\n{tail}"
             )
         try:
-            native = _native.Client(**{**where, "timeout": 0.5})
-            native.close()
-            native = _native.Client(**where)
-            return LaunchedClient(native, where, process)
-        except _native.BrokerUnavailable:
-            if time.monotonic() > deadline:
-                tail = _tail(log)
-                process.stop(0)
-                raise _native.BrokerUnavailable(
-                    f"slither-broker (pid {proc.pid}) did not answer within {timeout} s; "
-                    f"killed; its log ends with:\n{tail}"
-                ) from None
+            probe = _native.Client(**{**where, "timeout": 0.5})
+            try:
+                answering = probe.stats().get("pid")
+            finally:
+                probe.close()
+            # Another broker may serve this runtime directory: ours then exits,
+            # and its log says why (above, on a later turn).
+            if _started_by(answering, proc.pid):
+                return LaunchedClient(_native.Client(**where), where, process)
+        except (_native.BrokerUnavailable, _native.Timeout):
+            pass
+        if time.monotonic() > deadline:
+            tail = _tail(log)
+            process.stop(0)
+            raise _native.BrokerUnavailable(
+                f"slither-broker (pid {proc.pid}) did not answer within {timeout} s; "
+                f"killed; its log ends with:\n{tail}"
+            )
         time.sleep(0.05)
+
+
+def _started_by(pid: object, root: int) -> bool:
+    """Whether the process ``pid`` is ``root`` or a descendant of it (``broker`` may be
+    a wrapper that starts the real one)."""
+    for _ in range(64):
+        if not isinstance(pid, int) or pid <= 1:
+            return False
+        if pid == root:
+            return True
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            return False
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+        pid = int(stat[stat.rindex(b")") + 2 :].split()[1])
+    return False
