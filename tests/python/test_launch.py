@@ -134,6 +134,25 @@ def test_a_launch_where_another_broker_serves_fails_with_its_log(
         assert first.stats()["pid"] == first.process.pid
 
 
+def test_a_relative_runtime_dir_is_taken_from_the_directory_of_the_call(
+    tmp_path: Path, config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Clients that connect again (unpickled, in a fork child, for a dispatch job) looked
+    for a relative runtime_dir in the working directory of that moment."""
+    import pickle
+
+    monkeypatch.chdir(tmp_path)
+    with slither.launch(config=config, namespace=unique_namespace("rel"), runtime_dir="rt") as c:
+        assert c.runtime_dir == tmp_path / "rt"
+        plain = slither.connect(runtime_dir="rt", namespace=c.namespace)
+        monkeypatch.chdir("/")
+        for client in (c, plain):
+            again = pickle.loads(pickle.dumps(client))
+            again.ping()
+            again.close()
+        plain.close()
+
+
 def test_find_broker_says_where_it_looked(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SLITHER_BROKER_BIN", "/nonexistent/slither-broker")
     with pytest.raises(slither.NotFound, match="SLITHER_BROKER_BIN"):

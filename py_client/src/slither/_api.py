@@ -90,11 +90,7 @@ def connect(
         namespace = os.environ.get("SLITHER_NAMESPACE") or "default"
     where = {
         "endpoint": endpoint or "",
-        # A path of the wrong type goes on as it is: the native client names it.
-        "runtime_dir": (
-            os.fspath(runtime_dir) if isinstance(runtime_dir, os.PathLike)
-            else runtime_dir if runtime_dir is not None else ""
-        ),
+        "runtime_dir": _runtime_dir(runtime_dir),
         "namespace": namespace,
         "timeout": timeout,
         "curve_server_key": curve_server_key or "",
@@ -219,6 +215,20 @@ class Client:
 
     def __repr__(self) -> str:
         return f"<slither.Client namespace={self.namespace!r}>"
+
+
+def _runtime_dir(runtime_dir: Any) -> Any:
+    """``runtime_dir`` made absolute: clients made from it later (unpickled, in a fork
+    child, for a dispatch job) must find it whatever their working directory then."""
+    if runtime_dir is None:
+        return ""
+    if isinstance(runtime_dir, (str, os.PathLike)):
+        path = os.fspath(runtime_dir)
+        if isinstance(path, str) and path:
+            # Not normalized: "link/.." is where the link leads, not the directory it is in.
+            return os.path.join(os.getcwd(), path)
+    # A path of the wrong type goes on as it is: the native client names it.
+    return runtime_dir
 
 
 def _capacity(capacity: Any) -> int:

@@ -182,7 +182,8 @@ def launch(
     exe = os.fspath(broker) if broker is not None else find_broker()
     ns = namespace if namespace is not None else f"py-{os.getpid()}-{secrets.token_hex(4)}"
     scratch = Path(tempfile.mkdtemp(prefix="slither-launch-"))  # 0700
-    run_dir = Path(runtime_dir) if runtime_dir is not None else scratch / "run"
+    # Absolute: clients made from it later may run in another working directory.
+    run_dir = Path(runtime_dir).absolute() if runtime_dir is not None else scratch / "run"
     log = scratch / "broker.log"
     cmd = [exe, "--runtime-dir", str(run_dir), "--namespace", ns]
     if config is not None:
