@@ -188,6 +188,24 @@ def test_tables_compare_equal_both_ways_and_a_bag_equals_itself(client: slither.
         store.drop_table(one.name)
 
 
+def test_update_from_a_bag_stores_what_the_bag_maps_each_key_to(
+    client: slither.Client,
+) -> None:
+    """``t.update(bag)`` stores ``bag[k]`` (a bag's first value) under each key, as a
+    mapping's update does; it stored every value in turn, so a set kept the last one."""
+    store = client.store("features")
+    bag = store.create_table(_name("updbag"), kind="bag")
+    one = store.create_table(_name("updset"))
+    try:
+        bag["k"] = 1
+        bag["k"] = 2
+        one.update(bag)
+        assert one["k"] == bag["k"] == 1 and one == bag
+    finally:
+        store.drop_table(bag.name)
+        store.drop_table(one.name)
+
+
 def test_mapping_arguments_of_the_wrong_type_raise_invalid_type(scratch: slither.Store) -> None:
     with pytest.raises(slither.InvalidType, match="table must be a str, not 'NoneType'"):
         scratch.table(None)

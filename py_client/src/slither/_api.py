@@ -621,7 +621,9 @@ class Table(_native._Table):
         """Stores the entries of ``other`` (a mapping or an iterable of ``(key, value)``
         pairs) and ``kwds`` in one :meth:`put_many`, all or nothing. Raises
         :class:`InvalidType` (a ``TypeError``) for anything else."""
-        if isinstance(other, Mapping):
+        if isinstance(other, Table):
+            entries = list(other._as_dict().items())  # its items() list every value of a bag
+        elif isinstance(other, Mapping):
             entries = list(other.items())
         else:
             try:
