@@ -93,6 +93,29 @@ def test_a_bad_timeout_is_refused_before_a_broker_starts(
     assert processes_naming(ns) == []
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "named"),
+    [({"namespace": 5}, "namespace"), ({"config": 5}, "config"),
+     ({"runtime_dir": 5}, "runtime_dir"), ({"broker": 5}, "broker"),
+     ({"args": "--log-level debug"}, "args"), ({"args": [5]}, "args")],
+)
+def test_arguments_of_the_wrong_type_are_named_and_leave_nothing(
+    tmp_path: Path, config: Path, monkeypatch: pytest.MonkeyPatch, kwargs: dict, named: str
+) -> None:
+    """They raised a bare TypeError (or, for args given as one str, passed the broker
+    its characters) and left a slither-launch-* directory in the temp dir each time."""
+    import tempfile
+
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    with pytest.raises(slither.InvalidType, match=named):
+        slither.launch(**{"config": config, **kwargs})
+    with pytest.raises(ValueError):
+        slither.launch(config=config, namespace="a\0b")
+    assert list(temp.iterdir()) == []
+
+
 def test_ctrl_c_while_launch_waits_stops_the_broker(tmp_path: Path, config: Path) -> None:
     """A KeyboardInterrupt while launch waits for the broker's first answer stops the
     broker before it propagates (it ran on until its traceback was collected)."""

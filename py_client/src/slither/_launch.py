@@ -175,28 +175,37 @@ def launch(
     exits before answering or does not answer within ``timeout`` (it is then
     killed), :class:`NotFound` if there is no ``slither-broker`` executable,
     :class:`InvalidArgument` (:class:`InvalidType`) for a ``timeout`` that is not a
-    finite number of seconds more than 0, before anything starts. Whatever
+    finite number of seconds more than 0, :class:`InvalidType` naming an argument of
+    the wrong type (``args`` is a list of str), before anything starts. Whatever
     interrupts the wait (Ctrl-C too) stops the broker before it propagates.
     """
+    # Checked before anything is made: a mistake leaves no directory or process.
     timeout = _check_timeout(timeout)
-    exe = os.fspath(broker) if broker is not None else find_broker()
+    config_path = _path_arg(config, "config")
+    run_path = _path_arg(runtime_dir, "runtime_dir")
+    if namespace is not None and not isinstance(namespace, str):
+        raise _native.InvalidType(f"namespace must be a str, not '{type(namespace).__name__}'")
+    extra = _args(args)
+    exe = _path_arg(broker, "broker") or find_broker()
     ns = namespace if namespace is not None else f"py-{os.getpid()}-{secrets.token_hex(4)}"
     scratch = Path(tempfile.mkdtemp(prefix="slither-launch-"))  # 0700
     # Absolute: clients made from it later may run in another working directory.
-    run_dir = Path(runtime_dir).absolute() if runtime_dir is not None else scratch / "run"
+    run_dir = Path(run_path).absolute() if run_path is not None else scratch / "run"
     log = scratch / "broker.log"
     cmd = [exe, "--runtime-dir", str(run_dir), "--namespace", ns]
-    if config is not None:
-        cmd += ["--config", os.fspath(config)]
-    cmd += list(args or [])
-    with open(log, "ab") as out:
-        try:
+    if config_path is not None:
+        cmd += ["--config", config_path]
+    cmd += extra
+    try:
+        with open(log, "ab") as out:
             proc = subprocess.Popen(
                 cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
             )
-        except OSError as e:
-            shutil.rmtree(scratch, ignore_errors=True)
+    except BaseException as e:
+        shutil.rmtree(scratch, ignore_errors=True)
+        if isinstance(e, OSError):
             raise _native.BrokerUnavailable(f"cannot start {exe!r}: {e}") from None
+        raise  # ValueError for a NUL in an argument, KeyboardInterrupt
     process = _Process(proc, log, scratch)
     where = {
         "endpoint": "", "runtime_dir": str(run_dir), "namespace": ns, "timeout": client_timeout,
@@ -209,6 +218,31 @@ def launch(
         # the traceback that holds `process` is collected. Safe twice.
         process.stop(1.0)
         raise
+
+
+def _path_arg(value: object, name: str) -> str | None:
+    """A path argument of ``launch`` as a str (None stays None)."""
+    if value is None:
+        return None
+    path = os.fspath(value) if isinstance(value, (str, os.PathLike)) else None
+    if not isinstance(path, str):
+        raise _native.InvalidType(
+            f"{name} must be a str or os.PathLike path, not '{type(value).__name__}'"
+        )
+    return path
+
+
+def _args(args: object) -> list[str]:
+    """``launch``'s extra broker arguments: a list (or tuple) of str. One str is refused:
+    it would be passed on as its characters."""
+    if args is None:
+        return []
+    if not isinstance(args, (list, tuple)):
+        raise _native.InvalidType(f"args must be a list of str, not '{type(args).__name__}'")
+    for i, a in enumerate(args):
+        if not isinstance(a, str):
+            raise _native.InvalidType(f"args[{i}] must be a str, not '{type(a).__name__}'")
+    return list(args)
 
 
 def _check_timeout(timeout: object) -> float:
