@@ -63,6 +63,119 @@ def test_a_broker_that_dies_early_raises_with_its_log(tmp_path: Path, config: Pa
         slither.launch(config=bad, namespace=unique_namespace("bad"))
 
 
+def processes_naming(text: str) -> list[str]:
+    """Command lines of this user's live processes that contain ``text``."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue  # gone meanwhile
+        if any(text.encode() in a for a in args):
+            found.append(" ".join(a.decode(errors="replace") for a in args))
+    return found
+
+
+@pytest.mark.parametrize(
+    ("timeout", "error"),
+    [(0, slither.InvalidArgument), (-1, slither.InvalidArgument),
+     (float("nan"), slither.InvalidArgument), (float("inf"), slither.InvalidArgument),
+     ("5", slither.InvalidType), (None, slither.InvalidType), (True, slither.InvalidType)],
+)
+def test_a_bad_timeout_is_refused_before_a_broker_starts(
+    config: Path, timeout: object, error: type[Exception]
+) -> None:
+    """A timeout of the wrong type raised TypeError after the broker had started, and
+    left it running; 0 or less started a broker only to kill it, and nan waited forever."""
+    ns = unique_namespace("badtimeout")
+    with pytest.raises(error, match="timeout"):
+        slither.launch(config=config, namespace=ns, timeout=timeout)  # type: ignore[arg-type]
+    assert processes_naming(ns) == []
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "named"),
+    [({"namespace": 5}, "namespace"), ({"config": 5}, "config"),
+     ({"runtime_dir": 5}, "runtime_dir"), ({"broker": 5}, "broker"),
+     ({"args": "--log-level debug"}, "args"), ({"args": [5]}, "args")],
+)
+def test_arguments_of_the_wrong_type_are_named_and_leave_nothing(
+    tmp_path: Path, config: Path, monkeypatch: pytest.MonkeyPatch, kwargs: dict, named: str
+) -> None:
+    """They raised a bare TypeError (or, for args given as one str, passed the broker
+    its characters) and left a slither-launch-* directory in the temp dir each time."""
+    import tempfile
+
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    with pytest.raises(slither.InvalidType, match=named):
+        slither.launch(**{"config": config, **kwargs})
+    with pytest.raises(ValueError):
+        slither.launch(config=config, namespace="a\0b")
+    assert list(temp.iterdir()) == []
+
+
+def test_ctrl_c_while_launch_waits_stops_the_broker(tmp_path: Path, config: Path) -> None:
+    """A KeyboardInterrupt while launch waits for the broker's first answer stops the
+    broker before it propagates (it ran on until its traceback was collected)."""
+    slow = tmp_path / "slow-broker"
+    slow.write_text(f'#!/bin/sh\nsleep 1\nexec "{BROKER_BIN}" "$@"\n')
+    slow.chmod(0o700)
+    ns = unique_namespace("ctrlc")
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.3)
+        with pytest.raises(KeyboardInterrupt) as caught:
+            slither.launch(config=config, namespace=ns, broker=slow, timeout=30)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    # Checked while the traceback (and the frames it holds) is still alive, as in a
+    # REPL or a logger that keeps it: the broker must not wait for them to go.
+    assert caught.tb is not None
+    assert processes_naming(ns) == []
+
+
+def test_a_launch_where_another_broker_serves_fails_with_its_log(
+    tmp_path: Path, config: Path
+) -> None:
+    """launch's broker that finds another serving its runtime directory exits, and
+    launch says so; it returned a client of the other broker, whose stop() left that
+    broker running."""
+    ns = unique_namespace("twice")
+    run_dir = tmp_path / "run"
+    with slither.launch(config=config, namespace=ns, runtime_dir=run_dir) as first:
+        with pytest.raises(slither.BrokerUnavailable, match="another broker"):
+            second = slither.launch(config=config, namespace=ns, runtime_dir=run_dir)
+            second.stop()
+        first.ping()
+        assert first.stats()["pid"] == first.process.pid
+
+
+def test_a_relative_runtime_dir_is_taken_from_the_directory_of_the_call(
+    tmp_path: Path, config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Clients that connect again (unpickled, in a fork child, for a dispatch job) looked
+    for a relative runtime_dir in the working directory of that moment."""
+    import pickle
+
+    monkeypatch.chdir(tmp_path)
+    with slither.launch(config=config, namespace=unique_namespace("rel"), runtime_dir="rt") as c:
+        assert c.runtime_dir == tmp_path / "rt"
+        plain = slither.connect(runtime_dir="rt", namespace=c.namespace)
+        monkeypatch.chdir("/")
+        for client in (c, plain):
+            again = pickle.loads(pickle.dumps(client))
+            again.ping()
+            again.close()
+        plain.close()
+
+
 def test_find_broker_says_where_it_looked(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SLITHER_BROKER_BIN", "/nonexistent/slither-broker")
     with pytest.raises(slither.NotFound, match="SLITHER_BROKER_BIN"):

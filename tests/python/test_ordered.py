@@ -81,5 +81,11 @@ def test_range_on_other_kinds_and_bad_arguments_raise(scratch):
         table.range(limit="3")
     with pytest.raises(slither.InvalidType):
         table.range(lo=3)
+    # As atomic= is: a flag of another type is a mistake (it raised nanobind's own
+    # TypeError, listing the binding's signature).
+    for flag in ("x", 1, None):
+        named = f"reverse must be a bool, not '{type(flag).__name__}'"
+        with pytest.raises(slither.InvalidType, match=named):
+            table.range(reverse=flag)
     with pytest.raises(slither.NotFound):
         scratch.range("nope")

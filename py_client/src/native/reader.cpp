@@ -603,18 +603,21 @@ void init_reader(nb::module_& m) {
       .def(
           "range",
           [](py_reader& r, nb::handle table_arg, nb::handle lo, nb::handle hi, nb::handle limit,
-             bool reverse) {
+             nb::handle reverse) {
             const std::string_view table = name_arg(table_arg, "table");
             shm::reader::key_range range;
             if (!lo.is_none()) range.lo = key_view(lo, "lo");
             if (!hi.is_none()) range.hi = key_view(hi, "hi");
             range.limit = limit_arg(limit);
-            range.reverse = reverse;
+            if (!PyBool_Check(reverse.ptr())) {
+              raise_invalid_type("reverse must be a bool, not '" + python_type_name(reverse) + "'");
+            }
+            range.reverse = reverse.ptr() == Py_True;
             return scan_to_python(r, table, range);
           },
           nb::arg("table").none(), nb::arg("lo").none() = nb::none(),
           nb::arg("hi").none() = nb::none(), nb::arg("limit").none() = nb::none(),
-          nb::arg("reverse") = false,
+          nb::arg("reverse").none() = false,
           "The (key, value) pairs of the ordered table `table` whose keys are in [lo, hi)\n"
           "(None: unbounded), sorted bytewise, at most `limit` of them, from the largest\n"
           "key if `reverse`; one snapshot of the table. Raises InvalidArgument for a\n"

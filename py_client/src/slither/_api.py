@@ -90,11 +90,7 @@ def connect(
         namespace = os.environ.get("SLITHER_NAMESPACE") or "default"
     where = {
         "endpoint": endpoint or "",
-        # A path of the wrong type goes on as it is: the native client names it.
-        "runtime_dir": (
-            os.fspath(runtime_dir) if isinstance(runtime_dir, os.PathLike)
-            else runtime_dir if runtime_dir is not None else ""
-        ),
+        "runtime_dir": _runtime_dir(runtime_dir),
         "namespace": namespace,
         "timeout": timeout,
         "curve_server_key": curve_server_key or "",
@@ -219,6 +215,20 @@ class Client:
 
     def __repr__(self) -> str:
         return f"<slither.Client namespace={self.namespace!r}>"
+
+
+def _runtime_dir(runtime_dir: Any) -> Any:
+    """``runtime_dir`` made absolute: clients made from it later (unpickled, in a fork
+    child, for a dispatch job) must find it whatever their working directory then."""
+    if runtime_dir is None:
+        return ""
+    if isinstance(runtime_dir, (str, os.PathLike)):
+        path = os.fspath(runtime_dir)
+        if isinstance(path, str) and path:
+            # Not normalized: "link/.." is where the link leads, not the directory it is in.
+            return os.path.join(os.getcwd(), path)
+    # A path of the wrong type goes on as it is: the native client names it.
+    return runtime_dir
 
 
 def _capacity(capacity: Any) -> int:
@@ -513,11 +523,17 @@ class Table(_native._Table):
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Mapping):
             return NotImplemented
-        # One snapshot; a bag's key stands for its first value, as ``table[key]`` reads it.
-        mine: dict[Key, Value] = {}
+        # Another table is read as this one is: its items() list every value of a bag.
+        theirs = other._as_dict() if isinstance(other, Table) else dict(other.items())
+        return self._as_dict() == theirs
+
+    def _as_dict(self) -> dict[Key, Value]:
+        """The table as a dict, from one snapshot; a bag's key stands for its first value,
+        as ``table[key]`` reads it."""
+        out: dict[Key, Value] = {}
         for key, value in self.store.items(self.name):
-            mine.setdefault(key, value)
-        return mine == dict(other.items())
+            out.setdefault(key, value)
+        return out
 
     def __iter__(self) -> Iterator[Key]:
         return iter(self.store.keys(self.name))
@@ -605,7 +621,9 @@ class Table(_native._Table):
         """Stores the entries of ``other`` (a mapping or an iterable of ``(key, value)``
         pairs) and ``kwds`` in one :meth:`put_many`, all or nothing. Raises
         :class:`InvalidType` (a ``TypeError``) for anything else."""
-        if isinstance(other, Mapping):
+        if isinstance(other, Table):
+            entries = list(other._as_dict().items())  # its items() list every value of a bag
+        elif isinstance(other, Mapping):
             entries = list(other.items())
         else:
             try:

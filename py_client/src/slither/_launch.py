@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 import shutil
@@ -172,30 +173,92 @@ def launch(
 
     Raises :class:`BrokerUnavailable` with the tail of the broker's log if it
     exits before answering or does not answer within ``timeout`` (it is then
-    killed), :class:`NotFound` if there is no ``slither-broker`` executable.
+    killed), :class:`NotFound` if there is no ``slither-broker`` executable,
+    :class:`InvalidArgument` (:class:`InvalidType`) for a ``timeout`` that is not a
+    finite number of seconds more than 0, :class:`InvalidType` naming an argument of
+    the wrong type (``args`` is a list of str), before anything starts. Whatever
+    interrupts the wait (Ctrl-C too) stops the broker before it propagates.
     """
-    exe = os.fspath(broker) if broker is not None else find_broker()
+    # Checked before anything is made: a mistake leaves no directory or process.
+    timeout = _check_timeout(timeout)
+    config_path = _path_arg(config, "config")
+    run_path = _path_arg(runtime_dir, "runtime_dir")
+    if namespace is not None and not isinstance(namespace, str):
+        raise _native.InvalidType(f"namespace must be a str, not '{type(namespace).__name__}'")
+    extra = _args(args)
+    exe = _path_arg(broker, "broker") or find_broker()
     ns = namespace if namespace is not None else f"py-{os.getpid()}-{secrets.token_hex(4)}"
     scratch = Path(tempfile.mkdtemp(prefix="slither-launch-"))  # 0700
-    run_dir = Path(runtime_dir) if runtime_dir is not None else scratch / "run"
+    # Absolute: clients made from it later may run in another working directory.
+    run_dir = Path(run_path).absolute() if run_path is not None else scratch / "run"
     log = scratch / "broker.log"
     cmd = [exe, "--runtime-dir", str(run_dir), "--namespace", ns]
-    if config is not None:
-        cmd += ["--config", os.fspath(config)]
-    cmd += list(args or [])
-    with open(log, "ab") as out:
-        try:
+    if config_path is not None:
+        cmd += ["--config", config_path]
+    cmd += extra
+    try:
+        with open(log, "ab") as out:
             proc = subprocess.Popen(
                 cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
             )
-        except OSError as e:
-            shutil.rmtree(scratch, ignore_errors=True)
+    except BaseException as e:
+        shutil.rmtree(scratch, ignore_errors=True)
+        if isinstance(e, OSError):
             raise _native.BrokerUnavailable(f"cannot start {exe!r}: {e}") from None
+        raise  # ValueError for a NUL in an argument, KeyboardInterrupt
     process = _Process(proc, log, scratch)
     where = {
         "endpoint": "", "runtime_dir": str(run_dir), "namespace": ns, "timeout": client_timeout,
         "curve_server_key": "", "curve_secret_key": "", "curve_public_key": "",
     }
+    try:
+        return _first_answer(process, where, timeout)
+    except BaseException:
+        # Whatever ends the wait (Ctrl-C included) stops the broker now, not when
+        # the traceback that holds `process` is collected. Safe twice.
+        process.stop(1.0)
+        raise
+
+
+def _path_arg(value: object, name: str) -> str | None:
+    """A path argument of ``launch`` as a str (None stays None)."""
+    if value is None:
+        return None
+    path = os.fspath(value) if isinstance(value, (str, os.PathLike)) else None
+    if not isinstance(path, str):
+        raise _native.InvalidType(
+            f"{name} must be a str or os.PathLike path, not '{type(value).__name__}'"
+        )
+    return path
+
+
+def _args(args: object) -> list[str]:
+    """``launch``'s extra broker arguments: a list (or tuple) of str. One str is refused:
+    it would be passed on as its characters."""
+    if args is None:
+        return []
+    if not isinstance(args, (list, tuple)):
+        raise _native.InvalidType(f"args must be a list of str, not '{type(args).__name__}'")
+    for i, a in enumerate(args):
+        if not isinstance(a, str):
+            raise _native.InvalidType(f"args[{i}] must be a str, not '{type(a).__name__}'")
+    return list(args)
+
+
+def _check_timeout(timeout: object) -> float:
+    """``launch``'s timeout, checked before anything is started."""
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise _native.InvalidType(
+            f"timeout must be a number of seconds, not '{type(timeout).__name__}'"
+        )
+    if not 0 < timeout < math.inf:  # False for nan too
+        raise _native.InvalidArgument(f"timeout must be more than 0 and finite, got {timeout!r}")
+    return float(timeout)
+
+
+def _first_answer(process: _Process, where: dict[str, Any], timeout: float) -> LaunchedClient:
+    """Waits up to ``timeout`` seconds for the broker's first answer; a client of it."""
+    proc, log = process.proc, process.log
     deadline = time.monotonic() + timeout
     while True:
         if proc.poll() is not None:
@@ -206,19 +269,40 @@ def launch(
                 f"its log ends with:\n{tail}"
             )
         try:
-            native = _native.Client(**{**where, "timeout": 0.5})
-            native.close()
-            native = _native.Client(**where)
-            return LaunchedClient(native, where, process)
-        except _native.BrokerUnavailable:
-            if time.monotonic() > deadline:
-                tail = _tail(log)
-                process.stop(0)
-                raise _native.BrokerUnavailable(
-                    f"slither-broker (pid {proc.pid}) did not answer within {timeout} s; "
-                    f"killed; its log ends with:\n{tail}"
-                ) from None
-            time.sleep(0.05)
-        except BaseException:
-            process.stop(1.0)
-            raise
+            probe = _native.Client(**{**where, "timeout": 0.5})
+            try:
+                answering = probe.stats().get("pid")
+            finally:
+                probe.close()
+            # Another broker may serve this runtime directory: ours then exits,
+            # and its log says why (above, on a later turn).
+            if _started_by(answering, proc.pid):
+                return LaunchedClient(_native.Client(**where), where, process)
+        except (_native.BrokerUnavailable, _native.Timeout):
+            pass
+        if time.monotonic() > deadline:
+            tail = _tail(log)
+            process.stop(0)
+            raise _native.BrokerUnavailable(
+                f"slither-broker (pid {proc.pid}) did not answer within {timeout} s; "
+                f"killed; its log ends with:\n{tail}"
+            )
+        time.sleep(0.05)
+
+
+def _started_by(pid: object, root: int) -> bool:
+    """Whether the process ``pid`` is ``root`` or a descendant of it (``broker`` may be
+    a wrapper that starts the real one)."""
+    for _ in range(64):
+        if not isinstance(pid, int) or pid <= 1:
+            return False
+        if pid == root:
+            return True
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            return False
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+        pid = int(stat[stat.rindex(b")") + 2 :].split()[1])
+    return False

@@ -230,8 +230,11 @@ class SLITHER_CORE_EXPORT writer {
   }
   void data(const void* p, std::size_t n) {
     if (n == 0) return;
-    if (n >= bulk_bytes) {
+    if (n >= bulk_bytes && used_ + n > out_->size()) {
       // Large payloads are appended without first zero-filling room for them.
+      // Only when they do not fit in the room there is: dropped each time, the
+      // room was made again (a move and a zero-fill of the whole buffer) by
+      // the next small write, so a list of large values encoded in O(n^2).
       out_->resize(used_);
       const auto* b = static_cast<const std::byte*>(p);
       out_->insert(out_->end(), b, b + n);
