@@ -69,6 +69,11 @@ inline constexpr int receive_queue_messages = 256;
 inline constexpr std::size_t max_small_request_bytes = 64 * 1024;
 /// How often dead readers are swept from every store.
 inline constexpr std::chrono::milliseconds reclaim_interval{250};
+/// While a store's indexes grow (a migration, or a table's asked index made
+/// ready: shm::writer::grow), the writer spends `growth_budget` on them every
+/// `growth_interval`: at most a fifth of its time, in pauses of 2 ms.
+inline constexpr std::chrono::milliseconds growth_interval{10};
+inline constexpr std::chrono::microseconds growth_budget{2000};
 /// The control socket's in-process endpoint, for an embedded broker's own
 /// dispatch jobs (slither/broker/dispatch.hpp); one broker per ZeroMQ context.
 inline constexpr const char* inproc_control = "inproc://slither.control";
@@ -134,6 +139,10 @@ struct serving_state {
   std::optional<asio::steady_timer> reclaim_timer;
   // Set while the timer's lease-and-reclaim job waits in the write queue.
   std::atomic<bool> housekeeping_queued{false};
+  std::optional<asio::steady_timer> growth_timer;
+  // Set while growth steps are scheduled (from a housekeeping job that found
+  // growing indexes until a step finds none).
+  std::atomic<bool> growth_scheduled{false};
   // Set when the stop begins: from then on requests get `shutting_down`.
   bool stopping = false;
   std::map<std::uint64_t, pending_view> pending_views;
@@ -249,6 +258,12 @@ struct SLITHER_BROKER_NO_EXPORT Broker::impl {
                    std::function<result<Value>()> job, std::size_t bytes, bool may_run_inline);
   // Sweeps dead readers of every store, as a write-queue job, on a timer.
   void schedule_reclaim();
+  /// Starts growth steps (`schedule_growth`) if a store's indexes grow and
+  /// none are scheduled. Writer thread.
+  void start_growth();
+  /// A growth step after `growth_interval`: `grow` of every store, then
+  /// another step while one still grows. Serving thread.
+  void schedule_growth();
   /// put_reserve, put_commit, put_abort: run as writer jobs (large_writes.cpp).
   void enqueue_reservation(std::string identity, std::uint64_t id, protocol::message_type type,
                            Map args);

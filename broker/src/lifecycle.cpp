@@ -170,6 +170,7 @@ result<void> Broker::impl::start() {
       std::min(detail::max_view_threads, s->stores.size() * options.view_concurrency + 1),
       options.view_concurrency);
   s->reclaim_timer.emplace(s->io);
+  s->growth_timer.emplace(s->io);
   {
     std::lock_guard lock(life_mutex);
     state = phase::running;
@@ -304,6 +305,7 @@ void Broker::impl::shutdown() noexcept {
   asio::post(st.io, [this] {
     s->stopping = true;
     s->reclaim_timer->cancel();
+    s->growth_timer->cancel();
   });
   // Writes already queued are applied and answered (or, stopping at once,
   // answered `shutting_down`); new ones are refused.

@@ -1,6 +1,7 @@
 // The write path: store writes prepared from requests on the serving thread,
 // then applied in order through the write queue, on the writer thread or
 // inline when the writer is idle.
+#include <algorithm>
 #include <future>
 
 #include "broker_impl.hpp"
@@ -310,6 +311,7 @@ void Broker::impl::schedule_reclaim() {
       j.run = [this, idle] {
         s->housekeeping_queued = false;
         expire_leases();
+        start_growth();
         if (!idle) return;
         for (auto& [name, w] : s->stores) (void)w.reclaim();
       };
@@ -318,6 +320,54 @@ void Broker::impl::schedule_reclaim() {
       }
     }
     schedule_reclaim();
+  });
+}
+
+void Broker::impl::start_growth() {
+  const bool growing = std::any_of(s->stores.begin(), s->stores.end(),
+                                   [](const auto& w) { return w.second.growing(); });
+  if (!growing || s->growth_scheduled.exchange(true)) return;
+  asio::post(s->io, [this] {
+    if (s->stopping) {
+      s->growth_scheduled = false;
+      return;
+    }
+    schedule_growth();
+  });
+}
+
+void Broker::impl::schedule_growth() {
+  s->growth_timer->expires_after(detail::growth_interval);
+  s->growth_timer->async_wait([this](const boost::system::error_code& ec) {
+    if (ec || s->stopping) {
+      s->growth_scheduled = false;
+      return;
+    }
+    // Between other writes, like one (a table's asked index made ready
+    // in seconds rather than minutes; growing indexes finished sooner).
+    detail::write_job j;
+    j.run = [this] {
+      bool more = false;
+      for (auto& [name, w] : s->stores) {
+        w.grow(detail::growth_budget);
+        more = more || w.growing();
+      }
+      if (!more) {
+        s->growth_scheduled = false;
+        return;
+      }
+      asio::post(s->io, [this] {
+        if (s->stopping) {
+          s->growth_scheduled = false;
+          return;
+        }
+        schedule_growth();
+      });
+    };
+    // A full queue: the next housekeeping starts the steps again.
+    if (s->queue.try_push(std::move(j)) != detail::push_result::queued) {
+      s->growth_scheduled = false;
+    }
   });
 }
 

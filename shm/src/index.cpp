@@ -1,12 +1,17 @@
 // A table's hash index while it grows (index.hpp, layout.hpp "Growth").
 #include "index.hpp"
 
+#include <sys/statvfs.h>
+
 #include <algorithm>
+#include <bit>
 #include <chrono>
 #include <cstring>
 #include <new>
+#include <string>
 
 #include "block.hpp"
+#include "slither/shm/detail/sys.hpp"
 #include "writer_impl.hpp"
 
 namespace slither::shm {
@@ -119,8 +124,63 @@ slot_position writer::impl::find_slot(const table_state& t, std::uint64_t hash,
   return {insert_at, null_ref, false};
 }
 
+std::uint64_t writer::impl::first_slots(std::uint64_t asked) const noexcept {
+  const std::uint64_t most = std::bit_floor(options.index_bytes_at_once / sizeof(shared_u64));
+  return std::min(asked, std::max(most, detail::min_index_capacity));
+}
+
+result<void> writer::impl::check_index_room(std::string_view name, std::uint64_t capacity,
+                                            std::uint64_t slots) {
+  if (slots <= first_slots(slots)) return {};
+  // The asked arrays not ready yet will take their pages in the background.
+  std::uint64_t promised = 0;
+  for (const auto& t : tables) {
+    if (!short_of_asked(t)) continue;
+    promised += detail::index_bytes(t.initial_slots) - (t.spare == null_ref ? 0 : t.spare_ready);
+  }
+  struct statvfs fs {};
+  // Cannot tell: the table is made; if its asked array finds no room, it stays smaller.
+  if (detail::sys().fstatvfs(alloc.segments()[0].fd.get(), &fs) != 0) return {};
+  const std::uint64_t avail = std::uint64_t{fs.f_bavail} * fs.f_frsize;
+  const std::uint64_t needed = detail::index_bytes(slots);
+  if (avail >= promised && avail - promised >= needed) return {};
+  std::string msg = "no space for table '" + std::string(name) + "' in store '" + label +
+                    "': its capacity of " + std::to_string(capacity) + " keys needs an index of " +
+                    std::to_string(needed) + " bytes, /dev/shm has " + std::to_string(avail) +
+                    " free";
+  if (promised > 0) {
+    msg += ", of which " + std::to_string(promised) +
+           " are promised to other tables' indexes being made ready";
+  }
+  return fail(errc::no_space, std::move(msg));
+}
+
+void writer::impl::prepare_asked(table_state& t, std::uint64_t budget) {
+  auto give_up = [&] {
+    drop_spare(t);
+    t.initial_slots = t.capacity;
+  };
+  if (t.spare == null_ref) {
+    auto b = alloc.allocate_unreserved(detail::index_bytes(t.initial_slots));
+    if (!b) return give_up();
+    bytes_used += b->bytes;
+    t.spare = b->ref;
+    t.spare_capacity = t.initial_slots;
+    t.spare_ready = 0;
+  }
+  if (!ready_spare(t, budget)) return give_up();
+  // One growth at a time (layout.hpp, rule 5): a growth beside it finishes first.
+  if (t.spare_ready < detail::index_bytes(t.spare_capacity) || migrating(t)) return;
+  if (!start_migration(t, t.spare_capacity)) give_up();
+}
+
 result<void> writer::impl::prepare_spare(table_state& t, std::uint64_t budget) {
-  if (!t.published || t.shadow || migrating(t) || t.used * 16 <= t.capacity * 11) return {};
+  if (!t.published || t.shadow) return {};
+  if (short_of_asked(t)) {
+    prepare_asked(t, budget);
+    return {};
+  }
+  if (migrating(t) || t.used * 16 <= t.capacity * 11) return {};
   if (t.spare == null_ref) {
     // What a growth at the load limit will ask for.
     auto capacity = capacity_for(t, t.capacity / 4 * 3 + 1);
@@ -154,7 +214,12 @@ void writer::impl::drop_spare(table_state& t) {
 
 result<void> writer::impl::start_migration(table_state& t, std::uint64_t capacity) {
   std::uint64_t root = null_ref;
-  if (t.spare != null_ref && t.spare_capacity >= capacity) {
+  // A table short of its asked size grows beside its asked array while that
+  // one is not ready (making the rest of it ready now could take seconds),
+  // unless the keys need that size already.
+  const bool keep_spare = short_of_asked(t) && t.spare != null_ref && t.spare_capacity > capacity &&
+                          t.spare_ready < detail::index_bytes(t.spare_capacity);
+  if (t.spare != null_ref && t.spare_capacity >= capacity && !keep_spare) {
     // Ready by now unless a large batch outran the per-write steps.
     if (auto r = ready_spare(t, UINT64_MAX); !r) return r;
     root = t.spare;
@@ -164,7 +229,7 @@ result<void> writer::impl::start_migration(table_state& t, std::uint64_t capacit
     auto* fresh = new (ptr(root)) index_header{};
     fresh->capacity = capacity;
   } else {
-    drop_spare(t);
+    if (!keep_spare) drop_spare(t);
     auto made = new_index(capacity);
     if (!made) return std::move(made).error();
     root = *made;
@@ -216,9 +281,13 @@ void writer::impl::migrate_for(std::chrono::microseconds budget) {
   constexpr std::uint64_t chunk = 1024;
   const auto until = std::chrono::steady_clock::now() + budget;
   for (auto& t : tables) {
-    while (migrating(t)) {
+    while (migrating(t) || short_of_asked(t)) {
       if (std::chrono::steady_clock::now() >= until) return;
-      migrate(t, chunk);
+      if (migrating(t)) {
+        migrate(t, chunk);
+      } else {
+        prepare_asked(t, detail::spare_slice_bytes);
+      }
     }
   }
 }

@@ -37,6 +37,10 @@ using detail::table_state;
 using detail::valid_name;
 
 namespace {
+constexpr std::uint64_t max_initial_capacity = std::uint64_t{1} << 32;
+// A store's smallest index, and the largest that a 1 GiB segment holds.
+constexpr std::uint64_t min_index_bytes_at_once = detail::min_index_capacity * sizeof(shared_u64);
+constexpr std::uint64_t max_index_bytes_at_once = std::uint64_t{1} << 29;
 constexpr std::uint64_t max_key_limit = std::uint64_t{1} << 20;
 // What each `reclaim` (a broker calls it every 250 ms) spends moving growing indexes.
 constexpr std::chrono::microseconds migrate_budget{2000};
@@ -51,9 +55,10 @@ result<void> check_table_spec(const store_options& o, const table_spec& t) {
   if (t.kind != table_kind::set && t.kind != table_kind::bag && t.kind != table_kind::ordered_set) {
     return fail(errc::invalid_argument, "table '" + t.name + "' has an unknown kind");
   }
-  if (t.initial_capacity > (std::uint64_t{1} << 32)) {
+  if (t.initial_capacity > max_initial_capacity) {
     return fail(errc::invalid_argument,
-                "initial_capacity of table '" + t.name + "' is over the limit of 2^32");
+                "initial_capacity " + std::to_string(t.initial_capacity) + " of table '" + t.name +
+                    "' is over the limit of 2^32 (" + std::to_string(max_initial_capacity) + ")");
   }
   return {};
 }
@@ -162,7 +167,9 @@ result<std::uint64_t> writer::impl::capacity_for(const table_state& t, std::uint
     return fail(errc::limit_exceeded, "table '" + t.name + "' in store '" + label +
                                           "' cannot index " + std::to_string(keys) + " keys");
   }
-  return std::bit_ceil(std::max(t.initial_slots, want));
+  // Never below the asked size, unless the index is short of it: then it
+  // grows as usual until its asked array is ready (index.hpp).
+  return std::bit_ceil(std::max(std::min(t.initial_slots, t.capacity), want));
 }
 
 /// Makes room for `extra` more keys: moves a growing index on, and starts a
@@ -399,6 +406,13 @@ result<void> check_specs(const store_options& o, std::span<const table_spec> tab
                                             " of store '" + o.name + "' is not in 1.." +
                                             std::to_string(max_key_limit));
   }
+  if (o.index_bytes_at_once < min_index_bytes_at_once ||
+      o.index_bytes_at_once > max_index_bytes_at_once) {
+    return fail(errc::invalid_argument,
+                "index_bytes_at_once " + std::to_string(o.index_bytes_at_once) + " of store '" +
+                    o.name + "' is not in " + std::to_string(min_index_bytes_at_once) + ".." +
+                    std::to_string(max_index_bytes_at_once));
+  }
   if (o.max_readers == 0 || o.max_readers > detail::max_readers_limit) {
     return fail(errc::invalid_argument, "max_readers " + std::to_string(o.max_readers) +
                                             " of store '" + o.name + "' is not in 1.." +
@@ -505,10 +519,13 @@ result<writer> writer::create(const store_options& options, std::span<const tabl
     t.name = tables[i].name;
     t.kind = tables[i].kind;
     t.initial_slots = initial_slots(tables[i].initial_capacity);
-    auto root = p->new_index(t.initial_slots);
+    if (auto r = p->check_index_room(t.name, tables[i].initial_capacity, t.initial_slots); !r) {
+      return abandon(std::move(r).error());
+    }
+    t.capacity = p->first_slots(t.initial_slots);
+    auto root = p->new_index(t.capacity);
     if (!root) return abandon(std::move(root).error());
     t.root = *root;
-    t.capacity = t.initial_slots;
     detail::table_entry& dir = hdr->tables[i];
     std::memcpy(dir.name, t.name.data(), t.name.size());
     dir.kind.store(static_cast<std::uint64_t>(t.kind), std::memory_order_relaxed);
@@ -660,10 +677,13 @@ result<void> writer::create_table(const table_spec& spec) {
   t.kind = spec.kind;
   t.initial_slots = initial_slots(spec.initial_capacity);
   t.declared = false;
-  auto root = p_->new_index(t.initial_slots);
+  if (auto r = p_->check_index_room(t.name, spec.initial_capacity, t.initial_slots); !r) {
+    return std::move(r).error();
+  }
+  t.capacity = p_->first_slots(t.initial_slots);
+  auto root = p_->new_index(t.capacity);
   if (!root) return std::move(root).error();
   t.root = *root;
-  t.capacity = t.initial_slots;
   p_->tables.push_back(t);
   detail::table_entry& dir = p_->header->tables[n];
   std::memset(dir.name, 0, sizeof dir.name);
@@ -781,11 +801,11 @@ result<void> writer::clear(std::string_view table) {
   auto tr = p_->table(table);
   if (!tr) return std::move(tr).error();
   table_state& t = **tr;
-  auto root = p_->new_index(t.initial_slots);
+  auto root = p_->new_index(p_->first_slots(t.initial_slots));
   if (!root) return std::move(root).error();
   const table_state old = t;
   t.root = *root;
-  t.capacity = t.initial_slots;
+  t.capacity = p_->first_slots(t.initial_slots);
   t.keys = t.values = t.used = 0;
   t.old = t.spare = detail::null_ref;
   t.old_capacity = t.migrated = t.old_live = t.spare_capacity = t.spare_ready = 0;
@@ -806,10 +826,10 @@ result<void> writer::reload(std::string_view table,
   table_state& t = **tr;
   table_state next = t;
   next.published = false;
-  auto root = p_->new_index(t.initial_slots);
+  auto root = p_->new_index(p_->first_slots(t.initial_slots));
   if (!root) return std::move(root).error();
   next.root = *root;
-  next.capacity = t.initial_slots;
+  next.capacity = p_->first_slots(t.initial_slots);
   next.keys = next.values = next.used = 0;
   next.old = next.spare = detail::null_ref;
   next.old_capacity = next.migrated = next.old_live = next.spare_capacity = next.spare_ready = 0;
@@ -849,6 +869,18 @@ reclaim_report writer::reclaim() {
   // The timer's turn to move a growing index on when writes are few.
   p_->migrate_for(migrate_budget);
   return p_->reclaim(true);
+}
+
+void writer::grow(std::chrono::microseconds budget) {
+  if (!p_ || p_->closed || !p_->owned()) return;
+  p_->migrate_for(budget);
+}
+
+bool writer::growing() const noexcept {
+  if (!p_ || p_->closed || !p_->owned()) return false;
+  return std::any_of(p_->tables.begin(), p_->tables.end(), [](const table_state& t) {
+    return impl::migrating(t) || impl::short_of_asked(t);
+  });
 }
 
 void writer::trim() {

@@ -26,6 +26,8 @@ struct table_state {
   std::uint32_t index = 0;  // in the directory
   std::string name;
   table_kind kind = table_kind::set;
+  // The slots its capacity asks for (`initial_slots`): the floor of growth.
+  // A new index starts smaller if that is large (index.hpp).
   std::uint64_t initial_slots = min_index_capacity;
   std::uint64_t root = null_ref;
   std::uint64_t capacity = 0;
@@ -39,8 +41,9 @@ struct table_state {
   std::uint64_t migrated = 0;
   std::uint64_t old_live = 0;
   // The array the next growth will move into, made ready (reserved and
-  // zeroed) a little per write once the index is 11/16 full; never published
-  // until that growth starts.
+  // zeroed) a little per write once the index is 11/16 full, or, while the
+  // index is smaller than `initial_slots`, the array of that size, made
+  // ready from the start (index.hpp); never published until ready.
   std::uint64_t spare = null_ref;
   std::uint64_t spare_capacity = 0;
   std::uint64_t spare_ready = 0;  // bytes of it ready, from its start
@@ -219,6 +222,23 @@ struct SLITHER_SHM_NO_EXPORT writer::impl final : detail::fork_aware {
   result<void> prepare_spare(detail::table_state& t, std::uint64_t budget);
   /// Zeroes up to `budget` more bytes of `t`'s spare array, whatever the load.
   result<void> ready_spare(detail::table_state& t, std::uint64_t budget);
+  /// The slots a new index asking for `asked` gets at once
+  /// (`store_options::index_bytes_at_once`).
+  std::uint64_t first_slots(std::uint64_t asked) const noexcept;
+  /// Whether `t`'s index is still smaller than its capacity asks: its spare
+  /// is then the asked array, made ready whatever the load (index.hpp).
+  static bool short_of_asked(const detail::table_state& t) noexcept {
+    return t.capacity < t.initial_slots;
+  }
+  /// Makes up to `budget` more bytes of the asked array of `t` ready,
+  /// choosing it first; once it is ready and no growth runs, moves into it.
+  /// If /dev/shm has no room for it, `t` gives its asked size up: it keeps
+  /// the index it has and grows as keys come (the write goes on).
+  void prepare_asked(detail::table_state& t, std::uint64_t budget);
+  /// `no_space` if /dev/shm lacks room for an index of `slots` slots for
+  /// table `name` of `capacity` keys, besides what the asked arrays still
+  /// being made ready will take. Indexes made at once need no such check.
+  result<void> check_index_room(std::string_view name, std::uint64_t capacity, std::uint64_t slots);
   /// Gives `t`'s spare array back (readers never saw it).
   void drop_spare(detail::table_state& t);
   /// Publishes a new array of at least `capacity` slots (the spare if it is
@@ -226,7 +246,8 @@ struct SLITHER_SHM_NO_EXPORT writer::impl final : detail::fork_aware {
   result<void> start_migration(detail::table_state& t, std::uint64_t capacity);
   /// Moves up to `budget` more slots of the array `t` moves from.
   void migrate(detail::table_state& t, std::uint64_t budget);
-  /// Moves slots of growing tables for about `budget` (the writer's timer).
+  /// Moves slots of growing tables, and makes asked arrays ready, for about
+  /// `budget` (the writer's timer).
   void migrate_for(std::chrono::microseconds budget);
   /// A new index of `capacity` slots holding every entry of `t`'s (unpublished).
   result<std::uint64_t> rehash(const detail::table_state& t, std::uint64_t capacity);

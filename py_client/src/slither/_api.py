@@ -175,15 +175,21 @@ class Client:
         """Adds the table ``name`` to ``store`` while the broker runs.
 
         ``kind`` is ``"set"`` (one value per key), ``"bag"`` (several) or ``"ordered_set"`` (sorted keys);
-        ``capacity`` is the number of keys to reserve room for (the table grows past
-        it). Readers attached before see the table on their next read, without
+        ``capacity`` (1..2**32) is the number of keys to make room for (the table
+        grows past it): its index takes 16 bytes or so per key. The call returns
+        at once whatever the capacity, with the table usable: an index over 1 MiB
+        (a capacity over 65536) starts at 1 MiB, and the broker makes the asked one
+        ready in slices between other requests (1 GiB in a few seconds), then
+        moves the table into it; meanwhile the table grows as usual if keys come
+        faster. Readers attached before see the table on their next read, without
         attaching again. A store has at most 64 tables over its life (a dropped
         table's directory entry is not reused): past that, :class:`LimitExceeded`.
         ``name`` is 1-47 bytes (UTF-8) without NUL; it is a name, not a path.
         Raises :class:`AlreadyExists` if the table exists, :class:`NotFound` for an
         unknown store, :class:`InvalidArgument` for a bad name, kind or capacity
         (:class:`InvalidType` for one of the wrong type), :class:`NoSpace` if
-        ``/dev/shm`` cannot hold the reserved capacity.
+        ``/dev/shm`` has no room for the index the capacity asks for (the message
+        names the bytes).
         """
         self._native.create_table(store, name, kind, _capacity(capacity))
 

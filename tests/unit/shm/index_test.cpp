@@ -6,14 +6,20 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <sys/statvfs.h>
+
+#include <chrono>
+#include <cstring>
 #include <map>
 #include <random>
 #include <set>
 #include <string>
 #include <vector>
 
+#include "block.hpp"
 #include "layout.hpp"
 #include "shm_test_util.hpp"
+#include "slither/shm/detail/sys.hpp"
 #include "slither/shm/store.hpp"
 
 namespace slither::shm {
@@ -248,6 +254,165 @@ TEST(IndexGrowth, TheTimerFinishesAMigrationWithoutWrites) {
   w.reclaim();
   EXPECT_FALSE(growing(o, 0));
   expect_matches(r, "kv", oracle);
+}
+
+// A capacity whose index is larger than `index_bytes_at_once` (index.hpp):
+// the table starts small and reaches the asked index in slices.
+
+TEST(IndexAskedCapacity, AGigabyteIndexIsNotMadeAtOnceButInSlicesBetweenShortSteps) {
+  auto o = test_options("idxhuge");
+  std::vector<table_spec> tables = {{"kv", table_kind::set, 8}};
+  auto w = writer::create(o, tables).value();
+  auto r = reader::attach(o.ns, o.name).value();
+  using clock = std::chrono::steady_clock;
+  clock::duration longest{};
+  auto step = [&](auto&& fn) {
+    const auto t0 = clock::now();
+    fn();
+    longest = std::max(longest, clock::now() - t0);
+  };
+  const std::uint64_t resident = w.stats().bytes_resident;
+  // 2^26 keys ask for 2^27 slots: 1 GiB of index.
+  constexpr std::uint64_t capacity = std::uint64_t{1} << 26;
+  step([&] { w.create_table({"big", table_kind::set, capacity}).value(); });
+  EXPECT_EQ(index_of(o, 1).capacity, std::uint64_t{1} << 17) << "1 MiB of slots at once";
+  EXPECT_LT(w.stats().bytes_resident, resident + (std::uint64_t{8} << 20));
+  for (std::uint64_t i = 0; i < 100; ++i) {
+    step([&] { w.put("big", numbered("k", i), numbered("v", i)).value(); });
+  }
+  const std::uint64_t after_puts = w.stats().bytes_resident;
+  for (int i = 0; i < 4; ++i) step([&] { w.reclaim(); });
+  // The timer's steps went on making the asked index ready, a few MiB each.
+  EXPECT_GT(w.stats().bytes_resident, after_puts + (std::uint64_t{1} << 20));
+  EXPECT_LT(w.stats().bytes_resident, resident + (std::uint64_t{256} << 20));
+  EXPECT_EQ(index_of(o, 1).capacity, std::uint64_t{1} << 17) << "published only once ready";
+  EXPECT_LT(longest, std::chrono::milliseconds(50))
+      << "the writer's longest step took "
+      << std::chrono::duration_cast<std::chrono::microseconds>(longest).count() << " us";
+  for (std::uint64_t i = 0; i < 100; ++i) {
+    EXPECT_EQ(r.get("big", numbered("k", i)).value(), std::optional<Value>(numbered("v", i)));
+  }
+  // Dropped before it is ready: its asked index goes back too.
+  const std::uint64_t used_before = w.stats().bytes_used;
+  ASSERT_TRUE(w.drop_table("big").has_value());
+  w.reclaim();
+  EXPECT_LT(w.stats().bytes_used + (std::uint64_t{1} << 30), used_before);
+}
+
+TEST(IndexAskedCapacity, IsReachedWhileKeysComeAndTheTableGrowsBesideItMeanwhile) {
+  auto o = test_options("idxasked");
+  o.index_bytes_at_once = 8192;  // 1024 slots at once
+  // 2^18 keys ask for 2^19 slots (4 MiB): 1 MiB made ready per 256 inserts.
+  constexpr std::uint64_t asked = std::uint64_t{1} << 19;
+  std::vector<table_spec> tables = {{"kv", table_kind::set, asked / 2}};
+  auto w = writer::create(o, tables).value();
+  auto r = reader::attach(o.ns, o.name).value();
+  ASSERT_EQ(index_of(o, 0).capacity, 1024u);
+  // Past 768 keys the table grows as usual (not ready yet, the asked index
+  // stays aside), then moves into the asked one once it is ready.
+  std::map<std::string, std::string> oracle;
+  std::set<std::uint64_t> capacities;
+  for (std::uint64_t i = 0; i < 4000 && !(index_of(o, 0).capacity == asked && !growing(o, 0));
+       ++i) {
+    const std::string key = numbered("k", i);
+    w.put("kv", key, numbered("v", i)).value();
+    oracle[key] = numbered("v", i);
+    capacities.insert(index_of(o, 0).capacity);
+    ASSERT_EQ(r.get("kv", key).value(), std::optional<Value>(oracle[key]));
+    if (growing(o, 0) && i % 64 == 0) expect_matches(r, "kv", oracle);
+  }
+  EXPECT_EQ(capacities, (std::set<std::uint64_t>{1024, 2048, asked}));
+  EXPECT_FALSE(growing(o, 0));
+  expect_matches(r, "kv", oracle);
+
+  // A clear starts small again; the timer alone reaches the asked index.
+  ASSERT_TRUE(w.clear("kv").has_value());
+  EXPECT_EQ(index_of(o, 0).capacity, 1024u);
+  for (int i = 0; i < 100 && index_of(o, 0).capacity < asked; ++i) w.reclaim();
+  EXPECT_EQ(index_of(o, 0).capacity, asked);
+  // So does a reload, also of more keys than the first index holds.
+  ASSERT_TRUE(w.reload("kv", [&](loader& l) -> result<void> {
+                 for (const auto& [k, v] : oracle) {
+                   if (auto p = l.put(k, v); !p) return p;
+                 }
+                 return {};
+               }).has_value());
+  EXPECT_LT(index_of(o, 0).capacity, asked);
+  for (int i = 0; i < 100 && (index_of(o, 0).capacity < asked || growing(o, 0)); ++i) w.reclaim();
+  EXPECT_EQ(index_of(o, 0).capacity, asked);
+  expect_matches(r, "kv", oracle);
+}
+
+TEST(IndexAskedCapacity, ATableThatFindsNoRoomForItKeepsItsIndexAndGrowsAsUsual) {
+  auto o = test_options("idxgiveup");
+  o.index_bytes_at_once = 8192;
+  std::vector<table_spec> tables = {{"kv", table_kind::set, std::uint64_t{1} << 18}};
+  auto w = writer::create(o, tables).value();
+  auto r = reader::attach(o.ns, o.name).value();
+  auto& calls = detail::sys();
+  static int (*real)(int, off_t, off_t) = nullptr;
+  real = calls.fallocate;
+  // Full for the 4 MiB segment the asked index needs (segment 0 has 1 MiB).
+  calls.fallocate = [](int fd, off_t offset, off_t length) {
+    struct stat st {};
+    if (::fstat(fd, &st) == 0 && st.st_size > (off_t{2} << 20)) return ENOSPC;
+    return real(fd, offset, length);
+  };
+  auto put = w.put("kv", "first", "1");
+  w.reclaim();
+  calls.fallocate = real;
+  ASSERT_TRUE(put.has_value()) << put.error().message;
+  std::map<std::string, std::string> oracle{{"first", "1"}};
+  for (std::uint64_t i = 0; i < 3000; ++i) {
+    const std::string key = numbered("k", i);
+    w.put("kv", key, numbered("v", i)).value();
+    oracle[key] = numbered("v", i);
+  }
+  w.reclaim();
+  EXPECT_EQ(index_of(o, 0).capacity, 4096u) << "grown as usual, from 1024 slots";
+  expect_matches(r, "kv", oracle);
+}
+
+TEST(IndexAskedCapacity, ACreateIsRefusedWhenDevShmHasNoRoomOrTheCapacityIsOverTheLimit) {
+  auto o = test_options("idxroom");
+  std::vector<table_spec> tables = {{"kv", table_kind::set, 8}};
+  auto w = writer::create(o, tables).value();
+  auto& calls = detail::sys();
+  const auto real = calls.fstatvfs;
+  calls.fstatvfs = [](int, struct statvfs* out) {
+    std::memset(out, 0, sizeof(*out));
+    out->f_frsize = 4096;
+    out->f_bavail = 1024;  // 4 MiB
+    return 0;
+  };
+  // 2^20 keys ask for 2^21 slots: 16 MiB and a header.
+  auto big = w.create_table({"big", table_kind::set, std::uint64_t{1} << 20});
+  auto small = w.create_table({"small", table_kind::set, 1000});
+  calls.fstatvfs = real;
+  ASSERT_FALSE(big);
+  EXPECT_EQ(big.error().code, errc::no_space);
+  const std::string& msg = big.error().message;
+  EXPECT_NE(msg.find("'big'"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("1048576 keys"), std::string::npos) << msg;
+  // Appended piecewise: GCC 12 warns falsely (-Wrestrict) on std::string + "literal".
+  std::string needed = std::to_string(detail::index_bytes(std::uint64_t{1} << 21));
+  needed += " bytes";
+  EXPECT_NE(msg.find(needed), std::string::npos) << msg;
+  EXPECT_NE(msg.find("4194304 free"), std::string::npos) << msg;
+  EXPECT_TRUE(small.has_value()) << "a small index is made at once";
+  EXPECT_EQ(w.read().tables(), (std::vector<std::string>{"kv", "small"}));
+
+  auto over = w.create_table({"over", table_kind::set, (std::uint64_t{1} << 32) + 1});
+  ASSERT_FALSE(over);
+  EXPECT_EQ(over.error().code, errc::invalid_argument);
+  EXPECT_NE(over.error().message.find("4294967297"), std::string::npos) << over.error().message;
+  EXPECT_NE(over.error().message.find("4294967296"), std::string::npos) << over.error().message;
+
+  o.index_bytes_at_once = 64;
+  auto bad = writer::create(o, tables);
+  ASSERT_FALSE(bad);
+  EXPECT_EQ(bad.error().code, errc::invalid_argument);
+  EXPECT_NE(bad.error().message.find("index_bytes_at_once 64"), std::string::npos);
 }
 
 }  // namespace

@@ -175,10 +175,14 @@ class SLITHER_BROKER_EXPORT client {
   /// contents stay.
   result<void> reload(std::string_view store, std::string_view table,
                       std::span<const std::pair<std::string, Value>> entries);
-  /// Adds the table `table` (kind "set" or "bag", `capacity` slots reserved)
-  /// to `store` at run time; readers attached before find it on their next
-  /// read. Errors: `already_exists`, `invalid_argument`, `limit_exceeded`
-  /// (64 tables per store over its life: a dropped table's slot is not reused).
+  /// Adds the table `table` (kind "set", "bag" or "ordered_set", room for
+  /// `capacity` keys, 1..2^32) to `store` at run time; readers attached
+  /// before find it on their next read. Answers at once whatever the
+  /// capacity: a large index is made ready later, in slices between other
+  /// writes (shm::table_spec::initial_capacity). Errors: `already_exists`,
+  /// `invalid_argument` (capacity out of range, bad name or kind),
+  /// `limit_exceeded` (64 tables per store over its life: a dropped table's
+  /// slot is not reused), `no_space` (/dev/shm has no room for its index).
   result<void> create_table(std::string_view store, std::string_view table,
                             std::string_view kind = "set", std::uint64_t capacity = 1024);
   /// Removes a table created at run time, with its entries. A table declared

@@ -95,8 +95,10 @@ enum class message_type : std::uint8_t {
   /// [incarnation]} → null.
   reload = 20,
   /// Adds a table at run time: {store, table, [kind: "set" | "bag" | "ordered_set"],
-  /// [capacity: int], [incarnation]} → null. Errors: `already_exists`,
-  /// `limit_exceeded` (the store's 64 directory entries are used up).
+  /// [capacity: int, 1..2^32], [incarnation]} → null, at once whatever the
+  /// capacity (a large index is made ready later, in slices). Errors:
+  /// `already_exists`, `invalid_argument`, `limit_exceeded` (the store's 64
+  /// directory entries are used up), `no_space` (no room for its index).
   create_table = 21,
   /// Removes a table created at run time, with its entries: {store, table,
   /// [incarnation]} → null. A table declared in the config cannot be dropped

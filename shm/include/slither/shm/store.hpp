@@ -53,6 +53,7 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -104,7 +105,22 @@ enum class batch_publish : std::uint8_t {
 struct SLITHER_SHM_EXPORT table_spec {
   std::string name;
   table_kind kind = table_kind::set;
-  /// Slots to reserve up front; the index grows past this as needed.
+  /// Keys to make room for, 1..2^32 (`invalid_argument` past 2^32): the
+  /// table's index gets twice as many slots (rounded up to a power of two),
+  /// so it holds this many keys without growing, and grows past them as
+  /// needed. An index of up to `store_options::index_bytes_at_once` (1 MiB:
+  /// 2^17 slots, a capacity up to 65536) is made at once. A larger one is
+  /// not: the table starts with that many slots, usable at once, and the
+  /// writer makes the asked index ready in slices between writes (4 KiB per
+  /// insert, and `grow`'s steps: each `reclaim`'s, and a broker's timer),
+  /// then moves the table into it as in a growth. So creating a table never
+  /// stalls the writer, whatever its capacity: the asked index is reached
+  /// later (a broker made 1 GiB ready in 3.5 s), and keys that come faster
+  /// grow the table as usual meanwhile. Creating fails with `no_space`
+  /// (naming the bytes) if /dev/shm has no room for the asked index besides
+  /// those still being made ready; should it fill up later, the table keeps
+  /// the index it has and grows as keys come. `clear` and `reload` start
+  /// again the same way.
   std::uint64_t initial_capacity = 1024;
 };
 
@@ -124,6 +140,12 @@ struct SLITHER_SHM_EXPORT store_options {
   /// A slot takes about 1 KiB; the writer's reclaim reads one word of a free
   /// slot and scans only attached readers' slots in full.
   std::uint32_t max_readers = 256;
+  /// The largest index the writer makes at once for a table it creates,
+  /// clears or reloads, 128 bytes..512 MiB (rounded down to a power of two
+  /// of 8-byte slots). A capacity that asks for more is reached in slices
+  /// (`table_spec::initial_capacity`). Reserving and zeroing 1 MiB takes
+  /// well under a millisecond.
+  std::uint64_t index_bytes_at_once = std::uint64_t{1} << 20;
 };
 
 /// The largest `store_options::max_readers`.
@@ -440,7 +462,10 @@ class SLITHER_SHM_EXPORT writer {
   /// Adds a table while the store lives; readers attached before find it by
   /// name on their next read. Errors: `already_exists`, `invalid_argument`
   /// (bad name, kind or capacity), `limit_exceeded` (the store's directory of
-  /// 64 tables is used up: a dropped table's entry is not reused), `no_space`.
+  /// 64 tables is used up: a dropped table's entry is not reused), `no_space`
+  /// (/dev/shm has no room for the index its capacity asks for). Returns
+  /// within a millisecond or so whatever the capacity: a large index is made
+  /// ready later, in slices (`table_spec::initial_capacity`).
   result<void> create_table(const table_spec& spec);
   /// Removes a table created with `create_table`, with its entries: readers
   /// then get `not_found` for it (a read under way finishes on the old
@@ -500,8 +525,17 @@ class SLITHER_SHM_EXPORT writer {
   /// Clears the registry slots of readers that are gone (their lock is free),
   /// then frees retired blocks no reader can still see. Cheap when there is
   /// nothing to do (one lock test per attached reader): call it on a timer,
-  /// since reads never trigger it and writes only now and then.
+  /// since reads never trigger it and writes only now and then. Also spends
+  /// about 2 ms as `grow` does.
   reclaim_report reclaim();
+  /// Moves growing indexes on and makes ready the indexes that tables'
+  /// capacities ask for (`table_spec::initial_capacity`), for about
+  /// `budget`, in steps of tens of microseconds. Writes do a little of this
+  /// each; a timer that calls it while `growing()` (a broker: 2 ms every
+  /// 10 ms) made a 1 GiB asked index ready in 3.5 s on a 2-core machine.
+  void grow(std::chrono::microseconds budget);
+  /// Whether `grow` has work: an index is growing or short of its asked size.
+  bool growing() const noexcept;
   /// Hands back to the system, now, the pages of every free run: those a
   /// reclaim would hand back later (freed blocks of 1 MiB and more keep
   /// their pages for about 2 s, for a value of their size written next),
