@@ -227,44 +227,43 @@ def test_a_bag_is_a_mapping_of_each_key_to_its_first_value(client: slither.Clien
         store.drop_table(t.name)
 
 
-def test_tables_compare_equal_both_ways_and_a_bag_equals_itself(client: slither.Client) -> None:
+@pytest.fixture
+def bag_and_set(client: slither.Client):
+    """A bag holding 1 then 2 under "k", and an empty set table; both dropped after."""
+    store = client.store("features")
+    bag = store.create_table(_name("bag"), kind="bag")
+    one = store.create_table(_name("set"))
+    try:
+        bag["k"] = 1
+        bag["k"] = 2
+        yield bag, one
+    finally:
+        store.drop_table(bag.name)
+        store.drop_table(one.name)
+
+
+def test_tables_compare_equal_both_ways_and_a_bag_equals_itself(
+    client: slither.Client, bag_and_set
+) -> None:
     """``==`` between two tables reads each as a mapping (a bag's key stands for its first
     value) whichever side it is on: ``bag == bag`` was False, and ``set == bag`` False
     while ``bag == set`` was True, as the right-hand table was read by ``items()``,
     which lists every value of a bag."""
-    store = client.store("features")
-    bag = store.create_table(_name("eqbag"), kind="bag")
-    one = store.create_table(_name("eqset"))
-    try:
-        bag["k"] = 1
-        bag["k"] = 2
-        one["k"] = 1
-        assert bag == bag and not bag != bag
-        assert one == bag and bag == one
-        assert store.table(bag.name) == bag
-        one["k"] = 2
-        assert one != bag and bag != one
-    finally:
-        store.drop_table(bag.name)
-        store.drop_table(one.name)
+    bag, one = bag_and_set
+    one["k"] = 1
+    assert bag == bag and not bag != bag
+    assert one == bag and bag == one
+    assert client.store("features").table(bag.name) == bag
+    one["k"] = 2
+    assert one != bag and bag != one
 
 
-def test_update_from_a_bag_stores_what_the_bag_maps_each_key_to(
-    client: slither.Client,
-) -> None:
+def test_update_from_a_bag_stores_what_the_bag_maps_each_key_to(bag_and_set) -> None:
     """``t.update(bag)`` stores ``bag[k]`` (a bag's first value) under each key, as a
     mapping's update does; it stored every value in turn, so a set kept the last one."""
-    store = client.store("features")
-    bag = store.create_table(_name("updbag"), kind="bag")
-    one = store.create_table(_name("updset"))
-    try:
-        bag["k"] = 1
-        bag["k"] = 2
-        one.update(bag)
-        assert one["k"] == bag["k"] == 1 and one == bag
-    finally:
-        store.drop_table(bag.name)
-        store.drop_table(one.name)
+    bag, one = bag_and_set
+    one.update(bag)
+    assert one["k"] == bag["k"] == 1 and one == bag
 
 
 def test_mapping_arguments_of_the_wrong_type_raise_invalid_type(scratch: slither.Store) -> None:
