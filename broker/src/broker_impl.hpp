@@ -30,6 +30,7 @@
 #include "dispatch_server.hpp"
 #include "metrics.hpp"
 #include "metrics_http.hpp"
+#include "parent_watch.hpp"
 #include "polled_socket.hpp"
 #include "runtime_dir.hpp"
 #include "slither/broker/broker.hpp"
@@ -143,6 +144,9 @@ struct serving_state {
   // Set while growth steps are scheduled (from a housekeeping job that found
   // growing indexes until a step finds none).
   std::atomic<bool> growth_scheduled{false};
+  // The process the broker lives for (`options.parent_pid`), checked on a timer.
+  std::optional<detail::parent_watch> parent;
+  std::optional<asio::steady_timer> parent_timer;
   // Set when the stop begins: from then on requests get `shutting_down`.
   bool stopping = false;
   std::map<std::uint64_t, pending_view> pending_views;
@@ -303,6 +307,9 @@ struct SLITHER_BROKER_NO_EXPORT Broker::impl {
   // ---- lifecycle (lifecycle.cpp) ----------------------------------------------
   void request_stop();
   void install_signals();
+  // Checks `s->parent` after `parent_check_interval`, and again until it no
+  // longer holds: then asks for a graceful stop, as a signal does.
+  void schedule_parent_check();
   // A second stop signal (or a stop that cannot wait): queued writes are
   // answered `shutting_down` and running views abandoned.
   void stop_at_once();

@@ -1,6 +1,6 @@
 // The broker's lifecycle: start (options, runtime directory, namespace lock,
-// stores, socket, threads), graceful stop, and the signals that ask for one
-// (a second one stops at once).
+// stores, socket, threads), graceful stop, and what asks for one: signals (a
+// second one stops at once) and the end of the `parent_pid` process.
 #include <pthread.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -67,6 +67,19 @@ void Broker::impl::install_signals() {
   signal_handler = handler;
 }
 
+void Broker::impl::schedule_parent_check() {
+  s->parent_timer->expires_after(detail::parent_check_interval);
+  s->parent_timer->async_wait([this](const boost::system::error_code& ec) {
+    if (ec || s->stopping) return;
+    if (s->parent->holds()) {
+      schedule_parent_check();
+      return;
+    }
+    detail::broker_log().warn("parent process {} is gone: stopping", s->parent->pid());
+    request_stop();
+  });
+}
+
 void Broker::impl::stop_at_once() {
   hurry = true;
   for (auto& j : s->queue.abort()) {
@@ -123,10 +136,17 @@ result<void> Broker::impl::start() {
     if (state != phase::idle) return fail(errc::already_exists, "broker is already running");
   }
   if (auto r = check_options(); !r) return r;
+  std::optional<detail::parent_watch> parent;
+  if (options.parent_pid != 0) {
+    auto watch = detail::parent_watch::start(options.parent_pid);
+    if (!watch) return std::move(watch).error();
+    parent.emplace(std::move(*watch));
+  }
   max_clients = fit_max_clients();
   hurry = false;
   auto st = std::make_unique<serving_state>(detail::write_queue_limits{
       options.write_queue_limit, options.write_queue_bytes, options.client_write_queue_bytes});
+  st->parent = std::move(parent);
   if (auto r = claim_runtime_dir(*st); !r) return r;
   s = std::move(st);
   // From here on a failure tears down what was made (stores unlink their
@@ -171,6 +191,7 @@ result<void> Broker::impl::start() {
       options.view_concurrency);
   s->reclaim_timer.emplace(s->io);
   s->growth_timer.emplace(s->io);
+  s->parent_timer.emplace(s->io);
   {
     std::lock_guard lock(life_mutex);
     state = phase::running;
@@ -197,6 +218,7 @@ result<void> Broker::impl::start() {
   s->zap->start();
   s->control->start();
   schedule_reclaim();
+  if (s->parent) schedule_parent_check();
   s->serving_thread = std::thread([this] {
     ::pthread_setname_np(::pthread_self(), "slither-serve");
     detail::log_scope scope(logger);
@@ -306,6 +328,7 @@ void Broker::impl::shutdown() noexcept {
     s->stopping = true;
     s->reclaim_timer->cancel();
     s->growth_timer->cancel();
+    s->parent_timer->cancel();
   });
   // Writes already queued are applied and answered (or, stopping at once,
   // answered `shutting_down`); new ones are refused.

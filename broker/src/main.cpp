@@ -1,7 +1,8 @@
 // slither-broker: parses arguments and the config file, then runs a Broker
-// until SIGINT/SIGTERM/SIGHUP (each a graceful stop). `slither-broker keygen --out NAME` writes a
-// CURVE key pair for tcp endpoints instead; `slither-broker stats` prints a running broker's stats
-// and metrics.
+// until SIGINT/SIGTERM/SIGHUP or the end of its --parent-pid process (each a
+// graceful stop). `slither-broker keygen --out NAME` writes a CURVE key pair
+// for tcp endpoints instead; `slither-broker stats` prints a running broker's
+// stats and metrics.
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 #include <CLI/CLI.hpp>
@@ -15,7 +16,8 @@ int main(int argc, char** argv) {
   CLI::App app{
       "slither-broker: owns a namespace's shared-memory stores and serves its clients.\n"
       "SIGINT, SIGTERM and SIGHUP stop it gracefully: queued writes finish, its segments\n"
-      "and runtime directory are removed (a second signal stops at once)."};
+      "and runtime directory are removed (a second signal stops at once). So does the end\n"
+      "of the --parent-pid process."};
   app.set_version_flag("--version", std::string("slither-broker ") + SLITHER_VERSION);
   std::string config, runtime_dir, ns, level = "info";
   app.add_option("--config", config, "slither.toml declaring the broker and its stores")
@@ -29,6 +31,13 @@ int main(int argc, char** argv) {
   app.add_option("--metrics", metrics,
                  "serve Prometheus metrics over HTTP at HOST:PORT, GET /metrics (overrides the "
                  "config's metrics_endpoint; loopback only unless allow_remote; port 0: any)");
+  std::int64_t parent_pid = 0;
+  app.add_option("--parent-pid", parent_pid,
+                 "stop gracefully, as on SIGTERM, once process PID is gone (checked about every "
+                 "200 ms); PID must be this broker's parent, or an ancestor through wrappers "
+                 "that did not exec")
+      ->option_text("PID")
+      ->check(CLI::PositiveNumber);
   std::string key_base;
   CLI::App* keygen = app.add_subcommand(
       "keygen", "write a CURVE key pair for a tcp endpoint: <out>.key (secret) and <out>.pub");
@@ -86,6 +95,7 @@ int main(int argc, char** argv) {
   }
   if (!runtime_dir.empty()) options.runtime_dir = runtime_dir;
   if (!metrics.empty()) options.metrics_endpoint = metrics;
+  options.parent_pid = parent_pid;
 
   slither::Broker broker(std::move(options));
   broker.handle_signals(true);

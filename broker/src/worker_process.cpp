@@ -205,7 +205,7 @@ void child_process::signal(int signo) noexcept {
   if (pid_ > 0 && !reaped_) ::kill(pid_, signo);
 }
 
-std::optional<std::uint64_t> process_start_time(pid_t pid) noexcept {
+std::optional<process_stat> read_process_stat(pid_t pid) noexcept {
   try {
     std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
     std::string stat;
@@ -218,14 +218,21 @@ std::optional<std::uint64_t> process_start_time(pid_t pid) noexcept {
     std::string state;
     fields >> state;
     if (state == "Z" || state == "X") return std::nullopt;
+    process_stat st;
+    if (!(fields >> st.ppid)) return std::nullopt;
     std::string skip;
-    for (int i = 4; i < 22; ++i) fields >> skip;  // fields 4..21
-    std::uint64_t start = 0;
-    if (!(fields >> start)) return std::nullopt;
-    return start;
+    for (int i = 5; i < 22; ++i) fields >> skip;  // fields 5..21
+    if (!(fields >> st.start_time)) return std::nullopt;
+    return st;
   } catch (...) {
     return std::nullopt;
   }
+}
+
+std::optional<std::uint64_t> process_start_time(pid_t pid) noexcept {
+  const auto st = read_process_stat(pid);
+  if (!st) return std::nullopt;
+  return st->start_time;
 }
 
 worker_records::worker_records(std::filesystem::path runtime_dir)

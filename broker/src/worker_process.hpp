@@ -80,8 +80,20 @@ std::string describe_exit(int status);
 /// executable match in $PATH. Errors: `not_found`.
 result<std::filesystem::path> find_program(const std::string& program);
 
-/// Start time of process `pid` (field 22 of /proc/<pid>/stat); nullopt if
-/// there is none, or it is a zombie.
+/// What /proc/<pid>/stat says of a process.
+struct process_stat {
+  /// Its parent (field 4).
+  pid_t ppid = 0;
+  /// Its start time in clock ticks after boot (field 22): with the pid, it
+  /// names one process, whose pid may be reused once it is gone.
+  std::uint64_t start_time = 0;
+};
+
+/// Of process `pid`; nullopt if there is none, or it is a zombie.
+std::optional<process_stat> read_process_stat(pid_t pid) noexcept;
+
+/// Start time of process `pid` (see `process_stat`); nullopt if there is
+/// none, or it is a zombie.
 std::optional<std::uint64_t> process_start_time(pid_t pid) noexcept;
 
 /// The runtime directory's record of the workers a broker spawned: one file

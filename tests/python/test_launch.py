@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import sysconfig
+import time
 from pathlib import Path
 
 import pytest
@@ -208,6 +209,116 @@ def test_a_fork_child_leaves_the_launched_broker_alone(config: Path) -> None:
     r = subprocess.run([sys.executable, "-c", FORK_CHILD_EXITS, str(config)],
                        capture_output=True, text=True, timeout=60, env=env)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+
+
+def gone(pid: int) -> bool:
+    """Whether process ``pid`` has exited (a zombie nobody reaped yet counts)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return True
+    return stat[stat.rindex(b")") + 2 :].split()[0] in (b"Z", b"X")
+
+
+def wait_gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not gone(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+KILLED_LAUNCHER = """
+import sys, time
+import slither
+client = slither.launch(config=sys.argv[1], namespace=sys.argv[2], broker=sys.argv[3] or None)
+print(client.stats()["pid"], client.runtime_dir, client.log_path, flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("wrapped", [False, True], ids=["direct", "wrapper"])
+def test_a_broker_stops_when_its_launcher_is_killed(
+    tmp_path: Path, config: Path, wrapped: bool
+) -> None:
+    """A Python process that launched a broker and died by SIGKILL (no atexit, no
+    finalizer) left the broker running for ever, holding its segments and runtime
+    directory. Also through a wrapper that starts the broker as its child."""
+    ns = unique_namespace("orphan")
+    wrapper = ""
+    if wrapped:
+        script = tmp_path / "wrapper"
+        script.write_text(f'#!/bin/sh\n"{BROKER_BIN}" "$@"\n')  # no exec: the broker's parent
+        script.chmod(0o700)
+        wrapper = str(script)
+    # TMPDIR: the launcher's temp directory (the broker's log) stays behind.
+    env = {**os.environ, "SLITHER_BROKER_BIN": str(BROKER_BIN), "TMPDIR": str(tmp_path)}
+    launcher = subprocess.Popen([sys.executable, "-c", KILLED_LAUNCHER, str(config), ns, wrapper],
+                                stdout=subprocess.PIPE, text=True, env=env)
+    broker = 0
+    try:
+        assert launcher.stdout is not None
+        pid, run_dir, log = launcher.stdout.readline().split()
+        broker = int(pid)
+        assert shm_objects(ns) and Path(run_dir).is_dir()
+        launcher.kill()
+        launcher.wait()
+        assert wait_gone(broker, 10), "the broker outlived its launcher"
+        assert shm_objects(ns) == []
+        assert not Path(run_dir).exists()
+        assert f"parent process {launcher.pid} is gone: stopping" in Path(log).read_text()
+    finally:
+        launcher.kill()
+        launcher.wait()
+        if broker and not gone(broker):
+            os.kill(broker, signal.SIGKILL)
+
+
+THREAD_LAUNCHER = """
+import sys, threading, time
+import slither
+launched = []
+thread = threading.Thread(target=lambda: launched.append(
+    slither.launch(config=sys.argv[1], namespace=sys.argv[2])))
+thread.start()
+thread.join()
+client = launched[0]
+time.sleep(1.0)  # several of the broker's checks of its parent
+assert client.process.poll() is None, "the broker stopped when the launching thread ended"
+client.store("scratch").put("t", "k", 1)
+assert client.stop() == 0
+print("ok")
+"""
+
+
+def test_a_broker_launched_from_a_thread_outlives_the_thread(config: Path) -> None:
+    """The broker watches the launching process, not its thread (as a parent-death
+    signal would): a launch from a thread that ends keeps its broker."""
+    env = {**os.environ, "SLITHER_BROKER_BIN": str(BROKER_BIN)}
+    r = subprocess.run([sys.executable, "-c", THREAD_LAUNCHER, str(config),
+                        unique_namespace("thread")],
+                       capture_output=True, text=True, timeout=60, env=env)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+
+
+def test_a_parent_pid_that_is_not_an_ancestor_is_refused(tmp_path: Path) -> None:
+    other = subprocess.Popen(["sleep", "30"])
+    run_dir = tmp_path / "run"
+    try:
+        r = subprocess.run([str(BROKER_BIN), "--parent-pid", str(other.pid), "--namespace",
+                            unique_namespace("notparent"), "--runtime-dir", str(run_dir)],
+                           capture_output=True, text=True, timeout=30)
+    finally:
+        other.kill()
+        other.wait()
+    assert r.returncode != 0
+    assert f"parent_pid {other.pid} is not the parent of this broker" in r.stderr, r.stderr
+    assert f"its parent pid {os.getpid()}" in r.stderr, r.stderr
+    assert not run_dir.exists()
+    help_text = subprocess.run([str(BROKER_BIN), "--help"], capture_output=True, text=True,
+                               timeout=30).stdout
+    assert "--parent-pid" in help_text
 
 
 def test_sighup_stops_the_broker_and_removes_its_files(config: Path) -> None:

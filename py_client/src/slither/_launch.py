@@ -169,7 +169,13 @@ def launch(
 
     Use it as a context manager: leaving the block stops the broker gracefully
     (SIGTERM; its segments and runtime directory are removed). It is also
-    stopped when the client is garbage-collected or the interpreter exits.
+    stopped when the client is garbage-collected or the interpreter exits, and
+    stops by itself within a second of this process's death, even by SIGKILL or
+    a crash (``--parent-pid``, unless ``args`` give one: it watches this
+    process, not the calling thread, so a launch from a thread that ends is
+    fine). A ``broker`` wrapper must pass its arguments on (``"$@"``); it may
+    start the real broker as its child rather than exec it. The temporary
+    directory that holds the broker's log stays behind after such a death.
 
     Raises :class:`BrokerUnavailable` with the tail of the broker's log if it
     exits before answering or does not answer within ``timeout`` (it is then
@@ -195,6 +201,10 @@ def launch(
     cmd = [exe, "--runtime-dir", str(run_dir), "--namespace", ns]
     if config_path is not None:
         cmd += ["--config", config_path]
+    if not any(a == "--parent-pid" or a.startswith("--parent-pid=") for a in extra):
+        # The broker stops by itself if this process dies without stopping it
+        # (SIGKILL, a crash): it checks that this process is still its ancestor.
+        cmd += ["--parent-pid", str(os.getpid())]
     cmd += extra
     try:
         with open(log, "ab") as out:

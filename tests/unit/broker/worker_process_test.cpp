@@ -130,6 +130,10 @@ TEST(WorkerProcess, RecordsLetTheNextBrokerKillOnlyWhatItsPredecessorStarted) {
 TEST(WorkerProcess, StartTimesTellProcessesApart) {
   EXPECT_TRUE(process_start_time(::getpid()));
   EXPECT_FALSE(process_start_time(0x3fffffff));
+  const auto self = read_process_stat(::getpid());
+  ASSERT_TRUE(self);
+  EXPECT_EQ(self->ppid, ::getppid());
+  EXPECT_EQ(self->start_time, process_start_time(::getpid()));
 }
 
 }  // namespace

@@ -43,6 +43,8 @@
 // - `start()` raises the process's soft open-file limit to the hard limit
 //   (every client connection costs a descriptor).
 // - Do not fork() a process with a running broker and use it in the child.
+// - `broker_options::parent_pid` watches ancestors, not a thread: a broker
+//   started from a thread that ends lives on while its process does.
 #pragma once
 
 #include <chrono>
@@ -225,6 +227,15 @@ struct SLITHER_BROKER_EXPORT broker_options {
   log_fn log;
   /// Lowest level passed to `log` (ignored without it).
   log_level log_min_level = log_level::info;
+  /// A process this broker lives for; 0: none. It must be this process's
+  /// parent, or an ancestor when wrappers that did not exec stand between
+  /// them, else `start()` fails with `invalid_argument` naming both pids.
+  /// About every 200 ms the broker checks that it still is, by parent links
+  /// rather than by pid (which a new process may reuse); once it is not (the
+  /// process died, even by SIGKILL), the broker logs "parent process PID is
+  /// gone: stopping" and stops gracefully, as on SIGTERM: `wait()` returns.
+  /// `slither-broker --parent-pid`; `slither.launch` passes its own pid.
+  std::int64_t parent_pid = 0;
 };
 
 namespace detail {
@@ -255,7 +266,8 @@ class SLITHER_BROKER_EXPORT Broker {
   /// Creates the runtime directory (0700), takes the namespace lock, creates
   /// the stores (running their `load`), binds the control socket and starts
   /// serving. Errors: `already_exists` (a live broker holds the namespace),
-  /// `invalid_argument` (bad names, an unsafe runtime directory), `io_error`,
+  /// `invalid_argument` (bad names, an unsafe runtime directory, a
+  /// `parent_pid` that is not an ancestor), `io_error`,
   /// or a store's own error.
   result<void> start();
   /// Graceful stop: stops reading requests, finishes queued writes and
@@ -263,7 +275,8 @@ class SLITHER_BROKER_EXPORT Broker {
   /// Safe twice, and before `start()`.
   void stop() noexcept;
   /// Blocks until the broker is stopped: by `stop()` from another thread, or
-  /// by SIGINT/SIGTERM/SIGHUP when `handle_signals(true)`; then finishes the stop.
+  /// by SIGINT/SIGTERM/SIGHUP when `handle_signals(true)`, or when the
+  /// `parent_pid` process is gone; then finishes the stop.
   void wait();
   /// SIGINT/SIGTERM/SIGHUP → graceful stop (for the executable): the signal
   /// wakes `wait()`, which then stops the broker (segments unlinked, runtime
