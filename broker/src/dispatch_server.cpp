@@ -11,10 +11,6 @@ using protocol::message_type;
 
 namespace {
 
-std::int64_t i64(std::uint64_t v) {
-  return static_cast<std::int64_t>(v);
-}
-
 // How often jobs are checked for clients that stopped reading.
 constexpr std::chrono::seconds idle_check{1};
 

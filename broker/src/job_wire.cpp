@@ -6,10 +6,6 @@
 namespace slither::detail::job_wire {
 namespace {
 
-std::int64_t i64(std::uint64_t v) {
-  return static_cast<std::int64_t>(v);
-}
-
 error_info bad(std::string_view name, std::string_view why) {
   return fail(errc::invalid_argument,
               "'dispatch_open' argument '" + std::string(name) + "' " + std::string(why));

@@ -17,6 +17,15 @@
 #include "slither/core/error.hpp"
 #include "slither/core/value.hpp"
 
+namespace slither::detail {
+
+/// A count or id as a `Value` integer (the wire's integers are signed).
+inline std::int64_t i64(std::uint64_t v) {
+  return static_cast<std::int64_t>(v);
+}
+
+}  // namespace slither::detail
+
 namespace slither::detail::job_wire {
 
 /// Result batches the broker sends a job's client ahead of its acks: well

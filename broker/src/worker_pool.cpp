@@ -2,6 +2,7 @@
 // heartbeats both ways, recycling, and the engine it drives.
 #include "worker_pool.hpp"
 #include "broker_log.hpp"
+#include "job_wire.hpp"
 
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -27,10 +28,6 @@ engine_options engine_options_of(const pool_options& o) {
   engine_options e;
   e.breaker = o.breaker;
   return e;
-}
-
-std::int64_t i64(std::uint64_t v) {
-  return static_cast<std::int64_t>(v);
 }
 
 // Joined workers that never say hello within this are dropped.
