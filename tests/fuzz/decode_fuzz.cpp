@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <optional>
 
 #include "slither/core/codec.hpp"
 #include "slither/core/wire.hpp"
@@ -30,6 +31,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     if (slither::encoded_size(*v) != size) __builtin_trap();
     // Spliced after a one-byte string, the value's arrays move to another
     // offset: the splice must re-pad them exactly as a direct encoding does.
+    // (A value nested as deep as decode allows cannot be put in a list and
+    // still be encoded: that comparison is skipped for it.)
     buffer spliced;
     {
       slither::wire::writer w(spliced);
@@ -37,7 +40,13 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       w.string("x");
       w.splice(in, limits);
     }
-    if (spliced != slither::encode(slither::Value::list({"x", *v}))) __builtin_trap();
+    std::optional<buffer> direct;
+    try {
+      direct = slither::encode(slither::Value::list({"x", *v}));
+    } catch (const slither::error& e) {
+      if (e.code() != slither::errc::limit_exceeded) throw;
+    }
+    if (direct && spliced != *direct) __builtin_trap();
     // The same value with its arrays out of band reads back the same (compared
     // encoded: a NaN is not equal to itself).
     std::vector<slither::ndarray> arrays;
