@@ -6,7 +6,10 @@ Two kinds of put: a put that replaces a value of its size (the broker keeps a fr
 large block's pages for a couple of seconds, so from the third put on the copy lands in
 pages the previous value had: no page to allocate, fault in or zero), and a "fresh" put
 after the value was deleted and its pages handed back to /dev/shm (the broker allocates
-pages and the copy faults them in, as the memcpy baseline does).
+pages and the copy faults them in, as the memcpy baseline does). Memory just released
+can cost more to fault in again than memory released a while before (on a VM with free
+page reporting, the host takes it back), so the fresh puts have a baseline of their own:
+the same memcpy made right after the store handed the same 256 MiB back.
 
 Another process pings the broker every millisecond for the whole run; each ping is
 counted against what ran when it was sent: a put, a fresh put, the memcpy baseline (no
@@ -35,6 +38,12 @@ Prints a markdown table of medians, then:
   BENCH py.put.256m.fresh <MiB/s> MiB/s       (puts into pages the store had handed back)
   RATIO py.put.256m.fresh.vs_memcpy <x>
   BENCH py.put.256m.ping_p99.fresh <us> us    (pings during the fresh puts)
+  BENCH py.put.256m.memcpy_trimmed <MiB/s> MiB/s  (the memcpy baseline made, as a fresh put
+                                               is, right after the store handed 256 MiB back)
+  RATIO py.put.256m.fresh.vs_memcpy_trimmed <x>
+  BENCH py.put.256m.ping_p99.memcpy_trimmed <us> us  (pings during that memcpy: what faulting
+                                               in just-released memory costs other processes
+                                               on this machine, with no broker work at all)
 
 Environment: SLITHER_BROKER_BIN (the slither-broker to start), SLITHER_BENCH_WINDOWS (5),
 SLITHER_BENCH_REPS (3, puts of each kind per window), SLITHER_BENCH_TRACE (0).
@@ -60,7 +69,7 @@ REPS = int(os.environ.get("SLITHER_BENCH_REPS", "3"))
 TRACE = os.environ.get("SLITHER_BENCH_TRACE", "0") not in ("", "0")
 ARRAY = np.arange(64 * 1024 * 1024, dtype=np.float32)  # 256 MiB
 MIB = ARRAY.nbytes / (1 << 20)
-KINDS = ("put", "fresh", "memcpy", "pinned")
+KINDS = ("put", "fresh", "memcpy", "memcpy_trimmed", "pinned")
 CONFIG = """\
     [[stores]]
     name = "bench"
@@ -197,6 +206,12 @@ def main() -> None:
                 store.delete("kv", "big")
                 handed_back()
                 timed("fresh", w, put)
+                # The baseline of the fresh puts: the same copy into the same state of
+                # memory, right after the store handed the value's pages back.
+                store.delete("kv", "big")
+                handed_back()
+                timed("memcpy_trimmed", w, memcpy_into_fresh_shm)
+                put()
             settle()
             put()  # the pinned puts replace a value, as "put" does
             settle()
@@ -230,17 +245,21 @@ def main() -> None:
         return MIB / statistics.median(seconds[what]) if seconds[what] else float("nan")
 
     put_rate, fresh_rate, copy_rate = rate("put"), rate("fresh"), rate("memcpy")
+    trimmed_rate = rate("memcpy_trimmed")
     print("| figure | median | unit |")
     print("|---|---:|---|")
     print(f"| put 256 MiB f32 (in place), replacing one of its size | {put_rate:.0f} | MiB/s |")
     print(f"| put 256 MiB f32 (in place) into fresh pages | {fresh_rate:.0f} | MiB/s |")
     print(f"| memcpy 256 MiB into fresh shared memory | {copy_rate:.0f} | MiB/s |")
+    print(f"| the same memcpy right after the store handed 256 MiB back | {trimmed_rate:.0f} "
+          "| MiB/s |")
     print()
     print(f"| another client's pings ({WINDOWS} windows of {REPS}) | pings | p99 (us): median "
           "of windows | windows' p99s (us) | max (us) |")
     print("|---|---:|---:|---|---:|")
     for what, label in (("put", "during the puts"), ("fresh", "during the fresh puts"),
                         ("memcpy", "during the memcpy baseline"),
+                        ("memcpy_trimmed", "during the memcpy after a hand-back"),
                         ("pinned", "during puts, the copy on a CPU of its own")):
         every = [x for p in pings[what] for x in p]
         spread = ", ".join(f"{x:.0f}" for x in window_p99[what])
@@ -275,6 +294,9 @@ def main() -> None:
     print(f"BENCH py.put.256m.fresh {fresh_rate:.6g} MiB/s")
     print(f"RATIO py.put.256m.fresh.vs_memcpy {fresh_rate / copy_rate:.4g}")
     print(f"BENCH py.put.256m.ping_p99.fresh {tail['fresh']:.6g} us")
+    print(f"BENCH py.put.256m.memcpy_trimmed {trimmed_rate:.6g} MiB/s")
+    print(f"RATIO py.put.256m.fresh.vs_memcpy_trimmed {fresh_rate / trimmed_rate:.4g}")
+    print(f"BENCH py.put.256m.ping_p99.memcpy_trimmed {tail['memcpy_trimmed']:.6g} us")
 
 
 if __name__ == "__main__":
