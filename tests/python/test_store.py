@@ -236,19 +236,32 @@ def test_stats_say_where_a_stores_memory_is(client, scratch):
     assert st["segment_bytes"] - st["bytes_resident"] >= 20 << 20
 
 
-def test_large_arrays_are_put_in_place(scratch):
+def test_large_arrays_are_put_in_place(client, scratch):
     """Arrays of LARGE_PUT_BYTES and more go through shared memory (reserve, copy, commit),
-    smaller or non-contiguous ones through the socket; readers see the same either way."""
+    smaller ones through the socket; readers see the same either way."""
     big = np.arange(1 << 20, dtype=np.float32).reshape(1024, 1024)  # 4 MiB
     assert big.nbytes >= slither._api.LARGE_PUT_BYTES
     v1 = scratch.put("t", "big", big)
     got = scratch.get("t", "big")
     assert got.dtype == np.float32 and got.shape == (1024, 1024)
     assert np.array_equal(got, big)
-    strided = big[:, ::2]  # not C-contiguous: the socket path
-    v2 = scratch.put("t", "big", strided)
-    assert v2 > v1
-    assert np.array_equal(scratch.get("t", "big"), strided)
+    # Not C-contiguous (steps, a transpose, Fortran order, a reversed view): copied to
+    # a contiguous array, then in place too, and read back as the same array.
+    before = reservations_made(client)
+    version = v1
+    for i, strided in enumerate(
+        [big[:, ::2], big.T, np.asfortranarray(big), big[::-1, ::-1]]
+    ):
+        assert not strided.flags.c_contiguous
+        assert strided.nbytes >= slither._api.LARGE_PUT_BYTES
+        v = scratch.put("t", "big", strided)
+        assert v > version
+        version = v
+        assert reservations_made(client) == before + i + 1
+        got = scratch.get("t", "big")
+        assert got.shape == strided.shape and got.dtype == strided.dtype
+        assert np.array_equal(got, strided)
+    v2 = version
     native = scratch._client._native
     v3 = native.put_in_place("scratch", "t", "small", np.ones(10, dtype=np.int64))
     assert v3 > v2

@@ -36,11 +36,10 @@ def _in_place(value: object) -> bool:
             return value.nbytes >= LARGE_PUT_BYTES and value.c_contiguous  # type: ignore[union-attr]
         except ValueError:
             return False  # released: the socket path names it in an InvalidType
-    return (
-        getattr(value, "nbytes", 0) >= LARGE_PUT_BYTES
-        and kind.__module__ == "numpy"
-        and value.flags.c_contiguous  # type: ignore[attr-defined]
-    )
+    # A numpy array of any layout: a strided one is copied to a contiguous one first
+    # (`Store.put`), as the socket path would copy it, but into memory of its own size
+    # rather than into a message the broker's limit bounds.
+    return getattr(value, "nbytes", 0) >= LARGE_PUT_BYTES and kind.__module__ == "numpy"
 
 __all__ = ["Client", "Key", "Store", "Table", "Value", "connect"]
 
@@ -339,11 +338,13 @@ class Store(_native.Reader):
     def put(self, table: str, key: Key, value: Value) -> int:
         """Stores ``value`` under ``key``; returns the entry's new version.
 
-        A value of at least ``LARGE_PUT_BYTES`` (``bytes``, ``bytearray``, a C-contiguous
-        numpy array or ``memoryview``) travels through shared memory instead of the socket:
-        the broker reserves a block, this process copies the value straight into it and
-        commits (readers see nothing before the commit, and then the same value a put
-        through the socket stores).
+        A value of at least ``LARGE_PUT_BYTES`` (``bytes``, ``bytearray``, a numpy array
+        or a C-contiguous ``memoryview``) travels through shared memory instead of the
+        socket: the broker reserves a block, this process copies the value straight into
+        it and commits (readers see nothing before the commit, and then the same value a
+        put through the socket stores). A numpy array that is not C-contiguous (a slice
+        with steps, a transpose, Fortran order) is first copied into a C-contiguous one,
+        as the socket path copies it, so it can be as large as the store allows.
 
         Raises :class:`NotFound` for an unknown table, :class:`InvalidType` for a key that
         is not str/bytes or a value with no Value form (naming its type and path),
@@ -356,6 +357,8 @@ class Store(_native.Reader):
         native = self._client._native
         try:
             if _in_place(value):
+                if type(value).__module__ == "numpy" and not value.flags.c_contiguous:  # type: ignore[union-attr]
+                    value = value.copy(order="C")  # type: ignore[union-attr]
                 return native.put_in_place(self.name, table, key, value, self.incarnation)
             return native.put(self.name, table, key, value, self.incarnation)
         except _native.WriterGone as e:
