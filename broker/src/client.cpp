@@ -493,6 +493,18 @@ result<std::uint64_t> client::compare_and_set(std::string_view store, std::strin
   return as_version(*reply, "compare_and_set");
 }
 
+result<bool> client::compare_and_erase(std::string_view store, std::string_view table,
+                                       std::string_view key, std::uint64_t expected_version) {
+  Map args = p_->store_args(store);
+  args.emplace("table", table);
+  args.emplace("key", key);
+  args.emplace("expected_version", static_cast<std::int64_t>(expected_version));
+  auto reply = p_->request(message_type::compare_and_erase, Value(std::move(args)));
+  if (!reply) return std::move(reply).error();
+  if (!reply->is_bool()) return fail(errc::protocol_error, "compare_and_erase reply is not a bool");
+  return reply->as<bool>();
+}
+
 namespace {
 
 result<std::uint64_t> int_field(const Value& reply, std::string_view name) {

@@ -119,6 +119,8 @@ std::string_view to_string(message_type type) noexcept {
       return "create_table";
     case message_type::drop_table:
       return "drop_table";
+    case message_type::compare_and_erase:
+      return "compare_and_erase";
     case message_type::put_reserve:
       return "put_reserve";
     case message_type::put_commit:
@@ -141,7 +143,7 @@ std::string_view to_string(message_type type) noexcept {
 
 bool is_request(message_type type) noexcept {
   return (type >= message_type::hello && type <= message_type::dispatch_close) ||
-         (type >= message_type::reload && type <= message_type::drop_table) ||
+         (type >= message_type::reload && type <= message_type::compare_and_erase) ||
          (type >= message_type::put_reserve && type <= message_type::put_abort);
 }
 

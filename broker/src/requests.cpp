@@ -86,6 +86,7 @@ void Broker::impl::handle(std::string identity, std::uint64_t id, message_type t
     case message_type::put_many:
     case message_type::erase:
     case message_type::compare_and_set:
+    case message_type::compare_and_erase:
     case message_type::clear:
     case message_type::reload:
     case message_type::create_table:

@@ -169,6 +169,7 @@ void Broker::impl::on_request(std::string identity, zmq::message_t& header, zmq:
     case message_type::put_many:
     case message_type::erase:
     case message_type::compare_and_set:
+    case message_type::compare_and_erase:
     case message_type::clear:
     case message_type::reload:
     case message_type::create_table:

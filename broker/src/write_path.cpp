@@ -50,6 +50,19 @@ result<std::optional<Value>> take_optional(Map& args, message_type type, std::st
   return std::optional<Value>(std::move(*v));
 }
 
+// The "expected_version" argument of compare_and_set and compare_and_erase:
+// an int, not negative (the u64 versions a store hands out stay below 2^63).
+result<std::uint64_t> take_version(Map& args, message_type type) {
+  auto expected = take(args, type, "expected_version", Value::kind::int64, "an int");
+  if (!expected) return std::move(expected).error();
+  if (expected->as<std::int64_t>() < 0) {
+    return fail(errc::invalid_argument, "'" + std::string(protocol::to_string(type)) +
+                                            "' expected_version " + expected->to_string() +
+                                            " is negative");
+  }
+  return static_cast<std::uint64_t>(expected->as<std::int64_t>());
+}
+
 // The table a create_table request describes.
 result<shm::table_spec> take_table_spec(Map& args, const std::string& table) {
   constexpr auto type = message_type::create_table;
@@ -151,21 +164,28 @@ result<write_op> prepare_write(message_type type, Map& args, std::string& table)
     case message_type::compare_and_set: {
       auto key = take_text(args, type, "key");
       if (!key) return std::move(key).error();
-      auto expected = take(args, type, "expected_version", Value::kind::int64, "an int");
-      if (!expected) return std::move(expected).error();
-      if (expected->as<std::int64_t>() < 0) {
-        return fail(errc::invalid_argument,
-                    "'compare_and_set' expected_version " + expected->to_string() + " is negative");
-      }
+      auto version = take_version(args, type);
+      if (!version) return std::move(version).error();
       auto value = take(args, type, "value", std::nullopt, "a");
       if (!value) return std::move(value).error();
-      const auto version = static_cast<std::uint64_t>(expected->as<std::int64_t>());
-      return write_op([table, key = std::move(*key), version,
+      return write_op([table, key = std::move(*key), version = *version,
                        value = std::move(*value)](shm::writer& w) -> result<Value> {
         auto v = w.compare_and_set(table, key, version, value);
         if (!v) return std::move(v).error();
         return Value(static_cast<std::int64_t>(*v));
       });
+    }
+    case message_type::compare_and_erase: {
+      auto key = take_text(args, type, "key");
+      if (!key) return std::move(key).error();
+      auto version = take_version(args, type);
+      if (!version) return std::move(version).error();
+      return write_op(
+          [table, key = std::move(*key), version = *version](shm::writer& w) -> result<Value> {
+            auto r = w.compare_and_erase(table, key, version);
+            if (!r) return std::move(r).error();
+            return Value(*r);
+          });
     }
     case message_type::clear:
       return write_op([table](shm::writer& w) -> result<Value> {
@@ -200,7 +220,7 @@ std::string busy_reason(detail::push_result why, const detail::write_queue& q) {
 
 bool is_one_key(message_type type) {
   return type == message_type::put || type == message_type::erase ||
-         type == message_type::compare_and_set;
+         type == message_type::compare_and_set || type == message_type::compare_and_erase;
 }
 
 }  // namespace

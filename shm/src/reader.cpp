@@ -562,6 +562,14 @@ std::optional<std::uint32_t> reader::table_number(std::string_view table) const 
   return p_->core->table_index(table);
 }
 
+result<table_kind> reader::kind(std::string_view table) const {
+  if (!p_) return moved_from();
+  reader_core& c = *p_->core;
+  const auto t = c.table_index(table);
+  if (!t) return c.unknown_table(table);
+  return c.table_kinds[*t];
+}
+
 namespace {
 
 // What `peek_quick` did: visited the value, found no key, or left the read

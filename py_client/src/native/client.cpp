@@ -386,6 +386,22 @@ void init_client(nb::module_& m) {
           "Writes `value` only if the entry's version is `expected_version` (0 = absent);\n"
           "returns the new version. Raises Conflict naming the version found.")
       .def(
+          "compare_and_erase",
+          [](py_client& c, nb::handle store, nb::handle table, nb::handle key, nb::handle expected,
+             std::optional<std::uint64_t> incarnation) {
+            const write_target at = target_of(store, table);
+            const std::string k(key_view(key));
+            const std::uint64_t expected_version = version_arg(expected);
+            return c.write(at, incarnation, [&](client& cl) {
+              return cl.compare_and_erase(at.store, at.table, k, expected_version);
+            });
+          },
+          nb::arg("store").none(), nb::arg("table").none(), nb::arg("key").none(),
+          nb::arg("expected_version").none(), nb::arg("incarnation").none() = nb::none(),
+          "Removes `key` only if the entry's version is `expected_version` (0 = absent:\n"
+          "nothing is removed); returns whether an entry was removed. Raises Conflict\n"
+          "naming the version found, InvalidArgument for a bag table.")
+      .def(
           "clear",
           [](py_client& c, nb::handle store, nb::handle table,
              std::optional<std::uint64_t> incarnation) {

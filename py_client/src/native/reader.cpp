@@ -556,6 +556,30 @@ void init_reader(nb::module_& m) {
           nb::arg("table").none(), nb::arg("key").none(),
           "The entry's version (what compare_and_set expects), or 0 if absent.")
       .def(
+          "kind",
+          [](py_reader& r, nb::handle table_arg) {
+            const std::string_view table = name_arg(table_arg, "table");
+            return std::string(shm::to_string(take(live(r).kind(table))));
+          },
+          nb::arg("table").none(), "The kind of `table`: 'set', 'bag' or 'ordered_set'.")
+      .def(
+          "get_with_version",
+          [](py_reader& r, nb::handle table_arg, nb::handle key, nb::handle default_) {
+            const std::string_view table = name_arg(table_arg, "table");
+            // One read: the value and the version are of the same entry, which
+            // `get` then `version` (a write may land between) cannot promise.
+            std::optional<shm::view> v = take(live(r).get_view(table, key_view(key)));
+            if (!v) return nb::make_tuple(default_, std::uint64_t{0});
+            nb::object value = v->is_ndarray()
+                                   ? to_python(v->value())
+                                   : decode_object(v->bytes(), stored_limits(v->bytes().size()));
+            return nb::make_tuple(value, v->version());
+          },
+          nb::arg("table").none(), nb::arg("key").none(), nb::arg("default").none() = nb::none(),
+          "(value, version) of the entry under `key` (a bag's first value), read together;\n"
+          "(default, 0) if absent. What compare_and_set and compare_and_erase expect: they\n"
+          "then act only if the entry is still the one read.")
+      .def(
           "contains",
           [](py_reader& r, nb::handle table_arg, nb::handle key) {
             const std::string_view table = name_arg(table_arg, "table");

@@ -254,8 +254,9 @@ class Store(_native.Reader):
     """A store: reads straight from shared memory, writes through the broker.
 
     Reads (inherited from :class:`slither.Reader`: ``get``, ``get_many``, ``get_all``,
-    ``view``, ``version``, ``contains``, ``size``, ``key_count``, ``keys``, ``items``,
-    ``tables``) never leave this process. Writes return once every reader sees them.
+    ``view``, ``version``, ``get_with_version``, ``contains``, ``size``, ``key_count``,
+    ``keys``, ``items``, ``tables``, ``kind``) never leave this process. Writes return
+    once every reader sees them.
 
     A broker restart re-creates the store: reads then attach to the new one by
     themselves (views taken before stay valid). A write carries the incarnation
@@ -443,6 +444,25 @@ class Store(_native.Reader):
         except _native.WriterGone as e:
             raise self._replaced(e, "compare_and_set") from None
 
+    def compare_and_erase(self, table: str, key: Key, expected_version: int) -> bool:
+        """Removes ``key`` only if the entry's version is ``expected_version``.
+
+        The conditional :meth:`delete`, as :meth:`compare_and_set` is the conditional
+        :meth:`put`: with the version read alongside the value (``get_with_version``), it
+        removes exactly the entry that was read, or nothing. Returns whether an entry
+        was removed (``False`` only for ``expected_version`` 0 with the key absent);
+        raises :class:`Conflict` naming the version found otherwise (0 if absent), and
+        :class:`InvalidArgument` for a bag table (a bag's key has no one version, as for
+        :meth:`compare_and_set`) or a version that is not 0 to 2**64 - 1. Otherwise
+        as :meth:`delete`.
+        """
+        try:
+            return self._client._native.compare_and_erase(
+                self.name, table, key, expected_version, self.incarnation
+            )
+        except _native.WriterGone as e:
+            raise self._replaced(e, "compare_and_erase") from None
+
     def clear(self, table: str) -> None:
         """Removes every entry of ``table``. Raises :class:`NotFound` for an unknown table."""
         try:
@@ -472,13 +492,26 @@ class Table(_native._Table):
     Reads come from shared memory (``key in table``, ``len(table)``, ``iter(table)``
     over keys, ``table[key]`` raising :class:`NotFound`, which is a ``KeyError``);
     ``table[key] = value``, ``del table[key]`` (``KeyError`` if absent),
-    ``update``, ``pop``, ``setdefault`` and ``clear`` write through the broker.
-    ``==`` compares contents with any mapping.
+    ``update``, ``pop``, ``popitem``, ``setdefault`` and ``clear`` write through the
+    broker. ``==`` compares contents with any mapping.
+
+    ``pop``, ``popitem`` and ``setdefault`` are atomic in a set or ordered table, even
+    with other processes writing the same keys: each reads the entry with its version
+    and writes only if it is unchanged (:meth:`compare_and_erase`,
+    :meth:`compare_and_set`), reading again when another writer got there first. So a
+    value is popped by one caller only, a replacement made meanwhile is never removed
+    unseen (``pop`` returns it, or a later ``pop`` does), and every ``setdefault`` of one
+    key returns the value stored.
 
     A bag table is a mapping of each key to its first value: ``table[key]``, ``len``,
     iteration and ``==`` see one value per key, ``table[key] = v`` appends a value,
     ``del table[key]`` and ``pop`` remove every value of the key (``pop`` returns the
-    first); ``items()``, ``values()`` and ``get_all(key)`` list every value.
+    first); ``items()``, ``values()`` and ``get_all(key)`` list every value. A bag's key
+    has no one version to compare (``compare_and_set`` and ``compare_and_erase`` refuse
+    bags), so there these three are not atomic: ``pop``/``popitem`` read, then delete
+    (a pop that finds the key already gone reads again rather than fail, but values
+    written in between are removed unseen) and ``setdefault`` reads, then appends
+    (racing callers may each append their default).
 
     ``keys(prefix)``, ``items()`` and ``values()`` return lists (a snapshot), not
     views.
@@ -496,34 +529,78 @@ class Table(_native._Table):
     __hash__ = None  # type: ignore[assignment]
     __reversed__ = None  # type: ignore[assignment]
 
+    def _take(self, key: Key) -> tuple[bool, Value]:
+        """Removes ``key`` if present: ``(True, its value)``, else ``(False, None)``.
+
+        In a set or ordered table, only the entry read is removed (a compare-and-erase
+        on its version); when another writer changed or removed it first, the key is
+        read again. The loop repeats only after another write to this key.
+        """
+        bag = self.store.kind(self.name) == "bag"
+        while True:
+            value, version = self.store.get_with_version(self.name, key)
+            if version == 0:
+                return False, None
+            if bag:
+                if self.store.delete(self.name, key):
+                    return True, value
+                continue  # another caller removed it: read again
+            try:
+                self.store.compare_and_erase(self.name, key, version)
+                return True, value
+            except _native.Conflict:
+                continue
+
     def pop(self, key: Key, *default: Value) -> Value:
-        """Removes ``key`` and returns its value, else ``default`` or :class:`NotFound`."""
+        """Removes ``key`` and returns its value, else ``default`` or :class:`NotFound`.
+
+        Atomic in a set or ordered table: the value returned is the one removed, and
+        racing callers never both get it (see the class notes for a bag)."""
         if len(default) > 1:
             raise TypeError(f"pop expected at most 2 arguments, got {1 + len(default)}")
-        try:
-            value = self[key]
-        except KeyError:
-            if default:
-                return default[0]
-            raise
-        del self[key]
-        return value
+        found, value = self._take(key)
+        if found:
+            return value
+        if default:
+            return default[0]
+        raise _native.NotFound(f"no key {key!r} in table '{self.name}'")
 
     def popitem(self) -> tuple[Key, Value]:
-        """Removes and returns some ``(key, value)`` pair; ``KeyError`` if empty."""
-        for key in self:
-            value = self[key]
-            del self[key]
-            return key, value
-        raise KeyError(f"popitem(): table '{self.name}' is empty")
+        """Removes and returns some ``(key, value)`` pair; ``KeyError`` if empty.
+
+        Atomic as :meth:`pop`: a key another caller pops first is skipped for the next."""
+        while True:
+            keys = self.store.keys(self.name)
+            if not keys:
+                raise KeyError(f"popitem(): table '{self.name}' is empty")
+            for key in keys:
+                found, value = self._take(key)
+                if found:
+                    return key, value
 
     def setdefault(self, key: Key, default: Value = None) -> Value:
-        """``table[key]`` if present, else stores ``default`` under ``key`` and returns it."""
-        try:
-            return self[key]
-        except KeyError:
+        """``table[key]`` if present, else stores ``default`` under ``key`` and returns it.
+
+        Atomic in a set or ordered table: ``default`` is stored only if the key is
+        still absent (:meth:`compare_and_set` with version 0), so racing callers all
+        return the one value stored. That write travels through the socket: a
+        ``default`` over the broker's message limit raises :class:`LimitExceeded`
+        (``put`` would take the shared-memory path)."""
+        if self.store.kind(self.name) == "bag":
+            value, version = self.store.get_with_version(self.name, key)
+            if version != 0:
+                return value
             self[key] = default
             return default
+        while True:
+            value, version = self.store.get_with_version(self.name, key)
+            if version != 0:
+                return value
+            try:
+                self.store.compare_and_set(self.name, key, 0, default)
+                return default
+            except _native.Conflict:
+                continue  # stored meanwhile: read what was stored
 
     def __len__(self) -> int:
         # Keys, not values: a bag's length is what iterating it yields.
@@ -576,6 +653,12 @@ class Table(_native._Table):
     def version(self, key: Key) -> int:
         """The entry's version, or 0 if absent."""
         return self.store.version(self.name, key)
+
+    def get_with_version(self, key: Key, default: Value = None) -> tuple[Value, int]:
+        """``(value, version)`` of the entry under ``key``, read together (``get`` then
+        ``version`` may see two different writes); ``(default, 0)`` if absent. What
+        :meth:`compare_and_set` and :meth:`compare_and_erase` expect."""
+        return self.store.get_with_version(self.name, key, default)
 
     def keys(self, prefix: Key = "") -> list[Key]:
         """Keys starting with ``prefix`` (sorted bytewise in an ``ordered_set`` table)."""
@@ -658,6 +741,11 @@ class Table(_native._Table):
     def compare_and_set(self, key: Key, expected_version: int, value: Value) -> int:
         """Writes ``value`` only if the entry's version is ``expected_version`` (0 = absent)."""
         return self.store.compare_and_set(self.name, key, expected_version, value)
+
+    def compare_and_erase(self, key: Key, expected_version: int) -> bool:
+        """Removes ``key`` only if the entry's version is ``expected_version`` (see
+        :meth:`Store.compare_and_erase`)."""
+        return self.store.compare_and_erase(self.name, key, expected_version)
 
     def clear(self) -> None:
         """Removes every entry."""

@@ -86,6 +86,11 @@ class Reader:
     def view(self, table: str, key: str | bytes) -> Any:
         """A zero-copy read-only numpy array (memoryview without numpy) or memoryview."""
     def version(self, table: str, key: str | bytes) -> int: ...
+    def kind(self, table: str) -> str: ...
+    def get_with_version(
+        self, table: str, key: str | bytes, default: Any = None
+    ) -> tuple[Any, int]:
+        """(value, version) of one entry, read together; (default, 0) if absent."""
     def contains(self, table: str, key: str | bytes) -> bool: ...
     def size(self, table: str) -> int: ...
     def key_count(self, table: str) -> int: ...
@@ -155,6 +160,14 @@ class Client:
         value: Any,
         incarnation: int | None = None,
     ) -> int: ...
+    def compare_and_erase(
+        self,
+        store: str,
+        table: str,
+        key: str | bytes,
+        expected_version: int,
+        incarnation: int | None = None,
+    ) -> bool: ...
     def clear(self, store: str, table: str, incarnation: int | None = None) -> None: ...
     def reload(
         self, store: str, table: str, entries: Any, incarnation: int | None = None

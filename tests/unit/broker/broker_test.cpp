@@ -90,6 +90,71 @@ TEST_F(BrokerTest, EveryWriteRoundTripsAndIsVisibleToReaders) {
   EXPECT_EQ((*stats)["stores"]["main"]["entries"], Value(2));
 }
 
+TEST_F(BrokerTest, CompareAndEraseRemovesOnlyTheVersionRead) {
+  auto& b = start();
+  auto c = connect();
+  const auto& r = b.reader("main");
+  const std::uint64_t v1 = c.put("main", "kv", "k", Value("one")).value();
+  const std::uint64_t v2 = c.put("main", "kv", "k", Value("two")).value();
+
+  // Another version: conflict naming the one found, and the entry stays.
+  auto stale = c.compare_and_erase("main", "kv", "k", v1);
+  ASSERT_FALSE(stale);
+  EXPECT_EQ(stale.error().code, errc::conflict);
+  EXPECT_NE(stale.error().message.find("version " + std::to_string(v2)), std::string::npos)
+      << stale.error().message;
+  EXPECT_EQ(r.get("kv", "k").value(), std::optional(Value("two")));
+
+  // The version read: removed, readers see it gone once the reply comes.
+  auto erased = c.compare_and_erase("main", "kv", "k", r.get_view("kv", "k").value()->version());
+  ASSERT_TRUE(erased) << erased.error().message;
+  EXPECT_TRUE(*erased);
+  EXPECT_FALSE(r.contains("kv", "k").value());
+
+  // Absent: version 0 matches and removes nothing; another names version 0.
+  auto none = c.compare_and_erase("main", "kv", "k", 0);
+  ASSERT_TRUE(none) << none.error().message;
+  EXPECT_FALSE(*none);
+  auto gone = c.compare_and_erase("main", "kv", "k", v2);
+  ASSERT_FALSE(gone);
+  EXPECT_EQ(gone.error().code, errc::conflict);
+  EXPECT_NE(gone.error().message.find("version 0"), std::string::npos) << gone.error().message;
+
+  // A bag is refused as compare_and_set refuses it; unknown names are named.
+  ASSERT_TRUE(c.put("main", "events", "e", Value(1)));
+  auto bag = c.compare_and_erase("main", "events", "e", 0);
+  ASSERT_FALSE(bag);
+  EXPECT_EQ(bag.error().code, errc::invalid_argument);
+  EXPECT_NE(bag.error().message.find("'events' is a bag"), std::string::npos);
+  EXPECT_EQ(r.size("events").value(), 1u);
+  auto table = c.compare_and_erase("main", "nope", "k", 0);
+  ASSERT_FALSE(table);
+  EXPECT_EQ(table.error().code, errc::not_found);
+  EXPECT_NE(table.error().message.find("'nope'"), std::string::npos);
+
+  // Bad arguments are named, and nothing is removed.
+  ASSERT_TRUE(c.put("main", "kv", "k", Value(1)));
+  RawPeer peer(b.control_endpoint());
+  const std::pair<Value, std::string> bad[] = {
+      {Value::map({{"store", "main"}, {"table", "kv"}, {"key", "k"}, {"expected_version", -1}}),
+       "expected_version -1 is negative"},
+      {Value::map({{"store", "main"}, {"table", "kv"}, {"key", "k"}, {"expected_version", "1"}}),
+       "expected_version"},
+      {Value::map({{"store", "main"}, {"table", "kv"}, {"expected_version", 1}}), "key"},
+  };
+  std::uint64_t id = 0;
+  for (const auto& [args, named] : bad) {
+    peer.request(protocol::message_type::compare_and_erase, ++id, args);
+    auto m = peer.receive();
+    ASSERT_TRUE(m);
+    EXPECT_EQ(error_code_of(*m), errc::invalid_argument) << args.to_string();
+    const std::string message = protocol::read_error_body(m->body).message;
+    EXPECT_NE(message.find("'compare_and_erase'"), std::string::npos) << message;
+    EXPECT_NE(message.find(named), std::string::npos) << message;
+  }
+  EXPECT_TRUE(r.contains("kv", "k").value());
+}
+
 TEST_F(BrokerTest, ReadYourWritesFromAnAttachedReader) {
   start();
   auto c = connect();

@@ -394,6 +394,7 @@ TEST(ClientIncarnationTest, StoreRequestsCarryTheIncarnationAttachInfoGave) {
       case protocol::message_type::compare_and_set:
         return Value(1);
       case protocol::message_type::erase:
+      case protocol::message_type::compare_and_erase:
         return Value(true);
       default:
         return Value{};
@@ -409,20 +410,23 @@ TEST(ClientIncarnationTest, StoreRequestsCarryTheIncarnationAttachInfoGave) {
   ASSERT_TRUE(c.put_many("s", "t", entries));
   ASSERT_TRUE(c.erase("s", "t", "k"));
   ASSERT_TRUE(c.compare_and_set("s", "t", "k", 0, Value(1)));
+  ASSERT_TRUE(c.compare_and_erase("s", "t", "k", 1));
   ASSERT_TRUE(c.clear("s", "t"));
   ASSERT_TRUE(c.call_view("s", "v", Value{}));
   c.set_incarnation("s", 7);
   ASSERT_TRUE(c.put("s", "t", "k", Value(2)));
 
   const auto got = fake.received();
-  ASSERT_EQ(got.size(), 10u);
+  ASSERT_EQ(got.size(), 11u);
   EXPECT_EQ(got[1].body.find("incarnation"), nullptr) << "a store never attached sends none";
-  for (std::size_t i = 3; i < 9; ++i) {
+  EXPECT_EQ(got[7].head.type, protocol::message_type::compare_and_erase);
+  EXPECT_EQ(*got[7].body.find("expected_version"), Value(1));
+  for (std::size_t i = 3; i < 10; ++i) {
     const Value* sent = got[i].body.find("incarnation");
     ASSERT_NE(sent, nullptr) << protocol::to_string(got[i].head.type);
     EXPECT_EQ(*sent, Value(incarnation)) << protocol::to_string(got[i].head.type);
   }
-  EXPECT_EQ(*got[9].body.find("incarnation"), Value(7));
+  EXPECT_EQ(*got[10].body.find("incarnation"), Value(7));
 }
 
 // ---- timeouts: a slow broker is not an absent one ---------------------------

@@ -58,6 +58,18 @@ TEST(Protocol, RequestRoundTrips) {
   EXPECT_EQ(as_reply.error().code, errc::protocol_error);
 }
 
+TEST(Protocol, CompareAndEraseIsAStoreRequestWithAName) {
+  const message msg{
+      {protocol_version, message_type::compare_and_erase, 3},
+      Value::map({{"store", "s"}, {"table", "t"}, {"key", "k"}, {"expected_version", 5}})};
+  auto back = decode_request(spans(encode_message(msg)));
+  ASSERT_TRUE(back) << back.error().message;
+  EXPECT_EQ(back->head.type, message_type::compare_and_erase);
+  EXPECT_TRUE(is_request(message_type::compare_and_erase));
+  EXPECT_FALSE(is_notification(message_type::compare_and_erase));
+  EXPECT_EQ(to_string(message_type::compare_and_erase), "compare_and_erase");
+}
+
 TEST(Protocol, ReplyRoundTripsAndIsNotARequest) {
   const auto frames = encode_message({{protocol_version, message_type::reply_ok, 9}, Value(42)});
   auto back = decode_reply(spans(frames));

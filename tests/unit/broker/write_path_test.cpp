@@ -112,6 +112,8 @@ TEST_F(BrokerTest, StaleIncarnationIsWriterGoneAndNothingIsApplied) {
                                                   {"key", "k"},
                                                   {"expected_version", 0},
                                                   {"value", 1}})},
+      {message_type::compare_and_erase,
+       Value::map({{"store", "main"}, {"table", "kv"}, {"key", "k"}, {"expected_version", 0}})},
       {message_type::clear, Value::map({{"store", "main"}, {"table", "kv"}})},
       {message_type::call_view, Value::map({{"store", "main"}, {"view", "echo"}, {"arg", 1}})},
   };

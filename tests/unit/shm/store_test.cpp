@@ -325,6 +325,43 @@ TEST(Store, UpdateAndCompareAndSet) {
   EXPECT_EQ(w.update("log", "n", inc).error().code, errc::invalid_argument);
 }
 
+TEST(Store, CompareAndEraseRemovesOnlyTheVersionRead) {
+  const std::vector<table_spec> tables = {{"kv", table_kind::set, 16},
+                                          {"log", table_kind::bag, 16},
+                                          {"sorted", table_kind::ordered_set, 16}};
+  auto w = make_writer(test_options("cae"), tables);
+  const std::uint64_t v1 = w.put("kv", "k", "a").value();
+  const std::uint64_t v2 = w.put("kv", "k", "b").value();
+  auto stale = w.compare_and_erase("kv", "k", v1);
+  ASSERT_FALSE(stale);
+  EXPECT_EQ(stale.error().code, errc::conflict);
+  EXPECT_NE(stale.error().message.find("version " + std::to_string(v2)), std::string::npos)
+      << stale.error().message;
+  EXPECT_EQ(w.read().get("kv", "k").value(), std::optional<Value>("b"));
+  // Absent: 0 matches and removes nothing; any other version names version 0.
+  EXPECT_FALSE(w.compare_and_erase("kv", "none", 0).value());
+  auto absent = w.compare_and_erase("kv", "none", v2);
+  ASSERT_FALSE(absent);
+  EXPECT_EQ(absent.error().code, errc::conflict);
+  EXPECT_NE(absent.error().message.find("version 0"), std::string::npos);
+  EXPECT_EQ(w.compare_and_erase("kv", "k", 0).error().code, errc::conflict);
+  EXPECT_TRUE(w.compare_and_erase("kv", "k", v2).value());
+  EXPECT_EQ(w.read().get("kv", "k").value(), std::nullopt);
+  EXPECT_EQ(w.read().key_count("kv").value(), 0u);
+  // An ordered table's tree loses the key too.
+  const std::uint64_t s1 = w.put("sorted", "s", 1).value();
+  EXPECT_TRUE(w.compare_and_erase("sorted", "s", s1).value());
+  EXPECT_EQ(w.read().range("sorted").value().size(), 0u);
+  // A bag is refused, as compare_and_set refuses it, and keeps its values.
+  ASSERT_TRUE(w.put("log", "k", 1));
+  auto bag = w.compare_and_erase("log", "k", 0);
+  ASSERT_FALSE(bag);
+  EXPECT_EQ(bag.error().code, errc::invalid_argument);
+  EXPECT_NE(bag.error().message.find("'log' is a bag"), std::string::npos);
+  EXPECT_EQ(w.read().size("log").value(), 1u);
+  EXPECT_EQ(w.compare_and_erase("nope", "k", 0).error().code, errc::not_found);
+}
+
 TEST(Store, VersionsNeverRepeatSoAStaleCompareAndSetFails) {
   auto w = make_writer(test_options("aba"));
   // Each way a key can start over: erase and put again, clear, reload.

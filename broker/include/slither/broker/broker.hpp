@@ -6,9 +6,10 @@
 // ROUTER socket, the ZAP handler (who may connect), signals and timers; one
 // writer thread applies store writes in order, from a queue bounded in jobs
 // and bytes; a few threads per store run views. A small one-key write (put,
-// erase, compare_and_set) that arrives while the writer is idle and nothing
-// is queued runs on the serving thread instead, in the same order, sparing
-// two thread hand-offs; a large one is decoded and applied on the writer.
+// erase, compare_and_set, compare_and_erase) that arrives while the writer is
+// idle and nothing is queued runs on the serving thread instead, in the same
+// order, sparing two thread hand-offs; a large one is decoded and applied on
+// the writer.
 //
 // Telemetry (slither::telemetry, attach by prefix): "slither.store.write.start"
 // / ".stop" around every store write, "slither.bridge.view.start" / ".stop"
@@ -185,7 +186,7 @@ struct SLITHER_BROKER_EXPORT broker_options {
   /// Request bytes held by one client's pending writes; past it its requests
   /// get errc::busy.
   std::size_t client_write_queue_bytes = std::size_t{256} << 20;
-  /// A one-key write (put, erase, compare_and_set) whose payload is at most
+  /// A one-key write (put, erase, compare_and_set, compare_and_erase) whose payload is at most
   /// this many bytes may run on the serving thread when the writer is idle;
   /// larger writes are decoded and applied on the writer thread, so that
   /// other clients' requests are not held up meanwhile.

@@ -125,11 +125,11 @@ struct SLITHER_BROKER_EXPORT put_reservation {
 /// `errc::timeout` / `errc::unavailable` when the broker does not answer in time.
 ///
 /// Requests that act on a store (`put`, `put_many`, `erase`, `compare_and_set`,
-/// `clear`, `reload`, `create_table`, `drop_table`, `call_view`) carry the incarnation of that
-/// store this client last learnt (from `attach_info` or `set_incarnation`); a broker whose store
-/// has another incarnation (it was re-created by a restarted broker) refuses them with
-/// `errc::writer_gone` and applies nothing. A client that never asked about a store sends no
-/// incarnation for it.
+/// `compare_and_erase`, `clear`, `reload`, `create_table`, `drop_table`, `call_view`) carry the
+/// incarnation of that store this client last learnt (from `attach_info` or `set_incarnation`); a
+/// broker whose store has another incarnation (it was re-created by a restarted broker) refuses
+/// them with `errc::writer_gone` and applies nothing. A client that never asked about a store sends
+/// no incarnation for it.
 class SLITHER_BROKER_EXPORT client {
  public:
   /// Checks `options`, then connects and sends `hello`.
@@ -195,6 +195,13 @@ class SLITHER_BROKER_EXPORT client {
   result<std::uint64_t> compare_and_set(std::string_view store, std::string_view table,
                                         std::string_view key, std::uint64_t expected_version,
                                         const Value& value);
+  /// Removes `key` only if the entry's version is `expected_version` (0 =
+  /// absent: nothing is removed); returns whether an entry was removed. With
+  /// the version read alongside a value (`shm::view::version`), removes
+  /// exactly what was read: an atomic pop. Errors: `conflict` naming the
+  /// version found, `invalid_argument` for a bag table.
+  result<bool> compare_and_erase(std::string_view store, std::string_view table,
+                                 std::string_view key, std::uint64_t expected_version);
   /// Removes every entry of `table`.
   result<void> clear(std::string_view store, std::string_view table);
   /// Calls the view `view` registered on `store` with `arg`. Session-scoped

@@ -19,8 +19,8 @@
 // Incarnation: a store re-created by a restarted broker has a new random
 // incarnation (`attach_info` reports it, as the int64 bits of the u64). The
 // requests that act on a store (put, put_many, erase, compare_and_set, clear,
-// reload, create_table, drop_table, put_reserve, put_commit, put_abort,
-// call_view) take an optional int argument "incarnation"; when it is given
+// reload, create_table, drop_table, compare_and_erase, put_reserve,
+// put_commit, put_abort, call_view) take an optional int argument "incarnation"; when it is given
 // and differs from the store's, the reply is `writer_gone` ("store 'x' was
 // re-created by a restarted broker: attach again") and nothing is applied.
 // Without it the request applies to whatever store has that name.
@@ -104,6 +104,13 @@ enum class message_type : std::uint8_t {
   /// [incarnation]} → null. A table declared in the config cannot be dropped
   /// (`invalid_argument`).
   drop_table = 22,
+  /// Removes a key only if its entry's version is `expected_version` (0 =
+  /// absent: nothing is removed), the conditional `erase` as
+  /// `compare_and_set` is the conditional `put`: {store, table, key,
+  /// expected_version, [incarnation]} → bool (an entry was removed). Errors:
+  /// `conflict` naming the version found (0 if absent), `invalid_argument`
+  /// for a bag table (as `compare_and_set`) or a negative version.
+  compare_and_erase = 23,
   /// Large writes in place (create/seal). Reserve: {store, table, key, dtype
   /// (int, slither::dtype), shape: [int, ...], [incarnation]} for an array,
   /// or {store, table, key, bytes (int), [incarnation]} for a bytes value
@@ -137,8 +144,8 @@ enum class message_type : std::uint8_t {
 
 /// Stable lower-case name of a message type ("put"), or "unknown".
 SLITHER_BROKER_EXPORT std::string_view to_string(message_type type) noexcept;
-/// True for the request types (hello .. dispatch_close, reload .. drop_table,
-/// put_reserve .. put_abort).
+/// True for the request types (hello .. dispatch_close, reload ..
+/// compare_and_erase, put_reserve .. put_abort).
 SLITHER_BROKER_EXPORT bool is_request(message_type type) noexcept;
 /// True for the requests that get no reply unless they fail
 /// (dispatch_submit, dispatch_ack, dispatch_input_end, dispatch_cancel).

@@ -318,6 +318,9 @@ class SLITHER_SHM_EXPORT reader {
   /// `tables()`), for the reads that take a table by number: a caller that
   /// reads one table often looks its name up once. nullopt if unknown.
   std::optional<std::uint32_t> table_number(std::string_view table) const noexcept;
+  /// The kind of `table` (a client picks how to act on it: a bag's key has
+  /// no one version to compare). Errors: `not_found` for an unknown table.
+  result<table_kind> kind(std::string_view table) const;
   /// What the numbered `peek` calls: `context` is the caller's, `encoding` as in `peek`.
   using peek_callback = void (*)(void* context, std::span<const std::byte> encoding) noexcept;
   /// `peek` of the table numbered `table` (`table_number`), with a plain
@@ -483,6 +486,14 @@ class SLITHER_SHM_EXPORT writer {
   /// Set tables only. Errors: `conflict` naming the version found.
   result<std::uint64_t> compare_and_set(std::string_view table, std::string_view key,
                                         std::uint64_t expected_version, const Value& value);
+  /// Removes `key` only if the entry's version is `expected_version` (0 =
+  /// absent, which removes nothing); returns whether an entry was removed.
+  /// The conditional twin of `erase`, as `compare_and_set` is of `put`: a
+  /// client that read a value and its version removes exactly what it read.
+  /// Set and ordered tables only (a bag's key has no one version).
+  /// Errors: `conflict` naming the version found.
+  result<bool> compare_and_erase(std::string_view table, std::string_view key,
+                                 std::uint64_t expected_version);
   /// Removes every entry of `table`.
   result<void> clear(std::string_view table);
   /// Reserves a block for an ndarray of `type` and `shape` under `key`,
