@@ -5,8 +5,10 @@
 // stats and metrics.
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
+#include <sys/types.h>
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <limits>
 
 #include "curve_keys.hpp"
 #include "slither/broker/broker.hpp"
@@ -37,7 +39,7 @@ int main(int argc, char** argv) {
                  "200 ms); PID must be this broker's parent, or an ancestor through wrappers "
                  "that did not exec")
       ->option_text("PID")
-      ->check(CLI::PositiveNumber);
+      ->check(CLI::Range(std::int64_t{1}, std::int64_t{std::numeric_limits<pid_t>::max()}));
   std::string key_base;
   CLI::App* keygen = app.add_subcommand(
       "keygen", "write a CURVE key pair for a tcp endpoint: <out>.key (secret) and <out>.pub");
