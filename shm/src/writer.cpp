@@ -38,9 +38,7 @@ using detail::valid_name;
 
 namespace {
 constexpr std::uint64_t max_initial_capacity = std::uint64_t{1} << 32;
-// A store's smallest index, and the largest that a 1 GiB segment holds.
-constexpr std::uint64_t min_index_bytes_at_once = detail::min_index_capacity * sizeof(shared_u64);
-constexpr std::uint64_t max_index_bytes_at_once = std::uint64_t{1} << 29;
+static_assert(min_index_bytes_at_once == detail::min_index_capacity * sizeof(shared_u64));
 constexpr std::uint64_t max_key_limit = std::uint64_t{1} << 20;
 // What each `reclaim` (a broker calls it every 250 ms) spends moving growing indexes.
 constexpr std::chrono::microseconds migrate_budget{2000};
