@@ -374,6 +374,42 @@ TEST(IndexAskedCapacity, ATableThatFindsNoRoomForItKeepsItsIndexAndGrowsAsUsual)
   expect_matches(r, "kv", oracle);
 }
 
+// A table that gave its asked index up for want of room asks for it again
+// when cleared or reloaded ("start again the same way"), /dev/shm having room
+// by then: it had forgotten the capacity it was created with.
+TEST(IndexAskedCapacity, AClearOrReloadAfterNoRoomAsksForTheCapacityAgain) {
+  auto o = test_options("idxagain");
+  o.index_bytes_at_once = 8192;
+  // 2^18 keys ask for 2^19 slots (4 MiB).
+  constexpr std::uint64_t asked = std::uint64_t{1} << 19;
+  std::vector<table_spec> tables = {{"cleared", table_kind::set, asked / 2},
+                                    {"reloaded", table_kind::set, asked / 2}};
+  auto w = writer::create(o, tables).value();
+  auto& calls = detail::sys();
+  static int (*real)(int, off_t, off_t) = nullptr;
+  real = calls.fallocate;
+  calls.fallocate = [](int fd, off_t offset, off_t length) {
+    struct stat st {};
+    if (::fstat(fd, &st) == 0 && st.st_size > (off_t{2} << 20)) return ENOSPC;
+    return real(fd, offset, length);
+  };
+  auto put = w.put("cleared", "first", "1");
+  auto other = w.put("reloaded", "first", "1");
+  w.reclaim();
+  calls.fallocate = real;
+  ASSERT_TRUE(put.has_value()) << put.error().message;
+  ASSERT_TRUE(other.has_value()) << other.error().message;
+  ASSERT_FALSE(w.growing()) << "the asked indexes were not given up";
+  ASSERT_EQ(index_of(o, 0).capacity, 1024u);
+  ASSERT_EQ(index_of(o, 1).capacity, 1024u);
+
+  ASSERT_TRUE(w.clear("cleared").has_value());
+  ASSERT_TRUE(w.reload("reloaded", [](loader& l) { return l.put("k", "v"); }).has_value());
+  for (int i = 0; i < 100 && w.growing(); ++i) w.reclaim();
+  EXPECT_EQ(index_of(o, 0).capacity, asked) << "after a clear";
+  EXPECT_EQ(index_of(o, 1).capacity, asked) << "after a reload";
+}
+
 TEST(IndexAskedCapacity, ACreateIsRefusedWhenDevShmHasNoRoomOrTheCapacityIsOverTheLimit) {
   auto o = test_options("idxroom");
   std::vector<table_spec> tables = {{"kv", table_kind::set, 8}};
