@@ -35,9 +35,9 @@ int main(int argc, char** argv) {
                  "config's metrics_endpoint; loopback only unless allow_remote; port 0: any)");
   std::int64_t parent_pid = 0;
   app.add_option("--parent-pid", parent_pid,
-                 "stop gracefully, as on SIGTERM, once process PID is gone (checked about every "
-                 "200 ms); PID must be this broker's parent, or an ancestor through wrappers "
-                 "that did not exec")
+                 "stop gracefully, as on SIGTERM, once process PID is gone or no longer an "
+                 "ancestor (a wrapper between them died; checked about every 200 ms); PID must "
+                 "be this broker's parent, or an ancestor through wrappers that did not exec")
       ->option_text("PID")
       ->check(CLI::Range(std::int64_t{1}, std::int64_t{std::numeric_limits<pid_t>::max()}));
   std::string key_base;
