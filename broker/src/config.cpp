@@ -357,7 +357,8 @@ result<shm::table_spec> read_table(const config_reader& cfg, const toml::table& 
 result<shm::store_definition> read_store(const config_reader& cfg, const toml::table& t,
                                          const std::string& prefix) {
   if (auto r = cfg.only_keys(t, prefix,
-                             {"name", "initial_segment_bytes", "max_readers", "tables", "load"});
+                             {"name", "initial_segment_bytes", "max_readers", "index_bytes_at_once",
+                              "tables", "load"});
       !r) {
     return std::move(r).error();
   }
@@ -372,6 +373,11 @@ result<shm::store_definition> read_store(const config_reader& cfg, const toml::t
   auto readers = cfg.integer(t, prefix, "max_readers", 1, shm::max_readers_limit, "readers");
   if (!readers) return std::move(readers).error();
   if (*readers) def.options.max_readers = static_cast<std::uint32_t>(**readers);
+  auto at_once = cfg.integer(t, prefix, "index_bytes_at_once",
+                             static_cast<std::int64_t>(shm::min_index_bytes_at_once),
+                             static_cast<std::int64_t>(shm::max_index_bytes_at_once), "bytes");
+  if (!at_once) return std::move(at_once).error();
+  if (*at_once) def.options.index_bytes_at_once = static_cast<std::uint64_t>(**at_once);
 
   const toml::array* tables = t.get_as<toml::array>("tables");
   if (tables == nullptr || tables->empty()) {

@@ -5,8 +5,10 @@
 // stats and metrics.
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
+#include <sys/types.h>
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <limits>
 
 #include "curve_keys.hpp"
 #include "slither/broker/broker.hpp"
@@ -33,11 +35,11 @@ int main(int argc, char** argv) {
                  "config's metrics_endpoint; loopback only unless allow_remote; port 0: any)");
   std::int64_t parent_pid = 0;
   app.add_option("--parent-pid", parent_pid,
-                 "stop gracefully, as on SIGTERM, once process PID is gone (checked about every "
-                 "200 ms); PID must be this broker's parent, or an ancestor through wrappers "
-                 "that did not exec")
+                 "stop gracefully, as on SIGTERM, once process PID is gone or no longer an "
+                 "ancestor (a wrapper between them died; checked about every 200 ms); PID must "
+                 "be this broker's parent, or an ancestor through wrappers that did not exec")
       ->option_text("PID")
-      ->check(CLI::PositiveNumber);
+      ->check(CLI::Range(std::int64_t{1}, std::int64_t{std::numeric_limits<pid_t>::max()}));
   std::string key_base;
   CLI::App* keygen = app.add_subcommand(
       "keygen", "write a CURVE key pair for a tcp endpoint: <out>.key (secret) and <out>.pub");

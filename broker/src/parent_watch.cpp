@@ -9,6 +9,29 @@
 
 namespace slither::detail {
 
+namespace {
+
+enum class line_end { watched, without_it, unreadable };
+
+// Walks up from this process's parent: whether `pid` is on the line, and
+// which process's stat could not be read if that stopped the walk.
+line_end find_on_line(pid_t pid, pid_t* unreadable) noexcept {
+  pid_t p = ::getppid();
+  for (std::size_t depth = 0; p != pid; ++depth) {
+    // Pid 1 and the pid-0 parent of a namespace's first process end the line.
+    if (p <= 1 || depth >= parent_watch::max_depth) return line_end::without_it;
+    const auto st = read_process_stat(p);
+    if (!st) {
+      *unreadable = p;
+      return line_end::unreadable;
+    }
+    p = st->ppid;
+  }
+  return line_end::watched;
+}
+
+}  // namespace
+
 result<parent_watch> parent_watch::start(std::int64_t pid) {
   const pid_t parent = ::getppid();
   auto refuse = [&](const std::string& why) -> result<parent_watch> {
@@ -19,30 +42,22 @@ result<parent_watch> parent_watch::start(std::int64_t pid) {
   if (pid <= 0 || pid > std::numeric_limits<pid_t>::max()) {
     return refuse("is not a process id");
   }
-  std::vector<pid_t> line{parent};
-  while (line.back() != pid) {
-    // Pid 1 and the pid-0 parent of a namespace's first process end the line.
-    if (line.back() <= 1 || line.size() > max_depth) {
+  pid_t unreadable = 0;
+  switch (find_on_line(static_cast<pid_t>(pid), &unreadable)) {
+    case line_end::watched:
+      return parent_watch(static_cast<pid_t>(pid));
+    case line_end::without_it:
       return refuse("is not the parent of this broker nor an ancestor of it");
-    }
-    const auto st = read_process_stat(line.back());
-    if (!st) {
-      return refuse("cannot be found among this broker's ancestors: /proc/" +
-                    std::to_string(line.back()) + "/stat cannot be read");
-    }
-    line.push_back(st->ppid);
+    case line_end::unreadable:
+      break;
   }
-  return parent_watch(std::move(line));
+  return refuse("cannot be found among this broker's ancestors: /proc/" +
+                std::to_string(unreadable) + "/stat cannot be read");
 }
 
 bool parent_watch::holds() const noexcept {
-  if (::getppid() != line_.front()) return false;
-  for (std::size_t i = 0; i + 1 < line_.size(); ++i) {
-    const auto st = read_process_stat(line_[i]);
-    if (!st) return true;  // cannot tell
-    if (st->ppid != line_[i + 1]) return false;
-  }
-  return true;
+  pid_t unreadable = 0;
+  return find_on_line(pid_, &unreadable) != line_end::without_it;
 }
 
 }  // namespace slither::detail

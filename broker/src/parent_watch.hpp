@@ -3,12 +3,16 @@
 // broker stops once that process is no longer its ancestor.
 //
 // Judged by parent links, never by the pid alone (kill(pid, 0) succeeds for
-// whatever process reuses a dead one's pid): the line of pids from this
-// process's parent up to the watched one is recorded at start, and the watch
-// holds while each of them is still the parent of the one below it. A process
-// whose parent dies is given another parent at once (init or a subreaper,
-// always an older process than the dead one, so never one that took its pid);
-// a broken link therefore shows at the next check.
+// whatever process reuses a dead one's pid): each check walks up from this
+// process's parent, and the watch holds while the watched pid is on that
+// line. A process that took the pid of a dead one cannot be on it: an
+// ancestor is always older than its descendants (a process whose parent
+// dies is given to a living ancestor that is a subreaper, or to init, both
+// older than the dead one), and the watched process was an ancestor of this
+// one at start. Nor is a line followed as it was at start: when a process
+// between them dies and its orphan is given to the watched process (a
+// subreaper) or to one below it, that process is still an ancestor, and
+// the watch holds; a watch of pid 1 holds for ever.
 //
 // Not PR_SET_PDEATHSIG: it fires when the parent *thread* exits, so a broker
 // launched from a short-lived thread of a living process would stop.
@@ -19,8 +23,6 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
-#include <utility>
-#include <vector>
 
 #include "slither/core/error.hpp"
 
@@ -39,23 +41,22 @@ class parent_watch {
   /// read from /proc on the way.
   static result<parent_watch> start(std::int64_t pid);
 
-  /// Whether the watched process is still this process's ancestor, through
-  /// the same line. A link that cannot be read (/proc failing) counts as
-  /// holding: only a changed parent is evidence that the process is gone.
+  /// Whether the watched process is still this process's ancestor. A link
+  /// that cannot be read (/proc failing, a process exiting as it is read)
+  /// counts as holding: only a line of parents that ends without it is
+  /// evidence that the process is gone.
   bool holds() const noexcept;
 
   /// The watched process.
-  pid_t pid() const noexcept { return line_.back(); }
+  pid_t pid() const noexcept { return pid_; }
 
   /// Generations searched for the watched process.
   static constexpr std::size_t max_depth = 64;
 
  private:
-  explicit parent_watch(std::vector<pid_t> line) : line_(std::move(line)) {}
+  explicit parent_watch(pid_t pid) : pid_(pid) {}
 
-  // line_[0]: this process's parent; line_[i + 1]: the parent of line_[i];
-  // line_.back(): the watched process.
-  std::vector<pid_t> line_;
+  pid_t pid_;
 };
 
 }  // namespace slither::detail

@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <iterator>
 #include <sstream>
 #include <utility>
 
@@ -208,10 +209,10 @@ void child_process::signal(int signo) noexcept {
 std::optional<process_stat> read_process_stat(pid_t pid) noexcept {
   try {
     std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-    std::string stat;
-    if (!std::getline(in, stat)) return std::nullopt;
-    // The command name (field 2) may hold spaces and parentheses: fields
-    // are counted from the last ')'.
+    // The whole file, not a line: the command name (field 2) may hold any
+    // byte but NUL, a newline too (printed as is), and spaces and
+    // parentheses: fields are counted from the last ')'.
+    const std::string stat{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
     const auto close = stat.rfind(')');
     if (close == std::string::npos) return std::nullopt;
     std::istringstream fields(stat.substr(close + 2));

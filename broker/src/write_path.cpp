@@ -367,9 +367,14 @@ void Broker::impl::schedule_growth() {
     // in seconds rather than minutes; growing indexes finished sooner).
     detail::write_job j;
     j.run = [this] {
+      // One budget for the broker, shared by the stores that grow: a store's
+      // own would make a step of n stores n times as long.
+      const auto n = std::count_if(s->stores.begin(), s->stores.end(),
+                                   [](const auto& w) { return w.second.growing(); });
       bool more = false;
       for (auto& [name, w] : s->stores) {
-        w.grow(detail::growth_budget);
+        if (!w.growing()) continue;
+        w.grow(detail::growth_budget / n);
         more = more || w.growing();
       }
       if (!more) {

@@ -38,9 +38,7 @@ using detail::valid_name;
 
 namespace {
 constexpr std::uint64_t max_initial_capacity = std::uint64_t{1} << 32;
-// A store's smallest index, and the largest that a 1 GiB segment holds.
-constexpr std::uint64_t min_index_bytes_at_once = detail::min_index_capacity * sizeof(shared_u64);
-constexpr std::uint64_t max_index_bytes_at_once = std::uint64_t{1} << 29;
+static_assert(min_index_bytes_at_once == detail::min_index_capacity * sizeof(shared_u64));
 constexpr std::uint64_t max_key_limit = std::uint64_t{1} << 20;
 // What each `reclaim` (a broker calls it every 250 ms) spends moving growing indexes.
 constexpr std::chrono::microseconds migrate_budget{2000};
@@ -519,6 +517,7 @@ result<writer> writer::create(const store_options& options, std::span<const tabl
     t.name = tables[i].name;
     t.kind = tables[i].kind;
     t.initial_slots = initial_slots(tables[i].initial_capacity);
+    t.asked_slots = t.initial_slots;
     if (auto r = p->check_index_room(t.name, tables[i].initial_capacity, t.initial_slots); !r) {
       return abandon(std::move(r).error());
     }
@@ -676,6 +675,7 @@ result<void> writer::create_table(const table_spec& spec) {
   t.name = spec.name;
   t.kind = spec.kind;
   t.initial_slots = initial_slots(spec.initial_capacity);
+  t.asked_slots = t.initial_slots;
   t.declared = false;
   if (auto r = p_->check_index_room(t.name, spec.initial_capacity, t.initial_slots); !r) {
     return std::move(r).error();
@@ -823,10 +823,11 @@ result<void> writer::clear(std::string_view table) {
   auto tr = p_->table(table);
   if (!tr) return std::move(tr).error();
   table_state& t = **tr;
-  auto root = p_->new_index(p_->first_slots(t.initial_slots));
+  auto root = p_->new_index(p_->first_slots(t.asked_slots));
   if (!root) return std::move(root).error();
   const table_state old = t;
   t.root = *root;
+  t.initial_slots = t.asked_slots;
   t.capacity = p_->first_slots(t.initial_slots);
   t.keys = t.values = t.used = 0;
   t.old = t.spare = detail::null_ref;
@@ -848,10 +849,11 @@ result<void> writer::reload(std::string_view table,
   table_state& t = **tr;
   table_state next = t;
   next.published = false;
-  auto root = p_->new_index(p_->first_slots(t.initial_slots));
+  next.initial_slots = t.asked_slots;
+  auto root = p_->new_index(p_->first_slots(next.initial_slots));
   if (!root) return std::move(root).error();
   next.root = *root;
-  next.capacity = p_->first_slots(t.initial_slots);
+  next.capacity = p_->first_slots(next.initial_slots);
   next.keys = next.values = next.used = 0;
   next.old = next.spare = detail::null_ref;
   next.old_capacity = next.migrated = next.old_live = next.spare_capacity = next.spare_ready = 0;

@@ -29,6 +29,10 @@ struct table_state {
   // The slots its capacity asks for (`initial_slots`): the floor of growth.
   // A new index starts smaller if that is large (index.hpp).
   std::uint64_t initial_slots = min_index_capacity;
+  // What its capacity asked for when created: `initial_slots` is lowered to
+  // the index it has when /dev/shm has no room for that, until a clear or
+  // reload asks again.
+  std::uint64_t asked_slots = min_index_capacity;
   std::uint64_t root = null_ref;
   std::uint64_t capacity = 0;
   std::uint64_t keys = 0;

@@ -10,6 +10,7 @@
 
 #include <atomic>
 #include <fstream>
+#include <limits>
 #include <random>
 #include <sstream>
 #include <thread>
@@ -136,6 +137,25 @@ TEST_F(BrokerProcessTest, SecondBrokerOnTheNamespaceRefuses) {
             std::string::npos)
       << log();
   EXPECT_TRUE(c.ping());
+}
+
+// CLI11's PositiveNumber answered "Value 0 not in range 0.000000 to 1.79...e308"
+// and took 99999999999999999999 as 9223372036854775807.
+TEST_F(BrokerProcessTest, ABadParentPidIsRefusedNamingItAndTheRange) {
+  const std::string range =
+      "not in range 1 to " + std::to_string(std::numeric_limits<pid_t>::max());
+  for (const std::string pid : {"0", "-3", "abc", "", "1x", "99999999999999999999", "2147483648"}) {
+    fs::remove(work_ / "broker.log");
+    test_support::child_process b({SLITHER_BROKER_EXE, "--runtime-dir", run_.string(),
+                                   "--namespace", ns_, "--parent-pid", pid},
+                                  work_ / "broker.log");
+    const auto status = b.wait_exit(10s);
+    ASSERT_TRUE(status) << "a broker with --parent-pid '" << pid << "' kept running";
+    EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) != 0) << pid;
+    EXPECT_NE(log().find("--parent-pid: Value " + pid + " " + range), std::string::npos)
+        << "'" << pid << "': " << log();
+    EXPECT_FALSE(fs::exists(run_)) << pid;
+  }
 }
 
 TEST_F(BrokerProcessTest, KilledBrokerIsUnavailableThenARestartCleansUpAndServes) {

@@ -85,6 +85,7 @@ max_message_bytes = 65536
 name = "features"
 initial_segment_bytes = 2097152
 max_readers = 1500
+index_bytes_at_once = 65536
   [[stores.tables]]
   name = "users"
   [[stores.tables]]
@@ -112,6 +113,7 @@ name = "default"
   EXPECT_EQ(s.options.ns, "demo");
   EXPECT_EQ(s.options.initial_segment_bytes, 2097152u);
   EXPECT_EQ(s.options.max_readers, 1500u);
+  EXPECT_EQ(s.options.index_bytes_at_once, 65536u);
   ASSERT_EQ(s.tables.size(), 3u);
   EXPECT_EQ(s.tables[1].name, "tags");
   EXPECT_EQ(s.tables[1].kind, shm::table_kind::bag);
@@ -222,6 +224,14 @@ TEST_F(ConfigTest, DurationsAndSizesPastTheirRangeAreErrorsNamingTheKey) {
        "field 'stores[0].max_readers': 65537 is past the largest value, 65536 readers"},
       {"[[stores]]\nname = \"s\"\nmax_readers = 0\n[[stores.tables]]\nname = \"t\"\n",
        "field 'stores[0].max_readers': 0 is below the least value, 1"},
+      {"[[stores]]\nname = \"s\"\nindex_bytes_at_once = 64\n[[stores.tables]]\nname = \"t\"\n",
+       "a.toml:3: field 'stores[0].index_bytes_at_once': 64 is below the least value, 128"},
+      {"[[stores]]\nname = \"s\"\nindex_bytes_at_once = 536870913\n"
+       "[[stores.tables]]\nname = \"t\"\n",
+       "field 'stores[0].index_bytes_at_once': 536870913 is past the largest value, 536870912 "
+       "bytes"},
+      {"[[stores]]\nname = \"s\"\nindex_bytes_at_once = \"1M\"\n[[stores.tables]]\nname = \"t\"\n",
+       "field 'stores[0].index_bytes_at_once': must be an integer"},
   };
   expect_refused(cases);
 }

@@ -2,6 +2,7 @@
 // breaks when a process on the line up to it dies.
 #include <gtest/gtest.h>
 #include <poll.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -98,6 +99,52 @@ TEST(ParentWatch, BreaksWhenAProcessOnTheLineDiesNotBefore) {
   EXPECT_NE(broke, 'x') << "the watch of T held after M, between them, died";
   EXPECT_NE(broke, 'w') << "the watch of the living parent broke";
   EXPECT_EQ(broke, 'b');
+}
+
+// The watched process is still an ancestor after a process between them dies
+// when the orphan is given to it (a subreaper) or to one of its descendants:
+// a watch of pid 1, or of a subreaper, holds while that process lives.
+TEST(ParentWatch, HoldsWhileTheWatchedProcessIsStillAnAncestor) {
+  // This process T forks S, a subreaper; S forks M, M forks B. B watches S
+  // and pid 1 through M, then kills M and, once S's child, says whether both
+  // watches still hold.
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  const pid_t s = ::fork();
+  ASSERT_GE(s, 0);
+  if (s == 0) {
+    ::prctl(PR_SET_CHILD_SUBREAPER, 1);
+    const pid_t subreaper = ::getpid();
+    if (::fork() == 0) {
+      if (::fork() == 0) {
+        auto watched = parent_watch::start(subreaper);
+        auto init = parent_watch::start(1);
+        char c = watched && init && watched->holds() && init->holds() ? 'h' : 'x';
+        (void)::write(fds[1], &c, 1);
+        ::kill(::getppid(), SIGKILL);
+        for (int i = 0; i < 250 && ::getppid() != subreaper; ++i) ::usleep(20'000);
+        c = ::getppid() != subreaper ? 'p' : !watched->holds() ? 's' : !init->holds() ? '1' : 'h';
+        (void)::write(fds[1], &c, 1);
+        ::_exit(0);
+      }
+      for (;;) ::pause();
+    }
+    // Reaps M, then B (given to S, a subreaper).
+    while (::wait(nullptr) > 0) {
+    }
+    ::_exit(0);
+  }
+  ::close(fds[1]);
+  const char held = read_within(fds[0], 10s);
+  const char after = read_within(fds[0], 10s);
+  ::close(fds[0]);
+  ::kill(s, SIGKILL);
+  ::waitpid(s, nullptr, 0);
+  EXPECT_EQ(held, 'h') << "a watch of the subreaper or of pid 1 did not hold";
+  EXPECT_NE(after, 'p') << "B was not given to the subreaper";
+  EXPECT_NE(after, 's') << "the watch of the subreaper broke while it was B's parent";
+  EXPECT_NE(after, '1') << "the watch of pid 1 broke while pid 1 lived";
+  EXPECT_EQ(after, 'h');
 }
 
 }  // namespace

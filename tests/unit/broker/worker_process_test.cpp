@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -134,6 +135,32 @@ TEST(WorkerProcess, StartTimesTellProcessesApart) {
   ASSERT_TRUE(self);
   EXPECT_EQ(self->ppid, ::getppid());
   EXPECT_EQ(self->start_time, process_start_time(::getpid()));
+}
+
+// A command name (field 2, up to 15 bytes) may hold any byte but NUL: spaces,
+// parentheses, fields of its own, and a newline, which /proc prints as is.
+TEST(WorkerProcess, AnyCommandNameLeavesTheStatFieldsReadable) {
+  for (const char* name : {"a) b (c", "x) Z 1 (", "a)\n) Z 1 2 (", "\n", ")\n)"}) {
+    int ready[2];
+    ASSERT_EQ(::pipe(ready), 0);
+    const pid_t child = ::fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+      ::prctl(PR_SET_NAME, name);
+      (void)::write(ready[1], "r", 1);
+      for (;;) ::pause();
+    }
+    ::close(ready[1]);
+    char c = 0;
+    ASSERT_EQ(::read(ready[0], &c, 1), 1);
+    ::close(ready[0]);
+    const auto st = read_process_stat(child);
+    ::kill(child, SIGKILL);
+    ::waitpid(child, nullptr, 0);
+    ASSERT_TRUE(st) << "command name '" << name << "'";
+    EXPECT_EQ(st->ppid, ::getpid()) << "command name '" << name << "'";
+    EXPECT_GT(st->start_time, 0u) << "command name '" << name << "'";
+  }
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 
 #include <sys/statvfs.h>
 
+#include <bit>
 #include <chrono>
 #include <cstring>
 #include <map>
@@ -373,6 +374,42 @@ TEST(IndexAskedCapacity, ATableThatFindsNoRoomForItKeepsItsIndexAndGrowsAsUsual)
   expect_matches(r, "kv", oracle);
 }
 
+// A table that gave its asked index up for want of room asks for it again
+// when cleared or reloaded ("start again the same way"), /dev/shm having room
+// by then: it had forgotten the capacity it was created with.
+TEST(IndexAskedCapacity, AClearOrReloadAfterNoRoomAsksForTheCapacityAgain) {
+  auto o = test_options("idxagain");
+  o.index_bytes_at_once = 8192;
+  // 2^18 keys ask for 2^19 slots (4 MiB).
+  constexpr std::uint64_t asked = std::uint64_t{1} << 19;
+  std::vector<table_spec> tables = {{"cleared", table_kind::set, asked / 2},
+                                    {"reloaded", table_kind::set, asked / 2}};
+  auto w = writer::create(o, tables).value();
+  auto& calls = detail::sys();
+  static int (*real)(int, off_t, off_t) = nullptr;
+  real = calls.fallocate;
+  calls.fallocate = [](int fd, off_t offset, off_t length) {
+    struct stat st {};
+    if (::fstat(fd, &st) == 0 && st.st_size > (off_t{2} << 20)) return ENOSPC;
+    return real(fd, offset, length);
+  };
+  auto put = w.put("cleared", "first", "1");
+  auto other = w.put("reloaded", "first", "1");
+  w.reclaim();
+  calls.fallocate = real;
+  ASSERT_TRUE(put.has_value()) << put.error().message;
+  ASSERT_TRUE(other.has_value()) << other.error().message;
+  ASSERT_FALSE(w.growing()) << "the asked indexes were not given up";
+  ASSERT_EQ(index_of(o, 0).capacity, 1024u);
+  ASSERT_EQ(index_of(o, 1).capacity, 1024u);
+
+  ASSERT_TRUE(w.clear("cleared").has_value());
+  ASSERT_TRUE(w.reload("reloaded", [](loader& l) { return l.put("k", "v"); }).has_value());
+  for (int i = 0; i < 100 && w.growing(); ++i) w.reclaim();
+  EXPECT_EQ(index_of(o, 0).capacity, asked) << "after a clear";
+  EXPECT_EQ(index_of(o, 1).capacity, asked) << "after a reload";
+}
+
 TEST(IndexAskedCapacity, ACreateIsRefusedWhenDevShmHasNoRoomOrTheCapacityIsOverTheLimit) {
   auto o = test_options("idxroom");
   std::vector<table_spec> tables = {{"kv", table_kind::set, 8}};
@@ -415,5 +452,111 @@ TEST(IndexAskedCapacity, ACreateIsRefusedWhenDevShmHasNoRoomOrTheCapacityIsOverT
   EXPECT_NE(bad.error().message.find("index_bytes_at_once 64"), std::string::npos);
 }
 
+// Puts, erases and batches of both kinds while the table grows beside its
+// asked index, moves into it and migrates: every read agrees at every step.
+TEST(IndexAskedCapacity, WritesOfEveryKindWhileTheAskedIndexIsMadeReady) {
+  auto o = test_options("idxhost");
+  o.index_bytes_at_once = 128;  // 16 slots at once
+  std::vector<table_spec> tables = {{"kv", table_kind::set, 8}};
+  auto w = writer::create(o, tables).value();
+  auto r = reader::attach(o.ns, o.name).value();
+  // 2^20 keys ask for 2^21 slots (16 MiB): 64 of grow's slices.
+  w.create_table({"big", table_kind::set, std::uint64_t{1} << 20}).value();
+  std::map<std::string, std::string> oracle;
+  std::mt19937 rng(7);
+  std::set<std::uint64_t> capacities;
+  auto key = [&] { return numbered("k", rng() % 6000); };
+  for (int step = 0; step < 8000; ++step) {
+    const unsigned op = rng() % 20;
+    std::vector<std::string> touched;
+    if (op < 12) {
+      const std::string k = key();
+      const std::string v = numbered("v", step);
+      w.put("big", k, v).value();
+      oracle[k] = v;
+      touched.push_back(k);
+    } else if (op < 17) {
+      const std::string k = key();
+      EXPECT_EQ(w.erase("big", k).value(), oracle.erase(k) == 1);
+      touched.push_back(k);
+    } else {
+      std::vector<std::pair<std::string, Value>> batch;
+      const std::size_t n = op == 19 && rng() % 50 == 0 ? 3000 : 40;
+      for (std::size_t i = 0; i < n; ++i) {
+        const std::string k = key();
+        const std::string v = numbered("b", step * 10000 + static_cast<int>(i));
+        batch.emplace_back(k, Value(v));
+        oracle[k] = v;
+        touched.push_back(k);
+      }
+      w.put_many("big", batch, op == 17 ? batch_publish::per_entry : batch_publish::at_once)
+          .value();
+    }
+    if (step % 40 == 0) w.grow(std::chrono::microseconds(30));
+    capacities.insert(index_of(o, 1).capacity);
+    for (int i = 0; i < 16; ++i) touched.push_back(key());  // and keys written before
+    for (const auto& k : touched) {
+      auto it = oracle.find(k);
+      auto got = r.get("big", k).value();
+      if (it == oracle.end()) {
+        ASSERT_FALSE(got) << "step " << step << " key " << k;
+      } else {
+        ASSERT_EQ(got, std::optional<Value>(it->second)) << "step " << step << " key " << k;
+      }
+    }
+    if (step % 500 == 0) expect_matches(r, "big", oracle);
+  }
+  for (int i = 0; i < 10000 && w.growing(); ++i) w.grow(std::chrono::milliseconds(1));
+  EXPECT_FALSE(w.growing());
+  expect_matches(r, "big", oracle);
+  EXPECT_EQ(index_of(o, 1).capacity, std::uint64_t{1} << 21);
+  EXPECT_GT(capacities.size(), 3u) << "the table did not grow beside its asked index";
+}
+
+// Capacities at the edges: a small one is made at once, one past 2^16 in
+// slices, 2^32 needs more than 64 GiB of /dev/shm, and past 2^32 is refused.
+TEST(IndexAskedCapacity, CapacitiesAtTheEdges) {
+  auto o = test_options("idxedge");
+  std::vector<table_spec> tables = {{"kv", table_kind::set, 8}};
+  auto w = writer::create(o, tables).value();
+  auto r = reader::attach(o.ns, o.name).value();
+  std::uint32_t n = 1;
+  for (const std::uint64_t cap :
+       {std::uint64_t{1}, std::uint64_t{2}, std::uint64_t{3}, std::uint64_t{7}, std::uint64_t{8},
+        std::uint64_t{9}, std::uint64_t{65535}, std::uint64_t{65536}, std::uint64_t{65537},
+        std::uint64_t{1} << 20}) {
+    const std::string name = "t" + std::to_string(cap);
+    auto c = w.create_table({name, table_kind::set, cap});
+    ASSERT_TRUE(c) << cap << ": " << c.error().message;
+    const std::uint64_t slots = std::bit_ceil(std::max<std::uint64_t>(16, cap * 2));
+    EXPECT_EQ(index_of(o, n).capacity, std::min<std::uint64_t>(slots, 1 << 17)) << cap;
+    for (std::uint64_t i = 0; i < 40; ++i) w.put(name, numbered("k", i), "v").value();
+    for (int i = 0; i < 2000 && w.growing(); ++i) w.grow(std::chrono::milliseconds(1));
+    EXPECT_EQ(index_of(o, n).capacity, std::max<std::uint64_t>(slots, 64)) << cap;  // 40 keys: 64
+    for (std::uint64_t i = 0; i < 40; ++i) EXPECT_TRUE(r.get(name, numbered("k", i)).value());
+    ++n;
+  }
+  auto& calls = detail::sys();
+  const auto real = calls.fstatvfs;
+  calls.fstatvfs = [](int, struct statvfs* out) {
+    std::memset(out, 0, sizeof(*out));
+    out->f_frsize = 4096;
+    out->f_bavail = std::uint64_t{1} << 24;  // 64 GiB
+    return 0;
+  };
+  auto max = w.create_table({"max", table_kind::set, std::uint64_t{1} << 32});
+  calls.fstatvfs = real;
+  ASSERT_FALSE(max);
+  EXPECT_EQ(max.error().code, errc::no_space) << max.error().message;
+  EXPECT_NE(max.error().message.find("68719476800 bytes"), std::string::npos)
+      << max.error().message;
+  for (const std::uint64_t cap :
+       {(std::uint64_t{1} << 32) + 1, std::uint64_t{1} << 40, UINT64_MAX}) {
+    auto c = w.create_table({"x", table_kind::set, cap});
+    ASSERT_FALSE(c) << cap;
+    EXPECT_EQ(c.error().code, errc::invalid_argument) << cap;
+    EXPECT_NE(c.error().message.find(std::to_string(cap)), std::string::npos) << c.error().message;
+  }
+}
 }  // namespace
 }  // namespace slither::shm

@@ -233,8 +233,10 @@ struct SLITHER_BROKER_EXPORT broker_options {
   /// them, else `start()` fails with `invalid_argument` naming both pids.
   /// About every 200 ms the broker checks that it still is, by parent links
   /// rather than by pid (which a new process may reuse); once it is not (the
-  /// process died, even by SIGKILL), the broker logs "parent process PID is
-  /// gone: stopping" and stops gracefully, as on SIGTERM: `wait()` returns.
+  /// process died, even by SIGKILL, or a wrapper between them died and the
+  /// broker went to init), the broker logs "parent process PID is gone:
+  /// stopping" and stops gracefully, as on SIGTERM: `wait()` returns. A
+  /// watch of pid 1, or of a subreaper that takes the broker in, holds.
   /// `slither-broker --parent-pid`; `slither.launch` passes its own pid.
   std::int64_t parent_pid = 0;
 };

@@ -141,7 +141,8 @@ struct SLITHER_SHM_EXPORT store_options {
   /// slot and scans only attached readers' slots in full.
   std::uint32_t max_readers = 256;
   /// The largest index the writer makes at once for a table it creates,
-  /// clears or reloads, 128 bytes..512 MiB (rounded down to a power of two
+  /// clears or reloads, `min_index_bytes_at_once`..`max_index_bytes_at_once`
+  /// (128 bytes..512 MiB; rounded down to a power of two
   /// of 8-byte slots). A capacity that asks for more is reached in slices
   /// (`table_spec::initial_capacity`). Reserving and zeroing 1 MiB takes
   /// well under a millisecond.
@@ -150,6 +151,10 @@ struct SLITHER_SHM_EXPORT store_options {
 
 /// The largest `store_options::max_readers`.
 inline constexpr std::uint32_t max_readers_limit = 65536;
+/// The range of `store_options::index_bytes_at_once`: a store's smallest
+/// index (16 slots), and the largest that a 1 GiB segment holds.
+inline constexpr std::uint64_t min_index_bytes_at_once = 128;
+inline constexpr std::uint64_t max_index_bytes_at_once = std::uint64_t{1} << 29;
 
 /// What one `writer::reclaim` did.
 struct SLITHER_SHM_EXPORT reclaim_report {
