@@ -62,20 +62,18 @@ bool tree_cursor::start(std::uint64_t root) {
   depth_ = 0;
   root_ = root;
   if (root == null_ref) return false;
+  if ((root & (block_granule - 1)) != 0) return bad(root);  // before reading its level
   const auto* head = reinterpret_cast<const btree_node*>(c_.resolve(root, sizeof(btree_node)));
   if (head == nullptr) return failed(c_.unreadable(root));
   const unsigned level = head->level;
   if (level >= btree_max_depth) return bad(root);
   frame& f = path_[0];
   if (!tree_node(c_, root, level, f.node)) return bad(root);
-  // A tree cannot hold more keys than its segments hold slots.
-  std::uint64_t mapped = 0;
-  const std::uint64_t segments = std::min<std::uint64_t>(
-      c_.header->segment_count.load(std::memory_order_acquire), max_segments);
-  for (std::uint64_t i = 0; i < segments; ++i)
-    mapped += c_.header->segment_bytes[i].load(std::memory_order_relaxed);
+  // A tree cannot hold more keys than its segments hold slots: the segments
+  // as mapped, not as the header says (a walk bounded by a forged size could
+  // run for years through nodes that share children).
   const std::uint64_t entries = f.node.node->entries;
-  if (entries > mapped / sizeof(btree_slot)) {
+  if (entries > c_.mapped_bytes() / sizeof(btree_slot)) {
     return failed(c_.corrupt(root, "a B+tree root claims more keys than the store can hold"));
   }
   steps_left_ = entries;

@@ -10,6 +10,7 @@
 
 #include <sys/types.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cstdint>
@@ -169,6 +170,22 @@ struct reader_core final : fork_aware, std::enable_shared_from_this<reader_core>
   /// inlined: once per segment, not part of any read's common path.
   [[gnu::noinline]] const std::byte* map_segment(std::uint32_t n) noexcept;
 
+  /// The bytes of the segments the store header lists that this reader could
+  /// map (mapping them now if need be), with the sizes it checked when
+  /// mapping them: what the store really holds, whatever the header claims.
+  /// Bounds a walk over shared structures (a B+tree's, btree.cpp).
+  std::uint64_t mapped_bytes() noexcept {
+    const std::uint64_t count = std::min<std::uint64_t>(
+        header->segment_count.load(std::memory_order_acquire), max_segments);
+    std::uint64_t total = 0;  // at most 64 segments of 2^48 bytes: no overflow
+    for (std::uint32_t i = 0; i < count; ++i) {
+      if (bases[i].load(std::memory_order_acquire) != nullptr || map_segment(i) != nullptr) {
+        total += sizes[i].load(std::memory_order_relaxed);
+      }
+    }
+    return total;
+  }
+
   /// The address of `bytes` bytes at `ref`, or nullptr if they are not readable.
   const std::byte* resolve(std::uint64_t ref, std::uint64_t bytes) noexcept {
     const std::uint32_t seg = ref_segment(ref);
@@ -185,6 +202,9 @@ struct reader_core final : fork_aware, std::enable_shared_from_this<reader_core>
   /// its segment, with key, shape and value inside it; else nullptr. The
   /// layout is the block's first byte: anything but the two known ones is damage.
   const entry_block* entry(std::uint64_t ref) noexcept {
+    // Blocks are granule-aligned: a reference that is not (from a damaged
+    // chain or leaf) is never read through, a misaligned access being undefined.
+    if ((ref & (block_granule - 1)) != 0) return nullptr;
     const std::byte* p = resolve(ref, sizeof(compact_entry));
     if (p == nullptr) return nullptr;
     const auto* b = reinterpret_cast<const entry_block*>(p);
@@ -210,6 +230,7 @@ struct reader_core final : fork_aware, std::enable_shared_from_this<reader_core>
 
   /// The index block at `ref` if its header and slots fit in its segment; else nullptr.
   const index_header* index_at(std::uint64_t ref) noexcept {
+    if ((ref & (block_granule - 1)) != 0) return nullptr;
     const auto* ix = reinterpret_cast<const index_header*>(resolve(ref, sizeof(index_header)));
     if (ix == nullptr || ix->capacity == 0 || (ix->capacity & (ix->capacity - 1)) != 0 ||
         ix->capacity > max_index_capacity || resolve(ref, index_bytes(ix->capacity)) == nullptr) {

@@ -7,8 +7,12 @@
 // exceptions (other than the slither::error `view::value` documents) are not.
 //
 // Input layout: a sequence of patches, each
-//   [segment: 1 byte][offset: 3 bytes, little-endian][length: 1 byte][bytes]
-// applied in order to segment (byte % 2) at (offset % its size). The
+//   [where: 1 byte][offset: 3 bytes, little-endian][length: 1 byte][bytes]
+// applied in order. `where` bits 1-3 name an anchor: 0 is none, the patch
+// going to segment (where % 2) at (offset % its size); 1-7 are blocks of the
+// built store (`fuzz_store::anchors`), the patch going at (offset past the
+// anchor's start) in its segment, so that mutations reach the B+tree's nodes
+// and a bag's chain at a rate, not once in thousands of random offsets. The
 // segments are restored to their built contents before each input.
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -23,6 +27,7 @@
 #include <string>
 #include <vector>
 
+#include "btree.hpp"
 #include "layout.hpp"
 #include "slither/core/error.hpp"
 #include "slither/shm/store.hpp"
@@ -43,8 +48,12 @@ struct fuzz_store {
   std::string ns = "fuzz" + std::to_string(::getpid());
   std::optional<writer> w;
   patchable segments[2];
-  std::vector<std::string> keys = {"s", "nd", "big", "k",   "missing", "",   "s2",
-                                   "m", "b",  "nd0", "nd3", "g1",      "g12"};
+  /// Where anchored patches go (segment, offset): the ordered table's root,
+  /// its first and last leaves, the chain of "k" in the bag (its newest,
+  /// second newest and oldest blocks) and the ordered table's hash index.
+  std::vector<std::pair<unsigned, std::size_t>> anchors;
+  std::vector<std::string> keys = {"s", "nd", "big", "k",   "missing", "",    "s2",
+                                   "m", "b",  "nd0", "nd3", "g1",      "g12", "o42"};
 
   fuzz_store() {
     store_options o;
@@ -81,6 +90,40 @@ struct fuzz_store {
     // Past the first segment: references into segment 1 too.
     w->put("kv", "big", Bytes{std::string(60 << 10, 'z')}).value();
     for (int n = 0; n < 2; ++n) map_segment(segment_name(ns, "seg", n), segments[n]);
+    find_anchors();
+  }
+
+  /// Fills `anchors` from the built segments; aborts if the store is not
+  /// shaped as built above (a two-level tree, a chain of four in the bag).
+  void find_anchors() {
+    auto anchor = [&](std::uint64_t ref) {
+      const unsigned seg = shm::detail::ref_segment(ref);
+      if (seg >= 2 || shm::detail::ref_offset(ref) >= segments[seg].size) std::abort();
+      anchors.emplace_back(seg, shm::detail::ref_offset(ref));
+      return segments[seg].data + shm::detail::ref_offset(ref);
+    };
+    const auto* h = reinterpret_cast<const shm::detail::store_header*>(
+        segments[0].data + shm::detail::store_header_offset);
+    const auto* root =
+        reinterpret_cast<const shm::detail::btree_node*>(anchor(h->tree_roots[2].load()));
+    if (root->level != 1) std::abort();
+    anchor(shm::detail::slots_of(root)[0].ref);
+    anchor(shm::detail::slots_of(root)[root->count - 1u].ref);
+    const auto* bag = reinterpret_cast<const shm::detail::index_header*>(
+        segments[0].data + shm::detail::ref_offset(h->tables[1].root.load()));
+    const auto* slots = reinterpret_cast<const shm::detail::shared_u64*>(bag + 1);
+    for (std::uint64_t i = 0; i < bag->capacity; ++i) {
+      const std::uint64_t ref = shm::detail::slot_ref(slots[i].load());
+      if (ref == shm::detail::null_ref) continue;
+      const auto* e = reinterpret_cast<const shm::detail::entry_block*>(
+          segments[0].data + shm::detail::ref_offset(ref));
+      if (shm::detail::key_of(e) != "k") continue;
+      anchor(ref);
+      anchor(shm::detail::next_of(e));
+      anchor(shm::detail::first_of(e));
+    }
+    anchor(h->tables[2].root.load());
+    if (anchors.size() != 7) std::abort();
   }
 
   static void map_segment(const std::string& name, patchable& seg) {
@@ -107,8 +150,11 @@ fuzz_store& store() {
 
 void apply(fuzz_store& s, const std::uint8_t* data, std::size_t size) {
   while (size >= 5) {
-    patchable& seg = s.segments[data[0] % 2];
-    const std::size_t offset = (data[1] | data[2] << 8 | data[3] << 16) % seg.size;
+    const unsigned anchor = data[0] >> 1 & 7;
+    const auto [segment, start] =
+        anchor == 0 ? std::pair<unsigned, std::size_t>{data[0] % 2, 0} : s.anchors[anchor - 1];
+    patchable& seg = s.segments[segment];
+    const std::size_t offset = (start + (data[1] | data[2] << 8 | data[3] << 16)) % seg.size;
     const std::size_t len = std::min<std::size_t>({data[4], size - 5, seg.size - offset});
     std::memcpy(seg.data + offset, data + 5, len);
     data += 5 + len;
@@ -138,6 +184,7 @@ void read_everything(const reader& r, const std::vector<std::string>& keys) {
     (void)r.size(table);
     (void)r.keys(table);
     (void)r.keys(table, "n");
+    (void)r.keys(table, "o4");  // a seek into the tree, then its leaves until the prefix ends
     (void)r.range(table);
     (void)r.range(table, "o3", "o7", 20, true);
     (void)r.first(table);
