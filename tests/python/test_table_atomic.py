@@ -221,3 +221,108 @@ def test_a_bag_refuses_compare_and_erase_and_keeps_its_mapping_methods(client):
             bag.popitem()
     finally:
         store.drop_table(name)
+
+
+def test_pop_and_get_with_version_take_arguments_as_dict_and_get_do(scratch):
+    t = scratch.table("t")
+    t["k"] = "v"
+    with pytest.raises(TypeError, match="missing 1 required positional argument"):
+        t.pop()  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match=r"^pop expected at most 2 arguments, got 3$"):
+        t.pop("k", 1, 2)
+    assert t["k"] == "v"  # a refused call removes nothing
+    with pytest.raises(slither.NotFound, match="no key 'nope' in table 't'") as e:
+        t.pop("nope")
+    assert isinstance(e.value, KeyError)  # as dict.pop raises
+    default = object()
+    assert t.pop("nope", default) is default
+    assert t.get_with_version("nope", default)[0] is default
+    for bad in (5, None, 1.5):
+        with pytest.raises(slither.InvalidType, match="key must be str or bytes"):
+            t.get_with_version(bad)  # type: ignore[arg-type]
+    with pytest.raises(slither.NotFound, match="unknown table 'nope'"):
+        scratch.get_with_version("nope", "k")
+    # A value read, like get's, is a copy: a view taken before the pop stays
+    # valid after it (a reader's snapshot), and the array popped is the caller's.
+    arr = np.arange(1000, dtype=np.int64)
+    t["a"] = arr
+    view = t.view("a")
+    got, version = t.get_with_version("a")
+    assert version == t.version("a") and got.flags.writeable
+    popped = t.pop("a")
+    assert np.array_equal(popped, arr) and np.array_equal(view, arr)
+
+
+def test_versions_past_what_the_wire_carries_are_named_as_given(scratch):
+    scratch.put("t", "k", 1)
+    for op in (lambda v: scratch.compare_and_erase("t", "k", v),
+               lambda v: scratch.compare_and_set("t", "k", v, 2)):
+        with pytest.raises(slither.InvalidArgument,
+                           match=r"9223372036854775808 is not a version \(0 to 2\*\*63 - 1\)"):
+            op(2**63)
+        with pytest.raises(slither.Conflict, match="not 9223372036854775807"):
+            op(2**63 - 1)
+    assert scratch.get("t", "k") == 1
+
+
+@pytest.mark.parametrize("call", ["pop", "pop_default", "popitem", "setdefault"])
+def test_a_table_dropped_mid_loop_raises_not_found(client, monkeypatch, call):
+    """The table goes between the read and the conditional write: the write's
+    NotFound ends the call, which neither loops nor returns a default."""
+    store = client.store("features")
+    name = f"atomic_drop_{secrets.token_hex(3)}"
+    t = store.create_table(name)
+    t["k"] = 1
+    writes = 0
+
+    def dropping(method):
+        def write(self, *args):
+            nonlocal writes
+            writes += 1
+            if writes == 1:
+                store.drop_table(name)
+            return method(self, *args)
+        return write
+
+    for method in ("compare_and_erase", "compare_and_set"):
+        monkeypatch.setattr(slither.Store, method, dropping(getattr(slither.Store, method)))
+    key = "k" if call != "setdefault" else "absent"
+    with pytest.raises(slither.NotFound, match=f"'{name}'"):
+        {"pop": lambda: t.pop(key),
+         "pop_default": lambda: t.pop(key, None),
+         "popitem": t.popitem,
+         "setdefault": lambda: t.setdefault(key, 2)}[call]()
+    assert writes == 1
+    with pytest.raises(slither.NotFound, match=f"'{name}'"):
+        t.pop("k", None)  # the read sees it gone too
+
+
+def test_pops_end_while_another_process_rewrites_the_key(scratch, tmp_path):
+    """Two poppers and a rewriter putting the one key back-to-back: a pop only
+    reads again after another write to the key, so each one ends."""
+    t = scratch.table("t")
+    seconds = 1.5
+
+    def work(i: int) -> dict[str, Any]:
+        end = time.monotonic() + seconds
+        if i == 0:
+            n = 0
+            while time.monotonic() < end:
+                n += 1
+                t["k"] = n
+            return {"puts": n}
+        pops = 0
+        slowest = 0.0
+        while time.monotonic() < end:
+            start = time.monotonic()
+            if t.pop("k", None) is not None:
+                pops += 1
+            slowest = max(slowest, time.monotonic() - start)
+        return {"pops": pops, "slowest": slowest}
+
+    rewriter, *poppers = race(tmp_path, work, n=3)
+    assert rewriter["puts"] > 100
+    for p in poppers:
+        assert p["pops"] > 10, poppers
+        assert p["slowest"] < 1.0, poppers
+

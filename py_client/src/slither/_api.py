@@ -435,7 +435,7 @@ class Store(_native.Reader):
         ``0`` means "absent". Returns the new version; raises :class:`Conflict`
         naming the version found otherwise. ``version(table, key)`` reads the
         current one. Raises :class:`InvalidArgument` for a version that is not 0 to
-        2**64 - 1, and otherwise as :meth:`put`.
+        2**63 - 1, and otherwise as :meth:`put`.
         """
         try:
             return self._client._native.compare_and_set(
@@ -453,7 +453,7 @@ class Store(_native.Reader):
         was removed (``False`` only for ``expected_version`` 0 with the key absent);
         raises :class:`Conflict` naming the version found otherwise (0 if absent), and
         :class:`InvalidArgument` for a bag table (a bag's key has no one version, as for
-        :meth:`compare_and_set`) or a version that is not 0 to 2**64 - 1. Otherwise
+        :meth:`compare_and_set`) or a version that is not 0 to 2**63 - 1. Otherwise
         as :meth:`delete`.
         """
         try:
