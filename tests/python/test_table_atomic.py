@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import slither
+from conftest import make_broker
 
 CHILDREN = 4
 KEYS = 200
@@ -326,3 +327,24 @@ def test_pops_end_while_another_process_rewrites_the_key(scratch, tmp_path):
         assert p["pops"] > 10, poppers
         assert p["slowest"] < 1.0, poppers
 
+
+def test_a_setdefault_over_the_message_limit_says_why_put_would_go_through(tmp_path):
+    """The atomic setdefault sends its default with compare_and_set, through the
+    socket; a large put takes shared memory. Over the broker's message limit the
+    error names setdefault, the key and that difference, and nothing is stored."""
+    b = make_broker(tmp_path, "big")
+    b.config.write_text("[broker]\nmax_message_bytes = 1048576\n\n" + b.config.read_text())
+    b.start()
+    try:
+        with b.connect() as c:
+            t = c.store("scratch").table("t")
+            big = b"y" * (2 << 20)
+            with pytest.raises(slither.LimitExceeded,
+                               match=r"setdefault of key 'k' in table 't'.*over the broker's "
+                                     r"limit of 1048576.*put .*shared memory"):
+                t.setdefault("k", big)
+            assert "k" not in t
+            t.put("k", big)  # the shared-memory path takes it
+            assert t.setdefault("k", big) == big  # present: read, nothing sent
+    finally:
+        b.stop()

@@ -583,9 +583,10 @@ class Table(_native._Table):
 
         Atomic in a set or ordered table: ``default`` is stored only if the key is
         still absent (:meth:`compare_and_set` with version 0), so racing callers all
-        return the one value stored. That write travels through the socket: a
-        ``default`` over the broker's message limit raises :class:`LimitExceeded`
-        (``put`` would take the shared-memory path)."""
+        return the one value stored. That write travels through the socket, even for a
+        ``default`` of ``LARGE_PUT_BYTES`` or more (which ``put`` sends through shared
+        memory): one over the broker's message limit raises :class:`LimitExceeded`
+        naming setdefault and the key, and nothing is stored."""
         if self.store.kind(self.name) == "bag":
             value, version = self.store.get_with_version(self.name, key)
             if version != 0:
@@ -601,6 +602,14 @@ class Table(_native._Table):
                 return default
             except _native.Conflict:
                 continue  # stored meanwhile: read what was stored
+            except _native.LimitExceeded as e:
+                if not _in_place(default):
+                    raise
+                raise _native.LimitExceeded(
+                    f"setdefault of key {key!r} in table '{self.name}': {e} (an atomic "
+                    "setdefault sends its default through the socket, where a put of "
+                    "this size would go through shared memory)"
+                ) from None
 
     def __len__(self) -> int:
         # Keys, not values: a bag's length is what iterating it yields.
