@@ -328,6 +328,36 @@ def test_pops_end_while_another_process_rewrites_the_key(scratch, tmp_path):
         assert p["slowest"] < 1.0, poppers
 
 
+def test_get_with_version_reads_value_and_version_of_one_write(scratch, tmp_path):
+    """A writer replaces the key back-to-back; readers' (value, version) pairs must
+    each be a pair one put made (a value read, then the next write's version,
+    would pair a value with a version that is not its own)."""
+    t = scratch.table("t")
+    t["k"] = -1
+    seconds = 1.0
+
+    def work(i: int) -> dict[str, Any]:
+        end = time.monotonic() + seconds
+        if i == 0:
+            made = {}
+            n = 0
+            while time.monotonic() < end:
+                n += 1
+                made[str(t.put("k", n))] = n
+            return made
+        pairs = []
+        while time.monotonic() < end:
+            value, version = t.get_with_version("k")
+            pairs.append([value, version])
+        return {"pairs": pairs}
+
+    made, *readers = race(tmp_path, work, n=3)
+    seen = [p for r in readers for p in r["pairs"] if p[0] != -1]
+    assert len({v for _, v in seen}) > 100  # the readers did meet many writes
+    wrong = [p for p in seen if made.get(str(p[1])) != p[0]]
+    assert not wrong, wrong[:5]
+
+
 def test_a_setdefault_over_the_message_limit_says_why_put_would_go_through(tmp_path):
     """The atomic setdefault sends its default with compare_and_set, through the
     socket; a large put takes shared memory. Over the broker's message limit the
