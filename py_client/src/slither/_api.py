@@ -665,7 +665,9 @@ class Table(_native._Table):
 
     def get_with_version(self, key: Key, default: Value = None) -> tuple[Value, int]:
         """``(value, version)`` of the entry under ``key``, read together (``get`` then
-        ``version`` may see two different writes); ``(default, 0)`` if absent. What
+        ``version`` may see two different writes); ``(default, 0)`` if absent. The
+        value is a decoded copy, as ``get``'s; in a bag, the first value and its
+        version, which appending more values does not change. What
         :meth:`compare_and_set` and :meth:`compare_and_erase` expect."""
         return self.store.get_with_version(self.name, key, default)
 
