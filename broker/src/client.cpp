@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <iterator>
+#include <limits>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -480,13 +481,30 @@ result<bool> client::erase(std::string_view store, std::string_view table, std::
   return reply->as<bool>();
 }
 
+namespace {
+
+// The wire carries a version as an int64; a larger one is named as the caller
+// gave it rather than sent as the negative number the broker would name.
+result<std::int64_t> wire_version(std::uint64_t version, std::string_view request) {
+  if (version > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())) {
+    return fail(errc::invalid_argument, std::string(request) + " expected_version " +
+                                            std::to_string(version) +
+                                            " is not a version (0 to 2**63 - 1)");
+  }
+  return static_cast<std::int64_t>(version);
+}
+
+}  // namespace
+
 result<std::uint64_t> client::compare_and_set(std::string_view store, std::string_view table,
                                               std::string_view key, std::uint64_t expected_version,
                                               const Value& value) {
   Map args = p_->store_args(store);
   args.emplace("table", table);
   args.emplace("key", key);
-  args.emplace("expected_version", static_cast<std::int64_t>(expected_version));
+  auto version = wire_version(expected_version, "compare_and_set");
+  if (!version) return std::move(version).error();
+  args.emplace("expected_version", *version);
   args.emplace("value", value);
   auto reply = p_->request(message_type::compare_and_set, Value(std::move(args)));
   if (!reply) return std::move(reply).error();
@@ -498,7 +516,9 @@ result<bool> client::compare_and_erase(std::string_view store, std::string_view 
   Map args = p_->store_args(store);
   args.emplace("table", table);
   args.emplace("key", key);
-  args.emplace("expected_version", static_cast<std::int64_t>(expected_version));
+  auto version = wire_version(expected_version, "compare_and_erase");
+  if (!version) return std::move(version).error();
+  args.emplace("expected_version", *version);
   auto reply = p_->request(message_type::compare_and_erase, Value(std::move(args)));
   if (!reply) return std::move(reply).error();
   if (!reply->is_bool()) return fail(errc::protocol_error, "compare_and_erase reply is not a bool");
@@ -790,8 +810,9 @@ result<std::uint64_t> client::compare_and_set_encoded(std::string_view store,
                                                       std::string_view table, std::string_view key,
                                                       std::uint64_t expected_version,
                                                       std::span<const std::byte> value) {
-  const auto ints =
-      p_->store_ints(store, {{"expected_version", static_cast<std::int64_t>(expected_version)}});
+  auto version = wire_version(expected_version, "compare_and_set");
+  if (!version) return std::move(version).error();
+  const auto ints = p_->store_ints(store, {{"expected_version", *version}});
   auto payload =
       splice_args({{"store", store}, {"table", table}, {"key", key}}, ints, "value", value);
   if (!payload) return std::move(payload).error();

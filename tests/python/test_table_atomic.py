@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import slither
+from conftest import make_broker
 
 CHILDREN = 4
 KEYS = 200
@@ -221,3 +222,159 @@ def test_a_bag_refuses_compare_and_erase_and_keeps_its_mapping_methods(client):
             bag.popitem()
     finally:
         store.drop_table(name)
+
+
+def test_pop_and_get_with_version_take_arguments_as_dict_and_get_do(scratch):
+    t = scratch.table("t")
+    t["k"] = "v"
+    with pytest.raises(TypeError, match="missing 1 required positional argument"):
+        t.pop()  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match=r"^pop expected at most 2 arguments, got 3$"):
+        t.pop("k", 1, 2)
+    assert t["k"] == "v"  # a refused call removes nothing
+    with pytest.raises(slither.NotFound, match="no key 'nope' in table 't'") as e:
+        t.pop("nope")
+    assert isinstance(e.value, KeyError)  # as dict.pop raises
+    default = object()
+    assert t.pop("nope", default) is default
+    assert t.get_with_version("nope", default)[0] is default
+    for bad in (5, None, 1.5):
+        with pytest.raises(slither.InvalidType, match="key must be str or bytes"):
+            t.get_with_version(bad)  # type: ignore[arg-type]
+    with pytest.raises(slither.NotFound, match="unknown table 'nope'"):
+        scratch.get_with_version("nope", "k")
+    # A value read, like get's, is a copy: a view taken before the pop stays
+    # valid after it (a reader's snapshot), and the array popped is the caller's.
+    arr = np.arange(1000, dtype=np.int64)
+    t["a"] = arr
+    view = t.view("a")
+    got, version = t.get_with_version("a")
+    assert version == t.version("a") and got.flags.writeable
+    popped = t.pop("a")
+    assert np.array_equal(popped, arr) and np.array_equal(view, arr)
+
+
+def test_versions_past_what_the_wire_carries_are_named_as_given(scratch):
+    scratch.put("t", "k", 1)
+    for op in (lambda v: scratch.compare_and_erase("t", "k", v),
+               lambda v: scratch.compare_and_set("t", "k", v, 2)):
+        with pytest.raises(slither.InvalidArgument,
+                           match=r"9223372036854775808 is not a version \(0 to 2\*\*63 - 1\)"):
+            op(2**63)
+        with pytest.raises(slither.Conflict, match="not 9223372036854775807"):
+            op(2**63 - 1)
+    assert scratch.get("t", "k") == 1
+
+
+@pytest.mark.parametrize("call", ["pop", "pop_default", "popitem", "setdefault"])
+def test_a_table_dropped_mid_loop_raises_not_found(client, monkeypatch, call):
+    """The table goes between the read and the conditional write: the write's
+    NotFound ends the call, which neither loops nor returns a default."""
+    store = client.store("features")
+    name = f"atomic_drop_{secrets.token_hex(3)}"
+    t = store.create_table(name)
+    t["k"] = 1
+    writes = 0
+
+    def dropping(method):
+        def write(self, *args):
+            nonlocal writes
+            writes += 1
+            if writes == 1:
+                store.drop_table(name)
+            return method(self, *args)
+        return write
+
+    for method in ("compare_and_erase", "compare_and_set"):
+        monkeypatch.setattr(slither.Store, method, dropping(getattr(slither.Store, method)))
+    key = "k" if call != "setdefault" else "absent"
+    with pytest.raises(slither.NotFound, match=f"'{name}'"):
+        {"pop": lambda: t.pop(key),
+         "pop_default": lambda: t.pop(key, None),
+         "popitem": t.popitem,
+         "setdefault": lambda: t.setdefault(key, 2)}[call]()
+    assert writes == 1
+    with pytest.raises(slither.NotFound, match=f"'{name}'"):
+        t.pop("k", None)  # the read sees it gone too
+
+
+def test_pops_end_while_another_process_rewrites_the_key(scratch, tmp_path):
+    """Two poppers and a rewriter putting the one key back-to-back: a pop only
+    reads again after another write to the key, so each one ends."""
+    t = scratch.table("t")
+    seconds = 1.5
+
+    def work(i: int) -> dict[str, Any]:
+        end = time.monotonic() + seconds
+        if i == 0:
+            n = 0
+            while time.monotonic() < end:
+                n += 1
+                t["k"] = n
+            return {"puts": n}
+        pops = 0
+        slowest = 0.0
+        while time.monotonic() < end:
+            start = time.monotonic()
+            if t.pop("k", None) is not None:
+                pops += 1
+            slowest = max(slowest, time.monotonic() - start)
+        return {"pops": pops, "slowest": slowest}
+
+    rewriter, *poppers = race(tmp_path, work, n=3)
+    assert rewriter["puts"] > 100
+    for p in poppers:
+        assert p["pops"] > 10, poppers
+        assert p["slowest"] < 1.0, poppers
+
+
+def test_get_with_version_reads_value_and_version_of_one_write(scratch, tmp_path):
+    """A writer replaces the key back-to-back; readers' (value, version) pairs must
+    each be a pair one put made (a value read, then the next write's version,
+    would pair a value with a version that is not its own)."""
+    t = scratch.table("t")
+    t["k"] = -1
+    seconds = 1.0
+
+    def work(i: int) -> dict[str, Any]:
+        end = time.monotonic() + seconds
+        if i == 0:
+            made = {}
+            n = 0
+            while time.monotonic() < end:
+                n += 1
+                made[str(t.put("k", n))] = n
+            return made
+        pairs = []
+        while time.monotonic() < end:
+            value, version = t.get_with_version("k")
+            pairs.append([value, version])
+        return {"pairs": pairs}
+
+    made, *readers = race(tmp_path, work, n=3)
+    seen = [p for r in readers for p in r["pairs"] if p[0] != -1]
+    assert len({v for _, v in seen}) > 100  # the readers did meet many writes
+    wrong = [p for p in seen if made.get(str(p[1])) != p[0]]
+    assert not wrong, wrong[:5]
+
+
+def test_a_setdefault_over_the_message_limit_says_why_put_would_go_through(tmp_path):
+    """The atomic setdefault sends its default with compare_and_set, through the
+    socket; a large put takes shared memory. Over the broker's message limit the
+    error names setdefault, the key and that difference, and nothing is stored."""
+    b = make_broker(tmp_path, "big")
+    b.config.write_text("[broker]\nmax_message_bytes = 1048576\n\n" + b.config.read_text())
+    b.start()
+    try:
+        with b.connect() as c:
+            t = c.store("scratch").table("t")
+            big = b"y" * (2 << 20)
+            with pytest.raises(slither.LimitExceeded,
+                               match=r"setdefault of key 'k' in table 't'.*over the broker's "
+                                     r"limit of 1048576.*put .*shared memory"):
+                t.setdefault("k", big)
+            assert "k" not in t
+            t.put("k", big)  # the shared-memory path takes it
+            assert t.setdefault("k", big) == big  # present: read, nothing sent
+    finally:
+        b.stop()

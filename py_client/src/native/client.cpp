@@ -157,18 +157,20 @@ std::chrono::milliseconds to_timeout(nb::handle obj) {
   return std::chrono::milliseconds(static_cast<std::int64_t>(std::ceil(seconds * 1000.0)));
 }
 
-// An entry version: an int from 0 to 2**64 - 1.
+// An entry version: an int from 0 to 2**63 - 1, what the wire carries (a
+// store's versions stay far below).
 std::uint64_t version_arg(nb::handle obj) {
   if (PyBool_Check(obj.ptr()) || !PyLong_Check(obj.ptr())) {
     raise_invalid_type("expected_version must be an int, not '" + python_type_name(obj) + "'");
   }
-  const unsigned long long v = PyLong_AsUnsignedLongLong(obj.ptr());
-  if (v == static_cast<unsigned long long>(-1) && PyErr_Occurred()) {
-    PyErr_Clear();
+  int overflow = 0;
+  const long long v = PyLong_AsLongLongAndOverflow(obj.ptr(), &overflow);
+  if (v == -1 && PyErr_Occurred()) throw nb::python_error();
+  if (overflow != 0 || v < 0) {
     raise_invalid_argument("expected_version " + std::string(nb::repr(obj).c_str()) +
-                           " is not a version (0 to 2**64 - 1)");
+                           " is not a version (0 to 2**63 - 1)");
   }
-  return v;
+  return static_cast<std::uint64_t>(v);
 }
 
 // A bytes or bytearray object's buffer, exported for as long as this lives.

@@ -577,8 +577,9 @@ void init_reader(nb::module_& m) {
           },
           nb::arg("table").none(), nb::arg("key").none(), nb::arg("default").none() = nb::none(),
           "(value, version) of the entry under `key` (a bag's first value), read together;\n"
-          "(default, 0) if absent. What compare_and_set and compare_and_erase expect: they\n"
-          "then act only if the entry is still the one read.")
+          "(default, 0) if absent. The value is a decoded copy, as get's. What\n"
+          "compare_and_set and compare_and_erase expect: they then act only if the entry\n"
+          "is still the one read.")
       .def(
           "contains",
           [](py_reader& r, nb::handle table_arg, nb::handle key) {

@@ -435,7 +435,7 @@ class Store(_native.Reader):
         ``0`` means "absent". Returns the new version; raises :class:`Conflict`
         naming the version found otherwise. ``version(table, key)`` reads the
         current one. Raises :class:`InvalidArgument` for a version that is not 0 to
-        2**64 - 1, and otherwise as :meth:`put`.
+        2**63 - 1, and otherwise as :meth:`put`.
         """
         try:
             return self._client._native.compare_and_set(
@@ -453,7 +453,7 @@ class Store(_native.Reader):
         was removed (``False`` only for ``expected_version`` 0 with the key absent);
         raises :class:`Conflict` naming the version found otherwise (0 if absent), and
         :class:`InvalidArgument` for a bag table (a bag's key has no one version, as for
-        :meth:`compare_and_set`) or a version that is not 0 to 2**64 - 1. Otherwise
+        :meth:`compare_and_set`) or a version that is not 0 to 2**63 - 1. Otherwise
         as :meth:`delete`.
         """
         try:
@@ -583,9 +583,10 @@ class Table(_native._Table):
 
         Atomic in a set or ordered table: ``default`` is stored only if the key is
         still absent (:meth:`compare_and_set` with version 0), so racing callers all
-        return the one value stored. That write travels through the socket: a
-        ``default`` over the broker's message limit raises :class:`LimitExceeded`
-        (``put`` would take the shared-memory path)."""
+        return the one value stored. That write travels through the socket, even for a
+        ``default`` of ``LARGE_PUT_BYTES`` or more (which ``put`` sends through shared
+        memory): one over the broker's message limit raises :class:`LimitExceeded`
+        naming setdefault and the key, and nothing is stored."""
         if self.store.kind(self.name) == "bag":
             value, version = self.store.get_with_version(self.name, key)
             if version != 0:
@@ -601,6 +602,14 @@ class Table(_native._Table):
                 return default
             except _native.Conflict:
                 continue  # stored meanwhile: read what was stored
+            except _native.LimitExceeded as e:
+                if not _in_place(default):
+                    raise
+                raise _native.LimitExceeded(
+                    f"setdefault of key {key!r} in table '{self.name}': {e} (an atomic "
+                    "setdefault sends its default through the socket, where a put of "
+                    "this size would go through shared memory)"
+                ) from None
 
     def __len__(self) -> int:
         # Keys, not values: a bag's length is what iterating it yields.
@@ -656,7 +665,9 @@ class Table(_native._Table):
 
     def get_with_version(self, key: Key, default: Value = None) -> tuple[Value, int]:
         """``(value, version)`` of the entry under ``key``, read together (``get`` then
-        ``version`` may see two different writes); ``(default, 0)`` if absent. What
+        ``version`` may see two different writes); ``(default, 0)`` if absent. The
+        value is a decoded copy, as ``get``'s; in a bag, the first value and its
+        version, which appending more values does not change. What
         :meth:`compare_and_set` and :meth:`compare_and_erase` expect."""
         return self.store.get_with_version(self.name, key, default)
 

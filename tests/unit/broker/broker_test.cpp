@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <future>
+#include <limits>
 #include <mutex>
 #include <thread>
 #include <zmq.hpp>
@@ -153,6 +154,81 @@ TEST_F(BrokerTest, CompareAndEraseRemovesOnlyTheVersionRead) {
     EXPECT_NE(message.find(named), std::string::npos) << message;
   }
   EXPECT_TRUE(r.contains("kv", "k").value());
+}
+
+TEST_F(BrokerTest, CompareAndEraseRefusesMalformedFramesAndKeepsTheEntry) {
+  auto& b = start();
+  auto c = connect();
+  const auto& r = b.reader("main");
+  const std::uint64_t v = c.put("main", "kv", "k", Value(1)).value();
+
+  // A version past what the wire carries (an int64) is named as given, not
+  // sent as a negative number the broker would name instead.
+  constexpr std::uint64_t huge = std::numeric_limits<std::uint64_t>::max();
+  for (auto got : {c.compare_and_erase("main", "kv", "k", huge).error(),
+                   c.compare_and_set("main", "kv", "k", huge, Value(2)).error()}) {
+    EXPECT_EQ(got.code, errc::invalid_argument);
+    EXPECT_NE(got.message.find(std::to_string(huge)), std::string::npos) << got.message;
+  }
+  // The largest int64 is a version no entry has: a conflict naming the one found.
+  auto top = c.compare_and_erase("main", "kv", "k", huge >> 1);
+  ASSERT_FALSE(top);
+  EXPECT_EQ(top.error().code, errc::conflict);
+  EXPECT_NE(top.error().message.find("version " + std::to_string(v)), std::string::npos)
+      << top.error().message;
+
+  RawPeer peer(b.control_endpoint());
+  const Map good{{"store", "main"}, {"table", "kv"}, {"key", "k"}, {"expected_version", 1}};
+  auto with = [&](std::string_view name, Value arg) {
+    Map args = good;
+    args.insert_or_assign(std::string(name), std::move(arg));
+    return Value(std::move(args));
+  };
+  auto without = [&](std::string_view name) {
+    Map args = good;
+    args.erase(args.find(name));
+    return Value(std::move(args));
+  };
+  struct bad_frame {
+    Value args;
+    errc code;
+    std::string named;
+  };
+  const bad_frame bad[] = {
+      {without("store"), errc::invalid_argument, "store"},
+      {without("table"), errc::invalid_argument, "table"},
+      {without("expected_version"), errc::invalid_argument, "expected_version"},
+      {with("store", Value("nope")), errc::not_found, "'nope'"},
+      {with("store", Value(1)), errc::invalid_argument, "store"},
+      {with("table", Value(Value::list({"kv"}))), errc::invalid_argument, "table"},
+      {with("key", Value(7)), errc::invalid_argument, "key"},
+      {with("expected_version", Value(1.0)), errc::invalid_argument, "expected_version"},
+      {with("expected_version", Value{}), errc::invalid_argument, "expected_version"},
+      {with("expected_version", Value(std::numeric_limits<std::int64_t>::min())),
+       errc::invalid_argument, "is negative"},
+      {with("incarnation", Value("x")), errc::invalid_argument, "incarnation"},
+      // A body that is not a map breaks the protocol itself.
+      {Value::list({"main", "kv", "k", 1}), errc::protocol_error, ""},
+      {Value{}, errc::protocol_error, ""},
+  };
+  std::uint64_t id = 0;
+  for (const auto& [args, code, named] : bad) {
+    peer.request(protocol::message_type::compare_and_erase, ++id, args);
+    auto m = peer.receive();
+    ASSERT_TRUE(m) << args.to_string();
+    ASSERT_EQ(m->head.type, protocol::message_type::reply_error) << args.to_string();
+    EXPECT_EQ(error_code_of(*m), code) << args.to_string();
+    const std::string message = protocol::read_error_body(m->body).message;
+    EXPECT_NE(message.find(named), std::string::npos) << message;
+  }
+  EXPECT_EQ(r.get("kv", "k").value(), std::optional(Value(1)));
+  // The broker still serves the client that sent them.
+  peer.request(protocol::message_type::compare_and_erase, ++id,
+               with("expected_version", Value(static_cast<std::int64_t>(v))));
+  auto ok = peer.receive();
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ok->body, Value(true)) << ok->body.to_string();
+  EXPECT_FALSE(r.contains("kv", "k").value());
 }
 
 TEST_F(BrokerTest, ReadYourWritesFromAnAttachedReader) {
