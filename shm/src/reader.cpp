@@ -1,5 +1,6 @@
 // The reader: attach to a store by name, verify and map it read-only, and
 // read it lock-free inside an epoch (epoch.hpp).
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -12,6 +13,7 @@
 #include "reader_core.hpp"
 #include "registry.hpp"
 #include "slither/core/codec.hpp"
+#include "slither/shm/detail/sys.hpp"
 #include "slither/shm/store.hpp"
 #include "writer_lock.hpp"
 
@@ -94,11 +96,20 @@ const std::byte* reader_core::map_segment(std::uint32_t n) noexcept {
     const std::byte* base = map->data();
     regions[n] = std::move(*map);
     sizes[n].store(bytes, std::memory_order_relaxed);
+    backed[n].store(obj->allocated, std::memory_order_relaxed);
+    segment_fds[n] = std::move(obj->fd);
     bases[n].store(base, std::memory_order_release);
     return base;
   } catch (const std::exception&) {
     return nullptr;
   }
+}
+
+void reader_core::look_at_backing(std::uint32_t n) noexcept {
+  struct stat st {};
+  if (detail::sys().fstat(segment_fds[n].get(), &st) != 0) return;  // keep what was seen
+  backed[n].store(std::min(detail::allocated_bytes(st), sizes[n].load(std::memory_order_relaxed)),
+                  std::memory_order_relaxed);
 }
 
 result<std::vector<located>> reader_core::chain(located head) {
@@ -274,6 +285,8 @@ result<void> attach_header(reader_core& c) {
   c.incarnation = sh->incarnation;
   c.hash_seed = hdr->hash_seed;
   c.sizes[0].store(sh->bytes, std::memory_order_relaxed);
+  c.backed[0].store(std::min(obj->allocated, sh->bytes), std::memory_order_relaxed);
+  c.segment_fds[0] = std::move(obj->fd);
   c.bases[0].store(base, std::memory_order_release);
   c.regions[0] = std::move(*map);
   return {};
