@@ -98,15 +98,19 @@ TEST(ReadAllocations, AResultThatFindsNoMemoryIsAnErrorNotAnException) {
     }
     EXPECT_TRUE(whole) << what;
   }
-  // The error names what could not be returned (the first allocation of
-  // `keys` is its result's; `range`'s is a value's, which decoding reports).
-  fail_at = 1;
-  const auto got = r.keys("ord");
-  fail_at = 0;
-  ASSERT_FALSE(got);
-  EXPECT_EQ(got.error().code, errc::limit_exceeded);
-  EXPECT_NE(got.error().message.find("keys of table 'ord'"), std::string::npos)
-      << got.error().message;
+  // The error names what could not be returned (an allocation a read can do
+  // without, or a value's, which decoding reports, may fail first).
+  std::string named;
+  for (std::size_t n = 1; named.empty() && n < 100; ++n) {
+    fail_at = n;
+    const auto got = r.keys("ord");
+    fail_at = 0;
+    if (!got && got.error().code == errc::limit_exceeded &&
+        got.error().message.find("keys of table 'ord'") != std::string::npos) {
+      named = got.error().message;
+    }
+  }
+  EXPECT_NE(named.find("does not fit in this process's memory"), std::string::npos) << named;
 }
 
 }  // namespace
