@@ -69,11 +69,14 @@ bool tree_cursor::start(std::uint64_t root) {
   if (level >= btree_max_depth) return bad(root);
   frame& f = path_[0];
   if (!tree_node(c_, root, level, f.node)) return bad(root);
-  // A tree cannot hold more keys than its segments hold slots: the segments
-  // as mapped, not as the header says (a walk bounded by a forged size could
-  // run for years through nodes that share children).
+  // A tree cannot hold more keys than its segments' memory holds slots: the
+  // segments as mapped and backed, not as the header says nor as long as a
+  // sparse segment is (a walk bounded by either could run for years through
+  // nodes that share children). Pages backed since they were last looked
+  // at are looked for before the root is refused.
   const std::uint64_t entries = f.node.node->entries;
-  if (entries > c_.mapped_bytes() / sizeof(btree_slot)) {
+  if (entries > c_.backed_bytes(false) / sizeof(btree_slot) &&
+      entries > c_.backed_bytes(true) / sizeof(btree_slot)) {
     return failed(c_.corrupt(root, "a B+tree root claims more keys than the store can hold"));
   }
   steps_left_ = entries;

@@ -1,5 +1,6 @@
 // The reader: attach to a store by name, verify and map it read-only, and
 // read it lock-free inside an epoch (epoch.hpp).
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -12,6 +13,7 @@
 #include "reader_core.hpp"
 #include "registry.hpp"
 #include "slither/core/codec.hpp"
+#include "slither/shm/detail/sys.hpp"
 #include "slither/shm/store.hpp"
 #include "writer_lock.hpp"
 
@@ -94,11 +96,20 @@ const std::byte* reader_core::map_segment(std::uint32_t n) noexcept {
     const std::byte* base = map->data();
     regions[n] = std::move(*map);
     sizes[n].store(bytes, std::memory_order_relaxed);
+    backed[n].store(obj->allocated, std::memory_order_relaxed);
+    segment_fds[n] = std::move(obj->fd);
     bases[n].store(base, std::memory_order_release);
     return base;
   } catch (const std::exception&) {
     return nullptr;
   }
+}
+
+void reader_core::look_at_backing(std::uint32_t n) noexcept {
+  struct stat st {};
+  if (detail::sys().fstat(segment_fds[n].get(), &st) != 0) return;  // keep what was seen
+  backed[n].store(std::min(detail::allocated_bytes(st), sizes[n].load(std::memory_order_relaxed)),
+                  std::memory_order_relaxed);
 }
 
 result<std::vector<located>> reader_core::chain(located head) {
@@ -274,6 +285,8 @@ result<void> attach_header(reader_core& c) {
   c.incarnation = sh->incarnation;
   c.hash_seed = hdr->hash_seed;
   c.sizes[0].store(sh->bytes, std::memory_order_relaxed);
+  c.backed[0].store(std::min(obj->allocated, sh->bytes), std::memory_order_relaxed);
+  c.segment_fds[0] = std::move(obj->fd);
   c.bases[0].store(base, std::memory_order_release);
   c.regions[0] = std::move(*map);
   return {};
@@ -323,6 +336,21 @@ namespace {
 error_info moved_from() {
   return fail(errc::invalid_argument,
               "this shm::reader was moved from: use the reader it was moved to, or attach again");
+}
+
+// A read that collects its result in memory (`range`, `keys`, `get_all`,
+// `get_many`): a result too large for this process's memory is
+// `limit_exceeded`, naming the read, its table and its store, not a
+// std::bad_alloc (what was collected is freed before the error is made).
+template <class T, class F>
+result<T> collecting(const reader_core& c, const char* what, std::string_view table, F&& read) {
+  try {
+    return read();
+  } catch (const std::bad_alloc&) {
+    return fail(errc::limit_exceeded, std::string(what) + " of table '" + std::string(table) +
+                                          "' in store '" + c.label +
+                                          "' does not fit in this process's memory");
+  }
 }
 }  // namespace
 
@@ -478,40 +506,46 @@ result<void> reader::get_many(std::string_view table, std::span<const std::strin
 
 result<std::vector<std::optional<Value>>> reader::get_many(
     std::string_view table, std::span<const std::string_view> keys) const {
-  std::vector<std::optional<Value>> out(keys.size());
-  std::optional<error_info> failed;
-  auto r = get_many(table, keys, [&](std::size_t i, const scanned* e) {
-    if (e == nullptr) return true;
-    auto v = decode_entry(static_cast<const detail::entry_block*>(e->entry));
-    if (!v) {
-      failed = std::move(v).error();
-      return false;
-    }
-    out[i].emplace(std::move(*v));
-    return true;
+  if (!p_) return moved_from();
+  using values = std::vector<std::optional<Value>>;
+  return collecting<values>(*p_->core, "get_many", table, [&]() -> result<values> {
+    values out(keys.size());
+    std::optional<error_info> failed;
+    auto r = get_many(table, keys, [&](std::size_t i, const scanned* e) {
+      if (e == nullptr) return true;
+      auto v = decode_entry(static_cast<const detail::entry_block*>(e->entry));
+      if (!v) {
+        failed = std::move(v).error();
+        return false;
+      }
+      out[i].emplace(std::move(*v));
+      return true;
+    });
+    if (!r) return std::move(r).error();
+    if (failed) return std::move(*failed);
+    return out;
   });
-  if (!r) return std::move(r).error();
-  if (failed) return std::move(*failed);
-  return out;
 }
 
 result<std::vector<Value>> reader::get_all(std::string_view table, std::string_view key) const {
   if (!p_) return moved_from();
   reader_core& c = *p_->core;
-  return with_entry<std::vector<Value>>(
-      c, table, key, [&](const located& found, epoch_guard&) -> result<std::vector<Value>> {
-        std::vector<Value> out;
-        if (found.e == nullptr) return out;
-        auto blocks = c.chain(found);
-        if (!blocks) return std::move(blocks).error();
-        out.reserve(blocks->size());
-        for (const located& at : *blocks) {
-          auto v = decode_entry(at.e);
-          if (!v) return std::move(v).error();
-          out.push_back(std::move(*v));
-        }
-        return out;
-      });
+  return collecting<std::vector<Value>>(c, "get_all", table, [&] {
+    return with_entry<std::vector<Value>>(
+        c, table, key, [&](const located& found, epoch_guard&) -> result<std::vector<Value>> {
+          std::vector<Value> out;
+          if (found.e == nullptr) return out;
+          auto blocks = c.chain(found);
+          if (!blocks) return std::move(blocks).error();
+          out.reserve(blocks->size());
+          for (const located& at : *blocks) {
+            auto v = decode_entry(at.e);
+            if (!v) return std::move(v).error();
+            out.push_back(std::move(*v));
+          }
+          return out;
+        });
+  });
 }
 
 result<std::optional<view>> reader::get_view(std::string_view table, std::string_view key) const {
@@ -744,28 +778,30 @@ result<std::vector<std::string>> reader::keys(std::string_view table,
                                               std::string_view prefix) const {
   if (!p_) return moved_from();
   reader_core& c = *p_->core;
-  if (const auto t = c.table_index(table); t && c.table_kinds[*t] == table_kind::ordered_set) {
-    std::vector<std::string> out;
-    auto r =
-        visit_range(c, table, key_range{prefix, {}, SIZE_MAX, false}, false, [&](const scanned& s) {
-          if (!s.key.starts_with(prefix)) return false;
-          out.emplace_back(s.key);
-          return true;
+  using names = std::vector<std::string>;
+  return collecting<names>(c, "keys", table, [&]() -> result<names> {
+    if (const auto t = c.table_index(table); t && c.table_kinds[*t] == table_kind::ordered_set) {
+      names out;
+      auto r = visit_range(c, table, key_range{prefix, {}, SIZE_MAX, false}, false,
+                           [&](const scanned& s) {
+                             if (!s.key.starts_with(prefix)) return false;
+                             out.emplace_back(s.key);
+                             return true;
+                           });
+      if (!r) return std::move(r).error();
+      return out;
+    }
+    return with_index<names>(
+        c, table, [&](std::uint32_t, const index_header* ix, epoch_guard&) -> result<names> {
+          names out;
+          auto scanned = detail::scan_index(c, ix, [&](located head) {
+            if (key_of(head.e).starts_with(prefix)) out.emplace_back(key_of(head.e));
+            return true;
+          });
+          if (!scanned) return std::move(scanned).error();
+          return out;
         });
-    if (!r) return std::move(r).error();
-    return out;
-  }
-  return with_index<std::vector<std::string>>(
-      c, table,
-      [&](std::uint32_t, const index_header* ix, epoch_guard&) -> result<std::vector<std::string>> {
-        std::vector<std::string> out;
-        auto scanned = detail::scan_index(c, ix, [&](located head) {
-          if (key_of(head.e).starts_with(prefix)) out.emplace_back(key_of(head.e));
-          return true;
-        });
-        if (!scanned) return std::move(scanned).error();
-        return out;
-      });
+  });
 }
 
 // ---------------------------------------------------------------------------
@@ -789,21 +825,24 @@ result<std::vector<std::pair<std::string, Value>>> reader::range(std::string_vie
                                                                  std::size_t limit,
                                                                  bool reverse) const {
   if (!p_) return moved_from();
-  std::vector<std::pair<std::string, Value>> out;
-  std::optional<error_info> failed;
-  auto r =
-      visit_range(*p_->core, table, key_range{lo, hi, limit, reverse}, true, [&](const scanned& s) {
-        auto v = decode_scanned(s);
-        if (!v) {
-          failed = std::move(v).error();
-          return false;
-        }
-        out.emplace_back(std::string(s.key), std::move(*v));
-        return true;
-      });
-  if (!r) return std::move(r).error();
-  if (failed) return std::move(*failed);
-  return out;
+  using pairs = std::vector<std::pair<std::string, Value>>;
+  return collecting<pairs>(*p_->core, "range", table, [&]() -> result<pairs> {
+    pairs out;
+    std::optional<error_info> failed;
+    auto r = visit_range(*p_->core, table, key_range{lo, hi, limit, reverse}, true,
+                         [&](const scanned& s) {
+                           auto v = decode_scanned(s);
+                           if (!v) {
+                             failed = std::move(v).error();
+                             return false;
+                           }
+                           out.emplace_back(std::string(s.key), std::move(*v));
+                           return true;
+                         });
+    if (!r) return std::move(r).error();
+    if (failed) return std::move(*failed);
+    return out;
+  });
 }
 
 result<std::optional<std::pair<std::string, Value>>> reader::first(std::string_view table) const {

@@ -76,6 +76,10 @@ struct reader_core final : fork_aware, std::enable_shared_from_this<reader_core>
   std::array<std::atomic<std::uint64_t>, max_segments> sizes{};
   std::mutex map_mutex;  // only taken to map a segment for the first time
   std::array<mapping, max_segments> regions;
+  // Each mapped segment's descriptor (set before its base is published) and
+  // the bytes memory backed of it when last looked at (`backed_bytes`).
+  std::array<unique_fd, max_segments> segment_fds;
+  std::array<std::atomic<std::uint64_t>, max_segments> backed{};
 
   // The registry and this reader's slot in it. `slot` is null only in a fork
   // child that had nothing to protect at fork time, until its first read.
@@ -171,20 +175,26 @@ struct reader_core final : fork_aware, std::enable_shared_from_this<reader_core>
   [[gnu::noinline]] const std::byte* map_segment(std::uint32_t n) noexcept;
 
   /// The bytes of the segments the store header lists that this reader could
-  /// map (mapping them now if need be), with the sizes it checked when
-  /// mapping them: what the store really holds, whatever the header claims.
-  /// Bounds a walk over shared structures (a B+tree's, btree.cpp).
-  std::uint64_t mapped_bytes() noexcept {
+  /// map (mapping them now if need be) that memory backs, as seen when last
+  /// looked at; `look_again` looks now (one fstat per segment). What the
+  /// store really holds, whatever its header claims and however long a
+  /// sparse segment is made: bounds a walk over shared structures (a
+  /// B+tree's, btree.cpp). Blocks are written only into backed pages, so a
+  /// fresh look counts every block published before it.
+  std::uint64_t backed_bytes(bool look_again) noexcept {
     const std::uint64_t count = std::min<std::uint64_t>(
         header->segment_count.load(std::memory_order_acquire), max_segments);
     std::uint64_t total = 0;  // at most 64 segments of 2^48 bytes: no overflow
     for (std::uint32_t i = 0; i < count; ++i) {
       if (bases[i].load(std::memory_order_acquire) != nullptr || map_segment(i) != nullptr) {
-        total += sizes[i].load(std::memory_order_relaxed);
+        if (look_again) look_at_backing(i);
+        total += backed[i].load(std::memory_order_relaxed);
       }
     }
     return total;
   }
+  /// Updates `backed[n]` from segment `n`'s allocated blocks (it is mapped).
+  [[gnu::noinline]] void look_at_backing(std::uint32_t n) noexcept;
 
   /// The address of `bytes` bytes at `ref`, or nullptr if they are not readable.
   const std::byte* resolve(std::uint64_t ref, std::uint64_t bytes) noexcept {

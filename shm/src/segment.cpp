@@ -88,7 +88,14 @@ result<opened_object> open_object(const std::string& name, bool writable, uid_t 
     return fail(errc::io_error, "shared memory '" + name + "' has mode " + mode +
                                     ", writable by others: refusing to use it");
   }
-  return opened_object{std::move(fd), static_cast<std::uint64_t>(st.st_size), st.st_dev, st.st_ino};
+  return opened_object{std::move(fd), static_cast<std::uint64_t>(st.st_size), allocated_bytes(st),
+                       st.st_dev, st.st_ino};
+}
+
+std::uint64_t allocated_bytes(const struct stat& st) noexcept {
+  // st_blocks counts 512-byte units whatever the file system's block size.
+  return std::min(static_cast<std::uint64_t>(st.st_blocks) * 512,
+                  static_cast<std::uint64_t>(st.st_size));
 }
 
 result<mapping> map_object(int fd, std::uint64_t bytes, bool writable, const std::string& name) {

@@ -8,6 +8,7 @@
 // else's bytes.
 #pragma once
 
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include <cstddef>
@@ -100,10 +101,12 @@ bool remap_in_place(std::byte* addr, std::uint64_t bytes, int fd, bool writable)
 /// range stays reserved for a later `remap_in_place`, the file is let go.
 bool unmap_in_place(std::byte* addr, std::uint64_t bytes) noexcept;
 
-/// An object opened and verified: its descriptor, current size and identity.
+/// An object opened and verified: its descriptor, current size, the bytes
+/// memory backs of it (`allocated_bytes`) and its identity.
 struct opened_object {
   unique_fd fd;
   std::uint64_t bytes = 0;
+  std::uint64_t allocated = 0;
   dev_t dev = 0;
   ino_t ino = 0;
 };
@@ -113,6 +116,10 @@ struct opened_object {
 /// object owned by `owner` without group or other write permission. Errors:
 /// `not_found` if there is no such object, `io_error` naming what failed.
 result<opened_object> open_object(const std::string& name, bool writable, uid_t owner);
+
+/// The bytes of an object that memory backs (its allocated blocks), at most
+/// its size: what a sparse object's size does not say.
+std::uint64_t allocated_bytes(const struct stat& st) noexcept;
 
 /// Maps the first `bytes` bytes of `fd`, shared. The caller has checked that
 /// the object is that large (`open_object`'s size).

@@ -4,6 +4,10 @@
 // store's user could.
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <cstring>
 #include <limits>
 
@@ -683,6 +687,81 @@ TEST(Corruption, ATreeThatLoopsOrSharesNodesEndsInAnError) {
   h->segment_bytes[2].store(0);
   s.header()->tree_roots[2].store(root);
   expect_tree_intact(r);
+}
+
+// A segment made terabytes long by ftruncate costs its writer no memory: the
+// bound on a root's key count comes from the memory the segments really
+// hold, not from their sizes, so nodes that share children still end in an
+// error at once.
+TEST(Corruption, ASparseSegmentDoesNotLoosenTheTreeBound) {
+  damaged_tree s;
+  auto r = reader::attach(s.o.ns, s.o.name).value();
+  const std::uint64_t root = s.root_ref(), leaf = damaged_tree::slots(s.root())[0].ref;
+  const std::string first = damaged_tree::key(s.root(), 0);
+  std::uint64_t below = leaf;
+  std::vector<std::pair<std::string, std::uint64_t>> wide;
+  for (unsigned level = 1; level <= 5; ++level) {
+    wide.assign(detail::btree_max_fanout, {first, below});
+    below = s.forge(s.scratch() + 2048 * level, level, wide, 0);
+  }
+  {
+    // Segment 1, forged: 1 TiB long, one page of it written (its header).
+    const std::uint64_t sparse = std::uint64_t{1} << 40;
+    const std::string name = segment_name(s.o.ns, s.o.name, 1);
+    const int fd = ::shm_open(name.c_str(), O_RDWR | O_CREAT | O_EXCL, 0600);
+    ASSERT_GE(fd, 0) << name;
+    struct unlink_at_end {
+      std::string name;
+      int fd;
+      ~unlink_at_end() {
+        ::close(fd);
+        ::shm_unlink(name.c_str());
+      }
+    } cleanup{name, fd};
+    ASSERT_EQ(::ftruncate(fd, static_cast<off_t>(sparse)), 0);
+    const detail::segment_header sh{detail::store_magic,
+                                    detail::layout_version,
+                                    s.seg0.at<detail::segment_header>(0)->incarnation,
+                                    1,
+                                    sparse,
+                                    {}};
+    ASSERT_EQ(::pwrite(fd, &sh, sizeof(sh), 0), static_cast<ssize_t>(sizeof(sh)));
+    detail::store_header* h = s.header();
+    ASSERT_EQ(h->segment_count.load(), 1u);
+    h->segment_bytes[1].store(sparse);
+    h->segment_count.store(2);
+    // 2^34 keys: within what 1 TiB of slots could hold, far past what the
+    // store's memory holds.
+    s.node(below)->entries = std::uint64_t{1} << 34;
+    s.header()->tree_roots[2].store(below);
+    std::uint64_t n = 0;
+    const auto scanned = r.scan("ord", {}, [&](const reader::scanned&) { return ++n < 2000000; });
+    ASSERT_FALSE(scanned) << n << " entries visited";
+    EXPECT_EQ(n, 0u);
+    EXPECT_NE(scanned.error().message.find("more keys than the store can hold"), std::string::npos)
+        << scanned.error().message;
+    s.header()->tree_roots[2].store(root);
+    h->segment_count.store(1);
+    h->segment_bytes[1].store(0);
+  }
+  expect_tree_intact(r);
+}
+
+// The bound's other side: keys written after a reader mapped a segment, into
+// pages that were holes then, read whole (the bound looks at the segments
+// again before it refuses a root).
+TEST(Corruption, ATreeGrownIntoPagesBackedSinceAttachReadsWhole) {
+  store_options o = testing::test_options("backed");
+  o.initial_segment_bytes = std::uint64_t{64} << 20;  // mostly a hole at first
+  const std::vector<table_spec> tables = {{"ord", table_kind::ordered_set, 16}};
+  writer w = writer::create(o, tables).value();
+  auto r = reader::attach(o.ns, o.name).value();
+  EXPECT_TRUE(r.keys("ord").value().empty());
+  for (int i = 0; i < 50000; ++i) w.put("ord", testing::numbered("k", 100000 + i), i).value();
+  const auto all = r.keys("ord");
+  ASSERT_TRUE(all) << all.error().message;
+  EXPECT_EQ(all->size(), 50000u);
+  EXPECT_EQ(r.range("ord", {}, {}, SIZE_MAX, true).value().size(), 50000u);
 }
 
 // A leaf's reference to an entry block is checked like any other: a

@@ -513,8 +513,9 @@ TEST(IndexAskedCapacity, WritesOfEveryKindWhileTheAskedIndexIsMadeReady) {
   EXPECT_GT(capacities.size(), 3u) << "the table did not grow beside its asked index";
 }
 
-// Capacities at the edges: a small one is made at once, one past 2^16 in
-// slices, 2^32 needs more than 64 GiB of /dev/shm, and past 2^32 is refused.
+// Capacities at the edges: 0 and a small one give the smallest index, made
+// at once, one past 2^16 is made in slices, 2^32 needs more than 64 GiB of
+// /dev/shm, and past 2^32 is refused.
 TEST(IndexAskedCapacity, CapacitiesAtTheEdges) {
   auto o = test_options("idxedge");
   std::vector<table_spec> tables = {{"kv", table_kind::set, 8}};
@@ -522,9 +523,9 @@ TEST(IndexAskedCapacity, CapacitiesAtTheEdges) {
   auto r = reader::attach(o.ns, o.name).value();
   std::uint32_t n = 1;
   for (const std::uint64_t cap :
-       {std::uint64_t{1}, std::uint64_t{2}, std::uint64_t{3}, std::uint64_t{7}, std::uint64_t{8},
-        std::uint64_t{9}, std::uint64_t{65535}, std::uint64_t{65536}, std::uint64_t{65537},
-        std::uint64_t{1} << 20}) {
+       {std::uint64_t{0}, std::uint64_t{1}, std::uint64_t{2}, std::uint64_t{3}, std::uint64_t{7},
+        std::uint64_t{8}, std::uint64_t{9}, std::uint64_t{65535}, std::uint64_t{65536},
+        std::uint64_t{65537}, std::uint64_t{1} << 20}) {
     const std::string name = "t" + std::to_string(cap);
     auto c = w.create_table({name, table_kind::set, cap});
     ASSERT_TRUE(c) << cap << ": " << c.error().message;

@@ -105,12 +105,13 @@ enum class batch_publish : std::uint8_t {
 struct SLITHER_SHM_EXPORT table_spec {
   std::string name;
   table_kind kind = table_kind::set;
-  /// Keys to make room for, 1..2^32 (`invalid_argument` past 2^32): the
-  /// table's index gets twice as many slots (rounded up to a power of two),
-  /// so it holds this many keys without growing, and grows past them as
-  /// needed. An index of up to `store_options::index_bytes_at_once` (1 MiB:
-  /// 2^17 slots, a capacity up to 65536) is made at once. A larger one is
-  /// not: the table starts with that many slots, usable at once, and the
+  /// Keys to make room for, 0..2^32 (`invalid_argument` past 2^32): the
+  /// table's index gets twice as many slots (rounded up to a power of two,
+  /// and at least 16: 0, like any capacity up to 8, asks for that smallest
+  /// index), so it holds this many keys without growing, and grows past them
+  /// as needed. (The broker's and Python's `create_table` take 1..2^32.) An index of up to
+  /// `store_options::index_bytes_at_once` (1 MiB: 2^17 slots, a capacity up to 65536) is made at
+  /// once. A larger one is not: the table starts with that many slots, usable at once, and the
   /// writer makes the asked index ready in slices between writes (4 KiB per
   /// insert, and `grow`'s steps: each `reclaim`'s, and a broker's timer),
   /// then moves the table into it as in a growth. So creating a table never
