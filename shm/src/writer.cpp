@@ -779,18 +779,8 @@ result<std::uint64_t> writer::compare_and_set(std::string_view table, std::strin
   auto tr = p_->table(table);
   if (!tr) return std::move(tr).error();
   table_state& t = **tr;
-  if (t.kind == table_kind::bag) {
-    return fail(errc::invalid_argument,
-                "compare_and_set needs a set table; '" + t.name + "' is a bag");
-  }
-  if (auto r = p_->check_key(t, key); !r) return std::move(r).error();
-  const slot_position pos = p_->find_slot(t, hash_key(p_->hash_seed, key), key);
-  const std::uint64_t found =
-      pos.ref == detail::null_ref ? 0 : detail::version_of(p_->entry(pos.ref));
-  if (found != expected_version) {
-    return fail(errc::conflict, "key " + printable(key) + " in table '" + t.name +
-                                    "' is at version " + std::to_string(found) + ", not " +
-                                    std::to_string(expected_version));
+  if (auto r = p_->expect_version(t, "compare_and_set", key, expected_version); !r) {
+    return std::move(r).error();
   }
   auto v = p_->put(t, key, value);
   if (v) p_->maybe_reclaim();
@@ -801,22 +791,28 @@ result<bool> writer::compare_and_erase(std::string_view table, std::string_view 
                                        std::uint64_t expected_version) {
   auto tr = p_->table(table);
   if (!tr) return std::move(tr).error();
-  const table_state& t = **tr;
+  if (auto r = p_->expect_version(**tr, "compare_and_erase", key, expected_version); !r) {
+    return std::move(r).error();
+  }
+  if (expected_version == 0) return false;  // absent, as expected
+  return erase(table, key);
+}
+
+result<void> writer::impl::expect_version(const table_state& t, std::string_view op,
+                                          std::string_view key, std::uint64_t expected) {
   if (t.kind == table_kind::bag) {
     return fail(errc::invalid_argument,
-                "compare_and_erase needs a set table; '" + t.name + "' is a bag");
+                std::string(op) + " needs a set table; '" + t.name + "' is a bag");
   }
-  if (auto r = p_->check_key(t, key); !r) return std::move(r).error();
-  const slot_position pos = p_->find_slot(t, hash_key(p_->hash_seed, key), key);
-  const std::uint64_t found =
-      pos.ref == detail::null_ref ? 0 : detail::version_of(p_->entry(pos.ref));
-  if (found != expected_version) {
+  if (auto r = check_key(t, key); !r) return std::move(r).error();
+  const slot_position pos = find_slot(t, hash_key(hash_seed, key), key);
+  const std::uint64_t found = pos.ref == detail::null_ref ? 0 : detail::version_of(entry(pos.ref));
+  if (found != expected) {
     return fail(errc::conflict, "key " + printable(key) + " in table '" + t.name +
                                     "' is at version " + std::to_string(found) + ", not " +
-                                    std::to_string(expected_version));
+                                    std::to_string(expected));
   }
-  if (found == 0) return false;
-  return erase(table, key);
+  return {};
 }
 
 result<void> writer::clear(std::string_view table) {

@@ -189,6 +189,11 @@ struct SLITHER_SHM_NO_EXPORT writer::impl final : detail::fork_aware {
   error_info closed_error() const;
   result<detail::table_state*> table(std::string_view name);
   result<void> check_key(const detail::table_state& t, std::string_view key) const;
+  /// For `compare_and_set` and `compare_and_erase` (named `op`): a set table,
+  /// a valid key, and its entry at `expected` (0: absent); else the error
+  /// naming the version found.
+  result<void> expect_version(const detail::table_state& t, std::string_view op,
+                              std::string_view key, std::uint64_t expected);
 
   // Allocation, with the writer's accounting of used and retired bytes.
   result<detail::block> allocate(std::uint64_t bytes);
